@@ -1,0 +1,255 @@
+"""Datasets: the embedded MNIST sample (offline default), and real MNIST / CIFAR-10 via torchvision.
+
+Every dataset here returns ``(image, label)`` with ``image`` a float32 tensor of shape (C, H, W)
+scaled to [-1, 1] (Ho et al. Sec. 4: "data scaled linearly to [-1, 1]") and ``label`` an int.
+Images are kept in memory as uint8 and converted per item or per batch (:meth:`ImageDataset.batch`),
+which keeps CIFAR-10 at 150 MB instead of 600 MB and lets the training loop skip DataLoader
+overhead on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "ImageDataset",
+    "EmbeddedMNIST",
+    "DatasetNotAvailableError",
+    "DATASETS",
+    "load_dataset",
+    "load_mnist",
+    "load_cifar10",
+    "write_fake_cifar10",
+    "to_model_range",
+    "to_unit_range",
+    "default_data_root",
+]
+
+DATASETS = ("mnist-embedded", "mnist", "cifar10")
+
+
+class DatasetNotAvailableError(RuntimeError):
+    """A dataset is neither on disk nor downloadable (e.g. no internet)."""
+
+
+def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels 0..255 -> float32 in [-1, 1]: x = p / 127.5 - 1."""
+    return images_uint8.to(torch.float32) / 127.5 - 1.0
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Model-range images in [-1, 1] -> [0, 1] for display and metrics (clamped)."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+class ImageDataset(Dataset):
+    """In-memory images (N, C, H, W) uint8 with labels (N,) int64; items come out in [-1, 1].
+
+    ``num_classes`` is the number of labels (10 for MNIST and CIFAR-10); ``name`` says where the
+    data came from, for results files.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str, num_classes: int = 10):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        self.images = images.contiguous()
+        self.labels = labels.to(torch.int64)
+        self.name = name
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return to_model_range(self.images[i]), int(self.labels[i])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # (C, H, W)
+
+    def batch(self, idx: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) in [-1, 1] and labels (B,) for the given indices."""
+        idx = torch.as_tensor(idx, dtype=torch.int64)
+        return to_model_range(self.images[idx]), self.labels[idx]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images (N, C, H, W) in [-1, 1] and all labels (N,)."""
+        return to_model_range(self.images), self.labels
+
+    def subset(self, n: int) -> "ImageDataset":
+        """The first ``n`` items of a class-balanced interleaving (useful for quick tiers)."""
+        order = _class_interleaved_order(self.labels)[:n]
+        return ImageDataset(self.images[order], self.labels[order], f"{self.name}[:{n}]", self.num_classes)
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({self.name!r}, n={len(self)}, shape={self.image_shape})"
+
+
+def _class_interleaved_order(labels: torch.Tensor) -> torch.Tensor:
+    """Indices ordered class 0, 1, ..., 9, 0, 1, ... (round-robin), so any prefix is balanced."""
+    rank = torch.zeros_like(labels)
+    for c in labels.unique():
+        m = labels == c
+        rank[m] = torch.arange(int(m.sum()))
+    key = rank * (int(labels.max()) + 1) + labels  # (N,)
+    return torch.argsort(key, stable=True)
+
+
+def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
+    with resources.files("diffusion_edu").joinpath("assets/mnist10k.npz").open("rb") as f:
+        d = np.load(f)
+        return d["images"], d["labels"]
+
+
+def EmbeddedMNIST(split: Literal["train", "heldout", "all"] = "train") -> ImageDataset:
+    """The 10,000 real MNIST digits shipped in the package (see ``diffusion_edu/assets/README.md``).
+
+    Split (fixed, no randomness): within each class, every tenth digit in file order is held out
+    (1,005 digits); the other 8,995 are the training part. ``split="all"`` returns all 10,000.
+    """
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+    images, labels = _embedded_arrays()
+    images = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 28, 28)
+    labels = torch.from_numpy(labels.astype(np.int64))
+    if split != "all":
+        pos_in_class = torch.zeros_like(labels)
+        for c in range(10):
+            m = labels == c
+            pos_in_class[m] = torch.arange(int(m.sum()))
+        heldout = pos_in_class % 10 == 0
+        keep = heldout if split == "heldout" else ~heldout
+        images, labels = images[keep], labels[keep]
+    return ImageDataset(images, labels, name=f"mnist-embedded/{split}")
+
+
+def default_data_root() -> Path:
+    """Where real datasets are looked for and downloaded: ``$DIFFUSION_EDU_DATA`` or ``~/.cache/diffusion_edu``."""
+    return Path(os.environ.get("DIFFUSION_EDU_DATA", Path.home() / ".cache" / "diffusion_edu")).expanduser()
+
+
+_OFFLINE_HINT = (
+    "To work offline, use the MNIST digits shipped with the package instead: "
+    "diffusion_edu.data.EmbeddedMNIST('train') (or dataset='mnist-embedded' in presets and the CLI)."
+)
+
+
+def _not_available(what: str, root: Path, files: Sequence[str], download: bool, cause: BaseException) -> DatasetNotAvailableError:
+    looked = ", ".join(files)
+    how = "download was attempted and failed" if download else "download=False, so nothing was fetched"
+    return DatasetNotAvailableError(
+        f"{what} is not available: looked for {looked} under {root}, and {how} "
+        f"({type(cause).__name__}: {cause}). Put the files there, set $DIFFUSION_EDU_DATA to a folder "
+        f"that holds them, or run where the internet is reachable (Colab). {_OFFLINE_HINT}"
+    )
+
+
+def load_mnist(
+    train: bool = True, root: str | os.PathLike | None = None, download: bool = True
+) -> ImageDataset:
+    """Real MNIST (60,000 training or 10,000 test digits) through ``torchvision.datasets.MNIST``.
+
+    Looks in ``root/MNIST/raw`` for the four IDX files; downloads them when missing and
+    ``download`` is true. Offline and not found: :class:`DatasetNotAvailableError`.
+    """
+    from torchvision import datasets
+
+    root = Path(root) if root is not None else default_data_root()
+    files = [f"MNIST/raw/{r}" for r in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    try:
+        ds = datasets.MNIST(str(root), train=train, download=download)
+    except Exception as e:  # URLError, RuntimeError('Dataset not found'), ...
+        raise _not_available("MNIST", root, files, download, e) from e
+    images = ds.data.unsqueeze(1).to(torch.uint8)  # (N, 1, 28, 28)
+    return ImageDataset(images, torch.as_tensor(ds.targets), name=f"mnist/{'train' if train else 'test'}")
+
+
+def load_cifar10(
+    train: bool = True,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    check_integrity: bool = True,
+) -> ImageDataset:
+    """Real CIFAR-10 (50,000 training or 10,000 test images) through ``torchvision.datasets.CIFAR10``.
+
+    ``check_integrity=False`` skips torchvision's MD5 check of the pickled batches; it exists only
+    for the small fake batches that tests and the smoke tier write with :func:`write_fake_cifar10`.
+    """
+    from torchvision import datasets
+
+    root = Path(root) if root is not None else default_data_root()
+    cls = datasets.CIFAR10
+    if not check_integrity:
+        class _Unchecked(datasets.CIFAR10):  # deliberate: fake batches have no official MD5
+            meta = {**datasets.CIFAR10.meta, "md5": None}  # check_integrity(path, None): file exists
+
+            def _check_integrity(self) -> bool:
+                folder = os.path.join(self.root, self.base_folder)
+                return all(os.path.isfile(os.path.join(folder, f)) for f, _ in self.train_list + self.test_list)
+        cls = _Unchecked
+    files = ["cifar-10-batches-py/data_batch_1..5", "cifar-10-batches-py/test_batch"]
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except Exception as e:
+        raise _not_available("CIFAR-10", root, files, download, e) from e
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+    return ImageDataset(images, torch.as_tensor(ds.targets), name=f"cifar10/{'train' if train else 'test'}")
+
+
+def write_fake_cifar10(root: str | os.PathLike, per_batch: int = 20, seed: int = 0) -> Path:
+    """Write tiny random CIFAR-10-format batch files under ``root/cifar-10-batches-py`` (smoke tier, tests).
+
+    The files have the real format (pickled dicts with ``data`` (n, 3072) uint8 and ``labels``) so
+    that :func:`load_cifar10` goes through torchvision's real loader; load them with
+    ``check_integrity=False``. The images are noise: nothing learned from them means anything.
+    """
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {
+            "data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(0, 10, size=per_batch)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(meta, f)
+    return folder
+
+
+def load_dataset(
+    name: str,
+    split: Literal["train", "heldout", "test"] = "train",
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    check_integrity: bool = True,
+) -> ImageDataset:
+    """One entry point for presets and the CLI.
+
+    name: ``mnist-embedded`` (splits train / heldout), ``mnist`` or ``cifar10`` (splits train / test).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names are {list(DATASETS)}")
+    if name == "mnist-embedded":
+        if split == "test":
+            split = "heldout"
+        return EmbeddedMNIST(split)
+    if split not in ("train", "test"):
+        raise ValueError(f"{name} has splits 'train' and 'test', got {split!r}")
+    if name == "mnist":
+        return load_mnist(split == "train", root, download)
+    return load_cifar10(split == "train", root, download, check_integrity)

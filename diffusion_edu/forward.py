@@ -1,0 +1,189 @@
+"""The forward (noising) process and the conversions between what a network can predict.
+
+Equations are from Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models"; the book
+derives each of them in chapter 1 (the forward process) and chapter 2 (the reverse process).
+``t`` is 1-based; ``t = 0`` is the clean image (see :mod:`diffusion_edu.schedules`).
+All functions take images of shape (B, C, H, W) and ``t`` as an int or an int tensor of shape (B,).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ._checks import check_images, check_timesteps
+from .schedules import NoiseSchedule
+
+__all__ = [
+    "Parameterization",
+    "randn_like",
+    "q_step",
+    "q_sample",
+    "q_mean_variance",
+    "q_posterior",
+    "predict_x0_from_eps",
+    "predict_eps_from_x0",
+    "posterior_mean_from_eps",
+    "eps_from_posterior_mean",
+    "eps_and_x0_from_output",
+]
+
+Parameterization = Literal["eps", "x0", "mu"]
+"""What the network outputs: the noise eps (Ho et al.'s choice), the clean image x0, or the
+posterior mean mu (Report A compares eps and mu)."""
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, drawn from ``generator`` when given (reproducible)."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _noise(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    if noise is None:
+        return randn_like(x, generator)
+    if noise.shape != x.shape:
+        raise ValueError(f"noise must have the images' shape {tuple(x.shape)}, got {tuple(noise.shape)}")
+    return noise
+
+
+def q_step(
+    x_prev: torch.Tensor,
+    t: torch.Tensor | int,
+    schedule: NoiseSchedule,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One Markov step of the forward process, x_{t-1} -> x_t (Ho et al. Eq. 2; book eq. q-step).
+
+    q(x_t | x_{t-1}) = N(x_t; sqrt(alpha_t) x_{t-1}, beta_t I),
+    x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps,  eps ~ N(0, I).
+
+    x_prev: (B, C, H, W); t: 1..T. Returns x_t with the same shape.
+    """
+    check_images(x_prev, "x_prev")
+    t = check_timesteps(t, schedule.T, batch=x_prev.shape[0])
+    eps = _noise(x_prev, noise, generator)
+    return schedule.at(schedule.alphas, t, x_prev).sqrt() * x_prev + schedule.at(schedule.betas, t, x_prev).sqrt() * eps
+
+
+def q_sample(
+    x0: torch.Tensor,
+    t: torch.Tensor | int,
+    schedule: NoiseSchedule,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Jump straight from x_0 to x_t (Ho et al. Eq. 4; book eq. q-sample).
+
+    q(x_t | x_0) = N(x_t; sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I),
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
+
+    x0: (B, C, H, W); t: 0..T (t = 0 returns x0 unchanged); noise: optional eps of x0's shape.
+    """
+    check_images(x0, "x0")
+    t = check_timesteps(t, schedule.T, batch=x0.shape[0], allow_zero=True)
+    eps = _noise(x0, noise, generator)
+    ab = schedule.at(schedule.alpha_bar, t, x0)  # (B, 1, 1, 1)
+    return ab.sqrt() * x0 + (1.0 - ab).sqrt() * eps
+
+
+def q_mean_variance(
+    x0: torch.Tensor, t: torch.Tensor | int, schedule: NoiseSchedule
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (B, C, H, W) and variance (B, 1, 1, 1) of q(x_t | x_0) (Ho et al. Eq. 4)."""
+    check_images(x0, "x0")
+    t = check_timesteps(t, schedule.T, batch=x0.shape[0], allow_zero=True)
+    ab = schedule.at(schedule.alpha_bar, t, x0)
+    return ab.sqrt() * x0, 1.0 - ab
+
+
+def q_posterior(
+    x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor | int, schedule: NoiseSchedule
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward-process posterior q(x_{t-1} | x_t, x_0) (Ho et al. Eqs. 6-7; book eq. posterior).
+
+    mu_tilde = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
+               + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
+    beta_tilde = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
+
+    x0, xt: (B, C, H, W); t: 1..T. Returns (mean (B, C, H, W), variance (B, 1, 1, 1)).
+    At t = 1 the mean is x_0 and the variance 0.
+    """
+    check_images(x0, "x0")
+    check_images(xt, "xt")
+    if x0.shape != xt.shape:
+        raise ValueError(f"x0 and xt must have the same shape, got {tuple(x0.shape)} and {tuple(xt.shape)}")
+    t = check_timesteps(t, schedule.T, batch=x0.shape[0])
+    mean = schedule.at(schedule.posterior_mean_coef_x0, t, x0) * x0 + schedule.at(schedule.posterior_mean_coef_xt, t, xt) * xt
+    return mean, schedule.at(schedule.beta_tilde, t, x0)
+
+
+def predict_x0_from_eps(
+    xt: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, schedule: NoiseSchedule
+) -> torch.Tensor:
+    """Invert Ho et al. Eq. 4 for x_0 given the noise (book eq. x0-from-eps).
+
+    x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).   t: 1..T.
+    """
+    t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    ab = schedule.at(schedule.alpha_bar, t, xt)
+    return (xt - (1.0 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def predict_eps_from_x0(
+    xt: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor, schedule: NoiseSchedule
+) -> torch.Tensor:
+    """Invert Ho et al. Eq. 4 for the noise given x_0: eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
+    t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    ab = schedule.at(schedule.alpha_bar, t, xt)
+    return (xt - ab.sqrt() * x0) / (1.0 - ab).sqrt()
+
+
+def posterior_mean_from_eps(
+    xt: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, schedule: NoiseSchedule
+) -> torch.Tensor:
+    """The reverse-step mean written with the noise (Ho et al. Eq. 11; book eq. mu-from-eps).
+
+    mu = 1 / sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps).   t: 1..T.
+    Equal to q_posterior's mean with x_0 = predict_x0_from_eps(x_t, t, eps).
+    """
+    t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    a = schedule.at(schedule.alphas, t, xt)
+    b = schedule.at(schedule.betas, t, xt)
+    ab = schedule.at(schedule.alpha_bar, t, xt)
+    return (xt - b / (1.0 - ab).sqrt() * eps) / a.sqrt()
+
+
+def eps_from_posterior_mean(
+    xt: torch.Tensor, t: torch.Tensor | int, mu: torch.Tensor, schedule: NoiseSchedule
+) -> torch.Tensor:
+    """Invert Ho et al. Eq. 11: eps = (x_t - sqrt(alpha_t) mu) * sqrt(1 - alpha_bar_t) / beta_t."""
+    t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    a = schedule.at(schedule.alphas, t, xt)
+    b = schedule.at(schedule.betas, t, xt)
+    ab = schedule.at(schedule.alpha_bar, t, xt)
+    return (xt - a.sqrt() * mu) * (1.0 - ab).sqrt() / b
+
+
+def eps_and_x0_from_output(
+    output: torch.Tensor,
+    xt: torch.Tensor,
+    t: torch.Tensor | int,
+    schedule: NoiseSchedule,
+    parameterization: Parameterization = "eps",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a network's output into (eps, x0) whichever quantity it predicts.
+
+    parameterization: ``"eps"`` (output is the noise), ``"x0"`` (the clean image) or ``"mu"``
+    (the posterior mean, Ho et al. Eq. 11 inverted). Shapes: all (B, C, H, W).
+    """
+    if parameterization == "eps":
+        eps = output
+        return eps, predict_x0_from_eps(xt, t, eps, schedule)
+    if parameterization == "x0":
+        return predict_eps_from_x0(xt, t, output, schedule), output
+    if parameterization == "mu":
+        eps = eps_from_posterior_mean(xt, t, output, schedule)
+        return eps, predict_x0_from_eps(xt, t, eps, schedule)
+    raise ValueError(f"unknown parameterization {parameterization!r}; valid: 'eps', 'x0', 'mu'")

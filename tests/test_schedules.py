@@ -1,0 +1,158 @@
+"""Properties of the noise schedules, each test saying why it matters."""
+
+import math
+
+import pytest
+import torch
+
+from diffusion_edu import SCHEDULES, make_schedule, respace, schedule_from_betas, spaced_steps
+from diffusion_edu.schedules import linear_betas
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("T", [1, 10, 400, 1000, 4000])
+def test_alpha_bar_strictly_decreasing_in_unit_interval(name, T):
+    """alpha_bar_t is the fraction of signal variance left at step t: it must fall at every step
+    (each step adds noise) and stay strictly inside (0, 1) for t >= 1, or x_t would be pure signal
+    or carry no signal at all, and the model could not learn that step."""
+    s = make_schedule(name, T)
+    ab = s.alpha_bar
+    assert ab[0] == 1.0
+    assert torch.all(ab[1:] > 0) and torch.all(ab[1:] < 1)
+    assert torch.all(ab[1:] < ab[:-1])
+    assert s.T == T and ab.shape == (T + 1,)
+
+
+def _ref_alpha_bar(name, T, t):
+    """alpha_bar_t computed from the papers' formulas with the math module only (no torch)."""
+    if name == "cosine":  # Nichol & Dhariwal (2021) Eq. 17, betas clipped at 0.999
+        f = lambda u: math.cos(((u / T) + 0.008) / 1.008 * math.pi / 2) ** 2
+        prod = 1.0
+        for u in range(1, t + 1):
+            prod *= 1 - min(1 - f(u) / f(u - 1), 0.999)
+        return prod
+    b0, b1 = 1e-4, 0.02
+    prod = 1.0
+    for u in range(1, t + 1):
+        r = (u - 1) / (T - 1)
+        if name == "linear":
+            beta = b0 + (b1 - b0) * r
+        elif name == "quadratic":
+            beta = (math.sqrt(b0) + (math.sqrt(b1) - math.sqrt(b0)) * r) ** 2
+        else:  # sigmoid in beta space
+            beta = b0 + (b1 - b0) / (1 + math.exp(-(-6 + 12 * r)))
+        prod *= 1 - beta
+    return prod
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("T", [400, 1000])
+def test_alpha_bar_matches_independent_reference(name, T):
+    """The four schedules are what the papers define: compare alpha_bar at fixed t with a plain-Python
+    product of the papers' betas."""
+    s = make_schedule(name, T)
+    for t in (1, T // 4, T // 2, T - 1, T):
+        assert s.alpha_bar[t].item() == pytest.approx(_ref_alpha_bar(name, T, t), rel=1e-9, abs=1e-15)
+
+
+def test_known_values_from_the_literature():
+    """Ho et al.'s linear schedule at T=1000 leaves alpha_bar_T ~ 4.04e-5 (signal amplitude ~0.6%), a
+    figure quoted throughout the literature; the cosine schedule at t = T/2 has alpha_bar ~ 0.49."""
+    assert make_schedule("linear", 1000).alpha_bar[1000].item() == pytest.approx(4.035e-5, rel=1e-3)
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    assert make_schedule("cosine", 1000).alpha_bar[500].item() == pytest.approx(f(0.5) / f(0.0), rel=1e-9)
+
+
+def test_linear_endpoints_and_scaling():
+    """Unscaled, the linear schedule uses 1e-4..0.02 at any T (as the reports do); scale_to_T
+    multiplies both by 1000/T (improved-diffusion)."""
+    b = linear_betas(400)
+    assert b[0].item() == pytest.approx(1e-4) and b[-1].item() == pytest.approx(0.02)
+    b = linear_betas(4000, scale_to_T=True)
+    assert b[0].item() == pytest.approx(2.5e-5) and b[-1].item() == pytest.approx(0.005)
+
+
+def test_derived_quantities_follow_their_definitions():
+    """alphas, alpha_bar_prev, beta_tilde and SNR are derived from the betas by Ho et al.'s formulas."""
+    s = make_schedule("cosine", 50)
+    assert torch.allclose(s.alphas, 1 - s.betas)
+    assert torch.allclose(s.alpha_bar, torch.cumprod(s.alphas, 0))
+    assert torch.allclose(s.alpha_bar_prev[1:], s.alpha_bar[:-1])
+    t = torch.arange(2, 51)
+    expect = s.betas[t] * (1 - s.alpha_bar[t - 1]) / (1 - s.alpha_bar[t])
+    assert torch.allclose(s.beta_tilde[t], expect)
+    assert s.beta_tilde[1] == 0
+    assert torch.allclose(s.snr[1:], s.alpha_bar[1:] / (1 - s.alpha_bar[1:]))
+    assert torch.all(s.beta_tilde[1:] <= s.betas[1:])  # posterior variance never exceeds beta_t
+
+
+def test_respacing_with_all_steps_is_identity():
+    """Sub-sampling that keeps every step must change nothing: same betas, same model times."""
+    s = make_schedule("linear", 400)
+    r = respace(s, list(range(1, 401)))
+    assert torch.allclose(r.betas, s.betas, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(r.alpha_bar, s.alpha_bar, rtol=1e-12)
+    assert torch.equal(r.timesteps, s.timesteps)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_respacing_keeps_alpha_bar_at_kept_steps(name):
+    """Report A's sub-sampling: alpha'_k = product of alphas between kept steps, so alpha_bar' at step
+    k equals the original alpha_bar at t_k and the trained network sees the marginals it was trained on."""
+    s = make_schedule(name, 400)
+    kept = spaced_steps(400, 5)
+    assert kept == [80, 160, 240, 320, 400]
+    r = respace(s, kept)
+    assert r.T == 5
+    assert torch.allclose(r.alpha_bar[1:], s.alpha_bar[kept], rtol=1e-12)
+    assert r.timesteps.tolist() == [0] + kept
+    # alpha'_k is literally the product of the original alphas between kept steps
+    assert r.alphas[2].item() == pytest.approx(torch.prod(s.alphas[81:161]).item(), rel=1e-12)
+
+
+def test_schedule_moves_to_device_and_keeps_values():
+    s = make_schedule("linear", 10).to("cpu")
+    assert s.device.type == "cpu" and s.betas.dtype == torch.float64
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def test_unknown_schedule_lists_valid_names():
+    with pytest.raises(ValueError, match="cosine.*linear.*quadratic.*sigmoid"):
+        make_schedule("exponential", 100)
+
+
+@pytest.mark.parametrize("T", [0, -5])
+def test_T_below_one_is_refused(T):
+    with pytest.raises(ValueError, match="T must be at least 1"):
+        make_schedule("linear", T)
+
+
+def test_T_must_be_int():
+    with pytest.raises(TypeError, match="T must be an int"):
+        make_schedule("linear", 10.0)
+
+
+@pytest.mark.parametrize("betas", [[0.1, 1.0], [0.0, 0.1], [-0.1], [0.1, float("nan")]])
+def test_betas_outside_open_unit_interval_are_refused(betas):
+    with pytest.raises(ValueError, match="betas|beta"):
+        schedule_from_betas(betas)
+
+
+def test_bad_endpoints_are_refused():
+    with pytest.raises(ValueError, match=r"betas must lie in \(0, 1\)"):
+        linear_betas(10, beta_end=1.5)
+    with pytest.raises(ValueError, match="after scaling"):
+        linear_betas(10, scale_to_T=True)  # 0.02 * 100 = 2 > 1
+
+
+def test_bad_respacing_is_refused():
+    s = make_schedule("linear", 100)
+    with pytest.raises(ValueError, match="1..T=100"):
+        respace(s, [0, 50])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        respace(s, [50, 20])
+    with pytest.raises(ValueError, match="K must be in 1..T=100"):
+        respace(s, 101)
+    with pytest.raises(ValueError, match="K must be in 1..T=100"):
+        respace(s, 0)
