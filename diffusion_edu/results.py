@@ -1,0 +1,196 @@
+"""Results files: every number the book shows comes from one of these, written by code.
+
+A results file is JSON with a fixed envelope::
+
+    {
+      "name": "report_e/guidance_sweep",     # what was measured
+      "tier": "cpu",                          # smoke | cpu | gpu | colab
+      "config": {...},                        # the full configuration that produced it
+      "hardware": {...},                      # hardware_info()
+      "wall_time_s": 612.3,                   # wall time of the measurement itself
+      "created": "2026-11-23T10:00:00+00:00",
+      "package_version": "0.1.0",
+      "git_commit": "abc123..." | null,
+      "data": {...}                           # the numbers
+    }
+
+Compute tiers (chosen with the ``DIFFUSION_EDU_TIER`` environment variable, default ``cpu``):
+
+- ``smoke``: tiny sizes so that every notebook runs in under a minute on CPU (CI, nbval). Its numbers
+  mean nothing and are never shown as results.
+- ``cpu``: what the book shows when no GPU was available: each training run at most about 10 minutes
+  on 2 CPU cores, on the embedded MNIST digits.
+- ``colab``: a configuration a reader can finish on a free Colab GPU within about an hour.
+- ``gpu``: the reports' own scales, on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "TIERS",
+    "Tier",
+    "current_tier",
+    "hardware_info",
+    "results_dir",
+    "write_results",
+    "read_results",
+    "atomic_write_bytes",
+]
+
+Tier = Literal["smoke", "cpu", "colab", "gpu"]
+TIERS: tuple[str, ...] = ("smoke", "cpu", "colab", "gpu")
+
+
+def current_tier(default: str = "cpu") -> str:
+    """The compute tier from ``$DIFFUSION_EDU_TIER`` (``smoke`` in CI and tests), else ``default``."""
+    tier = os.environ.get("DIFFUSION_EDU_TIER", default)
+    if tier not in TIERS:
+        raise ValueError(f"DIFFUSION_EDU_TIER must be one of {list(TIERS)}, got {tier!r}")
+    return tier
+
+
+def hardware_info(device: str | torch.device | None = None) -> dict[str, Any]:
+    """What the measurement ran on: CPU model and cores, torch version and threads, GPU name if any."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    dev = torch.device(device) if device is not None else None
+    if torch.cuda.is_available() and (dev is None or dev.type == "cuda"):
+        idx = dev.index if dev is not None and dev.index is not None else torch.cuda.current_device()
+        p = torch.cuda.get_device_properties(idx)
+        info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), gpu_count=torch.cuda.device_count())
+        info["device"] = "cuda"
+    elif dev is not None and dev.type == "mps":
+        info["device"] = "mps"
+    else:
+        info["device"] = "cpu"
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def results_dir() -> Path:
+    """Where results files live: ``$DIFFUSION_EDU_RESULTS``, else the ``results/`` folder of the book's
+    checkout (found by walking up from the working directory to the folder holding ``_toc.yml``), else
+    ``./results``."""
+    env = os.environ.get("DIFFUSION_EDU_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "diffusion_edu").is_dir():
+            return folder / "results"
+    return here / "results"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash never leaves a partial file: write a temporary file
+    in the same folder, flush it to disk, then rename it over the target (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, float) and obj != obj:
+        return None  # NaN is not JSON
+    return obj
+
+
+def write_results(
+    path: str | os.PathLike,
+    name: str,
+    data: dict[str, Any],
+    config: dict[str, Any],
+    tier: str,
+    wall_time_s: float,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Write a results file (atomically) with the envelope described in the module docstring."""
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {list(TIERS)}, got {tier!r}")
+    from . import __version__
+
+    record = {
+        "name": name,
+        "tier": tier,
+        "config": _jsonable(config),
+        "hardware": hardware_info(device),
+        "wall_time_s": round(float(wall_time_s), 3),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+        "git_commit": _git_commit(),
+        "data": _jsonable(data),
+    }
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
+    return path
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a results file and check its envelope; a clear error if it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no results file at {path}: run the experiment that writes it (see the chapter's "
+            f"'Re-running this chapter' section) or set $DIFFUSION_EDU_RESULTS"
+        )
+    record = json.loads(path.read_text())
+    missing = {"name", "tier", "config", "hardware", "wall_time_s", "data"} - set(record)
+    if missing:
+        raise ValueError(f"{path} is not a results file: missing {sorted(missing)}")
+    return record
