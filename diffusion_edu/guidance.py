@@ -1,0 +1,103 @@
+"""Classifier-free guidance: mix a conditional and an unconditional prediction of one network.
+
+Ho & Salimans (2022) train one network on labelled images, replacing the label by a *null label*
+for a fraction ``p_uncond`` of the batches (Report B: 10%). At sampling time they combine the two
+predictions with a guidance weight ``w`` (Ho & Salimans Eq. 6; Report E Eq. 6; book eq. cfg):
+
+    eps_guided = (1 + w) * eps_cond - w * eps_uncond
+               = eps_uncond + (1 + w) * (eps_cond - eps_uncond).
+
+The second line is Report B's description: start from the unconditional prediction and move
+towards the conditional one, and past it when ``w > 0`` (``1 + w`` is what diffusers calls
+``guidance_scale``). ``w = 0`` is the conditional model, ``w = -1`` the unconditional one.
+
+Report E's Algorithm 2 combines the means mu (Ho et al. Eq. 11) instead of eps. Because mu, x0 and
+eps are affine functions of each other for a fixed x_t, and the weights (1 + w) and -w add up to 1,
+combining any of them gives the same update (``tests/test_samplers.py`` checks it). That is also why
+:func:`guided_output` may combine the raw network outputs whatever their parameterization.
+(Report E's Algorithm 2 also tests ``t == 0`` inside a loop over t = T..1: the last step is t = 1.)
+
+Labels follow the package contract: int64 ``(B,)`` in ``0..num_classes - 1``, and the null label is
+``num_classes`` itself (a conditional model given ``y=None`` uses it too).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["combine_guidance", "guided_output", "check_guidance"]
+
+
+def combine_guidance(out_cond: torch.Tensor, out_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022 Eq. 6; Report E Eq. 6; book eq. cfg).
+
+    (1 + w) * out_cond - w * out_uncond. Both (B, C, H, W); works for eps, x0 or mu predictions.
+    """
+    return (1.0 + w) * out_cond - w * out_uncond
+
+
+def check_guidance(
+    model: torch.nn.Module, y: torch.Tensor | int | None, w: float, n: int, device: torch.device | None = None
+) -> torch.Tensor | None:
+    """Check the labels ``y`` and guidance weight ``w`` against ``model``; return y as int64 (n,) or None.
+
+    y: None, an int (the same label for all n images) or an integer tensor of shape (n,), with values
+    in 0..num_classes (num_classes is the null label). w: a finite float; w != 0 needs labels and a
+    conditional model (``model.num_classes`` not None).
+    """
+    num_classes = getattr(model, "num_classes", None)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise TypeError(f"w (the guidance weight) must be a finite float, got {w!r}")
+    if w != 0 and num_classes is None:
+        raise ValueError(
+            f"w={w} asks for classifier-free guidance, but the model is unconditional (num_classes is None); "
+            "use w=0 or a model trained with labels"
+        )
+    if y is None:
+        if w != 0:
+            raise ValueError(f"w={w} asks for classifier-free guidance, which needs labels y; pass y")
+        return None
+    if num_classes is None:
+        raise ValueError("labels y were given but the model is unconditional (num_classes is None); pass y=None")
+    if isinstance(y, bool):
+        raise TypeError("y must be an int label or an integer tensor of shape (n,), got a bool")
+    if isinstance(y, int):
+        y = torch.full((n,), y, dtype=torch.int64)
+    if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"y must be an int label or an integer tensor of shape (n,), got {y!r:.80}")
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) (one label per image), got {tuple(y.shape)}")
+    if n and (int(y.min()) < 0 or int(y.max()) > num_classes):
+        raise ValueError(
+            f"labels y must lie in 0..{num_classes - 1} (or {num_classes}, the null label); "
+            f"got values in {int(y.min())}..{int(y.max())}"
+        )
+    return y.to(device=device, dtype=torch.int64)
+
+
+def guided_output(
+    model: torch.nn.Module,
+    xt: torch.Tensor,
+    model_t: torch.Tensor,
+    y: torch.Tensor | None = None,
+    w: float = 0.0,
+) -> torch.Tensor:
+    """The network's output at (x_t, t), guided with weight ``w`` when ``w != 0`` (book eq. cfg).
+
+    With guidance both branches run in ONE forward pass on a doubled batch: the first half carries
+    the labels y, the second half the null label. Inputs are not checked here (see
+    :func:`check_guidance`). xt: (B, C, H, W); model_t: int64 (B,) model time; y: int64 (B,) or None.
+    Returns (B, C, H, W).
+    """
+    if w == 0:
+        return model(xt, model_t, y)
+    null = torch.full_like(y, model.num_classes)
+    out = model(
+        torch.cat([xt, xt]),  # (2B, C, H, W)
+        torch.cat([model_t, model_t]),  # (2B,)
+        torch.cat([y, null]),  # (2B,): conditional half, then unconditional half
+    )
+    out_cond, out_uncond = out.chunk(2)  # each (B, C, H, W)
+    return combine_guidance(out_cond, out_uncond, w)

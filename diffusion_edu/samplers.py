@@ -1,0 +1,431 @@
+"""The reverse process: DDPM and DDIM steps, the sampling loop, respacing and interpolation.
+
+The model is an argument, never part of the sampler (diffusers' scheduler design): every network
+is called as ``model(x, t, y=None)`` with ``t`` the *model time* ``schedule.model_time(t)``, and what
+it outputs (eps, x0 or mu) is read from ``getattr(model, "parameterization", "eps")``.
+
+``t`` is 1-based: a step goes from x_t to x_{t-1}, t = T..1, and x_0 is the generated image.
+Sampling on fewer steps means sampling on a respaced schedule (``diffusion_edu.schedules.respace``,
+Report A's sub-sampling): both DDPM and DDIM steps work on any schedule.
+
+Each step function numbers its steps with the equation each follows. Inside :func:`sample` the
+per-step schedule values are plain Python floats (no host-device copies or syncs per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Iterator, Literal, NamedTuple
+
+import torch
+
+from ._checks import check_images, check_timesteps
+from .guidance import check_guidance, guided_output
+from .schedules import NoiseSchedule, respace
+
+__all__ = ["METHODS", "VARIANCES", "StepOutput", "Trajectory", "ddpm_step", "ddim_step", "sample", "slerp", "interpolate"]
+
+Method = Literal["ddpm", "ddim"]
+Variance = Literal["beta_tilde", "beta", "zero"]
+METHODS: tuple[str, ...] = ("ddpm", "ddim")
+VARIANCES: tuple[str, ...] = ("beta_tilde", "beta", "zero")
+_PARAMETERIZATIONS = ("eps", "x0", "mu")
+
+
+class StepOutput(NamedTuple):
+    """What one reverse step returns: the next image x_{t-1} and the network's x0 prediction at t."""
+
+    x_prev: torch.Tensor
+    x0_pred: torch.Tensor
+
+
+@dataclass
+class Trajectory:
+    """Every k-th state of a sampling run, for plots and the reverse-process animation.
+
+    t: the schedule indices recorded, T, T - k, ..., and finally 0 (always included).
+    model_t: the network time of each entry (the original step for a respaced schedule; 0 at the end).
+    xt: (F, n, C, H, W) the images x_t; x0_pred: (F, n, C, H, W) the x0 predicted from each x_t
+    (the last entry, t = 0, is the final image itself). F = ceil(T / k) + 1.
+    """
+
+    t: list[int]
+    model_t: list[int]
+    xt: torch.Tensor
+    x0_pred: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule values for one step: Python floats for an int t (cheap, no device syncs), or tensors of
+# shape (B, 1, 1, 1) for a batch of different t.
+# ---------------------------------------------------------------------------------------------
+
+
+def _sqrt(v):
+    return math.sqrt(v) if isinstance(v, float) else v.sqrt()
+
+
+def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict:
+    names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde", "posterior_mean_coef_x0", "posterior_mean_coef_xt")
+    if isinstance(t, int):
+        v = {k: float(getattr(schedule, k)[t]) for k in names}
+        v["first"] = t == 1  # the last step of the chain, t = 1 -> 0
+        v["model_t"] = torch.full((x.shape[0],), int(schedule.timesteps[t]), dtype=torch.int64, device=x.device)
+    else:
+        v = {k: schedule.at(getattr(schedule, k), t, x) for k in names}
+        v["first"] = (t == 1).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
+        v["model_t"] = schedule.model_time(t).to(x.device)
+    return v
+
+
+def _eps_and_x0(out: torch.Tensor, xt: torch.Tensor, v: dict, parameterization: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``forward.eps_and_x0_from_output`` with the step's values given (floats in the sampling loop)."""
+    ab = v["alpha_bar"]
+    if parameterization == "x0":
+        return (xt - _sqrt(ab) * out) / _sqrt(1.0 - ab), out  # Ho et al. Eq. 4 solved for eps
+    if parameterization == "mu":  # Ho et al. Eq. 11 solved for eps
+        out = (xt - _sqrt(v["alphas"]) * out) * _sqrt(1.0 - ab) / v["betas"]
+    return out, (xt - _sqrt(1.0 - ab) * out) / _sqrt(ab)  # Ho et al. Eq. 4 solved for x0
+
+
+def _noise(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    if noise is not None:
+        return noise
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _is_zero(sigma) -> bool:
+    return sigma == 0.0 if isinstance(sigma, float) else False
+
+
+# ---------------------------------------------------------------------------------------------
+# The two steps. The public functions check their input; the loop calls the unchecked cores.
+# ---------------------------------------------------------------------------------------------
+
+
+def _ddpm_core(model, xt, t, schedule, y, w, variance, clip_x0, noise, generator) -> StepOutput:
+    v = _values(schedule, t, xt)
+    # 1. Network output (guided if w != 0), turned into eps and x0 (Ho et al. Eqs. 4 and 11 inverted).
+    out = guided_output(model, xt, v["model_t"], y, w)
+    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
+    # 2. Optionally clip the x0 prediction to the data range [-1, 1].
+    if clip_x0:
+        x0_pred = x0_pred.clamp(-1.0, 1.0)
+    # 3. Mean of p(x_{t-1} | x_t): the posterior mean at the predicted x0 (Ho et al. Eq. 7). Without
+    #    clipping it equals 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) (Ho et al. Eq. 11).
+    mean = v["posterior_mean_coef_x0"] * x0_pred + v["posterior_mean_coef_xt"] * xt
+    # 4. Variance sigma_t^2 (Ho et al. Sec. 3.2): beta_t, beta_tilde_t (Eq. 7) or 0 (Report A);
+    #    no noise on the last step t = 1 (Algorithm 2, line 3).
+    var = {"beta": v["betas"], "beta_tilde": v["beta_tilde"], "zero": 0.0}[variance]
+    if isinstance(v["first"], bool):
+        sigma = 0.0 if v["first"] else _sqrt(float(var))
+    else:
+        sigma = torch.where(v["first"], 0.0, _sqrt(torch.as_tensor(var, dtype=xt.dtype, device=xt.device)))
+    # 5. x_{t-1} = mu + sigma_t z, z ~ N(0, I) (Algorithm 2, line 4).
+    if _is_zero(sigma):
+        return StepOutput(mean, x0_pred)
+    return StepOutput(mean + sigma * _noise(xt, noise, generator), x0_pred)
+
+
+def _ddim_core(model, xt, t, schedule, y, w, eta, clip_x0, noise, generator) -> StepOutput:
+    v = _values(schedule, t, xt)
+    ab, ab_prev = v["alpha_bar"], v["alpha_bar_prev"]
+    # 1. Network output (guided if w != 0), turned into eps and x0 (Song et al. Eq. 12, "predicted x0").
+    out = guided_output(model, xt, v["model_t"], y, w)
+    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
+    # 2. Optionally clip x0 to [-1, 1], then recompute the eps that points from it to x_t (Ho et al. Eq. 4).
+    if clip_x0:
+        x0_pred = x0_pred.clamp(-1.0, 1.0)
+        eps = (xt - _sqrt(ab) * x0_pred) / _sqrt(1.0 - ab)
+    # 3. sigma_t(eta) = eta sqrt((1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t-1})
+    #    (Song et al. Eq. 16). eta = 1 gives sigma^2 = beta_tilde (DDPM), eta = 0 a deterministic step.
+    var = eta**2 * (1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)
+    # 4. x_{t-1} = sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1} - sigma^2) eps + sigma z (Song et al. Eq. 12).
+    direction = 1.0 - ab_prev - var
+    direction = max(direction, 0.0) if isinstance(direction, float) else direction.clamp(min=0.0)
+    x_prev = _sqrt(ab_prev) * x0_pred + _sqrt(direction) * eps
+    sigma = _sqrt(var)
+    if _is_zero(sigma):
+        return StepOutput(x_prev, x0_pred)
+    return StepOutput(x_prev + sigma * _noise(xt, noise, generator), x0_pred)
+
+
+def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor, torch.Tensor | None]:
+    check_images(xt, "xt")
+    if isinstance(t, int) and not isinstance(t, bool):
+        if not 1 <= t <= schedule.T:
+            raise ValueError(f"t must lie in 1..T={schedule.T} (a step goes from x_t to x_(t-1)), got t={t}")
+    else:
+        t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    if noise is not None and noise.shape != xt.shape:
+        raise ValueError(f"noise must have the shape of xt {tuple(xt.shape)}, got {tuple(noise.shape)}")
+    param = getattr(model, "parameterization", "eps")
+    if param not in _PARAMETERIZATIONS:
+        raise ValueError(f"model.parameterization must be one of {_PARAMETERIZATIONS}, got {param!r}")
+    return t, check_guidance(model, y, w, xt.shape[0], xt.device)
+
+
+def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(repr(v) for v in valid)}")
+
+
+def _check_eta(eta: float) -> None:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
+
+
+def ddpm_step(
+    model: torch.nn.Module,
+    xt: torch.Tensor,
+    t: int | torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    y: torch.Tensor | int | None = None,
+    w: float = 0.0,
+    variance: Variance = "beta_tilde",
+    clip_x0: bool = True,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> StepOutput:
+    """One ancestral step x_t -> x_{t-1} (Ho et al. 2020 Algorithm 2; book eq. ddpm-step).
+
+    x_{t-1} = mu_theta(x_t, t) + sigma_t z, with mu the posterior mean (Eq. 7) at the predicted x0
+    (clipped to [-1, 1] if ``clip_x0``, as Ho et al.'s code does; without clipping it is Eq. 11) and
+    sigma_t^2 = beta_t, beta_tilde_t or 0 (``variance``; 0 is Report A's deterministic reverse process).
+
+    xt: (B, C, H, W); t: int or int64 (B,) in 1..T; y: labels (B,) or an int; w: guidance weight;
+    noise: optional z of xt's shape (else drawn from ``generator``). Returns StepOutput(x_prev, x0_pred).
+    """
+    _check_choice(variance, VARIANCES, "variance")
+    t, y = _check_step(model, xt, t, schedule, y, w, noise)
+    return _ddpm_core(model, xt, t, schedule, y, w, variance, clip_x0, noise, generator)
+
+
+def ddim_step(
+    model: torch.nn.Module,
+    xt: torch.Tensor,
+    t: int | torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    y: torch.Tensor | int | None = None,
+    w: float = 0.0,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> StepOutput:
+    """One DDIM step x_t -> x_{t-1} (Song, Meng & Ermon 2021 Eq. 12 with sigma from Eq. 16; book eq. ddim-step).
+
+    x_{t-1} = sqrt(alpha_bar_{t-1}) x0_pred + sqrt(1 - alpha_bar_{t-1} - sigma_t^2) eps + sigma_t z,
+    sigma_t = eta sqrt(beta_tilde_t). On a respaced schedule "t - 1" is the previous kept step.
+    Song et al. write alpha_t for what is alpha_bar_t here.
+
+    Shapes and arguments as :func:`ddpm_step`; eta in [0, 1]. Returns StepOutput(x_prev, x0_pred).
+    """
+    _check_eta(eta)
+    t, y = _check_step(model, xt, t, schedule, y, w, noise)
+    return _ddim_core(model, xt, t, schedule, y, w, float(eta), clip_x0, noise, generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _inference(model) -> Iterator[None]:
+    """No gradients, and the model in eval mode (dropout off) for the duration; its mode is restored."""
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _device_dtype(model, x_T: torch.Tensor | None, device) -> tuple[torch.device, torch.dtype]:
+    p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    dev = torch.device(device) if device is not None else p.device if p is not None else x_T.device if x_T is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None else x_T.dtype if x_T is not None else torch.float32
+    return dev, dtype
+
+
+def _check_positive_int(value, name: str, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _chunk_run(model, schedule, x, method, eta, variance, y, w, clip_x0, generator, every, bar) -> tuple:
+    frames_t, frames_x, frames_x0 = [], [], []
+    for t in range(schedule.T, 0, -1):
+        if method == "ddpm":
+            out = _ddpm_core(model, x, t, schedule, y, w, variance, clip_x0, None, generator)
+        else:
+            out = _ddim_core(model, x, t, schedule, y, w, eta, clip_x0, None, generator)
+        if every is not None and (schedule.T - t) % every == 0:
+            frames_t.append(t)
+            frames_x.append(x)
+            frames_x0.append(out.x0_pred)
+        x = out.x_prev
+        if bar is not None:
+            bar.update(1)
+    if every is None:
+        return x, None
+    frames_t.append(0)
+    frames_x.append(x)
+    frames_x0.append(x)  # at t = 0 the image is its own x0
+    return x, (frames_t, torch.stack(frames_x), torch.stack(frames_x0))  # (F, b, C, H, W)
+
+
+def sample(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    n: int,
+    *,
+    method: Method = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    variance: Variance = "beta_tilde",
+    y: torch.Tensor | int | None = None,
+    w: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    x_T: torch.Tensor | None = None,
+    trajectory_every: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
+    """Generate n images by running the reverse process from x_T ~ N(0, I) down to x_0 (book eq. sampling-loop).
+
+    method: ``"ddpm"`` (Ho et al. Algorithm 2, with ``variance``) or ``"ddim"`` (Song et al. Eq. 12,
+    with ``eta``). steps: sample on ``respace(schedule, steps)`` (1..T steps; None = all T).
+    y, w: labels (int or (n,)) and classifier-free guidance weight. x_T: optional start (n, C, H, W);
+    otherwise drawn from ``generator`` with the model's ``in_channels`` and ``image_size``.
+    batch_size: run at most this many images at a time (for 1,000-10,000 evaluation samples); x_T and
+    each step's noise are then drawn chunk by chunk. Runs without gradients, with the model in eval
+    mode, on the model's device and dtype (``device`` overrides; ``generator`` must live there).
+
+    Returns images (n, C, H, W), or (images, Trajectory) when ``trajectory_every = k`` is given.
+    """
+    _check_choice(method, METHODS, "method")
+    _check_choice(variance, VARIANCES, "variance")
+    _check_eta(eta)
+    if method == "ddpm" and eta != 0:
+        raise ValueError(f"eta={eta} only applies to method='ddim'; DDPM's noise is chosen with variance=")
+    if method == "ddim" and variance != "beta_tilde":
+        raise ValueError(f"variance={variance!r} only applies to method='ddpm'; DDIM's noise is chosen with eta=")
+    _check_positive_int(n, "n (the number of images)", allow_none=False)
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(trajectory_every, "trajectory_every")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= schedule.T:
+            raise ValueError(f"steps must be an int in 1..T={schedule.T} (or None for all steps), got {steps!r}")
+        schedule = respace(schedule, steps)
+    param = getattr(model, "parameterization", "eps")
+    if param not in _PARAMETERIZATIONS:
+        raise ValueError(f"model.parameterization must be one of {_PARAMETERIZATIONS}, got {param!r}")
+    dev, dtype = _device_dtype(model, x_T, device)
+    if x_T is not None:
+        check_images(x_T, "x_T")
+        if x_T.shape[0] != n:
+            raise ValueError(f"x_T must hold n={n} images, got shape {tuple(x_T.shape)}")
+        shape = tuple(x_T.shape[1:])
+    else:
+        c, s = getattr(model, "in_channels", None), getattr(model, "image_size", None)
+        if c is None or s is None:
+            raise ValueError("pass x_T, or give the model the attributes in_channels and image_size")
+        shape = (c, s, s)
+    y = check_guidance(model, y, w, n, dev)
+    schedule = schedule.to("cpu")  # per-step values are read as Python floats: no device syncs
+    bs = batch_size or n
+    images, traj = [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=schedule.T * math.ceil(n / bs), desc=f"{method} sampling", leave=False)
+    with _inference(model):
+        for start in range(0, n, bs):
+            b = min(bs, n - start)
+            if x_T is None:
+                x = torch.randn((b, *shape), generator=generator, device=dev, dtype=dtype)
+            else:
+                x = x_T[start:start + b].to(device=dev, dtype=dtype)
+            yb = None if y is None else y[start:start + b]
+            x, frames = _chunk_run(model, schedule, x, method, float(eta), variance, yb, w, clip_x0, generator, trajectory_every, bar)
+            images.append(x)
+            traj.append(frames)
+    if bar is not None:
+        bar.close()
+    images = torch.cat(images)
+    if trajectory_every is None:
+        return images
+    t_list = traj[0][0]
+    model_t = [int(schedule.timesteps[t]) for t in t_list]
+    xs = torch.cat([f[1] for f in traj], dim=1)  # (F, n, C, H, W)
+    x0s = torch.cat([f[2] for f in traj], dim=1)
+    return images, Trajectory(t=t_list, model_t=model_t, xt=xs, x0_pred=x0s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpolation through the starting noise (Report B).
+# ---------------------------------------------------------------------------------------------
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """Spherical linear interpolation (Shoemake 1985), as DDIM interpolates latents (Song et al. 2021 Sec. 5.3).
+
+    slerp(a, b, alpha) = sin((1 - alpha) theta) / sin(theta) a + sin(alpha theta) / sin(theta) b,
+    theta = arccos(<a, b> / (|a| |b|)). Unlike a straight line it keeps a Gaussian sample's norm
+    (|x_T| ~ sqrt(d)), so the decoded images stay typical. Falls back to linear interpolation when a
+    and b are (nearly) parallel. a, b: same shape (any); alpha: a float or a 1-d tensor (P,) in [0, 1];
+    returns a's shape, or (P, *a.shape) for a tensor alpha.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    scalar = not isinstance(alpha, torch.Tensor)
+    alpha = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
+    a64, b64 = a.reshape(-1).double(), b.reshape(-1).double()
+    cos = torch.dot(a64, b64) / (a64.norm() * b64.norm())
+    theta = torch.arccos(cos.clamp(-1.0, 1.0))
+    if theta.abs() < 1e-4:  # parallel: the two formulas agree to first order
+        wa, wb = 1.0 - alpha, alpha
+    else:
+        wa, wb = torch.sin((1.0 - alpha) * theta) / torch.sin(theta), torch.sin(alpha * theta) / torch.sin(theta)
+    out = (wa[:, None] * a64 + wb[:, None] * b64).to(a.dtype).reshape(-1, *a.shape)  # (P, *a.shape)
+    return out[0] if scalar else out
+
+
+def interpolate(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    x_T_a: torch.Tensor,
+    x_T_b: torch.Tensor,
+    n_points: int,
+    *,
+    steps: int | None = None,
+    y: int | None = None,
+    w: float = 0.0,
+    clip_x0: bool = True,
+) -> torch.Tensor:
+    """Decode n_points starting noises on the great circle from x_T_a to x_T_b with deterministic DDIM (Report B).
+
+    Because DDIM with eta = 0 maps each x_T to one image, nearby starting noises give related images.
+    x_T_a, x_T_b: (C, H, W) or (1, C, H, W); y: one label for all points. Returns (n_points, C, H, W).
+    """
+    _check_positive_int(n_points, "n_points", allow_none=False)
+    a, b = (x if x.dim() == 3 else x.squeeze(0) for x in (x_T_a, x_T_b))
+    x_T = slerp(a, b, torch.linspace(0.0, 1.0, n_points))  # (n_points, C, H, W)
+    return sample(model, schedule, n_points, method="ddim", steps=steps, eta=0.0, y=y, w=w, clip_x0=clip_x0, x_T=x_T)
