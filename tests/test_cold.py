@@ -190,7 +190,7 @@ def test_one_component_prior_is_the_gaussian_fit_and_samples_are_fully_degraded(
 
 
 def test_mixture_prior_finds_two_clusters():
-    """EM must find two well separated groups of fully degraded images, with their weights."""
+    """EM must find two well separated groups of fully degraded images, with their weights and spreads."""
     D = RowColumnAveraging("both", "random", size=4)
     g = torch.Generator().manual_seed(0)
     z = torch.cat([torch.randn(300, generator=g) * 0.05 - 0.5, torch.randn(100, generator=g) * 0.05 + 0.4])
@@ -199,6 +199,8 @@ def test_mixture_prior_finds_two_clusters():
     order = prior.means[:, 0].argsort()
     assert torch.allclose(prior.means[order, 0], torch.tensor([-0.5, 0.4], dtype=torch.float64), atol=0.02)
     assert torch.allclose(prior.weights[order], torch.tensor([0.75, 0.25], dtype=torch.float64), atol=0.02)
+    sd = prior.covs[order, 0, 0].sqrt()  # the clusters' own sample spreads (about 0.05 each)
+    assert torch.allclose(sd, torch.stack([z[:300].std(), z[300:].std()]).double(), rtol=0.05)
 
 
 # ------------------------------------------------------------------------------------ bad input
