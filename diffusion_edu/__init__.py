@@ -9,6 +9,7 @@ Time convention: ``t`` is 1-based (x_0 -> x_1 -> ... -> x_T) and ``t = 0`` is cl
 """
 
 from . import _compat  # noqa: F401  (must run before anything imports torchvision)
+from .cold import DegradedPrior, RowColumnAveraging, cold_sample, fit_degraded_prior, line_order
 from .data import (
     DatasetNotAvailableError,
     EmbeddedMNIST,
@@ -30,6 +31,8 @@ from .forward import (
     q_sample,
     q_step,
 )
+from .guidance import combine_guidance, guided_output, interpolate, slerp
+from .samplers import StepOutput, Trajectory, ddim_step, ddpm_step, sample
 from .schedules import (
     SCHEDULES,
     NoiseSchedule,
@@ -52,6 +55,11 @@ __all__ = [
     # forward process
     "eps_and_x0_from_output", "eps_from_posterior_mean", "posterior_mean_from_eps",
     "predict_eps_from_x0", "predict_x0_from_eps", "q_mean_variance", "q_posterior", "q_sample", "q_step",
+    # samplers and guidance
+    "StepOutput", "Trajectory", "ddim_step", "ddpm_step", "sample", "combine_guidance", "guided_output",
+    "interpolate", "slerp",
+    # cold diffusion
+    "DegradedPrior", "RowColumnAveraging", "cold_sample", "fit_degraded_prior", "line_order",
     # schedules
     "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
     "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",

@@ -1,4 +1,6 @@
-"""Classifier-free guidance: mix a conditional and an unconditional prediction of one network.
+"""Steering the sampler: classifier-free guidance, and interpolation through the starting noise.
+
+Classifier-free guidance mixes a conditional and an unconditional prediction of one network.
 
 Ho & Salimans (2022) train one network on labelled images, replacing the label by a *null label*
 for a fraction ``p_uncond`` of the batches (Report B: 10%). At sampling time they combine the two
@@ -19,6 +21,9 @@ combining any of them gives the same update (``tests/test_samplers.py`` checks i
 
 Labels follow the package contract: int64 ``(B,)`` in ``0..num_classes - 1``, and the null label is
 ``num_classes`` itself (a conditional model given ``y=None`` uses it too).
+
+Report B also interpolates between two samples by interpolating their starting noise x_T on a great
+circle (:func:`slerp`) and decoding each point with deterministic DDIM (:func:`interpolate`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import math
 
 import torch
 
-__all__ = ["combine_guidance", "guided_output", "check_guidance"]
+from .schedules import NoiseSchedule
+
+__all__ = ["combine_guidance", "guided_output", "check_guidance", "slerp", "interpolate"]
 
 
 def combine_guidance(out_cond: torch.Tensor, out_uncond: torch.Tensor, w: float) -> torch.Tensor:
@@ -101,3 +108,58 @@ def guided_output(
     )
     out_cond, out_uncond = out.chunk(2)  # each (B, C, H, W)
     return combine_guidance(out_cond, out_uncond, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpolation through the starting noise (Report B).
+# ---------------------------------------------------------------------------------------------
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """Spherical linear interpolation (Shoemake 1985), as DDIM interpolates latents (Song et al. 2021 Sec. 5.3).
+
+    slerp(a, b, alpha) = sin((1 - alpha) theta) / sin(theta) a + sin(alpha theta) / sin(theta) b,
+    theta = arccos(<a, b> / (|a| |b|)). Unlike a straight line it keeps a Gaussian sample's norm
+    (|x_T| ~ sqrt(d)), so the decoded images stay typical. Falls back to linear interpolation when a
+    and b are (nearly) parallel. a, b: same shape (any); alpha: a float or a 1-d tensor (P,) in [0, 1];
+    returns a's shape, or (P, *a.shape) for a tensor alpha.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    scalar = not isinstance(alpha, torch.Tensor)
+    alpha = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
+    a64, b64 = a.reshape(-1).double(), b.reshape(-1).double()
+    cos = torch.dot(a64, b64) / (a64.norm() * b64.norm())
+    theta = torch.arccos(cos.clamp(-1.0, 1.0))
+    if theta.abs() < 1e-4:  # parallel: the two formulas agree to first order
+        wa, wb = 1.0 - alpha, alpha
+    else:
+        wa, wb = torch.sin((1.0 - alpha) * theta) / torch.sin(theta), torch.sin(alpha * theta) / torch.sin(theta)
+    out = (wa[:, None] * a64 + wb[:, None] * b64).to(a.dtype).reshape(-1, *a.shape)  # (P, *a.shape)
+    return out[0] if scalar else out
+
+
+def interpolate(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    x_T_a: torch.Tensor,
+    x_T_b: torch.Tensor,
+    n_points: int,
+    *,
+    steps: int | None = None,
+    y: int | None = None,
+    w: float = 0.0,
+    clip_x0: bool = True,
+) -> torch.Tensor:
+    """Decode n_points starting noises on the great circle from x_T_a to x_T_b with deterministic DDIM (Report B).
+
+    Because DDIM with eta = 0 maps each x_T to one image, nearby starting noises give related images.
+    x_T_a, x_T_b: (C, H, W) or (1, C, H, W); y: one label for all points. Returns (n_points, C, H, W).
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+        raise ValueError(f"n_points must be an int >= 1, got {n_points!r}")
+    a, b = (x if x.dim() == 3 else x.squeeze(0) for x in (x_T_a, x_T_b))
+    x_T = slerp(a, b, torch.linspace(0.0, 1.0, n_points))  # (n_points, C, H, W)
+    from .samplers import sample  # here: samplers imports this module
+
+    return sample(model, schedule, n_points, method="ddim", steps=steps, eta=0.0, y=y, w=w, clip_x0=clip_x0, x_T=x_T)

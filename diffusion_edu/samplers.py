@@ -1,4 +1,4 @@
-"""The reverse process: DDPM and DDIM steps, the sampling loop, respacing and interpolation.
+"""The reverse process: DDPM and DDIM steps, the sampling loop and respacing.
 
 The model is an argument, never part of the sampler (diffusers' scheduler design): every network
 is called as ``model(x, t, y=None)`` with ``t`` the *model time* ``schedule.model_time(t)``, and what
@@ -10,6 +10,7 @@ Report A's sub-sampling): both DDPM and DDIM steps work on any schedule.
 
 Each step function numbers its steps with the equation each follows. Inside :func:`sample` the
 per-step schedule values are plain Python floats (no host-device copies or syncs per step).
+Classifier-free guidance and interpolation between samples live in :mod:`diffusion_edu.guidance`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ._checks import check_images, check_timesteps
 from .guidance import check_guidance, guided_output
 from .schedules import NoiseSchedule, respace
 
-__all__ = ["METHODS", "VARIANCES", "StepOutput", "Trajectory", "ddpm_step", "ddim_step", "sample", "slerp", "interpolate"]
+__all__ = ["METHODS", "VARIANCES", "StepOutput", "Trajectory", "ddpm_step", "ddim_step", "sample"]
 
 Method = Literal["ddpm", "ddim"]
 Variance = Literal["beta_tilde", "beta", "zero"]
@@ -93,14 +94,13 @@ def _eps_and_x0(out: torch.Tensor, xt: torch.Tensor, v: dict, parameterization: 
     return out, (xt - _sqrt(1.0 - ab) * out) / _sqrt(ab)  # Ho et al. Eq. 4 solved for x0
 
 
-def _noise(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-    if noise is not None:
-        return noise
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
-def _is_zero(sigma) -> bool:
-    return sigma == 0.0 if isinstance(sigma, float) else False
+def _add_noise(x: torch.Tensor, sigma, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    """x + sigma z, z ~ N(0, I) (or the given ``noise``); nothing is drawn when sigma is the float 0."""
+    if isinstance(sigma, float) and sigma == 0.0:
+        return x
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + sigma * noise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,9 +127,7 @@ def _ddpm_core(model, xt, t, schedule, y, w, variance, clip_x0, noise, generator
     else:
         sigma = torch.where(v["first"], 0.0, _sqrt(torch.as_tensor(var, dtype=xt.dtype, device=xt.device)))
     # 5. x_{t-1} = mu + sigma_t z, z ~ N(0, I) (Algorithm 2, line 4).
-    if _is_zero(sigma):
-        return StepOutput(mean, x0_pred)
-    return StepOutput(mean + sigma * _noise(xt, noise, generator), x0_pred)
+    return StepOutput(_add_noise(mean, sigma, noise, generator), x0_pred)
 
 
 def _ddim_core(model, xt, t, schedule, y, w, eta, clip_x0, noise, generator) -> StepOutput:
@@ -149,25 +147,7 @@ def _ddim_core(model, xt, t, schedule, y, w, eta, clip_x0, noise, generator) -> 
     direction = 1.0 - ab_prev - var
     direction = max(direction, 0.0) if isinstance(direction, float) else direction.clamp(min=0.0)
     x_prev = _sqrt(ab_prev) * x0_pred + _sqrt(direction) * eps
-    sigma = _sqrt(var)
-    if _is_zero(sigma):
-        return StepOutput(x_prev, x0_pred)
-    return StepOutput(x_prev + sigma * _noise(xt, noise, generator), x0_pred)
-
-
-def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor, torch.Tensor | None]:
-    check_images(xt, "xt")
-    if isinstance(t, int) and not isinstance(t, bool):
-        if not 1 <= t <= schedule.T:
-            raise ValueError(f"t must lie in 1..T={schedule.T} (a step goes from x_t to x_(t-1)), got t={t}")
-    else:
-        t = check_timesteps(t, schedule.T, batch=xt.shape[0])
-    if noise is not None and noise.shape != xt.shape:
-        raise ValueError(f"noise must have the shape of xt {tuple(xt.shape)}, got {tuple(noise.shape)}")
-    param = getattr(model, "parameterization", "eps")
-    if param not in _PARAMETERIZATIONS:
-        raise ValueError(f"model.parameterization must be one of {_PARAMETERIZATIONS}, got {param!r}")
-    return t, check_guidance(model, y, w, xt.shape[0], xt.device)
+    return StepOutput(_add_noise(x_prev, _sqrt(var), noise, generator), x0_pred)
 
 
 def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
@@ -175,9 +155,29 @@ def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(repr(v) for v in valid)}")
 
 
-def _check_eta(eta: float) -> None:
+def _check_int(value, name: str, lo: int = 1, hi: int | None = None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        want = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an int {want}{' (or None)' if allow_none else ''}, got {value!r}")
+
+
+def _check_model_and_eta(model, eta: float) -> None:
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
+    _check_choice(getattr(model, "parameterization", "eps"), _PARAMETERIZATIONS, "model.parameterization")
+
+
+def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor, torch.Tensor | None]:
+    check_images(xt, "xt")
+    if isinstance(t, int) and not isinstance(t, bool):
+        _check_int(t, "t (a step goes from x_t to x_(t-1))", 1, schedule.T)
+    else:
+        t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    if noise is not None and noise.shape != xt.shape:
+        raise ValueError(f"noise must have the shape of xt {tuple(xt.shape)}, got {tuple(noise.shape)}")
+    return t, check_guidance(model, y, w, xt.shape[0], xt.device)
 
 
 def ddpm_step(
@@ -203,6 +203,7 @@ def ddpm_step(
     noise: optional z of xt's shape (else drawn from ``generator``). Returns StepOutput(x_prev, x0_pred).
     """
     _check_choice(variance, VARIANCES, "variance")
+    _check_model_and_eta(model, 0.0)
     t, y = _check_step(model, xt, t, schedule, y, w, noise)
     return _ddpm_core(model, xt, t, schedule, y, w, variance, clip_x0, noise, generator)
 
@@ -228,7 +229,7 @@ def ddim_step(
 
     Shapes and arguments as :func:`ddpm_step`; eta in [0, 1]. Returns StepOutput(x_prev, x0_pred).
     """
-    _check_eta(eta)
+    _check_model_and_eta(model, eta)
     t, y = _check_step(model, xt, t, schedule, y, w, noise)
     return _ddim_core(model, xt, t, schedule, y, w, float(eta), clip_x0, noise, generator)
 
@@ -257,13 +258,6 @@ def _device_dtype(model, x_T: torch.Tensor | None, device) -> tuple[torch.device
     dev = torch.device(device) if device is not None else p.device if p is not None else x_T.device if x_T is not None else torch.device("cpu")
     dtype = p.dtype if p is not None else x_T.dtype if x_T is not None else torch.float32
     return dev, dtype
-
-
-def _check_positive_int(value, name: str, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
 
 
 def _chunk_run(model, schedule, x, method, eta, variance, y, w, clip_x0, generator, every, bar) -> tuple:
@@ -321,21 +315,17 @@ def sample(
     """
     _check_choice(method, METHODS, "method")
     _check_choice(variance, VARIANCES, "variance")
-    _check_eta(eta)
+    _check_model_and_eta(model, eta)
     if method == "ddpm" and eta != 0:
         raise ValueError(f"eta={eta} only applies to method='ddim'; DDPM's noise is chosen with variance=")
     if method == "ddim" and variance != "beta_tilde":
         raise ValueError(f"variance={variance!r} only applies to method='ddpm'; DDIM's noise is chosen with eta=")
-    _check_positive_int(n, "n (the number of images)", allow_none=False)
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(trajectory_every, "trajectory_every")
+    _check_int(n, "n (the number of images)")
+    _check_int(batch_size, "batch_size", allow_none=True)
+    _check_int(trajectory_every, "trajectory_every", allow_none=True)
+    _check_int(steps, f"steps (the number of sampling steps, at most T={schedule.T})", 1, schedule.T, allow_none=True)
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= schedule.T:
-            raise ValueError(f"steps must be an int in 1..T={schedule.T} (or None for all steps), got {steps!r}")
         schedule = respace(schedule, steps)
-    param = getattr(model, "parameterization", "eps")
-    if param not in _PARAMETERIZATIONS:
-        raise ValueError(f"model.parameterization must be one of {_PARAMETERIZATIONS}, got {param!r}")
     dev, dtype = _device_dtype(model, x_T, device)
     if x_T is not None:
         check_images(x_T, "x_T")
@@ -377,55 +367,3 @@ def sample(
     xs = torch.cat([f[1] for f in traj], dim=1)  # (F, n, C, H, W)
     x0s = torch.cat([f[2] for f in traj], dim=1)
     return images, Trajectory(t=t_list, model_t=model_t, xt=xs, x0_pred=x0s)
-
-
-# ---------------------------------------------------------------------------------------------
-# Interpolation through the starting noise (Report B).
-# ---------------------------------------------------------------------------------------------
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
-    """Spherical linear interpolation (Shoemake 1985), as DDIM interpolates latents (Song et al. 2021 Sec. 5.3).
-
-    slerp(a, b, alpha) = sin((1 - alpha) theta) / sin(theta) a + sin(alpha theta) / sin(theta) b,
-    theta = arccos(<a, b> / (|a| |b|)). Unlike a straight line it keeps a Gaussian sample's norm
-    (|x_T| ~ sqrt(d)), so the decoded images stay typical. Falls back to linear interpolation when a
-    and b are (nearly) parallel. a, b: same shape (any); alpha: a float or a 1-d tensor (P,) in [0, 1];
-    returns a's shape, or (P, *a.shape) for a tensor alpha.
-    """
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    scalar = not isinstance(alpha, torch.Tensor)
-    alpha = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
-    a64, b64 = a.reshape(-1).double(), b.reshape(-1).double()
-    cos = torch.dot(a64, b64) / (a64.norm() * b64.norm())
-    theta = torch.arccos(cos.clamp(-1.0, 1.0))
-    if theta.abs() < 1e-4:  # parallel: the two formulas agree to first order
-        wa, wb = 1.0 - alpha, alpha
-    else:
-        wa, wb = torch.sin((1.0 - alpha) * theta) / torch.sin(theta), torch.sin(alpha * theta) / torch.sin(theta)
-    out = (wa[:, None] * a64 + wb[:, None] * b64).to(a.dtype).reshape(-1, *a.shape)  # (P, *a.shape)
-    return out[0] if scalar else out
-
-
-def interpolate(
-    model: torch.nn.Module,
-    schedule: NoiseSchedule,
-    x_T_a: torch.Tensor,
-    x_T_b: torch.Tensor,
-    n_points: int,
-    *,
-    steps: int | None = None,
-    y: int | None = None,
-    w: float = 0.0,
-    clip_x0: bool = True,
-) -> torch.Tensor:
-    """Decode n_points starting noises on the great circle from x_T_a to x_T_b with deterministic DDIM (Report B).
-
-    Because DDIM with eta = 0 maps each x_T to one image, nearby starting noises give related images.
-    x_T_a, x_T_b: (C, H, W) or (1, C, H, W); y: one label for all points. Returns (n_points, C, H, W).
-    """
-    _check_positive_int(n_points, "n_points", allow_none=False)
-    a, b = (x if x.dim() == 3 else x.squeeze(0) for x in (x_T_a, x_T_b))
-    x_T = slerp(a, b, torch.linspace(0.0, 1.0, n_points))  # (n_points, C, H, W)
-    return sample(model, schedule, n_points, method="ddim", steps=steps, eta=0.0, y=y, w=w, clip_x0=clip_x0, x_T=x_T)

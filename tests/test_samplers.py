@@ -11,8 +11,8 @@ import torch
 
 from diffusion_edu import make_schedule, posterior_mean_from_eps, predict_x0_from_eps, q_posterior, respace
 from diffusion_edu.forward import eps_and_x0_from_output, predict_eps_from_x0
-from diffusion_edu.guidance import combine_guidance, guided_output
-from diffusion_edu.samplers import _eps_and_x0, _values, ddim_step, ddpm_step, interpolate, sample, slerp
+from diffusion_edu.guidance import combine_guidance, guided_output, interpolate, slerp
+from diffusion_edu.samplers import _eps_and_x0, _values, ddim_step, ddpm_step, sample
 
 F64 = torch.float64
 
@@ -414,9 +414,9 @@ S10 = make_schedule("cosine", 10)
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(method="euler"), ValueError, "unknown method 'euler'"),
     (dict(variance="learned"), ValueError, "unknown variance 'learned'"),
-    (dict(steps=11), ValueError, "steps must be an int in 1..T=10"),
-    (dict(steps=0), ValueError, "steps must be an int in 1..T=10"),
-    (dict(steps=2.5), ValueError, "steps must be an int"),
+    (dict(steps=11), ValueError, "steps \\(the number of sampling steps, at most T=10\\) must be an int in 1..10"),
+    (dict(steps=0), ValueError, "steps \\(the number of sampling steps, at most T=10\\) must be an int in 1..10"),
+    (dict(steps=2.5), ValueError, "must be an int in 1..10 \\(or None\\), got 2.5"),
     (dict(n=0), ValueError, "n \\(the number of images\\) must be an int >= 1"),
     (dict(batch_size=0), ValueError, "batch_size must be an int >= 1"),
     (dict(trajectory_every=0), ValueError, "trajectory_every must be an int >= 1"),
@@ -454,8 +454,8 @@ def test_model_without_shape_attributes_needs_x_T():
 
 
 @pytest.mark.parametrize("call,exc,match", [
-    (lambda m, x: ddpm_step(m, x, 0, S10), ValueError, "t must lie in 1..T=10"),
-    (lambda m, x: ddim_step(m, x, 11, S10), ValueError, "t must lie in 1..T=10"),
+    (lambda m, x: ddpm_step(m, x, 0, S10), ValueError, "t \\(a step goes from x_t to x_\\(t-1\\)\\) must be an int in 1..10"),
+    (lambda m, x: ddim_step(m, x, 11, S10), ValueError, "must be an int in 1..10, got 11"),
     (lambda m, x: ddpm_step(m, x, torch.tensor([1, 2, 0]), S10), ValueError, "t must lie in 1..T=10"),
     (lambda m, x: ddpm_step(m, x, 3, S10, variance="big"), ValueError, "unknown variance 'big'"),
     (lambda m, x: ddim_step(m, x, 3, S10, eta=-0.1), ValueError, "eta must be a number in \\[0, 1\\]"),
@@ -472,7 +472,7 @@ def test_steps_reject_bad_input(call, exc, match):
 
 def test_unknown_parameterization_is_refused():
     model = Tiny(parameterization="v")
-    with pytest.raises(ValueError, match="model.parameterization must be one of"):
+    with pytest.raises(ValueError, match="unknown model.parameterization 'v'"):
         sample(model, S10, 2)
-    with pytest.raises(ValueError, match="model.parameterization must be one of"):
+    with pytest.raises(ValueError, match="unknown model.parameterization 'v'"):
         ddpm_step(model, _x(), 3, S10)
