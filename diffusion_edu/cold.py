@@ -115,8 +115,10 @@ class RowColumnAveraging:
         rsel, csel = rank < ((t + 1) // 2)[:, None], rank < (t // 2)[:, None]  # (B, n): rows at odd steps
         rows_only = self._blocks(x, rsel, rows=True)  # t <= 1: no column chosen yet
         g = self.group
-        union = rsel.repeat_interleave(g, 1)[:, None, :, None] | csel.repeat_interleave(g, 1)[:, None, None, :]  # (B, 1, H, W)
-        mean = (x * union).sum(dim=(2, 3), keepdim=True) / union.sum(dim=(2, 3), keepdim=True).clamp(min=1)  # (B, C, 1, 1)
+        rows_px, cols_px = rsel.repeat_interleave(g, 1), csel.repeat_interleave(g, 1)  # (B, H), (B, W)
+        union = rows_px[:, None, :, None] | cols_px[:, None, None, :]  # (B, 1, H, W)
+        count = union.sum(dim=(2, 3), keepdim=True).clamp(min=1)  # (B, 1, 1, 1)
+        mean = (x * union).sum(dim=(2, 3), keepdim=True) / count  # (B, C, 1, 1)
         return torch.where(csel.any(1)[:, None, None, None], torch.where(union, mean, x), rows_only)
 
     def degrade(self, x0: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
@@ -142,7 +144,9 @@ class RowColumnAveraging:
         if self.axis == "both":
             return z.reshape(B, channels, 1, 1).expand(B, channels, s, s).contiguous()
         z = z.reshape(B, channels, n, 1).repeat_interleave(g, dim=2)  # (B, C, size, 1)
-        return (z.expand(B, channels, s, s) if self.axis == "rows" else z.transpose(2, 3).expand(B, channels, s, s)).contiguous()
+        if self.axis == "columns":
+            z = z.transpose(2, 3)  # (B, C, 1, size)
+        return z.expand(B, channels, s, s).contiguous()
 
 
 def cold_sample(
@@ -157,18 +161,20 @@ def cold_sample(
     For s = T..1, with x0_hat = R(x_s, s) the network's x0 prediction:
       Algorithm 1 (naive):   x_{s-1} = D(x0_hat, s - 1)
       Algorithm 2 (Report D): x_{s-1} = x_s - D(x0_hat, s) + D(x0_hat, s - 1).
-    Algorithm 2 is exact for any x0_hat whose error D does not change (e.g. a constant offset): the
-    D terms telescope. Report D calls R(z_T, T) at every step; that is an error (see module docstring).
+    If R is off by the same error e at every step, Algorithm 1 returns x0 + e and Algorithm 2
+    x0 + e - D(e, T): its D terms telescope and cancel the part of e that survives full degradation
+    (all of a constant offset). Report D calls R(z_T, T) at every step: an error (module docstring).
     model: R, called as model(x_s, s) and predicting x0; x_T: (B, C, size, size), usually D(x0, T) or a
     draw from :func:`fit_degraded_prior`. Returns x_0, or (x_0, Trajectory) with ``trajectory_every = k``.
     """
     if algorithm not in (1, 2) or isinstance(algorithm, bool):
         raise ValueError(f"algorithm must be 1 (naive) or 2 (Bansal et al.'s improved sampling), got {algorithm!r}")
     degradation._check(x_T, "x_T")
-    if trajectory_every is not None and (isinstance(trajectory_every, bool) or not isinstance(trajectory_every, int) or trajectory_every < 1):
+    every = trajectory_every
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise ValueError(f"trajectory_every must be an int >= 1 or None, got {trajectory_every!r}")
     if getattr(model, "parameterization", "x0") != "x0":
-        raise ValueError(f"the restoration network must predict x0, got model.parameterization={model.parameterization!r}")
+        raise ValueError(f"the restoration network must predict x0, got parameterization={model.parameterization!r}")
     x, T, B = x_T, degradation.T, x_T.shape[0]
     ts, xs, x0s = [], [], []
     with _inference(model):
@@ -179,12 +185,12 @@ def cold_sample(
                 x_prev = degradation._apply(x0_hat, t - 1)
             else:
                 x_prev = x - degradation._apply(x0_hat, t) + degradation._apply(x0_hat, t - 1)
-            if trajectory_every is not None and (T - s) % trajectory_every == 0:
+            if every is not None and (T - s) % every == 0:
                 ts.append(s)
                 xs.append(x)
                 x0s.append(x0_hat)
             x = x_prev
-    if trajectory_every is None:
+    if every is None:
         return x
     ts.append(0)
     xs.append(x)
@@ -210,7 +216,8 @@ class DegradedPrior:
     covs: torch.Tensor
     channels: int = 1
 
-    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+               ) -> torch.Tensor:
         """n fully degraded images x_T (n, C, size, size): pick a component, draw its Gaussian, expand to pixels."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n (the number of images) must be an int >= 1, got {n!r}")

@@ -72,7 +72,8 @@ def _sqrt(v):
 
 
 def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict:
-    names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde", "posterior_mean_coef_x0", "posterior_mean_coef_xt")
+    names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde",
+             "posterior_mean_coef_x0", "posterior_mean_coef_xt")
     if isinstance(t, int):
         v = {k: float(getattr(schedule, k)[t]) for k in names}
         v["first"] = t == 1  # the last step of the chain, t = 1 -> 0
@@ -84,7 +85,7 @@ def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> 
     return v
 
 
-def _eps_and_x0(out: torch.Tensor, xt: torch.Tensor, v: dict, parameterization: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _eps_and_x0(out: torch.Tensor, xt: torch.Tensor, v: dict, parameterization: str) -> tuple[torch.Tensor, ...]:
     """``forward.eps_and_x0_from_output`` with the step's values given (floats in the sampling loop)."""
     ab = v["alpha_bar"]
     if parameterization == "x0":
@@ -255,7 +256,10 @@ def _inference(model) -> Iterator[None]:
 
 def _device_dtype(model, x_T: torch.Tensor | None, device) -> tuple[torch.device, torch.dtype]:
     p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
-    dev = torch.device(device) if device is not None else p.device if p is not None else x_T.device if x_T is not None else torch.device("cpu")
+    if device is not None:
+        dev = torch.device(device)
+    else:
+        dev = p.device if p is not None else x_T.device if x_T is not None else torch.device("cpu")
     dtype = p.dtype if p is not None else x_T.dtype if x_T is not None else torch.float32
     return dev, dtype
 
@@ -354,7 +358,8 @@ def sample(
             else:
                 x = x_T[start:start + b].to(device=dev, dtype=dtype)
             yb = None if y is None else y[start:start + b]
-            x, frames = _chunk_run(model, schedule, x, method, float(eta), variance, yb, w, clip_x0, generator, trajectory_every, bar)
+            x, frames = _chunk_run(model, schedule, x, method, float(eta), variance, yb, w, clip_x0, generator,
+                                   trajectory_every, bar)
             images.append(x)
             traj.append(frames)
     if bar is not None:

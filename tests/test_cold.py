@@ -9,7 +9,8 @@ import torch
 from diffusion_edu import EmbeddedMNIST
 from diffusion_edu.cold import RowColumnAveraging, cold_sample, fit_degraded_prior, line_order
 
-CONFIGS = [(a, o, g) for a in ("rows", "columns", "both") for o, g in (("random", 1), ("outside-in", 4), ("inside-out", 1))]
+CONFIGS = [(a, o, g) for a in ("rows", "columns", "both")
+           for o, g in (("random", 1), ("outside-in", 4), ("inside-out", 1))]
 
 
 def _imgs(n=3, c=1, size=28, seed=0):
