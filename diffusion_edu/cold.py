@@ -78,7 +78,7 @@ class RowColumnAveraging:
         self.order = line_order(order, self.n_lines, self.seed)  # 1-based block indices
         rank = torch.empty(self.n_lines, dtype=torch.int64)
         rank[torch.tensor(self.order) - 1] = torch.arange(self.n_lines)  # rank[b] = when block b is averaged
-        self._rank = rank
+        self._rank = {torch.device("cpu"): rank}  # per device, so the sampling loop copies it only once
         self.T = self.n_lines * (2 if axis == "both" else 1)
 
     def config(self) -> dict:
@@ -107,7 +107,9 @@ class RowColumnAveraging:
 
     def _apply(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """D(x, t) without input checks; t: int64 (B,) on x's device."""
-        rank = self._rank.to(x.device)[None, :]  # (1, n)
+        if x.device not in self._rank:
+            self._rank[x.device] = self._rank[torch.device("cpu")].to(x.device)
+        rank = self._rank[x.device][None, :]  # (1, n)
         if self.axis == "rows":
             return self._blocks(x, rank < t[:, None], rows=True)
         if self.axis == "columns":
@@ -251,9 +253,10 @@ def fit_degraded_prior(
     images for the same reason. The mixture lives on :meth:`RowColumnAveraging.degraded_coords`
     (28 row means for 28 single rows); ``reg`` is added to each covariance's diagonal (border rows of
     MNIST are always -1). One component is the maximum-likelihood Gaussian; more are fitted by EM from
-    a k-means start drawn with ``generator``. images: (N, C, size, size) in [-1, 1].
+    a k-means start drawn with ``generator``. images: (N, C, size, size) in [-1, 1]. The prior is fitted
+    and sampled on the CPU (move its draws to the model's device).
     """
-    z = degradation.degraded_coords(images).double()  # (N, d)
+    z = degradation.degraded_coords(images).double().cpu()  # (N, d); the prior lives on the CPU
     N, d = z.shape
     if isinstance(n_components, bool) or not isinstance(n_components, int) or not 1 <= n_components <= N:
         raise ValueError(f"n_components must be an int in 1..{N} (the number of images), got {n_components!r}")

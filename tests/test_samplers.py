@@ -476,3 +476,29 @@ def test_unknown_parameterization_is_refused():
         sample(model, S10, 2)
     with pytest.raises(ValueError, match="unknown model.parameterization 'v'"):
         ddpm_step(model, _x(), 3, S10)
+
+
+def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):
+    """benchmarks/bench_samplers.py is how the 5% overhead target is checked; run it at toy size so it
+    cannot rot, and check the results file it writes."""
+    import importlib.util
+    from pathlib import Path
+
+    from diffusion_edu.results import read_results
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_samplers.py"
+    spec = importlib.util.spec_from_file_location("bench_samplers", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        args = ["--T", "5", "--n", "1", "--repeats", "1", "--threads", "1", "--device", "cpu",
+                "--out", str(tmp_path / "b.json")]
+        assert bench.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rec = read_results(tmp_path / "b.json")
+    assert rec["tier"] == "smoke" and rec["name"] == "samplers/benchmark"
+    models = rec["data"]["models"]
+    assert set(models) == {"cnn_standin", "small_unet_standin"} and all(m["stand_in"] for m in models.values())
+    assert models["cnn_standin"]["respaced_5"]["steps"] == 5 and rec["data"]["sampler_overhead_fraction"] > 0
