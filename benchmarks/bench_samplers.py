@@ -60,7 +60,8 @@ class StandInCNN(nn.Module):
 class _Block(nn.Module):
     def __init__(self, cin, cout, emb):
         super().__init__()
-        self.c1, self.c2, self.e = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1), nn.Linear(emb, cout)
+        self.c1, self.c2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
+        self.e = nn.Linear(emb, cout)
 
     def forward(self, x, e):
         x = torch.relu(self.c1(x) + self.e(e)[:, :, None, None])

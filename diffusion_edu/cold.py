@@ -124,7 +124,10 @@ class RowColumnAveraging:
         return torch.where(csel.any(1)[:, None, None, None], torch.where(union, mean, x), rows_only)
 
     def degrade(self, x0: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """D(x0, t) (Report D Sec. 2.1; Bansal et al. Sec. 3). x0: (B, C, size, size); t: int or int64 (B,) in 0..T."""
+        """D(x0, t) (Report D Sec. 2.1; Bansal et al. Sec. 3; book eq. cold-degradation).
+
+        x0: (B, C, size, size); t: int or int64 (B,) in 0..T. Returns (B, C, size, size).
+        """
         self._check(x0, "x0")
         t = check_timesteps(t, self.T, batch=x0.shape[0], device=x0.device, allow_zero=True)
         return self._apply(x0, t)

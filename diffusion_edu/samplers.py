@@ -305,7 +305,7 @@ def sample(
     progress: bool = False,
     device: torch.device | str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
-    """Generate n images by running the reverse process from x_T ~ N(0, I) down to x_0 (book eq. sampling-loop).
+    """Generate n images by running the reverse process from x_T ~ N(0, I) down to x_0.
 
     method: ``"ddpm"`` (Ho et al. Algorithm 2, with ``variance``) or ``"ddim"`` (Song et al. Eq. 12,
     with ``eta``). steps: sample on ``respace(schedule, steps)`` (1..T steps; None = all T).
