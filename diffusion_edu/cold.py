@@ -15,7 +15,8 @@ converges to.) With one axis it is exactly Report D's "replace each chosen row b
 Errata for the book (Report D):
 - Its sampling pseudo-code computes x0_hat = f_T[z_T, T] at every step. The restoration network must
   see the current image and step, x0_hat = R(x_s, s) (Bansal et al. Algorithm 2); see :func:`cold_sample`.
-- Its forward pseudo-code writes an L2 loss while the text says l1; Bansal et al. use L1.
+- It names three losses for R: an l1 norm (Chapter 2 introduction), the MSE (Sec. 2.1) and a squared
+  norm in the pseudo-code. Bansal et al. use L1; the training engine offers both.
 """
 
 from __future__ import annotations
@@ -252,8 +253,8 @@ def fit_degraded_prior(
     """Fit a Gaussian mixture (full covariances, EM) to the fully degraded training images.
 
     D(x, T) is nearly deterministic (every chosen row is a constant), so generating new images needs
-    a distribution of x_T; Bansal et al. (2022, Sec. 5) fit a Gaussian mixture to fully degraded
-    images for the same reason. The mixture lives on :meth:`RowColumnAveraging.degraded_coords`
+    a distribution of x_T; Bansal et al. (2022) fit a Gaussian mixture to the channel means of fully
+    blurred images for the same reason. The mixture lives on :meth:`RowColumnAveraging.degraded_coords`
     (28 row means for 28 single rows); ``reg`` is added to each covariance's diagonal (border rows of
     MNIST are always -1). One component is the maximum-likelihood Gaussian; more are fitted by EM from
     a k-means start drawn with ``generator``. images: (N, C, size, size) in [-1, 1]. The prior is fitted
