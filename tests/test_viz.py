@@ -32,7 +32,6 @@ from diffusion_edu.viz import (  # noqa: E402
     show_noised,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:Animation was deleted without rendering anything")
 NAMES = ("linear", "quadratic", "cosine", "sigmoid")
 
 
@@ -48,10 +47,18 @@ def schedules():
 
 @pytest.fixture(autouse=True)
 def _close_figures():
+    """Close figures, and collect animations here (they warn when collected unrendered, which is
+    expected in these tests) rather than in some later test."""
     yield
+    import gc
+    import warnings
+
     import matplotlib.pyplot as plt
 
     plt.close("all")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Animation was deleted without rendering anything")
+        gc.collect()
 
 
 def test_image_grid_shape_and_range():

@@ -48,16 +48,20 @@ COPIES: list[tuple[str, str, str]] = [
     ("@jupyter-widgets/html-manager", "dist/*.woff", "html-manager"),
 ]
 
+# The book's own shim, copied from tools/: tells require.js where the widget manager's module lives.
+REQUIRE_CONFIG = "require-config.js"
+
 # The files the pages reference directly (checked after copying, and by the build).
-ENTRY_POINTS: tuple[str, ...] = ("mathjax/tex-mml-chtml.js", "require.js", "html-manager/embed-amd.js")
+ENTRY_POINTS: tuple[str, ...] = ("mathjax/tex-mml-chtml.js", "require.js", REQUIRE_CONFIG, "html-manager/embed-amd.js")
 
 
 def lock_hash(root: Path = ROOT) -> str:
-    """SHA-256 of package-lock.json: the copy is redone whenever the pinned versions change."""
+    """SHA-256 of package-lock.json and the require.js shim: the copy is redone when either changes."""
     lock = root / "package-lock.json"
     if not lock.is_file():
         raise FileNotFoundError(f"{lock} is missing: the offline assets are pinned there (run `npm install --package-lock-only`)")
-    return hashlib.sha256(lock.read_bytes()).hexdigest()
+    shim = Path(__file__).resolve().parent / REQUIRE_CONFIG
+    return hashlib.sha256(lock.read_bytes() + shim.read_bytes()).hexdigest()
 
 
 def npm_ci(root: Path = ROOT, npm: str = "npm") -> None:
@@ -101,6 +105,8 @@ def copy_assets(root: Path = ROOT) -> list[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
             copied.append(target)
+    shutil.copy2(Path(__file__).resolve().parent / REQUIRE_CONFIG, static / REQUIRE_CONFIG)
+    copied.append(static / REQUIRE_CONFIG)
     notice = ["Copied by tools/offline_assets.py from the npm packages pinned in package-lock.json:"]
     for package in _pinned_versions(root):
         meta = json.loads((root / "node_modules" / package / "package.json").read_text())
