@@ -254,7 +254,7 @@ def render_ledger(entries: Sequence[Entry] = (), results: str | Path | None = No
         report = f"{_fmt(e.report_value, e.fmt)} ({e.source})"
         book = "—" if r.verdict == "not yet re-run" else f"{_fmt(r.book_value, e.fmt)} (`results/{e.results}`)"
         verdict = f"**{r.verdict}**: {r.why}"
-        cells = [f"Report {e.report}", e.quantity, report, book, r.tier or "—", r.hardware or "—", verdict]
+        cells = [e.report, e.quantity, report, book, r.tier or "—", r.hardware or "—", verdict]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -82,7 +82,7 @@ def test_reports_page_includes_the_generated_ledger(site: Path):
 
     page = (site / "book" / "reports.html").read_text()
     assert "numbers re-run so far" in page
-    assert len(re.findall(r"<td><p>Report [A-E]</p></td>", page)) == len(ENTRIES)
+    assert len(re.findall(r"<td><p>[A-E]</p></td>", page)) == len(ENTRIES)
 
 
 def test_chapter_requests_nothing_from_the_network_and_nothing_fails(browser: Chromium):
