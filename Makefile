@@ -1,6 +1,9 @@
-# diffusion-edu: one entry point. On a fresh machine:
-#   make book   # set up .venv, install, build the static site into _build/html (the main job)
-#   make test   # set up .venv, install, run the whole test suite (what CI runs, via .ci/run)
+# diffusion-edu: three entry points. On a fresh machine (Python 3.10+, npm; root for apt-get):
+#   make book       # set up .venv, install, fetch the offline JS from npm, build the site into _build/html
+#   make test       # the same set-up, then everything CI runs (.ci/run calls exactly this):
+#                   # unit tests, every notebook at the smoke tier (nbval), the site build + browser test
+#   make notebooks  # re-execute every notebook at a real tier (TIER=cpu by default), storing outputs
+#                   # and widget state in place
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PY ?= python3
@@ -8,8 +11,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+TIER ?= cpu
+# pytest workers: the suite runs on 2 cores in CI; files stay whole on one worker (notebooks need it).
+JOBS ?= 2
+PYTEST_ARGS ?=
 
-.PHONY: book test venv clean
+.PHONY: book test notebooks venv assets chromium clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,11 +25,25 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 venv: $(STAMP)
 
-book: $(STAMP)
+# MathJax, require.js and the ipywidgets HTML manager, pinned in package-lock.json: npm ci into
+# node_modules/, then copied into book/_offline/ (both ignored by git). Skipped when up to date.
+assets: $(STAMP)
+	$(BIN)/python tools/offline_assets.py
+
+book: $(STAMP) assets
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# Debian's chromium drives the browser test; installed only when missing.
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) assets chromium
+	DIFFUSION_EDU_TIER=smoke $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 tests notebooks $(PYTEST_ARGS)
+
+notebooks: $(STAMP)
+	$(BIN)/python tools/sync_notebooks.py
+	$(BIN)/python tools/run_notebooks.py --tier $(TIER)
 
 clean:
 	rm -rf _build

@@ -1,0 +1,286 @@
+"""The reproduction ledger: each report's number next to the book's re-run of it.
+
+Every row pairs a fact from a report (its value and where the report states it) with a number the
+book's own code wrote into a results file under ``results/`` (see :mod:`diffusion_edu.results`), and
+a rule that judges the pair. :func:`render_ledger` turns :data:`ENTRIES` into a markdown table; the
+book's build writes it to a file that the reports page includes, so the table is never typed by hand.
+A row whose results file does not exist yet reads "not yet re-run".
+
+Adding a row is one line in :data:`ENTRIES`, e.g.::
+
+    Entry("E", "FID, T=1000, linear, w=0.2", 16.19, "Table 2", "report_e/sweep.json", "fid.T1000_linear_w0.2", FID_FEATURES),
+
+``key`` is a dot-separated path into the results file's ``data`` (a tuple of keys when a key holds a dot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from .results import TIERS, atomic_write_bytes, read_results, results_dir
+
+__all__ = [
+    "Entry",
+    "Within",
+    "SameOrder",
+    "NotComparable",
+    "ENTRIES",
+    "LedgerRow",
+    "ledger_rows",
+    "render_ledger",
+    "write_ledger",
+]
+
+Verdict = Literal["reproduced", "not reproduced", "not comparable", "not yet re-run"]
+
+
+@dataclass(frozen=True)
+class Within:
+    """Reproduced when |book - report| <= max(abs_tol, rel * |report|)."""
+
+    rel: float = 0.1
+    abs_tol: float = 0.0
+
+    def __call__(self, book: Any, report: Any) -> tuple[Verdict, str]:
+        if not isinstance(report, (int, float)) or not isinstance(book, (int, float)):
+            return "not comparable", "the report gives no number to compare with"
+        tol = max(self.abs_tol, self.rel * abs(report))
+        diff = abs(book - report)
+        rule = f"|difference| {_num(diff)} {'<=' if diff <= tol else '>'} tolerance {_num(tol)}"
+        return ("reproduced" if diff <= tol else "not reproduced"), rule
+
+
+@dataclass(frozen=True)
+class SameOrder:
+    """For a ranking: reproduced when the book's values sort the names the way the report does.
+
+    The report value is the report's order as a string, best first: ``"linear < quadratic < cosine"``;
+    the results key holds a dict name -> value. ``higher_is_better`` flips the sort.
+    """
+
+    higher_is_better: bool = False
+
+    def __call__(self, book: Any, report: Any) -> tuple[Verdict, str]:
+        names = [n.strip() for n in str(report).replace(">", "<").split("<")]
+        if not isinstance(book, dict) or any(n not in book for n in names):
+            return "not comparable", f"the results do not hold all of {names}"
+        ours = sorted(names, key=lambda n: book[n], reverse=self.higher_is_better)
+        if ours == names:
+            return "reproduced", "same order"
+        return "not reproduced", "the book's order is " + " < ".join(ours)
+
+
+@dataclass(frozen=True)
+class NotComparable:
+    """The numbers are shown side by side but cannot be judged against each other; ``reason`` says why."""
+
+    reason: str
+
+    def __call__(self, book: Any, report: Any) -> tuple[Verdict, str]:
+        return "not comparable", self.reason
+
+
+Judge = Within | SameOrder | NotComparable
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One number from a report and where the book's re-run of it is stored.
+
+    report: the report's letter, "A".."E"; quantity: what was measured, with its setting;
+    report_value: the report's number (a float), a string for rankings or "5.75 ± 0.40"-style text,
+    or None when the report left it blank; source: where the report states it ("Sec. 3.2", "Table 2");
+    results: the results file, relative to ``results/``; key: the path to the number in the file's
+    ``data``; judge: how to compare; min_tier: the smallest tier whose numbers are comparable (a cpu
+    re-run of a 100k-iteration GPU training is shown but judged not comparable); fmt: the format of
+    both numbers (the report's too, so give it the report's precision).
+    """
+
+    report: str
+    quantity: str
+    report_value: float | str | None
+    source: str
+    results: str
+    key: str | tuple[str, ...]
+    judge: Judge = Within()
+    min_tier: str = "cpu"
+    fmt: str = ".2f"
+
+    def __post_init__(self) -> None:
+        if self.report not in ("A", "B", "C", "D", "E"):
+            raise ValueError(f"Entry.report must be one of 'A'..'E', got {self.report!r}")
+        if self.min_tier not in TIERS or self.min_tier == "smoke":
+            raise ValueError(f"Entry.min_tier must be one of {list(TIERS[1:])}, got {self.min_tier!r}")
+        if Path(self.results).is_absolute() or not str(self.results).endswith(".json"):
+            raise ValueError(f"Entry.results must be a .json path relative to results/, got {self.results!r}")
+        if not self.key:
+            raise ValueError("Entry.key must name where the number is in the results file's data")
+
+
+# Reasons shared by several rows.
+FID_FEATURES = NotComparable(
+    "the report's FID uses Inception-v3 features; the book's offline FID uses its MNIST classifier's features"
+)
+LEFT_BLANK = NotComparable("the report left this number blank; the book's value fills the gap")
+LPIPS_OFFLINE = NotComparable("LPIPS needs pretrained AlexNet weights, which an offline re-run cannot load")
+
+ENTRIES: list[Entry] = [
+    # Report A: MNIST, T=400, U-Net predicting eps.
+    Entry("A", "FID ranking of the four schedules (best first), T=400", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "fid", SameOrder()),
+    Entry("A", "FID, linear schedule, T=400", 41.43, "Sec. 3.2", "report_a/schedules.json", "fid.linear", FID_FEATURES),
+    Entry("A", "FID, quadratic schedule, T=400", 85.88, "Sec. 3.2", "report_a/schedules.json", "fid.quadratic", FID_FEATURES),
+    Entry("A", "FID, sigmoid schedule, T=400", 95.74, "Sec. 3.2", "report_a/schedules.json", "fid.sigmoid", FID_FEATURES),
+    Entry("A", "FID, cosine schedule, T=400", 215.80, "Sec. 3.2", "report_a/schedules.json", "fid.cosine", FID_FEATURES),
+    Entry("A", "FID ranking, 5 sampling steps: DDIM vs sub-sampled DDPM (best first)", "ddim < respaced", "Sec. 3.4", "report_a/fast_sampling.json", "fid", SameOrder()),
+    # Report B: CIFAR-10 with classifier-free guidance.
+    Entry("B", "mean LPIPS to the nearest training image, 100 samples", 0.13, "Sec. 2", "report_b/nearest_neighbours.json", "lpips_mean", LPIPS_OFFLINE, min_tier="gpu"),
+    # Report C: Ho et al. (2020) on CIFAR-10, 100k steps, 1,000 samples.
+    Entry("C", "Inception Score, 100k steps, 1k samples", 5.75, "Our Results", "report_c/cifar10_100k.json", "is_mean", Within(rel=0.1), min_tier="gpu"),
+    Entry("C", "FID, 100k steps, 1k samples", 44.47, "Our Results", "report_c/cifar10_100k.json", "fid", Within(rel=0.15), min_tier="gpu"),
+    # Report D: small CNN on MNIST; several results left blank.
+    Entry("D", "final FID, CNN (GELU), T=1000, 100 epochs", None, "Sec. 1.2", "report_d/cnn_gelu.json", "fid_final", LEFT_BLANK),
+    Entry("D", "final IS, CNN (GELU), T=1000, 100 epochs", None, "Sec. 1.2", "report_d/cnn_gelu.json", "is_final", LEFT_BLANK),
+    Entry("D", "final FID, CNN (SELU), T=100, lr 6e-4", None, "Sec. 1.3", "report_d/cnn_selu.json", "fid_final", LEFT_BLANK),
+    Entry("D", "final FID, cold diffusion, column averaging, 28 steps", None, "Sec. 2.2", "report_d/cold_columns28.json", "fid_final", LEFT_BLANK),
+    # Report E: conditional U-Net on MNIST, classifier-free guidance.
+    Entry("E", "FID ranking of guidance weights (best first), T=1000, linear", "0.2 < 0 < 0.5", "Table 3", "report_e/guidance.json", "fid", SameOrder()),
+    Entry("E", "FID, T=1000, linear, w=0.2", 16.19, "Table 2", "report_e/guidance.json", ("fid", "0.2"), FID_FEATURES, min_tier="gpu"),
+    Entry("E", "IS (MNIST classifier), T=1000, linear, w=0.2", 9.56, "Table 2", "report_e/guidance.json", ("is", "0.2"), Within(rel=0.05), min_tier="gpu"),
+    Entry("E", "FID ranking of T x schedule (best first), w=0.2", "1000/linear < 4000/linear < 4000/cosine < 1000/cosine", "Table 2", "report_e/schedules.json", "fid", SameOrder(), min_tier="gpu"),
+]
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One rendered row: the entry, the book's value (None if not re-run), its tier and hardware, the verdict."""
+
+    entry: Entry
+    book_value: Any
+    tier: str | None
+    hardware: str | None
+    verdict: Verdict
+    why: str
+
+
+def _num(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _lookup(data: Any, key: str | Sequence[str]) -> Any:
+    parts = key.split(".") if isinstance(key, str) else list(key)
+    for p in parts:
+        if not isinstance(data, dict) or p not in data:
+            raise KeyError(f"no {'.'.join(parts)!r} in the results file's data (stopped at {p!r})")
+        data = data[p]
+    return data
+
+
+def _hardware(hw: dict[str, Any]) -> str:
+    if hw.get("gpu"):
+        return f"{hw['gpu']} (GPU)"
+    threads = hw.get("torch_threads")
+    return f"{hw.get('cpu', 'CPU')}" + (f", {threads} threads" if threads else "")
+
+
+def _tier_rank(tier: str) -> int:
+    return TIERS.index(tier) if tier in TIERS else -1
+
+
+def ledger_rows(entries: Sequence[Entry] = (), results: str | Path | None = None) -> list[LedgerRow]:
+    """Read each entry's results file (under ``results``, default :func:`results_dir`) and judge it.
+
+    Smoke-tier files are ignored (their numbers mean nothing); a missing file gives "not yet re-run";
+    a file that lacks the key raises KeyError naming the entry, so a renamed key is caught at build time.
+    """
+    root = Path(results) if results is not None else results_dir()
+    rows = []
+    for e in entries or ENTRIES:
+        path = root / e.results
+        if not path.is_file():
+            rows.append(LedgerRow(e, None, None, None, "not yet re-run", f"no results/{e.results} yet"))
+            continue
+        record = read_results(path)
+        if record["tier"] == "smoke":
+            rows.append(LedgerRow(e, None, None, None, "not yet re-run", f"results/{e.results} is a smoke-tier file"))
+            continue
+        try:
+            value = _lookup(record["data"], e.key)
+        except KeyError as err:
+            raise KeyError(f"ledger entry (Report {e.report}: {e.quantity}): {err.args[0]} in {path}") from None
+        hardware = _hardware(record.get("hardware", {}))
+        if _tier_rank(record["tier"]) < _tier_rank(e.min_tier):
+            verdict, why = "not comparable", f"a {record['tier']}-tier re-run; comparable from the {e.min_tier} tier up"
+        else:
+            verdict, why = e.judge(value, e.report_value)
+        rows.append(LedgerRow(e, value, record["tier"], hardware, verdict, why))
+    return rows
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None:
+        return "left blank"
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return "n/a" if isinstance(value, float) and math.isnan(value) else format(value, fmt)
+    if isinstance(value, dict) and {"mean", "std"} <= set(value):
+        return f"{format(value['mean'], fmt)} ± {format(value['std'], fmt)}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v, fmt)}" for k, v in value.items())
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_ledger(entries: Sequence[Entry] = (), results: str | Path | None = None) -> str:
+    """The ledger as a markdown table (MyST / GitHub flavour), with a one-line summary above it."""
+    rows = ledger_rows(entries, results)
+    done = sum(r.verdict != "not yet re-run" for r in rows)
+    out = [
+        f"{done} of {len(rows)} numbers re-run so far. Generated by `diffusion_edu.ledger` from the results "
+        "files at build time.",
+        "",
+        "| Report | Quantity | Report's value | Book's value | Tier | Hardware | Verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        e = r.entry
+        report = f"{_fmt(e.report_value, e.fmt)} ({e.source})"
+        book = "—" if r.verdict == "not yet re-run" else f"{_fmt(r.book_value, e.fmt)} (`results/{e.results}`)"
+        verdict = f"**{r.verdict}**: {r.why}"
+        cells = [e.report, e.quantity, report, book, r.tier or "—", r.hardware or "—", verdict]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_ledger(path: str | Path, entries: Sequence[Entry] = (), results: str | Path | None = None) -> bool:
+    """Write :func:`render_ledger` to ``path`` (atomically); returns False when the file already held it."""
+    text = render_ledger(entries, results)
+    path = Path(path)
+    if path.is_file() and path.read_text() == text:
+        return False  # unchanged: keeps Sphinx from rebuilding the page that includes it
+    atomic_write_bytes(path, text.encode())
+    return True
+
+
+def _ledger_cmd(args: argparse.Namespace) -> int:
+    text = render_ledger(results=args.results)
+    if args.out:
+        write_ledger(args.out, results=args.results)
+    else:
+        print(text, end="")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """``python -m diffusion_edu ledger [--results DIR] [--out FILE]``."""
+    p = subparsers.add_parser("ledger", help="print the reproduction ledger (report numbers vs the book's re-runs)")
+    p.add_argument("--results", type=Path, default=None, help="the results folder (default: the book's results/)")
+    p.add_argument("--out", type=Path, default=None, help="write the markdown table here instead of printing it")
+    p.set_defaults(func=_ledger_cmd)
