@@ -19,6 +19,7 @@ from .data import (
     to_model_range,
     to_unit_range,
 )
+from .classifier import MNISTClassifier, load_mnist_classifier, train_classifier
 from .forward import (
     eps_and_x0_from_output,
     eps_from_posterior_mean,
@@ -29,6 +30,19 @@ from .forward import (
     q_posterior,
     q_sample,
     q_step,
+)
+from .memorisation import lpips_nearest_neighbours, nearest_neighbours
+from .metrics import (
+    WeightsNotAvailableError,
+    conditional_accuracy,
+    evaluate,
+    fid,
+    inception_fid_is,
+    inception_score,
+    kid,
+    noise_ceiling,
+    real_vs_real,
+    reference_stats,
 )
 from .schedules import (
     SCHEDULES,
@@ -52,6 +66,10 @@ __all__ = [
     # forward process
     "eps_and_x0_from_output", "eps_from_posterior_mean", "posterior_mean_from_eps",
     "predict_eps_from_x0", "predict_x0_from_eps", "q_mean_variance", "q_posterior", "q_sample", "q_step",
+    # metrics (+ classifier, memorisation)
+    "MNISTClassifier", "load_mnist_classifier", "train_classifier", "WeightsNotAvailableError",
+    "conditional_accuracy", "evaluate", "fid", "inception_fid_is", "inception_score", "kid", "noise_ceiling",
+    "real_vs_real", "reference_stats", "nearest_neighbours", "lpips_nearest_neighbours",
     # schedules
     "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
     "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",

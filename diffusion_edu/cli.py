@@ -13,6 +13,7 @@ import sys
 
 _COMMAND_MODULES: list[str] = [
     # "diffusion_edu.training", "diffusion_edu.metrics", "diffusion_edu.experiments", ...
+    "diffusion_edu.classifier",
 ]
 
 
