@@ -45,8 +45,8 @@ def bench(n: int, ref: metrics.ReferenceStats, pool: torch.Tensor, device: torch
     for r in range(repeats + 1):
         t_feat, (f, logits) = _timed(lambda: metrics.classifier_outputs(samples), device)
         t_fid, _ = _timed(lambda: metrics._fid_from_features(f, ref.features), device)
-        t_kid, _ = _timed(lambda: metrics._kid_from_features(f, ref.features, 100, 1000, g), device)
-        t_is, _ = _timed(lambda: metrics._is_from_logits(logits, 10, g), device)
+        t_kid, _ = _timed(lambda: metrics._kid_from_features(f, ref.features, metrics.KID_SUBSETS, metrics.KID_SUBSET_SIZE, g), device)
+        t_is, _ = _timed(lambda: metrics._is_from_logits(logits, metrics.IS_SPLITS, g), device)
         t_all, _ = _timed(lambda: metrics.evaluate(samples, ref, generator=g), device)
         if r:  # the first round warms up caches and kernels
             for k, v in zip(parts, (t_feat, t_fid, t_kid, t_is, t_all)):
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = {"reference_features_s": round(t_ref, 4), "n_reference": ref.n, "rows": rows, "budget_s_per_1000": BUDGET_S}
     tier = current_tier()
     config = {"device": str(device), "threads": torch.get_num_threads(), "sizes": args.sizes, "repeats": args.repeats,
-              "kid_subsets": 100, "kid_subset_size": 1000, "is_splits": 10, "reference": ref.name}
+              "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": metrics.KID_SUBSET_SIZE,
+              "is_splits": metrics.IS_SPLITS, "reference": ref.name}
     if tier == "smoke" and args.out is None:
         print("smoke tier: nothing written")
         return data

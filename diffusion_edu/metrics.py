@@ -49,6 +49,9 @@ __all__ = [
 ]
 
 FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; logits for IS)"
+IS_SPLITS = 10  # Salimans et al.'s and torchmetrics' choice
+KID_SUBSETS = 10  # torchmetrics defaults to 100; each subset's MMD^2 is unbiased, so fewer only add spread
+KID_SUBSET_SIZE = 1000  # Binkowski et al.'s and torchmetrics' choice (capped at the set sizes)
 
 
 class WeightsNotAvailableError(RuntimeError):
@@ -251,7 +254,8 @@ def _is_from_logits(logits: torch.Tensor, splits: int, generator: torch.Generato
         warnings.simplefilter("ignore", UserWarning)
         m = InceptionScore(feature=_Precomputed(logits.shape[1]), splits=splits, normalize=False)
     m.update(logits.double())
-    with _rng(generator):
+    with _rng(generator), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # splits=1: the std of one value is NaN
         mean, std = m.compute()
     return float(mean), float(std)
 
@@ -263,16 +267,22 @@ def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | Non
     return _fid_from_features(f, ref.features)
 
 
-def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None, subsets: int = 100,
-        subset_size: int = 1000, batch_size: int = 1000, generator: torch.Generator | None = None) -> tuple[float, float]:
+def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None, subsets: int = KID_SUBSETS,
+        subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
+        generator: torch.Generator | None = None) -> tuple[float, float]:
     """KID (Binkowski et al. 2018, Eq. 4): mean and std over ``subsets`` random subsets of
-    min(subset_size, N, M) images, on classifier features. samples: (N, 1, 28, 28) in [-1, 1]."""
+    min(subset_size, N, M) images, on classifier features. samples: (N, 1, 28, 28) in [-1, 1].
+
+    Each subset costs three kernel matrices of subset_size^2 entries, so 10 subsets (not torchmetrics' 100)
+    keep per-epoch evaluation cheap; every subset's estimate is unbiased, so fewer subsets only add spread.
+    The std is the spread over subsets: when the subsets hold nearly all images it is close to 0 and says
+    nothing about the estimate's error."""
     check_metric_images(samples, "samples", min_count=2)
     f, _, ref = _features(samples, reference, classifier, batch_size)
     return _kid_from_features(f, ref.features, subsets, subset_size, generator)
 
 
-def inception_score(samples: torch.Tensor, classifier: MNISTClassifier | None = None, splits: int = 10,
+def inception_score(samples: torch.Tensor, classifier: MNISTClassifier | None = None, splits: int = IS_SPLITS,
                     batch_size: int = 1000, generator: torch.Generator | None = None) -> tuple[float, float]:
     """IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` random splits.
 
@@ -306,8 +316,8 @@ def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier
 
 
 def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None = None, *,
-             classifier: MNISTClassifier | None = None, is_splits: int = 10, kid_subsets: int = 100,
-             kid_subset_size: int = 1000, batch_size: int = 1000,
+             classifier: MNISTClassifier | None = None, is_splits: int = IS_SPLITS, kid_subsets: int = KID_SUBSETS,
+             kid_subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
              generator: torch.Generator | None = None) -> dict[str, Any]:
     """FID, IS, KID (and conditional accuracy when ``labels`` are given) of samples against a reference.
 

@@ -153,6 +153,7 @@ def test_fid_and_kid_grow_monotonically_with_noise(heldout):
     assert all(a < b for a, b in zip(kids[1:], kids[2:])), kids
 
 
+@pytest.mark.filterwarnings("ignore:Metric `:UserWarning", "ignore:std\\(\\):UserWarning")
 def test_shortcut_equals_torchmetrics_with_the_classifier_as_feature_module(heldout, train_subset, clf):
     """evaluate() runs the classifier once and hands torchmetrics the features; that must equal giving
     torchmetrics the classifier itself as `feature=` (its documented custom-extractor path), for FID, KID, IS."""
