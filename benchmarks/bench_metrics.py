@@ -12,6 +12,7 @@ writes ``results/benchmarks/metrics_<device>.json`` (not in the smoke tier, whos
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()  # on a shared machine other jobs slow everything: record how busy it was
     start = time.perf_counter()
     t_ref, ref = _timed(lambda: metrics.reference_stats(EmbeddedMNIST("heldout").tensors()[0].to(device)), device)
     pool = EmbeddedMNIST("all").tensors()[0]  # 10,000 real digits stand in for samples
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     tier = current_tier()
     config = {"device": str(device), "threads": torch.get_num_threads(), "sizes": args.sizes, "repeats": args.repeats,
               "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": metrics.KID_SUBSET_SIZE,
-              "is_splits": metrics.IS_SPLITS, "reference": ref.name}
+              "is_splits": metrics.IS_SPLITS, "reference": ref.name,
+              "load_average_before": load_before, "load_average_after": os.getloadavg()}
     if tier == "smoke" and args.out is None:
         print("smoke tier: nothing written")
         return data

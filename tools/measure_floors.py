@@ -13,17 +13,18 @@ writes ``results/metrics/floors.json`` via :func:`diffusion_edu.results.write_re
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
 from diffusion_edu.data import EmbeddedMNIST
-from diffusion_edu.metrics import FEATURE_EXTRACTOR, inception_score, noise_ceiling, real_vs_real, reference_stats
+from diffusion_edu.metrics import (FEATURE_EXTRACTOR, IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, inception_score,
+                                   noise_ceiling, real_vs_real, reference_stats)
 from diffusion_edu.results import current_tier, results_dir, write_results
 
 KEYS = ("fid", "kid_mean", "is")
-KID_SUBSETS = 100  # final numbers: torchmetrics' default (evaluate() uses 10 for speed; the mean is unbiased either way)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -40,8 +41,7 @@ def measure(kind: str, counts: list[int], seeds: int, ref) -> list[dict]:
     fn = real_vs_real if kind == "floor" else noise_ceiling
     rows = []
     for n in counts:
-        runs = [fn(n, reference=ref, generator=torch.Generator().manual_seed(seed), kid_subsets=KID_SUBSETS)
-                for seed in range(seeds)]
+        runs = [fn(n, reference=ref, generator=torch.Generator().manual_seed(seed)) for seed in range(seeds)]
         row = {"n": n, **summarise(runs), "runs": [{k: r[k] for k in KEYS + ("kid_std", "is_std")} for r in runs]}
         rows.append(row)
         print(f"{kind:7s} n={n:5d}: FID {row['fid_mean']:8.3f} +- {row['fid_std']:.3f}  "
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()  # the machine is shared: say how busy it was
     start = time.perf_counter()
     heldout = EmbeddedMNIST("heldout").tensors()[0]
     ref = reference_stats(heldout)
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     config = {"counts": args.counts, "ceiling_counts": args.ceiling_counts, "seeds": list(range(args.seeds)),
               "floor": "n random digits of mnist-embedded/train (without replacement) vs mnist-embedded/heldout",
               "ceiling": "n images of N(0, I) noise clamped to [-1, 1] vs mnist-embedded/heldout",
-              "kid_subsets": KID_SUBSETS, "kid_subset_size": "min(1000, n, 1005)", "is_splits": 10, "threads": args.threads}
+              "kid_subsets": KID_SUBSETS, "kid_subset_size": f"min({KID_SUBSET_SIZE}, n, 1005)", "is_splits": IS_SPLITS,
+              "threads": args.threads, "load_average_before": load_before, "load_average_after": os.getloadavg()}
     tier = current_tier()
     if tier == "smoke" and args.out is None:
         print("smoke tier: nothing written")
