@@ -45,16 +45,13 @@ __all__ = [
     "add_cli",
 ]
 
-IMAGE_SHAPE = (1, 28, 28)
-
-
 def _stage(c_in: int, c_out: int) -> list[nn.Module]:
     """conv 3x3 (same size) -> batch norm -> ReLU -> 2x2 max-pool (halves H and W, rounding down)."""
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
 
 
 class MNISTClassifier(nn.Module):
-    """Three conv(3x3) + batch-norm + ReLU + max-pool stages, a hidden linear layer (the features), a linear classifier.
+    """Three conv 3x3 + batch-norm + ReLU + max-pool stages, a hidden linear layer (the features), a linear head.
 
     Shapes: x (B, 1, 28, 28) in [-1, 1] -> conv stages (B, c1, 14, 14) -> (B, c2, 7, 7) -> (B, c3, 3, 3)
     -> features (B, num_features) -> logits (B, 10).
@@ -118,7 +115,6 @@ class ClassifierLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
-
 
 
 @dataclass
