@@ -4,9 +4,10 @@ Inception-v3 features were made for 299x299 colour photographs; on 28x28 grey di
 (Reports A and E). Report E replaced Inception with a small MNIST CNN (two conv + pool layers and a
 linear layer, about 99% accurate). The network here follows that recipe with one more conv + pool
 stage, batch norm (faster training) and a 128-unit hidden layer, whose activations are the
-*penultimate features* used by FID and KID (:mod:`diffusion_edu.metrics`); the final linear layer gives the logits used by IS and by the
-conditional accuracy. 128 features keep the covariance matrices of FID well estimated from a few
-hundred samples; flattening the last conv map, as Report E did, would give thousands of features.
+*penultimate features* used by FID and KID (:mod:`diffusion_edu.metrics`); the final linear layer gives
+the logits used by IS and by the conditional accuracy. 128 features keep FID's covariance matrices well
+estimated from a few hundred samples; in a two-stage design the layer before the logits is the flattened
+conv map (3,136 values for 64 channels at 7 x 7), far too many for that.
 
 Input: images (B, 1, 28, 28) in [-1, 1] (the package's image convention). Output: logits (B, 10).
 The shipped weights (``diffusion_edu/assets/mnist_classifier.pt``, about 0.4 MB) come from
@@ -165,7 +166,7 @@ def _splits(dataset: str):
 @torch.no_grad()
 def classifier_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         batch_size: int = 1000) -> dict[str, Any]:
-    """Fraction of ``images`` (N, 1, 28, 28) in [-1, 1] whose arg-max class equals ``labels`` (N,), overall and per class."""
+    """Fraction of images (N, 1, 28, 28) in [-1, 1] whose arg-max class is ``labels`` (N,), overall and per class."""
     check_images(images, "images")
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
@@ -195,7 +196,9 @@ def train_classifier(config: ClassifierConfig | None = None, device: str | torch
     train_set, eval_set = _splits(config.dataset)
     n = len(train_set)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
-    total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
+    total = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(config.max_steps, total)
     g = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):  # weight init and dropout draw from a seeded global state
         torch.manual_seed(config.seed)
@@ -234,7 +237,7 @@ def train_classifier(config: ClassifierConfig | None = None, device: str | torch
 
 
 def save_classifier(model: MNISTClassifier, path: str | Path) -> str:
-    """Save architecture and float32 weights (loadable with ``torch.load(weights_only=True)``); returns the file's sha256."""
+    """Save architecture and float32 weights (``torch.load(weights_only=True)`` reads them); return the sha256."""
     from .results import atomic_write_bytes
     import io
 

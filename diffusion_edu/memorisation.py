@@ -29,8 +29,9 @@ def _train_images(train: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def nearest_neighbours(samples: torch.Tensor, train: Any, k: int = 1, chunk_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` training images closest to each sample in pixel L2 distance ||x - x_train||_2 (784 pixels, [-1, 1] units).
+def nearest_neighbours(samples: torch.Tensor, train: Any, k: int = 1,
+                       chunk_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` training images closest to each sample in pixel distance ||x - x_train||_2 (784 pixels, [-1, 1]).
 
     samples: (B, 1, 28, 28) in [-1, 1]; train: (N, 1, 28, 28) in [-1, 1] or an ``ImageDataset``.
     Returns distances (B, k), ascending, and indices (B, k) into ``train``. Candidates come from
@@ -59,7 +60,8 @@ def _lpips_distance(net_type: str) -> Callable[[torch.Tensor, torch.Tensor], tor
     import torch.hub
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-    hint = (f"Run where the internet is reachable (Colab), or put torchvision's {net_type} weights into "
+    backbone = {"alex": "AlexNet", "vgg": "VGG16", "squeeze": "SqueezeNet 1.1"}.get(net_type, net_type)
+    hint = (f"Run where the internet is reachable (Colab), or put torchvision's {backbone} weights into "
             f"{torch.hub.get_dir()}/checkpoints. Offline, use the pixel-distance neighbours: "
             "diffusion_edu.memorisation.nearest_neighbours(samples, train).")
     with download_guard(f"LPIPS with the '{net_type}' network", hint):
@@ -94,7 +96,8 @@ def lpips_nearest_neighbours(samples: torch.Tensor, train: Any, net_type: Litera
     K = cand.shape[1]
 
     def prep(x: torch.Tensor) -> torch.Tensor:  # (P, 1, 28, 28) -> (P, 3, size, size)
-        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False) if size != x.shape[-1] else x
+        if size != x.shape[-1]:
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
         return x.clamp(-1, 1).repeat(1, 3, 1, 1)
 
     best_d, best_i = [], []

@@ -5,10 +5,10 @@ floats. The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, 
 ``KernelInceptionDistance``) with the classifier of :mod:`diffusion_edu.classifier` in place of
 Inception-v3, as Report E did for IS:
 
-- FID (Heusel et al. 2017, Eq. 6): ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)) over the 128
-  penultimate features.
-- KID (Binkowski et al. 2018, Eq. 4): the unbiased MMD^2 with kernel k(a, b) = (a.b / d + 1)^3 over the
-  same features, averaged over random subsets (mean and spread).
+- FID (Heusel et al. 2017, the Frechet distance of two Gaussians fitted to the 128 penultimate features):
+  ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)).
+- KID (Binkowski et al. 2018, 'Demystifying MMD GANs'): the unbiased MMD^2 with kernel
+  k(a, b) = (a.b / d + 1)^3 over the same features, averaged over random subsets (mean and spread).
 - IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) from the classifier's 10 class probabilities,
   averaged over 10 splits.
 
@@ -43,8 +43,9 @@ from ._checks import check_images
 from .classifier import ClassifierFeatures, ClassifierLogits, MNISTClassifier, load_mnist_classifier  # noqa: F401
 
 __all__ = [
-    "WeightsNotAvailableError", "download_guard", "ClassifierFeatures", "ClassifierLogits", "ReferenceStats", "check_metric_images",
-    "classifier_outputs", "reference_stats", "fid", "kid", "inception_score", "conditional_accuracy", "evaluate",
+    "WeightsNotAvailableError", "download_guard", "ClassifierFeatures", "ClassifierLogits", "ReferenceStats",
+    "check_metric_images", "classifier_outputs", "reference_stats", "fid", "kid", "inception_score",
+    "conditional_accuracy", "evaluate",
     "noise_images", "real_vs_real", "noise_ceiling", "inception_fid_is",
 ]
 
@@ -60,10 +61,10 @@ class WeightsNotAvailableError(RuntimeError):
 
 @contextlib.contextmanager
 def download_guard(what: str, hint: str):
-    """Turn a failed weights download (no internet, blocked host, broken file) into :class:`WeightsNotAvailableError`."""
+    """Turn a failed weights download (no internet, blocked host, bad file) into :class:`WeightsNotAvailableError`."""
     try:
         yield
-    except (OSError, RuntimeError) as e:  # URLError / HTTPError / socket errors are OSErrors; torch.hub raises RuntimeError
+    except (OSError, RuntimeError) as e:  # URLError, HTTPError, socket errors are OSErrors; torch.hub: RuntimeError
         raise WeightsNotAvailableError(
             f"{what} needs pretrained weights that are downloaded on first use, and they could not be loaded "
             f"({type(e).__name__}: {e}). {hint}") from e
@@ -159,7 +160,8 @@ class ReferenceStats:
         return int(self.features.shape[0])
 
 
-def reference_stats(reference: Any, classifier: MNISTClassifier | None = None, batch_size: int = 1000) -> ReferenceStats:
+def reference_stats(reference: Any, classifier: MNISTClassifier | None = None,
+                    batch_size: int = 1000) -> ReferenceStats:
     """Features of a reference set: images (N, 1, 28, 28) in [-1, 1], an ``ImageDataset``, or a dataset name
     such as ``"mnist-embedded/heldout"`` (the book's default reference: the 1,005 held-out digits)."""
     from .data import ImageDataset, load_dataset
@@ -260,8 +262,13 @@ def _is_from_logits(logits: torch.Tensor, splits: int, generator: torch.Generato
     return float(mean), float(std)
 
 
-def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None, batch_size: int = 1000) -> float:
-    """FID (Heusel et al. 2017, Eq. 6) between samples (N, 1, 28, 28) in [-1, 1] and a reference, on classifier features."""
+def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None,
+        batch_size: int = 1000) -> float:
+    """FID between samples (N, 1, 28, 28) in [-1, 1] and a reference, on classifier features.
+
+    FID = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)) (Heusel et al. 2017), means and covariances of
+    the 128 features. Biased upwards when few images are used; below ~128 images the covariance is singular.
+    """
     check_metric_images(samples, "samples", min_count=2)
     f, _, ref = _features(samples, reference, classifier, batch_size)
     return _fid_from_features(f, ref.features)
@@ -270,8 +277,9 @@ def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | Non
 def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None, subsets: int = KID_SUBSETS,
         subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
         generator: torch.Generator | None = None) -> tuple[float, float]:
-    """KID (Binkowski et al. 2018, Eq. 4): mean and std over ``subsets`` random subsets of
-    min(subset_size, N, M) images, on classifier features. samples: (N, 1, 28, 28) in [-1, 1].
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, mean and std over
+    ``subsets`` random subsets of min(subset_size, N, M) images, on classifier features.
+    samples: (N, 1, 28, 28) in [-1, 1].
 
     Each subset costs three kernel matrices of subset_size^2 entries, so 10 subsets (not torchmetrics' 100)
     keep per-epoch evaluation cheap; every subset's estimate is unbiased, so fewer subsets only add spread.
@@ -337,12 +345,14 @@ def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None 
                            "kid_mean": kid_mean, "kid_std": kid_std}
     if labels is not None:
         out["conditional_accuracy"] = float((logits.argmax(1) == labels).float().mean())
-    out.update(n_samples=int(samples.shape[0]), n_reference=ref.n, reference=ref.name, feature_extractor=FEATURE_EXTRACTOR)
+    out.update(n_samples=int(samples.shape[0]), n_reference=ref.n, reference=ref.name,
+               feature_extractor=FEATURE_EXTRACTOR)
     return out
 
 
-def noise_images(n: int, generator: torch.Generator | None = None, device: str | torch.device | None = None) -> torch.Tensor:
-    """The noise ceiling's images: N(0, I) pixels clamped to [-1, 1], shape (n, 1, 28, 28) (a sampler that learned nothing)."""
+def noise_images(n: int, generator: torch.Generator | None = None,
+                 device: str | torch.device | None = None) -> torch.Tensor:
+    """The noise ceiling's images (n, 1, 28, 28): N(0, I) pixels clamped to [-1, 1] (a sampler that learned nothing)."""
     return torch.randn(n, 1, 28, 28, generator=generator).clamp(-1.0, 1.0).to(device or "cpu")
 
 
@@ -367,7 +377,8 @@ def noise_ceiling(n: int, reference: Any = "mnist-embedded/heldout", generator: 
 
 
 _OFFLINE_HINT = ("Run where the internet is reachable (Colab), or put the weights file into torch's cache "
-                 "({cache}). Offline, the MNIST-classifier metrics work: diffusion_edu.metrics.evaluate(samples, reference).")
+                 "({cache}). Offline, the MNIST-classifier metrics work: "
+                 "diffusion_edu.metrics.evaluate(samples, reference).")
 
 
 def _to_inception_input(x: torch.Tensor) -> torch.Tensor:
@@ -376,7 +387,8 @@ def _to_inception_input(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int = 10, batch_size: int = 100) -> dict[str, Any]:
+def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int = IS_SPLITS,
+                     batch_size: int = 100) -> dict[str, Any]:
     """Inception-v3 FID (2048 pool features) and IS (logits) through torchmetrics' defaults: the numbers the
     reports quote, for comparison with them. Needs torch-fidelity and its downloaded weights (online only).
 

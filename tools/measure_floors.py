@@ -45,7 +45,8 @@ def measure(kind: str, counts: list[int], seeds: int, ref) -> list[dict]:
         row = {"n": n, **summarise(runs), "runs": [{k: r[k] for k in KEYS + ("kid_std", "is_std")} for r in runs]}
         rows.append(row)
         print(f"{kind:7s} n={n:5d}: FID {row['fid_mean']:8.3f} +- {row['fid_std']:.3f}  "
-              f"KID {row['kid_mean_mean']:.4f} +- {row['kid_mean_std']:.4f}  IS {row['is_mean']:.3f} +- {row['is_std']:.3f}",
+              f"KID {row['kid_mean_mean']:.4f} +- {row['kid_mean_std']:.4f}  "
+              f"IS {row['is_mean']:.3f} +- {row['is_std']:.3f}",
               flush=True)
     return rows
 
