@@ -40,13 +40,13 @@ import torch
 from torch import nn
 
 from ._checks import check_images
-from .classifier import ClassifierFeatures, ClassifierLogits, MNISTClassifier, load_mnist_classifier  # noqa: F401
+from .classifier import ClassifierFeatures, ClassifierLogits, MNISTClassifier, load_mnist_classifier
 
 __all__ = [
-    "WeightsNotAvailableError", "download_guard", "ClassifierFeatures", "ClassifierLogits", "ReferenceStats",
-    "check_metric_images", "classifier_outputs", "reference_stats", "fid", "kid", "inception_score",
-    "conditional_accuracy", "evaluate",
-    "noise_images", "real_vs_real", "noise_ceiling", "inception_fid_is",
+    "MNISTClassifier", "load_mnist_classifier", "ClassifierFeatures", "ClassifierLogits",  # from classifier.py
+    "ReferenceStats", "check_metric_images", "classifier_outputs", "reference_stats", "fid", "kid",
+    "inception_score", "conditional_accuracy", "evaluate", "noise_images", "real_vs_real", "noise_ceiling",
+    "WeightsNotAvailableError", "download_guard", "inception_fid_is",
 ]
 
 FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; logits for IS)"
@@ -226,7 +226,7 @@ def _fid_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor) -> float:
     d = f_ref.shape[1]
     if min(f_samples.shape[0], f_ref.shape[0]) <= d:
         warnings.warn(f"FID from {f_samples.shape[0]} samples and {f_ref.shape[0]} reference images with {d} features: "
-                      "a covariance from fewer images than features is singular and FID is strongly biased upwards",
+                      "a covariance from no more images than features is singular and FID is strongly biased upwards",
                       stacklevel=3)
     m = FrechetInceptionDistance(feature=_Precomputed(d))
     m.update(f_ref.double(), real=True)
@@ -413,7 +413,7 @@ def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int
         fid_m = FrechetInceptionDistance(feature=2048, normalize=False).to(samples.device)
         is_m = InceptionScore(feature="logits_unbiased", splits=splits, normalize=False).to(samples.device)
     for i in range(0, reference.shape[0], batch_size):
-        fid_m.update(_to_inception_input(reference[i:i + batch_size]), real=True)
+        fid_m.update(_to_inception_input(reference[i:i + batch_size].to(samples.device)), real=True)
     for i in range(0, samples.shape[0], batch_size):
         x = _to_inception_input(samples[i:i + batch_size])
         fid_m.update(x, real=False)
