@@ -20,6 +20,7 @@ from .data import (
     to_model_range,
     to_unit_range,
 )
+from .classifier import MNISTClassifier, load_mnist_classifier, train_classifier
 from .forward import (
     eps_and_x0_from_output,
     eps_from_posterior_mean,
@@ -33,6 +34,19 @@ from .forward import (
 )
 from .guidance import combine_guidance, guided_output, interpolate, slerp
 from .samplers import StepOutput, Trajectory, ddim_step, ddpm_step, sample
+from .memorisation import lpips_nearest_neighbours, nearest_neighbours
+from .metrics import (
+    WeightsNotAvailableError,
+    conditional_accuracy,
+    evaluate,
+    fid,
+    inception_fid_is,
+    inception_score,
+    kid,
+    noise_ceiling,
+    real_vs_real,
+    reference_stats,
+)
 from .schedules import (
     SCHEDULES,
     NoiseSchedule,
@@ -60,6 +74,10 @@ __all__ = [
     "interpolate", "slerp",
     # cold diffusion
     "DegradedPrior", "RowColumnAveraging", "cold_sample", "fit_degraded_prior", "line_order",
+    # metrics (+ classifier, memorisation)
+    "MNISTClassifier", "load_mnist_classifier", "train_classifier", "WeightsNotAvailableError",
+    "conditional_accuracy", "evaluate", "fid", "inception_fid_is", "inception_score", "kid", "noise_ceiling",
+    "real_vs_real", "reference_stats", "nearest_neighbours", "lpips_nearest_neighbours",
     # schedules
     "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
     "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",

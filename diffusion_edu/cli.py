@@ -14,6 +14,7 @@ import sys
 _COMMAND_MODULES: list[str] = [
     # "diffusion_edu.training", "diffusion_edu.metrics", "diffusion_edu.experiments", ...
     "diffusion_edu.ledger",
+    "diffusion_edu.classifier",
 ]
 
 

@@ -1,0 +1,424 @@
+"""Measuring samples: FID, IS and KID with the package's MNIST classifier, conditional accuracy, floors.
+
+All functions take images (B, 1, 28, 28) in [-1, 1], the package's convention, and return plain
+floats. The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
+``KernelInceptionDistance``) with the classifier of :mod:`diffusion_edu.classifier` in place of
+Inception-v3, as Report E did for IS:
+
+- FID (Heusel et al. 2017, the Frechet distance of two Gaussians fitted to the 128 penultimate features):
+  ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)).
+- KID (Binkowski et al. 2018, 'Demystifying MMD GANs'): the unbiased MMD^2 with kernel
+  k(a, b) = (a.b / d + 1)^3 over the same features, averaged over random subsets (mean and spread).
+- IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) from the classifier's 10 class probabilities,
+  averaged over 10 splits.
+
+torchmetrics' input conventions, and what this module does about them: with a custom ``feature``
+module, FID and KID pass ``update(imgs)`` straight to the module (``normalize`` only picks the dtype of
+the probe image, and giving the module a ``num_features`` attribute skips the probe); but
+``InceptionScore(normalize=True)`` turns images into bytes even for a custom module, so keep the default
+``normalize=False``. IS applies ``softmax`` itself: its feature module must return *logits*. Here every
+image goes through the classifier once (:func:`classifier_outputs`); the torchmetrics metrics then get
+the features / logits through an identity module, which gives the same numbers as handing them
+:class:`ClassifierFeatures` / :class:`ClassifierLogits` (a test checks it).
+
+Inception-based FID / IS (the numbers the reports quote) need torch-fidelity and downloaded weights,
+LPIPS needs downloaded AlexNet / VGG weights (:func:`inception_fid_is` here,
+:func:`diffusion_edu.memorisation.lpips_nearest_neighbours`): offline they raise
+:class:`WeightsNotAvailableError`, which says what to do. Nearest training neighbours (memorisation)
+live in :mod:`diffusion_edu.memorisation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_images
+from .classifier import ClassifierFeatures, ClassifierLogits, MNISTClassifier, load_mnist_classifier
+
+__all__ = [
+    "MNISTClassifier", "load_mnist_classifier", "ClassifierFeatures", "ClassifierLogits",  # from classifier.py
+    "ReferenceStats", "check_metric_images", "classifier_outputs", "reference_stats", "fid", "kid",
+    "inception_score", "conditional_accuracy", "evaluate", "noise_images", "real_vs_real", "noise_ceiling",
+    "WeightsNotAvailableError", "download_guard", "inception_fid_is",
+]
+
+FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; logits for IS)"
+IS_SPLITS = 10  # Salimans et al.'s and torchmetrics' choice
+KID_SUBSETS = 10  # torchmetrics defaults to 100; each subset's MMD^2 is unbiased, so fewer only add spread
+KID_SUBSET_SIZE = 1000  # Binkowski et al.'s and torchmetrics' choice (capped at the set sizes)
+
+
+class WeightsNotAvailableError(RuntimeError):
+    """Pretrained weights (Inception-v3, AlexNet / VGG for LPIPS) are neither cached nor downloadable."""
+
+
+@contextlib.contextmanager
+def download_guard(what: str, hint: str):
+    """Turn a failed weights download (no internet, blocked host, bad file) into :class:`WeightsNotAvailableError`."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # URLError, HTTPError, socket errors are OSErrors; torch.hub: RuntimeError
+        raise WeightsNotAvailableError(
+            f"{what} needs pretrained weights that are downloaded on first use, and they could not be loaded "
+            f"({type(e).__name__}: {e}). {hint}") from e
+
+
+class _Precomputed(nn.Module):
+    """Identity 'feature extractor': torchmetrics receives features already computed by the classifier."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+
+def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int = 1, tol: float = 1e-3) -> torch.Tensor:
+    """Check a batch of MNIST-sized images (B, 1, 28, 28) in [-1, 1] with at least ``min_count`` images."""
+    check_images(x, name)
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"{name} must have shape (B, 1, 28, 28) (grey 28x28 digits, what the MNIST classifier "
+                         f"reads), got {tuple(x.shape)}")
+    if x.shape[0] < min_count:
+        raise ValueError(f"{name} holds {x.shape[0]} images; this metric needs at least {min_count}")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1 - tol or hi > 1 + tol:
+        raise ValueError(f"{name} must lie in [-1, 1] (the package's image range), got values in [{lo:.3g}, {hi:.3g}]; "
+                         "clamp sampler output with x.clamp(-1, 1), map [0, 1] images with 2 * x - 1 and uint8 "
+                         "pixels with diffusion_edu.data.to_model_range")
+    if lo >= 0:
+        warnings.warn(f"{name} lies in [0, 1], not [-1, 1]: did you forget 2 * x - 1?", stacklevel=3)
+    return x
+
+
+_DEFAULT_CLASSIFIERS: dict[str, MNISTClassifier] = {}
+
+
+def _classifier(classifier: MNISTClassifier | None, device: torch.device) -> MNISTClassifier:
+    """The given classifier, or the shipped one on ``device`` (loaded once per device)."""
+    if classifier is not None:
+        return classifier
+    key = str(device)
+    if key not in _DEFAULT_CLASSIFIERS:
+        _DEFAULT_CLASSIFIERS[key] = load_mnist_classifier(device)
+    return _DEFAULT_CLASSIFIERS[key]
+
+
+@contextlib.contextmanager
+def _rng(generator: torch.Generator | None):
+    """Run torchmetrics' random subsets / splits (global ``torch.randperm``) from ``generator``, leaving the
+    global random state untouched; with ``generator=None`` the global state is used as usual."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def classifier_outputs(images: torch.Tensor, classifier: MNISTClassifier | None = None, batch_size: int = 1000,
+                       name: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (N, 128) and logits (N, 10) of images (N, 1, 28, 28) in [-1, 1], float32 on the CPU.
+
+    One pass through the classifier, in batches of ``batch_size`` on the classifier's device.
+    """
+    check_metric_images(images, name)
+    clf = _classifier(classifier, images.device)
+    device = next(clf.parameters()).device
+    was_training = clf.training
+    clf.eval()
+    feats, logits = [], []
+    for i in range(0, images.shape[0], batch_size):
+        f, lg = clf.features_and_logits(images[i:i + batch_size].to(device, torch.float32))
+        feats.append(f.float().cpu())
+        logits.append(lg.float().cpu())
+    clf.train(was_training)
+    return torch.cat(feats), torch.cat(logits)  # (N, d), (N, 10)
+
+
+@dataclass
+class ReferenceStats:
+    """Classifier features (N, d) of a reference set, computed once and reused by every :func:`evaluate`,
+    with the classifier that computed them (samples must go through the same one)."""
+
+    features: torch.Tensor
+    name: str
+    classifier: MNISTClassifier = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
+
+def reference_stats(reference: Any, classifier: MNISTClassifier | None = None,
+                    batch_size: int = 1000) -> ReferenceStats:
+    """Features of a reference set: images (N, 1, 28, 28) in [-1, 1], an ``ImageDataset``, or a dataset name
+    such as ``"mnist-embedded/heldout"`` (the book's default reference: the 1,005 held-out digits)."""
+    from .data import ImageDataset, load_dataset
+
+    if isinstance(reference, ReferenceStats):
+        return reference
+    if isinstance(reference, str):
+        dataset, _, split = reference.partition("/")
+        ds = load_dataset(dataset, split or "train")
+        images, name = ds.tensors()[0], ds.name
+    elif isinstance(reference, ImageDataset):
+        images, name = reference.tensors()[0], reference.name
+    elif isinstance(reference, torch.Tensor):
+        images, name = reference, f"tensor of {reference.shape[0] if reference.dim() else 0} images"
+    else:
+        raise TypeError("reference must be images (N, 1, 28, 28) in [-1, 1], an ImageDataset, a dataset name "
+                        f"like 'mnist-embedded/heldout' or a ReferenceStats, got {type(reference).__name__}")
+    check_metric_images(images, "reference", min_count=2)
+    clf = _classifier(classifier, images.device)
+    feats, _ = classifier_outputs(images, clf, batch_size, name="reference")
+    return ReferenceStats(feats, name, clf)
+
+
+_LAST_REFERENCE: dict[str, Any] = {}
+
+
+def _reference_for(reference: Any, classifier: MNISTClassifier | None, batch_size: int) -> ReferenceStats:
+    """:func:`reference_stats`, cached for the last reference seen (same object, unchanged, same classifier)."""
+    from .data import ImageDataset
+
+    if isinstance(reference, ReferenceStats):
+        return reference
+    if isinstance(reference, ImageDataset):
+        version = reference.images._version
+    else:
+        version = getattr(reference, "_version", None)
+    c = _LAST_REFERENCE
+    if c and c["classifier"] is classifier and c["version"] == version and (
+            c["ref"] == reference if isinstance(reference, str) else (callable(c["ref"]) and c["ref"]() is reference)):
+        return c["stats"]
+    stats = reference_stats(reference, classifier, batch_size)
+    ref = reference if isinstance(reference, str) else weakref.ref(reference)
+    c.update(ref=ref, version=version, classifier=classifier, stats=stats)
+    return stats
+
+
+def _features(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None,
+              batch_size: int) -> tuple[torch.Tensor, torch.Tensor, ReferenceStats]:
+    """Sample features (N, d), sample logits (N, 10) and the (cached) reference, through one classifier."""
+    ref = _reference_for(reference, classifier, batch_size)
+    if classifier is not None and classifier is not ref.classifier:
+        raise ValueError("reference was computed with a different classifier than `classifier`: "
+                         "build it with reference_stats(images, classifier) using the same one")
+    f, logits = classifier_outputs(samples, ref.classifier, batch_size, name="samples")
+    return f, logits, ref
+
+
+def _fid_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor) -> float:
+    """torchmetrics FID between two feature sets (N, d) and (M, d), computed in float64."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    d = f_ref.shape[1]
+    if min(f_samples.shape[0], f_ref.shape[0]) <= d:
+        warnings.warn(f"FID from {f_samples.shape[0]} samples and {f_ref.shape[0]} reference images with {d} features: "
+                      "a covariance from no more images than features is singular and FID is strongly biased upwards",
+                      stacklevel=3)
+    m = FrechetInceptionDistance(feature=_Precomputed(d))
+    m.update(f_ref.double(), real=True)
+    m.update(f_samples.double(), real=False)
+    return float(m.compute())
+
+
+def _kid_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor, subsets: int, subset_size: int,
+                       generator: torch.Generator | None) -> tuple[float, float]:
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(subset_size, f_samples.shape[0], f_ref.shape[0])
+    with warnings.catch_warnings():  # "will save all extracted features in buffer": we hand it the features
+        warnings.simplefilter("ignore", UserWarning)
+        m = KernelInceptionDistance(feature=_Precomputed(f_ref.shape[1]), subsets=subsets, subset_size=size)
+    m.update(f_ref, real=True)
+    m.update(f_samples, real=False)
+    with _rng(generator):
+        mean, std = m.compute()
+    return float(mean), float(std)
+
+
+def _is_from_logits(logits: torch.Tensor, splits: int, generator: torch.Generator | None) -> tuple[float, float]:
+    from torchmetrics.image.inception import InceptionScore
+
+    with warnings.catch_warnings():  # "will save all extracted features in buffer": 10 logits per image here
+        warnings.simplefilter("ignore", UserWarning)
+        m = InceptionScore(feature=_Precomputed(logits.shape[1]), splits=splits, normalize=False)
+    m.update(logits.double())
+    with _rng(generator), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # splits=1: the std of one value is NaN
+        mean, std = m.compute()
+    return float(mean), float(std)
+
+
+def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None,
+        batch_size: int = 1000) -> float:
+    """FID between samples (N, 1, 28, 28) in [-1, 1] and a reference, on classifier features.
+
+    FID = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)) (Heusel et al. 2017), means and covariances of
+    the 128 features. Biased upwards when few images are used; below ~128 images the covariance is singular.
+    """
+    check_metric_images(samples, "samples", min_count=2)
+    f, _, ref = _features(samples, reference, classifier, batch_size)
+    return _fid_from_features(f, ref.features)
+
+
+def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None, subsets: int = KID_SUBSETS,
+        subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
+        generator: torch.Generator | None = None) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, mean and std over
+    ``subsets`` random subsets of min(subset_size, N, M) images, on classifier features.
+    samples: (N, 1, 28, 28) in [-1, 1].
+
+    Each subset costs three kernel matrices of subset_size^2 entries, so 10 subsets (not torchmetrics' 100)
+    keep per-epoch evaluation cheap; every subset's estimate is unbiased, so fewer subsets only add spread.
+    The std is the spread over subsets: when the subsets hold nearly all images it is close to 0 and says
+    nothing about the estimate's error."""
+    check_metric_images(samples, "samples", min_count=2)
+    f, _, ref = _features(samples, reference, classifier, batch_size)
+    return _kid_from_features(f, ref.features, subsets, subset_size, generator)
+
+
+def inception_score(samples: torch.Tensor, classifier: MNISTClassifier | None = None, splits: int = IS_SPLITS,
+                    batch_size: int = 1000, generator: torch.Generator | None = None) -> tuple[float, float]:
+    """IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` random splits.
+
+    1 when every image gets the same confident class; 10 (the number of classes) at best.
+    samples: (N, 1, 28, 28) in [-1, 1] with N >= splits.
+    """
+    check_metric_images(samples, "samples", min_count=max(2, splits))
+    _, logits = classifier_outputs(samples, classifier, batch_size, name="samples")
+    return _is_from_logits(logits, splits, generator)
+
+
+def _check_labels(labels: Any, n: int) -> torch.Tensor:
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor of shape ({n},), got "
+                        f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) (one per sample), got {tuple(labels.shape)}")
+    if n and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"labels must lie in 0..9 (the asked digit; the null label 10 has no class to check), "
+                         f"got values in {int(labels.min())}..{int(labels.max())}")
+    return labels.cpu().to(torch.int64)
+
+
+def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier: MNISTClassifier | None = None,
+                         batch_size: int = 1000) -> float:
+    """Fraction of class-conditional samples (N, 1, 28, 28) that the classifier assigns to the asked label (N,)."""
+    check_metric_images(samples, "samples")
+    labels = _check_labels(labels, samples.shape[0])
+    _, logits = classifier_outputs(samples, classifier, batch_size, name="samples")
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None = None, *,
+             classifier: MNISTClassifier | None = None, is_splits: int = IS_SPLITS, kid_subsets: int = KID_SUBSETS,
+             kid_subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
+             generator: torch.Generator | None = None) -> dict[str, Any]:
+    """FID, IS, KID (and conditional accuracy when ``labels`` are given) of samples against a reference.
+
+    samples: (N, 1, 28, 28) in [-1, 1], N >= max(2, is_splits). reference: images, an ``ImageDataset``, a
+    dataset name (``"mnist-embedded/heldout"``) or :func:`reference_stats`; its features are cached, so
+    calling this every K training steps costs one classifier pass over the samples plus the metrics.
+    Returns plain numbers: fid, is, is_std, kid_mean, kid_std, [conditional_accuracy], n_samples,
+    n_reference, reference, feature_extractor.
+    """
+    check_metric_images(samples, "samples", min_count=max(2, is_splits))
+    if labels is not None:
+        labels = _check_labels(labels, samples.shape[0])
+    f, logits, ref = _features(samples, reference, classifier, batch_size)
+    is_mean, is_std = _is_from_logits(logits, is_splits, generator)
+    kid_mean, kid_std = _kid_from_features(f, ref.features, kid_subsets, kid_subset_size, generator)
+    out: dict[str, Any] = {"fid": _fid_from_features(f, ref.features), "is": is_mean, "is_std": is_std,
+                           "kid_mean": kid_mean, "kid_std": kid_std}
+    if labels is not None:
+        out["conditional_accuracy"] = float((logits.argmax(1) == labels).float().mean())
+    out.update(n_samples=int(samples.shape[0]), n_reference=ref.n, reference=ref.name,
+               feature_extractor=FEATURE_EXTRACTOR)
+    return out
+
+
+def noise_images(n: int, generator: torch.Generator | None = None,
+                 device: str | torch.device | None = None) -> torch.Tensor:
+    """The noise ceiling's images (n, 1, 28, 28): N(0, I) pixels clamped to [-1, 1] (a sampler that learned nothing)."""
+    return torch.randn(n, 1, 28, 28, generator=generator).clamp(-1.0, 1.0).to(device or "cpu")
+
+
+def real_vs_real(n: int, reference: Any = "mnist-embedded/heldout", generator: torch.Generator | None = None,
+                 **kwargs: Any) -> dict[str, Any]:
+    """The floor: :func:`evaluate` of ``n`` random digits of the embedded training part (with their true
+    labels) against the reference, the best a model of the training data can score with ``n`` samples."""
+    from .data import EmbeddedMNIST
+
+    train = EmbeddedMNIST("train")
+    if not 2 <= n <= len(train):
+        raise ValueError(f"n must lie in 2..{len(train)} (the size of the embedded training part), got {n}")
+    idx = torch.randperm(len(train), generator=generator)[:n]
+    images, labels = train.batch(idx)
+    return evaluate(images, reference, labels, generator=generator, **kwargs)
+
+
+def noise_ceiling(n: int, reference: Any = "mnist-embedded/heldout", generator: torch.Generator | None = None,
+                  **kwargs: Any) -> dict[str, Any]:
+    """The ceiling: :func:`evaluate` of ``n`` clamped Gaussian-noise images against the reference."""
+    return evaluate(noise_images(n, generator), reference, generator=generator, **kwargs)
+
+
+_OFFLINE_HINT = ("Run where the internet is reachable (Colab), or put the weights file into torch's cache "
+                 "({cache}). Offline, the MNIST-classifier metrics work: "
+                 "diffusion_edu.metrics.evaluate(samples, reference).")
+
+
+def _to_inception_input(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] grey (B, 1, H, W) -> uint8 RGB (B, 3, H, W), torchmetrics' default input (it resizes to 299 itself)."""
+    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
+
+
+@torch.no_grad()
+def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int = IS_SPLITS,
+                     batch_size: int = 100) -> dict[str, Any]:
+    """Inception-v3 FID (2048 pool features) and IS (logits) through torchmetrics' defaults: the numbers the
+    reports quote, for comparison with them. Needs torch-fidelity and its downloaded weights (online only).
+
+    samples, reference: (N, 1, 28, 28) and (M, 1, 28, 28) in [-1, 1], N >= max(2, splits), M >= 2.
+    """
+    import importlib.util
+
+    import torch.hub
+
+    check_metric_images(samples, "samples", min_count=max(2, splits))
+    check_metric_images(reference, "reference", min_count=2)
+    hint = _OFFLINE_HINT.format(cache=f"{torch.hub.get_dir()}/checkpoints")
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise WeightsNotAvailableError(
+            "Inception FID / IS need the torch-fidelity package, which torchmetrics uses to build Inception-v3 and "
+            f"download its weights; it is not installed: `pip install torch-fidelity` (then online). {hint}")
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    with download_guard("Inception FID / IS (torch-fidelity's Inception-v3)", hint), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fid_m = FrechetInceptionDistance(feature=2048, normalize=False).to(samples.device)
+        is_m = InceptionScore(feature="logits_unbiased", splits=splits, normalize=False).to(samples.device)
+    for i in range(0, reference.shape[0], batch_size):
+        fid_m.update(_to_inception_input(reference[i:i + batch_size].to(samples.device)), real=True)
+    for i in range(0, samples.shape[0], batch_size):
+        x = _to_inception_input(samples[i:i + batch_size])
+        fid_m.update(x, real=False)
+        is_m.update(x)
+    is_mean, is_std = is_m.compute()
+    return {"fid_inception": float(fid_m.compute()), "is_inception": float(is_mean), "is_inception_std": float(is_std),
+            "n_samples": int(samples.shape[0]), "n_reference": int(reference.shape[0]),
+            "feature_extractor": "Inception-v3 (torch-fidelity weights; pool3 2048 for FID, logits for IS)"}
