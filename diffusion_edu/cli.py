@@ -12,7 +12,8 @@ import json
 import sys
 
 _COMMAND_MODULES: list[str] = [
-    # "diffusion_edu.training", "diffusion_edu.metrics", "diffusion_edu.experiments", ...
+    "diffusion_edu.training",
+    # "diffusion_edu.metrics", "diffusion_edu.experiments", ...
 ]
 
 
