@@ -335,6 +335,10 @@ def _cmd_train(args) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or f"runs/{args.preset}"
     print(f"training preset {args.preset!r} ({config.steps} steps) into {out}", file=sys.stderr)
     try:
@@ -367,6 +371,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field, e.g. --set lr=1e-3 --set model_kwargs.dropout=0 "
                         "(VALUE is JSON, or a plain string)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often "
+                   "faster for small networks on a shared machine)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     p.set_defaults(func=_cmd_train)
     q = subparsers.add_parser("presets", help="list the training presets, one line each")
