@@ -216,15 +216,19 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 
 
 def build_network(config: TrainConfig) -> torch.nn.Module:
-    """``diffusion_edu.models.build_model(config.model, **config.model_kwargs)``, imported lazily."""
+    """The network named by ``config.model``, imported lazily from :mod:`diffusion_edu.models`: a model
+    preset such as ``unet_mnist`` (``build_preset(name, **model_kwargs)``, the kwargs overriding the
+    preset's) or a model class name such as ``unet`` (``build_model(name, **model_kwargs)``)."""
     try:
-        from .models import build_model
+        from . import models
     except ModuleNotFoundError as e:
         if e.name not in ("diffusion_edu.models", f"{__package__}.models"):
             raise
         raise ImportError(f"building the network {config.model!r} needs diffusion_edu.models, which is "
                           "not installed here; pass your own network with model=...") from e
-    return build_model(config.model, **config.model_kwargs)
+    if config.model in getattr(models, "MODEL_PRESETS", {}):
+        return models.build_preset(config.model, **config.model_kwargs)
+    return models.build_model(config.model, **config.model_kwargs)
 
 
 def build_process(config: TrainConfig, image_size: int):
@@ -241,7 +245,8 @@ def build_process(config: TrainConfig, image_size: int):
 
 
 def check_degradation(degradation: Any, config: TrainConfig) -> None:
-    """A degradation must have ``.T`` and ``.degrade(x0, t)``, and T must match the config."""
+    """A degradation must have ``.T`` and ``.degrade(x0, t)``, and T must match the config (size / group
+    steps for one axis, twice that for ``cold_axis="both"``)."""
     if not hasattr(degradation, "degrade") or not hasattr(degradation, "T"):
         raise TypeError(f"a cold-diffusion degradation needs .T and .degrade(x0, t); got {type(degradation).__name__}")
     if int(degradation.T) != config.T:

@@ -23,7 +23,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw"),
     "disc_input": ("x0", "mu"),
     "precision": ("auto", "fp32", "bf16"),
-    "cold_axis": ("row", "column"),
+    "cold_axis": ("rows", "columns", "both"),
     "cold_order": ("random", "outside-in", "inside-out"),
 }
 _POSITIVE_INT = ("T", "batch_size", "steps", "log_every", "sample_n", "sample_steps", "cold_group")
@@ -40,7 +40,8 @@ class TrainConfig:
     ``diffusion_edu.models.build_model``) and ``model_kwargs``.
     Process: ``process="gaussian"`` with ``schedule``, ``T``, ``schedule_kwargs`` (e.g. beta_start),
     or ``process="cold"`` (Bansal et al. 2022; Report D) with ``cold_axis``, ``cold_order``,
-    ``cold_group`` (rows averaged per step; T = size / group) and ``cold_seed`` (the random order).
+    ``cold_group`` (lines averaged per step; T = size / group, doubled for axis "both") and
+    ``cold_seed`` (the random order).
     Objective: ``parameterization`` (what the network outputs: eps, x0 or the posterior mean mu; cold
     diffusion predicts x0), ``loss`` (l2 = mean squared error, Ho et al. Eq. 14; l1 = mean absolute
     error, Report E and Bansal et al.), ``p_uncond`` (probability of replacing a label by the null
@@ -65,7 +66,7 @@ class TrainConfig:
     schedule: str = "linear"
     T: int = 1000
     schedule_kwargs: dict[str, Any] = field(default_factory=dict)
-    cold_axis: Literal["row", "column"] = "column"
+    cold_axis: Literal["rows", "columns", "both"] = "columns"
     cold_order: Literal["random", "outside-in", "inside-out"] = "random"
     cold_group: int = 1
     cold_seed: int = 0
@@ -260,7 +261,7 @@ _PRESET_LIST: list[Preset] = [
                        checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),
     Preset("d_cold_columns", "Report D cold diffusion: column averaging in random order, one column per step "
            "(T=28), the CNN predicts x0 with MSE (epochs not reported: 100).",
-           TrainConfig(dataset="mnist", model="cnn_mnist", process="cold", T=28, cold_axis="column",
+           TrainConfig(dataset="mnist", model="cnn_mnist", process="cold", T=28, cold_axis="columns",
                        cold_order="random", cold_group=1, parameterization="x0", loss="l2", lr=2e-4,
                        batch_size=128, ema_decay=None, steps=100 * _MNIST_EPOCH,
                        checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),

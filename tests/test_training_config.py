@@ -17,7 +17,7 @@ from diffusion_edu.checkpoint import resolve_device
     ("optimizer", "sgd", r"optimizer must be one of 'adam', 'adamw'"),
     ("precision", "fp16", r"precision must be one of 'auto', 'fp32', 'bf16'"),
     ("disc_input", "xt", r"disc_input must be one of 'x0', 'mu'"),
-    ("cold_axis", "diagonal", r"cold_axis must be one of 'row', 'column'"),
+    ("cold_axis", "diagonal", r"cold_axis must be one of 'rows', 'columns', 'both'"),
     ("cold_order", "spiral", r"cold_order must be one of 'random', 'outside-in', 'inside-out'"),
     ("T", 0, r"T must be a positive int"),
     ("batch_size", -4, r"batch_size must be a positive int"),
@@ -122,7 +122,7 @@ def test_report_d_presets():
     d, v, cold = get_preset("d_cnn"), get_preset("d_cnn_selu"), get_preset("d_cold_columns")
     assert (d.model, d.T, d.lr, d.batch_size, d.loss, d.steps) == ("cnn_mnist", 1000, 2e-4, 128, "l2", 100 * 468)
     assert (v.model, v.T, v.lr, v.batch_size, v.steps) == ("cnn_mnist_selu", 100, 6e-4, 128, 100 * 468)
-    assert (cold.process, cold.T, cold.cold_axis, cold.cold_order, cold.cold_group) == ("cold", 28, "column", "random", 1)
+    assert (cold.process, cold.T, cold.cold_axis, cold.cold_order, cold.cold_group) == ("cold", 28, "columns", "random", 1)
     assert (cold.parameterization, cold.model) == ("x0", "cnn_mnist")
 
 
