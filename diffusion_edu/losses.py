@@ -164,9 +164,11 @@ def discriminator_term(discriminator: torch.nn.Module, x_pred: torch.Tensor, y: 
     D is a frozen MNIST classifier returning logits; its softmax is compared with the one-hot label so
     that a perfectly confident, correct D gives 0. Gradients flow through D into the network. Report A
     writes D(mu_theta(x_t, y, t)), the predicted x_{t-1}; the training loop feeds D the predicted clean
-    image x0_pred clamped to [-1, 1] by default (``TrainConfig.disc_input``), because D was trained on
-    clean digits: at large t the predicted x_{t-1} is nearly pure noise and D's answer on it means
-    nothing, while x0_pred is a digit-like image at every t. ``disc_input="mu"`` follows the report.
+    image x0_pred by default (``TrainConfig.disc_input``), because D was trained on clean digits: at
+    large t the predicted x_{t-1} is nearly pure noise and D's answer on it means nothing, while x0_pred
+    is a digit-like image at every t. ``disc_input="mu"`` follows the report. Either way the loop clamps
+    the input to D's range [-1, 1] (x0_pred from an eps-prediction divides by sqrt(alpha_bar_t), which
+    is tiny at large t, and would otherwise feed D values far outside anything it has seen).
 
     x_pred: (B, 1, 28, 28) in [-1, 1]; y: (B,) int64 in 0..num_classes.
     """

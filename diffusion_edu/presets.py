@@ -115,7 +115,9 @@ class TrainConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields are {sorted(names)}")
-        return cls(**{k: _coerce(k, v) for k, v in data.items()})
+        floats = ("lr", "weight_decay", "p_uncond", "disc_weight", "aux_weight", "grad_clip", "ema_decay")
+        as_float = {k: float(v) for k, v in data.items() if k in floats and type(v) is int}  # JSON's 1 for 1.0
+        return cls(**{**data, **as_float})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated); unknown names are an error."""
@@ -157,7 +159,7 @@ class TrainConfig:
             raise bad("dataset", "one of " + ", ".join(DATASETS))
         if self.split not in ("train", "heldout", "test"):
             raise bad("split", "'train', 'heldout' or 'test'")
-        if self.subset is not None and (isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 1):
+        if self.subset is not None and (type(self.subset) is not int or self.subset < 1):
             raise bad("subset", "a positive int or None")
         if self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
             raise bad("device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
@@ -190,14 +192,6 @@ class TrainConfig:
 
             if self.schedule not in SCHEDULES:
                 raise bad("schedule", "one of " + ", ".join(sorted(SCHEDULES)))
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Loosen JSON types to the field's type: an int where a float is expected, a list of ints."""
-    floats = ("lr", "weight_decay", "p_uncond", "disc_weight", "aux_weight", "grad_clip", "ema_decay")
-    if name in floats and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,9 +76,11 @@ class TrainingRun:
             ds = ds.subset(cfg.subset)
         self.image_shape = tuple(ds.image_shape)  # (C, H, W)
         self.data = ImageDataset(ds.images.to(dev), ds.labels.to(dev), ds.name, ds.num_classes)
+        self.custom_model = model is not None
         if model is None:
             torch.manual_seed(derived_seed(cfg.seed, "init"))
             model = build_network(cfg)
+        torch.manual_seed(derived_seed(cfg.seed, "dropout"))  # the global RNG: dropout masks
         self.model = model.to(dev).train()  # the raw module: checkpoints hold its state_dict
         self.model.parameterization = cfg.parameterization
         self._check_network(ds)
@@ -253,9 +255,12 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
     callbacks = [callbacks] if callable(callbacks) else list(callbacks or [])
+    if callbacks and not config.callback_every:
+        raise ValueError("callbacks were given but TrainConfig.callback_every is 0, so they would never run")
     previous = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if previous is not None:
-        changed = sorted(k for k, v in previous["config"].items() if config.to_dict().get(k) != v and k not in _RESUMABLE)
+        now = config.to_dict()
+        changed = sorted(k for k, v in previous["config"].items() if now.get(k) != v and k not in _RESUMABLE)
         if changed:
             raise CheckpointError(f"{ckpt_path} belongs to a run with a different config (fields {changed} differ); "
                                   "use another out_dir, or resume=False to start over")
@@ -267,8 +272,9 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
             run.load_state_dict(previous)
             wall = float(previous.get("wall_time_s", 0.0))
             truncate_log(log_path, run.step)
-        else:
+        else:  # a fresh start: nothing of an earlier run in out_dir may be resumed or mixed in later
             log_path.unlink(missing_ok=True)
+            ckpt_path.unlink(missing_ok=True)
         atomic_write_bytes(out / "config.json", (json.dumps(config.to_dict(), indent=1) + "\n").encode())
         return _loop(run, out, progress, callbacks, wall, has_checkpoint=previous is not None)
 
@@ -295,7 +301,7 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
 
     run.model.train()
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=f"train {cfg.model}")
+               desc=f"train {type(run.model).__name__ if run.custom_model else cfg.model}")
     try:
         for step in range(run.step + 1, cfg.steps + 1):
             loss = run.train_step()

@@ -127,11 +127,15 @@ def test_resume_after_interruption_equals_an_uninterrupted_run_bit_for_bit(tmp_p
     assert losses[0] == losses[1] and len(losses[0]) == 6  # the resumed log has no duplicated lines
 
 
-def test_a_different_seed_gives_different_weights(tmp_path, reference_run):
-    """Guard for the test above: the final weights do depend on the run's randomness."""
-    a = reference_run
+def test_the_seed_alone_fixes_the_run(tmp_path, reference_run):
+    """Guard for the test above: the final weights depend on the run's seed, and on nothing else (the
+    caller's global RNG state before the call does not matter: dropout draws from the run's seed)."""
     b = train(tiny_config(**_FULL, seed=1), tmp_path / "b", model=tiny_net(num_classes=10), progress=False)
-    assert not _same(_weights(a.model), _weights(b.model))
+    assert not _same(_weights(reference_run.model), _weights(b.model))
+    net = tiny_net(num_classes=10)
+    torch.manual_seed(999)
+    c = train(tiny_config(**_FULL), tmp_path / "c", model=net, progress=False)
+    assert _same(_weights(reference_run.model), _weights(c.model))
 
 
 def test_callbacks_see_eval_mode_and_do_not_disturb_training(tmp_path, reference_run):
@@ -148,6 +152,12 @@ def test_callbacks_see_eval_mode_and_do_not_disturb_training(tmp_path, reference
                    progress=False, callbacks=[noisy_callback])
     assert calls == [(3, False, True), (6, False, True), (9, False, True), (12, False, True)]
     assert _same(_weights(plain.model), _weights(hooked.model))
+
+
+def test_callbacks_need_an_interval(tmp_path):
+    """Callbacks with callback_every=0 would silently never run: that is an error."""
+    with pytest.raises(ValueError, match="callbacks were given but TrainConfig.callback_every is 0"):
+        train(tiny_config(callback_every=0), tmp_path, model=TinyNet(), callbacks=lambda *a: None, progress=False)
 
 
 def test_caller_random_state_is_left_alone(tmp_path):
@@ -346,5 +356,9 @@ def test_resume_refuses_a_checkpoint_of_another_run_but_accepts_more_steps(tmp_p
     with pytest.raises(CheckpointError, match=r"different config \(fields \['lr'\] differ\)"):
         train(tiny_config(steps=4, lr=1e-2), tmp_path, model=TinyNet(), progress=False)
     assert train(tiny_config(steps=6), tmp_path, model=TinyNet(), progress=False).step == 6
+    with pytest.raises(_Stop):  # a fresh start that dies before its first checkpoint...
+        train(tiny_config(steps=4, callback_every=1), tmp_path, model=TinyNet(), resume=False, progress=False,
+              callbacks=lambda *a: (_ for _ in ()).throw(_Stop()))
+    assert not (tmp_path / "checkpoint.pt").exists()  # ...leaves nothing of the old run to resume
     assert train(tiny_config(steps=2), tmp_path, model=TinyNet(), resume=False, progress=False).step == 2
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
