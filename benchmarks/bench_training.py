@@ -12,7 +12,11 @@ CIFAR-10 cannot be downloaded offline. On CPU the CIFAR-10 presets are timed at 
 (``--cifar-batch``, default 4): at their real batch a single step takes minutes on 2 cores.
 
     python benchmarks/bench_training.py                   # every distinct preset network, current device
-    python benchmarks/bench_training.py --presets e_unet,d_cnn --steps 10 --threads 2
+    python benchmarks/bench_training.py --presets e_unet,d_cnn --steps 10 --threads 1,2
+
+On a CPU shared with other jobs, two torch threads can be many times slower than one (OpenMP threads
+wait for each other when the cores are busy): ``--threads 1,2`` measures both, and every measurement
+records the machine's load average when it started.
 
 Writes results/benchmarks/training_<device>.json (write_results; the smoke tier writes nowhere unless
 --out is given).
@@ -50,7 +54,7 @@ def child(preset: str, args: argparse.Namespace) -> dict:
     import torch
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(int(args.threads))
     from diffusion_edu import get_preset
     from diffusion_edu.checkpoint import resolve_device
     from diffusion_edu.data import load_cifar10, write_fake_cifar10
@@ -97,6 +101,7 @@ def child(preset: str, args: argparse.Namespace) -> dict:
     sync()
     seconds = time.perf_counter() - start
     out = {
+        "threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2),
         "network": cfg.model, "params": sum(p.numel() for p in run.model.parameters()),
         "batch_size": cfg.batch_size, "steps_timed": args.steps, "warmup_steps": args.warmup,
         "img_per_s": round(args.steps * cfg.batch_size / seconds, 2), "s_per_step": round(seconds / args.steps, 4),
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=5, help="timed steps per preset")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", default="", help="torch CPU threads, or a comma-separated list to measure each "
+                   "(default: torch's choice)")
     p.add_argument("--cifar-batch", type=int, default=4, help="batch for the CIFAR-10 presets on CPU (0: the preset's)")
     p.add_argument("--out", help="results file (default: results/benchmarks/training_<device>.json)")
     p.add_argument("--note", default="", help="free text stored in the results' config")
@@ -133,18 +139,24 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     tier = current_tier(default="gpu" if device.type == "cuda" else "cpu")
+    threads = [int(n) for n in args.threads.split(",") if n] or [torch.get_num_threads()]
     results, t0, load_before = {}, time.perf_counter(), os.getloadavg()
     for name in [s for s in args.presets.split(",") if s]:
-        cmd = [sys.executable, __file__, "--child", name, "--device", str(device), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--cifar-batch", str(args.cifar_batch)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        results[name] = json.loads(lines[-1][7:]) if lines else {"error": proc.stderr.strip().splitlines()[-1:]}
-        print(f"{name:<16} {json.dumps(results[name])}", flush=True)
+        for n in threads:  # results[preset] for one thread count, results[preset][f"threads_{n}"] for several
+            cmd = [sys.executable, __file__, "--child", name, "--device", str(device), "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--cifar-batch", str(args.cifar_batch), "--threads", str(n)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            res = json.loads(lines[-1][7:]) if lines else {"error": proc.stderr.strip().splitlines()[-1:]}
+            if len(threads) == 1:
+                results[name] = res
+            else:
+                results.setdefault(name, {})[f"threads_{n}"] = res
+            print(f"{name:<16} {n} {json.dumps(res)}", flush=True)
+            if "skipped" in res:
+                break
     config = {"presets": args.presets.split(","), "steps": args.steps, "warmup": args.warmup,
-              "threads": args.threads or torch.get_num_threads(), "cifar_batch_on_cpu": args.cifar_batch,
+              "threads": threads, "cifar_batch_on_cpu": args.cifar_batch,
               "load_average_before": [round(v, 2) for v in load_before],
               "load_average_after": [round(v, 2) for v in os.getloadavg()], "note": args.note}
     if args.out:
