@@ -231,7 +231,7 @@ _PRESET_LIST: list[Preset] = [
     Preset("a_autoencoder", "Report A: the convolutional autoencoder denoiser with its output skip, T=400.",
            TrainConfig(dataset="mnist", model="autoencoder_mnist", model_kwargs={"num_classes": 10}, T=400,
                        steps=20_000, ema_decay=None)),
-    Preset("a_vae", "Report A: the VAE-style denoiser, T=400; its KL term enters with aux_weight=1.",
+    Preset("a_vae", "Report A: the VAE-style denoiser, T=400; its KL term (per pixel, like the MSE) enters with weight 1.",
            TrainConfig(dataset="mnist", model="vae_mnist", model_kwargs={"num_classes": 10}, T=400,
                        steps=20_000, ema_decay=None)),
     Preset("c_cifar10", "Report C / Ho et al.: 35.7M U-Net, dropout 0.1, linear 1e-4..0.02, T=1000, Adam 2e-4, "
