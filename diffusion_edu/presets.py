@@ -1,4 +1,5 @@
-"""Training configurations: the :class:`TrainConfig` dataclass and the reports' named presets.
+"""Training configurations: the :class:`TrainConfig` dataclass, the reports' named presets, and the
+``train`` / ``presets`` commands of ``python -m diffusion_edu`` that run them.
 
 A ``TrainConfig`` is plain JSON-able data (checkpoints store it as a dict), validated when it is
 built: every bad value raises an error naming the field and what was expected. The presets below
