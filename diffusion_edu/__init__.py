@@ -47,6 +47,7 @@ from .metrics import (
     real_vs_real,
     reference_stats,
 )
+from .presets import PRESETS, TrainConfig, get_preset
 from .schedules import (
     SCHEDULES,
     NoiseSchedule,
@@ -59,6 +60,7 @@ from .schedules import (
     sigmoid_betas,
     spaced_steps,
 )
+from .training import LoadedModel, NonFiniteLossError, TrainResult, load_model, train
 
 __version__ = "0.1.0"
 
@@ -81,4 +83,6 @@ __all__ = [
     # schedules
     "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
     "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",
+    # training
+    "PRESETS", "TrainConfig", "get_preset", "LoadedModel", "NonFiniteLossError", "TrainResult", "load_model", "train",
 ]

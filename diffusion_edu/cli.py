@@ -15,6 +15,8 @@ _COMMAND_MODULES: list[str] = [
     # "diffusion_edu.training", "diffusion_edu.metrics", "diffusion_edu.experiments", ...
     "diffusion_edu.ledger",
     "diffusion_edu.classifier",
+    "diffusion_edu.training",
+    # "diffusion_edu.metrics", "diffusion_edu.experiments", ...
 ]
 
 

@@ -1,0 +1,375 @@
+"""The training loop: one loop for every preset, resumable exactly from its checkpoints.
+
+``train(config, out_dir)`` runs Ho et al.'s Algorithm 1 (or Bansal et al.'s cold-diffusion
+objective) with the options of :class:`~diffusion_edu.presets.TrainConfig` and writes, under
+``out_dir``: ``config.json``, ``log.jsonl`` (one JSON line per log interval: step, mean loss, learning
+rate, gradient norm, images per second), ``checkpoint.pt`` (atomic; see :mod:`diffusion_edu.checkpoint`)
+and ``samples/step_NNNNNNN.png``. Run it again with ``resume=True`` (the default) and it continues
+from the checkpoint as if it had never stopped: same batches, same noise, same weights.
+
+The loop reads values back from the device only at log, checkpoint, sample and callback steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT, CheckpointError, EpochOrder, LoadedModel, build_network, build_process, capture_rng_state,
+    check_degradation, derived_seed, forked_rng, load_checkpoint, load_model, resolve_device, restore_rng_state,
+    save_checkpoint, truncate_log,
+)
+from .data import ImageDataset, load_dataset
+from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
+from .presets import PRESETS, TrainConfig, add_cli, get_preset
+from .results import atomic_write_bytes
+
+__all__ = [
+    "TrainConfig", "PRESETS", "get_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",
+    "train", "ema_update", "load_model", "LoadedModel", "add_cli",
+]
+
+Callback = Callable[[int, torch.nn.Module, "torch.nn.Module | None"], Any]
+# Fields that may change between a run and its resumption (they do not change the trained state).
+_RESUMABLE = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_n", "sample_steps",
+              "callback_every", "device", "precision", "channels_last", "compile"}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """theta_ema <- decay * theta_ema + (1 - decay) * theta for every parameter (an exponential moving
+    average of the weights; Ho et al. Sec. 4 use decay 0.9999); buffers are copied."""
+    ema_params = [p for p in ema.parameters()]
+    params = [p.detach() for p in model.parameters()]
+    if decay == 0.0:
+        torch._foreach_copy_(ema_params, params)
+    else:
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # e + (1 - decay) (p - e)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+class TrainingRun:
+    """Everything one run holds (data, network, EMA, optimizer, noise generator, data order) and its
+    optimisation step :meth:`train_step`. ``state_dict()`` is the checkpoint."""
+
+    def __init__(self, config: TrainConfig, device: str | torch.device | None = None, *,
+                 model: torch.nn.Module | None = None, discriminator: torch.nn.Module | None = None,
+                 degradation: Any = None, dataset: ImageDataset | None = None):
+        cfg = self.config = config
+        dev = self.device = resolve_device(device or config.device)
+        ds = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.split)
+        if cfg.subset is not None:
+            ds = ds.subset(cfg.subset)
+        self.image_shape = tuple(ds.image_shape)  # (C, H, W)
+        self.data = ImageDataset(ds.images.to(dev), ds.labels.to(dev), ds.name, ds.num_classes)
+        self.custom_model = model is not None
+        if model is None:
+            torch.manual_seed(derived_seed(cfg.seed, "init"))
+            model = build_network(cfg)
+        torch.manual_seed(derived_seed(cfg.seed, "dropout"))  # the global RNG: dropout masks
+        self.model = model.to(dev).train()  # the raw module: checkpoints hold its state_dict
+        self.model.parameterization = cfg.parameterization
+        self._check_network(ds)
+        self.num_classes: int | None = getattr(model, "num_classes", None)
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+        self.amp_dtype = torch.bfloat16 if bf16 else None
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if cfg.ema_decay is not None else None
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.schedule = self.tables = self.degradation = self.discriminator = None
+        if cfg.process == "gaussian":
+            self.schedule = build_process(cfg, self.image_shape[-1])
+            self.tables = DiffusionTables.from_schedule(self.schedule, dev)
+        elif degradation is not None:
+            check_degradation(degradation, cfg)
+            self.degradation = degradation
+        else:
+            self.degradation = build_process(cfg, self.image_shape[-1])
+        if cfg.disc_weight > 0:
+            self.discriminator = self._frozen_discriminator(discriminator)
+        self.generator = torch.Generator(dev).manual_seed(derived_seed(cfg.seed, "noise"))
+        self.order = EpochOrder(len(ds), cfg.batch_size, cfg.seed, dev)
+        self.step = 0
+        self.last_grad_norm: torch.Tensor | None = None
+
+    def _check_network(self, ds: ImageDataset) -> None:
+        c, h, _ = ds.image_shape
+        want_c, want_h = getattr(self.model, "in_channels", c), getattr(self.model, "image_size", h)
+        if (want_c, want_h) != (c, h):
+            raise ValueError(f"the network takes {want_c}-channel {want_h}x{want_h} images but the dataset "
+                             f"{ds.name!r} has shape {tuple(ds.image_shape)}")
+        nc = getattr(self.model, "num_classes", None)
+        if self.config.p_uncond > 0 and nc is None:
+            raise ValueError("TrainConfig.p_uncond > 0 (label dropout) needs a class-conditional network, "
+                             "but the network has num_classes=None; set model_kwargs={'num_classes': 10}")
+        if nc is not None and nc < int(ds.labels.max()) + 1:
+            raise ValueError(f"the network has num_classes={nc} but the dataset's labels reach {int(ds.labels.max())}")
+
+    def _frozen_discriminator(self, discriminator: torch.nn.Module | None) -> torch.nn.Module:
+        if self.num_classes is None:
+            raise ValueError("TrainConfig.disc_weight > 0 (Report A's discriminator term) compares D's answer "
+                             "with the label, so it needs a class-conditional network (num_classes set)")
+        if discriminator is None:
+            from .metrics import load_mnist_classifier
+
+            discriminator = load_mnist_classifier(device=self.device)
+        return discriminator.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def process(self):
+        """The schedule (Gaussian diffusion) or the degradation (cold diffusion)."""
+        return self.schedule if self.schedule is not None else self.degradation
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up: lr * min(1, step / warmup_steps) (Ho et al. App. B: 5000 steps on CIFAR-10)."""
+        warm = self.config.warmup_steps
+        return self.config.lr * min(1.0, step / warm) if warm else self.config.lr
+
+    def train_step(self) -> torch.Tensor:
+        """One optimisation step (Ho et al. Algorithm 1 on one batch); returns the detached loss
+        without reading it back from the device. Random draws, in order: flips, label drops, t, eps."""
+        cfg, dev, gen = self.config, self.device, self.generator
+        step = self.step + 1
+        x0, y = self.data.batch(self.order.next())
+        x0, y = augment_batch(x0, y, hflip=cfg.hflip, p_uncond=cfg.p_uncond, null_label=self.num_classes,
+                              generator=gen)
+        if self.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        labels = y if self.num_classes is not None else None
+        T = self.tables.T if self.tables is not None else int(self.degradation.T)
+        t = sample_timesteps(x0.shape[0], T, gen, dev)
+        with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            if self.tables is not None:
+                eps = torch.randn(x0.shape, generator=gen, device=dev)
+                loss, output, xt = gaussian_loss(self.forward, x0, t, eps, self.tables, cfg.parameterization,
+                                                 cfg.loss, labels)
+                if self.discriminator is not None:
+                    tab, p = self.tables, cfg.parameterization
+                    x_pred = (tab.x0_from_output(output, xt, t, p) if cfg.disc_input == "x0"
+                              else tab.mu_from_output(output, xt, t, p))
+                    x_pred = x_pred.float().clamp(-1.0, 1.0)
+                    loss = loss + cfg.disc_weight * discriminator_term(self.discriminator, x_pred, y, self.num_classes)
+            else:
+                loss, _ = cold_loss(self.forward, x0, t, self.degradation, cfg.loss, labels)
+            aux = getattr(self.model, "aux_loss", None)
+            if aux is not None and cfg.aux_weight:
+                loss = loss + cfg.aux_weight * aux.float()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            ema_update(self.ema, self.model, 0.0 if step <= cfg.ema_start else cfg.ema_decay)
+        self.step = step
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: weights, EMA, optimizer, step, RNG and data-order state, config (plain data)."""
+        return {
+            "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.config.to_dict(),
+            "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(), "rng": capture_rng_state(self.generator, self.device),
+            "data_order": self.order.state_dict(), "image_shape": list(self.image_shape),
+            "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            "torch_version": str(torch.__version__),  # TorchVersion is a class: keep plain str
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint made by :meth:`state_dict` (the next step continues exactly)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"the checkpoint does not fit this run's network or optimizer: {e}") from e
+        self.order.load_state_dict(state["data_order"])
+        restore_rng_state(state["rng"], self.generator, self.device)
+        self.step = int(state["step"])
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the networks in eval mode (``ema`` is None without EMA), the schedule
+    (or degradation), the config, the last step, the output folder and the total wall time."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module | None
+    schedule: Any
+    config: TrainConfig
+    step: int
+    out_dir: Path
+    wall_time_s: float
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
+
+
+def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, progress: bool = True,
+          callbacks: Callback | Sequence[Callback] | None = None, *, model: torch.nn.Module | None = None,
+          discriminator: torch.nn.Module | None = None, degradation: Any = None) -> TrainResult:
+    """Train (or resume training) the network described by ``config``; write everything to ``out_dir``.
+
+    resume: continue from ``out_dir/checkpoint.pt`` when it exists (only the fields in ``_RESUMABLE``,
+    such as ``steps``, may differ from the checkpoint's config); False starts over.
+    callbacks: functions ``f(step, model, ema_model)`` called every ``config.callback_every`` steps
+    (e.g. an FID curve), with both networks in eval mode and the training RNG untouched.
+    model / discriminator / degradation: use these objects instead of building them from the config
+    (your own network; a stand-in classifier; a stand-in degradation).
+    A NaN or infinite loss raises :class:`NonFiniteLossError` naming the step; the checkpoint on disk
+    is then the last good one. The caller's global random state is left as it was.
+    """
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
+    callbacks = [callbacks] if callable(callbacks) else list(callbacks or [])
+    if callbacks and not config.callback_every:
+        raise ValueError("callbacks were given but TrainConfig.callback_every is 0, so they would never run")
+    previous = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if previous is not None:
+        now = config.to_dict()
+        changed = sorted(k for k, v in previous["config"].items() if now.get(k) != v and k not in _RESUMABLE)
+        if changed:
+            raise CheckpointError(f"{ckpt_path} belongs to a run with a different config (fields {changed} differ); "
+                                  "use another out_dir, or resume=False to start over")
+    device = resolve_device(config.device)
+    with forked_rng(device):
+        run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation)
+        wall = 0.0
+        if previous is not None:
+            run.load_state_dict(previous)
+            wall = float(previous.get("wall_time_s", 0.0))
+            truncate_log(log_path, run.step)
+        else:  # a fresh start: nothing of an earlier run in out_dir may be resumed or mixed in later
+            log_path.unlink(missing_ok=True)
+            ckpt_path.unlink(missing_ok=True)
+        atomic_write_bytes(out / "config.json", (json.dumps(config.to_dict(), indent=1) + "\n").encode())
+        return _loop(run, out, progress, callbacks, wall, has_checkpoint=previous is not None)
+
+
+def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback], wall: float,
+          has_checkpoint: bool) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    cfg, dev = run.config, run.device
+    ckpt_path = out / "checkpoint.pt"
+    last_good = run.step if has_checkpoint else None
+    loss_sum = torch.zeros((), device=dev)
+    bad_step = torch.full((), -1, dtype=torch.int64, device=dev)  # first step with a non-finite loss
+    bad_loss = torch.zeros((), device=dev)
+    n_acc, t0 = 0, time.perf_counter()
+    t_interval = t0
+
+    def check_finite() -> None:
+        step = int(bad_step)  # one read-back
+        if step >= 0:
+            kept = f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}" if last_good is not None \
+                else "no checkpoint had been written yet"
+            raise NonFiniteLossError(f"the loss became {float(bad_loss)} at step {step}: training stopped; {kept}")
+
+    run.model.train()
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, unit="step", dynamic_ncols=True,
+               desc=f"train {type(run.model).__name__ if run.custom_model else cfg.model}")
+    try:
+        for step in range(run.step + 1, cfg.steps + 1):
+            loss = run.train_step()
+            loss_sum += loss
+            first = (bad_step < 0) & ~torch.isfinite(loss)
+            bad_step = torch.where(first, step, bad_step)
+            bad_loss = torch.where(first, loss, bad_loss)
+            n_acc += 1
+            bar.update(1)
+            last = step == cfg.steps
+            do_log = step % cfg.log_every == 0 or last
+            do_ckpt = last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+            do_samples = cfg.sample_every and step % cfg.sample_every == 0
+            do_callbacks = callbacks and cfg.callback_every and step % cfg.callback_every == 0
+            if not (do_log or do_ckpt or do_samples or do_callbacks):
+                continue
+            check_finite()
+            now = time.perf_counter()
+            if do_log:
+                mean = float(loss_sum) / n_acc
+                record = {"step": step, "epoch": run.order.epoch, "loss": mean, "lr": run.lr_at(step),
+                          "img_per_s": round(n_acc * cfg.batch_size / max(now - t_interval, 1e-9), 2),
+                          "elapsed_s": round(wall + now - t0, 3)}
+                if run.last_grad_norm is not None:
+                    record["grad_norm"] = float(run.last_grad_norm)
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{mean:.4g}")
+                loss_sum.zero_()
+                n_acc, t_interval = 0, time.perf_counter()
+            if do_ckpt:
+                state = run.state_dict()
+                state["wall_time_s"] = wall + time.perf_counter() - t0
+                save_checkpoint(ckpt_path, state)
+                last_good = step
+            if do_samples:
+                _save_samples(run, out / "samples" / f"step_{step:07d}.png")
+            if do_callbacks:
+                with forked_rng(dev), _eval_mode(run.model):
+                    for callback in callbacks:
+                        callback(step, run.model, run.ema)
+    finally:
+        bar.close()
+    run.model.eval()
+    return TrainResult(run.model, run.ema, run.process, cfg, run.step, out, wall + time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def _save_samples(run: TrainingRun, path: Path) -> None:
+    """A grid of ``sample_n`` images from the EMA network (else the trained one), with fixed noise so
+    that grids at different steps are comparable: DDIM with ``sample_steps`` steps for Gaussian
+    diffusion; Bansal et al.'s Algorithm 2 from fully degraded training images for cold diffusion."""
+    from .viz import save_image_grid
+
+    cfg, dev, n = run.config, run.device, run.config.sample_n
+    net = run.ema if run.ema is not None else run.model
+    with forked_rng(dev), _eval_mode(run.model):
+        if run.schedule is not None:
+            from .samplers import sample
+
+            y = torch.arange(n, device=dev) % run.num_classes if run.num_classes is not None else None
+            gen = torch.Generator(dev).manual_seed(derived_seed(cfg.seed, "samples"))
+            images = sample(net, run.schedule.to(dev), n, method="ddim", steps=min(cfg.sample_steps, cfg.T),
+                            y=y, generator=gen)
+        else:
+            from .cold import cold_sample
+
+            x0, _ = run.data.batch(torch.arange(n) % len(run.data))
+            x_T = run.degradation.degrade(x0, torch.full((n,), int(run.degradation.T), dtype=torch.int64, device=dev))
+            images = cold_sample(net, run.degradation, x_T, algorithm=2)
+    save_image_grid(images, path, nrow=math.ceil(math.sqrt(n)))
