@@ -1,0 +1,195 @@
+"""What every chapter's experiments share: tiers, where runs and results live, train-or-resume,
+sampling with a wall clock, and measuring samples with the evaluation kit.
+
+Layout on disk (relative to the book's checkout; see :func:`diffusion_edu.results.results_dir`):
+
+- ``runs/<tier>/<chapter>/<run>/``: a training run (checkpoint, log, sample grids). Not committed.
+- ``results/<chapter>/<part>.json``: the results file a chapter renders. Committed. Written only by
+  the cpu, colab and gpu tiers; the smoke tier writes to ``runs/smoke/results/`` instead, so that a
+  smoke number can never be mistaken for a result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ..data import EmbeddedMNIST
+from ..results import TIERS, current_tier, read_results, results_dir, write_results
+
+__all__ = [
+    "EvalBudget",
+    "EVAL_BUDGETS",
+    "by_tier",
+    "check_tier",
+    "runs_root",
+    "tier_results_dir",
+    "result_path",
+    "save_result",
+    "load_result",
+    "have_result",
+    "ensure_trained",
+    "training_curve",
+    "timed_sample",
+    "heldout_reference",
+    "measure",
+    "Part",
+    "run_parts",
+]
+
+
+def check_tier(tier: str | None) -> str:
+    """``tier`` checked against :data:`TIERS`, or the current tier (``$DIFFUSION_EDU_TIER``) when None."""
+    tier = current_tier() if tier is None else tier
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {list(TIERS)}, got {tier!r}")
+    return tier
+
+
+def by_tier(values: Mapping[str, Any], tier: str) -> Any:
+    """Pick a tier's value from ``{"smoke": ..., "cpu": ..., "gpu": ...}``; ``colab`` falls back to
+    ``gpu``'s entry when it has none of its own (both run on a GPU)."""
+    if tier in values:
+        return values[tier]
+    if tier == "colab" and "gpu" in values:
+        return values["gpu"]
+    raise ValueError(f"no setting for tier {tier!r}; this experiment defines {sorted(values)}")
+
+
+@dataclass(frozen=True)
+class EvalBudget:
+    """How samples are drawn and measured at a tier: ``n`` samples, with the DDIM / respaced sampler
+    at ``steps`` steps (None = every step of the schedule), in chunks of ``batch_size``."""
+
+    n: int
+    steps: int | None
+    batch_size: int = 500
+
+
+EVAL_BUDGETS: dict[str, EvalBudget] = {
+    "smoke": EvalBudget(n=64, steps=4, batch_size=64),
+    "cpu": EvalBudget(n=1000, steps=20),
+    "colab": EvalBudget(n=10_000, steps=100),
+    "gpu": EvalBudget(n=10_000, steps=None, batch_size=2000),
+}
+
+
+def runs_root(tier: str) -> Path:
+    """``runs/<tier>`` next to ``results/`` (ignored by git)."""
+    return results_dir().parent / "runs" / tier
+
+
+def tier_results_dir(tier: str) -> Path:
+    """``results/`` for real tiers; ``runs/smoke/results`` for the smoke tier."""
+    return runs_root("smoke") / "results" if tier == "smoke" else results_dir()
+
+
+def result_path(chapter: str, part: str, tier: str) -> Path:
+    return tier_results_dir(tier) / chapter / f"{part}.json"
+
+
+def save_result(chapter: str, part: str, data: dict[str, Any], config: dict[str, Any], tier: str,
+                wall_time_s: float, device: str | torch.device | None = None) -> Path:
+    """Write ``results/<chapter>/<part>.json`` (smoke: under ``runs/smoke/results``)."""
+    return write_results(result_path(chapter, part, tier), f"{chapter}/{part}", data, config, tier,
+                         wall_time_s, device=device)
+
+
+def have_result(chapter: str, part: str, tier: str) -> bool:
+    """True when the part's results file exists *at this tier or a higher one* (a gpu result is not
+    replaced by a cpu re-run)."""
+    path = result_path(chapter, part, tier)
+    if not path.is_file():
+        return False
+    return TIERS.index(read_results(path)["tier"]) >= TIERS.index(tier)
+
+
+def load_result(chapter: str, part: str, tier: str | None = None) -> dict[str, Any]:
+    """The part's results record (envelope + data). A clear error names the command that writes it."""
+    tier = check_tier(tier)
+    path = result_path(chapter, part, tier)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no results file {path}. Write it with: python -m diffusion_edu experiment {chapter} "
+            f"--tier {tier} --only {part}"
+        )
+    return read_results(path)
+
+
+def ensure_trained(chapter: str, name: str, config, tier: str, progress: bool = True, **train_kwargs):
+    """Train ``config`` into ``runs/<tier>/<chapter>/<name>``, resuming if a checkpoint is there, and
+    return the :class:`~diffusion_edu.training.TrainResult`. A finished run is loaded, not retrained."""
+    from ..training import train
+
+    out = runs_root(tier) / chapter / name
+    return train(config, out, resume=True, progress=progress, **train_kwargs)
+
+
+def training_curve(out_dir: str | Path) -> dict[str, list]:
+    """The run's ``log.jsonl`` as columns: step, epoch, loss, elapsed_s, img_per_s."""
+    cols: dict[str, list] = {"step": [], "epoch": [], "loss": [], "elapsed_s": [], "img_per_s": []}
+    path = Path(out_dir) / "log.jsonl"
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        for k in cols:
+            cols[k].append(rec.get(k))
+    return cols
+
+
+def timed_sample(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """Run a sampling function and return (images, wall seconds)."""
+    t0 = time.perf_counter()
+    images = fn()
+    return images, time.perf_counter() - t0
+
+
+_REFERENCE: dict[str, torch.Tensor] = {}
+
+
+def heldout_reference() -> torch.Tensor:
+    """The 1,005 held-out embedded digits in [-1, 1]: the reference set of every MNIST FID in the book."""
+    if "heldout" not in _REFERENCE:
+        _REFERENCE["heldout"] = EmbeddedMNIST("heldout").tensors()[0]
+    return _REFERENCE["heldout"]
+
+
+def measure(images: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> dict[str, float]:
+    """The evaluation kit on samples vs the held-out digits (classifier-feature FID, KID, IS, and the
+    conditional accuracy when ``labels`` are given). Returns plain floats."""
+    from ..metrics import evaluate
+
+    return evaluate(images.float().cpu(), heldout_reference(), labels=None if labels is None else labels.cpu(), **kwargs)
+
+
+@dataclass
+class Part:
+    """One experiment of a chapter: ``run(tier, progress)`` writes ``results/<chapter>/<name>.json``."""
+
+    name: str
+    description: str
+    run: Callable[[str, bool], Path]
+    needs: list[str] = field(default_factory=list)
+
+
+def run_parts(chapter: str, parts: Mapping[str, Part], tier: str, only: list[str] | None = None,
+              force: bool = False, progress: bool = True) -> list[Path]:
+    """Run the chapter's parts in order (or ``only`` some), skipping those whose results exist at this
+    tier unless ``force``; training runs inside them resume from their checkpoints."""
+    tier = check_tier(tier)
+    names = list(parts) if not only else only
+    unknown = [n for n in names if n not in parts]
+    if unknown:
+        raise ValueError(f"unknown part(s) {unknown} of {chapter}; valid: {list(parts)}")
+    written = []
+    for n in names:
+        if not force and tier != "smoke" and have_result(chapter, n, tier):
+            print(f"[{chapter}] {n}: results exist at tier {tier} (use --force to re-run)")
+            continue
+        print(f"[{chapter}] {n}: {parts[n].description}")
+        written.append(parts[n].run(tier, progress))
+    return written
