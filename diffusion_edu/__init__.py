@@ -30,6 +30,18 @@ from .forward import (
     q_sample,
     q_step,
 )
+from .models import (
+    CNN,
+    MODEL_PRESETS,
+    MODELS,
+    VAE,
+    Autoencoder,
+    SmallUNet,
+    UNet,
+    build_model,
+    build_preset,
+    count_parameters,
+)
 from .schedules import (
     SCHEDULES,
     NoiseSchedule,
@@ -52,6 +64,9 @@ __all__ = [
     # forward process
     "eps_and_x0_from_output", "eps_from_posterior_mean", "posterior_mean_from_eps",
     "predict_eps_from_x0", "predict_x0_from_eps", "q_mean_variance", "q_posterior", "q_sample", "q_step",
+    # networks
+    "CNN", "MODEL_PRESETS", "MODELS", "VAE", "Autoencoder", "SmallUNet", "UNet", "build_model", "build_preset",
+    "count_parameters",
     # schedules
     "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
     "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",

@@ -29,6 +29,8 @@ TINY = {
     "unet_improved": ("unet", dict(in_channels=3, image_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1,
                                    attn_resolutions=(8, 4), dropout=0.1, norm_groups=4, num_classes=3,
                                    num_head_channels=4, use_scale_shift_norm=True, resblock_updown=True)),
+    "unet_label_middle": ("unet", dict(in_channels=1, image_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1,
+                                       attn_resolutions=(), norm_groups=4, num_classes=3, label_at="middle")),
     "small_unet": ("small_unet", dict(in_channels=1, image_size=8, ch=4, depth=2, time_dim=8, num_classes=3)),
     "cnn": ("cnn", dict(in_channels=1, image_size=8, hidden=(4, 8, 4), kernel_size=3, time_dim=8)),
     "cnn_selu": ("cnn", dict(in_channels=3, image_size=8, hidden=(4, 8), kernel_size=7, act="selu", num_classes=3)),
@@ -248,6 +250,7 @@ CONSTRUCTION_ERRORS = [
     ("unet", dict(ch=8, norm_groups=4, num_head_channels=3), ValueError, r"num_head_channels=3 does not divide"),
     ("unet", dict(image_size=32, attn_resolutions=(7,)), ValueError, r"attn_resolutions contains 7.*\[32, 16, 8, 4\]"),
     ("unet", dict(dropout=1.5), ValueError, r"dropout must be a probability"),
+    ("unet", dict(label_at="input"), ValueError, r"label_at must be 'embedding' or 'middle', got 'input'"),
     ("unet", dict(ch_mult=()), ValueError, r"ch_mult must not be empty"),
     ("unet", dict(ch_mult=(1, 0)), ValueError, r"ch_mult\[1\] must be at least 1"),
     ("unet", dict(ch=0), ValueError, r"ch must be at least 1"),
@@ -327,3 +330,17 @@ def test_bad_images_and_times_are_refused():
         sinusoidal_embedding(t, 1)
     with pytest.raises(ValueError, match=r"t must have shape \(B,\)"):
         sinusoidal_embedding(t[None], 8)
+
+
+def test_cli_lists_the_presets(capsys):
+    """`python -m diffusion_edu models` shows every preset with its parameter count (the 35.7M model included)."""
+    from diffusion_edu.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(p in out for p in MODEL_PRESETS) and "35,746,307" in out
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["preset"]: r["params"] for r in rows}["unet_cifar10"] == 35_746_307
+    assert main(["models", "--preset", "cnn_mnist"]) == 0
+    assert "CNN(" in capsys.readouterr().out

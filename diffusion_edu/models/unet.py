@@ -18,11 +18,13 @@ has 35.7M parameters, as the paper states (Report C).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from .base import Denoiser, check_dropout, check_int_tuple, check_positive_int, group_norm
-from .embeddings import LabelEmbedding, TimeEmbedding
+from .embeddings import LabelEmbedding, TimeEmbedding, one_hot_labels
 from .unet_blocks import AttentionBlock, Downsample, EmbedSequential, ResBlock, Upsample, zero_init
 
 __all__ = ["UNet"]
@@ -43,8 +45,12 @@ class UNet(Denoiser):
         attn_resolutions: resolutions (e.g. 16) at which a self-attention layer follows each block.
         mid_attention: the attention layer between the two middle blocks (Ho et al.: always on).
         dropout: dropout probability inside each residual block (Ho et al.: 0.1 on CIFAR-10).
-        num_classes: None for an unconditional model; else a learned class embedding (with a null
-            label at index ``num_classes``) is added to the time embedding (improved; Report B).
+        num_classes: None for an unconditional model; else the network takes labels, with a null
+            label at index ``num_classes`` (classifier-free guidance).
+        label_at: where the label enters: ``"embedding"``, a learned class embedding added to the time
+            embedding, so every block sees it (improved; Reports B and E), or ``"middle"``, the one-hot
+            label (null label = zeros) mapped by a linear layer to a per-channel bias added to the
+            input of the middle blocks (Report A Sec. 3.3: "in the middle layer of the U-Net").
         num_heads: attention heads (Ho et al.: 1); ignored when ``num_head_channels`` is given.
         num_head_channels: channels per attention head (improved: 64), or None to use ``num_heads``.
         use_scale_shift_norm: the embedding scales and shifts the second GroupNorm (improved).
@@ -63,6 +69,7 @@ class UNet(Denoiser):
         mid_attention: bool = True,
         dropout: float = 0.1,
         num_classes: int | None = None,
+        label_at: Literal["embedding", "middle"] = "embedding",
         num_heads: int = 1,
         num_head_channels: int | None = None,
         use_scale_shift_norm: bool = False,
@@ -79,6 +86,8 @@ class UNet(Denoiser):
         if num_head_channels is not None:
             check_positive_int(num_head_channels, "num_head_channels")
         check_positive_int(norm_groups, "norm_groups")
+        if label_at not in ("embedding", "middle"):
+            raise ValueError(f"label_at must be 'embedding' or 'middle', got {label_at!r}")
         factor = 2 ** (len(ch_mult) - 1)
         if image_size % factor:
             raise ValueError(
@@ -112,7 +121,9 @@ class UNet(Denoiser):
             return AttentionBlock(channels, heads(channels), norm_groups)
 
         self.time_embed = TimeEmbedding(ch, emb_dim)
-        self.label_embed = LabelEmbedding(num_classes, emb_dim) if num_classes is not None else None
+        self.label_at = label_at
+        conditional_embedding = num_classes is not None and label_at == "embedding"
+        self.label_embed = LabelEmbedding(num_classes, emb_dim) if conditional_embedding else None
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
 
         # Down path: record the channel count of every skip tensor.
@@ -132,6 +143,7 @@ class UNet(Denoiser):
                 self.down.append(EmbedSequential(down))
                 skip_channels.append(cur)
 
+        self.label_mid = nn.Linear(num_classes, cur) if num_classes is not None and label_at == "middle" else None
         mid: list[nn.Module] = [ResBlock(cur, cur, **res_kw)]
         if mid_attention:
             mid.append(attention(cur))
@@ -173,6 +185,8 @@ class UNet(Denoiser):
         for block in self.down:
             h = block(h, emb)
             skips.append(h)
+        if self.label_mid is not None:
+            h = h + self.label_mid(one_hot_labels(y, self.num_classes, h.dtype))[:, :, None, None]  # (B, C, 1, 1)
         h = self.mid(h, emb)
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)  # (B, C + C_skip, H, W)
