@@ -135,6 +135,12 @@ def measure(spec: dict, mode: str, batch: int, forward_batch: int, warmup: int, 
     }
 
 
+def _print_row(name: str, mode: str, r: dict) -> None:
+    print(f"{name:22s} {mode:13s} params {r['params']:>10,d}  train {r['train_img_s']:8.1f} img/s  "
+          f"forward {r['forward_img_s']:8.1f} img/s  1000x50 samples {r['sample_1000x50_s']:7.1f} s  "
+          f"peak {r['peak_memory_mib']:7.1f} MiB", flush=True)
+
+
 def _worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=None, help="results file (default results/benchmarks/models_<device>.json)")
+    p.add_argument("--in-process", action="store_true",
+                   help="measure in this process (faster start; peak CPU memory then mixes across networks)")
     p.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker_spec is not None:
@@ -174,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, spec in specs.items():
         data[name] = {"spec": spec}
         for mode in args.modes:  # one subprocess per (network, mode): separate memory high-water marks
+            if args.in_process:
+                torch.set_num_threads(args.threads)
+                r = data[name][mode] = measure(spec, mode, args.batch, args.forward_batch, args.warmup,
+                                               args.windows, args.window_s, torch.device(args.device))
+                _print_row(name, mode, r)
+                continue
             cmd = [sys.executable, __file__, "--worker-spec", json.dumps(spec), "--modes", mode,
                    "--batch", str(args.batch), "--forward-batch", str(args.forward_batch),
                    "--warmup", str(args.warmup), "--windows", str(args.windows), "--window-s", str(args.window_s),
@@ -183,12 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode or not lines:
                 raise RuntimeError(f"benchmark of {name} ({mode}) failed:\n{proc.stderr}")
             r = data[name][mode] = json.loads(lines[-1][len("RESULT "):])[mode]
-            print(f"{name:22s} {mode:13s} params {r['params']:>10,d}  train {r['train_img_s']:8.1f} img/s  "
-                  f"forward {r['forward_img_s']:8.1f} img/s  1000x50 samples {r['sample_1000x50_s']:7.1f} s  "
-                  f"peak {r['peak_memory_mib']:7.1f} MiB", flush=True)
+            _print_row(name, mode, r)
     data["load_average_before"] = list(load_before)
     data["load_average_after"] = list(os.getloadavg())
-    config = {k: v for k, v in vars(args).items() if k not in ("worker_spec", "out")}
+    config = {k: v for k, v in vars(args).items() if k not in ("worker_spec", "out", "in_process")}
     device = "cuda" if args.device.startswith("cuda") else args.device
     out = args.out
     if out is None:

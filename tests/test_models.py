@@ -344,3 +344,29 @@ def test_cli_lists_the_presets(capsys):
     assert {r["preset"]: r["params"] for r in rows}["unet_cifar10"] == 35_746_307
     assert main(["models", "--preset", "cnn_mnist"]) == 0
     assert "CNN(" in capsys.readouterr().out
+
+
+def test_benchmark_script_writes_a_results_file(tmp_path):
+    """The benchmark (the only place speed is measured) must keep running: a tiny run writes a results
+    file with the envelope and one entry per preset and mode."""
+    import importlib.util
+    from pathlib import Path
+
+    from diffusion_edu.results import read_results
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_models.py"
+    spec = importlib.util.spec_from_file_location("bench_models", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "models_cpu.json"
+    args = ["--presets", "cnn_mnist", "--modes", "fp32", "--batch", "2", "--forward-batch", "2", "--warmup", "1",
+            "--windows", "1", "--window-s", "0.01", "--threads", "1", "--device", "cpu", "--out", str(out), "--in-process"]
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = read_results(out)
+    r = record["data"]["cnn_mnist"]["fp32"]
+    assert record["name"] == "benchmarks/models" and r["params"] == 114_081
+    assert r["train_img_s"] > 0 and r["forward_img_s"] > 0 and r["peak_memory_kind"] == "cpu_maxrss_growth_training"
