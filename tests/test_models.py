@@ -367,6 +367,7 @@ def test_benchmark_script_writes_a_results_file(tmp_path):
     finally:
         torch.set_num_threads(threads)
     record = read_results(out)
-    r = record["data"]["cnn_mnist"]["fp32"]
+    [r] = record["data"]["rows"]
     assert record["name"] == "benchmarks/models" and r["params"] == 114_081
+    assert (r["preset"], r["mode"], r["threads"]) == ("cnn_mnist", "fp32", 1)
     assert r["train_img_s"] > 0 and r["forward_img_s"] > 0 and r["peak_memory_kind"] == "cpu_maxrss_growth_training"
