@@ -48,6 +48,18 @@ from .metrics import (
     reference_stats,
 )
 from .presets import PRESETS, TrainConfig, get_preset
+from .models import (
+    CNN,
+    MODEL_PRESETS,
+    MODELS,
+    VAE,
+    Autoencoder,
+    SmallUNet,
+    UNet,
+    build_model,
+    build_preset,
+    count_parameters,
+)
 from .schedules import (
     SCHEDULES,
     NoiseSchedule,
@@ -80,6 +92,9 @@ __all__ = [
     "MNISTClassifier", "load_mnist_classifier", "train_classifier", "WeightsNotAvailableError",
     "conditional_accuracy", "evaluate", "fid", "inception_fid_is", "inception_score", "kid", "noise_ceiling",
     "real_vs_real", "reference_stats", "nearest_neighbours", "lpips_nearest_neighbours",
+    # networks
+    "CNN", "MODEL_PRESETS", "MODELS", "VAE", "Autoencoder", "SmallUNet", "UNet", "build_model", "build_preset",
+    "count_parameters",
     # schedules
     "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
     "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",
