@@ -13,10 +13,10 @@ import sys
 
 _COMMAND_MODULES: list[str] = [
     "diffusion_edu.models.cli",
-    # "diffusion_edu.training", "diffusion_edu.metrics", "diffusion_edu.experiments", ...
     "diffusion_edu.ledger",
     "diffusion_edu.classifier",
     "diffusion_edu.training",
+    "diffusion_edu.experiments",
     # "diffusion_edu.metrics", "diffusion_edu.experiments", ...
 ]
 
