@@ -22,6 +22,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "parameterization": ("eps", "x0", "mu"),
     "loss": ("l2", "l1"),
     "optimizer": ("adam", "adamw"),
+    "lr_schedule": ("constant", "cosine"),
     "disc_input": ("x0", "mu"),
     "precision": ("auto", "fp32", "bf16"),
     "cold_axis": ("rows", "columns", "both"),
@@ -50,7 +51,8 @@ class TrainConfig:
     Eqs. 8-9; see :func:`diffusion_edu.losses.discriminator_term`) with ``disc_input``, and
     ``aux_weight`` (weight of a network's ``aux_loss``, e.g. the VAE's KL term).
     Optimisation: ``optimizer``, ``lr``, ``weight_decay``, ``warmup_steps`` (linear warm-up of the
-    learning rate), ``grad_clip`` (max global gradient norm or None), ``ema_decay`` (None = no EMA)
+    learning rate), ``lr_schedule`` (``constant``, as every report; or ``cosine``: decay to 0 at ``steps``,
+    which the book's short cpu-tier runs use), ``grad_clip`` (max global gradient norm or None), ``ema_decay`` (None = no EMA)
     and ``ema_start`` (the EMA copies the weights until this step), ``batch_size``, ``steps``.
     Bookkeeping (0 = never): ``log_every``, ``checkpoint_every``, ``sample_every`` (grids of
     ``sample_n`` images, DDIM with ``sample_steps`` steps), ``callback_every``; ``seed``.
@@ -82,6 +84,7 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float | None = None
     ema_decay: float | None = 0.9999
     ema_start: int = 0

@@ -139,9 +139,17 @@ class TrainingRun:
         return self.schedule if self.schedule is not None else self.degradation
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up: lr * min(1, step / warmup_steps) (Ho et al. App. B: 5000 steps on CIFAR-10)."""
-        warm = self.config.warmup_steps
-        return self.config.lr * min(1.0, step / warm) if warm else self.config.lr
+        """Linear warm-up, lr * min(1, step / warmup_steps) (Ho et al. App. B: 5000 steps on CIFAR-10),
+        then constant, or with ``lr_schedule="cosine"`` a half-cosine decay to 0 at ``config.steps``:
+        lr * (1 + cos(pi * (step - warmup) / (steps - warmup))) / 2."""
+        cfg = self.config
+        warm = cfg.warmup_steps
+        if warm and step < warm:
+            return cfg.lr * step / warm
+        if cfg.lr_schedule == "cosine" and cfg.steps > warm:
+            progress = min(1.0, (step - warm) / (cfg.steps - warm))
+            return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return cfg.lr
 
     def train_step(self) -> torch.Tensor:
         """One optimisation step (Ho et al. Algorithm 1 on one batch); returns the detached loss

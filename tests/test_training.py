@@ -362,3 +362,20 @@ def test_resume_refuses_a_checkpoint_of_another_run_but_accepts_more_steps(tmp_p
     assert not (tmp_path / "checkpoint.pt").exists()  # ...leaves nothing of the old run to resume
     assert train(tiny_config(steps=2), tmp_path, model=TinyNet(), resume=False, progress=False).step == 2
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_learning_rate_schedules():
+    """Warm-up rises linearly to lr; 'constant' then stays there (every report); 'cosine' (the book's
+    short cpu-tier runs) follows (1 + cos(pi * progress)) / 2 down to exactly 0 at the last step, and the
+    optimizer really uses the scheduled value."""
+    run = TrainingRun(tiny_config(warmup_steps=4, steps=12, lr=1e-3), "cpu", model=TinyNet())
+    assert [run.lr_at(s) for s in (1, 2, 4, 12)] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3])
+    run = TrainingRun(tiny_config(warmup_steps=4, steps=12, lr=1e-3, lr_schedule="cosine"), "cpu", model=TinyNet())
+    assert run.lr_at(2) == pytest.approx(5e-4)
+    assert run.lr_at(4) == pytest.approx(1e-3)
+    assert run.lr_at(8) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert run.lr_at(12) == pytest.approx(0.0, abs=1e-12)
+    run.train_step()
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(run.lr_at(1))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        tiny_config(lr_schedule="linear")
