@@ -21,7 +21,11 @@ __all__ = ["CHAPTERS", "get_chapter", "run_chapter", "load_result", "EVAL_BUDGET
            "by_tier", "add_cli"]
 
 # chapter name -> module (imported lazily: each pulls in torch models and the metrics kit)
-CHAPTERS: dict[str, str] = {}
+CHAPTERS: dict[str, str] = {
+    "report_a": "diffusion_edu.experiments.report_a",
+    "report_d": "diffusion_edu.experiments.report_d",
+    "report_e": "diffusion_edu.experiments.report_e",
+}
 
 
 def get_chapter(name: str) -> ModuleType:
