@@ -15,10 +15,10 @@ import argparse
 import importlib
 from types import ModuleType
 
-from .common import EVAL_BUDGETS, EvalBudget, Part, by_tier, load_result, run_parts
+from .common import EVAL_BUDGETS, EvalBudget, Part, by_tier, ensure_result, load_result, run_parts
 
 __all__ = ["CHAPTERS", "get_chapter", "run_chapter", "load_result", "EVAL_BUDGETS", "EvalBudget", "Part",
-           "by_tier", "add_cli"]
+           "by_tier", "ensure_result", "add_cli"]
 
 # chapter name -> module (imported lazily: each pulls in torch models and the metrics kit)
 CHAPTERS: dict[str, str] = {

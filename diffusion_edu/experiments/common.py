@@ -40,6 +40,7 @@ __all__ = [
     "measure",
     "Part",
     "run_parts",
+    "ensure_result",
 ]
 
 
@@ -193,3 +194,12 @@ def run_parts(chapter: str, parts: Mapping[str, Part], tier: str, only: list[str
         print(f"[{chapter}] {n}: {parts[n].description}")
         written.append(parts[n].run(tier, progress))
     return written
+
+
+def ensure_result(module, part: str, tier: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """What a chapter notebook calls: the part's results record, running the part first when its
+    results file is missing at this tier (always at the smoke tier, whose files are throwaway)."""
+    tier = check_tier(tier)
+    if tier == "smoke" or not have_result(module.CHAPTER, part, tier):
+        module.PARTS[part].run(tier, progress)
+    return load_result(module.CHAPTER, part, tier)
