@@ -14,6 +14,7 @@ import types
 import pytest
 import torch
 
+import diffusion_edu
 from diffusion_edu import PRESETS
 from diffusion_edu.checkpoint import load_checkpoint
 from diffusion_edu.cli import main
@@ -30,7 +31,11 @@ def fake_models(monkeypatch):
         built.append((name, kwargs))
         return TinyNet(**kwargs)
 
-    monkeypatch.setitem(sys.modules, "diffusion_edu.models", types.SimpleNamespace(build_model=build_model))
+    fake = types.SimpleNamespace(build_model=build_model)
+    # ``from . import models`` reads the package attribute once the real module has been imported
+    # by another test, so both the module table and the attribute are replaced.
+    monkeypatch.setitem(sys.modules, "diffusion_edu.models", fake)
+    monkeypatch.setattr(diffusion_edu, "models", fake, raising=False)
     threads = torch.get_num_threads()
     yield built
     torch.set_num_threads(threads)
