@@ -23,11 +23,12 @@ RUNS: dict[str, RunSpec] = {
     "cold_rows_random": ("d_cold_columns", {"cold_axis": "rows"}),
 }
 
-# One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 25 epochs (1,750 steps,
-# about 10 minutes for the CNN on 2 cores, measured: ~370 img/s), a snapshot every epoch.
+# One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps,
+# about 6 minutes for the CNN on 2 cores, measured: ~370 img/s; seven runs share one session's
+# machine), a snapshot every epoch.
 EPOCH_STEPS = {"cpu": 8995 // 128, "gpu": 60_000 // 128}
 TIER_OVERRIDES = {
-    "cpu": dict(dataset="mnist-embedded", steps=25 * EPOCH_STEPS["cpu"], callback_every=EPOCH_STEPS["cpu"],
+    "cpu": dict(dataset="mnist-embedded", steps=15 * EPOCH_STEPS["cpu"], callback_every=EPOCH_STEPS["cpu"],
                 checkpoint_every=EPOCH_STEPS["cpu"] * 5, log_every=EPOCH_STEPS["cpu"] // 2),
 }
 
