@@ -232,11 +232,13 @@ def _quiet_fid(f: torch.Tensor, f_ref: torch.Tensor) -> float:
 
 def _scores(f: torch.Tensor, f_ref: torch.Tensor, logits: torch.Tensor | None, generator: torch.Generator,
             labels: torch.Tensor | None = None) -> dict[str, float]:
-    """FID and KID of features f against f_ref, IS from logits, accuracy against labels."""
-    kid_mean, kid_std = _kid_from_features(f, f_ref, KID_SUBSETS, KID_SUBSET_SIZE, generator)
-    out = {"fid": _quiet_fid(f, f_ref), "kid": kid_mean, "kid_std": kid_std}
+    """FID and KID of features f against f_ref, IS from logits, accuracy against labels (the random
+    subsets and splits drawn from ``generator`` in the order :func:`~diffusion_edu.metrics.evaluate` uses)."""
+    out: dict[str, float] = {}
     if logits is not None:
         out["is"], out["is_std"] = _is_from_logits(logits, min(IS_SPLITS, logits.shape[0]), generator)
+    out["kid"], out["kid_std"] = _kid_from_features(f, f_ref, KID_SUBSETS, KID_SUBSET_SIZE, generator)
+    out["fid"] = _quiet_fid(f, f_ref)
     if logits is not None and labels is not None and bool((labels >= 0).all()):
         out["accuracy"] = float((logits.argmax(1) == labels).float().mean())
     return out
