@@ -219,6 +219,7 @@ def test_sample_size_bias_holds_what_the_notebook_reads(book):
     assert [r["n"] for r in model] == list(budget.counts) and model[-1]["identical"]
     assert model[-1]["fid_std"] == pytest.approx(0.0, abs=1e-6)  # the whole pool every time: one FID
     assert {"n", "steps", "wall_time_s", "conditional_accuracy", "model"} <= set(data["pool"])
+    assert {"mean", "std", "n", "disjoint"} <= set(data["repeatability"])  # the ledger's Report E row
 
 
 def test_degradation_part_holds_what_the_notebook_reads(book):

@@ -389,8 +389,12 @@ def run_sample_size_bias(tier: str, progress: bool = True) -> Path:
         c["reference_size"] = int((f_held if c["reference"] == heldout.name else f_train).shape[0])
         c["fit"] = {**fit_inverse_n([r["n"] for r in rows], [r["fid_mean"] for r in rows]),
                     "counts": [r["n"] for r in rows]} if len(rows) >= 2 else None
+    disjoint = [r for r in curves["model_vs_heldout"]["rows"] if r["disjoint"]] or curves["model_vs_heldout"]["rows"]
+    rep = disjoint[-1]  # Report E's Table 1, at the largest count whose seeds are independent sample sets
     data = {
         "curves": curves,
+        "repeatability": {"mean": rep["fid_mean"], "std": rep["fid_std"], "n": rep["n"], "seeds": budget.seeds,
+                          "disjoint": rep["disjoint"], "curve": "model_vs_heldout"},
         "num_features": d,
         "pool": {**_pool_info(pool),
                  "conditional_accuracy": float((l_pool.argmax(1) == pool["labels"]).float().mean())},
