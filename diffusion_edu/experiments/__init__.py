@@ -25,6 +25,7 @@ CHAPTERS: dict[str, str] = {
     "report_a": "diffusion_edu.experiments.report_a",
     "report_d": "diffusion_edu.experiments.report_d",
     "report_e": "diffusion_edu.experiments.report_e",
+    "measuring": "diffusion_edu.experiments.measuring",
 }
 
 
