@@ -55,9 +55,9 @@ GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one co
 SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
 # fast_sampling: K -> samples. Fewer samples at large K keep the cpu tier within its budget; KID is
 # unbiased in the number of samples, FID is not (compare FID only at equal n; floors.json has the floor per n).
-FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 1000, 10: 1000, 20: 1000, 50: 500, 100: 250, 400: 250},
+FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 1000, 10: 1000, 20: 1000, 50: 500, 100: 250, 400: 100},
           "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)}}
-VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 1000, 400: 250}, "gpu": {20: 10_000, 400: 10_000}}
+VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 1000, 400: 100}, "gpu": {20: 10_000, 400: 10_000}}
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
 KL_IMAGES = {"smoke": 16, "cpu": 500, "gpu": 1005}
 
