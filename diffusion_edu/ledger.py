@@ -126,16 +126,27 @@ FID_FEATURES = NotComparable(
     "the report's FID uses Inception-v3 features; the book's offline FID uses its MNIST classifier's features"
 )
 LEFT_BLANK = NotComparable("the report left this number blank; the book's value fills the gap")
+NOT_MEASURED_A = NotComparable(
+    "Report A says it never saw a sample of the wrong class but did not measure the error; the book's value fills the gap"
+)
 LPIPS_OFFLINE = NotComparable("LPIPS needs pretrained AlexNet weights, which an offline re-run cannot load")
 
 ENTRIES: list[Entry] = [
-    # Report A: MNIST, T=400, U-Net predicting eps.
-    Entry("A", "FID ranking of the four schedules (best first), T=400", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "fid", SameOrder()),
+    # Report A: MNIST, T=400, U-Net predicting eps (chapter 3, diffusion_edu.experiments.report_a).
+    Entry("A", "FID ranking of the four schedules (best first), T=400, the book's sampler", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "fid", SameOrder()),
     Entry("A", "FID, linear schedule, T=400", 41.43, "Sec. 3.2", "report_a/schedules.json", "fid.linear", FID_FEATURES),
     Entry("A", "FID, quadratic schedule, T=400", 85.88, "Sec. 3.2", "report_a/schedules.json", "fid.quadratic", FID_FEATURES),
     Entry("A", "FID, sigmoid schedule, T=400", 95.74, "Sec. 3.2", "report_a/schedules.json", "fid.sigmoid", FID_FEATURES),
     Entry("A", "FID, cosine schedule, T=400", 215.80, "Sec. 3.2", "report_a/schedules.json", "fid.cosine", FID_FEATURES),
-    Entry("A", "FID ranking, 5 sampling steps: DDIM vs sub-sampled DDPM (best first)", "ddim < respaced", "Sec. 3.4", "report_a/fast_sampling.json", "fid", SameOrder()),
+    Entry("A", "FID ranking of the four schedules (best first), T=400, Report A's sampler (variance 0, unclipped mean)", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "protocols.report.fid", SameOrder()),
+    Entry("A", "FID ranking of the denoisers (best first)", "unet < vae < autoencoder", "Sec. 3.1", "report_a/denoisers.json", "fid", SameOrder()),
+    Entry("A", "FID ranking, eps vs posterior-mean prediction (best first)", "eps < mu", "Sec. 3", "report_a/parameterization.json", "fid", SameOrder()),
+    Entry("A", "conditional accuracy, one-hot label, no discriminator term", "not measured", "Sec. 3.3", "report_a/conditioning.json", "conditional_accuracy.unet", NOT_MEASURED_A, fmt=".3f"),
+    Entry("A", "conditional accuracy, one-hot label + discriminator term", "not measured", "Sec. 3.3", "report_a/conditioning.json", "conditional_accuracy.unet_disc", NOT_MEASURED_A, fmt=".3f"),
+    Entry("A", "FID, sub-sampled DDPM (variance 0), 5 steps", 49.0, "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid", "respaced_zero"), FID_FEATURES, fmt=".0f"),
+    Entry("A", "FID, DDIM, 5 steps", 42.0, "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid", "ddim"), FID_FEATURES, fmt=".0f"),
+    Entry("A", "FID ranking at 5 steps (best first): DDIM vs sub-sampled DDPM with variance 0", "ddim < respaced_zero", "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid"), SameOrder()),
+    Entry("A", "FID ranking of the reverse variance at all 400 steps (best first), Report A's test server", "zero < beta_tilde", "Sec. 3.5", "report_a/variance.json", "full.fid", SameOrder()),
     # Report B: CIFAR-10 with classifier-free guidance.
     Entry("B", "mean LPIPS to the nearest training image, 100 samples", 0.13, "Sec. 2", "report_b/nearest_neighbours.json", "lpips_mean", LPIPS_OFFLINE, min_tier="gpu"),
     # Report C: Ho et al. (2020) on CIFAR-10, 100k steps, 1,000 samples.

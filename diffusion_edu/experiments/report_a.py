@@ -4,11 +4,30 @@ Report A trains at T=400 with eps-prediction and compares denoisers (U-Net, auto
 eps vs mean prediction, four noise schedules, a one-hot label with and without a discriminator term,
 fast sampling (DDIM vs sub-sampled steps) and the reverse variance. Every network takes the label
 one-hot in its middle, as the report describes; samples are drawn 100 per class.
+
+Every evaluation part loads the networks that the ``training`` part trained (it never trains), draws
+``n`` samples per setting (the same seed, so the same x_T, in every setting), measures them against the
+held-out digits (:func:`~.common.measure`) and saves a grid of the first samples of each class under
+``results/report_a/figures/``. Samples drawn once in a process are reused by the later parts that ask
+for the same setting (same network, sampler, n and seed), so a setting has one set of numbers
+everywhere in the chapter.
+
+    python -m diffusion_edu experiment report_a --tier cpu --threads 1
 """
 
 from __future__ import annotations
 
-from .common import Part
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .common import EVAL_BUDGETS, Part, by_tier, load_result, measure, runs_root, save_result, tier_results_dir
 from .training_runs import RunSpec, make_config, train_runs
 
 CHAPTER = "report_a"
@@ -32,6 +51,17 @@ TIER_OVERRIDES = {
                 lr_schedule="cosine", channels_last=True, log_every=50, checkpoint_every=500),
 }
 
+SEED = 0  # x_T and every sampling step's noise; also the metrics' random subsets
+GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one column per class
+SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
+# fast_sampling: K -> samples. Fewer samples at large K keep the cpu tier within its budget; KID is
+# unbiased in the number of samples, FID is not (compare FID only at equal n; floors.json has the floor per n).
+FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 1000, 10: 1000, 20: 1000, 50: 500, 100: 250, 400: 100},
+          "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)}}
+VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 1000, 400: 100}, "gpu": {20: 10_000, 400: 10_000}}
+KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
+KL_IMAGES = {"smoke": 16, "cpu": 500, "gpu": 1005}
+
 
 def config(run: str, tier: str):
     """The TrainConfig of one of :data:`RUNS` at ``tier``."""
@@ -42,6 +72,397 @@ def _train(tier: str, progress: bool):
     return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress)
 
 
+# ---------------------------------------------------------------------------------------------
+# Sampling settings, loading the trained networks, drawing and measuring samples.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One way of sampling: ``method`` (ddpm / ddim), ``steps`` (respaced to that many; None = all T),
+    ``variance`` of the DDPM step (beta_tilde, beta, or zero: Report A's deterministic choice), DDIM's
+    ``eta`` and ``clip_x0`` (clip the predicted clean image to [-1, 1] before taking the step)."""
+
+    method: Literal["ddpm", "ddim"] = "ddpm"
+    steps: int | None = None
+    variance: Literal["beta_tilde", "beta", "zero"] = "beta_tilde"
+    eta: float = 0.0
+    clip_x0: bool = True
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`diffusion_edu.samplers.sample`."""
+        kw: dict[str, Any] = {"method": self.method, "steps": self.steps, "clip_x0": self.clip_x0}
+        if self.method == "ddpm":
+            kw["variance"] = self.variance
+        else:
+            kw["eta"] = self.eta
+        return kw
+
+    def kind(self) -> str:
+        """The sampler without its number of steps, e.g. "DDPM, variance zero, clipped x0"."""
+        what = f"DDPM, variance {self.variance}" if self.method == "ddpm" else f"DDIM, eta {self.eta:g}"
+        return f"{what}, {'clipped' if self.clip_x0 else 'unclipped'} x0"
+
+    def describe(self) -> str:
+        """The sampler in words, e.g. "DDPM, variance beta_tilde, clipped x0, 20 steps"."""
+        return f"{self.kind()}, {self.steps or 'all'} steps"
+
+
+def book_sampler(tier: str) -> Sampler:
+    """The chapter's protocol: respaced DDPM with beta_tilde and a clipped x0 at the tier's steps."""
+    return Sampler("ddpm", EVAL_BUDGETS[tier].steps, "beta_tilde", 0.0, True)
+
+
+def samples_per_setting(tier: str) -> int:
+    """The tier's sample count (:data:`EVAL_BUDGETS`) rounded down to whole classes."""
+    return max(10, EVAL_BUDGETS[tier].n // 10 * 10)
+
+
+def class_labels(n: int) -> torch.Tensor:
+    """Labels 0, 1, ..., 9, 0, 1, ... (n,): n / 10 samples of each class, interleaved."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 10 or n % 10:
+        raise ValueError(f"n must be a positive multiple of 10 (the same number of samples per class), got {n!r}")
+    return torch.arange(10).repeat(n // 10)
+
+
+def checkpoint_path(run: str, tier: str) -> Path:
+    if run not in RUNS:
+        raise ValueError(f"run must be one of {list(RUNS)}, got {run!r}")
+    return runs_root(tier) / CHAPTER / run / "checkpoint.pt"
+
+
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def load_run(run: str, tier: str):
+    """The trained network of ``run`` at ``tier`` (model, schedule, config), on the CPU, loaded once."""
+    key = (run, tier)
+    if key not in _MODELS:
+        from ..training import load_model
+
+        path = checkpoint_path(run, tier)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint {path}: train it first with python -m diffusion_edu experiment "
+                                    f"{CHAPTER} --tier {tier} --only training")
+        with warnings.catch_warnings():  # Report A's runs keep no EMA: the trained weights are the model
+            warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
+            _MODELS[key] = load_model(path, ema=True, device="cpu")
+    return _MODELS[key]
+
+
+_SAMPLES: dict[tuple, tuple[torch.Tensor, float]] = {}
+
+
+def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False) -> tuple[torch.Tensor, float]:
+    """n samples (n / 10 per class) of ``run`` with ``sampler`` and :data:`SEED`, unclamped, and the wall
+    seconds they took when first drawn (a later call with the same arguments returns the same tensor)."""
+    from ..samplers import sample
+
+    key = (run, tier, sampler, n)
+    if key not in _SAMPLES:
+        model, schedule, _ = load_run(run, tier)
+        g = torch.Generator().manual_seed(SEED)
+        t0 = time.perf_counter()
+        x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=100, progress=progress,
+                   **sampler.kwargs())
+        _SAMPLES[key] = (x, time.perf_counter() - t0)
+    return _SAMPLES[key]
+
+
+def figures_dir(tier: str) -> Path:
+    """``results/report_a/figures`` (smoke: under ``runs/smoke/results``)."""
+    return tier_results_dir(tier) / CHAPTER / "figures"
+
+
+def save_grid(images: torch.Tensor, path: Path, rows: int = GRID_ROWS) -> None:
+    """A PNG of the first ``rows`` samples of each class (class-interleaved images: one column per class)."""
+    from PIL import Image
+
+    from ..viz import image_grid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_grid(images[: 10 * rows], nrow=10)).save(path, optimize=True)
+
+
+def for_metrics(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Samples made measurable (non-finite values zeroed, all clamped to [-1, 1]) and how much that changed:
+    the fractions of non-finite pixels and of pixels outside [-1, 1], and the largest |pixel|."""
+    finite = torch.isfinite(x)
+    out_of_range = finite & (x.abs() > 1.0 + 1e-6)
+    stats = {"non_finite": float((~finite).float().mean()), "out_of_range": float(out_of_range.float().mean()),
+             "max_abs": float(x[finite].abs().max()) if finite.any() else float("nan")}
+    return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0), stats
+
+
+def evaluate_setting(run: str, tier: str, sampler: Sampler, n: int, figure: str | None = None,
+                     progress: bool = False) -> dict[str, Any]:
+    """Draw, measure and (optionally) save a grid: FID, KID, IS, conditional accuracy, sampling time."""
+    x, seconds = draw(run, tier, sampler, n, progress)
+    images, stats = for_metrics(x)
+    metrics = measure(images, class_labels(n), generator=torch.Generator().manual_seed(SEED))
+    rec = {"run": run, "sampler": asdict(sampler), "n": n, **metrics, **stats, "sample_seconds": round(seconds, 2),
+           "seconds_per_1000": round(1000 * seconds / n, 2)}
+    if figure is not None:
+        save_grid(images, figures_dir(tier) / f"{figure}.png")
+        rec["figure"] = f"figures/{figure}.png"
+    return rec
+
+
+def _columns(records: dict[str, dict], keys=("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")) -> dict:
+    """{metric: {setting: value}} from {setting: record}."""
+    return {k: {name: rec.get(k) for name, rec in records.items()} for k in keys}
+
+
+def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
+    cfg = {**cfg, "seed": SEED, "reference": "mnist-embedded/heldout (1,005 digits)",
+           "threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
+    return save_result(CHAPTER, part, data, cfg, tier, time.perf_counter() - t0)
+
+
+def _run_configs(runs, tier: str) -> dict[str, dict]:
+    return {r: load_run(r, tier)[2].to_dict() for r in runs}
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts.
+# ---------------------------------------------------------------------------------------------
+
+_TRAINING_KEYS = ("params", "steps", "batch_size", "train_wall_time_s", "img_per_s", "final_loss")
+
+
+def _denoisers(tier: str, progress: bool) -> Path:
+    """U-Net vs autoencoder vs VAE, trained with the same steps and batch, sampled the same way."""
+    t0 = time.perf_counter()
+    training = load_result(CHAPTER, "training", tier)["data"]
+    sampler, n = book_sampler(tier), samples_per_setting(tier)
+    recs = {}
+    for run in ("unet", "autoencoder", "vae"):
+        recs[run] = evaluate_setting(run, tier, sampler, n, f"denoisers_{run}", progress)
+        recs[run]["training"] = {k: training.get(run, {}).get(k) for k in _TRAINING_KEYS}
+    data = {"sampler": sampler.describe(), "n": n, "settings": recs, **_columns(recs),
+            "params": {r: rec["training"]["params"] for r, rec in recs.items()}}
+    return _save("denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier)}, tier, t0)
+
+
+@torch.no_grad()
+def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, generator=None) -> dict[str, list]:
+    """Per-step terms of the variational bound (Ho et al. Eq. 8 with sigma_t^2 = beta_t; book eq. a-lt):
+    L_{t-1} = E ||mu_tilde_t(x_t, x_0) - mu_theta(x_t, t)||^2 / (2 beta_t), in nats per image, and the
+    mean squared errors of the eps and x_0 that the output implies, at each t in ``ts``.
+
+    x0: (B, 1, 28, 28) in [-1, 1]; y: (B,) labels or None. The network's parameterization is read from
+    ``model.parameterization``; one noise draw per image and t from ``generator``.
+    """
+    from ..losses import DiffusionTables
+
+    p = getattr(model, "parameterization", "eps")
+    tables = DiffusionTables.from_schedule(schedule.to("cpu"))
+    out: dict[str, list] = {"t": [], "L": [], "eps_mse": [], "x0_mse": []}
+    for t_int in ts:
+        if isinstance(t_int, bool) or not isinstance(t_int, int) or not 1 <= t_int <= schedule.T:
+            raise ValueError(f"ts must hold integer steps in 1..T={schedule.T}, got {t_int!r}")
+        t = torch.full((x0.shape[0],), t_int, dtype=torch.int64)
+        eps = torch.randn(x0.shape, generator=generator)
+        xt = tables.q_sample(x0, t, eps)
+        output = model(xt, schedule.model_time(t), y)
+        mu = tables.mu_from_output(output, xt, t, p)
+        mu_tilde = tables.at(tables.coef_x0, t) * x0 + tables.at(tables.coef_xt, t) * xt  # Ho et al. Eq. 7
+        x0_pred = tables.x0_from_output(output, xt, t, p)
+        eps_pred = (xt - tables.at(tables.sqrt_alpha_bar, t) * x0_pred) / tables.at(tables.sqrt_one_minus_alpha_bar, t)
+        beta = float(schedule.betas[t_int])
+        out["t"].append(int(t_int))
+        out["L"].append(float((mu_tilde - mu).square().flatten(1).sum(1).mean() / (2 * beta)))
+        out["eps_mse"].append(float((eps_pred - eps).square().mean()))
+        out["x0_mse"].append(float((x0_pred - x0).square().mean()))
+    return out
+
+
+def _parameterization(tier: str, progress: bool) -> Path:
+    """eps-prediction vs posterior-mean (mu) prediction: samples, and the bound's terms per t."""
+    from ..data import EmbeddedMNIST
+
+    t0 = time.perf_counter()
+    sampler, n = book_sampler(tier), samples_per_setting(tier)
+    runs = {"eps": "unet", "mu": "unet_mu"}
+    recs = {name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress) for name, run in runs.items()}
+    x0, y = EmbeddedMNIST("heldout").tensors()
+    k = by_tier(KL_IMAGES, tier)
+    x0, y = x0[:k], y[:k]
+    terms = {name: bound_terms(load_run(run, tier)[0], load_run(run, tier)[1], x0, y, KL_TIMESTEPS,
+                               torch.Generator().manual_seed(SEED)) for name, run in runs.items()}
+    data = {"sampler": sampler.describe(), "n": n, "runs": runs, "settings": recs, **_columns(recs),
+            "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}}}
+    return _save("parameterization", data, {"sampler": asdict(sampler), "n": n, "bound_images": k,
+                                            "runs": _run_configs(runs.values(), tier)}, tier, t0)
+
+
+@torch.no_grad()
+def first_step(model, schedule, x_T: torch.Tensor, y: torch.Tensor, clip_x0: bool) -> dict[str, float]:
+    """The first reverse step x_T -> x_{T-1} from pure noise with variance 0 (Report A's sampler): the rms
+    of x_{T-1}, and the gain 1 / sqrt(alpha_T) that Ho et al. Eq. 11 puts on the network's error."""
+    from ..samplers import ddpm_step
+
+    out = ddpm_step(model, x_T, schedule.T, schedule, y=y, variance="zero", clip_x0=clip_x0)
+    return {"rms": float(out.x_prev.square().mean().sqrt()), "gain": float(schedule.alphas[schedule.T] ** -0.5)}
+
+
+def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any]:
+    """How each schedule ends at T and what the first reverse step does, at all T steps and respaced."""
+    from ..data import EmbeddedMNIST
+    from ..schedules import respace
+
+    x0 = EmbeddedMNIST("heldout").tensors()[0]
+    power = float(x0.square().mean())  # E[x0^2] of the digits: x_{T-1} under q has rms sqrt(ab x0^2 + 1 - ab)
+    y = class_labels(n)
+    x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(SEED))
+    diag = {}
+    for name, run in SCHEDULE_RUNS.items():
+        model, schedule, _ = load_run(run, tier)
+        schedule = schedule.to("cpu")
+        ab = schedule.alpha_bar
+        rec = {"T": schedule.T, "alpha_bar_T": float(ab[-1]), "signal_T": float(ab[-1].sqrt()),
+               "beta_T": float(schedule.betas[-1]), "log_snr_T": float(schedule.log_snr[-1]),
+               "half_at_t": int((ab < 0.5).nonzero()[0]) if (ab < 0.5).any() else None}
+        chains = {"full": schedule} | ({f"respaced_{steps}": respace(schedule, steps)} if steps else {})
+        for label, sch in chains.items():
+            ab_prev = float(sch.alpha_bar[-2])
+            rec[label] = {"rms_expected": (ab_prev * power + 1 - ab_prev) ** 0.5,
+                          "clipped": first_step(model, sch, x_T, y, True), "unclipped": first_step(model, sch, x_T, y, False)}
+        diag[name] = rec
+    return diag
+
+
+def _schedules(tier: str, progress: bool) -> Path:
+    """The four schedules under one protocol, then under Report A's (variance 0, unclipped Eq. 11 mean)."""
+    t0 = time.perf_counter()
+    book, n = book_sampler(tier), samples_per_setting(tier)
+    protocols = {"book": book, "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
+                 "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
+    settings: dict[str, dict] = {}
+    for pname, sampler in protocols.items():
+        settings[pname] = {name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress)
+                           for name, run in SCHEDULE_RUNS.items()}
+    cols = {p: _columns(recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite"))
+            for p, recs in settings.items()}
+    data = {"n": n, "protocols": {p: {"sampler": s.describe(), **cols[p]} for p, s in protocols.items()},
+            **cols["book"], "settings": settings, "diagnostics": _schedule_diagnostics(tier, book.steps, n)}
+    return _save("schedules", data, {"protocols": {p: asdict(s) for p, s in protocols.items()}, "n": n,
+                                     "runs": _run_configs(SCHEDULE_RUNS.values(), tier)}, tier, t0)
+
+
+def nearest_neighbour_labels(images: torch.Tensor) -> torch.Tensor:
+    """The label of each image's nearest embedded training digit in pixel distance (a 1-NN classifier):
+    a judge of the asked digit that no network was trained against. images: (B, 1, 28, 28) in [-1, 1]."""
+    from ..data import EmbeddedMNIST
+    from ..memorisation import nearest_neighbours
+
+    train = EmbeddedMNIST("train")
+    _, idx = nearest_neighbours(images, train, k=1)
+    return train.labels[idx[:, 0]].to(torch.int64)
+
+
+def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    return [float((pred[labels == c] == c).float().mean()) for c in range(10)]
+
+
+def _conditioning(tier: str, progress: bool) -> Path:
+    """Conditional accuracy with and without the discriminator term, by two judges."""
+    from ..data import EmbeddedMNIST
+    from ..metrics import classifier_outputs
+
+    t0 = time.perf_counter()
+    sampler, n = book_sampler(tier), samples_per_setting(tier)
+    labels = class_labels(n)
+    recs = {}
+    for run in ("unet", "unet_disc"):
+        rec = evaluate_setting(run, tier, sampler, n, f"conditioning_{run}", progress)
+        images, _ = for_metrics(draw(run, tier, sampler, n)[0])
+        clf = classifier_outputs(images)[1].argmax(1)
+        knn = nearest_neighbour_labels(images)
+        rec.update(knn_accuracy=float((knn == labels).float().mean()), per_class_classifier=_per_class(clf, labels),
+                   per_class_knn=_per_class(knn, labels), disc_weight=load_run(run, tier)[2].disc_weight)
+        recs[run] = rec
+    real, real_labels = EmbeddedMNIST("heldout").tensors()
+    judges = {"classifier_heldout": float((classifier_outputs(real)[1].argmax(1) == real_labels).float().mean()),
+              "knn_heldout": float((nearest_neighbour_labels(real) == real_labels).float().mean())}
+    data = {"sampler": sampler.describe(), "n": n, "settings": recs, "judges": judges,
+            **_columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight"))}
+    return _save("conditioning", data, {"sampler": asdict(sampler), "n": n, "knn_reference": "mnist-embedded/train",
+                                        "runs": _run_configs(recs, tier)}, tier, t0)
+
+
+FAST_SAMPLERS = {"ddim": Sampler("ddim"), "respaced_beta_tilde": Sampler("ddpm", variance="beta_tilde"),
+                 "respaced_zero": Sampler("ddpm", variance="zero")}
+
+
+def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool) -> dict:
+    """Every sampler at every K (with n = ks[K] samples): per-sampler lists over K, and the records."""
+    keys = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "seconds_per_1000")
+    by_sampler: dict[str, dict] = {name: {k: [] for k in keys} for name in samplers}
+    settings: dict[str, dict] = {name: {} for name in samplers}
+    for K, n in ks.items():
+        for name, base in samplers.items():
+            s = Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
+            rec = evaluate_setting("unet", tier, s, n, f"{prefix}_{name}_K{K}", progress)
+            settings[name][str(K)] = rec
+            for k in keys:
+                by_sampler[name][k].append(rec[k])
+    at_k = {str(K): {k: {name: settings[name][str(K)][k] for name in samplers} for k in keys} for K in ks}
+    return {"K": list(ks), "n": list(ks.values()), "samplers": by_sampler, "by_K": at_k, "settings": settings}
+
+
+def _fast_sampling(tier: str, progress: bool) -> Path:
+    """DDIM vs respaced DDPM (beta_tilde, and variance 0 as Report A samples) at K steps, quality and time."""
+    t0 = time.perf_counter()
+    ks = by_tier(FAST_K, tier)
+    data = {"describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
+            **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress)}
+    return _save("fast_sampling", data, {"samplers": {k: asdict(s) for k, s in FAST_SAMPLERS.items()},
+                                         "K_to_n": ks, "run": _run_configs(["unet"], tier)}, tier, t0)
+
+
+VARIANCE_SAMPLERS = {v: Sampler("ddpm", variance=v) for v in ("zero", "beta", "beta_tilde")}
+
+
+def _variance(tier: str, progress: bool) -> Path:
+    """The reverse variance sigma_t^2 = 0 (Report A), beta_t or beta_tilde_t, at a few K and at all T steps."""
+    t0 = time.perf_counter()
+    ks = by_tier(VARIANCE_K, tier)
+    sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress)
+    last = str(max(ks))
+    data = {"describe": {name: s.kind() for name, s in VARIANCE_SAMPLERS.items()}, **sweep, "full_K": int(last),
+            "full": sweep["by_K"][last]}
+    return _save("variance", data, {"samplers": {k: asdict(s) for k, s in VARIANCE_SAMPLERS.items()}, "K_to_n": ks,
+                                    "run": _run_configs(["unet"], tier)}, tier, t0)
+
+
+def _pretrained(tier: str, progress: bool) -> Path:
+    """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
+    from ..pretrained import PRETRAINED_DIR, export_pretrained
+
+    t0 = time.perf_counter()
+    cfg = load_run("unet", tier)[2]
+    folder = runs_root("smoke") / "pretrained" if tier == "smoke" else PRETRAINED_DIR
+    dest = export_pretrained(checkpoint_path("unet", tier), CHAPTER, folder=folder, source={
+        "tier": tier, "chapter": CHAPTER, "run": "unet", "preset": RUNS["unet"][0], "dataset": cfg.dataset})
+    from ..models import count_parameters
+
+    data = {"name": CHAPTER, "file": dest.name, "bytes": dest.stat().st_size, "run": "unet",
+            "params": count_parameters(load_run("unet", tier)[0]), "steps": cfg.steps}
+    return _save("pretrained", data, {"run": cfg.to_dict()}, tier, t0)
+
+
 PARTS: dict[str, Part] = {
     "training": Part("training", "train the eight Report A networks (T=400) and record their curves", _train),
+    "denoisers": Part("denoisers", "U-Net vs autoencoder vs VAE at the same budget", _denoisers, ["training"]),
+    "parameterization": Part("parameterization", "eps vs posterior-mean prediction; the bound per t", _parameterization,
+                             ["training"]),
+    "schedules": Part("schedules", "four schedules under one protocol, and under Report A's sampler", _schedules,
+                      ["training"]),
+    "conditioning": Part("conditioning", "conditional accuracy with and without the discriminator term", _conditioning,
+                         ["training"]),
+    "fast_sampling": Part("fast_sampling", "DDIM vs respaced DDPM at K = 5..400 steps: quality and time",
+                          _fast_sampling, ["training"]),
+    "variance": Part("variance", "reverse variance 0 vs beta vs beta_tilde", _variance, ["training"]),
+    "pretrained": Part("pretrained", "ship the reference U-Net with the package", _pretrained, ["training"]),
 }

@@ -1,0 +1,202 @@
+"""Report A's chapter: its parts run end to end at the smoke tier and write what the notebook and the
+ledger read; the helpers they are built from are pinned by their properties.
+
+The parts run once per module in a temporary checkout (``$DIFFUSION_EDU_RESULTS``), so the test never
+touches the book's own ``results/`` or ``runs/`` and can run beside the notebooks under xdist.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from diffusion_edu import make_schedule, q_posterior
+from diffusion_edu.experiments import report_a as A
+from diffusion_edu.experiments.common import result_path
+from diffusion_edu.ledger import ENTRIES, _lookup
+from diffusion_edu.results import read_results
+
+pytestmark = pytest.mark.filterwarnings("ignore:FID from:UserWarning")  # smoke: tens of samples
+
+PARTS_AFTER_TRAINING = [p for p in A.PARTS if p != "training"]
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    """Every part of the chapter at the smoke tier, in a throwaway checkout: {part: results record}."""
+    root = tmp_path_factory.mktemp("book")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIFFUSION_EDU_RESULTS", str(root / "results"))
+        A._MODELS.clear()
+        A._SAMPLES.clear()
+        torch.set_num_threads(1)
+        for name, part in A.PARTS.items():
+            part.run("smoke", False)
+        records = {p: read_results(result_path(A.CHAPTER, p, "smoke")) for p in A.PARTS}
+        records["_root"] = root
+        yield records
+        A._MODELS.clear()
+        A._SAMPLES.clear()
+
+
+def test_parts_write_smoke_results_outside_results(smoke_results):
+    """Smoke numbers never land in results/: each part wrote runs/smoke/results/report_a/<part>.json."""
+    root = smoke_results["_root"]
+    assert not (root / "results" / "report_a").exists()
+    for part in A.PARTS:
+        assert smoke_results[part]["tier"] == "smoke"
+        assert (root / "runs" / "smoke" / "results" / "report_a" / f"{part}.json").is_file()
+
+
+def test_results_hold_what_the_notebook_reads(smoke_results):
+    """The keys the chapter's tables, plots and figures use, with one number per setting."""
+    d = smoke_results["denoisers"]["data"]
+    assert set(d["fid"]) == {"unet", "autoencoder", "vae"} and d["params"]["unet"] > 0
+    assert all(d["settings"][r]["training"]["steps"] == 6 for r in d["fid"])
+    p = smoke_results["parameterization"]["data"]
+    assert set(p["fid"]) == {"eps", "mu"} and p["bound"]["t"] == list(A.KL_TIMESTEPS)
+    assert all(len(p["bound"][k]["L"]) == len(A.KL_TIMESTEPS) for k in ("eps", "mu"))
+    s = smoke_results["schedules"]["data"]
+    assert set(s["protocols"]) == {"book", "no_clip", "report"} and s["fid"] == s["protocols"]["book"]["fid"]
+    for name in A.SCHEDULE_RUNS:
+        diag = s["diagnostics"][name]
+        assert diag["full"]["unclipped"]["gain"] == pytest.approx(float(make_schedule(name, 400).alphas[400]) ** -0.5)
+    c = smoke_results["conditioning"]["data"]
+    assert set(c["conditional_accuracy"]) == set(c["knn_accuracy"]) == {"unet", "unet_disc"}
+    assert c["disc_weight"]["unet"] == 0 and c["disc_weight"]["unet_disc"] > 0 and 0.5 < c["judges"]["knn_heldout"] <= 1
+    f = smoke_results["fast_sampling"]["data"]
+    assert f["K"] == list(A.FAST_K["smoke"]) and set(f["samplers"]) == set(A.FAST_SAMPLERS)
+    assert all(len(f["samplers"][k]["fid"]) == len(f["K"]) for k in f["samplers"])
+    v = smoke_results["variance"]["data"]
+    assert v["full_K"] == max(A.VARIANCE_K["smoke"]) and set(v["full"]["fid"]) == {"zero", "beta", "beta_tilde"}
+    assert smoke_results["pretrained"]["data"]["bytes"] > 0
+    figures = smoke_results["_root"] / "runs" / "smoke" / "results" / "report_a"
+    for part in ("denoisers", "parameterization", "conditioning"):
+        for rec in smoke_results[part]["data"]["settings"].values():
+            assert (figures / rec["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ledger_rows_for_report_a_find_their_numbers(smoke_results, tmp_path):
+    """Every Report A ledger entry's key exists in the file its part writes (a renamed key fails here,
+    not at the book's build)."""
+    rows = [e for e in ENTRIES if e.report == "A"]
+    assert len(rows) >= 10
+    for e in rows:
+        part = e.results.split("/")[1].removesuffix(".json")
+        assert e.results.startswith("report_a/") and part in A.PARTS
+        _lookup(smoke_results[part]["data"], e.key)
+
+
+def test_same_setting_same_samples(smoke_results):
+    """A setting is drawn once per process: the parts that share it report the same numbers."""
+    fid = smoke_results["denoisers"]["data"]["fid"]["unet"]
+    assert smoke_results["parameterization"]["data"]["fid"]["eps"] == fid
+    assert smoke_results["schedules"]["data"]["fid"]["linear"] == fid
+    assert smoke_results["conditioning"]["data"]["fid"]["unet"] == fid
+
+
+# ---- the helpers -------------------------------------------------------------------------------
+
+
+def test_class_labels_are_balanced_and_interleaved():
+    y = A.class_labels(30)
+    assert y.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1] and torch.bincount(y).tolist() == [3] * 10
+    for bad in (0, 15, 10.0, True):
+        with pytest.raises(ValueError, match="n must be a positive multiple of 10"):
+            A.class_labels(bad)
+
+
+def test_sampler_kwargs_follow_the_method():
+    """DDPM takes a variance and no eta, DDIM an eta and no variance (sample() refuses the mix)."""
+    assert A.Sampler("ddpm", 20, "zero").kwargs() == {"method": "ddpm", "steps": 20, "clip_x0": True, "variance": "zero"}
+    assert A.Sampler("ddim", 5, eta=0.5, clip_x0=False).kwargs() == {"method": "ddim", "steps": 5, "clip_x0": False,
+                                                                       "eta": 0.5}
+    assert A.Sampler("ddpm", None, "beta").describe() == "DDPM, variance beta, clipped x0, all steps"
+
+
+def test_for_metrics_counts_what_it_repairs():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), 3.0, -2.0])
+    images, stats = A.for_metrics(x)
+    assert stats["non_finite"] == pytest.approx(2 / 784) and stats["out_of_range"] == pytest.approx(2 / 784)
+    assert stats["max_abs"] == 3.0 and torch.isfinite(images).all() and images.abs().max() == 1.0
+    assert images[0, 0, 0, :4].tolist() == [0.0, 1.0, 1.0, -1.0]
+
+
+class _Constant(nn.Module):
+    """A 'network' that outputs zeros (eps = 0): its errors are the noise itself."""
+
+    parameterization = "eps"
+
+    def forward(self, x, t, y=None):
+        return torch.zeros_like(x)
+
+
+class _Oracle(nn.Module):
+    """Knows the clean images: outputs the exact eps, or the exact posterior mean (Ho et al. Eq. 7)."""
+
+    def __init__(self, x0, schedule, parameterization):
+        super().__init__()
+        self.x0, self.schedule, self.parameterization = x0, schedule, parameterization
+
+    def forward(self, xt, t, y=None):
+        ab = self.schedule.alpha_bar[t].view(-1, 1, 1, 1).float()
+        if self.parameterization == "mu":
+            return q_posterior(self.x0.double(), xt.double(), t, self.schedule)[0].float()
+        return (xt - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+
+
+def test_bound_terms_vanish_for_an_oracle_and_follow_ho_eq_12():
+    """An exact network has zero bound terms; for eps-prediction L_{t-1} = beta_t / (2 alpha_t (1 - alpha_bar_t))
+    ||eps - eps_theta||^2 (Ho et al. Eq. 12 with sigma_t^2 = beta_t), here with eps_theta = 0."""
+    schedule = make_schedule("linear", 400)
+    x0 = torch.rand(4, 1, 28, 28) * 2 - 1
+    ts = (1, 7, 200, 400)
+    for p in ("eps", "mu"):
+        out = A.bound_terms(_Oracle(x0, schedule, p), schedule, x0, None, ts, torch.Generator().manual_seed(0))
+        assert max(out["L"]) < 1e-3 and max(out["eps_mse"]) < 1e-6 and max(out["x0_mse"]) < 1e-6, (p, out)
+    out = A.bound_terms(_Constant(), schedule, x0, None, ts, torch.Generator().manual_seed(0))
+    for t, L, mse in zip(ts, out["L"], out["eps_mse"]):
+        b, a, ab = (float(v[t]) for v in (schedule.betas, schedule.alphas, schedule.alpha_bar))
+        assert L == pytest.approx(b / (2 * a * (1 - ab)) * mse * 784, rel=1e-4)
+    with pytest.raises(ValueError, match="ts must hold integer steps in 1..T=400"):
+        A.bound_terms(_Constant(), schedule, x0, None, (0,))
+
+
+def test_first_step_gain_is_one_over_sqrt_alpha_T():
+    """Without clipping, Eq. 11's mean multiplies x_T - (beta_T / sqrt(1 - alpha_bar_T)) eps_theta by 1/sqrt(alpha_T):
+    with eps_theta = 0 the rms of x_{T-1} is exactly that gain times the rms of x_T."""
+    x_T = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    for name in ("linear", "cosine"):
+        schedule = make_schedule(name, 400)
+        out = A.first_step(_Constant(), schedule, x_T, None, clip_x0=False)
+        assert out["gain"] == pytest.approx(float(schedule.alphas[400]) ** -0.5)
+        assert out["rms"] == pytest.approx(out["gain"] * float(x_T.square().mean().sqrt()), rel=1e-5)
+
+
+def test_nearest_neighbour_judge_returns_a_training_digit_its_own_label():
+    from diffusion_edu import EmbeddedMNIST
+
+    train = EmbeddedMNIST("train")
+    idx = torch.tensor([0, 17, 500, 4321])
+    images, labels = train.batch(idx)
+    assert torch.equal(A.nearest_neighbour_labels(images), labels.to(torch.int64))
+
+
+def test_missing_checkpoint_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    A._MODELS.pop(("unet", "cpu"), None)
+    with pytest.raises(FileNotFoundError, match="experiment report_a --tier cpu --only training"):
+        A.load_run("unet", "cpu")
+    with pytest.raises(ValueError, match="run must be one of"):
+        A.checkpoint_path("unet_typo", "cpu")
+
+
+def test_results_files_are_json_with_the_envelope(smoke_results):
+    for part in PARTS_AFTER_TRAINING:
+        rec = smoke_results[part]
+        assert {"config", "hardware", "wall_time_s"} <= set(rec) and rec["config"]["seed"] == A.SEED
+        json.dumps(rec, allow_nan=False)  # plain JSON, no NaN
