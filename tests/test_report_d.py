@@ -146,8 +146,7 @@ def test_outside_in_starts_with_empty_columns():
     x, _ = EmbeddedMNIST("heldout").tensors()
     out_in = report_d.step_change(RowColumnAveraging("columns", "outside-in"), x)
     in_out = report_d.step_change(RowColumnAveraging("columns", "inside-out"), x)
-    assert out_in[0] == 0.0 and out_in[1] == 0.0
-    assert in_out[0] > 100 * max(out_in[:4]) and in_out[0] > 0.01
+    assert out_in[0] + out_in[1] < 0.01 * in_out[0] and in_out[0] > 0.01
 
 
 def test_probe_accuracy_reads_out_what_features_hold():

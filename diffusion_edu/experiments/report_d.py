@@ -218,17 +218,20 @@ def gaussian_data_prior(schedule, images: torch.Tensor, n: int, generator: torch
     return q_sample(x0, schedule.T, schedule.to("cpu"), noise=eps).float()
 
 
-def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Generator, steps: int | None = None,
-             algorithm: int = 2, prior=None, x_T: torch.Tensor | None = None, batch_size: int = 500) -> torch.Tensor:
-    """n images from a Report D model, clamped to [-1, 1]: respaced DDPM with ``steps`` (None = all T)
-    for a Gaussian run; Bansal et al.'s ``algorithm`` from ``prior`` draws (or ``x_T``) for a cold run."""
+def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Generator | None, steps: int | None = None,
+             algorithm: int = 2, prior=None, x_T: torch.Tensor | None = None, batch_size: int = 500,
+             clamp: bool = True) -> torch.Tensor:
+    """n images from a Report D model: respaced DDPM with ``steps`` (None = all T) for a Gaussian run;
+    Bansal et al.'s ``algorithm`` from ``prior`` draws (or ``x_T``) for a cold run. ``clamp``: clip to
+    [-1, 1], the image range the metrics read (the cold algorithms' raw output may leave it)."""
     if isinstance(process, RowColumnAveraging):
         if x_T is None:
             x_T = prior.sample(n, generator=generator)
-        out = [cold_sample(model, process, x_T[i:i + batch_size], algorithm=algorithm) for i in range(0, n, batch_size)]
-        return torch.cat(out).clamp(-1, 1)
-    return sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T,
-                  batch_size=batch_size).clamp(-1, 1)
+        out = torch.cat([cold_sample(model, process, x_T[i:i + batch_size], algorithm=algorithm)
+                         for i in range(0, n, batch_size)])
+    else:
+        out = sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T, batch_size=batch_size)
+    return out.clamp(-1, 1) if clamp else out
 
 
 def _seeded(*keys: Any) -> torch.Generator:
@@ -438,9 +441,10 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
     x_T = D.degrade(x0, D.T)
     T = torch.full((batch,), D.T, dtype=torch.int64)
     direct = torch.cat([model(x_T[i:i + batch], T[:x_T[i:i + batch].shape[0]]) for i in range(0, len(x0), batch)])
-    outs = {"direct": direct.clamp(-1, 1),
-            "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch),
-            "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch)}
+    raw = {"direct": direct,
+           "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch, clamp=False),
+           "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch, clamp=False)}
+    outs = {name: out.clamp(-1, 1) for name, out in raw.items()}
     stats = {}
     for name, out in outs.items():
         pred = classifier_outputs(out)[1].argmax(1)
@@ -449,8 +453,8 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
             "accuracy": float((pred == y).double().mean()),
             "accuracy_per_class": [float((pred[y == c] == c).double().mean()) if (y == c).any() else None
                                    for c in range(10)],
-            # how far the result is from agreeing with the observation: max |D(out, T) - x_T|
-            "consistency_error": float((D.degrade(out, D.T) - x_T).abs().max()),
+            # how far the (unclipped) result is from agreeing with the observation: max |D(out, T) - x_T|
+            "consistency_error": float((D.degrade(raw[name], D.T) - x_T).abs().max()),
         }
     return stats, {"x_T": x_T, **outs}
 
@@ -483,9 +487,10 @@ def _cold(tier: str, progress: bool) -> Path:
         rec["generation"] = {}
         gen = {}
         for alg in (1, 2):
-            gen[alg] = generate(model, D, ev.n, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size)
+            raw = generate(model, D, ev.n, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
+            gen[alg] = raw.clamp(-1, 1)
             m = _metrics(gen[alg], "cold", run)
-            m["consistency_error"] = float((D.degrade(gen[alg], D.T) - x_T).abs().max())
+            m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
             rec["generation"][f"alg{alg}"] = m
         rec["generation_fid"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
         save_image_grid(torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), _figures(tier) / f"cold_generate_{run}.png",
