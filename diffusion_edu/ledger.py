@@ -152,11 +152,20 @@ ENTRIES: list[Entry] = [
     # Report C: Ho et al. (2020) on CIFAR-10, 100k steps, 1,000 samples.
     Entry("C", "Inception Score, 100k steps, 1k samples", 5.75, "Our Results", "report_c/cifar10_100k.json", "is_mean", Within(rel=0.1), min_tier="gpu"),
     Entry("C", "FID, 100k steps, 1k samples", 44.47, "Our Results", "report_c/cifar10_100k.json", "fid", Within(rel=0.15), min_tier="gpu"),
-    # Report D: small CNN on MNIST; several results left blank.
-    Entry("D", "final FID, CNN (GELU), T=1000, 100 epochs", None, "Sec. 1.2", "report_d/cnn_gelu.json", "fid_final", LEFT_BLANK),
-    Entry("D", "final IS, CNN (GELU), T=1000, 100 epochs", None, "Sec. 1.2", "report_d/cnn_gelu.json", "is_final", LEFT_BLANK),
-    Entry("D", "final FID, CNN (SELU), T=100, lr 6e-4", None, "Sec. 1.3", "report_d/cnn_selu.json", "fid_final", LEFT_BLANK),
-    Entry("D", "final FID, cold diffusion, column averaging, 28 steps", None, "Sec. 2.2", "report_d/cold_columns28.json", "fid_final", LEFT_BLANK),
+    # Report D: small CNN on MNIST; several results left blank (the book fills them: report_d/*.json).
+    Entry("D", "final FID, CNN (GELU), T=1000", None, "Sec. 1.2", "report_d/curves.json", "final.cnn.fid", LEFT_BLANK),
+    Entry("D", "final IS, CNN (GELU), T=1000", None, "Sec. 1.2", "report_d/curves.json", "final.cnn.is", LEFT_BLANK),
+    Entry("D", "final FID, CNN (SELU), T=100, lr 6e-4", None, "Sec. 1.3", "report_d/curves.json", "final.cnn_selu.fid", LEFT_BLANK),
+    Entry("D", "final IS, CNN (SELU), T=100, lr 6e-4", None, "Sec. 1.3", "report_d/curves.json", "final.cnn_selu.is", LEFT_BLANK),
+    Entry("D", "final FID ranking (best first): GELU T=1000 vs SELU T=100", "cnn < cnn_selu", "Sec. 1.3", "report_d/curves.json", "final_fid", SameOrder()),
+    Entry("D", "final FID, cold diffusion, columns, random order, 28 steps", None, "Sec. 2.2", "report_d/curves.json", "final.cold_columns_random.fid", LEFT_BLANK),
+    Entry("D", "final IS, cold diffusion, columns, random order, 28 steps", None, "Sec. 2.2", "report_d/curves.json", "final.cold_columns_random.is", LEFT_BLANK),
+    Entry("D", "cold-diffusion FID ranking (best first): Bansal et al.'s Algorithm 2 vs 1, columns", "alg2 < alg1", "Sec. 2.1", "report_d/cold.json", "runs.cold_columns_random.generation_fid", SameOrder()),
+    Entry("D", "cold-diffusion FID ranking (best first): single columns vs groups of 4", "cold_columns_random < cold_columns_random_g4", "Sec. 2.1-2.2", "report_d/cold.json", "fid_alg2", SameOrder()),
+    Entry("D", "cold-diffusion FID ranking (best first): columns vs rows, 28 steps", "cold_columns_random < cold_rows_random", "Sec. 2.2, App. 3.1", "report_d/cold.json", "fid_alg2", SameOrder()),
+    Entry("D", "FID, columns in groups of 4 (7 steps)", None, "App. 3.1", "report_d/cold.json", "fid_alg2.cold_columns_random_g4", LEFT_BLANK),
+    Entry("D", "FID, rows, random order, 28 steps", None, "App. 3.1", "report_d/cold.json", "fid_alg2.cold_rows_random", LEFT_BLANK),
+    Entry("D", "FID under one protocol: Gaussian DDPM (CNN) vs cold diffusion (columns, Algorithm 2)", None, "Sec. 2.3", "report_d/comparison.json", "fid_ddpm_vs_cold", LEFT_BLANK),
     # Report E: conditional U-Net on MNIST, classifier-free guidance.
     Entry("E", "FID ranking of guidance weights (best first), T=1000, linear", "0.2 < 0 < 0.5", "Table 3", "report_e/guidance.json", "fid", SameOrder()),
     Entry("E", "FID, T=1000, linear, w=0.2", 16.19, "Table 2", "report_e/guidance.json", ("fid", "0.2"), FID_FEATURES, min_tier="gpu"),

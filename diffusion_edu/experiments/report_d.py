@@ -4,12 +4,47 @@ Report D trains a plain 7x7 CNN (16, 32, 32, 16; GELU) as a DDPM at T=1000, a ha
 lr 6e-4, SELU), and the same CNN as a cold-diffusion restorer for row/column averaging. It plots FID
 and IS per epoch: the runs save their weights every epoch (``snapshots/``) so the curves are measured
 after training. The report's learning rates and batch size are kept at every tier.
+
+Parts, each writing ``results/report_d/<part>.json`` and PNG figures under ``results/report_d/figures/``:
+
+- ``training``: the seven runs (:data:`RUNS`), one weight snapshot per epoch.
+- ``curves``: FID / IS of every epoch's snapshot for cnn, cnn_selu and cold_columns_random (the same
+  noise at every epoch), the loss curves, and the final numbers the report left blank.
+- ``samples``: sample grids at the epochs the report shows (1, 20, 40, 60 of 100), scaled to the run.
+- ``cold``: the five restorers: original / degraded / restored, Bansal et al.'s Algorithms 1 and 2,
+  generation from a fitted prior of fully degraded images, and how much of a digit each direction keeps.
+- ``comparison``: the Gaussian DDPMs against cold diffusion under one protocol (the report's Sec. 2.3).
+
+Every evaluation compares unconditional samples with the 1,005 held-out digits (classifier-feature FID,
+KID, IS; :func:`~diffusion_edu.experiments.common.measure`). The cpu-tier parts after ``training`` need
+its checkpoints and never train: they stop with the command to run when a run is missing.
 """
 
 from __future__ import annotations
 
-from .common import Part
-from .training_runs import RunSpec, make_config, train_runs
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import build_network, build_process
+from ..cold import RowColumnAveraging, cold_sample, fit_degraded_prior
+from ..data import EmbeddedMNIST
+from ..forward import q_sample
+from ..metrics import classifier_outputs
+from ..presets import TrainConfig
+from ..samplers import sample
+from ..viz import save_image_grid
+from .common import (EVAL_BUDGETS, Part, by_tier, have_result, heldout_reference, load_result, measure,
+                     runs_root, save_result, tier_results_dir)
+from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
+
+__all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "load_run", "load_snapshot",
+           "generate", "gaussian_data_prior", "probe_accuracy", "step_change"]
 
 CHAPTER = "report_d"
 
@@ -22,6 +57,9 @@ RUNS: dict[str, RunSpec] = {
     "cold_columns_random_g4": ("d_cold_columns", {"cold_group": 4, "T": 7}),
     "cold_rows_random": ("d_cold_columns", {"cold_axis": "rows"}),
 }
+DDPM_RUNS = ("cnn", "cnn_selu")
+COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
+CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
 
 # One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps,
 # about 6 minutes for the CNN on 2 cores, measured: ~370 img/s; seven runs share one session's
@@ -32,8 +70,46 @@ TIER_OVERRIDES = {
                 checkpoint_every=EPOCH_STEPS["cpu"] * 5, log_every=EPOCH_STEPS["cpu"] // 2),
 }
 
+# The report shows samples at epochs 1, 20, 40 and 60 of its 100 (Fig. 1.3, 1.7) and at epoch 100 (Fig. 1.8).
+REPORT_EPOCHS = (1, 20, 40, 60, 100)
+REPORT_TOTAL_EPOCHS = 100
 
-def config(run: str, tier: str):
+
+@dataclass(frozen=True)
+class ReportDBudget:
+    """What the evaluation parts draw at a tier (the final numbers use :data:`EVAL_BUDGETS`):
+
+    curve_n: samples per epoch for the FID / IS curves (respaced DDPM with ``EVAL_BUDGETS[tier].steps``
+    steps; cold: Algorithm 2, all T steps); grid_n: images per sample grid; grid_steps: DDPM steps of the
+    grids (None = all T, the report's ancestral sampler); compare_steps: the DDPM step counts of the
+    comparison (None = all T); selu_steps: the same for the T=100 variant; restore_n: held-out digits restored per cold run; prior_components:
+    Gaussians in the prior of fully degraded images; probe_n: training digits for the linear probes
+    (None = all 8,995); eval_n: samples of the final numbers and the comparison (None = the tier's
+    ``EVAL_BUDGETS`` n; the smoke tier draws fewer, since every cold sample costs T network calls).
+    """
+
+    curve_n: int
+    grid_n: int
+    grid_steps: int | None
+    compare_steps: tuple[int | None, ...]
+    selu_steps: int | None
+    restore_n: int
+    prior_components: int
+    probe_n: int | None = None
+    eval_n: int | None = None
+
+
+REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
+    "smoke": ReportDBudget(curve_n=12, grid_n=4, grid_steps=3, compare_steps=(3,), selu_steps=3, restore_n=4,
+                           prior_components=2, probe_n=300, eval_n=12),
+    "cpu": ReportDBudget(curve_n=500, grid_n=16, grid_steps=None, compare_steps=(28, 100), selu_steps=None,
+                         restore_n=1000, prior_components=10),
+    "gpu": ReportDBudget(curve_n=2000, grid_n=16, grid_steps=None, compare_steps=(28, 100, None), selu_steps=None,
+                         restore_n=1005, prior_components=10),
+}
+
+
+def config(run: str, tier: str) -> TrainConfig:
     """The TrainConfig of one of :data:`RUNS` at ``tier``."""
     return make_config(RUNS[run], tier, TIER_OVERRIDES)
 
@@ -42,6 +118,477 @@ def _train(tier: str, progress: bool):
     return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress, snapshots=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# Loading the trained runs and their per-epoch snapshots.
+# ---------------------------------------------------------------------------------------------
+
+
+def _training(tier: str, progress: bool) -> dict[str, Any]:
+    """training.json's record. The smoke tier trains its tiny runs when they are missing; a real tier
+    never trains here (a run of about 70 minutes must not start as a side effect of an evaluation)."""
+    if not have_result(CHAPTER, "training", tier):
+        if tier != "smoke":
+            raise FileNotFoundError(
+                f"Report D's runs are not trained at tier {tier!r} (no results/{CHAPTER}/training.json). Train them "
+                f"first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
+        _train(tier, progress)
+    return load_result(CHAPTER, "training", tier)
+
+
+def load_run(run: str, tier: str, device: str | torch.device = "cpu"):
+    """The finished run's network (eval mode, ``parameterization`` set), schedule or degradation, config."""
+    from ..training import load_model
+
+    path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {path}: python -m diffusion_edu experiment {CHAPTER} --tier {tier} "
+                                "--only training")
+    return load_model(path, ema=False, device=device)  # Report D keeps no EMA
+
+
+def load_snapshot(model: torch.nn.Module, path: str | os.PathLike) -> int:
+    """Load a per-epoch snapshot (``snapshots/step_NNNNNNN.pt``) into ``model``; returns its step."""
+    snap = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    model.load_state_dict(snap["state_dict"])
+    model.eval()
+    return int(snap["step"])
+
+
+def _epoch_steps(cfg: TrainConfig) -> int:
+    """Optimisation steps per epoch: the training loop skips each epoch's last incomplete batch."""
+    if cfg.subset is not None:
+        n = cfg.subset
+    elif cfg.dataset == "mnist-embedded":
+        n = len(EmbeddedMNIST(cfg.split))
+    else:
+        n = 60_000  # MNIST's training set (the gpu tier)
+    return max(1, n // cfg.batch_size)
+
+
+def run_epochs(run: str, tier: str) -> float:
+    """How many passes over its training digits the run makes at ``tier`` (cpu: 25 of the 8,995 embedded
+    digits; gpu: the report's 100 of MNIST's 60,000)."""
+    cfg = config(run, tier)
+    return round(cfg.steps / _epoch_steps(cfg), 3)
+
+
+def _snapshots(run: str, tier: str) -> list[tuple[float, Path]]:
+    """(epoch, path) of every snapshot of the run, in order; epochs may be fractional at the smoke tier."""
+    cfg = config(run, tier)
+    per = _epoch_steps(cfg)
+    paths = snapshot_paths(CHAPTER, run, tier)
+    if not paths:
+        raise FileNotFoundError(f"run {run!r} at tier {tier!r} has no snapshots under {runs_root(tier) / CHAPTER / run}")
+    return [(round(int(p.stem.split("_")[1]) / per, 3), p) for p in paths]
+
+
+def report_epochs(n_epochs: int) -> list[int]:
+    """The report's epochs (1, 20, 40, 60, 100 of 100) scaled to a run of ``n_epochs`` snapshots (1-based
+    indices, at least 1, without repeats): 25 epochs give 1, 5, 10, 15, 25."""
+    if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 1:
+        raise ValueError(f"n_epochs must be an int >= 1, got {n_epochs!r}")
+    out: list[int] = []
+    for e in REPORT_EPOCHS:
+        k = min(n_epochs, max(1, round(e * n_epochs / REPORT_TOTAL_EPOCHS)))
+        if k not in out:
+            out.append(k)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling both kinds of model, and the priors they start from.
+# ---------------------------------------------------------------------------------------------
+
+
+def gaussian_data_prior(schedule, images: torch.Tensor, n: int, generator: torch.Generator | None = None
+                        ) -> torch.Tensor:
+    """n draws of x_T whose first two moments match the training chain's: x_T = q_sample(x0', T) with
+    x0' ~ N(mu, Sigma) fitted to ``images`` (N, C, H, W). Where alpha_bar_T is far from 0 (T=100 with
+    linear betas: 0.36) the chain never reaches N(0, I); this start is what the network was trained on.
+
+    x0' = mu + (X - mu)^T w / sqrt(N) with w ~ N(0, I_N) has exactly the empirical covariance.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (the number of draws) must be an int >= 1, got {n!r}")
+    X = images.flatten(1).double()  # (N, D)
+    mu = X.mean(0)
+    w = torch.randn(n, X.shape[0], generator=generator, dtype=torch.float64)  # (n, N)
+    x0 = mu + w @ (X - mu) / math.sqrt(X.shape[0])  # (n, D)
+    x0 = x0.reshape(n, *images.shape[1:])  # (n, C, H, W)
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    return q_sample(x0, schedule.T, schedule.to("cpu"), noise=eps).float()
+
+
+def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Generator | None, steps: int | None = None,
+             algorithm: int = 2, prior=None, x_T: torch.Tensor | None = None, batch_size: int = 500,
+             clamp: bool = True) -> torch.Tensor:
+    """n images from a Report D model: respaced DDPM with ``steps`` (None = all T) for a Gaussian run;
+    Bansal et al.'s ``algorithm`` from ``prior`` draws (or ``x_T``) for a cold run. ``clamp``: clip to
+    [-1, 1], the image range the metrics read (the cold algorithms' raw output may leave it)."""
+    if isinstance(process, RowColumnAveraging):
+        if x_T is None:
+            x_T = prior.sample(n, generator=generator)
+        out = torch.cat([cold_sample(model, process, x_T[i:i + batch_size], algorithm=algorithm)
+                         for i in range(0, n, batch_size)])
+    else:
+        out = sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T, batch_size=batch_size)
+    return out.clamp(-1, 1) if clamp else out
+
+
+def _seeded(*keys: Any) -> torch.Generator:
+    from ..checkpoint import derived_seed
+
+    return torch.Generator().manual_seed(derived_seed(0, CHAPTER, *[str(k) for k in keys]))
+
+
+def _metrics(images: torch.Tensor, *keys: Any) -> dict[str, Any]:
+    """measure() against the held-out digits, plus the classifier's histogram of the samples' classes."""
+    out = measure(images, generator=_seeded("metrics", *keys))
+    _, logits = classifier_outputs(images)
+    hist = torch.bincount(logits.argmax(1), minlength=10).double() / images.shape[0]
+    out["class_fractions"] = hist.tolist()
+    out["class_entropy_bits"] = float(-(hist[hist > 0] * hist[hist > 0].log2()).sum()) + 0.0  # not -0.0
+    return out
+
+
+def _figures(tier: str) -> Path:
+    return tier_results_dir(tier) / CHAPTER / "figures"
+
+
+def _rel(path: Path, tier: str) -> str:
+    return str(path.relative_to(tier_results_dir(tier)))
+
+
+def _bar(total: int, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not progress, leave=False)
+
+
+def _budget(tier: str) -> ReportDBudget:
+    return by_tier(REPORT_D_BUDGETS, tier)
+
+
+def _eval(tier: str):
+    """The tier's :data:`EVAL_BUDGETS` entry, with Report D's own sample count where it sets one."""
+    from dataclasses import replace
+
+    ev, b = by_tier(EVAL_BUDGETS, tier), _budget(tier)
+    return replace(ev, n=b.eval_n) if b.eval_n is not None else ev
+
+
+def _cold_prior(process: RowColumnAveraging, run: str, tier: str):
+    """The Gaussian mixture of fully degraded training digits (how Bansal et al. generate new images)."""
+    train = EmbeddedMNIST("train").tensors()[0]
+    return fit_degraded_prior(process, train, n_components=_budget(tier).prior_components,
+                              generator=_seeded("prior", run))
+
+
+def _sampler(process, steps: int | None, prior=None) -> str:
+    if isinstance(process, RowColumnAveraging):
+        start = (f"a {prior.weights.numel()}-component Gaussian mixture fitted to the fully degraded training digits"
+                 if prior is not None else "the fully degraded held-out digits")
+        return f"Bansal et al. Algorithm 2 over all T={process.T} steps, from {start}"
+    k = process.T if steps is None else steps
+    return (f"DDPM ancestral sampling (Ho et al. Algorithm 2, variance beta_tilde) on {k} of the T={process.T} "
+            f"steps{' (all of them)' if k == process.T else ' (respaced)'}, from N(0, I)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: curves (loss, FID and IS per epoch; the final numbers).
+# ---------------------------------------------------------------------------------------------
+
+
+def _loss_curve(record: dict[str, Any], per: int) -> dict[str, list]:
+    """The training log (mean loss every log interval) against epochs, and its mean over each epoch."""
+    steps, losses = record["curve"]["step"], record["curve"]["loss"]
+    by_epoch: dict[int, list[float]] = {}
+    for s, v in zip(steps, losses):
+        by_epoch.setdefault(math.ceil(s / per), []).append(v)
+    return {"epoch": [round(s / per, 4) for s in steps], "loss": losses,
+            "epoch_index": sorted(by_epoch), "epoch_mean_loss": [sum(v) / len(v) for _, v in sorted(by_epoch.items())]}
+
+
+def _curves(tier: str, progress: bool) -> Path:
+    t0 = time.perf_counter()
+    summary = _training(tier, progress)["data"]
+    ev, b = _eval(tier), _budget(tier)
+    data: dict[str, Any] = {"runs": {}, "final": {}, "final_fid": {}, "final_is": {}}
+    for run in CURVE_RUNS:
+        model, process, cfg = load_run(run, tier)
+        prior = _cold_prior(process, run, tier) if isinstance(process, RowColumnAveraging) else None
+        snaps = _snapshots(run, tier)
+        rec: dict[str, Any] = {"epoch": [], "step": [], "fid": [], "is": [], "is_std": [], "kid_mean": []}
+        bar = _bar(len(snaps), f"{run}: FID / IS per epoch", progress)
+        for epoch, path in snaps:
+            rec["step"].append(load_snapshot(model, path))
+            # the same x_T and the same sampling noise at every epoch: the curve shows the network changing
+            images = generate(model, process, b.curve_n, generator=_seeded("curve", run), steps=ev.steps,
+                              prior=prior, batch_size=ev.batch_size)
+            m = _metrics(images, "curve", run)
+            rec["epoch"].append(epoch)
+            for k in ("fid", "is", "is_std", "kid_mean"):
+                rec[k].append(m[k])
+            bar.update(1)
+        bar.close()
+        rec["sampler"] = _sampler(process, ev.steps, prior)
+        rec["n_samples"] = b.curve_n
+        rec["loss"] = _loss_curve(summary[run], _epoch_steps(cfg))
+        rec["final_loss"] = summary[run]["final_loss"]
+        data["runs"][run] = rec
+        # the final numbers, on the evaluation budget's larger sample (the last snapshot is the final network)
+        start = time.perf_counter()
+        images = generate(model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior,
+                          batch_size=ev.batch_size)
+        sample_s = time.perf_counter() - start
+        final = _metrics(images, "final", run)
+        final.update(epoch=rec["epoch"][-1], steps=ev.steps or process.T, sampler=_sampler(process, ev.steps, prior),
+                     sample_wall_s=round(sample_s, 2))
+        data["final"][run] = final
+        data["final_fid"][run], data["final_is"][run] = final["fid"], final["is"]
+        save_image_grid(images[:64], _figures(tier) / f"final_{run}.png", nrow=16)
+        data["final"][run]["figure"] = _rel(_figures(tier) / f"final_{run}.png", tier)
+    cfg_out = {"curve_n": b.curve_n, "final_n": ev.n, "steps": ev.steps, "reference": "mnist-embedded/heldout",
+               "runs": list(CURVE_RUNS), "prior_components": b.prior_components,
+               "note": "every epoch's samples start from the same x_T with the same sampling noise"}
+    return save_result(CHAPTER, "curves", data, cfg_out, tier, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: samples (grids at the report's epochs, scaled to the run).
+# ---------------------------------------------------------------------------------------------
+
+
+def _samples(tier: str, progress: bool) -> Path:
+    t0 = time.perf_counter()
+    _training(tier, progress)
+    b = _budget(tier)
+    data: dict[str, Any] = {"runs": {}, "report_epochs": list(REPORT_EPOCHS), "report_total_epochs": REPORT_TOTAL_EPOCHS}
+    for run in CURVE_RUNS:
+        model, process, cfg = load_run(run, tier)
+        prior = _cold_prior(process, run, tier) if isinstance(process, RowColumnAveraging) else None
+        snaps = _snapshots(run, tier)
+        picks = report_epochs(len(snaps))
+        rec: dict[str, Any] = {"n_epochs": snaps[-1][0], "epochs": [], "figures": [], "predicted_classes": [],
+                               "sampler": _sampler(process, b.grid_steps, prior), "n_samples": b.grid_n}
+        bar = _bar(len(picks), f"{run}: sample grids", progress)
+        for k in picks:
+            epoch, path = snaps[k - 1]
+            load_snapshot(model, path)
+            images = generate(model, process, b.grid_n, generator=_seeded("grid", run), steps=b.grid_steps, prior=prior)
+            fig = _figures(tier) / f"samples_{run}_epoch{k:03d}.png"
+            save_image_grid(images, fig, nrow=b.grid_n)
+            rec["epochs"].append(epoch)
+            rec["figures"].append(_rel(fig, tier))
+            rec["predicted_classes"].append(classifier_outputs(images)[1].argmax(1).tolist())
+            bar.update(1)
+        bar.close()
+        data["runs"][run] = rec
+    cfg_out = {"grid_n": b.grid_n, "grid_steps": b.grid_steps, "runs": list(CURVE_RUNS),
+               "note": "the report's epochs 1, 20, 40, 60, 100 of 100, scaled to the run's epochs; the same noise "
+                       "at every epoch"}
+    return save_result(CHAPTER, "samples", data, cfg_out, tier, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: cold (restoration, Algorithms 1 and 2, generation, direction dependence).
+# ---------------------------------------------------------------------------------------------
+
+
+def step_change(degradation: RowColumnAveraging, images: torch.Tensor) -> list[float]:
+    """Mean squared pixel change of each step, ||D(x, t - 1) - D(x, t)||^2 / pixels for t = 1..T, averaged
+    over ``images``. The D(., t) are nested orthogonal projections, so these add up to ||x - D(x, t)||^2."""
+    n, T = images.shape[0], degradation.T
+    out = []
+    prev = images
+    for t in range(1, T + 1):
+        cur = degradation.degrade(images, torch.full((n,), t, dtype=torch.int64))
+        out.append(float((prev - cur).square().mean()))
+        prev = cur
+    return out
+
+
+def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                   test_labels: torch.Tensor, l2: float = 1e-3, max_iter: int = 300) -> float:
+    """Held-out accuracy of a linear softmax classifier (L-BFGS, L2 penalty ``l2``) trained on standardised
+    features (N, d): how much of a digit's class a representation keeps, read out linearly."""
+    for name, f in (("train_features", train_features), ("test_features", test_features)):
+        if f.dim() != 2:
+            raise ValueError(f"{name} must be a (N, d) matrix, got shape {tuple(f.shape)}")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(f"train_features and test_features must have the same d, got {train_features.shape[1]} "
+                         f"and {test_features.shape[1]}")
+    mu, sd = train_features.double().mean(0), train_features.double().std(0).clamp(min=1e-6)
+    xtr, xte = (train_features.double() - mu) / sd, (test_features.double() - mu) / sd
+    k = int(max(train_labels.max(), test_labels.max())) + 1
+    W = torch.zeros(xtr.shape[1], k, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xtr @ W + bias, train_labels) + l2 * W.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((xte @ W + bias).argmax(1) == test_labels).double().mean())
+
+
+@torch.no_grad()
+def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[dict, dict]:
+    """Restore D(x0, T) three ways: R's one-shot guess R(x_T, T), Algorithm 1 and Algorithm 2."""
+    x_T = D.degrade(x0, D.T)
+    T = torch.full((batch,), D.T, dtype=torch.int64)
+    direct = torch.cat([model(x_T[i:i + batch], T[:x_T[i:i + batch].shape[0]]) for i in range(0, len(x0), batch)])
+    raw = {"direct": direct,
+           "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch, clamp=False),
+           "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch, clamp=False)}
+    outs = {name: out.clamp(-1, 1) for name, out in raw.items()}
+    stats = {}
+    for name, out in outs.items():
+        pred = classifier_outputs(out)[1].argmax(1)
+        stats[name] = {
+            "mse": float((out - x0).square().mean()), "l1": float((out - x0).abs().mean()),
+            "accuracy": float((pred == y).double().mean()),
+            "accuracy_per_class": [float((pred[y == c] == c).double().mean()) if (y == c).any() else None
+                                   for c in range(10)],
+            # how far the (unclipped) result is from agreeing with the observation: max |D(out, T) - x_T|
+            "consistency_error": float((D.degrade(raw[name], D.T) - x_T).abs().max()),
+        }
+    return stats, {"x_T": x_T, **outs}
+
+
+def _cold(tier: str, progress: bool) -> Path:
+    t0 = time.perf_counter()
+    summary = _training(tier, progress)["data"]
+    ev, b = _eval(tier), _budget(tier)
+    heldout = EmbeddedMNIST("heldout").subset(b.restore_n)
+    x0, y = heldout.tensors()
+    train_x, train_y = EmbeddedMNIST("train").tensors()
+    all_held_x, all_held_y = EmbeddedMNIST("heldout").tensors()
+    probe_idx = torch.randperm(len(train_x), generator=_seeded("probe"))[:b.probe_n]
+    px, py = train_x[probe_idx], train_y[probe_idx]
+    data: dict[str, Any] = {"runs": {}, "probe": {"pixels": probe_accuracy(px.flatten(1), py, all_held_x.flatten(1),
+                                                                           all_held_y)}}
+    pick = [int((y == c).nonzero()[0]) for c in range(10) if (y == c).any()]  # one digit per class for figures
+    bar = _bar(len(COLD_RUNS), "cold-diffusion restorers", progress)
+    for run in COLD_RUNS:
+        model, D, cfg = load_run(run, tier)
+        rec: dict[str, Any] = {"axis": D.axis, "order": D.order_name, "group": D.group, "T": D.T,
+                               "line_order": D.order, "final_loss": summary[run]["final_loss"],
+                               "loss": cfg.loss}
+        rec["restoration"], outs = _restore(model, D, x0, y, ev.batch_size)
+        grid = torch.cat([x0[pick]] + [outs[k][pick] for k in ("x_T", "direct", "alg1", "alg2")])
+        save_image_grid(grid, _figures(tier) / f"cold_restore_{run}.png", nrow=len(pick))
+        rec["restore_figure"] = _rel(_figures(tier) / f"cold_restore_{run}.png", tier)
+        prior = _cold_prior(D, run, tier)
+        x_T = prior.sample(ev.n, generator=_seeded("generate", run))
+        rec["generation"] = {}
+        gen = {}
+        for alg in (1, 2):
+            raw = generate(model, D, ev.n, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
+            gen[alg] = raw.clamp(-1, 1)
+            m = _metrics(gen[alg], "cold", run)
+            m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
+            rec["generation"][f"alg{alg}"] = m
+        rec["generation_fid"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
+        save_image_grid(torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), _figures(tier) / f"cold_generate_{run}.png",
+                        nrow=10)
+        rec["generate_figure"] = _rel(_figures(tier) / f"cold_generate_{run}.png", tier)
+        rec["step_change"] = step_change(D, all_held_x)
+        key = f"{D.axis}/g{D.group}"
+        if key not in data["probe"]:  # D(x, T) does not depend on the order: one probe per axis and group
+            data["probe"][key] = probe_accuracy(D.degraded_coords(px), py, D.degraded_coords(all_held_x), all_held_y)
+        data["runs"][run] = rec
+        bar.update(1)
+    bar.close()
+    data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
+    cfg_out = {"restore_n": len(x0), "generate_n": ev.n, "prior_components": b.prior_components,
+               "probe_n": len(px), "reference": "mnist-embedded/heldout",
+               "figure_rows": {"restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)",
+                                           "Algorithm 1", "Algorithm 2"],
+                               "generate": ["x_T drawn from the prior", "Algorithm 1", "Algorithm 2"]}}
+    return save_result(CHAPTER, "cold", data, cfg_out, tier, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: comparison (Report D Sec. 2.3, left blank: Gaussian DDPM vs cold diffusion, one protocol).
+# ---------------------------------------------------------------------------------------------
+
+
+def _comparison(tier: str, progress: bool) -> Path:
+    from ..memorisation import nearest_neighbours
+
+    t0 = time.perf_counter()
+    _training(tier, progress)
+    ev, b = _eval(tier), _budget(tier)
+    train_x = EmbeddedMNIST("train").tensors()[0]
+    rows: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, run: str, images: torch.Tensor, seconds: float, nfe: int, sampler: str, start: str) -> None:
+        m = _metrics(images, "comparison")
+        dist, _ = nearest_neighbours(images, train_x)
+        m.update(run=run, sampler=sampler, start=start, nfe=nfe, sample_s_per_1000=round(1000 * seconds / len(images), 2),
+                 nn_distance_mean=float(dist.mean()), nn_distance_median=float(dist.median()))
+        fig = _figures(tier) / f"comparison_{name}.png"
+        save_image_grid(images[:20], fig, nrow=10)
+        m["figure"] = _rel(fig, tier)
+        rows[name] = m
+
+    jobs = [("cnn", K) for K in b.compare_steps] + [("cnn_selu", b.selu_steps)]
+    bar = _bar(len(jobs) + 2, "comparison", progress)
+    for run, K in jobs:
+        model, schedule, _ = load_run(run, tier)
+        k = schedule.T if K is None else min(K, schedule.T)
+        starts = {"noise": None}
+        if run == "cnn_selu":  # its chain ends at alpha_bar_T = 0.36, far from N(0, I): also start where it trained
+            starts["matched"] = gaussian_data_prior(schedule, train_x, ev.n, generator=_seeded("matched"))
+        for start, x_T in starts.items():
+            t1 = time.perf_counter()
+            images = generate(model, schedule, ev.n, generator=_seeded("comparison"), steps=k, x_T=x_T,
+                              batch_size=ev.batch_size)
+            label = "N(0, I)" if x_T is None else "N(sqrt(alpha_bar_T) mu, alpha_bar_T Sigma + (1 - alpha_bar_T) I)"
+            add(f"ddpm_{run}_K{k}" + ("" if start == "noise" else "_matched"), run, images, time.perf_counter() - t1, k,
+                _sampler(schedule, k), label)
+            bar.update(1)
+    model, D, _ = load_run("cold_columns_random", tier)
+    prior = _cold_prior(D, "cold_columns_random", tier)
+    t1 = time.perf_counter()
+    images = generate(model, D, ev.n, generator=_seeded("comparison"), prior=prior, batch_size=ev.batch_size)
+    add("cold_columns_random_alg2", "cold_columns_random", images, time.perf_counter() - t1, D.T,
+        _sampler(D, None, prior), "Gaussian mixture of fully degraded training digits")
+    bar.update(1)
+    real = EmbeddedMNIST("train")
+    idx = torch.randperm(len(real), generator=_seeded("floor"))[:ev.n]
+    floor = _metrics(real.batch(idx)[0], "comparison")
+    held = heldout_reference()
+    dist, _ = nearest_neighbours(held, train_x)
+    floor.update(nn_distance_mean_heldout=float(dist.mean()), nn_distance_median_heldout=float(dist.median()))
+    bar.update(1)
+    bar.close()
+    best_ddpm = [name for name in rows if name.startswith("ddpm_cnn_K")][-1]  # the most sampling steps
+    data = {"rows": rows, "fid": {k: v["fid"] for k, v in rows.items()}, "is": {k: v["is"] for k, v in rows.items()},
+            "real_digits": floor, "ddpm_row": best_ddpm,
+            "fid_ddpm_vs_cold": {"gaussian_ddpm": rows[best_ddpm]["fid"],
+                                 "cold_diffusion": rows["cold_columns_random_alg2"]["fid"]}}
+    cfg_out = {"n": ev.n, "reference": "mnist-embedded/heldout", "batch_size": ev.batch_size,
+               "compare_steps": list(b.compare_steps), "prior_components": b.prior_components,
+               "load_average": list(os.getloadavg()),
+               "note": "real_digits: n random training digits measured the same way (the floor); their nearest-"
+                       "neighbour distance is that of the held-out digits to the training digits"}
+    return save_result(CHAPTER, "comparison", data, cfg_out, tier, time.perf_counter() - t0)
+
+
 PARTS: dict[str, Part] = {
     "training": Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
+    "curves": Part("curves", "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers",
+                   _curves, needs=["training"]),
+    "samples": Part("samples", "sample grids at the report's epochs (1, 20, 40, 60, 100 of 100, scaled)",
+                    _samples, needs=["training"]),
+    "cold": Part("cold", "cold diffusion: restoration, Algorithms 1 vs 2, generation, rows vs columns, orders",
+                 _cold, needs=["training"]),
+    "comparison": Part("comparison", "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)",
+                       _comparison, needs=["training"]),
 }
