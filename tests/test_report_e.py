@@ -1,0 +1,167 @@
+"""Report E's chapter parts at the smoke tier: they run end to end, write the keys that the notebook and the
+ledger read, keep smoke results (and the smoke network) out of the book's files, and share sampling seeds
+the way the chapter says they do.
+
+All parts run once per module (about 25 s on one CPU thread), in a temporary results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+
+import matplotlib.image
+import pytest
+import torch
+
+from diffusion_edu.experiments import report_e, run_chapter
+from diffusion_edu.experiments.common import EVAL_BUDGETS, result_path, runs_root
+from diffusion_edu.ledger import ENTRIES, ledger_rows
+from diffusion_edu.pretrained import PRETRAINED_DIR
+from diffusion_edu.results import read_results
+
+PARTS = ("schedules", "guidance", "repeatability", "pretrained")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Every part of the chapter at the smoke tier, in a throwaway checkout-like folder."""
+    root = tmp_path_factory.mktemp("book")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DIFFUSION_EDU_RESULTS", str(root / "results"))
+    shipped = {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.pt")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_chapter("report_e", "smoke", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    records = {p: read_results(result_path("report_e", p, "smoke")) for p in ("training", *PARTS)}
+    yield root, records, shipped
+    mp.undo()
+
+
+def test_parts_write_smoke_results_outside_the_book(smoke):
+    """Smoke numbers mean nothing: they go under runs/smoke/results, never into results/."""
+    root, records, _ = smoke
+    assert all(r["tier"] == "smoke" for r in records.values())
+    assert not (root / "results" / "report_e").exists()
+    assert result_path("report_e", "guidance", "smoke").is_relative_to(root / "runs" / "smoke" / "results")
+
+
+def test_schedules_has_every_run_and_metric(smoke):
+    """Table 2 needs FID, IS and conditional accuracy for all four T x schedule networks, at w = 0.2."""
+    data = smoke[1]["schedules"]["data"]
+    assert data["w"] == report_e.SWEEP_W == 0.2 and data["runs"] == list(report_e.RUNS)
+    for key in ("fid", "is", "kid_mean", "conditional_accuracy", "T", "schedule", "figures", "sample_wall_time_s"):
+        assert set(data[key]) == set(report_e.RUNS), key
+    assert data["T"] == {"T1000_linear": 1000, "T4000_linear": 4000, "T1000_cosine": 1000, "T4000_cosine": 4000}
+    assert all(0.0 <= a <= 1.0 for a in data["conditional_accuracy"].values())
+    assert smoke[1]["schedules"]["config"]["sampler"]["n"] == EVAL_BUDGETS["smoke"].n
+
+
+def test_guidance_curve_covers_report_and_beyond(smoke):
+    """Table 3's w in {0, 0.2, 0.5} and the weights beyond it, every metric keyed the same way."""
+    data = smoke[1]["guidance"]["data"]
+    assert data["w"] == [0.0, 0.2, 0.5, 1.0, 2.0, 4.0]
+    assert data["keys"] == ["0", "0.2", "0.5", "1", "2", "4"]
+    for key in ("fid", "is", "is_std", "kid_mean", "conditional_accuracy", "figures", "sample_wall_time_s"):
+        assert list(data[key]) == data["keys"], key
+
+
+def test_common_random_numbers_across_parts(smoke):
+    """The same network, w and seed give the same samples: the guidance part's w = 0.2 point, the schedules
+    part's T=1000 linear row and the first repeatability run are one measurement, so the chapter's tables
+    agree, and the guidance curve compares every w on the same starting noise."""
+    rec = smoke[1]
+    g = rec["guidance"]["data"]
+    s = rec["schedules"]["data"]
+    first = rec["repeatability"]["data"]["runs"][0]
+    assert first["seed"] == report_e.SEED
+    for metric in ("fid", "is", "conditional_accuracy"):
+        assert g[metric]["0.2"] == s[metric]["T1000_linear"] == first[metric]
+
+
+def test_repeatability_summary_matches_its_runs(smoke):
+    """Mean and standard deviation are those of the five per-seed FIDs; FID against n ends at the pool."""
+    data = smoke[1]["repeatability"]["data"]
+    fids = [r["fid"] for r in data["runs"]]
+    assert [r["seed"] for r in data["runs"]] == list(report_e.REPEAT_SEEDS)
+    assert len(set(fids)) == len(fids), "different seeds must give different samples"
+    assert data["fid"]["mean"] == pytest.approx(statistics.fmean(fids))
+    assert data["fid"]["std"] == pytest.approx(statistics.stdev(fids))
+    n = data["n"]
+    assert n == EVAL_BUDGETS["smoke"].n
+    counts = data["fid_by_n"]["n"]
+    assert counts == sorted(counts) and n in counts and counts[-1] == n * len(report_e.REPEAT_SEEDS)
+    assert len(data["fid_by_n"]["fid"]) == len(counts)
+
+
+def test_sample_grids_are_one_row_per_digit(smoke):
+    """Each figure named in a results file exists: 10 rows (digits) of min(8, n / 10) samples, 28 px + padding."""
+    per_class = min(report_e.GRID_PER_CLASS, EVAL_BUDGETS["smoke"].n // 10)
+    for part in ("schedules", "guidance"):
+        for rel in smoke[1][part]["data"]["figures"].values():
+            img = matplotlib.image.imread(report_e.figure_file(rel, "smoke"))
+            assert img.shape[:2] == (10 * 30 + 2, per_class * 30 + 2), rel
+
+
+def test_pretrained_smoke_export_never_touches_the_shipped_network(smoke):
+    """The smoke tier exports to runs/smoke/pretrained; the package's shipped files stay as they were. The
+    exported network loads and samples digits of the asked class shape."""
+    from diffusion_edu.checkpoint import load_model
+
+    root, records, shipped = smoke
+    assert {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.pt")} == shipped
+    path = runs_root("smoke") / "pretrained" / "report_e.pt"
+    assert path.is_file() and path.is_relative_to(root)
+    data = records["pretrained"]["data"]
+    assert data["source"]["run"] == "T1000_linear" and data["source"]["tier"] == "smoke"
+    model, schedule, _ = load_model(path, ema=False, device="cpu")
+    images, labels, _ = report_e.guided_samples(model, schedule, 10, 0.5, 0, "smoke")
+    assert images.shape == (10, 1, 28, 28) and labels.tolist() == list(range(10))
+
+
+def test_ledger_reads_every_report_e_key(smoke, tmp_path):
+    """Every Report E ledger row finds its number in the files the parts write (a renamed key would raise),
+    once the files are stamped with a real tier."""
+    src = runs_root("smoke") / "results"
+    for part in PARTS:
+        rec = json.loads((src / "report_e" / f"{part}.json").read_text())
+        rec["tier"] = "cpu"
+        (tmp_path / "report_e").mkdir(exist_ok=True)
+        (tmp_path / "report_e" / f"{part}.json").write_text(json.dumps(rec))
+    entries = [e for e in ENTRIES if e.report == "E"]
+    assert {e.results for e in entries} <= {f"report_e/{p}.json" for p in PARTS}
+    rows = ledger_rows(entries, tmp_path)
+    assert all(r.verdict != "not yet re-run" and r.book_value is not None for r in rows)
+    ranking = next(r for r in rows if r.entry.key == "fid" and r.entry.results.endswith("guidance.json"))
+    assert ranking.verdict in ("reproduced", "not reproduced")  # a judged ranking, not "not comparable"
+    shutil.rmtree(tmp_path / "report_e")
+
+
+def test_class_labels_ask_for_every_digit_equally():
+    """100 of each digit at the cpu tier's 1,000 samples; cycled so that any n stays balanced to within one."""
+    counts = torch.bincount(report_e.class_labels(1000), minlength=10)
+    assert counts.tolist() == [100] * 10
+    small = torch.bincount(report_e.class_labels(64), minlength=10)
+    assert int(small.max() - small.min()) <= 1 and int(small.sum()) == 64
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="n must be"):
+            report_e.class_labels(bad)
+
+
+def test_w_key_names_weights_as_the_ledger_does():
+    """Keys are the shortest decimal form, so the ledger's ("fid", "0.2") and ranking "0.2 < 0 < 0.5" match."""
+    assert [report_e.w_key(w) for w in report_e.GUIDANCE_WEIGHTS] == ["0", "0.2", "0.5", "1", "2", "4"]
+
+
+def test_class_grid_orders_rows_by_digit_and_checks_counts():
+    """Row c of the grid holds the first samples asked to be digit c, in order."""
+    labels = report_e.class_labels(30)
+    images = torch.arange(30, dtype=torch.float32).reshape(30, 1, 1, 1).expand(30, 1, 2, 2)
+    grid = report_e.class_grid(images, labels, per_class=3)
+    assert grid[:, 0, 0, 0].tolist() == [c + 10 * k for c in range(10) for k in range(3)]
+    with pytest.raises(ValueError, match="per_class=4"):
+        report_e.class_grid(images, labels, per_class=4)
