@@ -129,9 +129,9 @@ def test_colab_tiers_fit_about_an_hour_on_a_t4():
     """The colab tier is sized by the book's estimate: both chapters' plans take 30-65 minutes on a T4."""
     from diffusion_edu.experiments import report_b
 
-    for module, plan in ((report_c, lambda f: report_c.colab_plan(f)), (report_b, lambda f: report_b.colab_plan())):
+    for module in (report_c, report_b):
         flops = cifar.network_flops(module.config("colab"))
-        est = cifar.plan_estimate(flops, plan(flops), cifar.measured_utilisation(flops))
+        est = cifar.plan_estimate(flops, module.colab_plan(), cifar.measured_utilisation(flops))
         assert 30 * 60 < est["central_seconds"] < 65 * 60, (module.CHAPTER, est["central_seconds"] / 60)
 
 

@@ -118,7 +118,7 @@ def _guidance(tier: str, progress: bool):
     t0 = time.perf_counter()
     s = SAMPLING[tier]
     model, schedule = _model(tier, progress)
-    refs = {name: cifar10(split, tier).tensors()[0] for name, split in REFERENCE_SPLITS.items()}
+    refs = {name: cifar10(split, tier).images for name, split in REFERENCE_SPLITS.items()}  # uint8
     folder = result_path(CHAPTER, "guidance", tier).parent / "guidance_grids"
     grids, metrics, walls = {}, {}, {}
     from ..viz import save_image_grid

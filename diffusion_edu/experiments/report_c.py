@@ -84,13 +84,7 @@ def config(tier: str) -> TrainConfig:
     return get_preset("c_cifar10").replace(**TIER_OVERRIDES.get(tier, {}))
 
 
-def eval_plan(tier: str) -> dict[str, Any]:
-    """The evaluation settings at ``tier`` (checkpoints, sample counts, sampler)."""
-    check_cifar_tier(tier)
-    return dict(EVAL[tier])
-
-
-def colab_plan(flops: dict[str, float]) -> dict[str, Any]:
+def colab_plan() -> dict[str, Any]:
     """The colab tier's work, as counts of network evaluations, for :func:`plan_estimate`."""
     cfg, ev = config("colab"), EVAL["colab"]
     n = max(ev["n"])
@@ -114,7 +108,7 @@ def _costs(tier: str, progress: bool):
         "params_m": flops.pop("params") / 1e6,
         "flops": flops,
         "utilisation": util,
-        "colab_plan": plan_estimate(flops, colab_plan(flops), util),
+        "colab_plan": plan_estimate(flops, colab_plan(), util),
         "paper_run": plan_estimate(flops, {"train_images": PAPER["steps"] * PAPER["batch"]}, util, device="h100"),
         "report_run": {"steps": REPORT["steps"], "it_per_s": REPORT["it_per_s"]},
     }
@@ -172,7 +166,7 @@ def _evaluate(tier: str, progress: bool):
     run_dir = runs_root(tier) / CHAPTER / RUN
     if tier == "smoke" and not (run_dir / "checkpoint.pt").is_file():
         _train(tier, progress)
-    refs = {name: cifar10(split, tier).tensors()[0] for name, split in REFERENCE_SPLITS.items()}
+    refs = {name: cifar10(split, tier).images for name, split in REFERENCE_SPLITS.items()}  # uint8
     rows, grids, walls = [], {}, {}
     grid_dir = result_path(CHAPTER, "evaluation", tier).parent / "evaluation_grids"
     for step in ev["steps"]:
