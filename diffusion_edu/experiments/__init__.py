@@ -23,6 +23,8 @@ __all__ = ["CHAPTERS", "get_chapter", "run_chapter", "load_result", "EVAL_BUDGET
 # chapter name -> module (imported lazily: each pulls in torch models and the metrics kit)
 CHAPTERS: dict[str, str] = {
     "report_a": "diffusion_edu.experiments.report_a",
+    "report_b": "diffusion_edu.experiments.report_b",
+    "report_c": "diffusion_edu.experiments.report_c",
     "report_d": "diffusion_edu.experiments.report_d",
     "report_e": "diffusion_edu.experiments.report_e",
     "measuring": "diffusion_edu.experiments.measuring",
