@@ -290,8 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in s["loops"].items():
             print(f"ddim-50 {preset:13s} {name:14s} {r['img_s']:9.2f} img/s  overhead {100 * r['overhead']:6.1f}% "
                   f"(bare network {s['bare_network_s']:.3f} s)", flush=True)
+    from peers.training import attention_diagnostic
+
+    batch = args.batch or (4 if args.tiny else 8 if device_type == "cpu" else 128)
+    diagnostics = {"package_attention": attention_diagnostic(device, mode, batch, channels=32 if args.tiny else 256)}
+    a = diagnostics["package_attention"]
+    print(f"package attention kernels {a['kernels']}, fwd+bwd {a['fwd_bwd_s']}")
     data: dict[str, Any] = {
-        "device": device_type, "device_name": device_name, "mode": mode, "versions": versions(),
+        "device": device_type, "diagnostics": diagnostics, "device_name": device_name, "mode": mode, "versions": versions(),
         "training": training, "sampling": sampling, "mfu": mfu_rows(training, device_name),
         "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
     }

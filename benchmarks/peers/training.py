@@ -31,7 +31,7 @@ from diffusion_edu.training import TrainingRun
 
 from .configs import diffusers_unet_kwargs, lucidrains_unet_kwargs
 
-__all__ = ["StepBench", "load_data", "build_step", "autocast"]
+__all__ = ["StepBench", "load_data", "build_step", "autocast", "attention_diagnostic"]
 
 LR, CLIP, EMA_DECAY, T = 2e-4, 1.0, 0.9999, 1000
 
@@ -171,3 +171,51 @@ def build_step(library: str, preset: str, kw: dict[str, Any], data: ImageDataset
     if library in ("lucidrains", "lucidrains_default"):
         return _lucidrains(preset, kw, data, batch, device, mode, default=library == "lucidrains_default")
     raise ValueError(f"library must be diffusion_edu, diffusers, lucidrains or lucidrains_default, got {library!r}")
+
+
+def attention_diagnostic(device: torch.device, mode: dict[str, Any], batch: int, channels: int = 256,
+                         size: int = 16, repeats: int = 5) -> dict[str, Any]:
+    """Which scaled-dot-product-attention kernel the package's attention block (the CIFAR-10 preset's
+    16x16 layer) reaches, and its forward + backward time as it is and with q, k, v made contiguous.
+
+    The fused kernels want the head dimension contiguous in memory; ``AttentionBlock`` hands SDPA
+    transposed views, which can send it to the unfused math kernel. This records what happens here.
+    """
+    import time
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from diffusion_edu.models.unet_blocks import AttentionBlock
+
+    from .flops import sync
+
+    block = AttentionBlock(channels, 1, 32).to(device)
+    x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
+
+    def contiguous_variant() -> torch.Tensor:  # the block's forward with contiguous q, k, v
+        B, C, H, W = x.shape
+        qkv = block.qkv(block.norm(x)).reshape(B, 3, 1, C, H * W)  # (B, 3, heads, d, HW)
+        q, k, v = (u.contiguous() for u in qkv.transpose(-1, -2).unbind(1))  # each (B, heads, HW, d)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(B, C, H, W)
+        return x + block.proj(h)
+
+    def timed(fn) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            sync(device)
+            start = time.perf_counter()
+            with autocast(device, mode):
+                out = fn()
+            out.float().sum().backward()
+            sync(device)
+            times.append(time.perf_counter() - start)
+        return sorted(times[1:])[len(times[1:]) // 2]  # median after one warm-up
+
+    kernels = {}
+    for name, fn in (("as_is", lambda: block(x)), ("contiguous_qkv", contiguous_variant)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof, autocast(device, mode):
+            fn().float().sum().backward()
+        kernels[name] = sorted({e.key for e in prof.key_averages() if "scaled_dot_product" in e.key and
+                                e.key != "aten::scaled_dot_product_attention"})
+    return {"channels": channels, "size": size, "batch": batch, "kernels": kernels,
+            "fwd_bwd_s": {"as_is": timed(lambda: block(x)), "contiguous_qkv": timed(contiguous_variant)}}
