@@ -47,3 +47,19 @@ notebooks: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# Peer benchmark (issue 9): diffusers and denoising-diffusion-pytorch are not dependencies of the book;
+# they go into their own venv, benchmarks/.venv (the book's pinned stack + benchmarks/requirements-peers.txt,
+# torch held by constraints.txt), then benchmarks/bench_peers.py runs on this machine's device and writes
+# results/benchmarks/peers_<device>.json. Run it on an idle machine: BENCH_ARGS="--threads 2" by default.
+.PHONY: bench-peers
+PEERS_VENV := benchmarks/.venv
+BENCH_ARGS ?= --threads 2
+
+$(PEERS_VENV)/.installed: requirements.txt constraints.txt pyproject.toml benchmarks/requirements-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PY) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q -c constraints.txt -r requirements.txt -r benchmarks/requirements-peers.txt 2>&1 | { $(PIP_QUIET); }
+	touch $@
+
+bench-peers: $(PEERS_VENV)/.installed
+	$(PEERS_VENV)/bin/python benchmarks/bench_peers.py $(BENCH_ARGS)
