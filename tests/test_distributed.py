@@ -306,3 +306,24 @@ def test_torchrun_with_a_global_batch_it_cannot_split_exits_with_the_reason(tmp_
     assert proc.returncode != 0
     assert "error: TrainConfig.batch_size=7 is the global batch" in proc.stderr
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
+def test_the_ddp_benchmark_writes_a_results_file(tmp_path, monkeypatch):
+    """benchmarks/bench_ddp.py is where the scaling is measured: at toy size it still launches one plain
+    process and a two-process gloo group and writes the efficiency img/s(2) / (2 img/s(1))."""
+    from diffusion_edu.results import read_results
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_ddp
+
+    out = tmp_path / "ddp.json"
+    assert bench_ddp.main(["--presets", "d_cnn", "--device", "cpu", "--nprocs", "2", "--modes", "strong",
+                           "--batch", "8", "--steps", "1", "--windows", "1", "--warmup", "0",
+                           "--no-threads-reference", "--out", str(out)]) == 0
+    record = read_results(out)
+    assert record["name"] == "benchmarks/ddp_cpu" and record["config"]["nprocs"] == [1, 2]
+    d_cnn = record["data"]["presets"]["d_cnn"]
+    one, two = d_cnn["strong"]["n_1"], d_cnn["strong"]["n_2"]
+    assert (one["backend"], one["per_process_batch"], two["backend"], two["per_process_batch"]) == (None, 8, "gloo", 4)
+    assert one["global_batch"] == two["global_batch"] == 8
+    assert d_cnn["strong_efficiency"]["n_2"] == round(two["img_per_s"] / (2 * one["img_per_s"]), 3)
