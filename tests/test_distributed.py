@@ -5,8 +5,9 @@ What is pinned: two processes with the same global batch train the single-proces
 t, eps, flips and label drops; the gradient average is the global batch's gradient); every process
 holds the same weights and EMA; process 0 alone writes files and runs callbacks; a resume with the
 same process count is exact, dropout included; a two-process checkpoint resumed by one process
-continues the same run; a global batch the process count does not divide is refused before any
-process waits for another. The networks are test_training.py's TinyNet, a few steps each.
+continues the same run; a NaN on one process stops all of them at its step; a global batch the
+process count does not divide is refused before any process waits for another; the benchmark runs.
+The networks are test_training.py's TinyNet (and a tiny Report E U-Net for torchrun), a few steps each.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from diffusion_edu import train
+from diffusion_edu import NonFiniteLossError, train
 from diffusion_edu.checkpoint import derived_seed, load_checkpoint
 from diffusion_edu.cli import main as cli_main
 from diffusion_edu.distributed import DistributedLaunchError, check_global_batch, dropout_seed, launch
 from diffusion_edu.losses import discriminator_term
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_training import _weights, tiny_config, tiny_net  # noqa: E402
+from test_training import _NaNAfter, TinyNet, _weights, tiny_config, tiny_net  # noqa: E402
 
 # Every random stream of the loop but dropout (flips, label drops, t, eps, the data order), warm-up,
 # clipping, EMA, sample grids; 12 steps of a global batch of 8 cross an epoch boundary at step 8.
@@ -109,6 +110,14 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
             torch.save({"model": _weights(result.model), "ema": _weights(result.ema), "counts": dict(counts),
                         "bars": list(_Bar.enabled), "step": result.step, "labels": net.seen_labels},
                        Path(root, f"{name}.rank{rank}.pt"))
+        # A loss that turns NaN at step 6 on process 1 only (log_every=8: read back at step 8).
+        net = _NaNAfter(bad_call=6) if rank == 1 else TinyNet()
+        try:
+            train(tiny_config(log_every=8, checkpoint_every=4), Path(root, "nan"), model=net, progress=False)
+            message = "no error"
+        except NonFiniteLossError as e:
+            message = str(e)
+        Path(root, f"nan.rank{rank}.txt").write_text(message)
     finally:
         dist.destroy_process_group()
 
@@ -193,6 +202,17 @@ def test_process_0_alone_writes_files_shows_progress_and_runs_callbacks(runs):
         assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "log.jsonl", "samples"]
         assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_0000006.png", "step_0000012.png"]
         assert [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()] == [2, 4, 6, 8, 10, 12]
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process_at_that_step(runs):
+    """The loss became NaN on process 1 at step 6 (process 0's own loss only at step 7, after the NaN
+    gradient was averaged in): both processes stop with step 6, and the checkpoint of step 4 stays."""
+    for rank in (0, 1):
+        assert (runs / f"nan.rank{rank}.txt").read_text() == (
+            f"the loss became nan at step 6: training stopped; the last good checkpoint (step 4) is kept at "
+            f"{runs / 'nan' / 'checkpoint.pt'}")
+    state = load_checkpoint(runs / "nan" / "checkpoint.pt")
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 def test_resume_with_the_same_process_count_is_exact_dropout_included(runs):
