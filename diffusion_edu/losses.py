@@ -157,7 +157,7 @@ def cold_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, degrada
 
 
 def discriminator_term(discriminator: torch.nn.Module, x_pred: torch.Tensor, y: torch.Tensor,
-                       num_classes: int) -> torch.Tensor:
+                       num_classes: int, kept: torch.Tensor | float | None = None) -> torch.Tensor:
     """Report A's extra term (its Eqs. 8-9): || softmax(D(x_pred)) - onehot(y) ||^2, averaged over the
     images whose label was not dropped to the null label (``y == num_classes``; 0 if none is left).
 
@@ -170,10 +170,14 @@ def discriminator_term(discriminator: torch.nn.Module, x_pred: torch.Tensor, y: 
     the input to D's range [-1, 1] (x0_pred from an eps-prediction divides by sqrt(alpha_bar_t), which
     is tiny at large t, and would otherwise feed D values far outside anything it has seen).
 
-    x_pred: (B, 1, 28, 28) in [-1, 1]; y: (B,) int64 in 0..num_classes.
+    x_pred: (B, 1, 28, 28) in [-1, 1]; y: (B,) int64 in 0..num_classes. kept: what the sum over the
+    kept images is divided by (default: their number here, at least 1). Under DDP each process holds a
+    slice of the global batch and passes the global batch's count divided by the number of processes,
+    so that the mean of the processes' terms (what DDP's gradient averaging optimises) is the global
+    batch's term.
     """
     keep = y != num_classes  # (B,) rows that carry a real label
     probs = F.softmax(discriminator(x_pred).float(), dim=1)  # (B, num_classes)
     onehot = F.one_hot(y.clamp(max=num_classes - 1), num_classes).to(probs.dtype)
     per_image = (probs - onehot).square().sum(dim=1)  # (B,)
-    return (per_image * keep).sum() / keep.sum().clamp(min=1)
+    return (per_image * keep).sum() / (keep.sum().clamp(min=1) if kept is None else kept)

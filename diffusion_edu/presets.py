@@ -325,6 +325,7 @@ def _cmd_train(args) -> int:
 
     from .checkpoint import CheckpointError
     from .data import DatasetNotAvailableError
+    from .distributed import DistributedLaunchError, env_rank
     from .training import NonFiniteLossError, train
 
     sets = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else []) \
@@ -339,14 +340,20 @@ def _cmd_train(args) -> int:
 
         torch.set_num_threads(args.threads)
     out = args.out or f"runs/{args.preset}"
-    print(f"training preset {args.preset!r} ({config.steps} steps) into {out}", file=sys.stderr)
+    main = env_rank() == 0  # under torchrun only process 0 prints (each process runs this command)
+    if main:
+        print(f"training preset {args.preset!r} ({config.steps} steps) into {out}", file=sys.stderr)
     try:
         result = train(config, out, resume=args.resume, progress=args.progress)
+    except DistributedLaunchError as e:  # e.g. a global batch the number of processes does not divide
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (DatasetNotAvailableError, CheckpointError, NonFiniteLossError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, "checkpoint": str(result.checkpoint),
-                      "wall_time_s": round(result.wall_time_s, 1)}))
+    if main:
+        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, "checkpoint": str(result.checkpoint),
+                          "wall_time_s": round(result.wall_time_s, 1)}))
     return 0
 
 
@@ -359,7 +366,9 @@ def add_cli(subparsers) -> None:
         "train", help="train a network from a preset (resumes by default)",
         description="Train one of the reports' configurations. Outputs: OUT/config.json, log.jsonl, "
                     "checkpoint.pt, samples/. Offline, start with --preset quick_mnist, or add "
-                    "--set dataset=mnist-embedded to an MNIST preset.",
+                    "--set dataset=mnist-embedded to an MNIST preset. On several GPUs (or CPU processes) "
+                    "launch it with torchrun: torchrun --nproc_per_node N -m diffusion_edu train ... "
+                    "(batch_size is then the global batch, split over the N processes).",
         epilog="presets:\n" + listing, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, choices=list(PRESETS), metavar="NAME", help="a preset (listed below)")
     p.add_argument("--steps", type=int, help="number of optimisation steps (overrides the preset's)")

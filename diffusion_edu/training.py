@@ -7,6 +7,11 @@ rate, gradient norm, images per second), ``checkpoint.pt`` (atomic; see :mod:`di
 and ``samples/step_NNNNNNN.png``. Run it again with ``resume=True`` (the default) and it continues
 from the checkpoint as if it had never stopped: same batches, same noise, same weights.
 
+Under ``torchrun`` the same loop trains on several processes with DistributedDataParallel:
+``TrainConfig.batch_size`` is then the global batch, every process draws it and trains on its slice,
+and process 0 alone writes files (see :mod:`diffusion_edu.distributed` for the conventions and the
+resume rule). Without torchrun there is no process group and nothing changes.
+
 The loop reads values back from the device only at log, checkpoint, sample and callback steps.
 """
 
@@ -29,6 +34,7 @@ from .checkpoint import (
     save_checkpoint, truncate_log,
 )
 from .data import ImageDataset, load_dataset
+from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .presets import PRESETS, TrainConfig, add_cli, get_preset
 from .results import atomic_write_bytes
@@ -71,6 +77,9 @@ class TrainingRun:
                  degradation: Any = None, dataset: ImageDataset | None = None):
         cfg = self.config = config
         dev = self.device = resolve_device(device or config.device)
+        self.dist: DistributedContext | None = current()  # None: a plain single-process run
+        if self.dist is not None:
+            check_global_batch(cfg.batch_size, self.dist.world_size)
         ds = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.split)
         if cfg.subset is not None:
             ds = ds.subset(cfg.subset)
@@ -80,7 +89,8 @@ class TrainingRun:
         if model is None:
             torch.manual_seed(derived_seed(cfg.seed, "init"))
             model = build_network(cfg)
-        torch.manual_seed(derived_seed(cfg.seed, "dropout"))  # the global RNG: dropout masks
+        # The global RNG (dropout masks): one stream per process, process 0's is the single-process one.
+        torch.manual_seed(dropout_seed(cfg.seed, self.dist.rank if self.dist is not None else 0))
         self.model = model.to(dev).train()  # the raw module: checkpoints hold its state_dict
         self.model.parameterization = cfg.parameterization
         self._check_network(ds)
@@ -91,7 +101,14 @@ class TrainingRun:
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
         self.amp_dtype = torch.bfloat16 if bf16 else None
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if cfg.ema_decay is not None else None
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        net, self.shard = self.model, None
+        if self.dist is not None:
+            net = self.dist.wrap(self.model, dev)  # DDP: process 0's weights are broadcast to all
+            if self.ema is not None:
+                ema_update(self.ema, self.model, 0.0)  # the EMA starts from the broadcast weights
+            if self.dist.world_size > 1:
+                self.shard = self.dist.shard(cfg.batch_size)  # this process's part of each global batch
+        self.forward = torch.compile(net) if cfg.compile else net
         opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.schedule = self.tables = self.degradation = self.discriminator = None
@@ -153,20 +170,28 @@ class TrainingRun:
 
     def train_step(self) -> torch.Tensor:
         """One optimisation step (Ho et al. Algorithm 1 on one batch); returns the detached loss
-        without reading it back from the device. Random draws, in order: flips, label drops, t, eps."""
+        without reading it back from the device. Random draws, in order: flips, label drops, t, eps,
+        all for the global batch; under DDP this process then keeps its slice (``self.shard``) and the
+        loss is the mean over that slice (DDP averages the gradients over the processes)."""
         cfg, dev, gen = self.config, self.device, self.generator
         step = self.step + 1
         x0, y = self.data.batch(self.order.next())
         x0, y = augment_batch(x0, y, hflip=cfg.hflip, p_uncond=cfg.p_uncond, null_label=self.num_classes,
                               generator=gen)
+        T = self.tables.T if self.tables is not None else int(self.degradation.T)
+        t = sample_timesteps(x0.shape[0], T, gen, dev)
+        eps = torch.randn(x0.shape, generator=gen, device=dev) if self.tables is not None else None
+        kept = None  # the discriminator term's denominator: None = this batch's count of real labels
+        if self.shard is not None:
+            if self.discriminator is not None:  # the global batch's count, shared out over the processes
+                kept = (y != self.num_classes).sum().clamp(min=1) / self.dist.world_size
+            x0, y, t = x0[self.shard], y[self.shard], t[self.shard]
+            eps = eps[self.shard] if eps is not None else None
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         labels = y if self.num_classes is not None else None
-        T = self.tables.T if self.tables is not None else int(self.degradation.T)
-        t = sample_timesteps(x0.shape[0], T, gen, dev)
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             if self.tables is not None:
-                eps = torch.randn(x0.shape, generator=gen, device=dev)
                 loss, output, xt = gaussian_loss(self.forward, x0, t, eps, self.tables, cfg.parameterization,
                                                  cfg.loss, labels)
                 if self.discriminator is not None:
@@ -174,7 +199,8 @@ class TrainingRun:
                     x_pred = (tab.x0_from_output(output, xt, t, p) if cfg.disc_input == "x0"
                               else tab.mu_from_output(output, xt, t, p))
                     x_pred = x_pred.float().clamp(-1.0, 1.0)
-                    loss = loss + cfg.disc_weight * discriminator_term(self.discriminator, x_pred, y, self.num_classes)
+                    loss = loss + cfg.disc_weight * discriminator_term(self.discriminator, x_pred, y,
+                                                                       self.num_classes, kept)
             else:
                 loss, _ = cold_loss(self.forward, x0, t, self.degradation, cfg.loss, labels)
             aux = getattr(self.model, "aux_loss", None)
@@ -193,8 +219,10 @@ class TrainingRun:
         return loss.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        """The checkpoint: weights, EMA, optimizer, step, RNG and data-order state, config (plain data)."""
-        return {
+        """The checkpoint: weights, EMA, optimizer, step, RNG and data-order state, config (plain data).
+        Under DDP every process must call it (it gathers each process's dropout RNG state into
+        ``rng_per_process``, with ``world_size``); process 0 saves it."""
+        state = {
             "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.config.to_dict(),
             "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(), "rng": capture_rng_state(self.generator, self.device),
@@ -202,6 +230,10 @@ class TrainingRun:
             "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
             "torch_version": str(torch.__version__),  # TorchVersion is a class: keep plain str
         }
+        if self.dist is not None:
+            state["world_size"] = self.dist.world_size
+            state["rng_per_process"] = self.dist.gather_rng(self.device)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint made by :meth:`state_dict` (the next step continues exactly)."""
@@ -214,6 +246,8 @@ class TrainingRun:
             raise CheckpointError(f"the checkpoint does not fit this run's network or optimizer: {e}") from e
         self.order.load_state_dict(state["data_order"])
         restore_rng_state(state["rng"], self.generator, self.device)
+        if self.dist is not None:
+            self.dist.restore_rng(state, self.device, self.config.seed)
         self.step = int(state["step"])
 
 
@@ -257,6 +291,11 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     (your own network; a stand-in classifier; a stand-in degradation).
     A NaN or infinite loss raises :class:`NonFiniteLossError` naming the step; the checkpoint on disk
     is then the last good one. The caller's global random state is left as it was.
+
+    Under ``torchrun`` (or in a process group the caller set up) every process calls ``train`` with
+    the same arguments and ``out_dir`` (on a file system they all see); ``config.batch_size`` is the
+    global batch. Process 0 writes the files and runs the callbacks; when ``train`` returns, on any
+    process, the files are written. See :mod:`diffusion_edu.distributed`.
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     out = Path(out_dir)
@@ -265,33 +304,39 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     callbacks = [callbacks] if callable(callbacks) else list(callbacks or [])
     if callbacks and not config.callback_every:
         raise ValueError("callbacks were given but TrainConfig.callback_every is 0, so they would never run")
-    previous = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
-    if previous is not None:
-        now = config.to_dict()
-        changed = sorted(k for k, v in previous["config"].items() if now.get(k) != v and k not in _RESUMABLE)
-        if changed:
-            raise CheckpointError(f"{ckpt_path} belongs to a run with a different config (fields {changed} differ); "
-                                  "use another out_dir, or resume=False to start over")
-    device = resolve_device(config.device)
-    with forked_rng(device):
-        run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation)
-        wall = 0.0
+    with launch(config.device, config.batch_size) as (ctx, device):  # (None, device) without torchrun
+        main = ctx is None or ctx.is_main
+        previous = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
         if previous is not None:
-            run.load_state_dict(previous)
-            wall = float(previous.get("wall_time_s", 0.0))
-            truncate_log(log_path, run.step)
-        else:  # a fresh start: nothing of an earlier run in out_dir may be resumed or mixed in later
-            log_path.unlink(missing_ok=True)
-            ckpt_path.unlink(missing_ok=True)
-        atomic_write_bytes(out / "config.json", (json.dumps(config.to_dict(), indent=1) + "\n").encode())
-        return _loop(run, out, progress, callbacks, wall, has_checkpoint=previous is not None)
+            now = config.to_dict()
+            changed = sorted(k for k, v in previous["config"].items() if now.get(k) != v and k not in _RESUMABLE)
+            if changed:
+                raise CheckpointError(f"{ckpt_path} belongs to a run with a different config (fields {changed} "
+                                      "differ); use another out_dir, or resume=False to start over")
+        if ctx is not None:  # every process has read the same checkpoint before process 0 changes out_dir
+            ctx.agree(-1 if previous is None else int(previous["step"]), "the checkpoint's step")
+        with forked_rng(device):
+            run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation)
+            wall = 0.0
+            if previous is not None:
+                run.load_state_dict(previous)
+                wall = float(previous.get("wall_time_s", 0.0))
+                if main:
+                    truncate_log(log_path, run.step)
+            elif main:  # a fresh start: nothing of an earlier run in out_dir may be resumed or mixed in later
+                log_path.unlink(missing_ok=True)
+                ckpt_path.unlink(missing_ok=True)
+            if main:
+                atomic_write_bytes(out / "config.json", (json.dumps(config.to_dict(), indent=1) + "\n").encode())
+            return _loop(run, out, progress, callbacks, wall, has_checkpoint=previous is not None)
 
 
 def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback], wall: float,
           has_checkpoint: bool) -> TrainResult:
     from tqdm.auto import tqdm
 
-    cfg, dev = run.config, run.device
+    cfg, dev, ctx = run.config, run.device, run.dist
+    main = ctx is None or ctx.is_main  # only process 0 writes files, shows progress and runs callbacks
     ckpt_path = out / "checkpoint.pt"
     last_good = run.step if has_checkpoint else None
     loss_sum = torch.zeros((), device=dev)
@@ -301,14 +346,15 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
     t_interval = t0
 
     def check_finite() -> None:
-        step = int(bad_step)  # one read-back
+        first, value = (bad_step, bad_loss) if ctx is None else ctx.first_bad_step(bad_step, bad_loss)
+        step = int(first)  # one read-back
         if step >= 0:
             kept = f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}" if last_good is not None \
                 else "no checkpoint had been written yet"
-            raise NonFiniteLossError(f"the loss became {float(bad_loss)} at step {step}: training stopped; {kept}")
+            raise NonFiniteLossError(f"the loss became {float(value)} at step {step}: training stopped; {kept}")
 
     run.model.train()
-    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not (progress and main), unit="step", dynamic_ncols=True,
                desc=f"train {type(run.model).__name__ if run.custom_model else cfg.model}")
     try:
         for step in range(run.step + 1, cfg.steps + 1):
@@ -329,30 +375,34 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
             check_finite()
             now = time.perf_counter()
             if do_log:
-                mean = float(loss_sum) / n_acc
+                mean = float(loss_sum if ctx is None else ctx.mean(loss_sum)) / n_acc  # global batch's loss
                 record = {"step": step, "epoch": run.order.epoch, "loss": mean, "lr": run.lr_at(step),
                           "img_per_s": round(n_acc * cfg.batch_size / max(now - t_interval, 1e-9), 2),
                           "elapsed_s": round(wall + now - t0, 3)}
                 if run.last_grad_norm is not None:
                     record["grad_norm"] = float(run.last_grad_norm)
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                if main:
+                    with open(out / "log.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{mean:.4g}")
                 loss_sum.zero_()
                 n_acc, t_interval = 0, time.perf_counter()
             if do_ckpt:
-                state = run.state_dict()
-                state["wall_time_s"] = wall + time.perf_counter() - t0
-                save_checkpoint(ckpt_path, state)
+                state = run.state_dict()  # under DDP a collective: every process takes part
+                if main:
+                    state["wall_time_s"] = wall + time.perf_counter() - t0
+                    save_checkpoint(ckpt_path, state)
                 last_good = step
-            if do_samples:
+            if do_samples and main:
                 _save_samples(run, out / "samples" / f"step_{step:07d}.png")
-            if do_callbacks:
+            if do_callbacks and main:
                 with forked_rng(dev), _eval_mode(run.model):
                     for callback in callbacks:
                         callback(step, run.model, run.ema)
     finally:
         bar.close()
+    if ctx is not None:
+        ctx.barrier()  # process 0's last files are on disk before train() returns anywhere
     run.model.eval()
     return TrainResult(run.model, run.ema, run.process, cfg, run.step, out, wall + time.perf_counter() - t0)
 
