@@ -493,12 +493,13 @@ def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):
     threads = torch.get_num_threads()
     try:
         args = ["--T", "5", "--n", "1", "--repeats", "1", "--threads", "1", "--device", "cpu",
-                "--out", str(tmp_path / "b.json")]
+                "--preset", "small_unet_mnist", "--preset", "cnn_mnist", "--out", str(tmp_path / "b.json")]
         assert bench.main(args) == 0
     finally:
         torch.set_num_threads(threads)
     rec = read_results(tmp_path / "b.json")
     assert rec["tier"] == "smoke" and rec["name"] == "samplers/benchmark"
     models = rec["data"]["models"]
-    assert set(models) == {"cnn_standin", "small_unet_standin"} and all(m["stand_in"] for m in models.values())
-    assert models["cnn_standin"]["respaced_5"]["steps"] == 5 and rec["data"]["sampler_overhead_fraction"] > 0
+    assert set(models) == {"small_unet_mnist", "cnn_mnist"}
+    assert models["cnn_mnist"]["params"] == 114081  # the preset itself, not a stand-in
+    assert models["cnn_mnist"]["respaced_5"]["steps"] == 5 and rec["data"]["sampler_overhead_fraction"] > 0
