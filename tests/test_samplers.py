@@ -493,7 +493,7 @@ def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):
     threads = torch.get_num_threads()
     try:
         args = ["--T", "5", "--n", "1", "--repeats", "1", "--threads", "1", "--device", "cpu",
-                "--preset", "small_unet_mnist", "--preset", "cnn_mnist", "--out", str(tmp_path / "b.json")]
+                "--preset", "small_unet_mnist", "--preset", "cnn_mnist", "--eval-n", "3", "--eval-steps", "2", "--out", str(tmp_path / "b.json")]
         assert bench.main(args) == 0
     finally:
         torch.set_num_threads(threads)
@@ -502,4 +502,6 @@ def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):
     models = rec["data"]["models"]
     assert set(models) == {"small_unet_mnist", "cnn_mnist"}
     assert models["cnn_mnist"]["params"] == 114081  # the preset itself, not a stand-in
+    assert models["small_unet_mnist"]["evaluation"]["n"] == 3 and models["small_unet_mnist"]["evaluation"]["steps"] == 2
+    assert set(rec["data"]["evaluation_within_target"]) == {"small_unet_mnist", "cnn_mnist"}
     assert models["cnn_mnist"]["respaced_5"]["steps"] == 5 and rec["data"]["sampler_overhead_fraction"] > 0
