@@ -48,22 +48,26 @@ __all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs"
 
 CHAPTER = "report_d"
 
+# cpu tier: the cold-diffusion restorers train for COLD_CPU_EPOCHS epochs, the two DDPMs for 15 (the
+# seven runs share one session's 2-core machine with Report A's eight; see TIER_OVERRIDES).
+COLD_CPU_EPOCHS = 8
+_COLD_CPU = {"tier_overrides": {"cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)}}}
 RUNS: dict[str, RunSpec] = {
     "cnn": ("d_cnn", {}),
     "cnn_selu": ("d_cnn_selu", {}),
-    "cold_columns_random": ("d_cold_columns", {}),
-    "cold_columns_outside_in": ("d_cold_columns", {"cold_order": "outside-in"}),
-    "cold_columns_inside_out": ("d_cold_columns", {"cold_order": "inside-out"}),
-    "cold_columns_random_g4": ("d_cold_columns", {"cold_group": 4, "T": 7}),
-    "cold_rows_random": ("d_cold_columns", {"cold_axis": "rows"}),
+    "cold_columns_random": ("d_cold_columns", {**_COLD_CPU}),
+    "cold_columns_outside_in": ("d_cold_columns", {"cold_order": "outside-in", **_COLD_CPU}),
+    "cold_columns_inside_out": ("d_cold_columns", {"cold_order": "inside-out", **_COLD_CPU}),
+    "cold_columns_random_g4": ("d_cold_columns", {"cold_group": 4, "T": 7, **_COLD_CPU}),
+    "cold_rows_random": ("d_cold_columns", {"cold_axis": "rows", **_COLD_CPU}),
 }
 DDPM_RUNS = ("cnn", "cnn_selu")
 COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
 CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
 
-# One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps,
-# about 6 minutes for the CNN on 2 cores, measured: ~370 img/s; seven runs share one session's
-# machine), a snapshot every epoch.
+# One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps, about
+# 6 minutes for the CNN on 2 idle cores, ~370 img/s) for the DDPMs, COLD_CPU_EPOCHS for the restorers;
+# a snapshot every epoch.
 EPOCH_STEPS = {"cpu": 8995 // 128, "gpu": 60_000 // 128}
 TIER_OVERRIDES = {
     "cpu": dict(dataset="mnist-embedded", steps=15 * EPOCH_STEPS["cpu"], callback_every=EPOCH_STEPS["cpu"],

@@ -29,7 +29,9 @@ from .common import ensure_trained, runs_root, save_result, training_curve
 
 __all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs", "snapshot_paths"]
 
-RunSpec = tuple[str, dict[str, Any]]  # (preset name, overrides applied at every tier)
+# (preset name, overrides applied at every tier); the overrides may hold "tier_overrides": {tier: {...}},
+# applied after the chapter's tier overrides for that one run (never at the smoke tier).
+RunSpec = tuple[str, dict[str, Any]]
 
 SMOKE = dict(dataset="mnist-embedded", subset=256, batch_size=16, steps=6, warmup_steps=0, log_every=2,
              checkpoint_every=0, sample_every=0, callback_every=3, device="cpu")
@@ -42,7 +44,9 @@ def make_config(spec: RunSpec, tier: str, tier_overrides: Mapping[str, Mapping[s
     the smoke tier always uses :data:`SMOKE`.
     """
     preset, own = spec
-    extra = SMOKE if tier == "smoke" else dict(tier_overrides.get(tier, {}))
+    own = dict(own)
+    per_tier = own.pop("tier_overrides", {})
+    extra = SMOKE if tier == "smoke" else {**tier_overrides.get(tier, {}), **per_tier.get(tier, {})}
     cfg = get_preset(preset).replace(**own)
     return cfg.replace(**extra)
 
