@@ -171,7 +171,7 @@ ENTRIES: list[Entry] = [
     Entry("D", "FID, rows, random order, 28 steps", None, "App. 3.1", "report_d/cold.json", "fid_alg2.cold_rows_random", LEFT_BLANK),
     Entry("D", "FID under one protocol: Gaussian DDPM (CNN) vs cold diffusion (columns, Algorithm 2)", None, "Sec. 2.3", "report_d/comparison.json", "fid_ddpm_vs_cold", LEFT_BLANK),
     # Report E: conditional U-Net on MNIST, classifier-free guidance (written by diffusion_edu/experiments/report_e.py).
-    Entry("E", "FID ranking of T x schedule at w=0.2 (best first)", "T1000_linear < T4000_linear < T4000_cosine < T1000_cosine", "Table 2", "report_e/schedules.json", "fid", SameOrder()),
+    Entry("E", "FID ranking of T x schedule at w=0.2 (best first), the tier's sampler (cpu: 20 respaced steps; gpu: all T, as the report)", "T1000_linear < T4000_linear < T4000_cosine < T1000_cosine", "Table 2", "report_e/schedules.json", "fid", SameOrder()),
     Entry("E", "FID, T=1000, linear, w=0.2", 16.19, "Table 2", "report_e/schedules.json", ("fid", "T1000_linear"), FID_FEATURES),
     Entry("E", "FID, T=4000, linear, w=0.2", 20.91, "Table 2", "report_e/schedules.json", ("fid", "T4000_linear"), FID_FEATURES),
     Entry("E", "FID, T=1000, cosine, w=0.2", 26.82, "Table 2", "report_e/schedules.json", ("fid", "T1000_cosine"), FID_FEATURES),
