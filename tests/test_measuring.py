@@ -179,6 +179,22 @@ def test_scores_on_precomputed_features_match_the_public_kit(digits, train_small
 # --- the parts at the smoke tier ----------------------------------------------------------------------------
 
 
+def test_conditional_accuracy_counts_each_asked_label():
+    """Per asked label, the fraction classified as that label; the confusion counts add up to the samples and
+    their diagonal over the total is the overall accuracy."""
+    asked = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 5, 6, 7, 8, 9, 9])
+    got = asked.clone()
+    got[[1, 4, 16]] = torch.tensor([7, 2, 3])  # one wrong sample each for labels 0, 1 and 9
+    logits = torch.nn.functional.one_hot(got, 10).float() * 5.0 - 1.0  # (18, 10), argmax = got
+    out = measuring._conditional_accuracy(logits, asked)
+    assert out["conditional_accuracy"] == pytest.approx(15 / 18)
+    assert out["conditional_accuracy_per_class"][:3] == pytest.approx([3 / 4, 1 / 2, 1.0])
+    assert out["conditional_accuracy_per_class"][9] == pytest.approx(1 / 2)
+    confusion = torch.tensor(out["confusion"])
+    assert confusion.sum() == 18 and confusion[0, 7] == 1 and confusion[1, 2] == 1 and confusion[9, 3] == 1
+    assert confusion.diagonal().sum() / confusion.sum() == pytest.approx(out["conditional_accuracy"])
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
     """A temporary book folder (results/ and runs/) with every part run once at the smoke tier."""
@@ -218,7 +234,9 @@ def test_sample_size_bias_holds_what_the_notebook_reads(book):
     model = data["curves"]["model_vs_heldout"]["rows"]
     assert [r["n"] for r in model] == list(budget.counts) and model[-1]["identical"]
     assert model[-1]["fid_std"] == pytest.approx(0.0, abs=1e-6)  # the whole pool every time: one FID
-    assert {"n", "steps", "wall_time_s", "conditional_accuracy", "model"} <= set(data["pool"])
+    assert {"n", "steps", "wall_time_s", "conditional_accuracy", "conditional_accuracy_per_class", "confusion",
+            "model"} <= set(data["pool"])
+    assert sum(map(sum, data["pool"]["confusion"])) == budget.pool
     assert {"mean", "std", "n", "disjoint"} <= set(data["repeatability"])  # the ledger's Report E row
 
 

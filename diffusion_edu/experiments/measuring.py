@@ -359,6 +359,17 @@ def _curve(f_src: torch.Tensor, logits_src: torch.Tensor, f_ref: torch.Tensor, c
     return rows
 
 
+def _conditional_accuracy(logits: torch.Tensor, asked: torch.Tensor) -> dict[str, Any]:
+    """The fraction of samples the classifier assigns to the asked label, overall and per asked label, and
+    the confusion counts (row: asked label, column: the classifier's label). logits (N, 10), asked (N,)."""
+    got = logits.argmax(1)
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    confusion.index_put_((asked.long(), got), torch.ones_like(got), accumulate=True)
+    per_class = (confusion.diagonal().double() / confusion.sum(1).clamp(min=1).double()).tolist()
+    return {"conditional_accuracy": float((got == asked).float().mean()),
+            "conditional_accuracy_per_class": per_class, "confusion": confusion.tolist()}
+
+
 def run_sample_size_bias(tier: str, progress: bool = True) -> Path:
     """FID / KID / IS against the number of samples, ``seeds`` subsets per count, for four pairs of sets."""
     budget = BUDGETS[tier]
@@ -396,8 +407,7 @@ def run_sample_size_bias(tier: str, progress: bool = True) -> Path:
         "repeatability": {"mean": rep["fid_mean"], "std": rep["fid_std"], "n": rep["n"], "seeds": budget.seeds,
                           "disjoint": rep["disjoint"], "curve": "model_vs_heldout"},
         "num_features": d,
-        "pool": {**_pool_info(pool),
-                 "conditional_accuracy": float((l_pool.argmax(1) == pool["labels"]).float().mean())},
+        "pool": {**_pool_info(pool), **_conditional_accuracy(l_pool, pool["labels"])},
         "measure_wall_time_s": round(time.perf_counter() - t_measure, 1),
     }
     config = {"budget": asdict(budget), "kid_subsets": KID_SUBSETS, "kid_subset_size": f"min({KID_SUBSET_SIZE}, n, m)",
