@@ -88,7 +88,9 @@ def synthetic_peers_data() -> dict:
     data = {"device": "cpu", "device_name": None, "mode": configs.resolve_mode("cpu"),
             "versions": {"torch": "x", "diffusers": "y"}, "training": training, "sampling": sampling,
             "mfu": bench_peers.mfu_rows(training, None),
-            "diagnostics": {"package_attention": {"kernels": ["math"], "fwd_bwd_s": {"math": 0.1}}},
+            "diagnostics": {"package_attention": {
+                "channels": 32, "size": 16, "batch": 4, "kernels": {"as_is": ["aten::_sdpa_math"], "contiguous_qkv": []},
+                "fwd_bwd_s": {"as_is": 0.003, "contiguous_qkv": 0.002}}},
             "load_average_before": [0.5, 0.5, 0.5], "load_average_after": [0.6, 0.6, 0.6]}
     data["targets"] = configs.evaluate_targets(data)
     return data
@@ -133,7 +135,8 @@ def test_targets_and_margins_come_from_the_file(executed):
     """0.8x the faster peer (diffusers) is a 20% miss; a 2% overhead is 3 points under the 5% limit;
     1.25x the faster peer loop is met by 25%; MFU is not measured on a CPU."""
     assert "missed by 20.0%" in executed
-    assert "met (3.0% below the limit)" in executed
+    assert "met (3.0 percentage points under the limit)" in executed
     assert "met (+25.0%)" in executed
     assert "cpu: 2 met, 1 missed, 1 not measured" in executed
     assert "images/s ratio 0.800" in executed  # package / diffusers in the limits section
+    assert "(as written / contiguous: 1.50)" in executed
