@@ -96,12 +96,31 @@ def synthetic_peers_data() -> dict:
     return data
 
 
+def synthetic_ddp_data() -> dict:
+    """A ddp results file's data as bench_ddp.py writes it: one preset measured (strong scaling at 80%
+    efficiency, weak scaling failed in its worker), with the one-process-two-threads reference."""
+    def run(n, img_s, batch):
+        return {"img_per_s": img_s, "s_per_step": batch / img_s, "window_s_per_step": [batch / img_s],
+                "global_batch": batch, "per_process_batch": batch // n, "processes": n, "threads_per_process": 1,
+                "backend": "gloo" if n > 1 else None, "device": "cpu", "network": "cnn_mnist", "params": 1000,
+                "precision": "float32", "load_average_1min": 0.5, "note": ""}
+
+    one = run(1, 100.0, 128)
+    return {"presets": {"d_cnn": {
+        "strong": {"n_1": one, "n_2": run(2, 160.0, 128)}, "strong_efficiency": {"n_1": 1.0, "n_2": 0.8},
+        "weak": {"n_1": one, "n_2": {"error": "RuntimeError: synthetic failure"}}, "weak_efficiency": {"n_1": 1.0},
+        "one_process_more_threads": {"threads_2": run(1, 200.0, 128)}}}}
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory) -> str:
-    """The page executed against a results folder holding only a synthetic peers_cpu.json; all its text."""
+    """The page executed against a results folder holding only a synthetic peers_cpu.json and ddp_cpu.json;
+    all its text."""
     results = tmp_path_factory.mktemp("results")
     write_results(results / "benchmarks" / "peers_cpu.json", "benchmarks/peers_cpu", synthetic_peers_data(),
                   {"threads": 2, "note": "synthetic"}, "cpu", 1.0, "cpu")
+    write_results(results / "benchmarks" / "ddp_cpu.json", "benchmarks/ddp_cpu", synthetic_ddp_data(),
+                  {"threads_per_process": 1}, "cpu", 1.0, "cpu")
     nb = nbformat.read(PAGE, as_version=4)
     env = {**os.environ, "DIFFUSION_EDU_RESULTS": str(results), "DIFFUSION_EDU_TIER": "smoke",
            "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
@@ -116,7 +135,10 @@ def executed(tmp_path_factory) -> str:
     return "\n".join(texts)
 
 
-@pytest.mark.parametrize("stem", [f"{n}_{d}" for n in SCRIPTS for d in ("cpu", "cuda") if f"{n}_{d}" != "peers_cpu"])
+PRESENT = ("peers_cpu", "ddp_cpu")
+
+
+@pytest.mark.parametrize("stem", [f"{n}_{d}" for n in SCRIPTS for d in ("cpu", "cuda") if f"{n}_{d}" not in PRESENT])
 def test_missing_file_is_shown_as_not_measured_with_its_command(executed, stem):
     assert f"`results/benchmarks/{stem}.json`: not measured yet." in executed
     script = "bench-peers" if stem.startswith("peers") else f"bench_{stem.rsplit('_', 1)[0]}.py"
@@ -140,3 +162,12 @@ def test_targets_and_margins_come_from_the_file(executed):
     assert "cpu: 2 met, 1 missed, 1 not measured" in executed
     assert "images/s ratio 0.800" in executed  # package / diffusers in the limits section
     assert "(as written / contiguous: 1.50)" in executed
+
+
+def test_scaling_table_reads_efficiency_and_failures_from_the_file(executed):
+    """Strong scaling: 160 images/s on 2 processes over 2 x 100 on one is 80%, and 160 / 200 against one
+    process with two threads; the failed weak-scaling run is shown with its error, not as a crash."""
+    assert "| d_cnn (cnn_mnist) | strong | 2 | 128 (64 per process) | 100 | 160 | 80.0% | 200 | 0.800 |" in executed
+    assert "error: RuntimeError: synthetic failure" in executed
+    assert "Source: `results/benchmarks/ddp_cpu.json`; tier **cpu**" in executed
+    assert "threads per process 1" in executed
