@@ -26,6 +26,7 @@ parts sample and measure in one process afterwards (:func:`single_process`)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -125,11 +126,13 @@ def train_part(chapter: str, run: str, config: TrainConfig, tier: str, grid_step
 
     if env_rank() == 0:
         return train_cifar_run(chapter, run, config, tier, grid_steps, snapshot_steps, progress, grid_n=grid_n)
-    if tier == "smoke":
-        with _training_data(cifar10("train", tier)):
-            ensure_trained(chapter, run, config, tier, progress=False)
-    else:
-        ensure_trained(chapter, run, config, tier, progress=False)
+    # The same call as process 0's, callbacks included (they run on process 0 only, but every process must
+    # reach the same steps of the loop, where it checks the loss and takes part in the same collectives).
+    def callback(step: int, model, ema) -> None:
+        return None
+
+    with _training_data(cifar10("train", tier)) if tier == "smoke" else contextlib.nullcontext():
+        ensure_trained(chapter, run, config, tier, progress=False, callbacks=callback)
     return result_path(chapter, "training", tier)
 
 
