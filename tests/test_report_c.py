@@ -221,3 +221,22 @@ def test_training_part_under_torchrun_on_two_processes(tmp_path):
     assert load_checkpoint(run_dir / "checkpoint.pt")["world_size"] == 2
     proc = torchrun("evaluation")
     assert proc.returncode != 0 and "runs in one process" in proc.stderr
+
+
+def test_stored_page_shows_no_figure_of_a_run_that_has_not_happened():
+    """Stored executed at the cpu tier: training and evaluation show figures only from a colab or gpu results
+    file; without one the stored output is the note with the command, and no image or smoke output."""
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "06_report_c.ipynb", as_version=4)
+    assert nb.metadata["diffusion_edu"]["tier"] == "cpu"
+    for part in ("training", "evaluation"):
+        (cell,) = [c for c in nb.cells if c.cell_type == "code" and f'run_or_load("{part}")' in c.source]
+        text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/markdown", "")) for o in cell.outputs)
+        if cifar.real_result("report_c", part) is None:
+            assert "Not yet run" in text and f"--only {part}" in text
+            assert not any("image/png" in o.get("data", {}) for o in cell.outputs)
+        assert "CODE CHECK" not in text and "smoke" not in text
