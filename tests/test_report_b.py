@@ -110,3 +110,25 @@ def test_parts_run_end_to_end_at_the_smoke_tier_offline(results_tmp, offline):
     for n in interp["norms"]:  # slerp keeps |x_T| near sqrt(d); the straight line's midpoint shrinks by ~1/sqrt(2)
         assert abs(n["slerp_mid"] / interp["sqrt_d"] - 1) < 0.05 and abs(n["lerp_mid"] / interp["sqrt_d"] - 0.5 ** 0.5) < 0.05
     assert (root / interp["grid"]).is_file()
+
+
+def test_stored_page_shows_no_figure_of_a_run_that_has_not_happened():
+    """The chapter is stored executed at the cpu tier, where nothing trains: every experiment section shows
+    its figures only from a colab or gpu results file, and without one it stores the note saying how to run
+    it, with no image, no table and no smoke output (which the cpu tier never produces)."""
+    from pathlib import Path
+
+    import nbformat
+
+    from diffusion_edu.experiments.cifar import real_result
+
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "07_report_b.ipynb", as_version=4)
+    assert nb.metadata["diffusion_edu"]["tier"] == "cpu"
+    for part in ("training", "guidance", "nearest_neighbours", "interpolation"):
+        (cell,) = [c for c in nb.cells if c.cell_type == "code" and f'run_or_load("{part}")' in c.source]
+        text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/markdown", "")) for o in cell.outputs)
+        if real_result("report_b", part) is None:
+            assert "Not yet run" in text and f"--only {part}" in text
+            assert not any("image/png" in o.get("data", {}) for o in cell.outputs)
+        assert "CODE CHECK" not in text and "smoke" not in text

@@ -181,3 +181,62 @@ def test_inception_offline_without_torch_fidelity_or_weights(offline, monkeypatc
     with pytest.raises(WeightsNotAvailableError, match="could not be loaded"):
         cifar.inception_metrics(samples, {"train": samples}, [12])
     assert cifar.not_measured(WeightsNotAvailableError("x"))["status"] == "not measured: needs internet"
+
+
+# ---- several processes ----------------------------------------------------------------------------------------
+
+
+def test_training_part_under_torchrun_on_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m diffusion_edu experiment report_c --only training` (the chapter's
+    several-GPU command, here two CPU processes over gloo) trains one run: process 0 alone writes its
+    results file, grids and snapshot, the checkpoint records both processes; a part that samples refuses
+    to run under torchrun and says what to do instead."""
+    import os
+    import socket as sock
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with sock.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "DIFFUSION_EDU_RESULTS": str(tmp_path / "results")}
+
+    def torchrun(*parts):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(port), "-m", "diffusion_edu", "experiment", "report_c", "--tier", "smoke",
+               "--no-progress", "--only", *parts]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    proc = torchrun("training")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = tmp_path / "runs" / "smoke" / "results" / "report_c" / "training.json"
+    data = json.loads(path.read_text())["data"]
+    assert data["steps"] == 6 and sorted(int(s) for s in data["grids"]) == report_c.GRID_STEPS["smoke"]
+    run_dir = tmp_path / "runs" / "smoke" / "report_c" / report_c.RUN
+    assert (run_dir / "snapshots" / "step_0000006.pt").is_file()
+    from diffusion_edu.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run_dir / "checkpoint.pt")["world_size"] == 2
+    proc = torchrun("evaluation")
+    assert proc.returncode != 0 and "runs in one process" in proc.stderr
+
+
+def test_stored_page_shows_no_figure_of_a_run_that_has_not_happened():
+    """Stored executed at the cpu tier: training and evaluation show figures only from a colab or gpu results
+    file; without one the stored output is the note with the command, and no image or smoke output."""
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "06_report_c.ipynb", as_version=4)
+    assert nb.metadata["diffusion_edu"]["tier"] == "cpu"
+    for part in ("training", "evaluation"):
+        (cell,) = [c for c in nb.cells if c.cell_type == "code" and f'run_or_load("{part}")' in c.source]
+        text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/markdown", "")) for o in cell.outputs)
+        if cifar.real_result("report_c", part) is None:
+            assert "Not yet run" in text and f"--only {part}" in text
+            assert not any("image/png" in o.get("data", {}) for o in cell.outputs)
+        assert "CODE CHECK" not in text and "smoke" not in text

@@ -12,6 +12,9 @@ over 100 samples) and interpolations. Tiers as in Report C's module:
 - ``gpu``: the ``b_cifar10_cfg`` preset as it is (1M steps at batch 14), resumable.
 
     python -m diffusion_edu experiment report_b --tier colab
+
+On several GPUs, as in Report C's module: ``torchrun ... experiment report_b --tier gpu --only training``,
+then the other parts with plain ``python -m diffusion_edu experiment report_b --tier gpu``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from ..metrics import WeightsNotAvailableError
 from ..presets import TrainConfig, get_preset
 from .cifar import (
     REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, lpips_nearest, measured_utilisation,
-    network_flops, not_measured, pixel_nearest, plan_estimate, sample_images, train_cifar_run,
+    network_flops, not_measured, pixel_nearest, plan_estimate, sample_images,
 )
 from .common import Part, result_path, runs_root, save_result
+from .report_c import single_process, train_part
 
 CHAPTER = "report_b"
 RUN = "b_cifar10_cfg"
@@ -77,7 +81,8 @@ def colab_plan() -> dict[str, Any]:
             "inception_images": 60_000 + 3 * s["n"] * len(s["w"])}
 
 
-def _model(tier: str, progress: bool):
+def _model(tier: str, progress: bool, part: str):
+    single_process(part)
     cfg = config(tier)
     run_dir = runs_root(tier) / CHAPTER / RUN
     if tier == "smoke" and not (run_dir / "checkpoint.pt").is_file():
@@ -93,6 +98,7 @@ def _labels(n: int) -> torch.Tensor:
 
 
 def _costs(tier: str, progress: bool):
+    single_process("costs")
     t0 = time.perf_counter()
     cfg = get_preset("b_cifar10_cfg")
     flops = network_flops(cfg)
@@ -108,8 +114,8 @@ def _costs(tier: str, progress: bool):
 def _train(tier: str, progress: bool):
     check_cifar_tier(tier)
     cfg = config(tier)
-    return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], [cfg.steps], progress,
-                           grid_n=100 if tier != "smoke" else 10)
+    return train_part(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], [cfg.steps], progress,
+                      grid_n=100 if tier != "smoke" else 10)
 
 
 def _guidance(tier: str, progress: bool):
@@ -117,7 +123,7 @@ def _guidance(tier: str, progress: bool):
     check_cifar_tier(tier)
     t0 = time.perf_counter()
     s = SAMPLING[tier]
-    model, schedule = _model(tier, progress)
+    model, schedule = _model(tier, progress, "guidance")
     refs = {name: cifar10(split, tier).images for name, split in REFERENCE_SPLITS.items()}  # uint8
     folder = result_path(CHAPTER, "guidance", tier).parent / "guidance_grids"
     grids, metrics, walls = {}, {}, {}
@@ -158,7 +164,7 @@ def _nearest(tier: str, progress: bool):
     check_cifar_tier(tier)
     t0 = time.perf_counter()
     s = SAMPLING[tier]
-    model, schedule = _model(tier, progress)
+    model, schedule = _model(tier, progress, "nearest_neighbours")
     train = cifar10("train", tier).tensors()[0]
     test = cifar10("test", tier)
     n = min(REPORT["lpips_n"], len(test))
@@ -196,7 +202,7 @@ def _interpolation(tier: str, progress: bool):
     check_cifar_tier(tier)
     t0 = time.perf_counter()
     s = SAMPLING[tier]
-    model, schedule = _model(tier, progress)
+    model, schedule = _model(tier, progress, "interpolation")
     dev = next(model.parameters()).device
     gen = torch.Generator().manual_seed(3)
     steps = s["steps"] or 100  # interpolation needs DDIM (eta = 0); at the gpu tier 100 steps

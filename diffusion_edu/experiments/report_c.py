@@ -15,11 +15,21 @@ after 800k steps. Nothing CIFAR-scale trains on a CPU, so the parts run at three
 
     python -m diffusion_edu experiment report_c --tier colab
     python -m diffusion_edu experiment report_c --tier gpu      # run again to resume after a stop
+
+On several GPUs the part ``training`` runs under ``torchrun`` (:func:`train_part`: every process trains
+its slice of each global batch, process 0 alone writes grids, snapshots and ``training.json``); the other
+parts sample and measure in one process afterwards (:func:`single_process`)::
+
+    torchrun --nproc_per_node 4 -m diffusion_edu experiment report_c --tier gpu --only training
+    python -m diffusion_edu experiment report_c --tier gpu
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +38,7 @@ from ..presets import TrainConfig, get_preset
 from ..results import read_results
 from ..metrics import WeightsNotAvailableError
 from .cifar import (
-    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, measured_utilisation, network_flops,
+    _training_data, REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, measured_utilisation, network_flops,
     not_measured, plan_estimate, sample_images, train_cifar_run,
 )
 from .common import Part, result_path, runs_root, save_result
@@ -38,7 +48,7 @@ RUN = "c_cifar10"
 
 # Facts quoted from Report C ("Our Results") and from Ho et al. (2020) as Report C quotes them.
 REPORT: dict[str, Any] = {
-    "steps": 100_000, "it_per_s": 1.64, "bar_elapsed": "1:35:05", "bar_remaining": "118:14:14",
+    "steps": 100_000, "it_per_s": 1.64, "bar_loss": 0.0301, "bar_elapsed": "1:35:05", "bar_remaining": "118:14:14",
     "bar_total": 800_000, "is": 5.75, "is_std": 0.40, "fid": 44.47, "n_samples": 1000,
     "grid_steps": [3000, 15000, 30000, 45000, 60000, 75000, 90000, 100000],
     "source": "Report C, 'The images generated during our training' and 'Our Results'",
@@ -49,6 +59,7 @@ PAPER: dict[str, Any] = {
     "source": "Ho et al. (2020), Sec. 4, Table 1 and App. B (quoted in Report C's Table 1)",
 }
 
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # CIFAR-10's labels
 COLAB_STEPS = 3000  # the first step at which Report C shows samples
 GRID_STEPS: dict[str, list[int]] = {
     "smoke": [3, 6],
@@ -96,9 +107,39 @@ def colab_plan() -> dict[str, Any]:
 # ---- parts -------------------------------------------------------------------------------------------
 
 
+def single_process(part: str) -> None:
+    """Refuse to run ``part`` under ``torchrun`` with several processes: only training is data-parallel;
+    sampling and measuring run once, in one process, after it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError(
+            f"part {part!r} runs in one process: under torchrun run only the training part "
+            "(--only training), then the rest with plain python -m diffusion_edu experiment ...")
+
+
+def train_part(chapter: str, run: str, config: TrainConfig, tier: str, grid_steps: list[int],
+               snapshot_steps: list[int], progress: bool, grid_n: int) -> Path:
+    """The part ``training`` of a CIFAR-10 chapter, in one process or under ``torchrun``: process 0 runs
+    :func:`~diffusion_edu.experiments.cifar.train_cifar_run` (grids, snapshots, ``training.json``); every
+    other process takes part in the same data-parallel training and writes nothing."""
+    from ..distributed import env_rank
+    from .common import ensure_trained
+
+    if env_rank() == 0:
+        return train_cifar_run(chapter, run, config, tier, grid_steps, snapshot_steps, progress, grid_n=grid_n)
+    # The same call as process 0's, callbacks included (they run on process 0 only, but every process must
+    # reach the same steps of the loop, where it checks the loss and takes part in the same collectives).
+    def callback(step: int, model, ema) -> None:
+        return None
+
+    with _training_data(cifar10("train", tier)) if tier == "smoke" else contextlib.nullcontext():
+        ensure_trained(chapter, run, config, tier, progress=False, callbacks=callback)
+    return result_path(chapter, "training", tier)
+
+
 def _costs(tier: str, progress: bool):
     """FLOPs counted on the actual networks, the utilisation of two published runs, and what they
     imply: the colab tier's duration on a T4, the paper's 800k steps on a current GPU."""
+    single_process("costs")
     t0 = time.perf_counter()
     cfg = get_preset("c_cifar10")
     flops = network_flops(cfg)
@@ -153,14 +194,15 @@ def _gpu_benchmark(train_images: int) -> dict[str, Any] | None:
 def _train(tier: str, progress: bool):
     check_cifar_tier(tier)
     cfg = config(tier)
-    snapshots = EVAL[tier]["steps"]
-    return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], snapshots, progress, grid_n=64 if tier != "smoke" else 4)
+    return train_part(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], EVAL[tier]["steps"], progress,
+                      grid_n=64 if tier != "smoke" else 4)
 
 
 def _evaluate(tier: str, progress: bool):
     """Sample from each evaluated checkpoint and measure Inception IS and FID (against the CIFAR-10
     training and test sets) on the first n samples for each n; offline: recorded as not measured."""
     check_cifar_tier(tier)
+    single_process("evaluation")
     t0 = time.perf_counter()
     cfg, ev = config(tier), EVAL[tier]
     run_dir = runs_root(tier) / CHAPTER / RUN
