@@ -160,6 +160,10 @@ def test_targets_and_margins_come_from_the_file(executed):
     assert "met (3.0 percentage points under the limit)" in executed
     assert "met (+25.0%)" in executed
     assert "cpu: 2 met, 1 missed, 1 not measured" in executed
+    # every window / repeat of the synthetic file gives the same ratio: the verdicts are clear of the noise
+    assert "clear of the noise (window ratios 0.800 to 0.800)" in executed
+    assert "clear of the noise (repeats +2.0% to +2.0%)" in executed
+    assert "clear of the noise (repeat ratios 1.25 to 1.25)" in executed
     assert "images/s ratio 0.800" in executed  # package / diffusers in the limits section
     assert "(as written / contiguous: 1.50)" in executed
 
