@@ -14,9 +14,10 @@ from diffusion_edu.data import EmbeddedMNIST
 from diffusion_edu.experiments import report_d
 from diffusion_edu.experiments.common import result_path, tier_results_dir
 from diffusion_edu.ledger import ENTRIES, _lookup
+from diffusion_edu.pretrained import PRETRAINED_DIR
 from diffusion_edu.results import read_results
 
-PARTS = ("curves", "samples", "cold", "comparison")
+PARTS = ("curves", "samples", "cold", "comparison", "pretrained")
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +26,14 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_d")
     old = os.environ.get("DIFFUSION_EDU_RESULTS")
     os.environ["DIFFUSION_EDU_RESULTS"] = str(root / "results")
+    shipped = {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.pt")}
     try:
         torch.manual_seed(0)
         for part in ("training", *PARTS):
             report_d.PARTS[part].run("smoke", False)
-        yield {part: read_results(result_path("report_d", part, "smoke")) for part in ("training", *PARTS)}
+        records = {part: read_results(result_path("report_d", part, "smoke")) for part in ("training", *PARTS)}
+        records["shipped_before"] = shipped
+        yield records
     finally:
         if old is None:
             del os.environ["DIFFUSION_EDU_RESULTS"]
@@ -39,7 +43,8 @@ def smoke(tmp_path_factory):
 
 def test_parts_write_smoke_results_outside_results(smoke):
     """Smoke numbers mean nothing: the files are smoke-tier and live under runs/smoke/results, never results/."""
-    for part, record in smoke.items():
+    for part in ("training", *PARTS):
+        record = smoke[part]
         assert record["tier"] == "smoke" and record["name"] == f"report_d/{part}"
         assert "runs/smoke/results" in str(result_path("report_d", part, "smoke"))
 
@@ -105,6 +110,28 @@ def test_comparison_measures_every_model_the_same_way(smoke):
         assert row["n_samples"] == report_d.REPORT_D_BUDGETS["smoke"].eval_n
         assert row["nn_distance_mean"] > 0 and row["nfe"] >= 1
     assert set(data["fid_ddpm_vs_cold"]) == {"gaussian_ddpm", "cold_diffusion"}
+
+
+def test_pretrained_export_is_the_trained_cnn_and_never_touches_the_shipped_file(smoke):
+    """The smoke tier exports to runs/smoke/pretrained (the package's shipped networks stay as they were); the
+    exported file holds exactly the final weights of the GELU CNN run, and loads as a T=1000 DDPM that samples."""
+    from diffusion_edu.checkpoint import load_model
+    from diffusion_edu.experiments.common import runs_root
+    from diffusion_edu.samplers import sample
+
+    assert {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.pt")} == smoke["shipped_before"]
+    data = smoke["pretrained"]["data"]
+    assert data["source"]["run"] == report_d.PRETRAINED_RUN == "cnn" and data["source"]["tier"] == "smoke"
+    path = runs_root("smoke") / "pretrained" / "report_d.pt"
+    assert path.is_file() and data["bytes"] == path.stat().st_size
+    shipped_net, schedule, cfg = load_model(path, ema=False, device="cpu")
+    trained_net, _, _ = report_d.load_run("cnn", "smoke")
+    assert schedule.T == 1000 and cfg.model == "cnn_mnist" and data["params"] == sum(
+        p.numel() for p in shipped_net.parameters())
+    for (k, a), (_, b) in zip(shipped_net.state_dict().items(), trained_net.state_dict().items()):
+        assert torch.equal(a, b), k
+    out = sample(shipped_net, schedule, 2, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
 
 
 def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ Parts, each writing ``results/report_d/<part>.json`` and PNG figures under ``res
 - ``cold``: the five restorers: original / degraded / restored, Bansal et al.'s Algorithms 1 and 2,
   generation from a fitted prior of fully degraded images, and how much of a digit each direction keeps.
 - ``comparison``: the Gaussian DDPMs against cold diffusion under one protocol (the report's Sec. 2.3).
+- ``pretrained``: the GELU CNN (T=1000) shipped as ``load_pretrained("report_d")``.
 
 Every evaluation compares unconditional samples with the 1,005 held-out digits (classifier-feature FID,
 KID, IS; :func:`~diffusion_edu.experiments.common.measure`). The cpu-tier parts after ``training`` need
@@ -64,6 +65,7 @@ RUNS: dict[str, RunSpec] = {
 DDPM_RUNS = ("cnn", "cnn_selu")
 COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
 CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
+PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples from at once
 
 # One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps, about
 # 6 minutes for the CNN on 2 idle cores, ~370 img/s) for the DDPMs, COLD_CPU_EPOCHS for the restorers;
@@ -170,8 +172,8 @@ def _epoch_steps(cfg: TrainConfig) -> int:
 
 
 def run_epochs(run: str, tier: str) -> float:
-    """How many passes over its training digits the run makes at ``tier`` (cpu: 25 of the 8,995 embedded
-    digits; gpu: the report's 100 of MNIST's 60,000)."""
+    """How many passes over its training digits the run makes at ``tier`` (cpu: over the embedded training
+    digits, :data:`TIER_OVERRIDES`; gpu: the report's 100 over MNIST's 60,000)."""
     cfg = config(run, tier)
     return round(cfg.steps / _epoch_steps(cfg), 3)
 
@@ -188,7 +190,7 @@ def _snapshots(run: str, tier: str) -> list[tuple[float, Path]]:
 
 def report_epochs(n_epochs: int) -> list[int]:
     """The report's epochs (1, 20, 40, 60, 100 of 100) scaled to a run of ``n_epochs`` snapshots (1-based
-    indices, at least 1, without repeats): 25 epochs give 1, 5, 10, 15, 25."""
+    indices, at least 1, without repeats): 25 epochs give 1, 5, 10, 15, 25; 15 give 1, 3, 6, 9, 15."""
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 1:
         raise ValueError(f"n_epochs must be an int >= 1, got {n_epochs!r}")
     out: list[int] = []
@@ -585,6 +587,24 @@ def _comparison(tier: str, progress: bool) -> Path:
     return save_result(CHAPTER, "comparison", data, cfg_out, tier, time.perf_counter() - t0)
 
 
+def _pretrained(tier: str, progress: bool) -> Path:
+    """Ship the GELU CNN at T=1000 (``load_pretrained("report_d")``); the smoke tier writes a throwaway copy."""
+    from ..models import count_parameters
+    from ..pretrained import export_pretrained
+
+    t0 = time.perf_counter()
+    _training(tier, progress)
+    model, _, cfg = load_run(PRETRAINED_RUN, tier)
+    ckpt = runs_root(tier) / CHAPTER / PRETRAINED_RUN / "checkpoint.pt"
+    source = {"tier": tier, "chapter": CHAPTER, "run": PRETRAINED_RUN, "preset": RUNS[PRETRAINED_RUN][0],
+              "dataset": cfg.dataset, "epochs": run_epochs(PRETRAINED_RUN, tier)}
+    folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
+    path = export_pretrained(ckpt, "report_d", source=source, folder=folder)
+    data = {"name": "report_d", "file": path.name, "bytes": path.stat().st_size, "params": count_parameters(model),
+            "source": source, "load": 'diffusion_edu.pretrained.load_pretrained("report_d")'}
+    return save_result(CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t0)
+
+
 PARTS: dict[str, Part] = {
     "training": Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
     "curves": Part("curves", "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers",
@@ -595,4 +615,6 @@ PARTS: dict[str, Part] = {
                  _cold, needs=["training"]),
     "comparison": Part("comparison", "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)",
                        _comparison, needs=["training"]),
+    "pretrained": Part("pretrained", "ship the GELU CNN (T=1000) as load_pretrained('report_d')", _pretrained,
+                       needs=["training"]),
 }
