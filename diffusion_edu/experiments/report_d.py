@@ -44,7 +44,7 @@ from .common import (EVAL_BUDGETS, Part, by_tier, have_result, heldout_reference
                      runs_root, save_result, tier_results_dir)
 from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
 
-__all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "load_run", "load_snapshot",
+__all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "trained_epochs", "load_run", "load_snapshot",
            "generate", "gaussian_data_prior", "probe_accuracy", "step_change"]
 
 CHAPTER = "report_d"
@@ -178,6 +178,14 @@ def run_epochs(run: str, tier: str) -> float:
     digits, :data:`TIER_OVERRIDES`; gpu: the report's 100 over MNIST's 60,000)."""
     cfg = config(run, tier)
     return round(cfg.steps / _epoch_steps(cfg), 3)
+
+
+def trained_epochs(training_record: dict[str, Any], run: str) -> float:
+    """Passes over its training digits that ``run`` made, from training.json's own record (its steps and
+    config). The record's ``epochs`` field is the data order's 0-based epoch index at the last log line
+    (14 after 15 full epochs), so the chapter counts from the steps instead."""
+    cfg = TrainConfig.from_dict(training_record["config"]["runs"][run])
+    return round(training_record["data"][run]["steps"] / _epoch_steps(cfg), 3)
 
 
 def _snapshots(run: str, tier: str) -> list[tuple[float, Path]]:
