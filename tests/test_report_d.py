@@ -152,6 +152,27 @@ def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):
     assert not (tmp_path / "runs" / "cpu").exists()
 
 
+def test_a_part_needs_only_its_own_runs_finished(smoke, tmp_path, monkeypatch):
+    """Without training.json a real-tier part reads the finished runs it evaluates from their logs, with the
+    same loss numbers train_runs records; an unfinished run stops it with the training command."""
+    import shutil
+
+    from diffusion_edu.experiments.common import runs_root
+
+    smoke_runs = runs_root("smoke") / "report_d"
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(report_d, "config", lambda run, tier: report_d.make_config(report_d.RUNS[run], "smoke", {}))
+    for run in ("cnn", "cnn_selu"):
+        shutil.copytree(smoke_runs / run, runs_root("cpu") / "report_d" / run)
+    assert report_d.run_finished("cnn", "cpu") and not report_d.run_finished("cold_columns_random", "cpu")
+    got = report_d._runs_needed("cpu", ("cnn", "cnn_selu"), False)
+    for run in ("cnn", "cnn_selu"):
+        assert got[run]["final_loss"] == pytest.approx(smoke["training"]["data"][run]["final_loss"], rel=1e-12)
+        assert got[run]["curve"]["step"] == smoke["training"]["data"][run]["curve"]["step"]
+    with pytest.raises(FileNotFoundError, match=r"\['cold_columns_random'\].*--only training"):
+        report_d._runs_needed("cpu", report_d.CURVE_RUNS, False)
+
+
 def test_report_epochs_scale_the_reports_epochs():
     """The report shows epochs 1, 20, 40, 60 and 100 of 100; a 25-epoch run shows 1, 5, 10, 15, 25."""
     assert report_d.report_epochs(100) == [1, 20, 40, 60, 100]

@@ -18,7 +18,8 @@ Parts, each writing ``results/report_d/<part>.json`` and PNG figures under ``res
 
 Every evaluation compares unconditional samples with the 1,005 held-out digits (classifier-feature FID,
 KID, IS; :func:`~diffusion_edu.experiments.common.measure`). The cpu-tier parts after ``training`` need
-its checkpoints and never train: they stop with the command to run when a run is missing.
+the finished runs they evaluate (not all seven: a part can run while the queue trains the others) and
+never train: they stop with the command to run when a run is missing or unfinished.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ from ..presets import TrainConfig
 from ..samplers import sample
 from ..viz import save_image_grid
 from .common import (EVAL_BUDGETS, Part, by_tier, have_result, heldout_reference, load_result, measure,
-                     runs_root, save_result, tier_results_dir)
+                     runs_root, save_result, tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
 
 __all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "trained_epochs", "load_run", "load_snapshot",
-           "generate", "gaussian_data_prior", "probe_accuracy", "step_change"]
+           "generate", "gaussian_data_prior", "probe_accuracy", "step_change", "run_finished"]
 
 CHAPTER = "report_d"
 
@@ -65,6 +66,7 @@ RUNS: dict[str, RunSpec] = {
 DDPM_RUNS = ("cnn", "cnn_selu")
 COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
 CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
+COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
 PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples from at once
 
 # One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps, about
@@ -141,6 +143,34 @@ def _training(tier: str, progress: bool) -> dict[str, Any]:
                 f"first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
         _train(tier, progress)
     return load_result(CHAPTER, "training", tier)
+
+
+def run_finished(run: str, tier: str) -> bool:
+    """Whether the run's checkpoint has reached its configured number of steps."""
+    from ..checkpoint import load_checkpoint
+
+    path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
+    return path.is_file() and int(load_checkpoint(path)["step"]) == config(run, tier).steps
+
+
+def _runs_needed(tier: str, runs: tuple[str, ...], progress: bool) -> dict[str, dict[str, Any]]:
+    """The loss curve and final loss of the ``runs`` a part evaluates: from training.json when it exists,
+    else from the runs' own logs once each of them is finished (a part then need not wait for runs it does
+    not use). Never trains at a real tier: an unfinished run stops with the training command."""
+    if tier == "smoke" or have_result(CHAPTER, "training", tier):
+        summary = _training(tier, progress)["data"]
+        return {run: summary[run] for run in runs}
+    missing = [run for run in runs if not run_finished(run, tier)]
+    if missing:
+        raise FileNotFoundError(
+            f"Report D's runs {missing} are not finished at tier {tier!r} (and there is no results/{CHAPTER}/"
+            f"training.json). Train them first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
+    out = {}
+    for run in runs:
+        curve = training_curve(runs_root(tier) / CHAPTER / run)
+        tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]  # as train_runs
+        out[run] = {"curve": curve, "final_loss": sum(tail) / len(tail) if tail else None}
+    return out
 
 
 def load_run(run: str, tier: str, device: str | torch.device = "cpu"):
@@ -327,7 +357,7 @@ def _loss_curve(record: dict[str, Any], per: int) -> dict[str, list]:
 
 def _curves(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
-    summary = _training(tier, progress)["data"]
+    summary = _runs_needed(tier, CURVE_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     data: dict[str, Any] = {"runs": {}, "final": {}, "final_fid": {}, "final_is": {}}
     for run in CURVE_RUNS:
@@ -377,7 +407,7 @@ def _curves(tier: str, progress: bool) -> Path:
 
 def _samples(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
-    _training(tier, progress)
+    _runs_needed(tier, CURVE_RUNS, progress)
     b = _budget(tier)
     data: dict[str, Any] = {"runs": {}, "report_epochs": list(REPORT_EPOCHS), "report_total_epochs": REPORT_TOTAL_EPOCHS}
     for run in CURVE_RUNS:
@@ -478,7 +508,7 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
 
 def _cold(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
-    summary = _training(tier, progress)["data"]
+    summary = _runs_needed(tier, COLD_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     heldout = EmbeddedMNIST("heldout").subset(b.restore_n)
     x0, y = heldout.tensors()
@@ -538,7 +568,7 @@ def _comparison(tier: str, progress: bool) -> Path:
     from ..memorisation import nearest_neighbours
 
     t0 = time.perf_counter()
-    _training(tier, progress)
+    _runs_needed(tier, COMPARISON_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     train_x = EmbeddedMNIST("train").tensors()[0]
     rows: dict[str, dict[str, Any]] = {}
@@ -599,21 +629,13 @@ def _comparison(tier: str, progress: bool) -> Path:
 
 def _pretrained(tier: str, progress: bool) -> Path:
     """Ship the GELU CNN at T=1000 (``load_pretrained("report_d")``); the smoke tier writes a throwaway copy.
-    It needs only that run, finished (its checkpoint at the configured step), not the other six."""
-    from ..checkpoint import load_checkpoint
+    It needs only that run, finished, not the other six."""
     from ..models import count_parameters
     from ..pretrained import export_pretrained
 
     t0 = time.perf_counter()
-    if tier == "smoke":
-        _training(tier, progress)
+    _runs_needed(tier, (PRETRAINED_RUN,), progress)
     ckpt = runs_root(tier) / CHAPTER / PRETRAINED_RUN / "checkpoint.pt"
-    want = config(PRETRAINED_RUN, tier).steps
-    step = int(load_checkpoint(ckpt)["step"]) if ckpt.is_file() else 0
-    if step != want:
-        raise FileNotFoundError(
-            f"run {PRETRAINED_RUN!r} is not finished at tier {tier!r} ({ckpt}: step {step} of {want}). Train it "
-            f"first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
     model, _, cfg = load_run(PRETRAINED_RUN, tier)
     source = {"tier": tier, "chapter": CHAPTER, "run": PRETRAINED_RUN, "preset": RUNS[PRETRAINED_RUN][0],
               "dataset": cfg.dataset, "epochs": run_epochs(PRETRAINED_RUN, tier)}
