@@ -93,7 +93,8 @@ class ReportDBudget:
     comparison (None = all T); selu_steps: the same for the T=100 variant; restore_n: held-out digits restored per cold run; prior_components:
     Gaussians in the prior of fully degraded images; probe_n: training digits for the linear probes
     (None = all 8,995); eval_n: samples of the final numbers and the comparison (None = the tier's
-    ``EVAL_BUDGETS`` n; the smoke tier draws fewer, since every cold sample costs T network calls).
+    ``EVAL_BUDGETS`` n; the smoke tier draws fewer, since every cold sample costs T network calls);
+    cold_n: digits each cold variant generates per algorithm in the ``cold`` part (None = eval_n).
     """
 
     curve_n: int
@@ -105,15 +106,16 @@ class ReportDBudget:
     prior_components: int
     probe_n: int | None = None
     eval_n: int | None = None
+    cold_n: int | None = None
 
 
 REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
     "smoke": ReportDBudget(curve_n=12, grid_n=4, grid_steps=3, compare_steps=(3,), selu_steps=3, restore_n=4,
                            prior_components=2, probe_n=300, eval_n=12),
-    # cpu: about 750k CNN evaluations in all (~15 minutes on 2 cores next to other work); 250 and 500 samples
+    # cpu: about 650k CNN evaluations in all (~15 minutes on 2 cores next to other work); 250 and 500 samples
     # are sizes whose real-digit floor results/metrics/floors.json holds
     "cpu": ReportDBudget(curve_n=250, grid_n=16, grid_steps=None, compare_steps=(28, 100), selu_steps=None,
-                         restore_n=300, prior_components=10, eval_n=500),
+                         restore_n=200, prior_components=10, eval_n=500, cold_n=250),
     "gpu": ReportDBudget(curve_n=2000, grid_n=16, grid_steps=None, compare_steps=(28, 100, None), selu_steps=None,
                          restore_n=1005, prior_components=10),
 }
@@ -510,6 +512,7 @@ def _cold(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
     summary = _runs_needed(tier, COLD_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
+    n_gen = b.cold_n or ev.n
     heldout = EmbeddedMNIST("heldout").subset(b.restore_n)
     x0, y = heldout.tensors()
     train_x, train_y = EmbeddedMNIST("train").tensors()
@@ -530,11 +533,11 @@ def _cold(tier: str, progress: bool) -> Path:
         save_image_grid(grid, _figures(tier) / f"cold_restore_{run}.png", nrow=len(pick))
         rec["restore_figure"] = _rel(_figures(tier) / f"cold_restore_{run}.png", tier)
         prior = _cold_prior(D, run, tier)
-        x_T = prior.sample(ev.n, generator=_seeded("generate", run))
+        x_T = prior.sample(n_gen, generator=_seeded("generate", run))
         rec["generation"] = {}
         gen = {}
         for alg in (1, 2):
-            raw = generate(model, D, ev.n, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
+            raw = generate(model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
             gen[alg] = raw.clamp(-1, 1)
             m = _metrics(gen[alg], "cold", run)
             m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
@@ -551,7 +554,7 @@ def _cold(tier: str, progress: bool) -> Path:
         bar.update(1)
     bar.close()
     data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
-    cfg_out = {"restore_n": len(x0), "generate_n": ev.n, "prior_components": b.prior_components,
+    cfg_out = {"restore_n": len(x0), "generate_n": n_gen, "prior_components": b.prior_components,
                "probe_n": len(px), "reference": "mnist-embedded/heldout",
                "figure_rows": {"restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)",
                                            "Algorithm 1", "Algorithm 2"],
