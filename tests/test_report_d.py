@@ -14,9 +14,10 @@ from diffusion_edu.data import EmbeddedMNIST
 from diffusion_edu.experiments import report_d
 from diffusion_edu.experiments.common import result_path, tier_results_dir
 from diffusion_edu.ledger import ENTRIES, _lookup
+from diffusion_edu.pretrained import PRETRAINED_DIR
 from diffusion_edu.results import read_results
 
-PARTS = ("curves", "samples", "cold", "comparison")
+PARTS = ("curves", "samples", "cold", "comparison", "pretrained")
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +26,14 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_d")
     old = os.environ.get("DIFFUSION_EDU_RESULTS")
     os.environ["DIFFUSION_EDU_RESULTS"] = str(root / "results")
+    shipped = {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.pt")}
     try:
         torch.manual_seed(0)
         for part in ("training", *PARTS):
             report_d.PARTS[part].run("smoke", False)
-        yield {part: read_results(result_path("report_d", part, "smoke")) for part in ("training", *PARTS)}
+        records = {part: read_results(result_path("report_d", part, "smoke")) for part in ("training", *PARTS)}
+        records["shipped_before"] = shipped
+        yield records
     finally:
         if old is None:
             del os.environ["DIFFUSION_EDU_RESULTS"]
@@ -39,7 +43,8 @@ def smoke(tmp_path_factory):
 
 def test_parts_write_smoke_results_outside_results(smoke):
     """Smoke numbers mean nothing: the files are smoke-tier and live under runs/smoke/results, never results/."""
-    for part, record in smoke.items():
+    for part in ("training", *PARTS):
+        record = smoke[part]
         assert record["tier"] == "smoke" and record["name"] == f"report_d/{part}"
         assert "runs/smoke/results" in str(result_path("report_d", part, "smoke"))
 
@@ -57,6 +62,15 @@ def test_ledger_keys_exist_in_the_results(smoke):
             assert set(names) <= set(value), (e.quantity, names, list(value))
         else:
             assert isinstance(value, (float, dict)), (e.quantity, value)
+
+
+def test_trained_epochs_count_full_passes_from_the_record(smoke):
+    """The page's epoch count comes from training.json: steps over batches per epoch (smoke: 6 steps of 16 of
+    256 digits = 0.375 epochs; the cpu tier's config: 1,050 steps of 70 batches = 15 epochs)."""
+    assert report_d.trained_epochs(smoke["training"], "cnn") == 0.375
+    cpu = report_d.config("cnn", "cpu")
+    record = {"config": {"runs": {"cnn": cpu.to_dict()}}, "data": {"cnn": {"steps": cpu.steps}}}
+    assert report_d.trained_epochs(record, "cnn") == report_d.run_epochs("cnn", "cpu") == 15
 
 
 def test_curves_hold_one_point_per_snapshot_and_the_final_numbers(smoke):
@@ -107,6 +121,28 @@ def test_comparison_measures_every_model_the_same_way(smoke):
     assert set(data["fid_ddpm_vs_cold"]) == {"gaussian_ddpm", "cold_diffusion"}
 
 
+def test_pretrained_export_is_the_trained_cnn_and_never_touches_the_shipped_file(smoke):
+    """The smoke tier exports to runs/smoke/pretrained (the package's shipped networks stay as they were); the
+    exported file holds exactly the final weights of the GELU CNN run, and loads as a T=1000 DDPM that samples."""
+    from diffusion_edu.checkpoint import load_model
+    from diffusion_edu.experiments.common import runs_root
+    from diffusion_edu.samplers import sample
+
+    assert {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.pt")} == smoke["shipped_before"]
+    data = smoke["pretrained"]["data"]
+    assert data["source"]["run"] == report_d.PRETRAINED_RUN == "cnn" and data["source"]["tier"] == "smoke"
+    path = runs_root("smoke") / "pretrained" / "report_d.pt"
+    assert path.is_file() and data["bytes"] == path.stat().st_size
+    shipped_net, schedule, cfg = load_model(path, ema=False, device="cpu")
+    trained_net, _, _ = report_d.load_run("cnn", "smoke")
+    assert schedule.T == 1000 and cfg.model == "cnn_mnist" and data["params"] == sum(
+        p.numel() for p in shipped_net.parameters())
+    for (k, a), (_, b) in zip(shipped_net.state_dict().items(), trained_net.state_dict().items()):
+        assert torch.equal(a, b), k
+    out = sample(shipped_net, schedule, 2, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
+
+
 def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):
     """A cpu-tier evaluation part must stop with the training command, not start a 70-minute run."""
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
@@ -114,6 +150,27 @@ def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):
         with pytest.raises(FileNotFoundError, match="--only training"):
             report_d.PARTS[part].run("cpu", False)
     assert not (tmp_path / "runs" / "cpu").exists()
+
+
+def test_a_part_needs_only_its_own_runs_finished(smoke, tmp_path, monkeypatch):
+    """Without training.json a real-tier part reads the finished runs it evaluates from their logs, with the
+    same loss numbers train_runs records; an unfinished run stops it with the training command."""
+    import shutil
+
+    from diffusion_edu.experiments.common import runs_root
+
+    smoke_runs = runs_root("smoke") / "report_d"
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(report_d, "config", lambda run, tier: report_d.make_config(report_d.RUNS[run], "smoke", {}))
+    for run in ("cnn", "cnn_selu"):
+        shutil.copytree(smoke_runs / run, runs_root("cpu") / "report_d" / run)
+    assert report_d.run_finished("cnn", "cpu") and not report_d.run_finished("cold_columns_random", "cpu")
+    got = report_d._runs_needed("cpu", ("cnn", "cnn_selu"), False)
+    for run in ("cnn", "cnn_selu"):
+        assert got[run]["final_loss"] == pytest.approx(smoke["training"]["data"][run]["final_loss"], rel=1e-12)
+        assert got[run]["curve"]["step"] == smoke["training"]["data"][run]["curve"]["step"]
+    with pytest.raises(FileNotFoundError, match=r"\['cold_columns_random'\].*--only training"):
+        report_d._runs_needed("cpu", report_d.CURVE_RUNS, False)
 
 
 def test_report_epochs_scale_the_reports_epochs():

@@ -14,10 +14,12 @@ Parts, each writing ``results/report_d/<part>.json`` and PNG figures under ``res
 - ``cold``: the five restorers: original / degraded / restored, Bansal et al.'s Algorithms 1 and 2,
   generation from a fitted prior of fully degraded images, and how much of a digit each direction keeps.
 - ``comparison``: the Gaussian DDPMs against cold diffusion under one protocol (the report's Sec. 2.3).
+- ``pretrained``: the GELU CNN (T=1000) shipped as ``load_pretrained("report_d")``.
 
 Every evaluation compares unconditional samples with the 1,005 held-out digits (classifier-feature FID,
 KID, IS; :func:`~diffusion_edu.experiments.common.measure`). The cpu-tier parts after ``training`` need
-its checkpoints and never train: they stop with the command to run when a run is missing.
+the finished runs they evaluate (not all seven: a part can run while the queue trains the others) and
+never train: they stop with the command to run when a run is missing or unfinished.
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ from ..presets import TrainConfig
 from ..samplers import sample
 from ..viz import save_image_grid
 from .common import (EVAL_BUDGETS, Part, by_tier, have_result, heldout_reference, load_result, measure,
-                     runs_root, save_result, tier_results_dir)
+                     runs_root, save_result, tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
 
-__all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "load_run", "load_snapshot",
-           "generate", "gaussian_data_prior", "probe_accuracy", "step_change"]
+__all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "trained_epochs", "load_run", "load_snapshot",
+           "generate", "gaussian_data_prior", "probe_accuracy", "step_change", "run_finished"]
 
 CHAPTER = "report_d"
 
@@ -64,6 +66,8 @@ RUNS: dict[str, RunSpec] = {
 DDPM_RUNS = ("cnn", "cnn_selu")
 COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
 CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
+COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
+PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples from at once
 
 # One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps, about
 # 6 minutes for the CNN on 2 idle cores, ~370 img/s) for the DDPMs, COLD_CPU_EPOCHS for the restorers;
@@ -89,7 +93,8 @@ class ReportDBudget:
     comparison (None = all T); selu_steps: the same for the T=100 variant; restore_n: held-out digits restored per cold run; prior_components:
     Gaussians in the prior of fully degraded images; probe_n: training digits for the linear probes
     (None = all 8,995); eval_n: samples of the final numbers and the comparison (None = the tier's
-    ``EVAL_BUDGETS`` n; the smoke tier draws fewer, since every cold sample costs T network calls).
+    ``EVAL_BUDGETS`` n; the smoke tier draws fewer, since every cold sample costs T network calls);
+    cold_n: digits each cold variant generates per algorithm in the ``cold`` part (None = eval_n).
     """
 
     curve_n: int
@@ -101,13 +106,17 @@ class ReportDBudget:
     prior_components: int
     probe_n: int | None = None
     eval_n: int | None = None
+    cold_n: int | None = None
 
 
 REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
     "smoke": ReportDBudget(curve_n=12, grid_n=4, grid_steps=3, compare_steps=(3,), selu_steps=3, restore_n=4,
                            prior_components=2, probe_n=300, eval_n=12),
-    "cpu": ReportDBudget(curve_n=500, grid_n=16, grid_steps=None, compare_steps=(28, 100), selu_steps=None,
-                         restore_n=1000, prior_components=10),
+    # cpu: about 600k CNN evaluations in all (~15 minutes on 2 cores next to other work; the grids use 100
+    # respaced steps, since 1,000 steps for batches of 16 took 6 minutes a grid on the loaded machine); 250
+    # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
+    "cpu": ReportDBudget(curve_n=250, grid_n=16, grid_steps=100, compare_steps=(28, 100), selu_steps=None,
+                         restore_n=200, prior_components=10, eval_n=500, cold_n=250),
     "gpu": ReportDBudget(curve_n=2000, grid_n=16, grid_steps=None, compare_steps=(28, 100, None), selu_steps=None,
                          restore_n=1005, prior_components=10),
 }
@@ -137,6 +146,34 @@ def _training(tier: str, progress: bool) -> dict[str, Any]:
                 f"first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
         _train(tier, progress)
     return load_result(CHAPTER, "training", tier)
+
+
+def run_finished(run: str, tier: str) -> bool:
+    """Whether the run's checkpoint has reached its configured number of steps."""
+    from ..checkpoint import load_checkpoint
+
+    path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
+    return path.is_file() and int(load_checkpoint(path)["step"]) == config(run, tier).steps
+
+
+def _runs_needed(tier: str, runs: tuple[str, ...], progress: bool) -> dict[str, dict[str, Any]]:
+    """The loss curve and final loss of the ``runs`` a part evaluates: from training.json when it exists,
+    else from the runs' own logs once each of them is finished (a part then need not wait for runs it does
+    not use). Never trains at a real tier: an unfinished run stops with the training command."""
+    if tier == "smoke" or have_result(CHAPTER, "training", tier):
+        summary = _training(tier, progress)["data"]
+        return {run: summary[run] for run in runs}
+    missing = [run for run in runs if not run_finished(run, tier)]
+    if missing:
+        raise FileNotFoundError(
+            f"Report D's runs {missing} are not finished at tier {tier!r} (and there is no results/{CHAPTER}/"
+            f"training.json). Train them first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
+    out = {}
+    for run in runs:
+        curve = training_curve(runs_root(tier) / CHAPTER / run)
+        tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]  # as train_runs
+        out[run] = {"curve": curve, "final_loss": sum(tail) / len(tail) if tail else None}
+    return out
 
 
 def load_run(run: str, tier: str, device: str | torch.device = "cpu"):
@@ -170,10 +207,18 @@ def _epoch_steps(cfg: TrainConfig) -> int:
 
 
 def run_epochs(run: str, tier: str) -> float:
-    """How many passes over its training digits the run makes at ``tier`` (cpu: 25 of the 8,995 embedded
-    digits; gpu: the report's 100 of MNIST's 60,000)."""
+    """How many passes over its training digits the run makes at ``tier`` (cpu: over the embedded training
+    digits, :data:`TIER_OVERRIDES`; gpu: the report's 100 over MNIST's 60,000)."""
     cfg = config(run, tier)
     return round(cfg.steps / _epoch_steps(cfg), 3)
+
+
+def trained_epochs(training_record: dict[str, Any], run: str) -> float:
+    """Passes over its training digits that ``run`` made, from training.json's own record (its steps and
+    config). The record's ``epochs`` field is the data order's 0-based epoch index at the last log line
+    (14 after 15 full epochs), so the chapter counts from the steps instead."""
+    cfg = TrainConfig.from_dict(training_record["config"]["runs"][run])
+    return round(training_record["data"][run]["steps"] / _epoch_steps(cfg), 3)
 
 
 def _snapshots(run: str, tier: str) -> list[tuple[float, Path]]:
@@ -188,7 +233,7 @@ def _snapshots(run: str, tier: str) -> list[tuple[float, Path]]:
 
 def report_epochs(n_epochs: int) -> list[int]:
     """The report's epochs (1, 20, 40, 60, 100 of 100) scaled to a run of ``n_epochs`` snapshots (1-based
-    indices, at least 1, without repeats): 25 epochs give 1, 5, 10, 15, 25."""
+    indices, at least 1, without repeats): 25 epochs give 1, 5, 10, 15, 25; 15 give 1, 3, 6, 9, 15."""
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 1:
         raise ValueError(f"n_epochs must be an int >= 1, got {n_epochs!r}")
     out: list[int] = []
@@ -315,7 +360,7 @@ def _loss_curve(record: dict[str, Any], per: int) -> dict[str, list]:
 
 def _curves(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
-    summary = _training(tier, progress)["data"]
+    summary = _runs_needed(tier, CURVE_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     data: dict[str, Any] = {"runs": {}, "final": {}, "final_fid": {}, "final_is": {}}
     for run in CURVE_RUNS:
@@ -365,7 +410,7 @@ def _curves(tier: str, progress: bool) -> Path:
 
 def _samples(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
-    _training(tier, progress)
+    _runs_needed(tier, CURVE_RUNS, progress)
     b = _budget(tier)
     data: dict[str, Any] = {"runs": {}, "report_epochs": list(REPORT_EPOCHS), "report_total_epochs": REPORT_TOTAL_EPOCHS}
     for run in CURVE_RUNS:
@@ -466,8 +511,9 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
 
 def _cold(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
-    summary = _training(tier, progress)["data"]
+    summary = _runs_needed(tier, COLD_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
+    n_gen = b.cold_n or ev.n
     heldout = EmbeddedMNIST("heldout").subset(b.restore_n)
     x0, y = heldout.tensors()
     train_x, train_y = EmbeddedMNIST("train").tensors()
@@ -488,11 +534,11 @@ def _cold(tier: str, progress: bool) -> Path:
         save_image_grid(grid, _figures(tier) / f"cold_restore_{run}.png", nrow=len(pick))
         rec["restore_figure"] = _rel(_figures(tier) / f"cold_restore_{run}.png", tier)
         prior = _cold_prior(D, run, tier)
-        x_T = prior.sample(ev.n, generator=_seeded("generate", run))
+        x_T = prior.sample(n_gen, generator=_seeded("generate", run))
         rec["generation"] = {}
         gen = {}
         for alg in (1, 2):
-            raw = generate(model, D, ev.n, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
+            raw = generate(model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
             gen[alg] = raw.clamp(-1, 1)
             m = _metrics(gen[alg], "cold", run)
             m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
@@ -509,7 +555,7 @@ def _cold(tier: str, progress: bool) -> Path:
         bar.update(1)
     bar.close()
     data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
-    cfg_out = {"restore_n": len(x0), "generate_n": ev.n, "prior_components": b.prior_components,
+    cfg_out = {"restore_n": len(x0), "generate_n": n_gen, "prior_components": b.prior_components,
                "probe_n": len(px), "reference": "mnist-embedded/heldout",
                "figure_rows": {"restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)",
                                            "Algorithm 1", "Algorithm 2"],
@@ -526,7 +572,7 @@ def _comparison(tier: str, progress: bool) -> Path:
     from ..memorisation import nearest_neighbours
 
     t0 = time.perf_counter()
-    _training(tier, progress)
+    _runs_needed(tier, COMPARISON_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     train_x = EmbeddedMNIST("train").tensors()[0]
     rows: dict[str, dict[str, Any]] = {}
@@ -585,6 +631,25 @@ def _comparison(tier: str, progress: bool) -> Path:
     return save_result(CHAPTER, "comparison", data, cfg_out, tier, time.perf_counter() - t0)
 
 
+def _pretrained(tier: str, progress: bool) -> Path:
+    """Ship the GELU CNN at T=1000 (``load_pretrained("report_d")``); the smoke tier writes a throwaway copy.
+    It needs only that run, finished, not the other six."""
+    from ..models import count_parameters
+    from ..pretrained import export_pretrained
+
+    t0 = time.perf_counter()
+    _runs_needed(tier, (PRETRAINED_RUN,), progress)
+    ckpt = runs_root(tier) / CHAPTER / PRETRAINED_RUN / "checkpoint.pt"
+    model, _, cfg = load_run(PRETRAINED_RUN, tier)
+    source = {"tier": tier, "chapter": CHAPTER, "run": PRETRAINED_RUN, "preset": RUNS[PRETRAINED_RUN][0],
+              "dataset": cfg.dataset, "epochs": run_epochs(PRETRAINED_RUN, tier)}
+    folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
+    path = export_pretrained(ckpt, "report_d", source=source, folder=folder)
+    data = {"name": "report_d", "file": path.name, "bytes": path.stat().st_size, "params": count_parameters(model),
+            "source": source, "load": 'diffusion_edu.pretrained.load_pretrained("report_d")'}
+    return save_result(CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t0)
+
+
 PARTS: dict[str, Part] = {
     "training": Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
     "curves": Part("curves", "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers",
@@ -595,4 +660,6 @@ PARTS: dict[str, Part] = {
                  _cold, needs=["training"]),
     "comparison": Part("comparison", "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)",
                        _comparison, needs=["training"]),
+    "pretrained": Part("pretrained", "ship the GELU CNN (T=1000) as load_pretrained('report_d')", _pretrained,
+                       needs=["training"]),
 }
