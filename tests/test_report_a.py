@@ -33,10 +33,16 @@ def smoke_results(tmp_path_factory):
         A._MODELS.clear()
         A._SAMPLES.clear()
         torch.set_num_threads(1)
+        images = []  # the batch size of every network call made by the evaluation parts
         for name, part in A.PARTS.items():
             part.run("smoke", False)
+            if name == "training":
+                for run in A.RUNS:
+                    A.load_run(run, "smoke")[0].register_forward_hook(lambda m, args, out: images.append(len(args[0])))
         records = {p: read_results(result_path(A.CHAPTER, p, "smoke")) for p in A.PARTS}
         records["_root"] = root
+        records["_network_images"] = sum(images)
+        records["_draws"] = {key for key in A._SAMPLES if key[1] == "smoke"}
         yield records
         A._MODELS.clear()
         A._SAMPLES.clear()
@@ -88,6 +94,25 @@ def test_ledger_rows_for_report_a_find_their_numbers(smoke_results, tmp_path):
         part = e.results.split("/")[1].removesuffix(".json")
         assert e.results.startswith("report_a/") and part in A.PARTS
         _lookup(smoke_results[part]["data"], e.key)
+
+
+def test_planned_evaluations_count_what_the_parts_do(smoke_results):
+    """The cost the cpu tier's budgets are chosen by (planned_evaluations) is the number of images the
+    parts really pass through the networks, and planned_draws lists exactly the settings they draw."""
+    planned = A.planned_evaluations("smoke")
+    assert smoke_results["_network_images"] == planned["sampling"] + planned["bound"] + planned["first_step"]
+    drawn = {(run, sampler, n) for run, _, sampler, n in smoke_results["_draws"]}
+    assert drawn == A.planned_draws("smoke") and planned["settings"] == len(drawn)
+    budget = smoke_results["schedules"]["config"]["chapter_budget"]
+    assert budget["planned_evaluations"] == planned and budget["samples_per_setting"] == A.samples_per_setting("smoke")
+
+
+def test_cpu_budget_counts_whole_classes_and_every_k():
+    """The cpu tier measures every K of the issue (5 to 400) and draws whole classes in every setting."""
+    assert list(A.FAST_K["cpu"]) == [5, 10, 20, 50, 100, 400] and max(A.VARIANCE_K["cpu"]) == 400
+    counts = [A.samples_per_setting("cpu"), *A.FAST_K["cpu"].values(), *A.VARIANCE_K["cpu"].values()]
+    assert all(n >= 10 and n % 10 == 0 for n in counts)
+    assert A.samples_per_setting("cpu") == A.SAMPLES["cpu"]
 
 
 def test_same_setting_same_samples(smoke_results):

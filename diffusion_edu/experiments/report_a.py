@@ -44,23 +44,29 @@ RUNS: dict[str, RunSpec] = {
     "unet_disc": ("a_unet_disc", _MIDDLE),             # + gamma * discriminator term (Eqs. 8-9)
 }
 
-# cpu tier: 2,000 steps of 64 (about 7 minutes for the U-Net on 2 cores, measured: ~300 img/s; eight
-# runs share one session's machine, so each gets less than the ~10 minutes of quick_mnist).
+# cpu tier: 1,500 steps of 64 (about 8 minutes for the U-Net on one core, ~200 img/s; the eight runs
+# share one session's 2-core machine with Report D's, so each gets less than quick_mnist's ~10 minutes).
 TIER_OVERRIDES = {
-    "cpu": dict(dataset="mnist-embedded", batch_size=64, steps=2000, lr=1e-3, warmup_steps=200,
+    "cpu": dict(dataset="mnist-embedded", batch_size=64, steps=1500, lr=1e-3, warmup_steps=200,
                 lr_schedule="cosine", channels_last=True, log_every=50, checkpoint_every=500),
 }
 
 SEED = 0  # x_T and every sampling step's noise; also the metrics' random subsets
 GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one column per class
 SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
+# Evaluation budgets. At the cpu tier the evaluation parts must fit in about 12 minutes on 2 cores after
+# the training runs; the U-Net evaluates ~650 images per second there (results/benchmarks/models_cpu.json),
+# and planned_evaluations() counts what these budgets ask for.
+# SAMPLES: samples per setting of the comparisons (denoisers, parameterization, schedules, conditioning);
+# a tier not listed uses EVAL_BUDGETS[tier].n.
+SAMPLES = {"cpu": 500}
 # fast_sampling: K -> samples. Fewer samples at large K keep the cpu tier within its budget; KID is
 # unbiased in the number of samples, FID is not (compare FID only at equal n; floors.json has the floor per n).
-FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 1000, 10: 1000, 20: 1000, 50: 500, 100: 250, 400: 100},
+FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
           "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)}}
-VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 1000, 400: 100}, "gpu": {20: 10_000, 400: 10_000}}
+VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 500, 400: 50}, "gpu": {20: 10_000, 400: 10_000}}
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
-KL_IMAGES = {"smoke": 16, "cpu": 500, "gpu": 1005}
+KL_IMAGES = {"smoke": 16, "cpu": 300, "gpu": 1005}
 
 
 def config(run: str, tier: str):
@@ -114,8 +120,8 @@ def book_sampler(tier: str) -> Sampler:
 
 
 def samples_per_setting(tier: str) -> int:
-    """The tier's sample count (:data:`EVAL_BUDGETS`) rounded down to whole classes."""
-    return max(10, EVAL_BUDGETS[tier].n // 10 * 10)
+    """The tier's sample count (:data:`SAMPLES`, else :data:`EVAL_BUDGETS`) rounded down to whole classes."""
+    return max(10, SAMPLES.get(tier, EVAL_BUDGETS[tier].n) // 10 * 10)
 
 
 def class_labels(n: int) -> torch.Tensor:
@@ -215,6 +221,9 @@ def _columns(records: dict[str, dict], keys=("fid", "kid_mean", "kid_std", "is",
 
 def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
     cfg = {**cfg, "seed": SEED, "reference": "mnist-embedded/heldout (1,005 digits)",
+           "chapter_budget": {"samples_per_setting": samples_per_setting(tier), "fast_K_to_n": by_tier(FAST_K, tier),
+                              "variance_K_to_n": by_tier(VARIANCE_K, tier), "bound_images": by_tier(KL_IMAGES, tier),
+                              "planned_evaluations": planned_evaluations(tier)},
            "threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
     return save_result(CHAPTER, part, data, cfg, tier, time.perf_counter() - t0)
 
@@ -332,12 +341,19 @@ def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any
     return diag
 
 
+def schedule_protocols(tier: str) -> dict[str, Sampler]:
+    """The samplers of the part ``schedules``: the book's, the book's without clipping, and Report A's
+    (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps."""
+    book = book_sampler(tier)
+    return {"book": book, "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
+            "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
+
+
 def _schedules(tier: str, progress: bool) -> Path:
     """The four schedules under one protocol, then under Report A's (variance 0, unclipped Eq. 11 mean)."""
     t0 = time.perf_counter()
     book, n = book_sampler(tier), samples_per_setting(tier)
-    protocols = {"book": book, "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
-                 "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
+    protocols = schedule_protocols(tier)
     settings: dict[str, dict] = {}
     for pname, sampler in protocols.items():
         settings[pname] = {name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress)
@@ -395,6 +411,11 @@ FAST_SAMPLERS = {"ddim": Sampler("ddim"), "respaced_beta_tilde": Sampler("ddpm",
                  "respaced_zero": Sampler("ddpm", variance="zero")}
 
 
+def at_steps(base: Sampler, K: int) -> Sampler:
+    """``base`` with K (respaced) steps."""
+    return Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
+
+
 def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool) -> dict:
     """Every sampler at every K (with n = ks[K] samples): per-sampler lists over K, and the records."""
     keys = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "seconds_per_1000")
@@ -402,7 +423,7 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
     settings: dict[str, dict] = {name: {} for name in samplers}
     for K, n in ks.items():
         for name, base in samplers.items():
-            s = Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
+            s = at_steps(base, K)
             rec = evaluate_setting("unet", tier, s, n, f"{prefix}_{name}_K{K}", progress)
             settings[name][str(K)] = rec
             for k in keys:
@@ -450,6 +471,29 @@ def _pretrained(tier: str, progress: bool) -> Path:
     data = {"name": CHAPTER, "file": dest.name, "bytes": dest.stat().st_size, "run": "unet",
             "params": count_parameters(load_run("unet", tier)[0]), "steps": cfg.steps}
     return _save("pretrained", data, {"run": cfg.to_dict()}, tier, t0)
+
+
+def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
+    """Every distinct (run, sampler, n) that the evaluation parts draw at ``tier``: each is sampled once
+    per process (:func:`draw`) however many parts use it."""
+    book, n = book_sampler(tier), samples_per_setting(tier)
+    draws = {(run, book, n) for run in ("unet", "autoencoder", "vae", "unet_mu", "unet_disc")}
+    draws |= {(run, s, n) for s in schedule_protocols(tier).values() for run in SCHEDULE_RUNS.values()}
+    for samplers, ks in ((FAST_SAMPLERS, by_tier(FAST_K, tier)), (VARIANCE_SAMPLERS, by_tier(VARIANCE_K, tier))):
+        draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
+    return draws
+
+
+def planned_evaluations(tier: str) -> dict[str, int]:
+    """What the evaluation parts cost at ``tier``, in images passed through a network (one image at one
+    step is one): drawing the samples, the bound terms of ``parameterization`` and the first-step
+    diagnostics of ``schedules``. The cpu tier's budgets are chosen with it (:data:`SAMPLES`)."""
+    draws = planned_draws(tier)
+    steps = {run: config(run, tier).T for run in RUNS}
+    n, book = samples_per_setting(tier), book_sampler(tier)
+    return {"sampling": sum(m * (s.steps or steps[run]) for run, s, m in draws), "settings": len(draws),
+            "bound": 2 * by_tier(KL_IMAGES, tier) * len(KL_TIMESTEPS),
+            "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n}
 
 
 PARTS: dict[str, Part] = {
