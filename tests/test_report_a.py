@@ -225,3 +225,45 @@ def test_results_files_are_json_with_the_envelope(smoke_results):
         rec = smoke_results[part]
         assert {"config", "hardware", "wall_time_s"} <= set(rec) and rec["config"]["seed"] == A.SEED
         json.dumps(rec, allow_nan=False)  # plain JSON, no NaN
+
+
+def test_part_runs_cover_every_evaluation_part_and_run():
+    assert set(A.PART_RUNS) == set(PARTS_AFTER_TRAINING)
+    assert {r for runs in A.PART_RUNS.values() for r in runs} == set(A.RUNS)
+
+
+def test_unfinished_runs_are_refused_and_named(smoke_results, tmp_path, monkeypatch):
+    """With only some cpu-tier runs finished (the queue still training the others), the parts that need
+    only finished runs can run; the others raise before measuring anything, naming the unfinished runs
+    and the command that trains them; the training summary comes from the finished runs' logs."""
+    import shutil
+
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    src = smoke_results["_root"] / "runs" / "smoke" / "report_a" / "unet"
+    state = torch.load(src / "checkpoint.pt", weights_only=False)
+    steps = A.config("unet", "cpu").steps
+    for run, step in (("unet", steps), ("vae", 1)):
+        dest = tmp_path / "runs" / "cpu" / "report_a" / run
+        dest.mkdir(parents=True)
+        torch.save({**state, "step": step}, dest / "checkpoint.pt")
+        shutil.copy(src / "log.jsonl", dest / "log.jsonl")
+    for run in A.RUNS:
+        A._MODELS.pop((run, "cpu"), None)
+    try:
+        assert A.run_finished("unet", "cpu") and not A.run_finished("vae", "cpu") and not A.run_finished("unet_mu", "cpu")
+        assert A.missing_runs("fast_sampling", "cpu") == {} and A.missing_runs("variance", "cpu") == {}
+        assert A.missing_runs("denoisers", "cpu") == {"autoencoder": "no checkpoint", "vae": f"step 1 of {steps:,}"}
+        with pytest.raises(RuntimeError, match=r"vae \(step 1 of .*--only training denoisers"):
+            A.PARTS["denoisers"].run("cpu", False)
+        with pytest.raises(RuntimeError, match=r"unet_quadratic \(no checkpoint\).*--only training schedules"):
+            A.PARTS["schedules"].run("cpu", False)
+        assert not (tmp_path / "results" / "report_a").exists()  # nothing measured, nothing written
+        with pytest.raises(RuntimeError, match="unfinished"):
+            A.load_run("vae", "cpu")
+        summary = A.training_summary("cpu")
+        assert list(summary["data"]) == ["unet"] and set(summary["missing"]) == set(A.RUNS) - {"unet"}
+        assert summary["data"]["unet"]["steps"] == steps and summary["tier"] == "cpu"
+        assert summary["data"]["unet"]["curve"]["loss"] == A.training_curve(src)["loss"]
+    finally:
+        for run in A.RUNS:
+            A._MODELS.pop((run, "cpu"), None)

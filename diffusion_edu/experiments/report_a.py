@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 import torch
 
-from .common import EVAL_BUDGETS, Part, by_tier, load_result, measure, runs_root, save_result, tier_results_dir
+from .common import (EVAL_BUDGETS, Part, by_tier, have_result, load_result, measure, runs_root, save_result,
+                     tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, train_runs
 
 CHAPTER = "report_a"
@@ -137,19 +138,112 @@ def checkpoint_path(run: str, tier: str) -> Path:
     return runs_root(tier) / CHAPTER / run / "checkpoint.pt"
 
 
+def train_command(tier: str, *parts: str) -> str:
+    """The command that trains the chapter's runs at ``tier`` (finished runs are loaded, not retrained),
+    then runs ``parts``."""
+    return f"python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training" + "".join(f" {p}" for p in parts)
+
+
+def run_step(run: str, tier: str) -> int | None:
+    """The training step of ``run``'s checkpoint at ``tier``, or None when it has none."""
+    from ..checkpoint import load_checkpoint
+
+    path = checkpoint_path(run, tier)
+    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+
+
+def run_finished(run: str, tier: str) -> bool:
+    """Whether ``run`` has a checkpoint at ``tier`` that reached its config's steps (a run the training
+    queue is still training, or never started, is not finished)."""
+    step = run_step(run, tier)
+    return step is not None and step >= config(run, tier).steps
+
+
+# The runs each evaluation part measures.
+PART_RUNS: dict[str, tuple[str, ...]] = {
+    "denoisers": ("unet", "autoencoder", "vae"),
+    "parameterization": ("unet", "unet_mu"),
+    "schedules": tuple(SCHEDULE_RUNS.values()),
+    "conditioning": ("unet", "unet_disc"),
+    "fast_sampling": ("unet",),
+    "variance": ("unet",),
+    "pretrained": ("unet",),
+}
+
+
+def missing_runs(part: str, tier: str) -> dict[str, str]:
+    """The runs that ``part`` needs and that are not finished at ``tier``: {run: "no checkpoint" or
+    "step s of S"} (empty when the part can run)."""
+    if part not in PART_RUNS:
+        raise ValueError(f"part must be one of {list(PART_RUNS)}, got {part!r}")
+    out = {}
+    for run in PART_RUNS[part]:
+        step = run_step(run, tier)
+        steps = config(run, tier).steps
+        if step is None:
+            out[run] = "no checkpoint"
+        elif step < steps:
+            out[run] = f"step {step:,} of {steps:,}"
+    return out
+
+
+def require_runs(part: str, tier: str) -> None:
+    """Raise (naming the missing runs and the command that trains them) unless every run of ``part`` is
+    finished at ``tier``. Evaluation parts never train."""
+    missing = missing_runs(part, tier)
+    if missing:
+        what = ", ".join(f"{r} ({why})" for r, why in missing.items())
+        raise RuntimeError(f"{CHAPTER} part {part!r} needs unfinished runs at tier {tier}: {what}; train them "
+                           f"first with: {train_command(tier, part)}")
+
+
+def training_summary(tier: str) -> dict[str, Any]:
+    """The training record of the chapter at ``tier``: ``results/report_a/training.json`` when the
+    ``training`` part has written it; otherwise a record of the same shape built from the finished runs'
+    checkpoints and logs (``runs/<tier>/report_a/<run>/log.jsonl``), with ``missing`` naming the runs not
+    finished yet and ``source`` saying where the numbers come from."""
+    from ..models import count_parameters
+    from ..results import hardware_info
+
+    if have_result(CHAPTER, "training", tier):
+        return {**load_result(CHAPTER, "training", tier), "missing": {}, "source": "training.json"}
+    missing = {run: why for part in ("denoisers", "schedules", "conditioning", "parameterization")
+               for run, why in missing_runs(part, tier).items()}
+    summary, configs = {}, {}
+    for run in RUNS:
+        if run in missing:
+            continue
+        model, _, cfg = load_run(run, tier)
+        curve = training_curve(checkpoint_path(run, tier).parent)
+        tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
+        wall = curve["elapsed_s"][-1] if curve["elapsed_s"] else None
+        summary[run] = {"preset": RUNS[run][0], "params": count_parameters(model), "steps": run_step(run, tier),
+                        "epochs": curve["epoch"][-1] if curve["epoch"] else 0, "batch_size": cfg.batch_size,
+                        "train_wall_time_s": wall,
+                        "img_per_s": round(run_step(run, tier) * cfg.batch_size / wall, 1) if wall else None,
+                        "final_loss": sum(tail) / len(tail) if tail else None,
+                        "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")}}
+        configs[run] = cfg.to_dict()
+    return {"name": "training", "tier": tier, "data": summary, "config": {"runs": configs},
+            "hardware": hardware_info(), "missing": missing, "source": "runs' logs (training.json not written yet)"}
+
+
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
 def load_run(run: str, tier: str):
-    """The trained network of ``run`` at ``tier`` (model, schedule, config), on the CPU, loaded once."""
+    """The trained network of ``run`` at ``tier`` (model, schedule, config), on the CPU, loaded once.
+    A missing or unfinished checkpoint raises with the command that trains it (this never trains)."""
     key = (run, tier)
     if key not in _MODELS:
         from ..training import load_model
 
         path = checkpoint_path(run, tier)
         if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint {path}: train it first with python -m diffusion_edu experiment "
-                                    f"{CHAPTER} --tier {tier} --only training")
+            raise FileNotFoundError(f"no checkpoint {path}: train it first with {train_command(tier)}")
+        if not run_finished(run, tier):
+            raise RuntimeError(f"{path} is at step {run_step(run, tier)} of {config(run, tier).steps}: the run is "
+                               f"unfinished (or still training); finish it with {train_command(tier)}")
         with warnings.catch_warnings():  # Report A's runs keep no EMA: the trained weights are the model
             warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
             _MODELS[key] = load_model(path, ema=True, device="cpu")
@@ -241,8 +335,9 @@ _TRAINING_KEYS = ("params", "steps", "batch_size", "train_wall_time_s", "img_per
 
 def _denoisers(tier: str, progress: bool) -> Path:
     """U-Net vs autoencoder vs VAE, trained with the same steps and batch, sampled the same way."""
+    require_runs('denoisers', tier)
     t0 = time.perf_counter()
-    training = load_result(CHAPTER, "training", tier)["data"]
+    training = training_summary(tier)["data"]
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     recs = {}
     for run in ("unet", "autoencoder", "vae"):
@@ -288,6 +383,7 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
 
 def _parameterization(tier: str, progress: bool) -> Path:
     """eps-prediction vs posterior-mean (mu) prediction: samples, and the bound's terms per t."""
+    require_runs('parameterization', tier)
     from ..data import EmbeddedMNIST
 
     t0 = time.perf_counter()
@@ -351,6 +447,7 @@ def schedule_protocols(tier: str) -> dict[str, Sampler]:
 
 def _schedules(tier: str, progress: bool) -> Path:
     """The four schedules under one protocol, then under Report A's (variance 0, unclipped Eq. 11 mean)."""
+    require_runs('schedules', tier)
     t0 = time.perf_counter()
     book, n = book_sampler(tier), samples_per_setting(tier)
     protocols = schedule_protocols(tier)
@@ -383,6 +480,7 @@ def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
 
 def _conditioning(tier: str, progress: bool) -> Path:
     """Conditional accuracy with and without the discriminator term, by two judges."""
+    require_runs('conditioning', tier)
     from ..data import EmbeddedMNIST
     from ..metrics import classifier_outputs
 
@@ -434,6 +532,7 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
 
 def _fast_sampling(tier: str, progress: bool) -> Path:
     """DDIM vs respaced DDPM (beta_tilde, and variance 0 as Report A samples) at K steps, quality and time."""
+    require_runs('fast_sampling', tier)
     t0 = time.perf_counter()
     ks = by_tier(FAST_K, tier)
     data = {"describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
@@ -447,6 +546,7 @@ VARIANCE_SAMPLERS = {v: Sampler("ddpm", variance=v) for v in ("zero", "beta", "b
 
 def _variance(tier: str, progress: bool) -> Path:
     """The reverse variance sigma_t^2 = 0 (Report A), beta_t or beta_tilde_t, at a few K and at all T steps."""
+    require_runs('variance', tier)
     t0 = time.perf_counter()
     ks = by_tier(VARIANCE_K, tier)
     sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress)
@@ -459,6 +559,7 @@ def _variance(tier: str, progress: bool) -> Path:
 
 def _pretrained(tier: str, progress: bool) -> Path:
     """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
+    require_runs('pretrained', tier)
     from ..pretrained import PRETRAINED_DIR, export_pretrained
 
     t0 = time.perf_counter()
