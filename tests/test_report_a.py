@@ -267,3 +267,54 @@ def test_unfinished_runs_are_refused_and_named(smoke_results, tmp_path, monkeypa
     finally:
         for run in A.RUNS:
             A._MODELS.pop((run, "cpu"), None)
+
+
+class _EpsNet(nn.Module):
+    parameterization = "eps"
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        torch.nn.init.normal_(self.conv.weight, std=0.3, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x, t, y=None):
+        return self.conv(x) + t.view(-1, 1, 1, 1).to(x.dtype) / 400
+
+
+class _MuNet(nn.Module):
+    """The posterior mean (Ho et al. Eq. 11, full chain) that an eps network implies: a mu network."""
+    parameterization = "mu"
+
+    def __init__(self, eps_net, schedule):
+        super().__init__()
+        self.eps_net, self.schedule = eps_net, schedule
+
+    def forward(self, x, t, y=None):
+        from diffusion_edu import posterior_mean_from_eps
+
+        step = int(t[0])
+        assert bool((t == step).all())
+        return posterior_mean_from_eps(x.double(), step, self.eps_net(x, t).double(), self.schedule).to(x.dtype)
+
+
+def test_mu_network_is_sampled_through_the_full_chains_eps():
+    """A mu network predicts one step of the full chain: EpsFromMu gives the eps network it implies, so a
+    respaced step of the wrapped mu network is the respaced step of the eps network."""
+    from diffusion_edu import ddpm_step, respace
+
+    full = make_schedule("linear", 400)
+    eps_net = _EpsNet()
+    mu_net = _MuNet(eps_net, full)
+    wrapped = A.EpsFromMu(mu_net, full)
+    assert wrapped.parameterization == "eps"
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for t in (1, 57, 400):
+            tt = torch.full((3,), t)
+            assert torch.allclose(wrapped(x, tt), eps_net(x, tt), atol=1e-3)
+        short = respace(full, 10)
+        for k in (10, 5, 1):
+            want = ddpm_step(eps_net, x, k, short, variance="beta_tilde", clip_x0=True, noise=noise).x_prev
+            got = ddpm_step(wrapped, x, k, short, variance="beta_tilde", clip_x0=True, noise=noise).x_prev
+            assert torch.allclose(got, want, atol=1e-3), k
