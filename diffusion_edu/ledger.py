@@ -144,7 +144,7 @@ ENTRIES: list[Entry] = [
     Entry("A", "conditional accuracy, one-hot label, no discriminator term", "not measured", "Sec. 3.3", "report_a/conditioning.json", "conditional_accuracy.unet", NOT_MEASURED_A, fmt=".3f"),
     Entry("A", "conditional accuracy, one-hot label + discriminator term", "not measured", "Sec. 3.3", "report_a/conditioning.json", "conditional_accuracy.unet_disc", NOT_MEASURED_A, fmt=".3f"),
     Entry("A", "FID, sub-sampled DDPM (variance 0), 5 steps", 49.0, "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid", "respaced_zero"), FID_FEATURES, fmt=".0f"),
-    Entry("A", "FID, DDIM, 5 steps", 42.0, "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid", "ddim"), FID_FEATURES, fmt=".0f"),
+    Entry("A", "FID, DDIM (the report does not say at how many steps; the book's value is at 5)", 42.0, "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid", "ddim"), FID_FEATURES, fmt=".0f"),
     Entry("A", "FID ranking at 5 steps (best first): DDIM vs sub-sampled DDPM with variance 0", "ddim < respaced_zero", "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid"), SameOrder()),
     Entry("A", "FID ranking of the reverse variance at all 400 steps (best first), Report A's test server", "zero < beta_tilde", "Sec. 3.5", "report_a/variance.json", "full.fid", SameOrder()),
     # Report B: CIFAR-10 with classifier-free guidance.

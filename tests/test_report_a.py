@@ -33,10 +33,16 @@ def smoke_results(tmp_path_factory):
         A._MODELS.clear()
         A._SAMPLES.clear()
         torch.set_num_threads(1)
+        images = []  # the batch size of every network call made by the evaluation parts
         for name, part in A.PARTS.items():
             part.run("smoke", False)
+            if name == "training":
+                for run in A.RUNS:
+                    A.load_run(run, "smoke")[0].register_forward_hook(lambda m, args, out: images.append(len(args[0])))
         records = {p: read_results(result_path(A.CHAPTER, p, "smoke")) for p in A.PARTS}
         records["_root"] = root
+        records["_network_images"] = sum(images)
+        records["_draws"] = {key for key in A._SAMPLES if key[1] == "smoke"}
         yield records
         A._MODELS.clear()
         A._SAMPLES.clear()
@@ -88,6 +94,25 @@ def test_ledger_rows_for_report_a_find_their_numbers(smoke_results, tmp_path):
         part = e.results.split("/")[1].removesuffix(".json")
         assert e.results.startswith("report_a/") and part in A.PARTS
         _lookup(smoke_results[part]["data"], e.key)
+
+
+def test_planned_evaluations_count_what_the_parts_do(smoke_results):
+    """The cost the cpu tier's budgets are chosen by (planned_evaluations) is the number of images the
+    parts really pass through the networks, and planned_draws lists exactly the settings they draw."""
+    planned = A.planned_evaluations("smoke")
+    assert smoke_results["_network_images"] == planned["sampling"] + planned["bound"] + planned["first_step"]
+    drawn = {(run, sampler, n) for run, _, sampler, n in smoke_results["_draws"]}
+    assert drawn == A.planned_draws("smoke") and planned["settings"] == len(drawn)
+    budget = smoke_results["schedules"]["config"]["chapter_budget"]
+    assert budget["planned_evaluations"] == planned and budget["samples_per_setting"] == A.samples_per_setting("smoke")
+
+
+def test_cpu_budget_counts_whole_classes_and_every_k():
+    """The cpu tier measures every K of the issue (5 to 400) and draws whole classes in every setting."""
+    assert list(A.FAST_K["cpu"]) == [5, 10, 20, 50, 100, 400] and max(A.VARIANCE_K["cpu"]) == 400
+    counts = [A.samples_per_setting("cpu"), *A.FAST_K["cpu"].values(), *A.VARIANCE_K["cpu"].values()]
+    assert all(n >= 10 and n % 10 == 0 for n in counts)
+    assert A.samples_per_setting("cpu") == A.SAMPLES["cpu"]
 
 
 def test_same_setting_same_samples(smoke_results):
@@ -200,3 +225,96 @@ def test_results_files_are_json_with_the_envelope(smoke_results):
         rec = smoke_results[part]
         assert {"config", "hardware", "wall_time_s"} <= set(rec) and rec["config"]["seed"] == A.SEED
         json.dumps(rec, allow_nan=False)  # plain JSON, no NaN
+
+
+def test_part_runs_cover_every_evaluation_part_and_run():
+    assert set(A.PART_RUNS) == set(PARTS_AFTER_TRAINING)
+    assert {r for runs in A.PART_RUNS.values() for r in runs} == set(A.RUNS)
+
+
+def test_unfinished_runs_are_refused_and_named(smoke_results, tmp_path, monkeypatch):
+    """With only some cpu-tier runs finished (the queue still training the others), the parts that need
+    only finished runs can run; the others raise before measuring anything, naming the unfinished runs
+    and the command that trains them; the training summary comes from the finished runs' logs."""
+    import shutil
+
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    src = smoke_results["_root"] / "runs" / "smoke" / "report_a" / "unet"
+    state = torch.load(src / "checkpoint.pt", weights_only=False)
+    steps = A.config("unet", "cpu").steps
+    for run, step in (("unet", steps), ("vae", 1)):
+        dest = tmp_path / "runs" / "cpu" / "report_a" / run
+        dest.mkdir(parents=True)
+        torch.save({**state, "step": step}, dest / "checkpoint.pt")
+        shutil.copy(src / "log.jsonl", dest / "log.jsonl")
+    for run in A.RUNS:
+        A._MODELS.pop((run, "cpu"), None)
+    try:
+        assert A.run_finished("unet", "cpu") and not A.run_finished("vae", "cpu") and not A.run_finished("unet_mu", "cpu")
+        assert A.missing_runs("fast_sampling", "cpu") == {} and A.missing_runs("variance", "cpu") == {}
+        assert A.missing_runs("denoisers", "cpu") == {"autoencoder": "no checkpoint", "vae": f"step 1 of {steps:,}"}
+        with pytest.raises(RuntimeError, match=r"vae \(step 1 of .*--only training denoisers"):
+            A.PARTS["denoisers"].run("cpu", False)
+        with pytest.raises(RuntimeError, match=r"unet_quadratic \(no checkpoint\).*--only training schedules"):
+            A.PARTS["schedules"].run("cpu", False)
+        assert not (tmp_path / "results" / "report_a").exists()  # nothing measured, nothing written
+        with pytest.raises(RuntimeError, match="unfinished"):
+            A.load_run("vae", "cpu")
+        summary = A.training_summary("cpu")
+        assert list(summary["data"]) == ["unet"] and set(summary["missing"]) == set(A.RUNS) - {"unet"}
+        assert summary["data"]["unet"]["steps"] == steps and summary["tier"] == "cpu"
+        assert summary["data"]["unet"]["curve"]["loss"] == A.training_curve(src)["loss"]
+    finally:
+        for run in A.RUNS:
+            A._MODELS.pop((run, "cpu"), None)
+
+
+class _EpsNet(nn.Module):
+    parameterization = "eps"
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        torch.nn.init.normal_(self.conv.weight, std=0.3, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x, t, y=None):
+        return self.conv(x) + t.view(-1, 1, 1, 1).to(x.dtype) / 400
+
+
+class _MuNet(nn.Module):
+    """The posterior mean (Ho et al. Eq. 11, full chain) that an eps network implies: a mu network."""
+    parameterization = "mu"
+
+    def __init__(self, eps_net, schedule):
+        super().__init__()
+        self.eps_net, self.schedule = eps_net, schedule
+
+    def forward(self, x, t, y=None):
+        from diffusion_edu import posterior_mean_from_eps
+
+        step = int(t[0])
+        assert bool((t == step).all())
+        return posterior_mean_from_eps(x.double(), step, self.eps_net(x, t).double(), self.schedule).to(x.dtype)
+
+
+def test_mu_network_is_sampled_through_the_full_chains_eps():
+    """A mu network predicts one step of the full chain: EpsFromMu gives the eps network it implies, so a
+    respaced step of the wrapped mu network is the respaced step of the eps network."""
+    from diffusion_edu import ddpm_step, respace
+
+    full = make_schedule("linear", 400)
+    eps_net = _EpsNet()
+    mu_net = _MuNet(eps_net, full)
+    wrapped = A.EpsFromMu(mu_net, full)
+    assert wrapped.parameterization == "eps"
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for t in (1, 57, 400):
+            tt = torch.full((3,), t)
+            assert torch.allclose(wrapped(x, tt), eps_net(x, tt), atol=1e-3)
+        short = respace(full, 10)
+        for k in (10, 5, 1):
+            want = ddpm_step(eps_net, x, k, short, variance="beta_tilde", clip_x0=True, noise=noise).x_prev
+            got = ddpm_step(wrapped, x, k, short, variance="beta_tilde", clip_x0=True, noise=noise).x_prev
+            assert torch.allclose(got, want, atol=1e-3), k

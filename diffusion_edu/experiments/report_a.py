@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 import torch
 
-from .common import EVAL_BUDGETS, Part, by_tier, load_result, measure, runs_root, save_result, tier_results_dir
+from .common import (EVAL_BUDGETS, Part, by_tier, have_result, load_result, measure, runs_root, save_result,
+                     tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, train_runs
 
 CHAPTER = "report_a"
@@ -54,13 +55,23 @@ TIER_OVERRIDES = {
 SEED = 0  # x_T and every sampling step's noise; also the metrics' random subsets
 GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one column per class
 SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
+# Evaluation budgets. At the cpu tier the evaluation parts must fit in about 12 minutes on 2 cores after
+# the training runs; the U-Net evaluates ~650 images per second there (results/benchmarks/models_cpu.json),
+# and planned_evaluations() counts what these budgets ask for.
+# SAMPLES: samples per setting of the comparisons (denoisers, parameterization, schedules, conditioning);
+# a tier not listed uses EVAL_BUDGETS[tier].n.
+SAMPLES = {"cpu": 500}
 # fast_sampling: K -> samples. Fewer samples at large K keep the cpu tier within its budget; KID is
 # unbiased in the number of samples, FID is not (compare FID only at equal n; floors.json has the floor per n).
-FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 1000, 10: 1000, 20: 1000, 50: 500, 100: 250, 400: 100},
+# The cpu tier's fast_sampling and variance budgets were cut (from 500/500/500/250/100/50 and 500/50) when
+# they had to run within one session on a 2-core machine shared with four other jobs (about half a core,
+# some 65 images per second, reached them): 46,500 network evaluations instead of about 210,000. At K = 400
+# that is 10 samples, one per digit: a grid and a rough KID, not a measurement to rank samplers by.
+FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 300, 10: 200, 20: 100, 50: 40, 100: 20, 400: 10},
           "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)}}
-VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 1000, 400: 100}, "gpu": {20: 10_000, 400: 10_000}}
+VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 100, 400: 10}, "gpu": {20: 10_000, 400: 10_000}}
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
-KL_IMAGES = {"smoke": 16, "cpu": 500, "gpu": 1005}
+KL_IMAGES = {"smoke": 16, "cpu": 300, "gpu": 1005}
 
 
 def config(run: str, tier: str):
@@ -114,8 +125,8 @@ def book_sampler(tier: str) -> Sampler:
 
 
 def samples_per_setting(tier: str) -> int:
-    """The tier's sample count (:data:`EVAL_BUDGETS`) rounded down to whole classes."""
-    return max(10, EVAL_BUDGETS[tier].n // 10 * 10)
+    """The tier's sample count (:data:`SAMPLES`, else :data:`EVAL_BUDGETS`) rounded down to whole classes."""
+    return max(10, SAMPLES.get(tier, EVAL_BUDGETS[tier].n) // 10 * 10)
 
 
 def class_labels(n: int) -> torch.Tensor:
@@ -131,23 +142,149 @@ def checkpoint_path(run: str, tier: str) -> Path:
     return runs_root(tier) / CHAPTER / run / "checkpoint.pt"
 
 
+def train_command(tier: str, *parts: str) -> str:
+    """The command that trains the chapter's runs at ``tier`` (finished runs are loaded, not retrained),
+    then runs ``parts``."""
+    return f"python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training" + "".join(f" {p}" for p in parts)
+
+
+def run_step(run: str, tier: str) -> int | None:
+    """The training step of ``run``'s checkpoint at ``tier``, or None when it has none."""
+    from ..checkpoint import load_checkpoint
+
+    path = checkpoint_path(run, tier)
+    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+
+
+def run_finished(run: str, tier: str) -> bool:
+    """Whether ``run`` has a checkpoint at ``tier`` that reached its config's steps (a run the training
+    queue is still training, or never started, is not finished)."""
+    step = run_step(run, tier)
+    return step is not None and step >= config(run, tier).steps
+
+
+# The runs each evaluation part measures.
+PART_RUNS: dict[str, tuple[str, ...]] = {
+    "denoisers": ("unet", "autoencoder", "vae"),
+    "parameterization": ("unet", "unet_mu"),
+    "schedules": tuple(SCHEDULE_RUNS.values()),
+    "conditioning": ("unet", "unet_disc"),
+    "fast_sampling": ("unet",),
+    "variance": ("unet",),
+    "pretrained": ("unet",),
+}
+
+
+def missing_runs(part: str, tier: str) -> dict[str, str]:
+    """The runs that ``part`` needs and that are not finished at ``tier``: {run: "no checkpoint" or
+    "step s of S"} (empty when the part can run)."""
+    if part not in PART_RUNS:
+        raise ValueError(f"part must be one of {list(PART_RUNS)}, got {part!r}")
+    out = {}
+    for run in PART_RUNS[part]:
+        step = run_step(run, tier)
+        steps = config(run, tier).steps
+        if step is None:
+            out[run] = "no checkpoint"
+        elif step < steps:
+            out[run] = f"step {step:,} of {steps:,}"
+    return out
+
+
+def require_runs(part: str, tier: str) -> None:
+    """Raise (naming the missing runs and the command that trains them) unless every run of ``part`` is
+    finished at ``tier``. Evaluation parts never train."""
+    missing = missing_runs(part, tier)
+    if missing:
+        what = ", ".join(f"{r} ({why})" for r, why in missing.items())
+        raise RuntimeError(f"{CHAPTER} part {part!r} needs unfinished runs at tier {tier}: {what}; train them "
+                           f"first with: {train_command(tier, part)}")
+
+
+def training_summary(tier: str) -> dict[str, Any]:
+    """The training record of the chapter at ``tier``: ``results/report_a/training.json`` when the
+    ``training`` part has written it; otherwise a record of the same shape built from the finished runs'
+    checkpoints and logs (``runs/<tier>/report_a/<run>/log.jsonl``), with ``missing`` naming the runs not
+    finished yet and ``source`` saying where the numbers come from."""
+    from ..models import count_parameters
+    from ..results import hardware_info
+
+    if have_result(CHAPTER, "training", tier):
+        return {**load_result(CHAPTER, "training", tier), "missing": {}, "source": "training.json"}
+    missing = {run: why for part in ("denoisers", "schedules", "conditioning", "parameterization")
+               for run, why in missing_runs(part, tier).items()}
+    summary, configs = {}, {}
+    for run in RUNS:
+        if run in missing:
+            continue
+        model, _, cfg = load_run(run, tier)
+        curve = training_curve(checkpoint_path(run, tier).parent)
+        tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
+        wall = curve["elapsed_s"][-1] if curve["elapsed_s"] else None
+        summary[run] = {"preset": RUNS[run][0], "params": count_parameters(model), "steps": run_step(run, tier),
+                        "epochs": curve["epoch"][-1] if curve["epoch"] else 0, "batch_size": cfg.batch_size,
+                        "train_wall_time_s": wall,
+                        "img_per_s": round(run_step(run, tier) * cfg.batch_size / wall, 1) if wall else None,
+                        "final_loss": sum(tail) / len(tail) if tail else None,
+                        "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")}}
+        configs[run] = cfg.to_dict()
+    return {"name": "training", "tier": tier, "data": summary, "config": {"runs": configs},
+            "hardware": hardware_info(), "missing": missing, "source": "runs' logs (training.json not written yet)"}
+
+
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
 def load_run(run: str, tier: str):
-    """The trained network of ``run`` at ``tier`` (model, schedule, config), on the CPU, loaded once."""
+    """The trained network of ``run`` at ``tier`` (model, schedule, config), on the CPU, loaded once.
+    A missing or unfinished checkpoint raises with the command that trains it (this never trains)."""
     key = (run, tier)
     if key not in _MODELS:
         from ..training import load_model
 
         path = checkpoint_path(run, tier)
         if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint {path}: train it first with python -m diffusion_edu experiment "
-                                    f"{CHAPTER} --tier {tier} --only training")
+            raise FileNotFoundError(f"no checkpoint {path}: train it first with {train_command(tier)}")
+        if not run_finished(run, tier):
+            raise RuntimeError(f"{path} is at step {run_step(run, tier)} of {config(run, tier).steps}: the run is "
+                               f"unfinished (or still training); finish it with {train_command(tier)}")
         with warnings.catch_warnings():  # Report A's runs keep no EMA: the trained weights are the model
             warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
             _MODELS[key] = load_model(path, ema=True, device="cpu")
     return _MODELS[key]
+
+
+class EpsFromMu(torch.nn.Module):
+    """A posterior-mean (mu) network seen as an eps network, converted with the schedule it was trained on.
+
+    A mu network predicts the mean of one step t -> t-1 of the *full* chain. The package's samplers convert
+    a mu output to eps with the alphas and betas of the schedule they step through, which after respacing
+    are those of the long jump t_k -> t_{k-1}: right at all T steps, wrong (samples of pure noise) when
+    respaced. This wrapper inverts Ho et al. Eq. 11 with the full schedule's alpha_t, beta_t at the model
+    time t (the original step), so every sampler, respaced or not, gets the eps the network implies.
+    """
+
+    def __init__(self, model: torch.nn.Module, schedule):
+        super().__init__()
+        self.model, self.parameterization = model, "eps"
+        for name in ("num_classes", "in_channels", "image_size"):  # what the samplers read off a network
+            setattr(self, name, getattr(model, name, None))
+        full = schedule.to("cpu")
+        self.register_buffer("alphas", full.alphas.double(), persistent=False)
+        self.register_buffer("alpha_bar", full.alpha_bar.double(), persistent=False)
+        self.register_buffer("betas", full.betas.double(), persistent=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        mu = self.model(x, t, y)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        a, ab, b = (v[t.long()].view(shape).to(x.dtype) for v in (self.alphas, self.alpha_bar, self.betas))
+        return (x - a.sqrt() * mu) * (1 - ab).sqrt() / b
+
+
+def sampling_model(run: str, tier: str):
+    """The network of ``run`` as the samplers should see it (a mu network through :class:`EpsFromMu`)."""
+    model, schedule, _ = load_run(run, tier)
+    return EpsFromMu(model, schedule) if getattr(model, "parameterization", "eps") == "mu" else model
 
 
 _SAMPLES: dict[tuple, tuple[torch.Tensor, float]] = {}
@@ -160,7 +297,7 @@ def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False) 
 
     key = (run, tier, sampler, n)
     if key not in _SAMPLES:
-        model, schedule, _ = load_run(run, tier)
+        model, schedule = sampling_model(run, tier), load_run(run, tier)[1]
         g = torch.Generator().manual_seed(SEED)
         t0 = time.perf_counter()
         x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=100, progress=progress,
@@ -215,6 +352,9 @@ def _columns(records: dict[str, dict], keys=("fid", "kid_mean", "kid_std", "is",
 
 def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
     cfg = {**cfg, "seed": SEED, "reference": "mnist-embedded/heldout (1,005 digits)",
+           "chapter_budget": {"samples_per_setting": samples_per_setting(tier), "fast_K_to_n": by_tier(FAST_K, tier),
+                              "variance_K_to_n": by_tier(VARIANCE_K, tier), "bound_images": by_tier(KL_IMAGES, tier),
+                              "planned_evaluations": planned_evaluations(tier)},
            "threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
     return save_result(CHAPTER, part, data, cfg, tier, time.perf_counter() - t0)
 
@@ -232,8 +372,9 @@ _TRAINING_KEYS = ("params", "steps", "batch_size", "train_wall_time_s", "img_per
 
 def _denoisers(tier: str, progress: bool) -> Path:
     """U-Net vs autoencoder vs VAE, trained with the same steps and batch, sampled the same way."""
+    require_runs('denoisers', tier)
     t0 = time.perf_counter()
-    training = load_result(CHAPTER, "training", tier)["data"]
+    training = training_summary(tier)["data"]
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     recs = {}
     for run in ("unet", "autoencoder", "vae"):
@@ -279,6 +420,7 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
 
 def _parameterization(tier: str, progress: bool) -> Path:
     """eps-prediction vs posterior-mean (mu) prediction: samples, and the bound's terms per t."""
+    require_runs('parameterization', tier)
     from ..data import EmbeddedMNIST
 
     t0 = time.perf_counter()
@@ -332,12 +474,20 @@ def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any
     return diag
 
 
+def schedule_protocols(tier: str) -> dict[str, Sampler]:
+    """The samplers of the part ``schedules``: the book's, the book's without clipping, and Report A's
+    (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps."""
+    book = book_sampler(tier)
+    return {"book": book, "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
+            "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
+
+
 def _schedules(tier: str, progress: bool) -> Path:
     """The four schedules under one protocol, then under Report A's (variance 0, unclipped Eq. 11 mean)."""
+    require_runs('schedules', tier)
     t0 = time.perf_counter()
     book, n = book_sampler(tier), samples_per_setting(tier)
-    protocols = {"book": book, "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
-                 "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
+    protocols = schedule_protocols(tier)
     settings: dict[str, dict] = {}
     for pname, sampler in protocols.items():
         settings[pname] = {name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress)
@@ -367,6 +517,7 @@ def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
 
 def _conditioning(tier: str, progress: bool) -> Path:
     """Conditional accuracy with and without the discriminator term, by two judges."""
+    require_runs('conditioning', tier)
     from ..data import EmbeddedMNIST
     from ..metrics import classifier_outputs
 
@@ -395,6 +546,11 @@ FAST_SAMPLERS = {"ddim": Sampler("ddim"), "respaced_beta_tilde": Sampler("ddpm",
                  "respaced_zero": Sampler("ddpm", variance="zero")}
 
 
+def at_steps(base: Sampler, K: int) -> Sampler:
+    """``base`` with K (respaced) steps."""
+    return Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
+
+
 def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool) -> dict:
     """Every sampler at every K (with n = ks[K] samples): per-sampler lists over K, and the records."""
     keys = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "seconds_per_1000")
@@ -402,7 +558,7 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
     settings: dict[str, dict] = {name: {} for name in samplers}
     for K, n in ks.items():
         for name, base in samplers.items():
-            s = Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
+            s = at_steps(base, K)
             rec = evaluate_setting("unet", tier, s, n, f"{prefix}_{name}_K{K}", progress)
             settings[name][str(K)] = rec
             for k in keys:
@@ -413,6 +569,7 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
 
 def _fast_sampling(tier: str, progress: bool) -> Path:
     """DDIM vs respaced DDPM (beta_tilde, and variance 0 as Report A samples) at K steps, quality and time."""
+    require_runs('fast_sampling', tier)
     t0 = time.perf_counter()
     ks = by_tier(FAST_K, tier)
     data = {"describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
@@ -426,6 +583,7 @@ VARIANCE_SAMPLERS = {v: Sampler("ddpm", variance=v) for v in ("zero", "beta", "b
 
 def _variance(tier: str, progress: bool) -> Path:
     """The reverse variance sigma_t^2 = 0 (Report A), beta_t or beta_tilde_t, at a few K and at all T steps."""
+    require_runs('variance', tier)
     t0 = time.perf_counter()
     ks = by_tier(VARIANCE_K, tier)
     sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress)
@@ -438,6 +596,7 @@ def _variance(tier: str, progress: bool) -> Path:
 
 def _pretrained(tier: str, progress: bool) -> Path:
     """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
+    require_runs('pretrained', tier)
     from ..pretrained import PRETRAINED_DIR, export_pretrained
 
     t0 = time.perf_counter()
@@ -450,6 +609,29 @@ def _pretrained(tier: str, progress: bool) -> Path:
     data = {"name": CHAPTER, "file": dest.name, "bytes": dest.stat().st_size, "run": "unet",
             "params": count_parameters(load_run("unet", tier)[0]), "steps": cfg.steps}
     return _save("pretrained", data, {"run": cfg.to_dict()}, tier, t0)
+
+
+def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
+    """Every distinct (run, sampler, n) that the evaluation parts draw at ``tier``: each is sampled once
+    per process (:func:`draw`) however many parts use it."""
+    book, n = book_sampler(tier), samples_per_setting(tier)
+    draws = {(run, book, n) for run in ("unet", "autoencoder", "vae", "unet_mu", "unet_disc")}
+    draws |= {(run, s, n) for s in schedule_protocols(tier).values() for run in SCHEDULE_RUNS.values()}
+    for samplers, ks in ((FAST_SAMPLERS, by_tier(FAST_K, tier)), (VARIANCE_SAMPLERS, by_tier(VARIANCE_K, tier))):
+        draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
+    return draws
+
+
+def planned_evaluations(tier: str) -> dict[str, int]:
+    """What the evaluation parts cost at ``tier``, in images passed through a network (one image at one
+    step is one): drawing the samples, the bound terms of ``parameterization`` and the first-step
+    diagnostics of ``schedules``. The cpu tier's budgets are chosen with it (:data:`SAMPLES`)."""
+    draws = planned_draws(tier)
+    steps = {run: config(run, tier).T for run in RUNS}
+    n, book = samples_per_setting(tier), book_sampler(tier)
+    return {"sampling": sum(m * (s.steps or steps[run]) for run, s, m in draws), "settings": len(draws),
+            "bound": 2 * by_tier(KL_IMAGES, tier) * len(KL_TIMESTEPS),
+            "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n}
 
 
 PARTS: dict[str, Part] = {
