@@ -146,7 +146,14 @@ def run_training_job(args: argparse.Namespace, job: dict[str, Any]) -> dict[str,
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise RuntimeError(f"training benchmark of {job['library']} / {job['preset']} failed:\n{proc.stderr[-3000:]}")
+        # One library failing (a compile error, out of memory) must not lose the others' measurements:
+        # the row says why, in the same "skipped" field the page renders, with the end of the traceback.
+        tail = proc.stderr.strip().splitlines()
+        last = tail[-1] if tail else f"exit status {proc.returncode}"
+        print(f"training benchmark of {job['library']} / {job['preset']} failed:\n{proc.stderr[-3000:]}",
+              file=sys.stderr, flush=True)
+        return {"library": job["library"], "skipped": f"failed here: {last[:300]}",
+                "error_tail": proc.stderr[-3000:]}
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -219,6 +226,30 @@ def mfu_rows(training: dict[str, Any], device_name: str | None) -> dict[str, Any
     return out
 
 
+def load_partial(path: Path | None, device_name: str | None, mode: dict[str, Any]) -> dict[str, Any]:
+    """The measurements an earlier, interrupted run saved in ``path`` (empty if none). A file from
+    another device or mode is refused: its numbers would not be side by side with this run's."""
+    empty: dict[str, Any] = {"device_name": device_name, "mode": mode, "training": {}, "sampling": {}}
+    if path is None or not path.exists():
+        return empty
+    saved = json.loads(path.read_text())
+    if saved.get("device_name") != device_name or saved.get("mode") != mode:
+        raise ValueError(f"--partial {path} holds measurements on {saved.get('device_name')!r} in mode "
+                         f"{saved.get('mode')}; this run is on {device_name!r} in mode {mode}: use another file")
+    saved.setdefault("training", {})
+    saved.setdefault("sampling", {})
+    return saved
+
+
+def save_partial(path: Path | None, done: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(done, indent=1))
+    os.replace(tmp, path)
+
+
 def parse_checkpoints(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -254,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-process", action="store_true", help="no subprocess per measurement (CPU memory mixes)")
     p.add_argument("--out", type=Path, default=None, help="results file (default results/benchmarks/peers_<device>.json)")
     p.add_argument("--note", default="", help="free text stored in the results' config")
+    p.add_argument("--partial", type=Path, default=None,
+                   help="checkpoint file: every finished measurement is saved there at once, and a run started "
+                        "with the same file skips what it holds (a run split over several time-limited commands)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -271,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     start, load_before = time.perf_counter(), os.getloadavg()
     print(f"device {device} ({device_name or platform.processor() or 'cpu'}), mode {mode}, threads {args.threads}")
 
+    done = load_partial(args.partial, device_name, mode)
     training = {}
     for preset in args.presets:
         libs = list(args.libraries)
@@ -278,15 +313,27 @@ def main(argv: list[str] | None = None) -> int:
             libs.append("lucidrains_default")
         rows = {}
         for lib in libs:
+            if lib in done["training"].get(preset, {}):
+                rows[lib] = r = done["training"][preset][lib]
+                print(f"train {preset:13s} {lib:19s} (from {args.partial})")
+                continue
             rows[lib] = run_training_job(args, training_job(args, lib, preset, device, mode))
             r = rows[lib]
+            done["training"].setdefault(preset, {})[lib] = r
+            save_partial(args.partial, done)
             print(f"train {preset:13s} {lib:19s} " + (f"skipped: {r['skipped']}" if "skipped" in r else
                   f"{r['img_s']:9.2f} img/s  params {r['params']:>11,d}  "
                   f"{r['train_flops_per_image'] / 1e9:7.3f} GFLOP/img  peak {r['peak_memory_mib']:8.1f} MiB"), flush=True)
         training[preset] = training_summary(rows)
     sampling = {}
     for preset in sample_presets:
-        sampling[preset] = s = measure_sampling(args, preset, device, mode, list(args.libraries))
+        if preset in done["sampling"]:
+            sampling[preset] = s = done["sampling"][preset]
+            print(f"ddim-50 {preset:13s} (from {args.partial})")
+        else:
+            sampling[preset] = s = measure_sampling(args, preset, device, mode, list(args.libraries))
+            done["sampling"][preset] = s
+            save_partial(args.partial, done)
         for name, r in s["loops"].items():
             print(f"ddim-50 {preset:13s} {name:14s} {r['img_s']:9.2f} img/s  overhead {100 * r['overhead']:6.1f}% "
                   f"(bare network {s['bare_network_s']:.3f} s)", flush=True)
@@ -306,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:.3f}"
         print(f"target [{verdict:12s}] {t['target']} ({t['preset']}): {value} vs {t['threshold']}; {t['note']}")
-    config = {k: v for k, v in vars(args).items() if k not in ("worker", "out")}
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("worker", "out")}
     config["sample_presets"] = sample_presets
     out = args.out
     if out is None:

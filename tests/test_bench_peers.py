@@ -279,6 +279,47 @@ def test_results_file_shape_without_peers(bench_peers, tmp_path):
     json.dumps(record)  # plain JSON throughout
 
 
+def test_partial_file_resumes_a_split_run(bench_peers, tmp_path, monkeypatch):
+    """With --partial every finished measurement is saved at once; a second run with the same file
+    measures nothing it already holds (a run split over time-limited commands), and a file from another
+    device or mode is refused by name."""
+    partial = tmp_path / "partial.json"
+    args = ["--libraries", "diffusion_edu", "--presets", "unet_mnist", "--tiny", "--in-process", "--threads", "1",
+            "--warmup", "1", "--windows", "1", "--window-s", "0", "--sample-n", "2", "--sample-repeats", "1",
+            "--partial", str(partial)]
+    assert bench_peers.main(args + ["--out", str(tmp_path / "a.json")]) == 0
+    saved = json.loads(partial.read_text())
+    assert "diffusion_edu" in saved["training"]["unet_mnist"] and "unet_mnist" in saved["sampling"]
+
+    def must_not_measure(*a, **k):
+        raise AssertionError("measured again although the partial file holds it")
+
+    monkeypatch.setattr(bench_peers, "run_training_job", must_not_measure)
+    monkeypatch.setattr(bench_peers, "measure_sampling", must_not_measure)
+    assert bench_peers.main(args + ["--out", str(tmp_path / "b.json")]) == 0
+    a, b = (read_results(tmp_path / f)["data"] for f in ("a.json", "b.json"))
+    assert a["training"] == b["training"] and a["sampling"] == b["sampling"]
+    saved["mode"] = {**saved["mode"], "precision": "bf16"}
+    partial.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="mode"):
+        bench_peers.main(args + ["--out", str(tmp_path / "c.json")])
+
+
+def test_a_failing_library_is_recorded_not_fatal(bench_peers, monkeypatch):
+    """A library whose worker process fails (a compile error, out of memory) becomes a row that says why,
+    in the field the page renders, and the run goes on with the other libraries."""
+
+    class Failed:
+        returncode, stdout, stderr = 1, "", "Traceback ...\ntorch.OutOfMemoryError: CUDA out of memory"
+
+    monkeypatch.setattr(bench_peers.subprocess, "run", lambda *a, **k: Failed())
+    monkeypatch.setattr(bench_peers, "available", lambda lib: None)
+    args = bench_peers.argparse.Namespace(in_process=False)
+    row = bench_peers.run_training_job(args, {"library": "diffusers", "preset": "unet_mnist"})
+    assert row["library"] == "diffusers" and "out of memory" in row["skipped"] and "img_s" not in row
+    assert bench_peers.training_summary({"diffusion_edu": {"img_s": 5.0}, "diffusers": row})["ratios"] == {}
+
+
 def test_checkpoint_argument_is_checked(bench_peers):
     with pytest.raises(ValueError, match="PRESET=PATH"):
         bench_peers.parse_checkpoints(["unet_cifar10_improved=/x.pt"])
