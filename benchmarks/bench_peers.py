@@ -229,7 +229,8 @@ def mfu_rows(training: dict[str, Any], device_name: str | None) -> dict[str, Any
 def load_partial(path: Path | None, device_name: str | None, mode: dict[str, Any]) -> dict[str, Any]:
     """The measurements an earlier, interrupted run saved in ``path`` (empty if none). A file from
     another device or mode is refused: its numbers would not be side by side with this run's."""
-    empty: dict[str, Any] = {"device_name": device_name, "mode": mode, "training": {}, "sampling": {}}
+    empty: dict[str, Any] = {"device_name": device_name, "mode": mode, "training": {}, "sampling": {},
+                             "versions": versions(), "started": time.time()}
     if path is None or not path.exists():
         return empty
     saved = json.loads(path.read_text())
@@ -248,6 +249,74 @@ def save_partial(path: Path | None, done: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(done, indent=1))
     os.replace(tmp, path)
+
+
+def hardware_from_log(log: Path | None, device_name: str) -> dict[str, Any]:
+    """What the cut-off run's machine was, from the lines benchmarks/run_gpu.sh prints first: nvidia-smi's
+    CSV row (name, driver, memory, max SM clock) and ``torch <version> cuda <version> <device name>``."""
+    hw: dict[str, Any] = {"gpu": device_name, "device": "cuda", "cpu": "not recorded", "cpu_count": None,
+                          "torch": "not recorded", "source": "the --partial file of a run cut off by its time limit"}
+    if log is None:
+        return hw
+    for line in log.read_text().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4 and parts[0] == device_name:
+            hw.update(driver=parts[1], gpu_memory=parts[2], gpu_max_sm_clock=parts[3])
+        if line.startswith("torch ") and line.endswith(device_name):
+            words = line.split()
+            hw.update(torch=words[1], cuda=words[3] if len(words) > 3 and words[2] == "cuda" else None)
+    hw["source"] += f" and its log {log.name}"
+    return hw
+
+
+def finalize(args: argparse.Namespace) -> int:
+    """The results file of a run that was cut off: what its --partial file holds, rows it did not reach
+    marked as not measured (never estimated), the targets evaluated on what exists."""
+    if args.out is None or args.wall_time is None:
+        raise ValueError("--finalize needs --out (the results file) and --wall-time (the cut-off run's seconds)")
+    saved = json.loads(args.finalize.read_text())
+    device_name, mode = saved.get("device_name"), saved["mode"]
+    device_type = "cuda" if device_name else "cpu"
+    training = {preset: training_summary(rows) for preset, rows in saved.get("training", {}).items()}
+    sampling = saved.get("sampling", {})
+    planned_training = {preset: [lib for lib in LIBRARIES if lib != "lucidrains_default"] for preset in PRESETS}
+    not_measured = {
+        "training": {preset: [lib for lib in libs if lib not in training.get(preset, {}).get("rows", {})]
+                     for preset, libs in planned_training.items()},
+        "sampling": [preset for preset in PRESETS if preset in (args.sample_presets or PRESETS) and preset not in sampling],
+        "why": "the run was cut off by the time limit of its command before it reached these; they are absent, "
+               "not estimated",
+    }
+    not_measured["training"] = {k: v for k, v in not_measured["training"].items() if v}
+    data: dict[str, Any] = {
+        "device": device_type, "device_name": device_name, "mode": mode, "versions": saved.get("versions") or {},
+        "training": training, "sampling": sampling, "mfu": mfu_rows(training, device_name),
+        "not_measured": not_measured, "diagnostics": {},
+    }
+    targets = evaluate_targets(data)
+    from peers.configs import SAMPLER_OVERHEAD_TARGET, _target
+
+    for preset in not_measured["sampling"]:
+        targets.insert(-1, _target("package sampler overhead < 5% of the network's time", preset, None,
+                                   SAMPLER_OVERHEAD_TARGET, False, "not measured: the run was cut off first"))
+        targets.insert(-1, _target("DDIM-50 images/s >= the faster peer loop's", preset, None, 1.0, True,
+                                   "not measured: the run was cut off first"))
+    data["targets"] = targets
+    hw = saved.get("hardware") or hardware_from_log(args.log, device_name)
+    if not data["versions"] and hw.get("torch") not in (None, "not recorded"):
+        data["versions"] = {"torch": hw["torch"], "note": "the cut-off run recorded no other versions"}
+    tier = current_tier(default="gpu" if device_type == "cuda" else "cpu")
+    threads = {r.get("threads") for rows in saved.get("training", {}).values() for r in rows.values()} - {None}
+    config = {"finalized_from": str(args.finalize), "mode": mode, "note": args.note,
+              "threads": threads.pop() if len(threads) == 1 else sorted(threads),
+              "cut_off": True, "log": str(args.log) if args.log else None}
+    write_results(args.out, f"benchmarks/peers_{device_type}", data, config, tier, args.wall_time, hardware=hw)
+    for t in targets:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        value = "-" if t["value"] is None else f"{t['value']:.3f}"
+        print(f"target [{verdict:12s}] {t['target']} ({t['preset']}): {value} vs {t['threshold']}; {t['note']}")
+    print(f"wrote {args.out} (from {args.finalize})")
+    return 0
 
 
 def parse_checkpoints(items: list[str]) -> dict[str, str]:
@@ -288,11 +357,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partial", type=Path, default=None,
                    help="checkpoint file: every finished measurement is saved there at once, and a run started "
                         "with the same file skips what it holds (a run split over several time-limited commands)")
+    p.add_argument("--finalize", type=Path, default=None, metavar="PARTIAL",
+                   help="measure nothing: write the results file from the --partial file of a run that was cut "
+                        "off (on another machine), saying what it did not measure; needs --out, --wall-time")
+    p.add_argument("--wall-time", type=float, default=None, help="with --finalize: the cut-off run's wall time (s)")
+    p.add_argument("--log", type=Path, default=None,
+                   help="with --finalize: the run's log from benchmarks/run_gpu.sh (GPU, driver and torch lines)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
         print("RESULT " + json.dumps(measure_training(json.loads(args.worker))), flush=True)
         return 0
+    if args.finalize is not None:
+        return finalize(args)
     args.checkpoint = parse_checkpoints(args.checkpoint)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -306,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device} ({device_name or platform.processor() or 'cpu'}), mode {mode}, threads {args.threads}")
 
     done = load_partial(args.partial, device_name, mode)
+    if args.partial is not None:
+        from diffusion_edu.results import hardware_info
+
+        done.setdefault("hardware", hardware_info(device))
     training = {}
     for preset in args.presets:
         libs = list(args.libraries)

@@ -11,7 +11,7 @@
 #
 # The peers (diffusers, denoising-diffusion-pytorch) come from benchmarks/requirements-peers.txt;
 # on a machine with no index, put their wheels in .whl/ (pure-Python wheels, see benchmarks/README.md)
-# and they are installed into /tmp/peers-site first.
+# and they are installed into /tmp/peers-site first. BENCH_PEERS_ARGS: extra arguments of bench_peers.py.
 set -uo pipefail
 out=${1:?usage: run_gpu.sh OUTDIR [STATE_DIR]}
 state=${2:-$out}
@@ -36,9 +36,9 @@ step() {  # name, command...
 }
 [ -e "$state/peers_partial.json" ] && [ "$state" != "$out" ] && cp "$state/peers_partial.json" "$out/"
 step peers_cuda.json $py benchmarks/bench_peers.py --device cuda --partial "$out/peers_partial.json" \
-    --out "$out/peers_cuda.json" --note "benchmarks/run_gpu.sh"
+    --out "$out/peers_cuda.json" --note "benchmarks/run_gpu.sh" ${BENCH_PEERS_ARGS:-}
 step samplers_cuda.json $py benchmarks/bench_samplers.py --device cuda --n 256 --eval-n 1000 --out "$out/samplers_cuda.json"
 step training_cuda.json $py benchmarks/bench_training.py --device cuda --out "$out/training_cuda.json"
-step models_cuda.json $py benchmarks/bench_models.py --device cuda --modes fp32 channels_last bf16 --windows 3 --window-s 1 --out "$out/models_cuda.json"
 step metrics_cuda.json $py benchmarks/bench_metrics.py --device cuda --out "$out/metrics_cuda.json"
+step models_cuda.json $py benchmarks/bench_models.py --device cuda --modes fp32 channels_last bf16 --windows 3 --window-s 1 --out "$out/models_cuda.json"
 ls -la "$out"

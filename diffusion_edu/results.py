@@ -162,8 +162,12 @@ def write_results(
     tier: str,
     wall_time_s: float,
     device: str | torch.device | None = None,
+    hardware: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a results file (atomically) with the envelope described in the module docstring."""
+    """Write a results file (atomically) with the envelope described in the module docstring.
+
+    ``hardware`` replaces this machine's description (``hardware_info(device)``) for measurements that
+    were made on another machine and are written here (a benchmark run cut off on a GPU machine)."""
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {list(TIERS)}, got {tier!r}")
     from . import __version__
@@ -172,7 +176,7 @@ def write_results(
         "name": name,
         "tier": tier,
         "config": _jsonable(config),
-        "hardware": hardware_info(device),
+        "hardware": dict(hardware) if hardware is not None else hardware_info(device),
         "wall_time_s": round(float(wall_time_s), 3),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,

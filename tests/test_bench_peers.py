@@ -320,6 +320,42 @@ def test_a_failing_library_is_recorded_not_fatal(bench_peers, monkeypatch):
     assert bench_peers.training_summary({"diffusion_edu": {"img_s": 5.0}, "diffusers": row})["ratios"] == {}
 
 
+def test_finalize_writes_what_a_cut_off_run_measured_and_nothing_else(bench_peers, tmp_path):
+    """--finalize turns the partial file of a run cut off on a GPU machine into a results file: the rows it
+    holds with their ratios and MFU (from counted FLOPs and the device's peak), the rows it never reached
+    listed as not measured (never estimated), their targets unmeasured, and the GPU from the run's log."""
+    row = {"img_s": 1000.0, "img_s_windows": [990.0, 1000.0, 1010.0], "batch": 128, "threads": 2,
+           "train_flops_per_image": 3.0e10, "params": 10, "peak_memory_mib": 1.0, "load_average_1min": 0.1}
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({
+        "device_name": "NVIDIA H100 80GB HBM3", "mode": {"precision": "bf16", "channels_last": True, "compile": True},
+        "training": {"unet_cifar10": {"diffusion_edu": {**row, "library": "diffusion_edu"},
+                                      "diffusers": {**row, "library": "diffusers", "img_s": 1250.0}}},
+        "sampling": {}}))
+    log = tmp_path / "log.txt"
+    log.write_text("name, driver_version, memory.total [MiB], clocks.max.sm [MHz]\n"
+                   "NVIDIA H100 80GB HBM3, 580.1, 81559 MiB, 1980 MHz\ntorch 2.11.0+cu130 cuda 13.0 NVIDIA H100 80GB HBM3\n")
+    out = tmp_path / "peers_cuda.json"
+    with pytest.raises(ValueError, match="--wall-time"):
+        bench_peers.main(["--finalize", str(partial), "--out", str(out)])
+    assert bench_peers.main(["--finalize", str(partial), "--log", str(log), "--wall-time", "570",
+                             "--out", str(out)]) == 0
+    rec = read_results(out)
+    assert rec["hardware"]["gpu"] == "NVIDIA H100 80GB HBM3" and rec["hardware"]["torch"] == "2.11.0+cu130"
+    assert rec["hardware"]["driver"] == "580.1" and rec["wall_time_s"] == 570.0 and rec["config"]["threads"] == 2
+    data = rec["data"]
+    assert data["training"]["unet_cifar10"]["ratios"] == {"diffusers": pytest.approx(0.8)}
+    peak = configs.peak_bf16_flops("NVIDIA H100 80GB HBM3")[0]
+    assert data["mfu"]["unet_cifar10"]["mfu"] == pytest.approx(3.0e10 * 1000.0 / peak)
+    assert data["not_measured"]["training"] == {"unet_mnist": ["diffusion_edu", "diffusers", "lucidrains"],
+                                                "unet_cifar10": ["lucidrains"]}
+    assert data["not_measured"]["sampling"] == ["unet_mnist", "unet_cifar10"] and data["sampling"] == {}
+    by_name = {(t["target"], t["preset"]): t for t in data["targets"]}
+    assert by_name[("training images/s >= the faster peer's", "unet_cifar10")]["met"] is False
+    assert by_name[("DDIM-50 images/s >= the faster peer loop's", "unet_cifar10")]["met"] is None
+    assert by_name[("CIFAR-10 preset training step MFU > 35% (H100, bf16)", "unet_cifar10")]["met"] is False
+
+
 def test_checkpoint_argument_is_checked(bench_peers):
     with pytest.raises(ValueError, match="PRESET=PATH"):
         bench_peers.parse_checkpoints(["unet_cifar10_improved=/x.pt"])
