@@ -158,10 +158,13 @@ def posterior_mean_from_eps(
 def eps_from_posterior_mean(
     xt: torch.Tensor, t: torch.Tensor | int, mu: torch.Tensor, schedule: NoiseSchedule
 ) -> torch.Tensor:
-    """Invert Ho et al. Eq. 11: eps = (x_t - sqrt(alpha_t) mu) * sqrt(1 - alpha_bar_t) / beta_t."""
+    """Invert Ho et al. Eq. 11: eps = (x_t - sqrt(alpha_t) mu) * sqrt(1 - alpha_bar_t) / beta_t.
+
+    alpha_t and beta_t are those of the network's own step (``schedule.model_betas``): on a respaced
+    schedule, the original step t_k -> t_k - 1 the network was trained on, not the respaced jump."""
     t = check_timesteps(t, schedule.T, batch=xt.shape[0])
-    a = schedule.at(schedule.alphas, t, xt)
-    b = schedule.at(schedule.betas, t, xt)
+    b = schedule.at(schedule.model_betas, t, xt)
+    a = 1.0 - b
     ab = schedule.at(schedule.alpha_bar, t, xt)
     return (xt - a.sqrt() * mu) * (1.0 - ab).sqrt() / b
 

@@ -73,7 +73,7 @@ def _sqrt(v):
 
 def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict:
     names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde",
-             "posterior_mean_coef_x0", "posterior_mean_coef_xt")
+             "posterior_mean_coef_x0", "posterior_mean_coef_xt", "model_betas")
     if isinstance(t, int):
         v = {k: float(getattr(schedule, k)[t]) for k in names}
         v["first"] = t == 1  # the last step of the chain, t = 1 -> 0
@@ -90,8 +90,9 @@ def _eps_and_x0(out: torch.Tensor, xt: torch.Tensor, v: dict, parameterization: 
     ab = v["alpha_bar"]
     if parameterization == "x0":
         return (xt - _sqrt(ab) * out) / _sqrt(1.0 - ab), out  # Ho et al. Eq. 4 solved for eps
-    if parameterization == "mu":  # Ho et al. Eq. 11 solved for eps
-        out = (xt - _sqrt(v["alphas"]) * out) * _sqrt(1.0 - ab) / v["betas"]
+    if parameterization == "mu":  # Ho et al. Eq. 11 solved for eps, with the network's own (original) step
+        beta = v["model_betas"]
+        out = (xt - _sqrt(1.0 - beta) * out) * _sqrt(1.0 - ab) / beta
     return out, (xt - _sqrt(1.0 - ab) * out) / _sqrt(ab)  # Ho et al. Eq. 4 solved for x0
 
 

@@ -156,6 +156,11 @@ class NoiseSchedule:
         timesteps:        int64, the *model* time of each index. Identity (0..T) for an ordinary
                           schedule; for a respaced one, timesteps[k] = the original t_k.
         name:             a label for plots, e.g. "linear" or "linear/respaced-5".
+        model_betas:      beta of the *original* step each index stands for: equal to ``betas`` for an
+                          ordinary schedule; for a respaced one, model_betas[k] = beta of the original
+                          schedule at t_k. A network that predicts the posterior mean (Ho et al. Eq. 11)
+                          was trained on one step t_k -> t_k - 1 of the original chain, so its output is
+                          converted with these, not with the respaced step's long jump.
     """
 
     betas: torch.Tensor
@@ -168,6 +173,14 @@ class NoiseSchedule:
     snr: torch.Tensor
     timesteps: torch.Tensor
     name: str = "custom"
+    model_betas: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.model_betas is None:
+            object.__setattr__(self, "model_betas", self.betas)  # frozen dataclass
+        elif self.model_betas.shape != self.betas.shape:
+            raise ValueError(f"model_betas must have the shape of betas {tuple(self.betas.shape)}, "
+                             f"got {tuple(self.model_betas.shape)}")
 
     @property
     def T(self) -> int:
@@ -222,8 +235,12 @@ def schedule_from_betas(
     betas: torch.Tensor | Sequence[float],
     name: str = "custom",
     timesteps: torch.Tensor | Sequence[int] | None = None,
+    model_betas: torch.Tensor | Sequence[float] | None = None,
 ) -> NoiseSchedule:
-    """Build a :class:`NoiseSchedule` from ``beta_1..beta_T`` (shape (T,), each in (0, 1))."""
+    """Build a :class:`NoiseSchedule` from ``beta_1..beta_T`` (shape (T,), each in (0, 1)).
+
+    ``timesteps`` (shape (T + 1,)) and ``model_betas`` (shape (T,)) describe, for a respaced schedule,
+    the original step each index stands for (see :class:`NoiseSchedule`); by default the identity."""
     betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
     if betas.numel() < 1:
         raise ValueError("betas must hold at least one step (T >= 1)")
@@ -250,6 +267,13 @@ def schedule_from_betas(
         timesteps = torch.as_tensor(timesteps, dtype=torch.int64)
         if timesteps.shape != (T + 1,):
             raise ValueError(f"timesteps must have shape ({T + 1},), got {tuple(timesteps.shape)}")
+    if model_betas is not None:
+        model_betas = torch.as_tensor(model_betas, dtype=torch.float64).flatten()
+        if model_betas.shape != (T,):
+            raise ValueError(f"model_betas must hold one beta per step, shape ({T},), got {tuple(model_betas.shape)}")
+        if (model_betas <= 0).any() or (model_betas >= 1).any():
+            raise ValueError("every model_betas value must lie in the open interval (0, 1)")
+        model_betas = torch.cat([torch.zeros(1, dtype=torch.float64), model_betas])
     return NoiseSchedule(
         betas=betas,
         alphas=alphas,
@@ -261,6 +285,7 @@ def schedule_from_betas(
         snr=snr,
         timesteps=timesteps,
         name=name,
+        model_betas=model_betas,
     )
 
 
@@ -317,5 +342,6 @@ def respace(schedule: NoiseSchedule, kept: Sequence[int] | int) -> NoiseSchedule
     orig_time = schedule.timesteps.cpu()
     timesteps = torch.cat([orig_time[:1], orig_time[torch.tensor(kept, dtype=torch.int64)]])
     name = f"{schedule.name}/respaced-{len(kept)}"
-    out = schedule_from_betas(new_betas.cpu(), name=name, timesteps=timesteps)
+    model_betas = schedule.model_betas.cpu()[torch.tensor(kept, dtype=torch.int64)]  # the original steps' betas
+    out = schedule_from_betas(new_betas.cpu(), name=name, timesteps=timesteps, model_betas=model_betas)
     return out.to(schedule.device)

@@ -265,6 +265,18 @@ def test_respaced_sampling_feeds_the_original_times():
     assert [c[1][0].item() for c in model.calls] == [400, 320, 240, 160, 80]
 
 
+@pytest.mark.parametrize("kw", [dict(method="ddpm"), dict(method="ddpm", variance="beta"), dict(method="ddim")])
+def test_a_mean_network_samples_like_an_eps_network_after_respacing(kw):
+    """A network predicting the posterior mean (Ho et al. Eq. 11) was trained on the steps t -> t-1 of the
+    full chain; on 5 respaced steps its output must be converted with the original step's alpha_t, beta_t
+    (schedule.model_betas), not the long jump's. Then the eps, x0 and mu oracles of one distribution give
+    the same samples; converting with the jump's betas would give samples of noise (Report A's mu runs)."""
+    s = make_schedule("linear", 400)
+    outs = [sample(GaussianOracle(s, parameterization=p), s, 6, steps=5, x_T=_x(6), clip_x0=False,
+                   generator=torch.Generator().manual_seed(0), **kw) for p in ("eps", "x0", "mu")]
+    assert torch.allclose(outs[0], outs[1], atol=1e-8) and torch.allclose(outs[0], outs[2], atol=1e-8)
+
+
 def test_trajectory_has_every_kth_state_and_the_end():
     """trajectory_every = k records x_T, x_{T-k}, ... and always the final x_0: ceil(T / k) + 1 frames,
     with the x0 prediction made from each recorded x_t."""

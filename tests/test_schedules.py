@@ -156,3 +156,19 @@ def test_bad_respacing_is_refused():
         respace(s, 101)
     with pytest.raises(ValueError, match="K must be in 1..T=100"):
         respace(s, 0)
+
+
+def test_respaced_schedule_keeps_the_original_steps_betas():
+    """model_betas[k] is beta of the original step t_k (what a mean-predicting network was trained with),
+    through a respacing of a respacing too; an ordinary schedule's model_betas are its betas."""
+    s = make_schedule("cosine", 100)
+    assert torch.equal(s.model_betas, s.betas)
+    kept = [10, 40, 70, 100]
+    r = respace(s, kept)
+    assert torch.allclose(r.model_betas[1:], s.betas[kept]) and r.model_betas[0] == 0
+    assert not torch.allclose(r.betas[1:], s.betas[kept])  # the jumps' betas are larger
+    rr = respace(r, [2, 4])
+    assert torch.allclose(rr.model_betas[1:], s.betas[[40, 100]]) and rr.timesteps.tolist() == [0, 40, 100]
+    assert torch.equal(r.to("cpu").model_betas, r.model_betas)
+    with pytest.raises(ValueError, match="model_betas"):
+        schedule_from_betas([0.1, 0.2], model_betas=[0.1])

@@ -254,37 +254,11 @@ def load_run(run: str, tier: str):
     return _MODELS[key]
 
 
-class EpsFromMu(torch.nn.Module):
-    """A posterior-mean (mu) network seen as an eps network, converted with the schedule it was trained on.
-
-    A mu network predicts the mean of one step t -> t-1 of the *full* chain. The package's samplers convert
-    a mu output to eps with the alphas and betas of the schedule they step through, which after respacing
-    are those of the long jump t_k -> t_{k-1}: right at all T steps, wrong (samples of pure noise) when
-    respaced. This wrapper inverts Ho et al. Eq. 11 with the full schedule's alpha_t, beta_t at the model
-    time t (the original step), so every sampler, respaced or not, gets the eps the network implies.
-    """
-
-    def __init__(self, model: torch.nn.Module, schedule):
-        super().__init__()
-        self.model, self.parameterization = model, "eps"
-        for name in ("num_classes", "in_channels", "image_size"):  # what the samplers read off a network
-            setattr(self, name, getattr(model, name, None))
-        full = schedule.to("cpu")
-        self.register_buffer("alphas", full.alphas.double(), persistent=False)
-        self.register_buffer("alpha_bar", full.alpha_bar.double(), persistent=False)
-        self.register_buffer("betas", full.betas.double(), persistent=False)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        mu = self.model(x, t, y)
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        a, ab, b = (v[t.long()].view(shape).to(x.dtype) for v in (self.alphas, self.alpha_bar, self.betas))
-        return (x - a.sqrt() * mu) * (1 - ab).sqrt() / b
-
-
 def sampling_model(run: str, tier: str):
-    """The network of ``run`` as the samplers should see it (a mu network through :class:`EpsFromMu`)."""
-    model, schedule, _ = load_run(run, tier)
-    return EpsFromMu(model, schedule) if getattr(model, "parameterization", "eps") == "mu" else model
+    """The network of ``run`` as the samplers see it. A mean-predicting (mu) network needs no wrapper: the
+    samplers convert its output with the original step's alpha_t, beta_t (``schedule.model_betas``, which
+    :func:`~diffusion_edu.respace` keeps), so it can be sampled on respaced schedules too."""
+    return load_run(run, tier)[0]
 
 
 _SAMPLES: dict[tuple, tuple[torch.Tensor, float]] = {}
