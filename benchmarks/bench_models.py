@@ -41,35 +41,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # peers.flops, when this file is loaded by path (tests)
 
 from diffusion_edu.models import MODEL_PRESETS, build_model, count_parameters  # noqa: E402
 from diffusion_edu.results import current_tier, results_dir, write_results  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed_windows(step, n_windows: int, window_s: float, device: torch.device) -> tuple[list[float], list[float]]:
-    """Run ``step`` (which processes one batch) in ``n_windows`` windows of at least ``window_s`` seconds;
-    return the steps per wall-clock second and the steps per second of process CPU time of each window.
-    The second is less sensitive to other processes on a shared CPU (with one thread it is the speed of
-    one core; with several it also counts the time threads spend waiting for each other)."""
-    rates, cpu_rates = [], []
-    for _ in range(n_windows):
-        _sync(device)
-        start, cpu_start, n = time.perf_counter(), time.process_time(), 0
-        while True:
-            step()
-            n += 1
-            _sync(device)
-            elapsed = time.perf_counter() - start
-            if elapsed >= window_s:
-                break
-        rates.append(n / elapsed)
-        cpu_rates.append(n / max(time.process_time() - cpu_start, 1e-9))
-    return rates, cpu_rates
+from peers.flops import timed_windows as _timed_windows  # noqa: E402  (one timing loop for every benchmark)
 
 
 def measure(spec: dict, mode: str, batch: int, forward_batch: int, warmup: int, windows: int,

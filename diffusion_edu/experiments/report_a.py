@@ -17,7 +17,6 @@ everywhere in the chapter.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings

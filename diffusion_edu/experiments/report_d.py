@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import build_network, build_process
 from ..cold import RowColumnAveraging, cold_sample, fit_degraded_prior
 from ..data import EmbeddedMNIST
 from ..forward import q_sample
