@@ -240,3 +240,26 @@ def test_stored_page_shows_no_figure_of_a_run_that_has_not_happened():
             assert "Not yet run" in text and f"--only {part}" in text
             assert not any("image/png" in o.get("data", {}) for o in cell.outputs)
         assert "CODE CHECK" not in text and "smoke" not in text
+
+
+def test_gpu_cost_of_the_papers_run_comes_from_a_gpu_benchmark(tmp_path, monkeypatch):
+    """With no GPU benchmark the cost stays an estimate (None here); with the peer benchmark's GPU file the
+    paper's 800k x 128 images are timed at the package's measured training throughput, with its source,
+    mode, device and MFU; the model benchmark's file, when it exists, is preferred."""
+    from diffusion_edu.results import write_results
+
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path))
+    images = 800_000 * 128
+    assert report_c._gpu_benchmark(images) is None
+    data = {"mode": {"precision": "bf16", "channels_last": True, "compile": True},
+            "training": {"unet_cifar10": {"rows": {"diffusion_edu": {"img_s": 2000.0, "batch": 128}}}},
+            "mfu": {"unet_cifar10": {"mfu": 0.08}}}
+    write_results(tmp_path / "benchmarks" / "peers_cuda.json", "benchmarks/peers_cuda", data, {}, "gpu", 1.0,
+                  hardware={"gpu": "NVIDIA H100 80GB HBM3"})
+    b = report_c._gpu_benchmark(images)
+    assert b["hours"] == pytest.approx(images / 2000.0 / 3600) and b["source"].endswith("peers_cuda.json")
+    assert (b["mode"], b["device"], b["mfu"], b["tier"]) == ("bf16, channels-last, compile", "NVIDIA H100 80GB HBM3", 0.08, "gpu")
+    rows = [{"preset": "unet_cifar10", "mode": "bf16", "train_img_s": 2500.0, "batch": 128}]
+    write_results(tmp_path / "benchmarks" / "models_cuda.json", "benchmarks/models", {"rows": rows}, {}, "gpu", 1.0,
+                  hardware={"gpu": "x"})
+    assert report_c._gpu_benchmark(images)["source"].endswith("models_cuda.json")
