@@ -167,12 +167,16 @@ def test_parts_run_end_to_end_at_the_smoke_tier_offline(results_tmp, offline):
 def test_inception_offline_without_torch_fidelity_or_weights(offline, monkeypatch):
     """Both offline failures become WeightsNotAvailableError: torch-fidelity missing, and a failed download
     (torch.hub raises URLError) while building the metric."""
+    import torchmetrics.image.fid  # imported first: its own import probes optional packages with find_spec
+
     samples = torch.zeros(12, 3, 32, 32, dtype=torch.uint8)
-    monkeypatch.setattr(cifar.importlib.util, "find_spec", lambda name: None)
+    real_find_spec = cifar.importlib.util.find_spec
+    monkeypatch.setattr(cifar.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch_fidelity" else real_find_spec(name, *a))
     with pytest.raises(WeightsNotAvailableError, match="torch-fidelity"):
         cifar.inception_metrics(samples, {"train": samples}, [12])
-    monkeypatch.setattr(cifar.importlib.util, "find_spec", lambda name: object())
-    import torchmetrics.image.fid
+    monkeypatch.setattr(cifar.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "torch_fidelity" else real_find_spec(name, *a))
 
     def no_download(*args, **kwargs):
         raise urllib.error.URLError("name resolution failed")
