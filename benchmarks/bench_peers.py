@@ -44,7 +44,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # lucidrains' samplers draw a progre
 import torch  # noqa: E402
 
 import diffusion_edu  # noqa: E402  (the torchvision import fix, before the peers import torchvision)
-from diffusion_edu.results import current_tier, results_dir, write_results  # noqa: E402
+from diffusion_edu.results import atomic_write_bytes, current_tier, results_dir, write_results  # noqa: E402
 
 from peers.configs import (  # noqa: E402
     DISTRIBUTIONS, LIBRARIES, PEERS, PRESETS, evaluate_targets, faster_peer, median_rate, mfu, overhead,
@@ -226,11 +226,19 @@ def mfu_rows(training: dict[str, Any], device_name: str | None) -> dict[str, Any
     return out
 
 
+def print_targets(targets: list[dict[str, Any]]) -> None:
+    """One line per target of :func:`~peers.configs.evaluate_targets`: met, MISSED or not measured."""
+    for t in targets:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        value = "-" if t["value"] is None else f"{t['value']:.3f}"
+        print(f"target [{verdict:12s}] {t['target']} ({t['preset']}): {value} vs {t['threshold']}; {t['note']}")
+
+
 def load_partial(path: Path | None, device_name: str | None, mode: dict[str, Any]) -> dict[str, Any]:
     """The measurements an earlier, interrupted run saved in ``path`` (empty if none). A file from
     another device or mode is refused: its numbers would not be side by side with this run's."""
     empty: dict[str, Any] = {"device_name": device_name, "mode": mode, "training": {}, "sampling": {},
-                             "versions": versions(), "started": time.time()}
+                             "versions": versions()}
     if path is None or not path.exists():
         return empty
     saved = json.loads(path.read_text())
@@ -243,12 +251,8 @@ def load_partial(path: Path | None, device_name: str | None, mode: dict[str, Any
 
 
 def save_partial(path: Path | None, done: dict[str, Any]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(done, indent=1))
-    os.replace(tmp, path)
+    if path is not None:
+        atomic_write_bytes(path, json.dumps(done, indent=1).encode())
 
 
 def hardware_from_log(log: Path | None, device_name: str) -> dict[str, Any]:
@@ -293,15 +297,7 @@ def finalize(args: argparse.Namespace) -> int:
         "training": training, "sampling": sampling, "mfu": mfu_rows(training, device_name),
         "not_measured": not_measured, "diagnostics": {},
     }
-    targets = evaluate_targets(data)
-    from peers.configs import SAMPLER_OVERHEAD_TARGET, _target
-
-    for preset in not_measured["sampling"]:
-        targets.insert(-1, _target("package sampler overhead < 5% of the network's time", preset, None,
-                                   SAMPLER_OVERHEAD_TARGET, False, "not measured: the run was cut off first"))
-        targets.insert(-1, _target("DDIM-50 images/s >= the faster peer loop's", preset, None, 1.0, True,
-                                   "not measured: the run was cut off first"))
-    data["targets"] = targets
+    data["targets"] = targets = evaluate_targets(data, planned_sampling=args.sample_presets or list(PRESETS))
     hw = saved.get("hardware") or hardware_from_log(args.log, device_name)
     if not data["versions"] and hw.get("torch") not in (None, "not recorded"):
         data["versions"] = {"torch": hw["torch"], "note": "the cut-off run recorded no other versions"}
@@ -311,10 +307,7 @@ def finalize(args: argparse.Namespace) -> int:
               "threads": threads.pop() if len(threads) == 1 else sorted(threads),
               "cut_off": True, "log": str(args.log) if args.log else None}
     write_results(args.out, f"benchmarks/peers_{device_type}", data, config, tier, args.wall_time, hardware=hw)
-    for t in targets:
-        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        value = "-" if t["value"] is None else f"{t['value']:.3f}"
-        print(f"target [{verdict:12s}] {t['target']} ({t['preset']}): {value} vs {t['threshold']}; {t['note']}")
+    print_targets(targets)
     print(f"wrote {args.out} (from {args.finalize})")
     return 0
 
@@ -430,11 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
     }
     data["targets"] = evaluate_targets(data)
-    for t in data["targets"]:
-        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        value = "-" if t["value"] is None else f"{t['value']:.3f}"
-        print(f"target [{verdict:12s}] {t['target']} ({t['preset']}): {value} vs {t['threshold']}; {t['note']}")
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("worker", "out")}
+    print_targets(data["targets"])
+    config = {k: v for k, v in vars(args).items() if k not in ("worker", "out")}
     config["sample_presets"] = sample_presets
     out = args.out
     if out is None:

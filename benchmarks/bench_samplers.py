@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from diffusion_edu import make_schedule, sample
+from diffusion_edu.generate import default_labels
 from diffusion_edu.models import MODEL_PRESETS, build_preset
+from diffusion_edu.results import current_tier, results_dir, write_results
 
 DEFAULT_PRESETS = ["cnn_mnist", "small_unet_mnist", "unet_mnist"]
-from diffusion_edu.results import current_tier, results_dir, write_results
 
 
 class NullModel(nn.Module):
@@ -72,7 +73,7 @@ def bench_model(model: nn.Module, schedule, n: int, device: torch.device, repeat
         sec = _timed(lambda: sample(model, schedule, n, **opts, generator=gen(), device=device), device, reps)
         out[name] = {"seconds": sec, "images_per_s": n / sec, "steps": opts.get("steps", T)}
     if eval_n:
-        y = None if model.num_classes is None else torch.arange(eval_n, device=device) % model.num_classes
+        y = default_labels(eval_n, model.num_classes)
         steps = min(eval_steps, T)
         sec = _timed(lambda: sample(model, schedule, eval_n, steps=steps, y=y, generator=gen(), device=device,
                                     batch_size=500), device, 1)

@@ -22,15 +22,21 @@ from typing import Any
 
 import torch
 
-__all__ = ["generate", "default_labels", "add_cli"]
+__all__ = ["generate", "class_labels", "default_labels", "add_cli"]
+
+
+def class_labels(n: int, num_classes: int = 10) -> torch.Tensor:
+    """Labels 0, 1, ..., num_classes - 1, 0, 1, ... (n,): every class asked for equally often, to within
+    one (exactly n / num_classes each when it divides n), and a grid of ``num_classes`` columns shows one
+    class per column. The label sequence of every chapter's conditional samples."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    return torch.arange(n, dtype=torch.int64) % num_classes
 
 
 def default_labels(n: int, num_classes: int | None) -> torch.Tensor | None:
-    """Labels 0, 1, ..., num_classes - 1, 0, 1, ... for a conditional network (so a grid with
-    ``num_classes`` columns shows one class per column), None for an unconditional one."""
-    if num_classes is None:
-        return None
-    return torch.arange(n, dtype=torch.int64) % num_classes
+    """:func:`class_labels` for a conditional network, None for an unconditional one."""
+    return None if num_classes is None else class_labels(n, num_classes)
 
 
 def generate(loaded, n: int, *, method: str = "ddpm", steps: int | None = 20, eta: float = 0.0,

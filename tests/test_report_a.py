@@ -300,7 +300,7 @@ class _MuNet(nn.Module):
 def test_mu_network_is_sampled_through_the_full_chains_eps():
     """A mu network predicts one step of the full chain: a respaced sampling step of it must be the
     respaced step of the eps network it implies (the samplers convert with schedule.model_betas), so
-    sampling_model needs no wrapper for Report A's mu run."""
+    Report A's mu run is sampled without a wrapper."""
     from diffusion_edu import ddpm_step, respace
 
     full = make_schedule("linear", 400)

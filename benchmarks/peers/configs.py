@@ -207,8 +207,10 @@ def _target(name: str, preset: str | None, value: float | None, threshold: float
             "margin": margin, "note": note}
 
 
-def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate_targets(data: dict[str, Any], planned_sampling: list[str] | None = None) -> list[dict[str, Any]]:
     """Check issue 9's targets on a results file's ``data``; a target that was not measured has met=None.
+    ``planned_sampling``: presets whose sampling was planned; one absent from ``data`` (a run cut off
+    first) still gets its two sampling targets, unmeasured.
 
     training: package images/s / the faster peer's >= 1; sampler overhead: < 5% over the bare network;
     DDIM-50: package images/s / the faster peer loop's >= 1; MFU: > 35% for the CIFAR-10 preset on an H100.
@@ -219,13 +221,16 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         peer = t.get("faster_peer")
         out.append(_target("training images/s >= the faster peer's", preset, t.get("ratio_vs_faster_peer"), 1.0,
                            True, f"faster peer: {peer}" if peer else "no peer measured"))
-    for preset, s in data.get("sampling", {}).items():
+    sampling = data.get("sampling", {})
+    for preset in [*sampling, *(p for p in planned_sampling or [] if p not in sampling)]:
+        s = sampling.get(preset, {})
+        cut = "not measured: the run was cut off first" if not s else None
         pkg = s.get("loops", {}).get("diffusion_edu", {})
         out.append(_target("package sampler overhead < 5% of the network's time", preset, pkg.get("overhead"),
-                           SAMPLER_OVERHEAD_TARGET, False, "DDIM-50 loop time over 50 bare network calls, minus 1"))
+                           SAMPLER_OVERHEAD_TARGET, False, cut or "DDIM-50 loop time over 50 bare network calls, minus 1"))
         peer = s.get("faster_peer")
         out.append(_target("DDIM-50 images/s >= the faster peer loop's", preset, s.get("ratio_vs_faster_peer"), 1.0,
-                           True, f"faster peer loop: {peer}" if peer else "no peer measured"))
+                           True, cut or (f"faster peer loop: {peer}" if peer else "no peer measured")))
     m = data.get("mfu", {}).get("unet_cifar10", {})
     device = data.get("device_name") or ""
     on_h100 = "H100" in device

@@ -31,7 +31,7 @@ import torch
 
 from ..data import ImageDataset, load_cifar10, load_dataset, write_fake_cifar10
 from ..presets import TrainConfig
-from .common import check_tier, ensure_trained, result_path, runs_root, save_result, training_curve
+from .common import check_tier, ensure_trained, final_loss, result_path, runs_root, save_result, training_curve
 
 __all__ = [
     "SMOKE_PER_BATCH", "REFERENCE_SPLITS", "Accelerator", "ACCELERATORS", "MEASURED_RUNS", "check_cifar_tier",
@@ -186,6 +186,17 @@ def plan_estimate(flops: dict[str, float], plan: dict[str, float], utilisation: 
 # ---- training with grids at chosen steps -----------------------------------------------------------
 
 
+def single_process(part: str) -> None:
+    """Refuse to run ``part`` under ``torchrun`` with several processes: only training is data-parallel;
+    sampling and measuring run once, in one process, after it."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError(
+            f"part {part!r} runs in one process: under torchrun run only the training part "
+            "(--only training), then the rest with plain python -m diffusion_edu experiment ...")
+
+
 @contextlib.contextmanager
 def _training_data(dataset: ImageDataset):
     """Hand ``dataset`` to the training loop instead of ``load_dataset`` (smoke tier: fake CIFAR files that
@@ -237,17 +248,24 @@ def train_cifar_run(chapter: str, run: str, config: TrainConfig, tier: str, grid
                     snapshot_steps: list[int], progress: bool = True, grid_n: int = 64) -> Path:
     """Train (or resume) ``config`` into ``runs/<tier>/<chapter>/<run>`` with grids at ``grid_steps`` and
     weight snapshots at ``snapshot_steps``; write ``results/<chapter>/training.json`` (curve, throughput,
-    the grids copied to ``results/<chapter>/training_grids/``)."""
+    the grids copied to ``results/<chapter>/training_grids/``).
+
+    Under ``torchrun`` every process calls this and trains its slice of each global batch; process 0 alone
+    clears a smoke run, draws grids, saves snapshots and writes the results file (the other processes still
+    pass a callback, so that all of them stop at the same steps of the loop)."""
+    from ..distributed import env_rank
+
     t0 = time.perf_counter()
+    first = env_rank() == 0
     out = runs_root(tier) / chapter / run
-    if tier == "smoke":
+    if tier == "smoke" and first:
         shutil.rmtree(out, ignore_errors=True)  # throwaway: always a fresh run
-    callback = _grid_callback(out, config, grid_steps, snapshot_steps, grid_n)
-    if tier == "smoke":
-        with _training_data(cifar10("train", tier)):
-            result = ensure_trained(chapter, run, config, tier, progress=progress, callbacks=callback)
-    else:
-        result = ensure_trained(chapter, run, config, tier, progress=progress, callbacks=callback)
+    callback = (_grid_callback(out, config, grid_steps, snapshot_steps, grid_n) if first
+                else lambda step, model, ema: None)
+    with _training_data(cifar10("train", tier)) if tier == "smoke" else contextlib.nullcontext():
+        result = ensure_trained(chapter, run, config, tier, progress=progress and first, callbacks=callback)
+    if not first:
+        return result_path(chapter, "training", tier)
     curve = training_curve(out)
     dest = result_path(chapter, "training", tier).parent / "training_grids"
     grids = {}
@@ -255,11 +273,10 @@ def train_cifar_run(chapter: str, run: str, config: TrainConfig, tier: str, grid
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, dest / png.name)
         grids[str(int(png.stem.split("_")[1]))] = f"training_grids/{png.name}"
-    tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
     data = {"params": sum(p.numel() for p in result.model.parameters()), "steps": result.step,
             "batch_size": config.batch_size, "train_wall_time_s": round(result.wall_time_s, 1),
             "img_per_s": result.step * config.batch_size / max(result.wall_time_s, 1e-9),
-            "final_loss": sum(tail) / len(tail) if tail else None, "curve": curve, "grids": grids,
+            "final_loss": final_loss(curve), "curve": curve, "grids": grids,
             "dataset": "fake CIFAR-10-format noise (smoke)" if tier == "smoke" else "CIFAR-10 training set (50,000)"}
     return save_result(chapter, "training", data, {"run": config.to_dict(), "grid_steps": grid_steps,
                                                    "snapshot_steps": snapshot_steps}, tier, time.perf_counter() - t0)

@@ -142,6 +142,25 @@ def training_curve(out_dir: str | Path) -> dict[str, list]:
     return cols
 
 
+def final_loss(curve: dict[str, list]) -> float | None:
+    """The mean of the last tenth of a :func:`training_curve`'s logged losses (at least one), the
+    "final loss" every chapter's training table shows; None when nothing was logged."""
+    tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
+    return sum(tail) / len(tail) if tail else None
+
+
+def run_status(chapter: str, run: str, tier: str, steps: int) -> str | None:
+    """None when ``runs/<tier>/<chapter>/<run>/checkpoint.pt`` has reached ``steps``, else why not:
+    "no checkpoint" or "step s of S" (a run never started, stopped, or still training)."""
+    from ..checkpoint import load_checkpoint
+
+    path = runs_root(tier) / chapter / run / "checkpoint.pt"
+    if not path.is_file():
+        return "no checkpoint"
+    step = int(load_checkpoint(path)["step"])
+    return None if step >= steps else f"step {step:,} of {steps:,}"
+
+
 def timed_sample(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
     """Run a sampling function and return (images, wall seconds)."""
     t0 = time.perf_counter()

@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 import torch
 
-from .common import (EVAL_BUDGETS, Part, by_tier, have_result, load_result, measure, runs_root, save_result,
-                     tier_results_dir, training_curve)
+from . import common
+from .common import (EVAL_BUDGETS, Part, by_tier, final_loss, have_result, load_result, measure, runs_root,
+                     save_result, tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, train_runs
 
 CHAPTER = "report_a"
@@ -131,7 +132,9 @@ def class_labels(n: int) -> torch.Tensor:
     """Labels 0, 1, ..., 9, 0, 1, ... (n,): n / 10 samples of each class, interleaved."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 10 or n % 10:
         raise ValueError(f"n must be a positive multiple of 10 (the same number of samples per class), got {n!r}")
-    return torch.arange(10).repeat(n // 10)
+    from ..generate import class_labels as cycled
+
+    return cycled(n, 10)
 
 
 def checkpoint_path(run: str, tier: str) -> Path:
@@ -146,19 +149,15 @@ def train_command(tier: str, *parts: str) -> str:
     return f"python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training" + "".join(f" {p}" for p in parts)
 
 
-def run_step(run: str, tier: str) -> int | None:
-    """The training step of ``run``'s checkpoint at ``tier``, or None when it has none."""
-    from ..checkpoint import load_checkpoint
-
-    path = checkpoint_path(run, tier)
-    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+def run_status(run: str, tier: str) -> str | None:
+    """None when ``run``'s checkpoint at ``tier`` reached its config's steps, else "no checkpoint" or
+    "step s of S" (a run the training queue is still training, or never started, is not finished)."""
+    return common.run_status(CHAPTER, run, tier, config(run, tier).steps)
 
 
 def run_finished(run: str, tier: str) -> bool:
-    """Whether ``run`` has a checkpoint at ``tier`` that reached its config's steps (a run the training
-    queue is still training, or never started, is not finished)."""
-    step = run_step(run, tier)
-    return step is not None and step >= config(run, tier).steps
+    """Whether ``run`` has a checkpoint at ``tier`` that reached its config's steps."""
+    return run_status(run, tier) is None
 
 
 # The runs each evaluation part measures.
@@ -178,15 +177,7 @@ def missing_runs(part: str, tier: str) -> dict[str, str]:
     "step s of S"} (empty when the part can run)."""
     if part not in PART_RUNS:
         raise ValueError(f"part must be one of {list(PART_RUNS)}, got {part!r}")
-    out = {}
-    for run in PART_RUNS[part]:
-        step = run_step(run, tier)
-        steps = config(run, tier).steps
-        if step is None:
-            out[run] = "no checkpoint"
-        elif step < steps:
-            out[run] = f"step {step:,} of {steps:,}"
-    return out
+    return {run: why for run in PART_RUNS[part] if (why := run_status(run, tier)) is not None}
 
 
 def require_runs(part: str, tier: str) -> None:
@@ -216,14 +207,14 @@ def training_summary(tier: str) -> dict[str, Any]:
         if run in missing:
             continue
         model, _, cfg = load_run(run, tier)
+        steps = config(run, tier).steps  # a finished run stopped there (run_status)
         curve = training_curve(checkpoint_path(run, tier).parent)
-        tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
         wall = curve["elapsed_s"][-1] if curve["elapsed_s"] else None
-        summary[run] = {"preset": RUNS[run][0], "params": count_parameters(model), "steps": run_step(run, tier),
+        summary[run] = {"preset": RUNS[run][0], "params": count_parameters(model), "steps": steps,
                         "epochs": curve["epoch"][-1] if curve["epoch"] else 0, "batch_size": cfg.batch_size,
                         "train_wall_time_s": wall,
-                        "img_per_s": round(run_step(run, tier) * cfg.batch_size / wall, 1) if wall else None,
-                        "final_loss": sum(tail) / len(tail) if tail else None,
+                        "img_per_s": round(steps * cfg.batch_size / wall, 1) if wall else None,
+                        "final_loss": final_loss(curve),
                         "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")}}
         configs[run] = cfg.to_dict()
     return {"name": "training", "tier": tier, "data": summary, "config": {"runs": configs},
@@ -243,20 +234,14 @@ def load_run(run: str, tier: str):
         path = checkpoint_path(run, tier)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint {path}: train it first with {train_command(tier)}")
-        if not run_finished(run, tier):
-            raise RuntimeError(f"{path} is at step {run_step(run, tier)} of {config(run, tier).steps}: the run is "
-                               f"unfinished (or still training); finish it with {train_command(tier)}")
+        why = run_status(run, tier)
+        if why is not None:
+            raise RuntimeError(f"{path} is at {why}: the run is unfinished (or still training); finish it "
+                               f"with {train_command(tier)}")
         with warnings.catch_warnings():  # Report A's runs keep no EMA: the trained weights are the model
             warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
             _MODELS[key] = load_model(path, ema=True, device="cpu")
     return _MODELS[key]
-
-
-def sampling_model(run: str, tier: str):
-    """The network of ``run`` as the samplers see it. A mean-predicting (mu) network needs no wrapper: the
-    samplers convert its output with the original step's alpha_t, beta_t (``schedule.model_betas``, which
-    :func:`~diffusion_edu.respace` keeps), so it can be sampled on respaced schedules too."""
-    return load_run(run, tier)[0]
 
 
 _SAMPLES: dict[tuple, tuple[torch.Tensor, float]] = {}
@@ -269,7 +254,7 @@ def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False) 
 
     key = (run, tier, sampler, n)
     if key not in _SAMPLES:
-        model, schedule = sampling_model(run, tier), load_run(run, tier)[1]
+        model, schedule, _ = load_run(run, tier)
         g = torch.Generator().manual_seed(SEED)
         t0 = time.perf_counter()
         x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=100, progress=progress,

@@ -28,10 +28,9 @@ from ..metrics import WeightsNotAvailableError
 from ..presets import TrainConfig, get_preset
 from .cifar import (
     REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, lpips_nearest, measured_utilisation,
-    network_flops, not_measured, pixel_nearest, plan_estimate, sample_images,
+    network_flops, not_measured, pixel_nearest, plan_estimate, sample_images, single_process, train_cifar_run,
 )
 from .common import Part, result_path, runs_root, save_result
-from .report_c import single_process, train_part
 
 CHAPTER = "report_b"
 RUN = "b_cifar10_cfg"
@@ -114,8 +113,8 @@ def _costs(tier: str, progress: bool):
 def _train(tier: str, progress: bool):
     check_cifar_tier(tier)
     cfg = config(tier)
-    return train_part(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], [cfg.steps], progress,
-                      grid_n=100 if tier != "smoke" else 10)
+    return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], [cfg.steps], progress,
+                           grid_n=100 if tier != "smoke" else 10)
 
 
 def _guidance(tier: str, progress: bool):

@@ -16,9 +16,10 @@ after 800k steps. Nothing CIFAR-scale trains on a CPU, so the parts run at three
     python -m diffusion_edu experiment report_c --tier colab
     python -m diffusion_edu experiment report_c --tier gpu      # run again to resume after a stop
 
-On several GPUs the part ``training`` runs under ``torchrun`` (:func:`train_part`: every process trains
-its slice of each global batch, process 0 alone writes grids, snapshots and ``training.json``); the other
-parts sample and measure in one process afterwards (:func:`single_process`)::
+On several GPUs the part ``training`` runs under ``torchrun`` (:func:`~.cifar.train_cifar_run`: every
+process trains its slice of each global batch, process 0 alone writes grids, snapshots and
+``training.json``); the other parts sample and measure in one process afterwards
+(:func:`~.cifar.single_process`)::
 
     torchrun --nproc_per_node 4 -m diffusion_edu experiment report_c --tier gpu --only training
     python -m diffusion_edu experiment report_c --tier gpu
@@ -26,10 +27,7 @@ parts sample and measure in one process afterwards (:func:`single_process`)::
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,8 +36,8 @@ from ..presets import TrainConfig, get_preset
 from ..results import read_results
 from ..metrics import WeightsNotAvailableError
 from .cifar import (
-    _training_data, REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, measured_utilisation, network_flops,
-    not_measured, plan_estimate, sample_images, train_cifar_run,
+    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, measured_utilisation, network_flops,
+    not_measured, plan_estimate, sample_images, single_process, train_cifar_run,
 )
 from .common import Part, result_path, runs_root, save_result
 
@@ -105,35 +103,6 @@ def colab_plan() -> dict[str, Any]:
 
 
 # ---- parts -------------------------------------------------------------------------------------------
-
-
-def single_process(part: str) -> None:
-    """Refuse to run ``part`` under ``torchrun`` with several processes: only training is data-parallel;
-    sampling and measuring run once, in one process, after it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError(
-            f"part {part!r} runs in one process: under torchrun run only the training part "
-            "(--only training), then the rest with plain python -m diffusion_edu experiment ...")
-
-
-def train_part(chapter: str, run: str, config: TrainConfig, tier: str, grid_steps: list[int],
-               snapshot_steps: list[int], progress: bool, grid_n: int) -> Path:
-    """The part ``training`` of a CIFAR-10 chapter, in one process or under ``torchrun``: process 0 runs
-    :func:`~diffusion_edu.experiments.cifar.train_cifar_run` (grids, snapshots, ``training.json``); every
-    other process takes part in the same data-parallel training and writes nothing."""
-    from ..distributed import env_rank
-    from .common import ensure_trained
-
-    if env_rank() == 0:
-        return train_cifar_run(chapter, run, config, tier, grid_steps, snapshot_steps, progress, grid_n=grid_n)
-    # The same call as process 0's, callbacks included (they run on process 0 only, but every process must
-    # reach the same steps of the loop, where it checks the loss and takes part in the same collectives).
-    def callback(step: int, model, ema) -> None:
-        return None
-
-    with _training_data(cifar10("train", tier)) if tier == "smoke" else contextlib.nullcontext():
-        ensure_trained(chapter, run, config, tier, progress=False, callbacks=callback)
-    return result_path(chapter, "training", tier)
 
 
 def _costs(tier: str, progress: bool):
@@ -212,8 +181,8 @@ def _gpu_benchmark(train_images: int) -> dict[str, Any] | None:
 def _train(tier: str, progress: bool):
     check_cifar_tier(tier)
     cfg = config(tier)
-    return train_part(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], EVAL[tier]["steps"], progress,
-                      grid_n=64 if tier != "smoke" else 4)
+    return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], EVAL[tier]["steps"], progress,
+                           grid_n=64 if tier != "smoke" else 4)
 
 
 def _evaluate(tier: str, progress: bool):

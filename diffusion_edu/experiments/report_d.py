@@ -40,8 +40,8 @@ from ..metrics import classifier_outputs
 from ..presets import TrainConfig
 from ..samplers import sample
 from ..viz import save_image_grid
-from .common import (EVAL_BUDGETS, Part, by_tier, have_result, heldout_reference, load_result, measure,
-                     runs_root, save_result, tier_results_dir, training_curve)
+from .common import (EVAL_BUDGETS, Part, by_tier, final_loss, have_result, heldout_reference, load_result, measure,
+                     run_status, runs_root, save_result, tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
 
 __all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "trained_epochs", "load_run", "load_snapshot",
@@ -149,10 +149,7 @@ def _training(tier: str, progress: bool) -> dict[str, Any]:
 
 def run_finished(run: str, tier: str) -> bool:
     """Whether the run's checkpoint has reached its configured number of steps."""
-    from ..checkpoint import load_checkpoint
-
-    path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
-    return path.is_file() and int(load_checkpoint(path)["step"]) == config(run, tier).steps
+    return run_status(CHAPTER, run, tier, config(run, tier).steps) is None
 
 
 def _runs_needed(tier: str, runs: tuple[str, ...], progress: bool) -> dict[str, dict[str, Any]]:
@@ -170,8 +167,7 @@ def _runs_needed(tier: str, runs: tuple[str, ...], progress: bool) -> dict[str, 
     out = {}
     for run in runs:
         curve = training_curve(runs_root(tier) / CHAPTER / run)
-        tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]  # as train_runs
-        out[run] = {"curve": curve, "final_loss": sum(tail) / len(tail) if tail else None}
+        out[run] = {"curve": curve, "final_loss": final_loss(curve)}
     return out
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
 from .common import EVAL_BUDGETS, Part, ensure_trained, measure, runs_root, save_result, tier_results_dir
 from .training_runs import RunSpec, make_config, train_runs
 
@@ -66,13 +67,6 @@ def _train(tier: str, progress: bool):
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the evaluation parts.
 # ---------------------------------------------------------------------------------------------
-
-
-def class_labels(n: int, num_classes: int = 10) -> torch.Tensor:
-    """Labels 0, 1, ..., 9, 0, 1, ... (n,): every digit asked for equally often (n / 10 each when 10 divides n)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    return torch.arange(n, dtype=torch.int64) % num_classes
 
 
 def w_key(w: float) -> str:

@@ -25,7 +25,7 @@ import torch
 
 from ..checkpoint import derived_seed  # noqa: F401  (re-exported for chapter modules)
 from ..presets import TrainConfig, get_preset
-from .common import ensure_trained, runs_root, save_result, training_curve
+from .common import ensure_trained, final_loss, runs_root, save_result, training_curve
 
 __all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs", "snapshot_paths"]
 
@@ -90,7 +90,6 @@ def train_runs(chapter: str, runs: Mapping[str, RunSpec], tier: str,
         kwargs = {"callbacks": snapshot_callback(out)} if snapshots and cfg.callback_every else {}
         result = ensure_trained(chapter, name, cfg, tier, progress=progress, **kwargs)
         curve = training_curve(out)
-        tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
         summary[name] = {
             "preset": runs[name][0],
             "params": count_parameters(result.model),
@@ -99,7 +98,7 @@ def train_runs(chapter: str, runs: Mapping[str, RunSpec], tier: str,
             "batch_size": cfg.batch_size,
             "train_wall_time_s": round(result.wall_time_s, 1),
             "img_per_s": round(result.step * cfg.batch_size / max(result.wall_time_s, 1e-9), 1),
-            "final_loss": sum(tail) / len(tail) if tail else None,
+            "final_loss": final_loss(curve),
             "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")},
         }
         configs[name] = cfg.to_dict()
