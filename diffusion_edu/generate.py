@@ -2,7 +2,7 @@
 
 ``generate`` takes what :func:`~diffusion_edu.training.load_model` or
 :func:`~diffusion_edu.pretrained.load_pretrained` returns and runs the matching reverse process:
-the Gaussian samplers of :mod:`diffusion_edu.samplers` (DDPM or DDIM, on all steps or a respaced
+the Gaussian samplers of :mod:`diffusion_edu.samplers` (DDPM, DDIM, DPM-Solver++(2M) or Heun, on all steps or a respaced
 subset, with classifier-free guidance for conditional networks), or, for a cold-diffusion restorer,
 Bansal et al.'s Algorithm 2 started from a Gaussian fitted to the fully degraded training images
 (:func:`~diffusion_edu.cold.fit_degraded_prior`). The command line::
@@ -112,13 +112,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> None:
     """The ``sample`` command: a PNG grid of samples from a shipped network or a checkpoint."""
+    from .samplers import METHODS
+
     p = subparsers.add_parser("sample", help="draw samples from a shipped network or a checkpoint into a PNG grid",
                               description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pretrained", metavar="NAME", help="a network shipped with the package (e.g. report_e)")
     src.add_argument("--checkpoint", metavar="PATH", help="a training checkpoint (checkpoint.pt of a run)")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm", help="Gaussian sampler (default ddpm)")
+    p.add_argument("--method", choices=list(METHODS), default="ddpm",
+                   help="Gaussian sampler: ddpm, ddim, or the ODE solvers dpm_solver_2m and heun (default ddpm)")
     p.add_argument("--steps", type=int, default=20, help="respaced steps; 0 = all T (default 20)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
     p.add_argument("--variance", choices=["beta", "beta_tilde", "zero"], default="beta_tilde",

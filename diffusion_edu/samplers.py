@@ -1,4 +1,7 @@
-"""The reverse process: DDPM and DDIM steps, the sampling loop and respacing.
+"""The reverse process: DDPM and DDIM steps, two fast ODE solvers, the sampling loop and respacing.
+
+(Longer than the package's usual ~400 lines: one loop drives the four steps, which share the
+per-step values and conversions defined here, so they stay in one file.)
 
 The model is an argument, never part of the sampler (diffusers' scheduler design): every network
 is called as ``model(x, t, y=None)`` with ``t`` the *model time* ``schedule.model_time(t)``, and what
@@ -7,6 +10,11 @@ it outputs (eps, x0 or mu) is read from ``getattr(model, "parameterization", "ep
 ``t`` is 1-based: a step goes from x_t to x_{t-1}, t = T..1, and x_0 is the generated image.
 Sampling on fewer steps means sampling on a respaced schedule (``diffusion_edu.schedules.respace``,
 Report A's sub-sampling): both DDPM and DDIM steps work on any schedule.
+
+Besides the ancestral DDPM step and DDIM, two solvers of the probability-flow ODE take fewer steps
+for the same error: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), a second-order multistep method in
+log-SNR time, and Heun's second-order step (Karras et al. 2022, Algorithm 1). Both are deterministic
+(x_T fixes the sample) and work on respaced schedules and with guidance.
 
 Each step function numbers its steps with the equation each follows. Inside :func:`sample` the
 per-step schedule values are plain Python floats (no host-device copies or syncs per step).
@@ -26,11 +34,12 @@ from ._checks import check_images, check_timesteps
 from .guidance import check_guidance, guided_output
 from .schedules import NoiseSchedule, respace
 
-__all__ = ["METHODS", "VARIANCES", "StepOutput", "Trajectory", "ddpm_step", "ddim_step", "sample"]
+__all__ = ["METHODS", "VARIANCES", "StepOutput", "Trajectory", "ddpm_step", "ddim_step",
+           "dpm_solver_2m_step", "heun_step", "network_evaluations", "sample"]
 
-Method = Literal["ddpm", "ddim"]
+Method = Literal["ddpm", "ddim", "dpm_solver_2m", "heun"]
 Variance = Literal["beta_tilde", "beta", "zero"]
-METHODS: tuple[str, ...] = ("ddpm", "ddim")
+METHODS: tuple[str, ...] = ("ddpm", "ddim", "dpm_solver_2m", "heun")
 VARIANCES: tuple[str, ...] = ("beta_tilde", "beta", "zero")
 _PARAMETERIZATIONS = ("eps", "x0", "mu")
 
@@ -152,6 +161,71 @@ def _ddim_core(model, xt, t, schedule, y, w, eta, clip_x0, noise, generator) -> 
     return StepOutput(_add_noise(x_prev, _sqrt(var), noise, generator), x0_pred)
 
 
+def _prediction(model, xt, t: int, schedule, y, w, clip_x0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(eps, x0_pred, values) at step t, x0 optionally clipped and eps then recomputed from it (as DDIM)."""
+    v = _values(schedule, t, xt)
+    out = guided_output(model, xt, v["model_t"], y, w)
+    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
+    if clip_x0:
+        x0_pred = x0_pred.clamp(-1.0, 1.0)
+        eps = (xt - _sqrt(v["alpha_bar"]) * x0_pred) / _sqrt(1.0 - v["alpha_bar"])
+    return eps, x0_pred, v
+
+
+def _half_log_snr(alpha_bar: float) -> float:
+    """lambda = log(alpha / sigma) with alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar) (Lu et al. Sec. 3)."""
+    return 0.5 * math.log(alpha_bar / (1.0 - alpha_bar))
+
+
+def _dpm2m_core(model, xt, t: int, schedule, y, w, clip_x0, x0_last) -> StepOutput:
+    # 1. Data prediction x0_theta(x_t, t) (the "++": the solver integrates in x0, which clipping keeps in range).
+    _, x0_pred, v = _prediction(model, xt, t, schedule, y, w, clip_x0)
+    ab, ab_prev = v["alpha_bar"], v["alpha_bar_prev"]
+    # 2. The last step to t = 0 has sigma = 0 (lambda = inf): x_0 = x0_pred, the first-order step.
+    if ab_prev >= 1.0:
+        return StepOutput(x0_pred, x0_pred)
+    # 3. Step size in log-SNR time, h = lambda_{t-1} - lambda_t (Lu et al. Algorithm 2).
+    lam_t, lam_prev = _half_log_snr(ab), _half_log_snr(ab_prev)
+    h = lam_prev - lam_t
+    # 4. D = (1 + 1/(2r)) x0_t - 1/(2r) x0_{t+1}, r = h_last / h (Algorithm 2, line 5); D = x0_t on the
+    #    first step, where there is no earlier prediction (then the step is DDIM's, eta = 0).
+    if x0_last is None or t == schedule.T:
+        d = x0_pred
+    else:
+        r = (lam_t - _half_log_snr(float(schedule.alpha_bar[t + 1]))) / h
+        d = (1.0 + 0.5 / r) * x0_pred - (0.5 / r) * x0_last
+    # 5. x_{t-1} = (sigma_{t-1} / sigma_t) x_t - alpha_{t-1} (e^{-h} - 1) D (Algorithm 2, line 6).
+    sigma_ratio = math.sqrt((1.0 - ab_prev) / (1.0 - ab))
+    return StepOutput(sigma_ratio * xt - math.sqrt(ab_prev) * math.expm1(-h) * d, x0_pred)
+
+
+def _heun_core(model, xt, t: int, schedule, y, w, clip_x0) -> StepOutput:
+    # In Karras et al.'s variables y = x / sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar), the
+    # probability-flow ODE reads dy/dsigma = (y - x0_pred) / sigma = eps (their Eq. 3 with s(t) = 1).
+    eps, x0_pred, v = _prediction(model, xt, t, schedule, y, w, clip_x0)
+    ab, ab_prev = v["alpha_bar"], v["alpha_bar_prev"]
+    sigma, sigma_prev = math.sqrt((1.0 - ab) / ab), math.sqrt((1.0 - ab_prev) / ab_prev)
+    y_t = xt / math.sqrt(ab)
+    # 1. Euler step to sigma_{t-1} (Algorithm 1, lines 5-6): this alone is DDIM with eta = 0.
+    y_euler = y_t + (sigma_prev - sigma) * eps
+    # 2. On the last step sigma_{t-1} = 0 and the Euler step is kept (Algorithm 1, line 7): x_0 = x0_pred.
+    if ab_prev >= 1.0:
+        return StepOutput(y_euler, x0_pred)
+    # 3. Heun's correction: average the slopes at both ends (Algorithm 1, lines 8-9); one more network call.
+    x_euler = math.sqrt(ab_prev) * y_euler
+    eps_prev, _, _ = _prediction(model, x_euler, t - 1, schedule, y, w, clip_x0)
+    y_prev = y_t + (sigma_prev - sigma) * 0.5 * (eps + eps_prev)
+    return StepOutput(math.sqrt(ab_prev) * y_prev, x0_pred)
+
+
+def network_evaluations(method: str, steps: int) -> int:
+    """How many network calls (per image, before guidance doubles them) ``steps`` steps of ``method`` take:
+    one per step, except Heun's, which calls the network twice on every step but the last."""
+    _check_choice(method, METHODS, "method")
+    _check_int(steps, "steps")
+    return 2 * steps - 1 if method == "heun" else steps
+
+
 def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(repr(v) for v in valid)}")
@@ -236,6 +310,64 @@ def ddim_step(
     return _ddim_core(model, xt, t, schedule, y, w, float(eta), clip_x0, noise, generator)
 
 
+def _check_int_t(t, name: str) -> int:
+    if isinstance(t, bool) or not isinstance(t, int):
+        raise TypeError(f"{name} takes one int t for the whole batch (it steps along one time grid), "
+                        f"got {type(t).__name__}")
+    return t
+
+
+def dpm_solver_2m_step(
+    model: torch.nn.Module,
+    xt: torch.Tensor,
+    t: int,
+    schedule: NoiseSchedule,
+    *,
+    x0_last: torch.Tensor | None = None,
+    y: torch.Tensor | int | None = None,
+    w: float = 0.0,
+    clip_x0: bool = True,
+) -> StepOutput:
+    """One DPM-Solver++(2M) step x_t -> x_{t-1} (Lu et al. 2022, "DPM-Solver++", Algorithm 2).
+
+    In log-SNR time lambda = log(alpha / sigma), h = lambda_{t-1} - lambda_t:
+    x_{t-1} = (sigma_{t-1} / sigma_t) x_t - alpha_{t-1} (e^{-h} - 1) D, where D extrapolates the data
+    predictions linearly, D = (1 + 1/(2r)) x0_theta(x_t) - 1/(2r) x0_theta(x_{t+1}), r = h_last / h.
+    ``x0_last`` is the x0 prediction the previous step returned (at t + 1); without it (the first step)
+    D = x0_theta(x_t) and the step equals DDIM's with eta = 0. The step to t = 0 is first order.
+
+    xt: (B, C, H, W); t: int in 1..T; y, w: labels and guidance weight. Returns StepOutput(x_prev, x0_pred).
+    """
+    _check_model_and_eta(model, 0.0)
+    t, y = _check_step(model, xt, _check_int_t(t, "dpm_solver_2m_step"), schedule, y, w, None)
+    if x0_last is not None and x0_last.shape != xt.shape:
+        raise ValueError(f"x0_last must have the shape of xt {tuple(xt.shape)}, got {tuple(x0_last.shape)}")
+    return _dpm2m_core(model, xt, t, schedule, y, w, clip_x0, x0_last)
+
+
+def heun_step(
+    model: torch.nn.Module,
+    xt: torch.Tensor,
+    t: int,
+    schedule: NoiseSchedule,
+    *,
+    y: torch.Tensor | int | None = None,
+    w: float = 0.0,
+    clip_x0: bool = True,
+) -> StepOutput:
+    """One step of Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Algorithm 1).
+
+    With y = x / sqrt(alpha_bar) and sigma = sqrt((1 - alpha_bar) / alpha_bar) the ODE is dy/dsigma = eps:
+    an Euler step to sigma_{t-1} (DDIM, eta = 0), then the slope there averaged with the slope at t.
+    Two network calls per step; the last step (sigma_{t-1} = 0) is the Euler step alone.
+
+    Shapes and arguments as :func:`dpm_solver_2m_step`. Returns StepOutput(x_prev, x0_pred).
+    """
+    _check_model_and_eta(model, 0.0)
+    t, y = _check_step(model, xt, _check_int_t(t, "heun_step"), schedule, y, w, None)
+    return _heun_core(model, xt, t, schedule, y, w, clip_x0)
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop.
 # ---------------------------------------------------------------------------------------------
@@ -267,11 +399,17 @@ def _device_dtype(model, x_T: torch.Tensor | None, device) -> tuple[torch.device
 
 def _chunk_run(model, schedule, x, method, eta, variance, y, w, clip_x0, generator, every, bar) -> tuple:
     frames_t, frames_x, frames_x0 = [], [], []
+    x0_last = None  # DPM-Solver++(2M) reuses the previous step's x0 prediction
     for t in range(schedule.T, 0, -1):
         if method == "ddpm":
             out = _ddpm_core(model, x, t, schedule, y, w, variance, clip_x0, None, generator)
-        else:
+        elif method == "ddim":
             out = _ddim_core(model, x, t, schedule, y, w, eta, clip_x0, None, generator)
+        elif method == "dpm_solver_2m":
+            out = _dpm2m_core(model, x, t, schedule, y, w, clip_x0, x0_last)
+            x0_last = out.x0_pred
+        else:
+            out = _heun_core(model, x, t, schedule, y, w, clip_x0)
         if every is not None and (schedule.T - t) % every == 0:
             frames_t.append(t)
             frames_x.append(x)
@@ -308,8 +446,9 @@ def sample(
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
     """Generate n images by running the reverse process from x_T ~ N(0, I) down to x_0.
 
-    method: ``"ddpm"`` (Ho et al. Algorithm 2, with ``variance``) or ``"ddim"`` (Song et al. Eq. 12,
-    with ``eta``). steps: sample on ``respace(schedule, steps)`` (1..T steps; None = all T).
+    method: ``"ddpm"`` (Ho et al. Algorithm 2, with ``variance``), ``"ddim"`` (Song et al. Eq. 12,
+    with ``eta``), or one of the deterministic ODE solvers ``"dpm_solver_2m"`` (Lu et al. 2022) and
+    ``"heun"`` (Karras et al. 2022; two network calls per step, see :func:`network_evaluations`). steps: sample on ``respace(schedule, steps)`` (1..T steps; None = all T).
     y, w: labels (int or (n,)) and classifier-free guidance weight. x_T: optional start (n, C, H, W);
     otherwise drawn from ``generator`` with the model's ``in_channels`` and ``image_size``.
     batch_size: run at most this many images at a time (for 1,000-10,000 evaluation samples); x_T and
@@ -323,8 +462,11 @@ def sample(
     _check_model_and_eta(model, eta)
     if method == "ddpm" and eta != 0:
         raise ValueError(f"eta={eta} only applies to method='ddim'; DDPM's noise is chosen with variance=")
-    if method == "ddim" and variance != "beta_tilde":
-        raise ValueError(f"variance={variance!r} only applies to method='ddpm'; DDIM's noise is chosen with eta=")
+    if method in ("dpm_solver_2m", "heun") and eta != 0:
+        raise ValueError(f"eta={eta} does not apply to method={method!r}, a deterministic ODE solver")
+    if method != "ddpm" and variance != "beta_tilde":
+        raise ValueError(f"variance={variance!r} only applies to method='ddpm'; "
+                         f"{'DDIM' if method == 'ddim' else method}'s noise is chosen with eta= (ODE solvers: none)")
     _check_int(n, "n (the number of images)")
     _check_int(batch_size, "batch_size", allow_none=True)
     _check_int(trajectory_every, "trajectory_every", allow_none=True)
