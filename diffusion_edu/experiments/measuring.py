@@ -43,7 +43,7 @@ from .common import Part, ensure_trained, runs_root, save_result, tier_results_d
 
 __all__ = ["CHAPTER", "PARTS", "MeasuringBudget", "BUDGETS", "DEGRADATIONS", "gaussian_blur", "add_noise",
            "shift_images", "degraded_set", "draw_subsets", "fit_inverse_n", "pixel_features",
-           "random_classifier", "load_measured_model", "model_pool", "figure_path"]
+           "random_classifier", "load_measured_model", "model_pool", "figure_path", "fid_spread", "noise_verdict"]
 
 CHAPTER = "measuring"
 MODEL_CHAPTER, MODEL_RUN = "report_e", "T1000_linear"
@@ -610,6 +610,46 @@ def _save_pairs(samples: torch.Tensor, train_x: torch.Tensor, d: torch.Tensor, i
     fig.subplots_adjust(left=0.05, right=0.99, top=0.86, bottom=0.12, wspace=0.08, hspace=0.08)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# The measured noise of FID, for comparisons that have no interval of their own.
+# --------------------------------------------------------------------------------------------------
+
+
+def fid_spread(n: int, results: str | Path | None = None, curve: str = "model_vs_heldout") -> dict[str, Any] | None:
+    """The spread of FID between disjoint sets of ``n`` samples of one network that the
+    ``sample_size_bias`` part measured (``results/measuring/sample_size_bias.json``, curve ``curve``):
+    {n, mean, std, seeds, curve}; None when that file, or a row at ``n`` with disjoint sets, is missing."""
+    from ..results import read_results, results_dir
+
+    path = Path(results if results is not None else results_dir()) / CHAPTER / "sample_size_bias.json"
+    if not path.is_file():
+        return None
+    record = read_results(path)
+    if record["tier"] == "smoke":
+        return None
+    for row in record["data"]["curves"].get(curve, {}).get("rows", []):
+        if row["n"] == n and row.get("disjoint"):
+            return {"n": n, "mean": row["fid_mean"], "std": row["fid_std"], "seeds": len(row.get("runs", [])),
+                    "curve": curve}
+    return None
+
+
+def noise_verdict(values: dict[str, float], n: int, results: str | Path | None = None,
+                  sigmas: float = 2.0) -> dict[str, Any]:
+    """For FIDs at ``n`` samples with no interval of their own: the best entry, the gap to the runner-up, the
+    measured spread of :func:`fid_spread` at ``n``, and whether the gap exceeds ``sigmas`` times the spread
+    of a *difference* of two FIDs (sqrt(2) sd). ``decided`` is False (inconclusive at this tier) otherwise,
+    and None when no spread was measured at ``n``."""
+    if len(values) < 2:
+        raise ValueError(f"values must hold at least 2 entries, got {values!r}")
+    order = sorted(values, key=values.get)
+    gap = values[order[1]] - values[order[0]]
+    spread = fid_spread(n, results)
+    noise = None if spread is None else sigmas * math.sqrt(2) * spread["std"]
+    return {"order": order, "best": order[0], "runner_up": order[1], "gap": gap, "spread": spread,
+            "threshold": noise, "sigmas": sigmas, "decided": None if noise is None else bool(gap > noise)}
 
 
 PARTS: dict[str, Part] = {
