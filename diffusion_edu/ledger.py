@@ -347,7 +347,8 @@ def _noise_note(e: Entry, value: Any, record: dict[str, Any], root: Path) -> str
     spread = fid_spread(n, root)
     if spread is None:
         return ""
-    vals = sorted(v for v in value.values() if isinstance(v, (int, float)))
+    names = [n.strip() for n in str(e.report_value).replace(">", "<").split("<")]
+    vals = sorted(value[n] for n in names if isinstance(value.get(n), (int, float)))
     gaps = ", ".join(_num(b - a) for a, b in zip(vals, vals[1:]))
     return (f"; gaps between neighbours {gaps} against a standard deviation of {_num(spread['std'])} between "
             f"{spread['seeds']} disjoint sets of {n} samples of one network (chapter 2)")
