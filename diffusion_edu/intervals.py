@@ -330,7 +330,7 @@ def _knn_radii(d: torch.Tensor, k: int) -> torch.Tensor:
 def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: torch.Tensor,
                          labels: torch.Tensor | None = None, estimates: Mapping[str, float] | None = None,
                          n_boot: Mapping[str, int] | None = None, level: float = DEFAULT_LEVEL, k: int = 3,
-                         resample_reference: bool = False,
+                         resample_reference: bool = False, metrics: Sequence[str] | None = None,
                          generator: torch.Generator | None = None) -> dict[str, dict[str, Any]]:
     """Percentile-bootstrap interval records for the evaluation kit's metrics, from features only.
 
@@ -340,7 +340,7 @@ def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: t
     :func:`mmd2_unbiased`, IS by :func:`diffusion_edu.metrics.inception_score`'s formula on the logits,
     precision / recall with ``k``-NN radii from precomputed distances. ``estimates`` (the numbers the
     evaluation reported) become the records' estimates. Returns {metric_interval: record} for
-    fid, kid_mean, is, precision, recall and conditional_accuracy.
+    fid, kid_mean, is, precision, recall and conditional_accuracy (or only the names in ``metrics``).
 
     The reference is held fixed by default: the book compares every network against the same 1,005
     held-out digits, so its noise is shared by the entries a ranking compares. A resampled set holds
@@ -379,6 +379,11 @@ def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: t
     if labels is not None:
         correct = (logits.argmax(1) == labels.to(logits.device)).double()[:, None]
         stats["conditional_accuracy"] = (lambda c: float(c.mean()), (correct,), (True,))
+    if metrics is not None:
+        unknown = set(metrics) - set(stats)
+        if unknown:
+            raise ValueError(f"metrics must name some of {sorted(stats)}, got unknown {sorted(unknown)}")
+        stats = {k: v for k, v in stats.items() if k in metrics}
     out = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is faster, and fair to a shared machine

@@ -43,7 +43,8 @@ from .common import Part, ensure_trained, runs_root, save_result, tier_results_d
 
 __all__ = ["CHAPTER", "PARTS", "MeasuringBudget", "BUDGETS", "DEGRADATIONS", "gaussian_blur", "add_noise",
            "shift_images", "degraded_set", "draw_subsets", "fit_inverse_n", "pixel_features",
-           "random_classifier", "load_measured_model", "model_pool", "figure_path", "fid_spread", "noise_verdict"]
+           "random_classifier", "load_measured_model", "model_pool", "figure_path", "fid_spread", "noise_verdict",
+           "PR_SETS", "run_precision_recall"]
 
 CHAPTER = "measuring"
 MODEL_CHAPTER, MODEL_RUN = "report_e", "T1000_linear"
@@ -613,6 +614,48 @@ def _save_pairs(samples: torch.Tensor, train_x: torch.Tensor, d: torch.Tensor, i
 
 
 # --------------------------------------------------------------------------------------------------
+# Part 4: precision and recall of real, collapsed and degraded digits.
+# --------------------------------------------------------------------------------------------------
+
+# What the precision_recall part measures: real digits, two kinds of lost diversity, three kinds of damage.
+PR_SETS = ("none", "10 distinct digits", "2 classes", "blur 1.5", "noise 0.4", "shift 2", "pure noise")
+
+
+def run_precision_recall(tier: str, progress: bool = True) -> Path:
+    """Precision and recall (k = 3, classifier features) with percentile-bootstrap intervals over the
+    samples, and FID with its interval, for each set of :data:`PR_SETS` (``degrade_n`` digits) against
+    the held-out digits."""
+    from ..intervals import evaluation_intervals
+    from ..metrics import PR_K, precision_recall_from_features
+
+    budget = BUDGETS[tier]
+    t0 = time.perf_counter()
+    train, heldout = _train_digits(budget), EmbeddedMNIST("heldout").tensors()[0]
+    clf = load_mnist_classifier()
+    f_ref, _ = classifier_outputs(heldout, clf)
+    gen = torch.Generator().manual_seed(8)
+    n_boot = {"fid": 200, "precision": 200, "recall": 200} if tier != "smoke" else {"fid": 20, "precision": 20, "recall": 20}
+    rows = {}
+    for name in PR_SETS:
+        x, _ = degraded_set(train, name, budget.degrade_n, gen)
+        f, logits = classifier_outputs(x, clf)
+        pr = precision_recall_from_features(f, f_ref, PR_K)
+        est = {**pr, "fid": _quiet_fid(f, f_ref)}
+        ivs = evaluation_intervals(f, logits, f_ref, estimates=est, n_boot=n_boot, k=PR_K,
+                                   metrics=("fid", "precision", "recall"), generator=gen)
+        rows[name] = {"family": DEGRADATIONS[name][0], "level": DEGRADATIONS[name][1], **est, **ivs}
+        if progress:
+            print(f"  {name:<18} precision {pr['precision']:.3f}  recall {pr['recall']:.3f}  FID {est['fid']:8.2f}",
+                  flush=True)
+    data = {"sets": rows, "n": budget.degrade_n, "n_reference": int(heldout.shape[0]), "k": PR_K,
+            "reference": "mnist-embedded/heldout", "features": "the shipped MNIST classifier's 128 penultimate features"}
+    config = {"budget": asdict(budget), "sets": list(PR_SETS), "source": train.name, "n_boot": n_boot,
+              "interval": "95% percentile bootstrap over the set's images; the reference held fixed",
+              "threads": torch.get_num_threads()}
+    return save_result(CHAPTER, "precision_recall", data, config, tier, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------------
 # The measured noise of FID, for comparisons that have no interval of their own.
 # --------------------------------------------------------------------------------------------------
 
@@ -659,4 +702,6 @@ PARTS: dict[str, Part] = {
                                     "degradations each metric catches", run_inception_vs_classifier),
     "memorisation": Part("memorisation", "nearest training digits (pixel L2) of samples vs held-out digits",
                          run_memorisation),
+    "precision_recall": Part("precision_recall", "precision and recall (k-NN manifolds) of real, collapsed and "
+                             "degraded digits, with bootstrap intervals", run_precision_recall),
 }
