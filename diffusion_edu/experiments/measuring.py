@@ -43,7 +43,7 @@ from .common import Part, ensure_trained, runs_root, save_result, tier_results_d
 
 __all__ = ["CHAPTER", "PARTS", "MeasuringBudget", "BUDGETS", "DEGRADATIONS", "gaussian_blur", "add_noise",
            "shift_images", "degraded_set", "draw_subsets", "fit_inverse_n", "pixel_features",
-           "random_classifier", "load_measured_model", "model_pool", "figure_path", "fid_spread", "noise_verdict",
+           "random_classifier", "load_measured_model", "model_pool", "figure_path", "fid_spread", "fid_gap_threshold", "fid_comparison",
            "PR_SETS", "run_precision_recall"]
 
 CHAPTER = "measuring"
@@ -679,20 +679,52 @@ def fid_spread(n: int, results: str | Path | None = None, curve: str = "model_vs
     return None
 
 
-def noise_verdict(values: dict[str, float], n: int, results: str | Path | None = None,
-                  sigmas: float = 2.0) -> dict[str, Any]:
-    """For FIDs at ``n`` samples with no interval of their own: the best entry, the gap to the runner-up, the
-    measured spread of :func:`fid_spread` at ``n``, and whether the gap exceeds ``sigmas`` times the spread
-    of a *difference* of two FIDs (sqrt(2) sd). ``decided`` is False (inconclusive at this tier) otherwise,
-    and None when no spread was measured at ``n``."""
+def fid_gap_threshold(a: float, b: float, n: int, results: str | Path | None = None,
+                      sigmas: float = 2.0) -> float | None:
+    """How far apart two FIDs at ``n`` samples must be before the book calls one lower, when neither has an
+    interval of its own: ``sigmas`` standard deviations of a difference of two independent FIDs,
+    sigmas * sqrt(2) * sd, with sd the spread of :func:`fid_spread` at ``n``, scaled up in proportion when
+    the larger FID exceeds the mean FID that spread was measured at (a conservative allowance: measured
+    spreads grow more slowly than FID). None when no spread was measured at ``n``."""
+    spread = fid_spread(n, results)
+    if spread is None:
+        return None
+    return sigmas * math.sqrt(2) * spread["std"] * max(1.0, max(a, b) / spread["mean"])
+
+
+def fid_comparison(values: dict[str, float], n: int, claimed: list[str] | None = None,
+                   results: str | Path | None = None, sigmas: float = 2.0) -> dict[str, Any]:
+    """Rank FIDs at ``n`` samples that carry no interval, deciding each neighbouring pair with
+    :func:`fid_gap_threshold`. Returns the point ``order`` (best first), ``pairs`` ({better, worse, gap,
+    threshold, decided}), ``ranking`` ("a < b ~ c": "~" where the gap is inside the noise or no spread was
+    measured) and, for a ``claimed`` order (best first), ``verdict``: "reproduced at this tier" when every
+    neighbouring pair of the claim is decided in its direction, "not reproduced at this tier" when one is
+    decided against it, else "inconclusive at this tier"."""
     if len(values) < 2:
         raise ValueError(f"values must hold at least 2 entries, got {values!r}")
     order = sorted(values, key=values.get)
-    gap = values[order[1]] - values[order[0]]
-    spread = fid_spread(n, results)
-    noise = None if spread is None else sigmas * math.sqrt(2) * spread["std"]
-    return {"order": order, "best": order[0], "runner_up": order[1], "gap": gap, "spread": spread,
-            "threshold": noise, "sigmas": sigmas, "decided": None if noise is None else bool(gap > noise)}
+
+    def pair(x: str, y: str) -> dict[str, Any]:
+        thr = fid_gap_threshold(values[x], values[y], n, results, sigmas)
+        gap = values[y] - values[x]
+        return {"better": x, "worse": y, "gap": gap, "threshold": thr, "decided": None if thr is None else abs(gap) > thr}
+
+    pairs = [pair(x, y) for x, y in zip(order, order[1:])]
+    out: dict[str, Any] = {"order": order, "pairs": pairs, "spread": fid_spread(n, results), "sigmas": sigmas, "n": n,
+                           "ranking": order[0] + "".join((" < " if p["decided"] else " ~ ") + p["worse"] for p in pairs)}
+    if claimed is not None:
+        missing = [c for c in claimed if c not in values]
+        if missing or len(claimed) < 2:
+            raise ValueError(f"claimed must name at least 2 entries of values; missing {missing}")
+        checks = [pair(x, y) for x, y in zip(claimed, claimed[1:])]
+        if any(c["decided"] and c["gap"] < 0 for c in checks):
+            out["verdict"] = "not reproduced at this tier"
+        elif all(c["decided"] and c["gap"] > 0 for c in checks):
+            out["verdict"] = "reproduced at this tier"
+        else:
+            out["verdict"] = "inconclusive at this tier"
+        out["claimed_pairs"] = checks
+    return out
 
 
 PARTS: dict[str, Part] = {
