@@ -178,3 +178,23 @@ def test_fid_bootstrap_width_matches_the_spread_between_disjoint_sets():
     finally:
         torch.set_num_threads(threads)
     assert 0.6 <= iv.width / (2 * 1.96 * float(fids.std())) <= 1.6
+
+
+@pytest.mark.slow
+def test_measure_stores_intervals_and_keeps_the_numbers():
+    """The evaluation pipeline adds an interval record per metric (and precision / recall) without changing
+    a single number that evaluate() reports."""
+    from diffusion_edu.data import EmbeddedMNIST
+    from diffusion_edu.experiments.common import heldout_reference, measure
+    from diffusion_edu.metrics import evaluate
+
+    train = EmbeddedMNIST("train")
+    x, y = train.batch(torch.randperm(len(train), generator=torch.Generator().manual_seed(5))[:120])
+    m = measure(x, y, generator=torch.Generator().manual_seed(0))
+    e = evaluate(x, heldout_reference(), labels=y, generator=torch.Generator().manual_seed(0))
+    assert all(m[k] == v for k, v in e.items())
+    for k in ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy"):
+        rec = m[f"{k}_interval"]
+        assert rec["estimate"] == m[k] and rec["level"] == 0.95 and rec["n"] == 120 and rec["low"] <= rec["high"]
+    assert m["pr_k"] == 3 and 0.0 <= m["precision"] <= 1.0
+    assert "fid_interval" not in measure(x, y, intervals=False)
