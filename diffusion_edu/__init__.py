@@ -73,6 +73,8 @@ from .schedules import (
     spaced_steps,
 )
 from .training import LoadedModel, NonFiniteLossError, TrainResult, load_model, train
+from .intervals import Interval, bootstrap, judge_order, seed_spread
+from .metrics import precision_recall
 
 __version__ = "0.1.0"
 
@@ -92,6 +94,8 @@ __all__ = [
     "MNISTClassifier", "load_mnist_classifier", "train_classifier", "WeightsNotAvailableError",
     "conditional_accuracy", "evaluate", "fid", "inception_fid_is", "inception_score", "kid", "noise_ceiling",
     "real_vs_real", "reference_stats", "nearest_neighbours", "lpips_nearest_neighbours",
+    # intervals and precision / recall
+    "Interval", "bootstrap", "judge_order", "seed_spread", "precision_recall",
     # networks
     "CNN", "MODEL_PRESETS", "MODELS", "VAE", "Autoencoder", "SmallUNet", "UNet", "build_model", "build_preset",
     "count_parameters",

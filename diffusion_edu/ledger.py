@@ -11,6 +11,17 @@ Adding a row is one line in :data:`ENTRIES`, e.g.::
     Entry("E", "FID, T=1000, linear, w=0.2", 16.19, "Table 2", "report_e/sweep.json", "fid.T1000_linear_w0.2", FID_FEATURES),
 
 ``key`` is a dot-separated path into the results file's ``data`` (a tuple of keys when a key holds a dot).
+The interval of the value at ``a.b.fid`` is read from ``a.b.fid_interval`` when the file holds one
+(:func:`interval_key`; written by :func:`diffusion_edu.experiments.common.measure`).
+
+The tier rule (:func:`tier_rule`, applied to every row): the reports ran at their own scale, the
+``gpu`` tier (:data:`REPORT_TIER`). A value re-run at a smaller tier is shown but judged "not
+comparable" (a smaller training budget gives other numbers), unless the entry is ``scale_free`` (a
+parameter count). A ranking re-run at a smaller tier is judged *at that tier* only, and only from
+intervals: "reproduced at the cpu tier" / "not reproduced at the cpu tier" where the intervals separate
+the entries that decide it (:func:`diffusion_edu.intervals.judge_order`), otherwise "inconclusive at
+this tier (intervals overlap)", or "inconclusive at this tier (no interval)" where the results file
+holds none. Below an entry's ``min_tier`` nothing is judged.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from .intervals import Interval, interval_from, judge_order
 from .results import TIERS, atomic_write_bytes, read_results, results_dir
 
 __all__ = [
@@ -29,13 +41,22 @@ __all__ = [
     "SameOrder",
     "NotComparable",
     "ENTRIES",
+    "REPORT_TIER",
+    "INCONCLUSIVE_OVERLAP",
+    "INCONCLUSIVE_NO_INTERVAL",
+    "interval_key",
+    "tier_rule",
     "LedgerRow",
     "ledger_rows",
     "render_ledger",
     "write_ledger",
 ]
 
-Verdict = Literal["reproduced", "not reproduced", "not comparable", "not yet re-run"]
+Verdict = str  # "reproduced", "not reproduced", "... at the cpu tier", "inconclusive at this tier (...)",
+#                "not comparable", "not yet re-run"
+REPORT_TIER = "gpu"  # the reports' own scale (book/intro.md's table of tiers)
+INCONCLUSIVE_OVERLAP = "inconclusive at this tier (intervals overlap)"
+INCONCLUSIVE_NO_INTERVAL = "inconclusive at this tier (no interval)"
 
 
 @dataclass(frozen=True)
@@ -45,7 +66,7 @@ class Within:
     rel: float = 0.1
     abs_tol: float = 0.0
 
-    def __call__(self, book: Any, report: Any) -> tuple[Verdict, str]:
+    def __call__(self, book: Any, report: Any, intervals: Any = None) -> tuple[Verdict, str]:
         if not isinstance(report, (int, float)) or not isinstance(book, (int, float)):
             return "not comparable", "the report gives no number to compare with"
         tol = max(self.abs_tol, self.rel * abs(report))
@@ -56,22 +77,31 @@ class Within:
 
 @dataclass(frozen=True)
 class SameOrder:
-    """For a ranking: reproduced when the book's values sort the names the way the report does.
+    """For a ranking, judged from intervals only (:func:`diffusion_edu.intervals.judge_order`).
 
     The report value is the report's order as a string, best first: ``"linear < quadratic < cosine"``;
-    the results key holds a dict name -> value. ``higher_is_better`` flips the sort.
+    the results key holds a dict name -> value, and its interval key (:func:`interval_key`) a dict
+    name -> interval record. "reproduced" needs every adjacent pair of the report's order separated by
+    the intervals in the report's direction; "not reproduced" needs one pair separated the other way;
+    anything else is inconclusive. Without intervals the book's point order is shown, never judged.
+    ``higher_is_better`` flips the sort.
     """
 
     higher_is_better: bool = False
 
-    def __call__(self, book: Any, report: Any) -> tuple[Verdict, str]:
+    def __call__(self, book: Any, report: Any, intervals: Any = None) -> tuple[Verdict, str]:
         names = [n.strip() for n in str(report).replace(">", "<").split("<")]
         if not isinstance(book, dict) or any(n not in book for n in names):
             return "not comparable", f"the results do not hold all of {names}"
         ours = sorted(names, key=lambda n: book[n], reverse=self.higher_is_better)
-        if ours == names:
-            return "reproduced", "same order"
-        return "not reproduced", "the book's order is " + " < ".join(ours)
+        order = "same order" if ours == names else "the book's order is " + " < ".join(ours)
+        found = {n: interval_from(intervals.get(n)) for n in names} if isinstance(intervals, dict) else {}
+        if not found or any(v is None for v in found.values()):
+            return INCONCLUSIVE_NO_INTERVAL, f"{order} in point values, but the results file stores no interval"
+        verdict, why = judge_order(found, names, self.higher_is_better)
+        level = next(iter(found.values())).level
+        why = f"{order}; {why} ({level:.0%} intervals)"
+        return (INCONCLUSIVE_OVERLAP if verdict == "inconclusive" else verdict), why
 
 
 @dataclass(frozen=True)
@@ -80,7 +110,7 @@ class NotComparable:
 
     reason: str
 
-    def __call__(self, book: Any, report: Any) -> tuple[Verdict, str]:
+    def __call__(self, book: Any, report: Any, intervals: Any = None) -> tuple[Verdict, str]:
         return "not comparable", self.reason
 
 
@@ -95,9 +125,10 @@ class Entry:
     report_value: the report's number (a float), a string for rankings or "5.75 ± 0.40"-style text,
     or None when the report left it blank; source: where the report states it ("Sec. 3.2", "Table 2");
     results: the results file, relative to ``results/``; key: the path to the number in the file's
-    ``data``; judge: how to compare; min_tier: the smallest tier whose numbers are comparable (a cpu
-    re-run of a 100k-iteration GPU training is shown but judged not comparable); fmt: the format of
-    both numbers (the report's too, so give it the report's precision).
+    ``data``; judge: how to compare; min_tier: the smallest tier at which the row is judged at all
+    (below it: "not comparable"); scale_free: the quantity does not depend on the tier (a parameter
+    count), so :func:`tier_rule` judges it at any tier from ``min_tier`` up; fmt: the format of both
+    numbers (the report's too, so give it the report's precision).
     """
 
     report: str
@@ -109,6 +140,7 @@ class Entry:
     judge: Judge = Within()
     min_tier: str = "cpu"
     fmt: str = ".2f"
+    scale_free: bool = False
 
     def __post_init__(self) -> None:
         if self.report not in ("A", "B", "C", "D", "E"):
@@ -152,7 +184,7 @@ ENTRIES: list[Entry] = [
     Entry("B", "mean LPIPS (alex) to the nearest training image, 100 samples, ~1M steps", 0.13, "Sec. 2", "report_b/nearest_neighbours.json", "lpips_mean", Within(rel=0.25), min_tier="gpu"),
     Entry("B", "mean LPIPS (alex) of 100 test images to their nearest training image", None, "Sec. 2", "report_b/nearest_neighbours.json", "lpips_baseline_mean", NotComparable("the report gives no baseline: this is the value its 0.13 should be held against"), min_tier="gpu"),
     # Report C: Ho et al. (2020) on CIFAR-10, 100k steps, 1,000 samples.
-    Entry("C", "parameters of Ho et al.'s CIFAR-10 U-Net (millions)", 35.7, "Experiment parameters", "report_c/costs.json", "params_m", Within(rel=0.005), fmt=".1f"),
+    Entry("C", "parameters of Ho et al.'s CIFAR-10 U-Net (millions)", 35.7, "Experiment parameters", "report_c/costs.json", "params_m", Within(rel=0.005), fmt=".1f", scale_free=True),
     Entry("C", "Inception Score, 100k steps, 1k samples", 5.75, "Our Results", "report_c/evaluation.json", "vs_report.is", Within(rel=0.1), min_tier="gpu"),
     Entry("C", "FID (Inception), 100k steps, 1k samples", 44.47, "Our Results", "report_c/evaluation.json", "vs_report.fid_train", Within(rel=0.15), min_tier="gpu"),
     Entry("C", "Inception Score, 800k steps, 50k samples (Ho et al.)", 9.46, "Table 1", "report_c/evaluation.json", "vs_paper.is", Within(rel=0.05), min_tier="gpu"),
@@ -191,7 +223,8 @@ ENTRIES: list[Entry] = [
 
 @dataclass(frozen=True)
 class LedgerRow:
-    """One rendered row: the entry, the book's value (None if not re-run), its tier and hardware, the verdict."""
+    """One rendered row: the entry, the book's value (None if not re-run), its tier and hardware, the verdict,
+    and the value's interval record(s) when the results file stores them."""
 
     entry: Entry
     book_value: Any
@@ -199,6 +232,7 @@ class LedgerRow:
     hardware: str | None
     verdict: Verdict
     why: str
+    intervals: Any = None
 
 
 def _num(v: float) -> str:
@@ -225,8 +259,43 @@ def _tier_rank(tier: str) -> int:
     return TIERS.index(tier) if tier in TIERS else -1
 
 
+def interval_key(key: str | Sequence[str]) -> tuple[str, ...]:
+    """Where the interval of the value at ``key`` lives: the same path with ``_interval`` added to its
+    last part (``fid.linear`` -> ``fid.linear_interval``; a ranking ``fid`` -> ``fid_interval``)."""
+    parts = key.split(".") if isinstance(key, str) else list(key)
+    return (*parts[:-1], parts[-1] + "_interval")
+
+
+def tier_rule(entry: Entry, tier: str) -> Literal["judge", "judge at this tier", "not comparable"]:
+    """The ledger's tier rule for a re-run at ``tier`` (see the module docstring): below the entry's
+    ``min_tier`` "not comparable"; at or above the reports' tier (or for a scale-free quantity) "judge";
+    below it a ranking is judged "at this tier" and any other value is "not comparable"."""
+    if _tier_rank(tier) < _tier_rank(entry.min_tier):
+        return "not comparable"
+    if entry.scale_free or _tier_rank(tier) >= _tier_rank(REPORT_TIER):
+        return "judge"
+    return "judge at this tier" if isinstance(entry.judge, SameOrder) else "not comparable"
+
+
+def _judge(e: Entry, value: Any, intervals: Any, tier: str) -> tuple[Verdict, str]:
+    rule = tier_rule(e, tier)
+    if rule == "not comparable":
+        if isinstance(e.judge, NotComparable):
+            return e.judge(value, e.report_value)
+        floor = e.min_tier if _tier_rank(tier) < _tier_rank(e.min_tier) else REPORT_TIER
+        return "not comparable", (f"a {tier}-tier re-run of a number that depends on the scale; comparable from "
+                                  f"the {floor} tier up (the reports' own scale is the {REPORT_TIER} tier)")
+    verdict, why = e.judge(value, e.report_value, intervals)
+    if rule == "judge at this tier" and verdict in ("reproduced", "not reproduced"):
+        verdict = f"{verdict} at the {tier} tier"
+    if rule == "judge at this tier" and not isinstance(e.judge, NotComparable):
+        why += f"; the report ranked at its own scale, this re-run tests the order at the {tier} tier only"
+    return verdict, why
+
+
 def ledger_rows(entries: Sequence[Entry] = (), results: str | Path | None = None) -> list[LedgerRow]:
-    """Read each entry's results file (under ``results``, default :func:`results_dir`) and judge it.
+    """Read each entry's results file (under ``results``, default :func:`results_dir`) and judge it
+    under :func:`tier_rule`, with the value's interval where the file stores one.
 
     Smoke-tier files are ignored (their numbers mean nothing); a missing file gives "not yet re-run";
     a file that lacks the key raises KeyError naming the entry, so a renamed key is caught at build time.
@@ -246,13 +315,43 @@ def ledger_rows(entries: Sequence[Entry] = (), results: str | Path | None = None
             value = _lookup(record["data"], e.key)
         except KeyError as err:
             raise KeyError(f"ledger entry (Report {e.report}: {e.quantity}): {err.args[0]} in {path}") from None
-        hardware = _hardware(record.get("hardware", {}))
-        if _tier_rank(record["tier"]) < _tier_rank(e.min_tier):
-            verdict, why = "not comparable", f"a {record['tier']}-tier re-run; comparable from the {e.min_tier} tier up"
-        else:
-            verdict, why = e.judge(value, e.report_value)
-        rows.append(LedgerRow(e, value, record["tier"], hardware, verdict, why))
+        try:
+            intervals = _lookup(record["data"], interval_key(e.key))
+        except KeyError:
+            intervals = None
+        verdict, why = _judge(e, value, intervals, record["tier"])
+        if verdict == INCONCLUSIVE_NO_INTERVAL:
+            why += _noise_note(e, value, record, root)
+        rows.append(LedgerRow(e, value, record["tier"], _hardware(record.get("hardware", {})), verdict, why,
+                              intervals))
     return rows
+
+
+def _sample_count(record: dict[str, Any]) -> int | None:
+    for where in (record["data"], record.get("config", {})):
+        n = where.get("n") if isinstance(where, dict) else None
+        if isinstance(n, int) and not isinstance(n, bool):
+            return n
+    return None
+
+
+def _noise_note(e: Entry, value: Any, record: dict[str, Any], root: Path) -> str:
+    """For an FID ranking with no interval: the gaps between the book's values next to the spread of FID
+    between disjoint sample sets of one network at the same n that chapter 2 measured, when it did."""
+    from .experiments.measuring import fid_spread
+
+    keys = interval_key(e.key)
+    n = _sample_count(record)
+    if "fid" not in "".join(keys).lower() or not isinstance(value, dict) or n is None:
+        return ""
+    spread = fid_spread(n, root)
+    if spread is None:
+        return ""
+    names = [n.strip() for n in str(e.report_value).replace(">", "<").split("<")]
+    vals = sorted(value[n] for n in names if isinstance(value.get(n), (int, float)))
+    gaps = ", ".join(_num(b - a) for a, b in zip(vals, vals[1:]))
+    return (f"; gaps between neighbours {gaps} against a standard deviation of {_num(spread['std'])} between "
+            f"{spread['seeds']} disjoint sets of {n} samples of one network (chapter 2)")
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -267,6 +366,16 @@ def _fmt(value: Any, fmt: str) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_fmt(v, fmt)}" for k, v in value.items())
     return str(value)
+
+
+def _fmt_with_interval(value: Any, intervals: Any, fmt: str) -> str:
+    """The value, with its interval in brackets where one is stored ("17.03 [15.10, 19.02]")."""
+    one = interval_from(intervals)
+    if one is not None and isinstance(value, (int, float)):
+        return f"{format(value, fmt)} [{format(one.low, fmt)}, {format(one.high, fmt)}]"
+    if isinstance(value, dict) and isinstance(intervals, dict):
+        return ", ".join(f"{k}: {_fmt_with_interval(v, intervals.get(k), fmt)}" for k, v in value.items())
+    return _fmt(value, fmt)
 
 
 def _cell(text: str) -> str:
@@ -287,7 +396,8 @@ def render_ledger(entries: Sequence[Entry] = (), results: str | Path | None = No
     for r in rows:
         e = r.entry
         report = f"{_fmt(e.report_value, e.fmt)} ({e.source})"
-        book = "—" if r.verdict == "not yet re-run" else f"{_fmt(r.book_value, e.fmt)} (`results/{e.results}`)"
+        book = "—" if r.verdict == "not yet re-run" else \
+            f"{_fmt_with_interval(r.book_value, r.intervals, e.fmt)} (`results/{e.results}`)"
         verdict = f"**{r.verdict}**: {r.why}"
         cells = [e.report, e.quantity, report, book, r.tier or "—", r.hardware or "—", verdict]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from diffusion_edu import cli
-from diffusion_edu.ledger import ENTRIES, Entry, NotComparable, SameOrder, Within, ledger_rows, render_ledger, write_ledger
-from diffusion_edu.results import write_results
+from diffusion_edu.ledger import (ENTRIES, INCONCLUSIVE_NO_INTERVAL, INCONCLUSIVE_OVERLAP, REPORT_TIER, Entry,
+                                  NotComparable, SameOrder, Within, interval_key, ledger_rows, render_ledger,
+                                  tier_rule, write_ledger)
+from diffusion_edu.results import TIERS, write_results
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -41,14 +43,28 @@ def test_within_is_inclusive_at_the_tolerance():
     assert Within()(1.0, None)[0] == "not comparable"
 
 
-def test_same_order_compares_rankings_not_values():
-    """A ranking reproduces when the book sorts the names the same way, whatever the scale of the values."""
+def _iv(est, half):
+    return {"estimate": est, "low": est - half, "high": est + half, "level": 0.95, "method": "bootstrap-percentile",
+            "n_boot": 1000, "n": 500}
+
+
+def test_same_order_judges_rankings_from_intervals_only():
+    """Without intervals the book's order is shown and the row stays inconclusive; with intervals, only
+    separated ones decide, and a separation against the report's order is "not reproduced"."""
     judge = SameOrder()
-    assert judge({"linear": 1.0, "cosine": 9.0, "quadratic": 2.0}, "linear < quadratic < cosine") == ("reproduced", "same order")
-    verdict, why = judge({"linear": 3.0, "cosine": 1.0, "quadratic": 2.0}, "linear < quadratic < cosine")
-    assert verdict == "not reproduced" and why == "the book's order is cosine < quadratic < linear"
-    assert SameOrder(higher_is_better=True)({"a": 9.0, "b": 1.0}, "a > b")[0] == "reproduced"
+    book = {"linear": 1.0, "cosine": 9.0, "quadratic": 2.0}
+    verdict, why = judge(book, "linear < quadratic < cosine")
+    assert verdict == INCONCLUSIVE_NO_INTERVAL and why.startswith("same order")
+    far = {"linear": _iv(1.0, 0.2), "quadratic": _iv(2.0, 0.2), "cosine": _iv(9.0, 0.2)}
+    assert judge(book, "linear < quadratic < cosine", far)[0] == "reproduced"
+    near = {**far, "quadratic": _iv(2.0, 1.5)}
+    verdict, why = judge(book, "linear < quadratic < cosine", near)
+    assert verdict == INCONCLUSIVE_OVERLAP and "linear 1 [0.8, 1.2] vs quadratic 2 [0.5, 3.5]" in why
+    verdict, why = judge({"linear": 3.0, "cosine": 1.0}, "linear < cosine", {"linear": _iv(3.0, 0.5), "cosine": _iv(1.0, 0.5)})
+    assert verdict == "not reproduced" and why.startswith("the book's order is cosine < linear")
+    assert SameOrder(higher_is_better=True)({"a": 9.0, "b": 1.0}, "a > b", {"a": _iv(9, 1), "b": _iv(1, 1)})[0] == "reproduced"
     assert judge({"linear": 1.0}, "linear < cosine")[0] == "not comparable"
+    assert judge(book, "linear < cosine", {"linear": _iv(1.0, 0.2)})[0] == INCONCLUSIVE_NO_INTERVAL  # one missing
 
 
 def test_entry_checks_its_fields():
@@ -67,7 +83,9 @@ def test_entry_checks_its_fields():
 def test_rows_read_results_and_judge(tmp_path):
     """Each row reads its number from its results file (dotted key or tuple for keys with dots), records
     tier and hardware, and applies its judge; a missing file is "not yet re-run"."""
-    _results(tmp_path, "a/fid.json", {"fid": {"linear": 40.0, "cosine": 90.0}, "w": {"0.2": 16.0}}, hardware=GPU, tier="gpu")
+    _results(tmp_path, "a/fid.json", {"fid": {"linear": 40.0, "cosine": 90.0}, "w": {"0.2": 16.0},
+                                      "fid_interval": {"linear": _iv(40.0, 2.0), "cosine": _iv(90.0, 5.0)}},
+             hardware=GPU, tier="gpu")
     entries = [
         Entry("A", "fid lin", 41.43, "Sec. 3.2", "a/fid.json", "fid.linear", Within(rel=0.1)),
         Entry("A", "order", "linear < cosine", "Sec. 3.2", "a/fid.json", "fid", SameOrder()),
@@ -104,7 +122,7 @@ def test_missing_key_fails_loudly(tmp_path):
 
 def test_render_is_a_markdown_table(tmp_path):
     """One header, one row per entry; numbers formatted; pipes escaped; blanks said to be blank."""
-    _results(tmp_path, "e.json", {"fid": {"mean": 16.04, "std": 0.11}, "is": 9.5})
+    _results(tmp_path, "e.json", {"fid": {"mean": 16.04, "std": 0.11}, "is": 9.5}, tier="gpu")
     entries = [
         Entry("E", "FID | repeat", "16.04 ± 0.11", "Table 1", "e.json", "fid", NotComparable("x")),
         Entry("E", "IS", 9.56, "Table 2", "e.json", "is", Within(rel=0.05), fmt=".3f"),
@@ -128,7 +146,7 @@ def test_write_ledger_only_rewrites_on_change(tmp_path):
     assert write_ledger(out, ENTRIES[:2], tmp_path) is False
     _results(tmp_path, ENTRIES[0].results, {"fid": {"linear": 1.0, "quadratic": 2.0, "sigmoid": 3.0, "cosine": 4.0}})
     assert write_ledger(out, ENTRIES[:2], tmp_path) is True
-    assert "**reproduced**: same order" in out.read_text()
+    assert f"**{INCONCLUSIVE_NO_INTERVAL}**: same order" in out.read_text()
 
 
 def test_book_entries_are_distinct_and_render_against_the_real_results():
@@ -147,3 +165,85 @@ def test_cli_prints_and_writes(tmp_path, capsys):
     out = tmp_path / "ledger.md"
     assert cli.main(["ledger", "--results", str(tmp_path), "--out", str(out)]) == 0
     assert out.read_text() == render_ledger(results=tmp_path)
+
+
+def test_rows_show_intervals_and_judge_at_the_re_run_tier(tmp_path):
+    """A cpu-tier ranking is judged at the cpu tier only: overlapping intervals give "inconclusive", separated
+    ones "reproduced at the cpu tier"; the rendered row shows every interval."""
+    data = {"fid": {"a": 10.0, "b": 12.0, "c": 30.0},
+            "fid_interval": {"a": _iv(10.0, 1.5), "b": _iv(12.0, 1.5), "c": _iv(30.0, 2.0)}}
+    _results(tmp_path, "r.json", data)
+    entries = [Entry("A", "order a b", "a < b", "Sec. 1", "r.json", "fid", SameOrder()),
+               Entry("A", "order a c", "a < c", "Sec. 1", "r.json", "fid", SameOrder()),
+               Entry("A", "value a", 10.0, "Sec. 1", "r.json", "fid.a", Within(rel=0.1))]
+    rows = ledger_rows(entries, tmp_path)
+    assert [r.verdict for r in rows] == [INCONCLUSIVE_OVERLAP, "reproduced at the cpu tier", "not comparable"]
+    assert "tests the order at the cpu tier only" in rows[1].why and "depends on the scale" in rows[2].why
+    text = render_ledger(entries, tmp_path)
+    assert "a: 10.00 [8.50, 11.50], b: 12.00 [10.50, 13.50]" in text
+
+
+def test_interval_key_is_the_sibling_path():
+    assert interval_key("fid") == ("fid_interval",)
+    assert interval_key("final.cnn.fid") == ("final", "cnn", "fid_interval")
+    assert interval_key(("by_K", "5", "fid")) == ("by_K", "5", "fid_interval")
+
+
+def _nest(parts, value):
+    out = value
+    for p in reversed(parts):
+        out = {p: out}
+    return out
+
+
+def _merge(a, b):
+    for k, v in b.items():
+        a[k] = _merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return a
+
+
+@pytest.mark.parametrize("tier", [t for t in TIERS if t != "smoke"])
+def test_the_tier_rule_holds_for_every_ledger_entry(tmp_path, tier):
+    """Every entry of the book's ledger, given a re-run that agrees with the report as well as it can (the
+    report's own value; a ranking in the report's order with separated intervals) at each tier: below its
+    min_tier or, for a scale-dependent value, below the reports' tier it is "not comparable"; a ranking
+    below the reports' tier is judged "at this tier"; nothing below the reports' tier reads plain
+    "reproduced" unless it is scale-free."""
+    for i, e in enumerate(ENTRIES):
+        parts = e.key.split(".") if isinstance(e.key, str) else list(e.key)
+        if isinstance(e.judge, SameOrder):
+            names = [n.strip() for n in str(e.report_value).replace(">", "<").split("<")]
+            step = -10.0 if e.judge.higher_is_better else 10.0
+            value = {n: 100 + step * j for j, n in enumerate(names)}
+            data = _merge(_nest(parts, value), _nest(list(interval_key(e.key)), {n: _iv(v, 1.0) for n, v in value.items()}))
+        else:
+            data = _nest(parts, e.report_value if isinstance(e.report_value, (int, float)) else 1.0)
+        folder = tmp_path / str(i)
+        _results(folder, e.results, data, tier=tier)
+        (row,) = ledger_rows([e], folder)
+        rule = tier_rule(e, tier)
+        below_report = TIERS.index(tier) < TIERS.index(REPORT_TIER)
+        if TIERS.index(tier) < TIERS.index(e.min_tier) or isinstance(e.judge, NotComparable):
+            assert row.verdict == "not comparable", (e.quantity, tier, row)
+        elif isinstance(e.judge, SameOrder):
+            assert rule == ("judge at this tier" if below_report else "judge")
+            assert row.verdict == ("reproduced at the cpu tier" if tier == "cpu" else
+                                   "reproduced at the colab tier" if tier == "colab" else "reproduced"), (e.quantity, row)
+        elif below_report and not e.scale_free:
+            assert rule == "not comparable" and row.verdict == "not comparable", (e.quantity, tier, row)
+        else:
+            assert row.verdict in ("reproduced", "not comparable"), (e.quantity, tier, row)
+        if below_report and not e.scale_free:
+            assert row.verdict not in ("reproduced", "not reproduced"), (e.quantity, tier, row)
+
+
+def test_a_value_is_only_held_against_the_same_metric():
+    """A Within judge sets a book number against a report number as equals: only for the same metric (the
+    report's Inception FID / IS against the book's Inception numbers, LPIPS against LPIPS, a parameter
+    count). Classifier-feature FIDs and IS sit next to Inception ones only under NotComparable."""
+    for e in ENTRIES:
+        if not isinstance(e.judge, Within):
+            continue
+        q = e.quantity
+        assert ("parameters" in q and e.scale_free) or "LPIPS" in q or (
+            e.results == "report_c/evaluation.json" and e.min_tier == "gpu"), e.quantity

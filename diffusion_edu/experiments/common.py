@@ -178,12 +178,35 @@ def heldout_reference() -> torch.Tensor:
     return _REFERENCE["heldout"]
 
 
-def measure(images: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> dict[str, float]:
-    """The evaluation kit on samples vs the held-out digits (classifier-feature FID, KID, IS, and the
-    conditional accuracy when ``labels`` are given). Returns plain floats."""
-    from ..metrics import evaluate
+def measure(images: torch.Tensor, labels: torch.Tensor | None = None, intervals: bool = True,
+            level: float = 0.95, **kwargs) -> dict[str, Any]:
+    """The evaluation kit on samples vs the held-out digits: classifier-feature FID, KID, IS, precision
+    and recall (k = 3), and the conditional accuracy when ``labels`` are given, as plain floats; with
+    ``intervals`` also each metric's ``level`` percentile-bootstrap interval over the samples
+    (``fid_interval``, ...: {estimate, low, high, level, method, n_boot, n};
+    :func:`diffusion_edu.intervals.evaluation_intervals`), so every results file keeps its noise."""
+    from ..intervals import evaluation_intervals
+    from ..metrics import classifier_outputs, evaluate, precision_recall_from_features, reference_stats
 
-    return evaluate(images.float().cpu(), heldout_reference(), labels=None if labels is None else labels.cpu(), **kwargs)
+    x, y = images.float().cpu(), None if labels is None else labels.cpu()
+    out = evaluate(x, heldout_reference(), labels=y, **kwargs)
+    clf = kwargs.get("classifier")
+    if clf is not None:
+        f_ref = reference_stats(heldout_reference(), clf).features
+    else:
+        if "heldout_stats" not in _REFERENCE:
+            _REFERENCE["heldout_stats"] = reference_stats(heldout_reference()).features
+        f_ref = _REFERENCE["heldout_stats"]
+    f, logits = classifier_outputs(x, clf)
+    out.update(precision_recall_from_features(f, f_ref), pr_k=3)
+    if intervals:
+        gen = kwargs.get("generator")
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if gen is not None else 0
+        keys = ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")
+        n_boot = {k: 50 for k in keys} if current_tier() == "smoke" else None  # smoke numbers are never shown
+        out.update(evaluation_intervals(f, logits, f_ref, y, estimates={k: out[k] for k in keys if k in out},
+                                        n_boot=n_boot, level=level, generator=torch.Generator().manual_seed(seed)))
+    return out
 
 
 @dataclass

@@ -43,7 +43,8 @@ from .common import Part, ensure_trained, runs_root, save_result, tier_results_d
 
 __all__ = ["CHAPTER", "PARTS", "MeasuringBudget", "BUDGETS", "DEGRADATIONS", "gaussian_blur", "add_noise",
            "shift_images", "degraded_set", "draw_subsets", "fit_inverse_n", "pixel_features",
-           "random_classifier", "load_measured_model", "model_pool", "figure_path"]
+           "random_classifier", "load_measured_model", "model_pool", "figure_path", "fid_spread", "fid_gap_threshold", "fid_comparison",
+           "PR_SETS", "run_precision_recall"]
 
 CHAPTER = "measuring"
 MODEL_CHAPTER, MODEL_RUN = "report_e", "T1000_linear"
@@ -612,6 +613,120 @@ def _save_pairs(samples: torch.Tensor, train_x: torch.Tensor, d: torch.Tensor, i
     fig.savefig(path)
 
 
+# --------------------------------------------------------------------------------------------------
+# Part 4: precision and recall of real, collapsed and degraded digits.
+# --------------------------------------------------------------------------------------------------
+
+# What the precision_recall part measures: real digits, two kinds of lost diversity, three kinds of damage.
+PR_SETS = ("none", "10 distinct digits", "2 classes", "blur 1.5", "noise 0.4", "shift 2", "pure noise")
+
+
+def run_precision_recall(tier: str, progress: bool = True) -> Path:
+    """Precision and recall (k = 3, classifier features) with percentile-bootstrap intervals over the
+    samples, and FID with its interval, for each set of :data:`PR_SETS` (``degrade_n`` digits) against
+    the held-out digits."""
+    from ..intervals import evaluation_intervals
+    from ..metrics import PR_K, precision_recall_from_features
+
+    budget = BUDGETS[tier]
+    t0 = time.perf_counter()
+    train, heldout = _train_digits(budget), EmbeddedMNIST("heldout").tensors()[0]
+    clf = load_mnist_classifier()
+    f_ref, _ = classifier_outputs(heldout, clf)
+    gen = torch.Generator().manual_seed(8)
+    n_boot = {"fid": 200, "precision": 200, "recall": 200} if tier != "smoke" else {"fid": 20, "precision": 20, "recall": 20}
+    rows = {}
+    for name in PR_SETS:
+        x, _ = degraded_set(train, name, budget.degrade_n, gen)
+        f, logits = classifier_outputs(x, clf)
+        pr = precision_recall_from_features(f, f_ref, PR_K)
+        est = {**pr, "fid": _quiet_fid(f, f_ref)}
+        ivs = evaluation_intervals(f, logits, f_ref, estimates=est, n_boot=n_boot, k=PR_K,
+                                   metrics=("fid", "precision", "recall"), generator=gen)
+        rows[name] = {"family": DEGRADATIONS[name][0], "level": DEGRADATIONS[name][1], **est, **ivs}
+        if progress:
+            print(f"  {name:<18} precision {pr['precision']:.3f}  recall {pr['recall']:.3f}  FID {est['fid']:8.2f}",
+                  flush=True)
+    data = {"sets": rows, "n": budget.degrade_n, "n_reference": int(heldout.shape[0]), "k": PR_K,
+            "reference": "mnist-embedded/heldout", "features": "the shipped MNIST classifier's 128 penultimate features"}
+    config = {"budget": asdict(budget), "sets": list(PR_SETS), "source": train.name, "n_boot": n_boot,
+              "interval": "95% percentile bootstrap over the set's images; the reference held fixed",
+              "threads": torch.get_num_threads()}
+    return save_result(CHAPTER, "precision_recall", data, config, tier, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The measured noise of FID, for comparisons that have no interval of their own.
+# --------------------------------------------------------------------------------------------------
+
+
+def fid_spread(n: int, results: str | Path | None = None, curve: str = "model_vs_heldout") -> dict[str, Any] | None:
+    """The spread of FID between disjoint sets of ``n`` samples of one network that the
+    ``sample_size_bias`` part measured (``results/measuring/sample_size_bias.json``, curve ``curve``):
+    {n, mean, std, seeds, curve}; None when that file, or a row at ``n`` with disjoint sets, is missing."""
+    from ..results import read_results, results_dir
+
+    path = Path(results if results is not None else results_dir()) / CHAPTER / "sample_size_bias.json"
+    if not path.is_file():
+        return None
+    record = read_results(path)
+    if record["tier"] == "smoke":
+        return None
+    for row in record["data"]["curves"].get(curve, {}).get("rows", []):
+        if row["n"] == n and row.get("disjoint"):
+            return {"n": n, "mean": row["fid_mean"], "std": row["fid_std"], "seeds": len(row.get("runs", [])),
+                    "curve": curve}
+    return None
+
+
+def fid_gap_threshold(a: float, b: float, n: int, results: str | Path | None = None,
+                      sigmas: float = 2.0) -> float | None:
+    """How far apart two FIDs at ``n`` samples must be before the book calls one lower, when neither has an
+    interval of its own: ``sigmas`` standard deviations of a difference of two independent FIDs,
+    sigmas * sqrt(2) * sd, with sd the spread of :func:`fid_spread` at ``n``, scaled up in proportion when
+    the larger FID exceeds the mean FID that spread was measured at (a conservative allowance: measured
+    spreads grow more slowly than FID). None when no spread was measured at ``n``."""
+    spread = fid_spread(n, results)
+    if spread is None:
+        return None
+    return sigmas * math.sqrt(2) * spread["std"] * max(1.0, max(a, b) / spread["mean"])
+
+
+def fid_comparison(values: dict[str, float], n: int, claimed: list[str] | None = None,
+                   results: str | Path | None = None, sigmas: float = 2.0) -> dict[str, Any]:
+    """Rank FIDs at ``n`` samples that carry no interval, deciding each neighbouring pair with
+    :func:`fid_gap_threshold`. Returns the point ``order`` (best first), ``pairs`` ({better, worse, gap,
+    threshold, decided}), ``ranking`` ("a < b ~ c": "~" where the gap is inside the noise or no spread was
+    measured) and, for a ``claimed`` order (best first), ``verdict``: "reproduced at this tier" when every
+    neighbouring pair of the claim is decided in its direction, "not reproduced at this tier" when one is
+    decided against it, else "inconclusive at this tier"."""
+    if len(values) < 2:
+        raise ValueError(f"values must hold at least 2 entries, got {values!r}")
+    order = sorted(values, key=values.get)
+
+    def pair(x: str, y: str) -> dict[str, Any]:
+        thr = fid_gap_threshold(values[x], values[y], n, results, sigmas)
+        gap = values[y] - values[x]
+        return {"better": x, "worse": y, "gap": gap, "threshold": thr, "decided": None if thr is None else abs(gap) > thr}
+
+    pairs = [pair(x, y) for x, y in zip(order, order[1:])]
+    out: dict[str, Any] = {"order": order, "pairs": pairs, "spread": fid_spread(n, results), "sigmas": sigmas, "n": n,
+                           "ranking": order[0] + "".join((" < " if p["decided"] else " ~ ") + p["worse"] for p in pairs)}
+    if claimed is not None:
+        missing = [c for c in claimed if c not in values]
+        if missing or len(claimed) < 2:
+            raise ValueError(f"claimed must name at least 2 entries of values; missing {missing}")
+        checks = [pair(x, y) for x, y in zip(claimed, claimed[1:])]
+        if any(c["decided"] and c["gap"] < 0 for c in checks):
+            out["verdict"] = "not reproduced at this tier"
+        elif all(c["decided"] and c["gap"] > 0 for c in checks):
+            out["verdict"] = "reproduced at this tier"
+        else:
+            out["verdict"] = "inconclusive at this tier"
+        out["claimed_pairs"] = checks
+    return out
+
+
 PARTS: dict[str, Part] = {
     "sample_size_bias": Part("sample_size_bias", "FID / KID / IS against the number of samples (real digits and "
                              "Report E's T1000_linear samples), five seeds each", run_sample_size_bias),
@@ -619,4 +734,6 @@ PARTS: dict[str, Part] = {
                                     "degradations each metric catches", run_inception_vs_classifier),
     "memorisation": Part("memorisation", "nearest training digits (pixel L2) of samples vs held-out digits",
                          run_memorisation),
+    "precision_recall": Part("precision_recall", "precision and recall (k-NN manifolds) of real, collapsed and "
+                             "degraded digits, with bootstrap intervals", run_precision_recall),
 }

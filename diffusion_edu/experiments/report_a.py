@@ -304,6 +304,8 @@ def evaluate_setting(run: str, tier: str, sampler: Sampler, n: int, figure: str 
 
 def _columns(records: dict[str, dict], keys=("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")) -> dict:
     """{metric: {setting: value}} from {setting: record}."""
+    keys = [*keys, *(k for k in ("precision", "recall") if any(k in r for r in records.values()))]
+    keys += [f"{k}_interval" for k in keys if any(f"{k}_interval" in r for r in records.values())]
     return {k: {name: rec.get(k) for name, rec in records.items()} for k in keys}
 
 

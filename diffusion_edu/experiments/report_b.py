@@ -93,6 +93,31 @@ def _labels(n: int) -> torch.Tensor:
     return torch.arange(n) % 10  # classes in turn: any prefix of 10k is balanced
 
 
+def measured_h100_estimate(costs: dict[str, Any], results: Any = None) -> dict[str, Any] | None:
+    """Report B's 1M steps of batch 14 on an H100 at the utilisation *measured* on that GPU
+    (``results/benchmarks/peers_cuda.json``: Ho et al.'s CIFAR-10 network, batch 128, bf16): its training FLOPs
+    (``costs["report_run"]``) over MFU x peak. At batch 14 a step is overhead-bound, so the MFU is lower and
+    this stays optimistic; ``floor_hours`` is the step count at the measured step rate of the small MNIST
+    U-Net on the same GPU (``flops_ratio`` times fewer FLOPs per step: launches, not FLOPs, set its pace). None when
+    the benchmark file is missing."""
+    from pathlib import Path
+
+    from ..results import read_results, results_dir
+
+    path = Path(results if results is not None else results_dir()) / "benchmarks" / "peers_cuda.json"
+    if not path.is_file():
+        return None
+    rec = read_results(path)
+    mfu = rec["data"]["mfu"]
+    cifar, mnist = mfu["unet_cifar10"], mfu["unet_mnist"]["libraries"]["diffusion_edu"]
+    batch = rec["data"]["training"]["unet_cifar10"]["rows"]["diffusion_edu"]["batch"]
+    seconds = costs["report_run"]["flops_total"] / (cifar["mfu"] * cifar["peak_bf16_tflops"] * 1e12)
+    return {"mfu": cifar["mfu"], "mfu_batch": batch, "peak_tflops": cifar["peak_bf16_tflops"], "hours": seconds / 3600,
+            "floor_step_s": 1 / mnist["steps_per_s"], "floor_hours": REPORT["steps"] / mnist["steps_per_s"] / 3600,
+            "flops_ratio": cifar["libraries"]["diffusion_edu"]["flops_per_step"] / mnist["flops_per_step"],
+            "device": rec["hardware"].get("gpu"), "source": "results/benchmarks/peers_cuda.json"}
+
+
 # ---- parts -------------------------------------------------------------------------------------------
 
 

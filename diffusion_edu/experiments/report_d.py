@@ -390,6 +390,8 @@ def _curves(tier: str, progress: bool) -> Path:
                      sample_wall_s=round(sample_s, 2))
         data["final"][run] = final
         data["final_fid"][run], data["final_is"][run] = final["fid"], final["is"]
+        if "fid_interval" in final:
+            data.setdefault("final_fid_interval", {})[run] = final["fid_interval"]
         save_image_grid(images[:64], _figures(tier) / f"final_{run}.png", nrow=16)
         data["final"][run]["figure"] = _rel(_figures(tier) / f"final_{run}.png", tier)
     cfg_out = {"curve_n": b.curve_n, "final_n": ev.n, "steps": ev.steps, "reference": "mnist-embedded/heldout",
@@ -539,6 +541,8 @@ def _cold(tier: str, progress: bool) -> Path:
             m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
             rec["generation"][f"alg{alg}"] = m
         rec["generation_fid"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
+        if "fid_interval" in rec["generation"]["alg1"]:
+            rec["generation_fid_interval"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid_interval"] for a in (1, 2)}
         save_image_grid(torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), _figures(tier) / f"cold_generate_{run}.png",
                         nrow=10)
         rec["generate_figure"] = _rel(_figures(tier) / f"cold_generate_{run}.png", tier)
@@ -550,6 +554,8 @@ def _cold(tier: str, progress: bool) -> Path:
         bar.update(1)
     bar.close()
     data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
+    if all("fid_interval" in data["runs"][run]["generation"]["alg2"] for run in COLD_RUNS):
+        data["fid_alg2_interval"] = {run: data["runs"][run]["generation"]["alg2"]["fid_interval"] for run in COLD_RUNS}
     cfg_out = {"restore_n": len(x0), "generate_n": n_gen, "prior_components": b.prior_components,
                "probe_n": len(px), "reference": "mnist-embedded/heldout",
                "figure_rows": {"restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)",

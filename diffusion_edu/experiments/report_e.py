@@ -142,7 +142,8 @@ def _measure(images: torch.Tensor, labels: torch.Tensor | None, seed: int, tier:
 
 def _metrics(images: torch.Tensor, labels: torch.Tensor, seed: int, tier: str) -> dict[str, float]:
     m = _measure(images, labels, seed, tier)
-    return {k: m[k] for k in ("fid", "is", "is_std", "kid_mean", "kid_std", "conditional_accuracy")}
+    keys = ("fid", "is", "is_std", "kid_mean", "kid_std", "conditional_accuracy", "precision", "recall")
+    return {k: m[k] for k in m if k in keys or k.endswith("_interval")}
 
 
 def _sampler_config(tier: str) -> dict[str, Any]:

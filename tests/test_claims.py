@@ -1,0 +1,44 @@
+"""What the README and the book's introduction promise about the cpu tier holds for the results files.
+
+Both say each cpu-tier training run takes "from a few minutes to under an hour on 2 CPU cores": every
+training run recorded in a cpu-tier ``results/*/training.json`` must fit, or the text must change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLAIM = "from a few minutes to under an hour on 2 CPU cores"
+
+
+def _train_times(x, out):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k == "train_wall_time_s" and isinstance(v, (int, float)):
+                out.append(float(v))
+            else:
+                _train_times(v, out)
+    elif isinstance(x, list):
+        for v in x:
+            _train_times(v, out)
+    return out
+
+
+def test_every_cpu_training_run_is_under_an_hour():
+    files = sorted((ROOT / "results").glob("*/training.json"))
+    times = {}
+    for path in files:
+        record = json.loads(path.read_text())
+        if record["tier"] == "cpu":
+            times[path.parent.name] = _train_times(record["data"], [])
+    assert times and all(times.values()), times  # the files name their runs' wall times
+    assert all(60 <= t < 3600 for ts in times.values() for t in ts), times
+
+
+def test_the_readme_and_the_intro_state_the_claim():
+    for page in ("README.md", "book/intro.md"):
+        text = " ".join((ROOT / page).read_text().split())
+        assert CLAIM in text, page
+        assert "10 minutes" not in text, page
