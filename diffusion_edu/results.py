@@ -56,7 +56,8 @@ def current_tier(default: str = "cpu") -> str:
     """The compute tier from ``$DIFFUSION_EDU_TIER`` (``smoke`` in CI and tests), else ``default``."""
     tier = os.environ.get("DIFFUSION_EDU_TIER", default)
     if tier not in TIERS:
-        raise ValueError(f"DIFFUSION_EDU_TIER must be one of {list(TIERS)}, got {tier!r}")
+        raise ValueError(f"the environment variable DIFFUSION_EDU_TIER must be one of {list(TIERS)}, got "
+                         f"{tier!r}: set it to one of them, or unset it for the default {default!r}")
     return tier
 
 
@@ -132,10 +133,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # name the file (disk full)
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
+    _fsync_folder(path.parent)  # the rename itself survives a power cut
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder
+    finally:
+        os.close(fd)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -171,6 +171,16 @@ def _check_model_and_eta(model, eta: float) -> None:
     _check_choice(getattr(model, "parameterization", "eps"), _PARAMETERIZATIONS, "model.parameterization")
 
 
+def _check_trained_T(model, schedule: NoiseSchedule) -> None:
+    """A network loaded from a checkpoint carries ``trained_T``: the schedule (before any respacing)
+    must have that many steps, else its times and noise levels are not the ones it learned."""
+    trained = getattr(model, "trained_T", None)
+    base = int(schedule.timesteps[-1])  # the original T, also after respacing
+    if trained is not None and base != int(trained):
+        raise ValueError(f"the network was trained with T={trained} steps but the schedule has T={base}; "
+                         f"use make_schedule(..., {trained}) (or the schedule load_model returned)")
+
+
 def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor, torch.Tensor | None]:
     check_images(xt, "xt")
     if isinstance(t, int) and not isinstance(t, bool):
@@ -329,6 +339,7 @@ def sample(
     _check_int(batch_size, "batch_size", allow_none=True)
     _check_int(trajectory_every, "trajectory_every", allow_none=True)
     _check_int(steps, f"steps (the number of sampling steps, at most T={schedule.T})", 1, schedule.T, allow_none=True)
+    _check_trained_T(model, schedule)
     if steps is not None:
         schedule = respace(schedule, steps)
     dev, dtype = _device_dtype(model, x_T, device)
