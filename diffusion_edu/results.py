@@ -123,7 +123,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     in the same folder, flush it to disk, then rename it over the target (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a read-only or full disk
+        if _named(e, path) is e:
+            raise
+        raise _named(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -136,10 +141,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # name the file (disk full)
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        if isinstance(e, OSError) and _named(e, path) is not e:
+            raise _named(e, path) from e
         raise
     _fsync_folder(path.parent)  # the rename itself survives a power cut
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """``e`` with the target file named (a failed write of a temporary file says nothing of it)."""
+    if e.errno is not None and e.filename is None:
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    return e
 
 
 def _fsync_folder(folder: Path) -> None:
