@@ -36,8 +36,11 @@ def _environment_types() -> tuple[type, ...]:
     from .data import DatasetNotAvailableError
     from .rundir import RunLockedError
 
+    import torch
+
     # FloatingPointError: a run whose loss became NaN or diverged, samples that are not finite
-    return (DatasetNotAvailableError, RunLockedError, FloatingPointError, ImportError)
+    return (DatasetNotAvailableError, RunLockedError, FloatingPointError, ImportError, MemoryError,
+            torch.OutOfMemoryError)
 
 
 def exit_code(exc: BaseException) -> int | None:
@@ -63,6 +66,8 @@ def message(exc: BaseException) -> str:
         text = f"{where}{exc.strerror}" + (f"; {hint}" if hint else "")
     else:
         text = str(exc) or type(exc).__name__
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            text = f"out of memory ({text}); lower batch_size (--set batch_size=N) or the number of images per batch"
         if isinstance(exc, KeyError):  # str(KeyError) is the repr of the key alone
             text = f"missing key {text}"
     return " ".join(text.split())  # one line

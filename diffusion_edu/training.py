@@ -265,7 +265,8 @@ class TrainingRun:
                 f"{theirs['sha256'][:12]}...) but this run's data is {mine['name']!r} ({mine['n']} images, "
                 f"sha256 {mine['sha256'][:12]}...): resume with the same data, or {_OVERWRITE_HINT}")
         threads = state.get("threads")
-        if threads is not None and int(threads) != torch.get_num_threads():
+        more = int(state["step"]) < self.config.steps  # a finished run that is only loaded trains nothing
+        if more and threads is not None and int(threads) != torch.get_num_threads():
             warnings.warn(f"resuming with {torch.get_num_threads()} CPU threads, but the checkpoint was written "
                           f"with {threads}: the run continues, but is exactly the uninterrupted run only with the "
                           f"same thread count and hardware (--threads {threads})", stacklevel=3)
