@@ -267,9 +267,10 @@ def test_a_locked_folder_is_refused_at_once_and_a_killed_holder_does_not_block(t
         code, err = run_cli(capsys, *train_args(out, 6))
     assert code == 1 and f"is being written by another training run (PID {os.getpid()})" in err and intact(finished)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        from diffusion_edu.rundir import RunLock
-        RunLock({str(out)!r}).acquire()
+        import fcntl, os, time  # RunLock's protocol (flock + PID) without importing torch: fast
+        fd = os.open({str(out / ".lock")!r}, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{{os.getpid()}}\\n".encode())
         print("locked", flush=True)
         time.sleep(120)
         """)], stdout=subprocess.PIPE, text=True)
