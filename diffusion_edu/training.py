@@ -46,9 +46,9 @@ from .checkpoint import (
 )
 from .data import ImageDataset, load_dataset
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
+from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .presets import PRESETS, TrainConfig, add_cli, get_preset
-from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .results import atomic_write_bytes
 from .rundir import ASIDE, RunLock, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
     restore_aside, set_aside
@@ -339,37 +339,36 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, f"out_dir {out} is a file; expected a folder", None)
-    ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
+    log_path = out / "log.jsonl"
     callbacks = [callbacks] if callable(callbacks) else list(callbacks or [])
     if callbacks and not config.callback_every:
         raise ValueError("callbacks were given but TrainConfig.callback_every is 0, so they would never run")
     resume = resume and not overwrite
-    with launch(config.device, config.batch_size) as (ctx, device):  # (None, device) without torchrun
+    with launch(config.device, config.batch_size) as (ctx, device), _claim(out, ctx):  # ctx None: no torchrun
         main = ctx is None or ctx.is_main
-        with _claim(out, main):
-            previous = _previous_run(out, config, resume, overwrite, main)
-            if ctx is not None:  # every process has read the same checkpoint before process 0 changes out_dir
-                ctx.agree(-1 if previous is None else int(previous["step"]), "the checkpoint's step")
-            with forked_rng(device):
-                run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation)
-                wall = 0.0
-                if previous is not None:
-                    run.load_state_dict(previous)
-                    wall = float(previous.get("wall_time_s", 0.0))
-                    if main:
-                        repair_log(log_path, run.step)
-                elif main:  # a fresh start: the run it replaces waits in .previous for the first checkpoint
-                    set_aside(out)
+        previous = _previous_run(out, config, resume, overwrite, main)
+        if ctx is not None:  # every process has read the same checkpoint before process 0 changes out_dir
+            ctx.agree(-1 if previous is None else int(previous["step"]), "the checkpoint's step")
+        with forked_rng(device):
+            run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation)
+            wall = 0.0
+            if previous is not None:
+                run.load_state_dict(previous)
+                wall = float(previous.get("wall_time_s", 0.0))
                 if main:
-                    atomic_write_bytes(out / "config.json", (json.dumps(config.to_dict(), indent=1) + "\n").encode())
-                return _loop(run, out, progress, callbacks, wall, has_checkpoint=previous is not None)
+                    repair_log(log_path, run.step)
+            elif main:  # a fresh start: the run it replaces waits in .previous for the first checkpoint
+                set_aside(out)
+            if main:
+                atomic_write_bytes(out / "config.json", (json.dumps(config.to_dict(), indent=1) + "\n").encode())
+            return _loop(run, out, progress, callbacks, wall, has_checkpoint=previous is not None)
 
 
 @contextlib.contextmanager
-def _claim(out: Path, main: bool):
+def _claim(out: Path, ctx: DistributedContext | None):
     """Process 0 creates ``out``, locks it for this run and removes stale temporary files; a folder it
     created and left empty (the run failed before writing anything) is removed again."""
-    if not main:
+    if ctx is not None and not ctx.is_main:
         yield
         return
     created = not out.exists()

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 import pytest
 import torch
@@ -422,7 +421,7 @@ def test_non_finite_weights_are_never_saved(tmp_path, capsys, monkeypatch):
     real_step = TrainingRun.train_step
 
     def step(self):
-        loss = real_step(self)
+        real_step(self)
         if self.step == 3:
             with torch.no_grad():
                 next(self.model.parameters()).fill_(float("inf"))
