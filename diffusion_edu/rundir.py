@@ -31,7 +31,7 @@ from .results import _fsync_folder, atomic_write_bytes
 __all__ = ["RunLock", "RunLockedError", "RUN_FILES", "ASIDE", "remove_stale_temp_files", "set_aside",
            "restore_aside", "drop_aside", "repair_log", "dataset_identity"]
 
-RUN_FILES = ("checkpoint.pt", "log.jsonl", "config.json", "samples")  # what one run writes into OUT
+RUN_FILES = ("log.jsonl", "config.json", "samples", "checkpoint.pt")  # what a run writes; checkpoint last
 ASIDE = ".previous"  # where a fresh start keeps the run it replaces until its own first checkpoint
 
 
@@ -101,6 +101,7 @@ def set_aside(out: Path) -> Path | None:
     """Move the run in ``out`` into ``out/.previous`` before a fresh start (returns that folder, or
     None when ``out`` holds no run). When ``.previous`` already exists, an earlier fresh start ended
     before its first checkpoint: what it wrote is discarded and the run kept aside stays as it is."""
+    _finish_partial(out)
     aside = out / ASIDE
     present = [out / name for name in RUN_FILES if (out / name).exists()]
     if aside.is_dir():
@@ -112,17 +113,34 @@ def set_aside(out: Path) -> Path | None:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         return None
     tmp = out / f"{ASIDE}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for p in present:
+    for p in present:  # the checkpoint moves last: while it is in out, the run counts as being in out
         os.replace(p, tmp / p.name)
-    os.replace(tmp, aside)  # the old run is either wholly in out or wholly in .previous
+    os.replace(tmp, aside)
     _fsync_folder(out)
     return aside
 
 
+def _finish_partial(out: Path) -> None:
+    """Complete or undo a :func:`set_aside` that a kill cut off: with the checkpoint moved (it moves
+    last) the run is wholly in ``.previous.partial``, which becomes ``.previous``; otherwise the files
+    go back into ``out``."""
+    tmp = out / f"{ASIDE}.partial"
+    if not tmp.is_dir():
+        return
+    if (tmp / "checkpoint.pt").exists() and not (out / ASIDE).exists():
+        os.replace(tmp, out / ASIDE)
+    else:
+        for p in tmp.iterdir():
+            if not (out / p.name).exists():
+                os.replace(p, out / p.name)
+        shutil.rmtree(tmp)
+    _fsync_folder(out)
+
+
 def restore_aside(out: Path) -> bool:
     """Put back a run that an interrupted fresh start set aside (no checkpoint of its own yet)."""
+    _finish_partial(out)
     aside = out / ASIDE
     if not aside.is_dir() or (out / "checkpoint.pt").exists() or not (aside / "checkpoint.pt").exists():
         return False

@@ -9,6 +9,7 @@ process) start one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -24,6 +25,7 @@ import torch
 from diffusion_edu import TrainConfig, make_schedule, sample
 from diffusion_edu.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from diffusion_edu.cli import main
+from diffusion_edu import rundir
 from diffusion_edu.rundir import RunLock
 from diffusion_edu.training import TrainingRun
 
@@ -258,6 +260,48 @@ def test_no_resume_refuses_to_replace_a_run_and_overwrite_killed_early_loses_not
     monkeypatch.setattr(TrainingRun, "train_step", real_step)
     code, err = run_cli(capsys, *train_args(out, 4))  # the old command: the old run is back, unchanged
     assert code == 0 and "has been restored" in err and intact(finished) and not (out / ".previous").exists()
+
+
+def test_setting_a_run_aside_survives_a_kill_between_any_two_moves(tmp_path, monkeypatch):
+    """set_aside moves four entries and renames its folder; cut off after any of those five renames,
+    the next start puts the old run back whole (restore_aside) or keeps it whole aside (set_aside)."""
+    real_replace = os.replace
+
+    def make_run(out):
+        (out / "samples").mkdir(parents=True)
+        for name in ("checkpoint.pt", "log.jsonl", "config.json", "samples/step_1.png"):
+            (out / name).write_text(name)
+
+    def contents(folder):
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+    for cut in range(6):
+        for then in ("restore", "set aside again"):
+            out = tmp_path / f"{cut}-{then.replace(' ', '_')}"
+            make_run(out)
+            calls = []
+
+            def replace(src, dst):
+                if len(calls) == cut:
+                    raise KeyboardInterrupt  # the kill
+                calls.append(src)
+                real_replace(src, dst)
+
+            monkeypatch.setattr(os, "replace", replace)
+            try:
+                rundir.set_aside(out)
+            except KeyboardInterrupt:
+                pass
+            monkeypatch.setattr(os, "replace", real_replace)
+            if then == "restore":
+                with pytest.warns(UserWarning, match="restored") if cut >= 4 else contextlib.nullcontext():
+                    rundir.restore_aside(out)
+                assert contents(out) == ["checkpoint.pt", "config.json", "log.jsonl", "samples/step_1.png"]
+            else:
+                assert rundir.set_aside(out) == out / ".previous"
+                assert contents(out / ".previous") == ["checkpoint.pt", "config.json", "log.jsonl",
+                                                       "samples/step_1.png"]
+                assert [p.name for p in out.iterdir()] == [".previous"]
 
 
 def test_a_locked_folder_is_refused_at_once_and_a_killed_holder_does_not_block(tmp_path, capsys, finished):
