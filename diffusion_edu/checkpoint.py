@@ -122,7 +122,7 @@ def tensor_checksum(state: Any) -> str:
         if isinstance(obj, torch.Tensor):
             t = obj.detach().to("cpu").contiguous().reshape(-1)
             h.update(f"{key}|{obj.dtype}|{tuple(obj.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # the buffer itself, no copy
         elif isinstance(obj, dict):
             for k in sorted(obj, key=str):
                 if not (key == "" and k == "checksum"):

@@ -26,6 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .results import _fsync_folder, atomic_write_bytes
 
 __all__ = ["RunLock", "RunLockedError", "RUN_FILES", "ASIDE", "remove_stale_temp_files", "set_aside",
@@ -193,5 +195,5 @@ def dataset_identity(name: str, images: Any, labels: Any) -> dict[str, Any]:
     for t in (images, labels):
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return {"name": str(name), "n": int(len(images)), "sha256": h.hexdigest()}
