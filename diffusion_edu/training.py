@@ -50,7 +50,7 @@ from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .presets import PRESETS, TrainConfig, add_cli, get_preset
 from .results import atomic_write_bytes
-from .rundir import ASIDE, RunLock, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
+from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
     restore_aside, set_aside
 
 __all__ = [
@@ -344,8 +344,8 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     if callbacks and not config.callback_every:
         raise ValueError("callbacks were given but TrainConfig.callback_every is 0, so they would never run")
     resume = resume and not overwrite
-    with launch(config.device, config.batch_size) as (ctx, device), _claim(out, ctx):  # ctx None: no torchrun
-        main = ctx is None or ctx.is_main
+    with launch(config.device, config.batch_size) as (ctx, device), \
+            _claim(out, ctx, config, resume) as main:  # ctx None: no torchrun; main: this process writes out
         previous = _previous_run(out, config, resume, overwrite, main)
         if ctx is not None:  # every process has read the same checkpoint before process 0 changes out_dir
             ctx.agree(-1 if previous is None else int(previous["step"]), "the checkpoint's step")
@@ -365,24 +365,39 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
 
 
 @contextlib.contextmanager
-def _claim(out: Path, ctx: DistributedContext | None):
+def _claim(out: Path, ctx: DistributedContext | None, config: TrainConfig, resume: bool):
     """Process 0 creates ``out``, locks it for this run and removes stale temporary files; a folder it
-    created and left empty (the run failed before writing anything) is removed again."""
+    created and left empty (the run failed before writing anything) is removed again. Yields whether
+    this process writes ``out``: False on the other processes of a torchrun launch, and on process 0
+    when another process holds the lock but the folder holds this run finished (it is only loaded)."""
     if ctx is not None and not ctx.is_main:
-        yield
+        yield False
         return
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(out).acquire()
+    try:
+        lock = RunLock(out).acquire()
+    except RunLockedError:
+        if resume and _finished(out / "checkpoint.pt", config):
+            yield False
+            return
+        raise
     try:
         remove_stale_temp_files(out)
-        yield
+        yield True
     finally:
         lock.release()
         if created and not any(p.name != ".lock" for p in out.iterdir()):
             (out / ".lock").unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 out.rmdir()
+
+
+def _finished(ckpt_path: Path, config: TrainConfig) -> bool:
+    try:
+        return int(load_checkpoint(ckpt_path)["step"]) >= config.steps
+    except (CheckpointError, OSError, KeyError, ValueError):
+        return False
 
 
 def _previous_run(out: Path, config: TrainConfig, resume: bool, overwrite: bool, main: bool) -> dict | None:

@@ -308,7 +308,10 @@ def test_a_locked_folder_is_refused_at_once_and_a_killed_holder_does_not_block(t
     out, _ = finished
     with RunLock(out):  # this process holds it: the message names our PID
         code, err = run_cli(capsys, *train_args(out, 6))
-    assert code == 1 and f"is being written by another training run (PID {os.getpid()})" in err and intact(finished)
+        assert code == 1 and f"is being written by another training run (PID {os.getpid()})" in err
+        assert intact(finished)
+        assert run_cli(capsys, *train_args(out, 4))[0] == 0  # the finished run itself is only loaded: no conflict
+        assert intact(finished)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import fcntl, os, time  # RunLock's protocol (flock + PID) without importing torch: fast
         fd = os.open({str(out / ".lock")!r}, os.O_RDWR | os.O_CREAT)
