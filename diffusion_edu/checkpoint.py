@@ -358,7 +358,7 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
                               f"(config.model={config.model!r}): {e}") from e
     net.to(dev).eval()
     net.parameterization = config.parameterization
-    net.trained_T = config.T  # samplers refuse a schedule of another length
+    net.trained_T = config.T  # sample() warns for a schedule of another length
     if degradation is not None:
         check_degradation(degradation, config)
         process = degradation

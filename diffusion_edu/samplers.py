@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Literal, NamedTuple
 
@@ -172,13 +173,15 @@ def _check_model_and_eta(model, eta: float) -> None:
 
 
 def _check_trained_T(model, schedule: NoiseSchedule) -> None:
-    """A network loaded from a checkpoint carries ``trained_T``: the schedule (before any respacing)
-    must have that many steps, else its times and noise levels are not the ones it learned."""
+    """A network loaded from a checkpoint carries ``trained_T``: a schedule (before any respacing) of
+    another length feeds it times and noise levels it never learned, so the samples are not its own;
+    that is said in a warning (a short chain can still be useful to test code, as chapter 5 does)."""
     trained = getattr(model, "trained_T", None)
     base = int(schedule.timesteps[-1])  # the original T, also after respacing
     if trained is not None and base != int(trained):
-        raise ValueError(f"the network was trained with T={trained} steps but the schedule has T={base}; "
-                         f"use make_schedule(..., {trained}) (or the schedule load_model returned)")
+        warnings.warn(f"the network was trained with T={trained} steps but the schedule has T={base}: its samples "
+                      f"will not be what it learned; use make_schedule(..., {trained}) (or the schedule that "
+                      "load_model returned), respaced with steps= for a shorter chain", stacklevel=3)
 
 
 def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor, torch.Tensor | None]:
