@@ -21,7 +21,7 @@ __all__ = ["exit_code", "message", "int_at_least", "check_output_file", "check_o
            "IMAGE_SUFFIXES", "INTERRUPTED"]
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tiff")  # what matplotlib.image.imsave writes
 _INPUT_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
 _HINTS = {
     errno.ENOSPC: "the disk is full: free some space (or write elsewhere) and run the same command again",

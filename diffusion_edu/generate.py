@@ -91,11 +91,10 @@ def _checked_labels(labels: torch.Tensor | int, n: int, num_classes: int | None)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from ._errors import IMAGE_SUFFIXES, check_output_file
     from .checkpoint import load_model
     from .pretrained import available_pretrained, load_pretrained
     from .viz import save_image_grid
-
-    from ._errors import IMAGE_SUFFIXES, check_output_file
 
     check_output_file(args.out, "--out", IMAGE_SUFFIXES)  # before any work: a bad name fails at once
     if args.tensor:
