@@ -22,10 +22,9 @@ import textwrap
 import pytest
 import torch
 
-from diffusion_edu import TrainConfig, make_schedule, sample
+from diffusion_edu import TrainConfig, make_schedule, rundir, sample
 from diffusion_edu.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from diffusion_edu.cli import main
-from diffusion_edu import rundir
 from diffusion_edu.rundir import RunLock
 from diffusion_edu.training import TrainingRun
 
