@@ -107,10 +107,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def _looks_like_torch_save(path: Path) -> bool:
-    """A zip archive (torch.save's format) or a pickle (protocol 2+ starts with 0x80)."""
+    """A zip archive (torch.save's format) or a pickle (protocol 2 to 5: 0x80 and the protocol number)."""
     with open(path, "rb") as f:
         head = f.read(4)
-    return head[:2] == b"PK" or head[:1] == b"\x80"
+    return head[:2] == b"PK" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def tensor_checksum(state: Any) -> str:

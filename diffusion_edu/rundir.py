@@ -101,19 +101,15 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 def set_aside(out: Path) -> Path | None:
     """Move the run in ``out`` into ``out/.previous`` before a fresh start (returns that folder, or
-    None when ``out`` holds no run). When ``.previous`` already exists, an earlier fresh start ended
-    before its first checkpoint: what it wrote is discarded and the run kept aside stays as it is."""
-    _finish_partial(out)
+    None when ``out`` holds no run). When ``.previous`` already holds a run, an earlier fresh start
+    ended before its first checkpoint: what it wrote is discarded and the run kept aside stays."""
+    _settle(out)
     aside = out / ASIDE
     present = [out / name for name in RUN_FILES if (out / name).exists()]
-    if aside.is_dir():
+    if aside.is_dir() or not (out / "checkpoint.pt").exists():  # nothing finished in out to keep
         for p in present:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-        return aside
-    if not (out / "checkpoint.pt").exists():  # no finished step to keep: a log of a run killed early
-        for p in present:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        return None
+        return aside if aside.is_dir() else None
     tmp = out / f"{ASIDE}.partial"
     tmp.mkdir()
     for p in present:  # the checkpoint moves last: while it is in out, the run counts as being in out
@@ -121,6 +117,51 @@ def set_aside(out: Path) -> Path | None:
     os.replace(tmp, aside)
     _fsync_folder(out)
     return aside
+
+
+def restore_aside(out: Path) -> bool:
+    """Put back a run that an interrupted fresh start set aside (no checkpoint of its own yet)."""
+    _settle(out)
+    aside = out / ASIDE
+    if not aside.is_dir() or (out / "checkpoint.pt").exists():
+        return False
+    for name in RUN_FILES:  # what the interrupted fresh start wrote
+        p = out / name
+        if p.exists():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    (aside / ".restoring").touch()  # from here on a kill is finished by the next start (_settle)
+    _move_back(out, aside)
+    warnings.warn(f"a fresh start in {out} was interrupted before its first checkpoint: the run it was "
+                  "replacing has been restored and is resumed", stacklevel=3)
+    return True
+
+
+def drop_aside(out: Path) -> None:
+    """The new run has its first checkpoint: the run it replaced is deleted."""
+    if (out / ASIDE).exists():
+        shutil.rmtree(out / ASIDE)
+
+
+def _move_back(out: Path, aside: Path) -> None:
+    for name in RUN_FILES:  # the checkpoint last
+        if (aside / name).exists() and not (out / name).exists():
+            os.replace(aside / name, out / name)
+    shutil.rmtree(aside)
+    _fsync_folder(out)
+
+
+def _settle(out: Path) -> None:
+    """Finish what a kill cut off, so that ``.previous`` exists only while it holds a run whose
+    replacement has no checkpoint yet: a set-aside (``.previous.partial``), a restore (marked by
+    ``.previous/.restoring``) or a deletion (``.previous`` next to the new run's checkpoint)."""
+    _finish_partial(out)
+    aside = out / ASIDE
+    if not aside.is_dir():
+        return
+    if (aside / ".restoring").exists():
+        _move_back(out, aside)
+    elif (out / "checkpoint.pt").exists() or not (aside / "checkpoint.pt").exists():
+        shutil.rmtree(aside)
 
 
 def _finish_partial(out: Path) -> None:
@@ -138,30 +179,6 @@ def _finish_partial(out: Path) -> None:
                 os.replace(p, out / p.name)
         shutil.rmtree(tmp)
     _fsync_folder(out)
-
-
-def restore_aside(out: Path) -> bool:
-    """Put back a run that an interrupted fresh start set aside (no checkpoint of its own yet)."""
-    _finish_partial(out)
-    aside = out / ASIDE
-    if not aside.is_dir() or (out / "checkpoint.pt").exists() or not (aside / "checkpoint.pt").exists():
-        return False
-    for name in RUN_FILES:
-        if (out / name).exists():
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        if (aside / name).exists():
-            os.replace(aside / name, out / name)
-    shutil.rmtree(aside)
-    _fsync_folder(out)
-    warnings.warn(f"a fresh start in {out} was interrupted before its first checkpoint: the run it was "
-                  "replacing has been restored and is resumed", stacklevel=3)
-    return True
-
-
-def drop_aside(out: Path) -> None:
-    """The new run has its first checkpoint: the run it replaced is deleted."""
-    shutil.rmtree(out / ASIDE, ignore_errors=True)
 
 
 def repair_log(log_path: Path, step: int) -> int:
