@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         extra = getattr(args, "on_failure", None)
         if code == INTERRUPTED:
-            text = str(e) or f"interrupted; {extra or 'files already written are complete'}"
+            text = str(e) or extra or "files already written are complete"
             print(f"interrupted: {' '.join(text.split())}", file=sys.stderr)
         elif code is None:
             print(f"error: unexpected {type(e).__name__}: {message(e)} (this looks like a bug in diffusion_edu; "
