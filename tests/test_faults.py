@@ -533,3 +533,15 @@ def test_random_bytes_are_not_called_pickled_code(tmp_path):
         with pytest.raises(CheckpointError, match="is not a (readable )?checkpoint") as e:
             load_checkpoint(tmp_path / "x.pt")
         assert "pickled" not in str(e.value)
+
+
+def test_ctrl_c_while_sampling_writes_nothing(tmp_path, capsys, monkeypatch, checkpoint):
+    import diffusion_edu.generate as gen
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen, "generate", interrupted)
+    code, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.png"))
+    assert code == 130 and f"interrupted: nothing was written to {tmp_path / 'x.png'}" in err
+    assert not (tmp_path / "x.png").exists()
