@@ -95,6 +95,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
+    except Exception as e:  # damaged bytes can trip the unpickler in many ways (IndexError, struct.error, ...)
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {e}") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a diffusion_edu checkpoint (expected format "
