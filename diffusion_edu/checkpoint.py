@@ -4,14 +4,16 @@ A checkpoint is a dict of tensors and plain values (no pickled classes), saved w
 and read back with ``torch.load(weights_only=True)``: unpickling arbitrary objects can run code, so
 a file that holds anything else is refused (:class:`CheckpointError`). It holds the network and EMA
 weights, the optimizer state, the step, the random-number states (CPU, CUDA or MPS, and the run's
-noise generator), the data-order state (:class:`EpochOrder`) and the config as a plain dict.
+noise generator), the data-order state (:class:`EpochOrder`) and the config as a plain dict, plus
+a SHA-256 checksum of every tensor (``checksum``), verified on load: bits flipped on disk or in a copy
+are refused instead of loading as slightly wrong weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
-import json
 import os
 import pickle
 import warnings
@@ -34,6 +36,9 @@ __all__ = [
     "build_network",
     "build_process",
     "capture_rng_state",
+    "check_finite_weights",
+    "require_keys",
+    "tensor_checksum",
     "derived_seed",
     "forked_rng",
     "load_checkpoint",
@@ -55,6 +60,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Serialise ``state`` with ``torch.save`` and write it atomically (a temporary file renamed over
     the target), so that a crash or a kill during the save leaves the previous checkpoint intact."""
     buffer = io.BytesIO()
+    state = {**state, "checksum": tensor_checksum(state)}
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
@@ -69,11 +75,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not _looks_like_torch_save(path):
+        raise CheckpointError(f"{path} is not a checkpoint: it is neither a torch.save zip archive nor a pickle "
+                              "(empty, truncated at its start, or another kind of file)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # random bytes make torch warn of an odd pickle protocol first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln]
         reason = lines[0] if lines else type(e).__name__
+        if not any(word in str(e) for word in ("global", "GLOBAL", "reduce", "REDUCE")):  # bytes, not code
+            raise CheckpointError(f"{path} is not a checkpoint: torch.load cannot read it (random or damaged "
+                                  f"bytes?). (torch said: {reason})") from None
         raise CheckpointError(
             f"refused to load {path}: it holds pickled Python objects other than tensors and plain "
             f"containers, and unpickling those can run arbitrary code. diffusion_edu only loads "
@@ -81,11 +95,63 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
+    except Exception as e:  # damaged bytes can trip the unpickler in many ways (IndexError, struct.error, ...)
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {e}") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a diffusion_edu checkpoint (expected format "
                               f"{CHECKPOINT_FORMAT!r}, found {found!r})")
+    stored = state.get("checksum")
+    if stored is not None and stored != tensor_checksum(state):
+        raise CheckpointError(f"{path} is damaged: the checksum of its tensors does not match the one written "
+                              "with it (bits changed on disk or in a copy); use another copy or train again")
     return state
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle (protocol 2 to 5: 0x80 and the protocol number)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head[:2] == b"PK" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def tensor_checksum(state: Any) -> str:
+    """SHA-256 over every tensor in ``state`` (dtype, shape and bytes, in key order; the ``checksum``
+    entry itself left out), so that changed tensor data is detected on load."""
+    h = hashlib.sha256()
+
+    def walk(obj: Any, key: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"{key}|{obj.dtype}|{tuple(obj.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # the buffer itself, no copy
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                if not (key == "" and k == "checksum"):
+                    walk(obj[k], f"{key}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{key}/{i}")
+
+    walk(state, "")
+    return h.hexdigest()
+
+
+def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.PathLike, purpose: str) -> None:
+    """A :class:`CheckpointError` naming the entries ``purpose`` needs that ``state`` lacks."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}, which {purpose} needs: it was not written by "
+                              "diffusion_edu's train() or has been edited; use a checkpoint that train() wrote")
+
+
+def check_finite_weights(weights: dict[str, Any], where: str) -> None:
+    """A :class:`CheckpointError` naming the first floating-point tensor with NaN or infinite values."""
+    for name, t in weights.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{where} holds non-finite weights (NaN or inf in {name!r}): the run it "
+                                  "comes from diverged; use an earlier checkpoint or train again")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,10 +202,11 @@ def forked_rng(device: torch.device):
 
 
 def truncate_log(log_path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint's step (they will be written again)."""
-    if log_path.exists():
-        lines = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write_bytes(log_path, "".join(ln + "\n" for ln in lines).encode())
+    """Drop log lines written after the checkpoint's step (they will be written again), and a damaged
+    line (see :func:`diffusion_edu.rundir.repair_log`)."""
+    from .rundir import repair_log
+
+    repair_log(Path(log_path), step)
 
 
 class EpochOrder:
@@ -149,7 +216,8 @@ class EpochOrder:
 
     def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
         if batch_size > n:
-            raise ValueError(f"batch_size={batch_size} is larger than the dataset ({n} images)")
+            raise ValueError(f"batch_size={batch_size} is larger than the dataset ({n} images): lower "
+                             "batch_size, or train on more images (subset)")
         self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, torch.device(device)
         self.epoch, self.position = 0, 0
         self._perm: torch.Tensor | None = None
@@ -235,7 +303,11 @@ def build_process(config: TrainConfig, image_size: int):
     """The forward process: the noise schedule, or for ``process="cold"`` the row/column averaging
     degradation of :mod:`diffusion_edu.cold` (its number of steps must equal ``config.T``)."""
     if config.process == "gaussian":
-        return make_schedule(config.schedule, config.T, **config.schedule_kwargs)
+        try:
+            return make_schedule(config.schedule, config.T, **config.schedule_kwargs)
+        except TypeError as e:
+            raise ValueError(f"TrainConfig.schedule_kwargs={config.schedule_kwargs} do not fit the "
+                             f"{config.schedule!r} schedule ({e})") from None
     from .cold import RowColumnAveraging
 
     degradation = RowColumnAveraging(axis=config.cold_axis, order=config.cold_order, group=config.cold_group,
@@ -272,6 +344,7 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
     config. Returns (model, schedule or cold degradation, config).
     """
     state = load_checkpoint(path)
+    require_keys(state, ("config", "model", "image_shape"), path, "loading its network")
     config = TrainConfig.from_dict(state["config"])
     dev = resolve_device(device)
     net = model if model is not None else build_network(config)
@@ -280,6 +353,7 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
         weights = state["ema"]
     elif ema:
         warnings.warn(f"{path} holds no EMA weights (ema_decay was None): loading the trained weights", stacklevel=2)
+    check_finite_weights(weights, str(path))
     try:
         net.load_state_dict(weights)
     except RuntimeError as e:
@@ -287,6 +361,7 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
                               f"(config.model={config.model!r}): {e}") from e
     net.to(dev).eval()
     net.parameterization = config.parameterization
+    net.trained_T = config.T  # sample() warns for a schedule of another length
     if degradation is not None:
         check_degradation(degradation, config)
         process = degradation

@@ -305,6 +305,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train-classifier`` to ``python -m diffusion_edu``."""
+    from ._errors import int_at_least
+
     p = subparsers.add_parser("train-classifier", help="train the MNIST classifier used by the metrics")
     p.add_argument("--dataset", choices=["mnist-embedded", "mnist"], default="mnist-embedded",
                    help="mnist-embedded: the 8,995 shipped training digits (offline); mnist: full MNIST (downloads)")
@@ -314,6 +316,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
     p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)

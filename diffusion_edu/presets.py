@@ -172,6 +172,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
                 raise TypeError(f"TrainConfig.{name} must be a number, got {type(v).__name__} {v!r}")
+            if v in (float("inf"), float("-inf")):
+                raise ValueError(f"TrainConfig.{name} must be a finite number, got {v!r}")
             return float(v)
 
         if not number("lr") > 0:
@@ -321,36 +323,34 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    """The ``train`` command. Errors propagate to :func:`diffusion_edu.cli.main`, which prints them as
+    one line and picks the exit code (2 bad input, 1 environment or failed run, 130 interrupted)."""
+    import os
     import sys
 
-    from .checkpoint import CheckpointError
-    from .data import DatasetNotAvailableError
-    from .distributed import DistributedLaunchError, env_rank
-    from .training import NonFiniteLossError, train
+    from ._errors import check_output_folder
+    from .checkpoint import resolve_device
+    from .distributed import env_rank
+    from .training import train
 
     sets = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else []) \
         + ([f"device={args.device}"] if args.device else [])
-    try:
-        config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
+    out = args.out or f"runs/{args.preset}"
+    check_output_folder(out, "--out")
+    if "RANK" not in os.environ:
+        resolve_device(config.device)  # --device cuda without CUDA: an error before any work
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = args.out or f"runs/{args.preset}"
     main = env_rank() == 0  # under torchrun only process 0 prints (each process runs this command)
+    args.on_failure = (f"files in {out} are intact (written atomically); run the same command again to "
+                       "resume from its last checkpoint")
     if main:
         print(f"training preset {args.preset!r} ({config.steps} steps) into {out}", file=sys.stderr)
-    try:
-        result = train(config, out, resume=args.resume, progress=args.progress)
-    except DistributedLaunchError as e:  # e.g. a global batch the number of processes does not divide
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (DatasetNotAvailableError, CheckpointError, NonFiniteLossError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    result = train(config, out, resume=args.resume and not args.overwrite, progress=args.progress,
+                   overwrite=args.overwrite)
     if main:
         print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, "checkpoint": str(result.checkpoint),
                           "wall_time_s": round(result.wall_time_s, 1)}))
@@ -360,6 +360,8 @@ def _cmd_train(args) -> int:
 def add_cli(subparsers) -> None:
     """Add the ``train`` and ``presets`` commands to the package's command line (diffusion_edu.cli)."""
     import argparse
+
+    from ._errors import int_at_least
 
     listing = "\n".join(f"  {p.name:<20} {p.description}" for p in PRESETS.values())
     p = subparsers.add_parser(
@@ -374,13 +376,17 @@ def add_cli(subparsers) -> None:
     p.add_argument("--steps", type=int, help="number of optimisation steps (overrides the preset's)")
     p.add_argument("--out", help="output folder (default: runs/NAME)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from OUT/checkpoint.pt if it exists (default: yes)")
+                   help="continue from OUT/checkpoint.pt if it exists (default: yes); --no-resume refuses a "
+                        "folder that holds a run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a folder that holds a run: the old run is kept in OUT/.previous until "
+                        "the new one writes its first checkpoint, then deleted")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field, e.g. --set lr=1e-3 --set model_kwargs.dropout=0 "
                         "(VALUE is JSON, or a plain string)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often "
-                   "faster for small networks on a shared machine)")
+    p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (default: torch's choice; 1 is "
+                   "often faster for small networks on a shared machine; resume with the same number)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     p.set_defaults(func=_cmd_train)
     q = subparsers.add_parser("presets", help="list the training presets, one line each")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CHECKPOINT_FORMAT, LoadedModel, load_checkpoint, load_model
+from .checkpoint import CHECKPOINT_FORMAT, LoadedModel, load_checkpoint, load_model, tensor_checksum
 from .results import atomic_write_bytes
 
 __all__ = ["PRETRAINED_DIR", "available_pretrained", "export_pretrained", "load_pretrained"]
@@ -46,6 +46,7 @@ def export_pretrained(checkpoint: str | os.PathLike, name: str, source: dict[str
         "step": state["step"],
         "source": dict(source or {}, step=int(state["step"]), wall_time_s=float(state.get("wall_time_s", 0.0))),
     }
+    out["checksum"] = tensor_checksum(out)  # verified by load_checkpoint
     buf = io.BytesIO()
     torch.save(out, buf)
     path = Path(folder) if folder is not None else PRETRAINED_DIR

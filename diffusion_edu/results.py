@@ -56,7 +56,8 @@ def current_tier(default: str = "cpu") -> str:
     """The compute tier from ``$DIFFUSION_EDU_TIER`` (``smoke`` in CI and tests), else ``default``."""
     tier = os.environ.get("DIFFUSION_EDU_TIER", default)
     if tier not in TIERS:
-        raise ValueError(f"DIFFUSION_EDU_TIER must be one of {list(TIERS)}, got {tier!r}")
+        raise ValueError(f"the environment variable DIFFUSION_EDU_TIER must be one of {list(TIERS)}, got "
+                         f"{tier!r}: set it to one of them, or unset it for the default {default!r}")
     return tier
 
 
@@ -122,7 +123,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     in the same folder, flush it to disk, then rename it over the target (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a read-only or full disk
+        if _named(e, path) is e:
+            raise
+        raise _named(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -132,10 +138,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and _named(e, path) is not e:
+            raise _named(e, path) from e
         raise
+    _fsync_folder(path.parent)  # the rename itself survives a power cut
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """``e`` with the target file named (a failed write of a temporary file says nothing of it)."""
+    if e.errno is not None and e.filename is None:
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    return e
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder
+    finally:
+        os.close(fd)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Literal, NamedTuple
 
@@ -243,6 +244,18 @@ def _check_model_and_eta(model, eta: float) -> None:
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
     _check_choice(getattr(model, "parameterization", "eps"), _PARAMETERIZATIONS, "model.parameterization")
+
+
+def _check_trained_T(model, schedule: NoiseSchedule) -> None:
+    """A network loaded from a checkpoint carries ``trained_T``: a schedule (before any respacing) of
+    another length feeds it times and noise levels it never learned, so the samples are not its own;
+    that is said in a warning (a short chain can still be useful to test code, as chapter 5 does)."""
+    trained = getattr(model, "trained_T", None)
+    base = int(schedule.timesteps[-1])  # the original T, also after respacing
+    if trained is not None and base != int(trained):
+        warnings.warn(f"the network was trained with T={trained} steps but the schedule has T={base}: its samples "
+                      f"will not be what it learned; use make_schedule(..., {trained}) (or the schedule that "
+                      "load_model returned), respaced with steps= for a shorter chain", stacklevel=3)
 
 
 def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor, torch.Tensor | None]:
@@ -471,6 +484,7 @@ def sample(
     _check_int(batch_size, "batch_size", allow_none=True)
     _check_int(trajectory_every, "trajectory_every", allow_none=True)
     _check_int(steps, f"steps (the number of sampling steps, at most T={schedule.T})", 1, schedule.T, allow_none=True)
+    _check_trained_T(model, schedule)
     if steps is not None:
         schedule = respace(schedule, steps)
     dev, dtype = _device_dtype(model, x_T, device)

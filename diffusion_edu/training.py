@@ -13,15 +13,26 @@ and process 0 alone writes files (see :mod:`diffusion_edu.distributed` for the c
 resume rule). Without torchrun there is no process group and nothing changes.
 
 The loop reads values back from the device only at log, checkpoint, sample and callback steps.
+
+Safety of the output folder (see :mod:`diffusion_edu.rundir`): one run writes it at a time (a lock
+naming the writer's PID); a fresh start keeps the run it replaces aside until its own first
+checkpoint; a resume checks the config, the dataset's identity (name, size, content hash) and the
+checkpoint's integrity (tensor checksum, finite weights) and repairs a log line cut off by a kill. A
+resume is bit-identical to an uninterrupted run on the same hardware with the same number of CPU
+threads (the checkpoint records it and a different count gives a warning). A loss that becomes NaN,
+or stays far above its running median (:class:`~diffusion_edu.guards.DivergenceGuard`), stops the run
+and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,24 +41,30 @@ import torch
 
 from .checkpoint import (
     CHECKPOINT_FORMAT, CheckpointError, EpochOrder, LoadedModel, build_network, build_process, capture_rng_state,
-    check_degradation, derived_seed, forked_rng, load_checkpoint, load_model, resolve_device, restore_rng_state,
-    save_checkpoint, truncate_log,
+    check_degradation, check_finite_weights, derived_seed, forked_rng, load_checkpoint, load_model, require_keys,
+    resolve_device, restore_rng_state, save_checkpoint,
 )
 from .data import ImageDataset, load_dataset
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
+from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .presets import PRESETS, TrainConfig, add_cli, get_preset
 from .results import atomic_write_bytes
+from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
+    restore_aside, set_aside
 
 __all__ = [
     "TrainConfig", "PRESETS", "get_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",
-    "train", "ema_update", "load_model", "LoadedModel", "add_cli",
+    "DivergenceError", "TrainingInterrupted", "train", "ema_update", "load_model", "LoadedModel", "add_cli",
 ]
 
 Callback = Callable[[int, torch.nn.Module, "torch.nn.Module | None"], Any]
 # Fields that may change between a run and its resumption (they do not change the trained state).
 _RESUMABLE = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_n", "sample_steps",
               "callback_every", "device", "precision", "channels_last", "compile"}
+# What resuming a checkpoint needs (a file without them was not written by train()).
+_RESUME_KEYS = ("step", "config", "model", "optimizer", "rng", "data_order", "image_shape")
+_OVERWRITE_HINT = "start afresh with --overwrite (overwrite=True in Python)"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,6 +101,7 @@ class TrainingRun:
         if cfg.subset is not None:
             ds = ds.subset(cfg.subset)
         self.image_shape = tuple(ds.image_shape)  # (C, H, W)
+        self.dataset_id = dataset_identity(ds.name, ds.images, ds.labels)  # checked on resume
         self.data = ImageDataset(ds.images.to(dev), ds.labels.to(dev), ds.name, ds.num_classes)
         self.custom_model = model is not None
         if model is None:
@@ -229,6 +247,7 @@ class TrainingRun:
             "data_order": self.order.state_dict(), "image_shape": list(self.image_shape),
             "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
             "torch_version": str(torch.__version__),  # TorchVersion is a class: keep plain str
+            "dataset": self.dataset_id, "threads": torch.get_num_threads(),
         }
         if self.dist is not None:
             state["world_size"] = self.dist.world_size
@@ -237,6 +256,20 @@ class TrainingRun:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint made by :meth:`state_dict` (the next step continues exactly)."""
+        require_keys(state, _RESUME_KEYS, "the checkpoint", "resuming a run")
+        theirs = state.get("dataset")
+        if theirs is not None and theirs != self.dataset_id:
+            mine = self.dataset_id
+            raise CheckpointError(
+                f"the checkpoint was trained on {theirs['name']!r} ({theirs['n']} images, content sha256 "
+                f"{theirs['sha256'][:12]}...) but this run's data is {mine['name']!r} ({mine['n']} images, "
+                f"sha256 {mine['sha256'][:12]}...): resume with the same data, or {_OVERWRITE_HINT}")
+        threads = state.get("threads")
+        more = int(state["step"]) < self.config.steps  # a finished run that is only loaded trains nothing
+        if more and threads is not None and int(threads) != torch.get_num_threads():
+            warnings.warn(f"resuming with {torch.get_num_threads()} CPU threads, but the checkpoint was written "
+                          f"with {threads}: the run continues, but is exactly the uninterrupted run only with the "
+                          f"same thread count and hardware (--threads {threads})", stacklevel=3)
         try:
             self.model.load_state_dict(state["model"])
             if self.ema is not None:
@@ -280,11 +313,16 @@ def _eval_mode(model: torch.nn.Module):
 
 def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, progress: bool = True,
           callbacks: Callback | Sequence[Callback] | None = None, *, model: torch.nn.Module | None = None,
-          discriminator: torch.nn.Module | None = None, degradation: Any = None) -> TrainResult:
+          discriminator: torch.nn.Module | None = None, degradation: Any = None,
+          overwrite: bool = False) -> TrainResult:
     """Train (or resume training) the network described by ``config``; write everything to ``out_dir``.
 
     resume: continue from ``out_dir/checkpoint.pt`` when it exists (only the fields in ``_RESUMABLE``,
-    such as ``steps``, may differ from the checkpoint's config); False starts over.
+    such as ``steps``, may differ from the checkpoint's config, and the dataset must be the same);
+    False starts over in a folder that holds no run (a folder with a checkpoint is refused).
+    overwrite: start afresh even when ``out_dir`` holds a run; that run is moved to
+    ``out_dir/.previous`` and deleted once the new run has written its first checkpoint (a resume
+    before then restores it). A second run into a folder that a run is writing fails at once.
     callbacks: functions ``f(step, model, ema_model)`` called every ``config.callback_every`` steps
     (e.g. an FID curve), with both networks in eval mode and the training RNG untouched.
     model / discriminator / degradation: use these objects instead of building them from the config
@@ -299,20 +337,16 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"out_dir {out} is a file; expected a folder", None)
+    log_path = out / "log.jsonl"
     callbacks = [callbacks] if callable(callbacks) else list(callbacks or [])
     if callbacks and not config.callback_every:
         raise ValueError("callbacks were given but TrainConfig.callback_every is 0, so they would never run")
-    with launch(config.device, config.batch_size) as (ctx, device):  # (None, device) without torchrun
-        main = ctx is None or ctx.is_main
-        previous = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
-        if previous is not None:
-            now = config.to_dict()
-            changed = sorted(k for k, v in previous["config"].items() if now.get(k) != v and k not in _RESUMABLE)
-            if changed:
-                raise CheckpointError(f"{ckpt_path} belongs to a run with a different config (fields {changed} "
-                                      "differ); use another out_dir, or resume=False to start over")
+    resume = resume and not overwrite
+    with launch(config.device, config.batch_size) as (ctx, device), \
+            _claim(out, ctx, config, resume) as main:  # ctx None: no torchrun; main: this process writes out
+        previous = _previous_run(out, config, resume, overwrite, main)
         if ctx is not None:  # every process has read the same checkpoint before process 0 changes out_dir
             ctx.agree(-1 if previous is None else int(previous["step"]), "the checkpoint's step")
         with forked_rng(device):
@@ -322,13 +356,75 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
                 run.load_state_dict(previous)
                 wall = float(previous.get("wall_time_s", 0.0))
                 if main:
-                    truncate_log(log_path, run.step)
-            elif main:  # a fresh start: nothing of an earlier run in out_dir may be resumed or mixed in later
-                log_path.unlink(missing_ok=True)
-                ckpt_path.unlink(missing_ok=True)
+                    repair_log(log_path, run.step)
+            elif main:  # a fresh start: the run it replaces waits in .previous for the first checkpoint
+                set_aside(out)
             if main:
                 atomic_write_bytes(out / "config.json", (json.dumps(config.to_dict(), indent=1) + "\n").encode())
             return _loop(run, out, progress, callbacks, wall, has_checkpoint=previous is not None)
+
+
+@contextlib.contextmanager
+def _claim(out: Path, ctx: DistributedContext | None, config: TrainConfig, resume: bool):
+    """Process 0 creates ``out``, locks it for this run and removes stale temporary files; a folder it
+    created and left empty (the run failed before writing anything) is removed again. Yields whether
+    this process writes ``out``: False on the other processes of a torchrun launch, and on process 0
+    when another process holds the lock but the folder holds this run finished (it is only loaded)."""
+    if ctx is not None and not ctx.is_main:
+        yield False
+        return
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(out).acquire()
+    except RunLockedError:
+        if resume and _finished(out / "checkpoint.pt", config):
+            yield False
+            return
+        raise
+    try:
+        remove_stale_temp_files(out)
+        yield True
+    finally:
+        lock.release()
+        if created and not any(p.name != ".lock" for p in out.iterdir()):
+            (out / ".lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+
+
+def _finished(ckpt_path: Path, config: TrainConfig) -> bool:
+    try:
+        return int(load_checkpoint(ckpt_path)["step"]) >= config.steps
+    except (CheckpointError, OSError, KeyError, ValueError):
+        return False
+
+
+def _previous_run(out: Path, config: TrainConfig, resume: bool, overwrite: bool, main: bool) -> dict | None:
+    """The checkpoint to resume (checked: readable, intact, finite, same config), or None for a fresh
+    start; a fresh start without ``overwrite`` into a folder holding a run is refused."""
+    ckpt_path = out / "checkpoint.pt"
+    if resume and main:
+        restore_aside(out)
+    if not ckpt_path.exists():
+        return None
+    if not resume:
+        if overwrite:
+            return None
+        raise ValueError(f"{out} already holds a run ({ckpt_path}); resume=False (--no-resume) would replace it: "
+                         f"{_OVERWRITE_HINT}, which keeps the old run in {out / ASIDE} until the new run's first "
+                         "checkpoint, or choose another output folder")
+    previous = load_checkpoint(ckpt_path)
+    require_keys(previous, _RESUME_KEYS, ckpt_path, "resuming a run")
+    for key in ("model", "ema"):
+        if previous.get(key) is not None:
+            check_finite_weights(previous[key], f"{ckpt_path} (its {key!r} weights)")
+    now = config.to_dict()
+    changed = sorted(k for k, v in previous["config"].items() if now.get(k) != v and k not in _RESUMABLE)
+    if changed:
+        raise CheckpointError(f"{ckpt_path} belongs to a run with a different config (fields {changed} "
+                              f"differ); choose another output folder, or {_OVERWRITE_HINT}")
+    return previous
 
 
 def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback], wall: float,
@@ -339,19 +435,22 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
     main = ctx is None or ctx.is_main  # only process 0 writes files, shows progress and runs callbacks
     ckpt_path = out / "checkpoint.pt"
     last_good = run.step if has_checkpoint else None
+    guard = DivergenceGuard()
     loss_sum = torch.zeros((), device=dev)
     bad_step = torch.full((), -1, dtype=torch.int64, device=dev)  # first step with a non-finite loss
     bad_loss = torch.zeros((), device=dev)
     n_acc, t0 = 0, time.perf_counter()
     t_interval = t0
 
+    def kept() -> str:
+        return (f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}" if last_good is not None
+                else "no checkpoint had been written yet")
+
     def check_finite() -> None:
         first, value = (bad_step, bad_loss) if ctx is None else ctx.first_bad_step(bad_step, bad_loss)
         step = int(first)  # one read-back
         if step >= 0:
-            kept = f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}" if last_good is not None \
-                else "no checkpoint had been written yet"
-            raise NonFiniteLossError(f"the loss became {float(value)} at step {step}: training stopped; {kept}")
+            raise NonFiniteLossError(f"the loss became {float(value)} at step {step}: training stopped; {kept()}")
 
     run.model.train()
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not (progress and main), unit="step", dynamic_ncols=True,
@@ -387,11 +486,16 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
                 bar.set_postfix(loss=f"{mean:.4g}")
                 loss_sum.zero_()
                 n_acc, t_interval = 0, time.perf_counter()
-            if do_ckpt:
+                diverged = guard.update(step, mean)
+                if diverged:
+                    raise DivergenceError(f"{diverged}: training stopped; {kept()}; lower lr or set grad_clip")
+            if do_ckpt and not (guard.suspect and not last):  # no checkpoint while the loss is out of range
+                _check_finite_weights(run, step, kept)
                 state = run.state_dict()  # under DDP a collective: every process takes part
                 if main:
                     state["wall_time_s"] = wall + time.perf_counter() - t0
                     save_checkpoint(ckpt_path, state)
+                    drop_aside(out)  # the new run has its own checkpoint: the run it replaced goes
                 last_good = step
             if do_samples and main:
                 _save_samples(run, out / "samples" / f"step_{step:07d}.png")
@@ -399,12 +503,23 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
                 with forked_rng(dev), _eval_mode(run.model):
                     for callback in callbacks:
                         callback(step, run.model, run.ema)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"training stopped at step {run.step}; {kept()}; run the same command again "
+                                  "(or train() with resume=True) to continue from it") from None
     finally:
         bar.close()
     if ctx is not None:
         ctx.barrier()  # process 0's last files are on disk before train() returns anywhere
     run.model.eval()
     return TrainResult(run.model, run.ema, run.process, cfg, run.step, out, wall + time.perf_counter() - t0)
+
+
+def _check_finite_weights(run: TrainingRun, step: int, kept: Callable[[], str]) -> None:
+    """Before a checkpoint: weights with NaN or inf are never saved (one read-back per checkpoint)."""
+    params = [p.detach() for p in run.model.parameters() if p.is_floating_point()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise NonFiniteLossError(f"the weights became non-finite (NaN or inf) by step {step}: training stopped; "
+                                 f"{kept()}")
 
 
 @torch.no_grad()

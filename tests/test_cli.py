@@ -76,8 +76,12 @@ def test_train_runs_offline_then_resumes(tmp_path, fake_models, capsys):
     assert main([*args, "--steps", "5", "--set", "model_kwargs.hidden=4"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 5
     assert len(fake_models) == 2  # the second call rebuilt the network once and loaded the checkpoint
-    assert main([*args, "--steps", "2", "--set", "model_kwargs.hidden=4", "--no-resume"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--steps", "2", "--set", "model_kwargs.hidden=4", "--no-resume"]) == 2  # would replace it
+    assert "--overwrite" in capsys.readouterr().err and load_checkpoint(out / "checkpoint.pt")["step"] == 5
+    assert main([*args, "--steps", "2", "--set", "model_kwargs.hidden=4", "--overwrite"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+    assert not (out / ".previous").exists()  # the replaced run is gone once the new one has a checkpoint
 
 
 @pytest.mark.parametrize("override, message", [

@@ -351,17 +351,23 @@ def test_configurations_a_network_cannot_train(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_run_but_accepts_more_steps(tmp_path):
     """Resuming into an out_dir that holds a different run is an error (it would silently mix two
-    runs); raising ``steps`` continues the run; resume=False starts over."""
+    runs); raising ``steps`` continues the run; resume=False refuses to replace a run, overwrite=True
+    starts over, and a fresh start that dies before its first checkpoint neither mixes the old run
+    into the new one nor loses it (it waits in .previous)."""
     train(tiny_config(steps=4), tmp_path, model=TinyNet(), progress=False)
-    with pytest.raises(CheckpointError, match=r"different config \(fields \['lr'\] differ\)"):
+    with pytest.raises(CheckpointError, match=r"different config \(fields \['lr'\] differ\).*--overwrite"):
         train(tiny_config(steps=4, lr=1e-2), tmp_path, model=TinyNet(), progress=False)
     assert train(tiny_config(steps=6), tmp_path, model=TinyNet(), progress=False).step == 6
+    with pytest.raises(ValueError, match="already holds a run.*overwrite=True"):
+        train(tiny_config(steps=2), tmp_path, model=TinyNet(), resume=False, progress=False)
     with pytest.raises(_Stop):  # a fresh start that dies before its first checkpoint...
-        train(tiny_config(steps=4, callback_every=1), tmp_path, model=TinyNet(), resume=False, progress=False,
+        train(tiny_config(steps=4, callback_every=1), tmp_path, model=TinyNet(), overwrite=True, progress=False,
               callbacks=lambda *a: (_ for _ in ()).throw(_Stop()))
-    assert not (tmp_path / "checkpoint.pt").exists()  # ...leaves nothing of the old run to resume
-    assert train(tiny_config(steps=2), tmp_path, model=TinyNet(), resume=False, progress=False).step == 2
+    assert not (tmp_path / "checkpoint.pt").exists()  # ...leaves nothing of the old run to resume into the new
+    assert load_checkpoint(tmp_path / ".previous" / "checkpoint.pt")["step"] == 6  # ...and keeps the old run
+    assert train(tiny_config(steps=2), tmp_path, model=TinyNet(), overwrite=True, progress=False).step == 2
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / ".previous").exists()
 
 
 def test_learning_rate_schedules():

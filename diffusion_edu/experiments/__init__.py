@@ -58,11 +58,15 @@ def _cmd(args: argparse.Namespace) -> int:
             for part in mod.PARTS.values():
                 print(f"  {part.name:<18} {part.description}")
         return 0
+    args.on_failure = ("results files already written are complete; training runs resume from their "
+                       "checkpoints when the same command runs again")
     run_chapter(args.chapter, args.tier, args.only or None, args.force, progress=not args.no_progress)
     return 0
 
 
 def add_cli(subparsers) -> None:
+    from .._errors import int_at_least
+
     p = subparsers.add_parser("experiment", help="run a chapter's experiments and write its results files")
     p.add_argument("chapter", nargs="?", help=f"one of: {', '.join(sorted(CHAPTERS)) or '(none yet)'}")
     p.add_argument("--tier", choices=["smoke", "cpu", "colab", "gpu"], default=None,
@@ -70,6 +74,6 @@ def add_cli(subparsers) -> None:
     p.add_argument("--only", nargs="*", default=None, help="run only these parts (in this order)")
     p.add_argument("--force", action="store_true", help="re-run parts whose results already exist")
     p.add_argument("--list", action="store_true", help="list chapters and their parts")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     p.set_defaults(func=_cmd)
