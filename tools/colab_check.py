@@ -35,9 +35,15 @@ TOOLS = ["ipykernel", "nbval", "pytest", "pytest-xdist"]  # what runs a notebook
 DROP_ENV = ("PYTHONPATH", "DIFFUSION_EDU_RESULTS", "VIRTUAL_ENV", "PYTHONHOME")
 
 
+NOISE = "is ignored: it is neither a file nor a directory"  # pip on this machine's local index folders
+
+
 def run(cmd: list[str], **kwargs) -> None:
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+    out = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    print("".join(ln for ln in out.stdout.splitlines(keepends=True) if NOISE not in ln), end="", flush=True)
+    if out.returncode:
+        raise subprocess.CalledProcessError(out.returncode, cmd)
 
 
 def source_files(root: Path = ROOT) -> list[str]:

@@ -118,9 +118,11 @@ def pinned_commit(source: str) -> str | None:
     return m.group(1) if m else None
 
 
-def expected_commit(path: Path) -> str:
-    """The commit the notebook's install cell must pin (see the module docstring)."""
-    at = notebook_commit(path)
+def expected_commit(path: Path | None = None) -> str:
+    """The commit the notebook's install cell must pin (see the module docstring): the last package
+    commit up to the notebook's own commit; with ``path=None`` up to HEAD (what a notebook written now,
+    and committed next, must pin)."""
+    at = notebook_commit(path) if path is not None else _git("rev-parse", "HEAD")
     commit = package_commit(at) if at else None
     if commit is None:
         raise RuntimeError("no git history: the pinned commit cannot be derived (run in a full clone)")
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             if problem:
                 print(f"{path}: {problem}; run `python tools/sync_notebooks.py`")
                 bad += 1
-        elif sync_notebook(nb, path, expected_commit(path)):
+        elif sync_notebook(nb, path, expected_commit()):
             nbformat.write(nb, path)
             print(f"updated {path}")
     return 1 if bad else 0
