@@ -253,7 +253,26 @@ def test_ci_runs_exactly_make_test():
     for target in ("book:", "test:", "notebooks:"):
         assert re.search(rf"^{target}", makefile, flags=re.M), target
     test_recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
-    assert "DIFFUSION_EDU_TIER=smoke" in test_recipe and "--nbval-lax" in test_recipe and "notebooks" in test_recipe
+    assert "DIFFUSION_EDU_TIER=smoke" in test_recipe and "tools/colab_check.py" in test_recipe
+    check = (ROOT / "tools" / "colab_check.py").read_text()
+    assert '"--nbval-lax"' in check and 'DIFFUSION_EDU_TIER="smoke"' in check
+
+
+def test_colab_check_installs_nothing_from_the_checkout(tmp_path: Path):
+    """The Colab simulation's environment: requirements.txt's pins as constraints without the editable
+    install; each notebook alone in its own empty folder; no variable pointing back at the checkout."""
+    import colab_check
+
+    pins = colab_check.pins(tmp_path).read_text().splitlines()
+    assert "torch==2.13.0" in pins and not [p for p in pins if p.startswith("-e") or p.startswith("#")]
+    staged = colab_check.stage_notebooks(tmp_path, NOTEBOOKS[:2])
+    assert [p.name for p in staged] == [p.name for p in NOTEBOOKS[:2]]
+    assert all(sorted(x.name for x in p.parent.iterdir()) == [p.name] for p in staged)
+    assert not ROOT.resolve() in staged[0].resolve().parents
+    assert {"PYTHONPATH", "DIFFUSION_EDU_RESULTS"} <= set(colab_check.DROP_ENV)
+    files = colab_check.source_files()
+    assert "pyproject.toml" in files and "results/metrics/floors.json" in files
+    assert not [f for f in files if f.startswith((".venv/", "runs/", "build/"))]
 
 
 def test_requirements_are_exact_pins():

@@ -119,6 +119,7 @@ def chapter_estimate(chapter: str) -> dict[str, Any]:
     train = training_estimate(plan["train"])
     sampling = sum(forward_s(cfg, batch) * calls for cfg, batch, calls in plan["sampling"]) / 60
     return {"estimate": True, "device": "NVIDIA T4 (free Colab)", "training": train,
+            "not_estimated": plan.get("not_estimated"),
             "sampling_minutes": sampling, "minutes": train["minutes"] + sampling, "budget_minutes": T4_MINUTES,
             "sources": {"step_overhead": f"results/{SOURCE} (measured, {step_overhead_s() * 1e3:.1f} ms a step)",
                         "flop_rate": f"{t4_flop_rate() / 1e12:.1f} TFLOP/s (chapter 6's T4 estimate: its fp32 peak "
@@ -139,6 +140,8 @@ def describe(chapter: str) -> str:
             f"about {e['sampling_minutes']:.0f}. Not measured on a T4 yet: the estimate adds the fixed cost of a "
             f"training step of the package's MNIST U-Net, {e['sources']['step_overhead']}, to the arithmetic at "
             f"{e['sources']['flop_rate']}; see `diffusion_edu.experiments.colab` for its assumptions.")
+    if e["not_estimated"]:
+        text += f" Not in the estimate: {e['not_estimated']}."
     train_chapter = "report_e" if chapter == "measuring" else chapter
     if have_result(train_chapter, "training", "colab"):
         rec = load_result(train_chapter, "training", "colab")

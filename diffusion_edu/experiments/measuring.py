@@ -274,7 +274,8 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
 
     b, cfg = BUDGETS[tier], report_e.config(MODEL_RUN, tier)
     return {"train": {MODEL_RUN: cfg},
-            "sampling": [(cfg, b.batch_size, -(-b.pool // b.batch_size) * (b.steps or cfg.T))]}
+            "sampling": [(cfg, b.batch_size, -(-b.pool // b.batch_size) * (b.steps or cfg.T))],
+            "not_estimated": "Inception FID / IS and LPIPS (networks of other libraries, downloaded in Colab)"}
 
 
 def load_measured_model(tier: str):
