@@ -20,7 +20,9 @@ Compute tiers (chosen with the ``DIFFUSION_EDU_TIER`` environment variable, defa
   mean nothing and are never shown as results.
 - ``cpu``: what the book shows when no GPU was available: each training run at most about 10 minutes
   on 2 CPU cores, on the embedded MNIST digits.
-- ``colab``: a configuration a reader can finish on a free Colab GPU within about an hour.
+- ``colab``: a configuration a reader can finish on a free Colab GPU (a T4): about 30 minutes per MNIST
+  chapter (estimated in :mod:`diffusion_edu.experiments.colab` until measured), about an hour per
+  CIFAR-10 chapter.
 - ``gpu``: the reports' own scales, on a GPU machine.
 """
 

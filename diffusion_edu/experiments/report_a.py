@@ -351,6 +351,12 @@ def _denoisers(tier: str, progress: bool) -> Path:
     return _save("denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier)}, tier, t0)
 
 
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device of the network's parameters (the CPU for a network without any)."""
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, generator=None) -> dict[str, list]:
     """Per-step terms of the variational bound (Ho et al. Eq. 8 with sigma_t^2 = beta_t; book eq. a-lt):
@@ -371,7 +377,7 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
         t = torch.full((x0.shape[0],), t_int, dtype=torch.int64)
         eps = torch.randn(x0.shape, generator=generator)
         xt = tables.q_sample(x0, t, eps)
-        dev = next(model.parameters()).device  # the bound is summed on the CPU; the network runs where it lives
+        dev = _device(model)  # the bound is summed on the CPU; the network runs where it lives
         output = model(xt.to(dev), schedule.model_time(t).to(dev), None if y is None else y.to(dev)).float().cpu()
         mu = tables.mu_from_output(output, xt, t, p)
         mu_tilde = tables.at(tables.coef_x0, t) * x0 + tables.at(tables.coef_xt, t) * xt  # Ho et al. Eq. 7
@@ -411,8 +417,9 @@ def first_step(model, schedule, x_T: torch.Tensor, y: torch.Tensor, clip_x0: boo
     of x_{T-1}, and the gain 1 / sqrt(alpha_T) that Ho et al. Eq. 11 puts on the network's error."""
     from ..samplers import ddpm_step
 
-    dev = next(model.parameters()).device
-    out = ddpm_step(model, x_T.to(dev), schedule.T, schedule.to(dev), y=y.to(dev), variance="zero", clip_x0=clip_x0)
+    dev = _device(model)
+    out = ddpm_step(model, x_T.to(dev), schedule.T, schedule.to(dev), y=None if y is None else y.to(dev),
+                    variance="zero", clip_x0=clip_x0)
     return {"rms": float(out.x_prev.float().square().mean().sqrt()), "gain": float(schedule.alphas[schedule.T] ** -0.5)}
 
 

@@ -307,7 +307,8 @@ def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Genera
     """n images from a Report D model: respaced DDPM with ``steps`` (None = all T) for a Gaussian run;
     Bansal et al.'s ``algorithm`` from ``prior`` draws (or ``x_T``) for a cold run. ``clamp``: clip to
     [-1, 1], the image range the metrics read (the cold algorithms' raw output may leave it)."""
-    dev = next(model.parameters()).device  # the network's device; images come back to the CPU
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")  # the network's device; images come back to the CPU
     if isinstance(process, RowColumnAveraging):
         if x_T is None:
             x_T = prior.sample(n, generator=generator)
@@ -525,7 +526,8 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
     """Restore D(x0, T) three ways: R's one-shot guess R(x_T, T), Algorithm 1 and Algorithm 2."""
     x_T = D.degrade(x0, D.T)
     T = torch.full((batch,), D.T, dtype=torch.int64)
-    dev = next(model.parameters()).device
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")
     direct = torch.cat([model(x_T[i:i + batch].to(dev), T[:x_T[i:i + batch].shape[0]].to(dev)).float().cpu()
                         for i in range(0, len(x0), batch)])
     raw = {"direct": direct,
