@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2, help="notebooks run at once (pytest-xdist workers)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell (default 900)")
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
     args = parser.parse_args(argv)
     notebooks = [p.resolve() for p in args.paths] or sorted((ROOT / "notebooks").glob("*.ipynb"))
