@@ -17,6 +17,7 @@ from .schedules import NoiseSchedule
 
 __all__ = [
     "Parameterization",
+    "randn_on",
     "randn_like",
     "q_step",
     "q_sample",
@@ -34,9 +35,23 @@ Parameterization = Literal["eps", "x0", "mu"]
 posterior mean mu (Report A compares eps and mu)."""
 
 
+def randn_on(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, device: torch.device | str,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``. With a ``generator`` the noise is drawn on the
+    generator's own device and then moved to ``device``: a CPU generator draws on the CPU (the same
+    numbers on every machine, whatever the model's device), a CUDA generator draws on its GPU. A
+    generator never draws on a device other than its own (PyTorch refuses: "Expected a 'cuda' device
+    type for generator")."""
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    return z.to(device)
+
+
 def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``, drawn from ``generator`` when given (reproducible)."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    """Standard normal noise shaped like ``x`` on ``x``'s device, drawn from ``generator`` when given
+    (reproducible; drawn on the generator's device, see :func:`randn_on`)."""
+    return randn_on(x.shape, generator, x.device, x.dtype)
 
 
 def _noise(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:

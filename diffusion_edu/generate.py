@@ -48,14 +48,17 @@ def generate(loaded, n: int, *, method: str = "ddpm", steps: int | None = 20, et
     T), ``eta``, ``variance`` and guidance weight ``w``; labels default to :func:`default_labels`.
     Cold-diffusion restorers: :func:`~diffusion_edu.cold.cold_sample` with ``algorithm`` (1 or 2) from
     x_T drawn from a Gaussian fitted to the degraded training images (method, steps, w do not apply).
-    seed: the generator seed, so the same call gives the same images.
+    seed: the generator seed, so the same call gives the same images. The generator is a CPU one on
+    every device: the noise is drawn on the CPU and moved to the model's device
+    (:func:`~diffusion_edu.forward.randn_on`), so a seed names the same x_T and step noise on a laptop
+    and on a GPU (the images then differ only by the device's arithmetic).
     """
     from .samplers import sample
 
     model, process, config = loaded
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (the number of images) must be an int >= 1, got {n!r}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # CPU: draws happen on the CPU, then move (see above)
     if config.process == "cold":
         from .cold import cold_sample, fit_degraded_prior
         from .data import load_dataset

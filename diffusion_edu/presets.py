@@ -24,7 +24,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw"),
     "lr_schedule": ("constant", "cosine"),
     "disc_input": ("x0", "mu"),
-    "precision": ("auto", "fp32", "bf16"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
     "cold_axis": ("rows", "columns", "both"),
     "cold_order": ("random", "outside-in", "inside-out"),
 }
@@ -57,7 +57,8 @@ class TrainConfig:
     Bookkeeping (0 = never): ``log_every``, ``checkpoint_every``, ``sample_every`` (grids of
     ``sample_n`` images, DDIM with ``sample_steps`` steps), ``callback_every``; ``seed``.
     Hardware: ``device`` (auto | cpu | cuda | cuda:N | mps), ``precision`` (auto = bf16 autocast on
-    CUDA, fp32 elsewhere), ``channels_last`` (None = on for CUDA), ``compile`` (torch.compile).
+    GPUs with native bf16, fp16 autocast with a gradient scaler on other CUDA GPUs such as the T4, fp32
+    elsewhere; see :mod:`diffusion_edu.precision`), ``channels_last`` (None = on for CUDA), ``compile`` (torch.compile).
     """
 
     dataset: str = "mnist-embedded"
@@ -98,7 +99,7 @@ class TrainConfig:
     callback_every: int = 1000
     seed: int = 0
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None
     compile: bool = False
 

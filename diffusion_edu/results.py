@@ -20,7 +20,9 @@ Compute tiers (chosen with the ``DIFFUSION_EDU_TIER`` environment variable, defa
   mean nothing and are never shown as results.
 - ``cpu``: what the book shows when no GPU was available: each training run at most about 10 minutes
   on 2 CPU cores, on the embedded MNIST digits.
-- ``colab``: a configuration a reader can finish on a free Colab GPU within about an hour.
+- ``colab``: a configuration a reader can finish on a free Colab GPU (a T4): about 30 minutes per MNIST
+  chapter (estimated in :mod:`diffusion_edu.experiments.colab` until measured), about an hour per
+  CIFAR-10 chapter.
 - ``gpu``: the reports' own scales, on a GPU machine.
 """
 
@@ -30,6 +32,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -43,6 +46,7 @@ __all__ = [
     "current_tier",
     "hardware_info",
     "results_dir",
+    "packaged_results_dir",
     "write_results",
     "read_results",
     "atomic_write_bytes",
@@ -104,10 +108,27 @@ def _git_commit() -> str | None:
         return None
 
 
+PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"  # the wheel's copy of the book's results/
+
+
+def packaged_results_dir() -> Path | None:
+    """The book's committed ``results/`` tree as shipped inside the installed package (the wheel maps
+    ``results/`` to ``diffusion_edu/_results``), or None where the package runs from a checkout."""
+    return PACKAGED_RESULTS if PACKAGED_RESULTS.is_dir() else None
+
+
 def results_dir() -> Path:
-    """Where results files live: ``$DIFFUSION_EDU_RESULTS``, else the ``results/`` folder of the book's
-    checkout (found by walking up from the working directory to the folder holding ``_toc.yml``), else
-    ``./results``."""
+    """Where results files are read and written:
+
+    1. ``$DIFFUSION_EDU_RESULTS`` when set (used as is);
+    2. the ``results/`` folder of the book's checkout, found by walking up from the working directory
+       to the folder holding ``_toc.yml`` and ``diffusion_edu/``;
+    3. else ``./results``. A chapter opened alone (in Colab, or anywhere the package was installed from
+       its wheel) finds no checkout: when ``./results`` does not exist yet, it is first filled with a
+       copy of the results shipped in the package (:func:`packaged_results_dir`), so the chapter reads
+       the book's results, and what it writes lands in that local copy, never inside the installed
+       package. ``runs/`` (checkpoints) sits next to it, so working in a folder on Google Drive keeps both.
+    """
     env = os.environ.get("DIFFUSION_EDU_RESULTS")
     if env:
         return Path(env).expanduser()
@@ -115,7 +136,24 @@ def results_dir() -> Path:
     for folder in (here, *here.parents):
         if (folder / "_toc.yml").is_file() and (folder / "diffusion_edu").is_dir():
             return folder / "results"
-    return here / "results"
+    local = here / "results"
+    packaged = packaged_results_dir()
+    if packaged is not None and not local.exists():
+        _copy_tree(packaged, local)
+    return local
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` through a temporary sibling and a rename, so that a reader never sees a
+    half-copied folder (and two processes starting at once both end with one whole copy)."""
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        os.replace(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not dest.is_dir():
+            raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

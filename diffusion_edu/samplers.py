@@ -32,6 +32,7 @@ from typing import Iterator, Literal, NamedTuple
 import torch
 
 from ._checks import check_images, check_timesteps
+from .forward import randn_on
 from .guidance import check_guidance, guided_output
 from .schedules import NoiseSchedule, respace
 
@@ -111,7 +112,7 @@ def _add_noise(x: torch.Tensor, sigma, noise: torch.Tensor | None, generator: to
     if isinstance(sigma, float) and sigma == 0.0:
         return x
     if noise is None:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = randn_on(x.shape, generator, x.device, x.dtype)
     return x + sigma * noise
 
 
@@ -466,7 +467,9 @@ def sample(
     otherwise drawn from ``generator`` with the model's ``in_channels`` and ``image_size``.
     batch_size: run at most this many images at a time (for 1,000-10,000 evaluation samples); x_T and
     each step's noise are then drawn chunk by chunk. Runs without gradients, with the model in eval
-    mode, on the model's device and dtype (``device`` overrides; ``generator`` must live there).
+    mode, on the model's device and dtype (``device`` overrides). ``generator`` may live on any device:
+    every draw happens on the generator's own device and the noise then moves to the model's
+    (:func:`~diffusion_edu.forward.randn_on`), so a CPU generator gives the same noise everywhere.
 
     Returns images (n, C, H, W), or (images, Trajectory) when ``trajectory_every = k`` is given.
     """
@@ -511,7 +514,7 @@ def sample(
         for start in range(0, n, bs):
             b = min(bs, n - start)
             if x_T is None:
-                x = torch.randn((b, *shape), generator=generator, device=dev, dtype=dtype)
+                x = randn_on((b, *shape), generator, dev, dtype)
             else:
                 x = x_T[start:start + b].to(device=dev, dtype=dtype)
             yb = None if y is None else y[start:start + b]

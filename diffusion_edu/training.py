@@ -48,6 +48,7 @@ from .data import ImageDataset, load_dataset
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
 from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
+from .precision import grad_scaler, resolve_precision
 from .presets import PRESETS, TrainConfig, add_cli, get_preset
 from .results import atomic_write_bytes
 from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
@@ -116,8 +117,9 @@ class TrainingRun:
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
-        self.amp_dtype = torch.bfloat16 if bf16 else None
+        self.precision = resolve_precision(cfg.precision, dev)  # bf16 / fp16 + scaler / fp32 by capability
+        self.amp_dtype = self.precision.dtype
+        self.scaler = grad_scaler(dev, self.precision)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval() if cfg.ema_decay is not None else None
         net, self.shard = self.model, None
         if self.dist is not None:
@@ -227,10 +229,18 @@ class TrainingRun:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         if cfg.grad_clip is not None:
             self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.ema is not None:
             ema_update(self.ema, self.model, 0.0 if step <= cfg.ema_start else cfg.ema_decay)
         self.step = step
@@ -248,7 +258,10 @@ class TrainingRun:
             "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
             "torch_version": str(torch.__version__),  # TorchVersion is a class: keep plain str
             "dataset": self.dataset_id, "threads": torch.get_num_threads(),
+            "precision": self.precision.name,
         }
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         if self.dist is not None:
             state["world_size"] = self.dist.world_size
             state["rng_per_process"] = self.dist.gather_rng(self.device)
@@ -277,6 +290,8 @@ class TrainingRun:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"the checkpoint does not fit this run's network or optimizer: {e}") from e
+        if self.scaler is not None and state.get("grad_scaler") is not None:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.order.load_state_dict(state["data_order"])
         restore_rng_state(state["rng"], self.generator, self.device)
         if self.dist is not None:
@@ -296,6 +311,7 @@ class TrainResult:
     step: int
     out_dir: Path
     wall_time_s: float
+    precision: str = "fp32"  # what the run computed in on its device (diffusion_edu.precision)
 
     @property
     def checkpoint(self) -> Path:
@@ -511,7 +527,8 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
     if ctx is not None:
         ctx.barrier()  # process 0's last files are on disk before train() returns anywhere
     run.model.eval()
-    return TrainResult(run.model, run.ema, run.process, cfg, run.step, out, wall + time.perf_counter() - t0)
+    return TrainResult(run.model, run.ema, run.process, cfg, run.step, out, wall + time.perf_counter() - t0,
+                       run.precision.name)
 
 
 def _check_finite_weights(run: TrainingRun, step: int, kept: Callable[[], str]) -> None:

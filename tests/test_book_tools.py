@@ -31,49 +31,88 @@ NOTEBOOKS = sync_notebooks.notebooks()
 # ---- the repository URL and the Colab install cell ------------------------------------------------
 
 
+HISTORY = sync_notebooks.has_history()
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_every_notebook_starts_with_the_install_cell_from_config(path: Path):
-    """The first cell is exactly what _config.yml's repository gives (run tools/sync_notebooks.py)."""
+def test_every_notebook_starts_with_the_install_and_badge_cells(path: Path):
+    """Cells 0 and 1 are exactly what _config.yml and the package's commit give (run
+    tools/sync_notebooks.py): the install cell pins the package as committed with the notebook."""
     nb = nbformat.read(path, as_version=4)
-    assert sync_notebooks.check_notebook(nb, sync_notebooks.install_source()) is None
+    commit = sync_notebooks.expected_commit(path) if HISTORY else None
+    assert sync_notebooks.check_notebook(nb, path, commit) is None
 
 
-def test_install_cell_installs_only_in_colab_and_keeps_colabs_torch():
+def test_install_cell_installs_only_in_colab_pinned_and_keeps_colabs_torch():
     """Locally the cell does nothing; in Colab it pip-installs the package from the configured
-    repository and branch, and nothing else (the package's loose dependencies keep Colab's torch)."""
-    url, branch = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
-    src = sync_notebooks.install_source()
+    repository at one commit, and nothing else (the package's loose dependencies keep Colab's torch);
+    the Drive line is a comment until the reader uncomments it."""
+    url = CONFIG["repository"]["url"]
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    src = sync_notebooks.install_source(commit)
     assert 'if "google.colab" in sys.modules:' in src
     pip_lines = [line for line in src.splitlines() if "pip install" in line]
-    assert pip_lines == [f'    %pip install --quiet "diffusion-edu @ git+{url}.git@{branch}"']
+    assert pip_lines == [f'    %pip install --quiet "diffusion-edu @ git+{url}.git@{commit}"']
     assert "torch" not in pip_lines[0].replace("diffusion-edu", "")
+    drive = [line for line in src.splitlines() if "drive.mount" in line]
+    assert len(drive) == 1 and drive[0].lstrip().startswith("#") and "os.chdir" in drive[0]
+    assert sync_notebooks.pinned_commit(src) == commit
+    with pytest.raises(ValueError, match="40-digit"):
+        sync_notebooks.install_source("main")
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'"torch>=[\d.]+"', pyproject), "the package must not pin torch exactly"
 
 
+def test_badge_opens_the_notebook_on_the_configured_branch():
+    url, branch = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
+    badge = sync_notebooks.badge_source(Path("notebooks/05_report_e.ipynb"))
+    slug = url.removeprefix("https://github.com/")
+    assert f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/05_report_e.ipynb" in badge
+    assert "colab-badge.svg" in badge
+
+
+@pytest.mark.skipif(not HISTORY, reason="needs the full git history")
+def test_pinned_commit_is_the_last_package_commit_up_to_the_notebook():
+    """The pin is derived from history up to the notebook's own commit, so later commits never change
+    what a committed notebook must pin."""
+    path = NOTEBOOKS[0]
+    at = sync_notebooks.notebook_commit(path)
+    pin = sync_notebooks.expected_commit(path)
+    assert pin == sync_notebooks._git("log", "-1", "--format=%H", at, "--", *sync_notebooks.PACKAGE_PATHS)
+    assert sync_notebooks._git("merge-base", "--is-ancestor", pin, at) == ""
+
+
 def test_repository_url_lives_in_one_place():
-    """Only _config.yml names the repository; notebooks carry it only in their generated install cell."""
+    """Only _config.yml names the repository; notebooks carry it only in their generated cells."""
     url = CONFIG["repository"]["url"]
     assert (ROOT / "_config.yml").read_text().count(url) == 1
     files = [ROOT / "README.md", ROOT / "pyproject.toml", ROOT / "_toc.yml", *sorted((ROOT / "book").glob("*.md")),
              *sorted((ROOT / "tools").glob("*.py")), *sorted((ROOT / "diffusion_edu").rglob("*.py"))]
     assert not [f.name for f in files if url in f.read_text()]
+    slug = url.removeprefix("https://github.com/")
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        assert not [i for i, c in enumerate(nb.cells) if i > 0 and url in c.source], path.name
+        assert not [i for i, c in enumerate(nb.cells) if i > 1 and (url in c.source or slug in c.source)], path.name
 
 
-def test_sync_repairs_or_inserts_the_install_cell():
-    expected = sync_notebooks.install_source()
+def test_sync_repairs_or_inserts_the_install_and_badge_cells():
+    commit, other = "1" * 40, "2" * 40
+    path = Path("notebooks/09_new.ipynb")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A chapter")])
-    assert sync_notebooks.check_notebook(nb, expected) == "its first cell is not the Colab install cell"
-    assert sync_notebooks.sync_notebook(nb, expected) is True
-    assert nb.cells[0].source == expected and nb.cells[0].metadata["tags"] == ["remove-cell"] and len(nb.cells) == 2
-    nb.cells[0].source = expected.replace("@main", "@old-branch")
-    assert "differs" in sync_notebooks.check_notebook(nb, expected)
-    assert sync_notebooks.sync_notebook(nb, expected) is True and len(nb.cells) == 2
-    assert sync_notebooks.check_notebook(nb, expected) is None
-    assert sync_notebooks.sync_notebook(nb, expected) is False
+    assert sync_notebooks.check_notebook(nb, path, commit) == "the notebook lacks its install and badge cells"
+    assert sync_notebooks.sync_notebook(nb, path, commit) is True
+    assert nb.cells[0].source == sync_notebooks.install_source(commit) and len(nb.cells) == 3
+    assert nb.cells[1].source == sync_notebooks.badge_source(path) and nb.cells[2].source == "# A chapter"
+    assert all(c.metadata["tags"] == ["remove-cell"] for c in nb.cells[:2])
+    assert sync_notebooks.check_notebook(nb, path, commit) is None
+    nb.cells[0].source = sync_notebooks.install_source(other)
+    assert "pins 222222222222" in sync_notebooks.check_notebook(nb, path, commit)
+    assert sync_notebooks.check_notebook(nb, path, None) is None  # without history: the form only
+    nb.cells[1].source = nb.cells[1].source.replace("/main/", "/old-branch/")
+    assert "badge" in sync_notebooks.check_notebook(nb, path, None)
+    assert sync_notebooks.sync_notebook(nb, path, commit) is True and len(nb.cells) == 3
+    assert sync_notebooks.check_notebook(nb, path, commit) is None
+    assert sync_notebooks.sync_notebook(nb, path, commit) is False
 
 
 def test_repository_must_be_https(tmp_path: Path):
@@ -214,7 +253,26 @@ def test_ci_runs_exactly_make_test():
     for target in ("book:", "test:", "notebooks:"):
         assert re.search(rf"^{target}", makefile, flags=re.M), target
     test_recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
-    assert "DIFFUSION_EDU_TIER=smoke" in test_recipe and "--nbval-lax" in test_recipe and "notebooks" in test_recipe
+    assert "DIFFUSION_EDU_TIER=smoke" in test_recipe and "tools/colab_check.py" in test_recipe
+    check = (ROOT / "tools" / "colab_check.py").read_text()
+    assert '"--nbval-lax"' in check and 'DIFFUSION_EDU_TIER="smoke"' in check
+
+
+def test_colab_check_installs_nothing_from_the_checkout(tmp_path: Path):
+    """The Colab simulation's environment: requirements.txt's pins as constraints without the editable
+    install; each notebook alone in its own empty folder; no variable pointing back at the checkout."""
+    import colab_check
+
+    pins = colab_check.pins(tmp_path).read_text().splitlines()
+    assert "torch==2.13.0" in pins and not [p for p in pins if p.startswith("-e") or p.startswith("#")]
+    staged = colab_check.stage_notebooks(tmp_path, NOTEBOOKS[:2])
+    assert [p.name for p in staged] == [p.name for p in NOTEBOOKS[:2]]
+    assert all(sorted(x.name for x in p.parent.iterdir()) == [p.name] for p in staged)
+    assert not ROOT.resolve() in staged[0].resolve().parents
+    assert {"PYTHONPATH", "DIFFUSION_EDU_RESULTS"} <= set(colab_check.DROP_ENV)
+    files = colab_check.source_files()
+    assert "pyproject.toml" in files and "results/metrics/floors.json" in files
+    assert not [f for f in files if f.startswith((".venv/", "runs/", "build/"))]
 
 
 def test_requirements_are_exact_pins():

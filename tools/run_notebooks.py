@@ -32,7 +32,7 @@ def run_notebook(path: Path, tier: str, timeout: int = 1800) -> float:
     if tier not in REAL_TIERS:
         raise ValueError(f"tier must be one of {list(REAL_TIERS)} (smoke outputs are never stored), got {tier!r}")
     nb = nbformat.read(path, as_version=4)
-    sync_notebooks.sync_notebook(nb, sync_notebooks.install_source())
+    sync_notebooks.sync_notebook(nb, path, sync_notebooks.expected_commit())
     env = {**os.environ, "DIFFUSION_EDU_TIER": tier, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     client = NotebookClient(

@@ -274,7 +274,7 @@ def train_cifar_run(chapter: str, run: str, config: TrainConfig, tier: str, grid
         shutil.copyfile(png, dest / png.name)
         grids[str(int(png.stem.split("_")[1]))] = f"training_grids/{png.name}"
     data = {"params": sum(p.numel() for p in result.model.parameters()), "steps": result.step,
-            "batch_size": config.batch_size, "train_wall_time_s": round(result.wall_time_s, 1),
+            "batch_size": config.batch_size, "train_wall_time_s": round(result.wall_time_s, 1), "precision": result.precision,
             "img_per_s": result.step * config.batch_size / max(result.wall_time_s, 1e-9),
             "final_loss": final_loss(curve), "curve": curve, "grids": grids,
             "dataset": "fake CIFAR-10-format noise (smoke)" if tier == "smoke" else "CIFAR-10 training set (50,000)"}
@@ -308,15 +308,18 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def _autocast(device: torch.device):
-    ok = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8  # bf16 units: Ampere on
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=ok)
+    """Sampling's autocast: :func:`~diffusion_edu.precision.resolve_precision` ("auto") on ``device``,
+    the same choice as training's (bf16 with native units, fp16 on other CUDA GPUs, fp32 on the CPU)."""
+    from ..precision import autocast, resolve_precision
+
+    return autocast(device, resolve_precision("auto", device))
 
 
 def sample_images(model, schedule, n: int, *, method: str = "ddpm", steps: int | None = None, batch_size: int = 500,
                   y: torch.Tensor | None = None, w: float = 0.0, seed: int = 0, progress: bool = False,
                   x_T: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-    """n samples as uint8 (n, C, H, W) on the CPU, drawn in chunks of ``batch_size`` (bf16 autocast on
-    GPUs that have it), and the wall time in seconds."""
+    """n samples as uint8 (n, C, H, W) on the CPU, drawn in chunks of ``batch_size`` (autocast as
+    :func:`_autocast` chooses), and the wall time in seconds."""
     from ..samplers import sample
 
     dev = next(model.parameters()).device

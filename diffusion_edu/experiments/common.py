@@ -27,6 +27,7 @@ __all__ = [
     "EVAL_BUDGETS",
     "by_tier",
     "check_tier",
+    "eval_device",
     "runs_root",
     "tier_results_dir",
     "result_path",
@@ -78,6 +79,14 @@ EVAL_BUDGETS: dict[str, EvalBudget] = {
     "colab": EvalBudget(n=10_000, steps=100),
     "gpu": EvalBudget(n=10_000, steps=None, batch_size=2000),
 }
+
+
+def eval_device(tier: str) -> torch.device:
+    """Where a chapter's evaluation (sampling, bounds, restorations) runs: the CPU at the smoke and cpu
+    tiers (what they are sized for), the GPU at the colab and gpu tiers when one is there."""
+    if check_tier(tier) in ("colab", "gpu") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def runs_root(tier: str) -> Path:

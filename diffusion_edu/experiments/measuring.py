@@ -267,10 +267,23 @@ def _train_digits(budget: MeasuringBudget) -> ImageDataset:
 # --------------------------------------------------------------------------------------------------
 
 
+def colab_plan(tier: str = "colab") -> dict[str, Any]:
+    """What the chapter runs at ``tier``, for :func:`~.colab.chapter_estimate`: Report E's T1000_linear
+    network (trained when missing) and the pool of samples drawn from it. Inception and LPIPS (the colab
+    tier's extra metrics) run networks of other libraries and are not in the estimate."""
+    from . import report_e
+
+    b, cfg = BUDGETS[tier], report_e.config(MODEL_RUN, tier)
+    return {"train": {MODEL_RUN: cfg},
+            "sampling": [(cfg, b.batch_size, -(-b.pool // b.batch_size) * (b.steps or cfg.T))],
+            "not_estimated": "Inception FID / IS and LPIPS (networks of other libraries, downloaded in Colab)"}
+
+
 def load_measured_model(tier: str):
     """Report E's T1000_linear network at ``tier`` (a :class:`~diffusion_edu.training.LoadedModel`) and
-    where it came from. Never trains it, except the few-step stand-in of the smoke tier; an unfinished
-    or missing checkpoint raises with the command that trains it."""
+    where it came from. Trains only the few-step stand-in of the smoke tier and, at the colab tier, that
+    one run (shared with chapter 5) when it is missing; elsewhere an unfinished or missing checkpoint
+    raises with the command that trains it."""
     from ..checkpoint import load_checkpoint
     from ..presets import TrainConfig
     from ..training import load_model
@@ -281,6 +294,8 @@ def load_measured_model(tier: str):
         path = runs_root(tier) / CHAPTER / "model_smoke" / "checkpoint.pt"
     else:
         path = runs_root(tier) / MODEL_CHAPTER / MODEL_RUN / "checkpoint.pt"
+        if tier == "colab":  # a chapter opened alone in Colab trains the one network it needs (minutes on a T4)
+            ensure_trained(MODEL_CHAPTER, MODEL_RUN, report_e.config(MODEL_RUN, tier), tier, progress=False)
     command = f"python -m diffusion_edu experiment {MODEL_CHAPTER} --tier {tier} --only training"
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint {path}: this chapter measures Report E's {MODEL_RUN} network; "

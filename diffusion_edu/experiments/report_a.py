@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 
 from . import common
-from .common import (EVAL_BUDGETS, Part, by_tier, final_loss, have_result, load_result, measure, runs_root,
+from .common import (EVAL_BUDGETS, Part, by_tier, eval_device, final_loss, have_result, load_result, measure, runs_root,
                      save_result, tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, train_runs
 
@@ -47,9 +47,13 @@ RUNS: dict[str, RunSpec] = {
 
 # cpu tier: 1,500 steps of 64 (about 8 minutes for the U-Net on one core, ~200 img/s; the eight runs
 # share one session's 2-core machine with Report D's, so each gets less than quick_mnist's ~10 minutes).
+# colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_a")): the same
+# recipe on the same digits at the report's batch of 128, 3,000 steps (4x the cpu tier's images).
 TIER_OVERRIDES = {
     "cpu": dict(dataset="mnist-embedded", batch_size=64, steps=1500, lr=1e-3, warmup_steps=200,
                 lr_schedule="cosine", channels_last=True, log_every=50, checkpoint_every=500),
+    "colab": dict(dataset="mnist-embedded", batch_size=128, steps=3000, lr=1e-3, warmup_steps=200,
+                  lr_schedule="cosine", log_every=100, checkpoint_every=500),
 }
 
 SEED = 0  # x_T and every sampling step's noise; also the metrics' random subsets
@@ -60,17 +64,21 @@ SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "une
 # and planned_evaluations() counts what these budgets ask for.
 # SAMPLES: samples per setting of the comparisons (denoisers, parameterization, schedules, conditioning);
 # a tier not listed uses EVAL_BUDGETS[tier].n.
-SAMPLES = {"cpu": 500}
+SAMPLES = {"cpu": 500, "colab": 2000}
 # fast_sampling: K -> samples. Fewer samples at large K keep the cpu tier within its budget; KID is
 # unbiased in the number of samples, FID is not (compare FID only at equal n; floors.json has the floor per n).
 # At the cpu tier: 500 samples up to K = 20, fewer at large K (about 210,000 network evaluations for the
 # two parts, some 10 minutes on 2 idle cores). At K = 400 that is 50 samples: a grid and a rough KID, not
 # enough to rank samplers by (the ledger judges the 400-step ranking from the colab tier up).
 FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
+          "colab": {5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
           "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)}}
-VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 500, 400: 50}, "gpu": {20: 10_000, 400: 10_000}}
+VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 500, 400: 50}, "colab": {20: 2000, 400: 2000},
+              "gpu": {20: 10_000, 400: 10_000}}
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
-KL_IMAGES = {"smoke": 16, "cpu": 300, "gpu": 1005}
+KL_IMAGES = {"smoke": 16, "cpu": 300, "colab": 1005, "gpu": 1005}
+# images per sampling batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
+DRAW_BATCH = {"smoke": 100, "cpu": 100}
 
 
 def config(run: str, tier: str):
@@ -225,7 +233,8 @@ _MODELS: dict[tuple[str, str], Any] = {}
 
 
 def load_run(run: str, tier: str):
-    """The trained network of ``run`` at ``tier`` (model, schedule, config), on the CPU, loaded once.
+    """The trained network of ``run`` at ``tier`` (model, schedule, config), loaded once, on
+    :func:`~.common.eval_device` (the CPU at the smoke and cpu tiers, the GPU at colab and gpu).
     A missing or unfinished checkpoint raises with the command that trains it (this never trains)."""
     key = (run, tier)
     if key not in _MODELS:
@@ -240,7 +249,7 @@ def load_run(run: str, tier: str):
                                f"with {train_command(tier)}")
         with warnings.catch_warnings():  # Report A's runs keep no EMA: the trained weights are the model
             warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
-            _MODELS[key] = load_model(path, ema=True, device="cpu")
+            _MODELS[key] = load_model(path, ema=True, device=eval_device(tier))  # the GPU at colab / gpu
     return _MODELS[key]
 
 
@@ -257,8 +266,8 @@ def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False) 
         model, schedule, _ = load_run(run, tier)
         g = torch.Generator().manual_seed(SEED)
         t0 = time.perf_counter()
-        x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=100, progress=progress,
-                   **sampler.kwargs())
+        x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=draw_batch(tier), progress=progress,
+                   **sampler.kwargs()).cpu()
         _SAMPLES[key] = (x, time.perf_counter() - t0)
     return _SAMPLES[key]
 
@@ -344,6 +353,12 @@ def _denoisers(tier: str, progress: bool) -> Path:
     return _save("denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier)}, tier, t0)
 
 
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device of the network's parameters (the CPU for a network without any)."""
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, generator=None) -> dict[str, list]:
     """Per-step terms of the variational bound (Ho et al. Eq. 8 with sigma_t^2 = beta_t; book eq. a-lt):
@@ -364,7 +379,8 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
         t = torch.full((x0.shape[0],), t_int, dtype=torch.int64)
         eps = torch.randn(x0.shape, generator=generator)
         xt = tables.q_sample(x0, t, eps)
-        output = model(xt, schedule.model_time(t), y)
+        dev = _device(model)  # the bound is summed on the CPU; the network runs where it lives
+        output = model(xt.to(dev), schedule.model_time(t).to(dev), None if y is None else y.to(dev)).float().cpu()
         mu = tables.mu_from_output(output, xt, t, p)
         mu_tilde = tables.at(tables.coef_x0, t) * x0 + tables.at(tables.coef_xt, t) * xt  # Ho et al. Eq. 7
         x0_pred = tables.x0_from_output(output, xt, t, p)
@@ -403,8 +419,10 @@ def first_step(model, schedule, x_T: torch.Tensor, y: torch.Tensor, clip_x0: boo
     of x_{T-1}, and the gain 1 / sqrt(alpha_T) that Ho et al. Eq. 11 puts on the network's error."""
     from ..samplers import ddpm_step
 
-    out = ddpm_step(model, x_T, schedule.T, schedule, y=y, variance="zero", clip_x0=clip_x0)
-    return {"rms": float(out.x_prev.square().mean().sqrt()), "gain": float(schedule.alphas[schedule.T] ** -0.5)}
+    dev = _device(model)
+    out = ddpm_step(model, x_T.to(dev), schedule.T, schedule.to(dev), y=None if y is None else y.to(dev),
+                    variance="zero", clip_x0=clip_x0)
+    return {"rms": float(out.x_prev.float().square().mean().sqrt()), "gain": float(schedule.alphas[schedule.T] ** -0.5)}
 
 
 def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any]:
@@ -579,6 +597,26 @@ def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
     for samplers, ks in ((FAST_SAMPLERS, by_tier(FAST_K, tier)), (VARIANCE_SAMPLERS, by_tier(VARIANCE_K, tier))):
         draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
     return draws
+
+
+def draw_batch(tier: str) -> int:
+    """Images per sampling batch at ``tier`` (:data:`DRAW_BATCH`, else the tier's EVAL_BUDGETS batch)."""
+    return DRAW_BATCH.get(tier, EVAL_BUDGETS[tier].batch_size)
+
+
+def colab_plan(tier: str = "colab") -> dict[str, Any]:
+    """What the chapter runs at ``tier``, for :func:`~.colab.chapter_estimate`: the eight training configs
+    and the sampling calls (config, batch, calls) of every planned draw (guided draws run both halves in
+    one forward), plus the bound terms and first-step diagnostics as single batches."""
+    b = draw_batch(tier)
+    sampling = []
+    for run, s, m in planned_draws(tier):
+        cfg = config(run, tier)
+        sampling.append((cfg, b, -(-m // b) * (s.steps or cfg.T)))
+    ev = planned_evaluations(tier)
+    unet = config("unet", tier)
+    sampling.append((unet, b, -(-(ev["bound"] + ev["first_step"]) // b)))
+    return {"train": {run: config(run, tier) for run in RUNS}, "sampling": sampling}
 
 
 def planned_evaluations(tier: str) -> dict[str, int]:

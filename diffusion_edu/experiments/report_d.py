@@ -40,7 +40,7 @@ from ..metrics import classifier_outputs
 from ..presets import TrainConfig
 from ..samplers import sample
 from ..viz import save_image_grid
-from .common import (EVAL_BUDGETS, Part, by_tier, final_loss, have_result, heldout_reference, load_result, measure,
+from .common import (EVAL_BUDGETS, Part, by_tier, eval_device, final_loss, have_result, heldout_reference, load_result, measure,
                      run_status, runs_root, save_result, tier_results_dir, training_curve)
 from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
 
@@ -52,7 +52,10 @@ CHAPTER = "report_d"
 # cpu tier: the cold-diffusion restorers train for COLD_CPU_EPOCHS epochs, the two DDPMs for 15 (the
 # seven runs share one session's 2-core machine with Report A's eight; see TIER_OVERRIDES).
 COLD_CPU_EPOCHS = 8
-_COLD_CPU = {"tier_overrides": {"cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)}}}
+COLD_COLAB_EPOCHS = 20  # colab tier (a free T4): the restorers' epochs; the DDPMs train COLAB_EPOCHS
+COLAB_EPOCHS = 40
+_COLD_CPU = {"tier_overrides": {"cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)},
+                                "colab": {"steps": COLD_COLAB_EPOCHS * (8995 // 128)}}}
 RUNS: dict[str, RunSpec] = {
     "cnn": ("d_cnn", {}),
     "cnn_selu": ("d_cnn_selu", {}),
@@ -71,10 +74,15 @@ PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples
 # One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps, about
 # 6 minutes for the CNN on 2 idle cores, ~370 img/s) for the DDPMs, COLD_CPU_EPOCHS for the restorers;
 # a snapshot every epoch.
-EPOCH_STEPS = {"cpu": 8995 // 128, "gpu": 60_000 // 128}
+# colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_d")): the same
+# digits, COLAB_EPOCHS epochs for the DDPMs and COLD_COLAB_EPOCHS for the restorers, a snapshot every epoch.
+EPOCH_STEPS = {"cpu": 8995 // 128, "colab": 8995 // 128, "gpu": 60_000 // 128}
 TIER_OVERRIDES = {
     "cpu": dict(dataset="mnist-embedded", steps=15 * EPOCH_STEPS["cpu"], callback_every=EPOCH_STEPS["cpu"],
                 checkpoint_every=EPOCH_STEPS["cpu"] * 5, log_every=EPOCH_STEPS["cpu"] // 2),
+    "colab": dict(dataset="mnist-embedded", steps=COLAB_EPOCHS * EPOCH_STEPS["colab"],
+                  callback_every=EPOCH_STEPS["colab"], checkpoint_every=EPOCH_STEPS["colab"] * 5,
+                  log_every=EPOCH_STEPS["colab"] // 2),
 }
 
 # The report shows samples at epochs 1, 20, 40 and 60 of its 100 (Fig. 1.3, 1.7) and at epoch 100 (Fig. 1.8).
@@ -116,6 +124,9 @@ REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
     # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
     "cpu": ReportDBudget(curve_n=250, grid_n=16, grid_steps=100, compare_steps=(28, 100), selu_steps=None,
                          restore_n=200, prior_components=10, eval_n=500, cold_n=250),
+    # colab: 1,000 samples per epoch for the curves (~100 epochs in all), 5,000 for the final numbers
+    "colab": ReportDBudget(curve_n=1000, grid_n=16, grid_steps=250, compare_steps=(28, 100, None), selu_steps=None,
+                           restore_n=1005, prior_components=10, eval_n=5000, cold_n=2000),
     "gpu": ReportDBudget(curve_n=2000, grid_n=16, grid_steps=None, compare_steps=(28, 100, None), selu_steps=None,
                          restore_n=1005, prior_components=10),
 }
@@ -128,6 +139,32 @@ def config(run: str, tier: str) -> TrainConfig:
 
 def _train(tier: str, progress: bool):
     return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress, snapshots=True)
+
+
+def colab_plan(tier: str = "colab") -> dict[str, Any]:
+    """What the chapter runs at ``tier``, for :func:`~.colab.chapter_estimate`: the seven training configs
+    and the sampling calls (config, batch, calls): the per-epoch curves, the grids, the restorations and
+    generations of the cold part (one network call per degradation step), and the comparison."""
+    ev, b = _eval(tier), _budget(tier)
+    bs = ev.batch_size
+    cfgs = {run: config(run, tier) for run in RUNS}
+
+    def calls(run: str, n: int, steps: int | None) -> int:
+        return -(-n // bs) * (steps or cfgs[run].T)
+
+    sampling = []
+    for run in CURVE_RUNS:
+        epochs = cfgs[run].steps // max(cfgs[run].callback_every, 1)
+        steps = None if run.startswith("cold_") else ev.steps
+        sampling.append((cfgs[run], bs, epochs * calls(run, b.curve_n, steps)))
+        sampling.append((cfgs[run], b.grid_n, len(REPORT_EPOCHS) * (b.grid_steps or cfgs[run].T)))
+    for run in COLD_RUNS:
+        sampling.append((cfgs[run], bs, 2 * calls(run, b.restore_n, None) + 2 * calls(run, b.cold_n or ev.n, None)))
+    for K in b.compare_steps:
+        sampling.append((cfgs["cnn"], bs, calls("cnn", ev.n, K)))
+    sampling.append((cfgs["cnn_selu"], bs, 2 * calls("cnn_selu", ev.n, b.selu_steps)))
+    sampling.append((cfgs["cold_columns_random"], bs, calls("cold_columns_random", ev.n, None)))
+    return {"train": cfgs, "sampling": sampling}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,15 +208,16 @@ def _runs_needed(tier: str, runs: tuple[str, ...], progress: bool) -> dict[str, 
     return out
 
 
-def load_run(run: str, tier: str, device: str | torch.device = "cpu"):
-    """The finished run's network (eval mode, ``parameterization`` set), schedule or degradation, config."""
+def load_run(run: str, tier: str, device: str | torch.device | None = None):
+    """The finished run's network (eval mode, ``parameterization`` set), schedule or degradation, config,
+    on ``device`` (default :func:`~.common.eval_device`: the CPU at smoke / cpu, the GPU at colab / gpu)."""
     from ..training import load_model
 
     path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint {path}: python -m diffusion_edu experiment {CHAPTER} --tier {tier} "
                                 "--only training")
-    return load_model(path, ema=False, device=device)  # Report D keeps no EMA
+    return load_model(path, ema=False, device=device or eval_device(tier))  # Report D keeps no EMA
 
 
 def load_snapshot(model: torch.nn.Module, path: str | os.PathLike) -> int:
@@ -269,13 +307,16 @@ def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Genera
     """n images from a Report D model: respaced DDPM with ``steps`` (None = all T) for a Gaussian run;
     Bansal et al.'s ``algorithm`` from ``prior`` draws (or ``x_T``) for a cold run. ``clamp``: clip to
     [-1, 1], the image range the metrics read (the cold algorithms' raw output may leave it)."""
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")  # the network's device; images come back to the CPU
     if isinstance(process, RowColumnAveraging):
         if x_T is None:
             x_T = prior.sample(n, generator=generator)
-        out = torch.cat([cold_sample(model, process, x_T[i:i + batch_size], algorithm=algorithm)
+        out = torch.cat([cold_sample(model, process, x_T[i:i + batch_size].to(dev), algorithm=algorithm).cpu()
                          for i in range(0, n, batch_size)])
     else:
-        out = sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T, batch_size=batch_size)
+        out = sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T,
+                     batch_size=batch_size).cpu()
     return out.clamp(-1, 1) if clamp else out
 
 
@@ -487,7 +528,10 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
     """Restore D(x0, T) three ways: R's one-shot guess R(x_T, T), Algorithm 1 and Algorithm 2."""
     x_T = D.degrade(x0, D.T)
     T = torch.full((batch,), D.T, dtype=torch.int64)
-    direct = torch.cat([model(x_T[i:i + batch], T[:x_T[i:i + batch].shape[0]]) for i in range(0, len(x0), batch)])
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")
+    direct = torch.cat([model(x_T[i:i + batch].to(dev), T[:x_T[i:i + batch].shape[0]].to(dev)).float().cpu()
+                        for i in range(0, len(x0), batch)])
     raw = {"direct": direct,
            "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch, clamp=False),
            "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch, clamp=False)}

@@ -41,9 +41,14 @@ RUNS: dict[str, RunSpec] = {
 }
 
 # cpu tier: 17,000 steps of 32 (about 10 minutes on 2 cores, measured: ~900 img/s).
+# colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_e")): the same
+# recipe on the same digits, but batches of 128 (a batch of 32 leaves a GPU idle between kernel launches;
+# the chapter studies T, the schedule and w, not the batch), 6,000 steps = 768k images, 1.4x the cpu tier's.
 TIER_OVERRIDES = {
     "cpu": dict(dataset="mnist-embedded", steps=17_000, lr=1e-3, warmup_steps=200, lr_schedule="cosine",
                 channels_last=True, log_every=200, checkpoint_every=2000),
+    "colab": dict(dataset="mnist-embedded", batch_size=128, steps=6_000, lr=1e-3, warmup_steps=200,
+                  lr_schedule="cosine", log_every=200, checkpoint_every=1000),
 }
 
 SWEEP_W = 0.2  # the guidance weight of Report E's Table 2 (its best)
@@ -62,6 +67,20 @@ def config(run: str, tier: str):
 
 def _train(tier: str, progress: bool):
     return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress)
+
+
+def colab_plan(tier: str = "colab") -> dict[str, Any]:
+    """What the chapter runs at ``tier``, for :func:`~.colab.chapter_estimate`: the training configs and
+    the sampling calls (config, batch, calls): schedules (every network at w = 0.2), guidance (every w)
+    and repeatability (every seed), each n samples with the respaced sampler; a guided batch runs the
+    conditional and unconditional halves in one forward pass."""
+    b = EVAL_BUDGETS[tier]
+    chunks = -(-b.n // b.batch_size)
+    calls = chunks * (b.steps or config(GUIDANCE_RUN, tier).T)
+    sampling = [(config(run, tier), 2 * b.batch_size, calls) for run in RUNS]
+    sampling += [(config(GUIDANCE_RUN, tier), b.batch_size * (2 if w else 1), calls) for w in GUIDANCE_WEIGHTS]
+    sampling += [(config(GUIDANCE_RUN, tier), 2 * b.batch_size, calls) for _ in REPEAT_SEEDS]
+    return {"train": {run: config(run, tier) for run in RUNS}, "sampling": sampling}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ def train_runs(chapter: str, runs: Mapping[str, RunSpec], tier: str,
             "steps": result.step,
             "epochs": curve["epoch"][-1] if curve["epoch"] else 0,
             "batch_size": cfg.batch_size,
+            "precision": result.precision,  # what "auto" resolved to on this device
             "train_wall_time_s": round(result.wall_time_s, 1),
             "img_per_s": round(result.step * cfg.batch_size / max(result.wall_time_s, 1e-9), 1),
             "final_loss": final_loss(curve),
