@@ -94,7 +94,7 @@ def test_step_noise_and_forward_noise_draw_on_the_generators_device(draws):
     assert len(draws.draws) == 2 and all(g_.type == on.type == "cpu" for g_, on in draws.draws)
 
 
-def test_generate_and_the_sample_command_on_a_non_cpu_model(draws, monkeypatch, tmp_path):
+def test_generate_and_the_sample_command_on_a_non_cpu_model(draws, monkeypatch, tmp_path, capsys):
     """generate() and ``python -m diffusion_edu sample`` draw every x_T and step noise on the CPU
     generator's device and move it to the model's. On meta only the final copy to the CPU cannot run
     (meta tensors hold no data), so reaching it means every draw went through."""
@@ -107,9 +107,10 @@ def test_generate_and_the_sample_command_on_a_non_cpu_model(draws, monkeypatch, 
     import diffusion_edu.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "load_pretrained", lambda name, device=None: loaded)
-    with pytest.raises(NotImplementedError, match="meta"):
-        main(["sample", "--pretrained", "report_e", "--n", "4", "--steps", "3", "--out", str(tmp_path / "x.png"),
-              "--no-progress"])
+    # The CLI turns the unexpected error into one line and exit 1 (its error contract).
+    code = main(["sample", "--pretrained", "report_e", "--n", "4", "--steps", "3", "--out", str(tmp_path / "x.png"),
+                 "--no-progress"])
+    assert code == 1 and "meta" in capsys.readouterr().err
     assert len(draws.draws) == 2 * n_generate
 
 
