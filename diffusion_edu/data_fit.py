@@ -48,14 +48,14 @@ def network_kwargs(config: TrainConfig) -> dict[str, Any]:
     model class's defaults) updated with ``config.model_kwargs``."""
     from . import models
 
-    if config.model in models.MODEL_PRESETS:
-        base = {k: v for k, v in models.MODEL_PRESETS[config.model].items() if k != "name"}
-        cls = models.MODELS[models.MODEL_PRESETS[config.model]["name"]]
-    elif config.model in models.MODELS:
-        base, cls = {}, models.MODELS[config.model]
-    else:
-        raise ValueError(f"TrainConfig.model must be a model preset {sorted(models.MODEL_PRESETS)} or a model "
-                         f"{sorted(models.MODELS)}, got {config.model!r}")
+    presets, classes = getattr(models, "MODEL_PRESETS", {}), getattr(models, "MODELS", {})
+    if config.model in presets:
+        base = {k: v for k, v in presets[config.model].items() if k != "name"}
+        cls = classes[presets[config.model]["name"]]
+    elif config.model in classes:
+        base, cls = {}, classes[config.model]
+    else:  # not a known name: build_network reports it; nothing to fit
+        return dict(config.model_kwargs)
     defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
                 if k != "self" and p.default is not inspect.Parameter.empty}
     return {**defaults, **base, **config.model_kwargs}
