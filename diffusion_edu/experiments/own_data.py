@@ -72,7 +72,7 @@ def config(tier: str, data_path: str | None = None) -> TrainConfig:
     """quick_mnist on Fashion-MNIST, with the tier's steps and batch; no grids during training."""
     b = by_tier(BUDGETS, tier)
     return get_preset("quick_mnist", dataset="fashion-mnist", data_path=data_path, steps=b.steps,
-                      batch_size=b.batch_size, sample_every=0, checkpoint_every=500, log_every=50)
+                      batch_size=b.batch_size, sample_every=0, checkpoint_every=100, log_every=50)
 
 
 def grid_path(tier: str | None = None) -> Path:
