@@ -50,8 +50,8 @@ class OwnDataBudget:
 BUDGETS = {
     "smoke": OwnDataBudget(steps=4, batch_size=8, sample_steps=3, grid_n=20, n_samples=20, classifier_epochs=1,
                            classifier_max_steps=3),
-    # 1,200 x 32 images (0.64 passes over the 60,000): about 10 minutes of one CPU thread on a shared machine
-    "cpu": OwnDataBudget(steps=1200, batch_size=32, sample_steps=20, grid_n=100, n_samples=1000, classifier_epochs=2),
+    # 1,000 x 32 images (about half a pass over the 60,000): about 10 minutes of one CPU thread on a shared machine
+    "cpu": OwnDataBudget(steps=1000, batch_size=32, sample_steps=20, grid_n=100, n_samples=1000, classifier_epochs=2),
     "gpu": OwnDataBudget(steps=20_000, batch_size=128, sample_steps=50, grid_n=100, n_samples=10_000, classifier_epochs=10),
 }
 
