@@ -1,4 +1,4 @@
-"""The book's MNIST classifier: a small CNN whose features and class probabilities drive the metrics.
+"""The book's feature classifier: a small CNN whose features and class probabilities drive the metrics.
 
 Inception-v3 features were made for 299x299 colour photographs; on 28x28 grey digits they mislead
 (Reports A and E). Report E replaced Inception with a small MNIST CNN (two conv + pool layers and a
@@ -13,6 +13,12 @@ Input: images (B, 1, 28, 28) in [-1, 1] (the package's image convention). Output
 The shipped weights (``diffusion_edu/assets/mnist_classifier.pt``, about 0.4 MB) come from
 ``python -m diffusion_edu train-classifier``; its results file (``results/metrics/mnist_classifier.json``)
 states the held-out accuracy, and a test re-measures it.
+
+The same network, built with ``in_channels``, ``image_size`` and ``num_classes`` of another dataset, is the
+feature classifier for any data the package trains on (``train-classifier --dataset fashion-mnist``,
+``--dataset image-folder --data-path DIR``, ...): it is trained on the dataset's training split and scored
+on its held-out split, and the metrics use it for images of its shape. After the third pooling an adaptive
+average pool brings the map to 3 x 3 (the identity at 28 x 28, so the shipped weights are unchanged).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +38,7 @@ from torch import nn
 from ._checks import check_images
 
 __all__ = [
+    "FeatureClassifier",
     "MNISTClassifier",
     "ClassifierFeatures",
     "ClassifierLogits",
@@ -51,27 +58,37 @@ def _stage(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
 
 
-class MNISTClassifier(nn.Module):
+class FeatureClassifier(nn.Module):
     """Three conv 3x3 + batch-norm + ReLU + max-pool stages, a hidden linear layer (the features), a linear head.
 
-    Shapes: x (B, 1, 28, 28) in [-1, 1] -> conv stages (B, c1, 14, 14) -> (B, c2, 7, 7) -> (B, c3, 3, 3)
-    -> features (B, num_features) -> logits (B, 10).
+    Shapes (MNIST): x (B, 1, 28, 28) in [-1, 1] -> conv stages (B, c1, 14, 14) -> (B, c2, 7, 7) -> (B, c3, 3, 3)
+    -> features (B, num_features) -> logits (B, 10). Other data: x (B, in_channels, image_size, image_size),
+    the last map average-pooled to 3 x 3, logits (B, num_classes). ``trained_on`` names the training data.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_features: int = 128, dropout: float = 0.25):
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_features: int = 128, dropout: float = 0.25,
+                 in_channels: int = 1, image_size: int = 28, num_classes: int = 10, trained_on: str = "mnist-embedded"):
         super().__init__()
         if len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise ValueError(f"channels must be three positive ints (one per conv stage), got {channels!r}")
         if num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels!r}")
+        if type(image_size) is not int or image_size < 8:
+            raise ValueError(f"image_size must be an int >= 8 (three 2x2 poolings), got {image_size!r}")
+        if type(num_classes) is not int or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2 (a classifier needs two classes), got {num_classes!r}")
         c1, c2, c3 = (int(c) for c in channels)
         self.channels = (c1, c2, c3)
         self.num_features = int(num_features)  # torchmetrics reads this instead of probing with a 299x299 image
-        self.num_classes = 10
+        self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        self.trained_on = str(trained_on)
         self.conv = nn.Sequential(
-            *_stage(1, c1),   # (B, c1, 14, 14)
-            *_stage(c1, c2),  # (B, c2, 7, 7)
-            *_stage(c2, c3),  # (B, c3, 3, 3)
+            *_stage(in_channels, c1),  # (B, c1, 14, 14) at 28 x 28
+            *_stage(c1, c2),           # (B, c2, 7, 7)
+            *_stage(c2, c3),           # (B, c3, 3, 3)
+            nn.AdaptiveAvgPool2d(3),   # (B, c3, 3, 3) at any size (the identity at 28 x 28)
         )
         self.hidden = nn.Linear(c3 * 3 * 3, self.num_features)
         self.dropout = nn.Dropout(dropout)
@@ -88,18 +105,33 @@ class MNISTClassifier(nn.Module):
         return f, self.head(self.dropout(f))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, 10) for images (B, 1, 28, 28) in [-1, 1]."""
+        """Logits (B, num_classes) for images (B, in_channels, image_size, image_size) in [-1, 1]."""
         return self.features_and_logits(x)[1]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it reads."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def describe(self) -> str:
+        """What results files record as the feature extractor."""
+        return (f"diffusion_edu feature classifier trained on {self.trained_on} ({self.num_features} penultimate "
+                f"features; logits over {self.num_classes} classes for IS; input {'x'.join(map(str, self.input_shape))})")
 
     def arch(self) -> dict[str, Any]:
         """The constructor arguments, JSON-able (saved with the weights)."""
-        return {"channels": list(self.channels), "num_features": self.num_features, "dropout": self.dropout.p}
+        return {"channels": list(self.channels), "num_features": self.num_features, "dropout": self.dropout.p,
+                "in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes,
+                "trained_on": self.trained_on}
+
+
+MNISTClassifier = FeatureClassifier  # the name from when the metrics read MNIST only
 
 
 class ClassifierFeatures(nn.Module):
-    """torchmetrics feature module for FID / KID: images (B, 1, 28, 28) in [-1, 1] -> features (B, 128)."""
+    """torchmetrics feature module for FID / KID: images (B, C, H, W) in [-1, 1] -> features (B, 128)."""
 
-    def __init__(self, classifier: MNISTClassifier):
+    def __init__(self, classifier: FeatureClassifier):
         super().__init__()
         self.classifier, self.num_features = classifier, classifier.num_features
 
@@ -108,9 +140,9 @@ class ClassifierFeatures(nn.Module):
 
 
 class ClassifierLogits(nn.Module):
-    """torchmetrics feature module for IS: images (B, 1, 28, 28) in [-1, 1] -> logits (B, 10) (IS applies softmax)."""
+    """torchmetrics feature module for IS: images (B, C, H, W) in [-1, 1] -> logits (B, K) (IS applies softmax)."""
 
-    def __init__(self, classifier: MNISTClassifier):
+    def __init__(self, classifier: FeatureClassifier):
         super().__init__()
         self.classifier, self.num_features = classifier, classifier.num_classes
 
@@ -120,9 +152,13 @@ class ClassifierLogits(nn.Module):
 
 @dataclass
 class ClassifierConfig:
-    """Everything that defines a classifier training run (JSON-able; stored in the results file)."""
+    """Everything that defines a classifier training run (JSON-able; stored in the results file).
+    ``dataset``, ``data_path``, ``image_size``, ``channels``: as in :func:`diffusion_edu.data.load_dataset`."""
 
-    dataset: Literal["mnist-embedded", "mnist"] = "mnist-embedded"
+    dataset: str = "mnist-embedded"
+    data_path: str | None = None
+    image_size: int | None = None
+    image_channels: int | None = None
     epochs: int = 10
     batch_size: int = 128
     lr: float = 3e-3
@@ -153,20 +189,28 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     return xp[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
 
-def _splits(dataset: str):
-    from .data import EmbeddedMNIST, load_mnist
+def _splits(config: ClassifierConfig):
+    """The training split and the held-out split (the official test set where there is one)."""
+    from .data import DATASETS, BadDataError, load_dataset
 
-    if dataset == "mnist-embedded":
-        return EmbeddedMNIST("train"), EmbeddedMNIST("heldout")
-    if dataset == "mnist":  # full MNIST: accuracy on the official test set
-        return load_mnist(train=True), load_mnist(train=False)
-    raise ValueError(f"dataset must be 'mnist-embedded' or 'mnist', got {dataset!r}")
+    if config.dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {config.dataset!r}")
+    opts = {"path": config.data_path, "image_size": config.image_size, "channels": config.image_channels}
+    train, heldout = load_dataset(config.dataset, "train", **opts), load_dataset(config.dataset, "heldout", **opts)
+    if train.num_classes is None:
+        raise BadDataError(f"{train.name!r} is unlabelled, and the feature classifier learns from labels: sort the "
+                           "images into class subfolders (or give an array file labels); without a classifier, "
+                           "Inception features (online) still score RGB images")
+    if len(heldout) == 0 or len(train) == 0:
+        raise BadDataError(f"{train.name!r} needs images in both its training and held-out split "
+                           f"(got {len(train)} and {len(heldout)})")
+    return train, heldout
 
 
 @torch.no_grad()
 def classifier_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         batch_size: int = 1000) -> dict[str, Any]:
-    """Fraction of images (N, 1, 28, 28) in [-1, 1] whose arg-max class is ``labels`` (N,), overall and per class."""
+    """Fraction of images (N, C, H, W) in [-1, 1] whose arg-max class is ``labels`` (N,), overall and per class."""
     check_images(images, "images")
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
@@ -178,13 +222,14 @@ def classifier_accuracy(classifier: nn.Module, images: torch.Tensor, labels: tor
     classifier.train(was_training)
     labels = labels.cpu()
     correct = pred == labels
-    per_class = [float(correct[labels == k].float().mean()) if (labels == k).any() else None for k in range(10)]
+    k_max = getattr(classifier, "num_classes", 10)
+    per_class = [float(correct[labels == k].float().mean()) if (labels == k).any() else None for k in range(k_max)]
     return {"accuracy": float(correct.float().mean()), "correct": int(correct.sum()), "n": int(labels.numel()),
             "per_class_accuracy": per_class}
 
 
 def train_classifier(config: ClassifierConfig | None = None, device: str | torch.device | None = None,
-                     progress: bool = True) -> tuple[MNISTClassifier, dict[str, Any]]:
+                     progress: bool = True) -> tuple[FeatureClassifier, dict[str, Any]]:
     """Train the classifier with cross-entropy (Adam, cosine-decayed learning rate, random shifts).
 
     Returns the trained network (eval mode) and a summary: held-out accuracy overall and per class,
@@ -193,7 +238,8 @@ def train_classifier(config: ClassifierConfig | None = None, device: str | torch
     """
     config = config if config is not None else ClassifierConfig()
     device = torch.device(device or "cpu")
-    train_set, eval_set = _splits(config.dataset)
+    train_set, eval_set = _splits(config)
+    c, h, _ = train_set.image_shape
     n = len(train_set)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
     total = config.epochs * steps_per_epoch
@@ -202,7 +248,9 @@ def train_classifier(config: ClassifierConfig | None = None, device: str | torch
     g = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):  # weight init and dropout draw from a seeded global state
         torch.manual_seed(config.seed)
-        model = MNISTClassifier(tuple(config.channels), config.num_features, config.dropout).to(device)
+        model = FeatureClassifier(tuple(config.channels), config.num_features, config.dropout, in_channels=c,
+                                  image_size=h, num_classes=max(train_set.num_classes, 2),
+                                  trained_on=train_set.name).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(total, 1), pct_start=0.15)
         model.train()
@@ -236,7 +284,7 @@ def train_classifier(config: ClassifierConfig | None = None, device: str | torch
     return model, summary
 
 
-def save_classifier(model: MNISTClassifier, path: str | Path) -> str:
+def save_classifier(model: FeatureClassifier, path: str | Path) -> str:
     """Save architecture and float32 weights (``torch.load(weights_only=True)`` reads them); return the sha256."""
     from .results import atomic_write_bytes
     import io
@@ -249,13 +297,16 @@ def save_classifier(model: MNISTClassifier, path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_classifier(path: str | Path, device: str | torch.device | None = None) -> MNISTClassifier:
+def load_classifier(path: str | Path, device: str | torch.device | None = None) -> FeatureClassifier:
     """Load a classifier saved by :func:`save_classifier`: eval mode, gradients off (frozen)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no classifier file {path}: train one with python -m diffusion_edu train-classifier")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != 1:
         raise ValueError(f"{path} is not a classifier file written by diffusion_edu.classifier.save_classifier")
     arch = obj["arch"]
-    model = MNISTClassifier(tuple(arch["channels"]), arch["num_features"], arch["dropout"])
+    extra = {k: arch[k] for k in ("in_channels", "image_size", "num_classes", "trained_on") if k in arch}
+    model = FeatureClassifier(tuple(arch["channels"]), arch["num_features"], arch["dropout"], **extra)
     model.load_state_dict(obj["state_dict"])
     model.eval().requires_grad_(False)
     return model.to(torch.device(device or "cpu"))
@@ -266,7 +317,7 @@ def shipped_classifier_path() -> Path:
     return Path(str(resources.files("diffusion_edu").joinpath("assets/mnist_classifier.pt")))
 
 
-def load_mnist_classifier(device: str | torch.device | None = None) -> MNISTClassifier:
+def load_mnist_classifier(device: str | torch.device | None = None) -> FeatureClassifier:
     """The shipped classifier (eval mode, frozen): (B, 1, 28, 28) in [-1, 1] -> logits (B, 10); ``.features(x)``."""
     path = shipped_classifier_path()
     if not path.is_file():
@@ -276,28 +327,38 @@ def load_mnist_classifier(device: str | torch.device | None = None) -> MNISTClas
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import sys
+
+    from .data import BadDataError, DatasetNotAvailableError
     from .results import current_tier, results_dir, write_results
 
     if args.threads:
         torch.set_num_threads(args.threads)
     tier = current_tier()
-    config = ClassifierConfig(dataset=args.dataset, epochs=args.epochs, seed=args.seed,
+    mnist = args.dataset in ("mnist-embedded", "mnist")
+    config = ClassifierConfig(dataset=args.dataset, data_path=args.data_path, image_size=args.image_size,
+                              image_channels=args.channels, epochs=args.epochs, seed=args.seed,
                               max_steps=args.max_steps if args.max_steps else (20 if tier == "smoke" else None))
     start = time.perf_counter()
-    model, summary = train_classifier(config, device=args.device, progress=not args.quiet)
+    try:
+        model, summary = train_classifier(config, device=args.device, progress=not args.quiet)
+    except (BadDataError, DatasetNotAvailableError) as e:  # nothing has been written
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, BadDataError) else 1
     wall = time.perf_counter() - start
-    out = Path(args.out)
+    out = Path(args.out or ("mnist_classifier.pt" if mnist else f"classifier_{args.dataset}.pt"))
     sha = save_classifier(model, out)
     if args.results:
         res_path = Path(args.results)
-    elif tier == "smoke":  # smoke numbers never go into results/
+    elif tier == "smoke" or not mnist:  # smoke numbers never go into results/; the reader's data: beside the weights
         res_path = out.with_suffix(".json")
     else:
         res_path = results_dir() / "metrics" / ("mnist_classifier.json" if args.dataset == "mnist-embedded"
                                                 else f"mnist_classifier_{args.dataset}.json")
     data = {**summary, "weights_file": out.name, "weights_sha256": sha, "weights_bytes": out.stat().st_size,
-            "num_parameters": sum(p.numel() for p in model.parameters())}
-    write_results(res_path, "metrics/mnist_classifier", data, asdict(config), tier, wall, device=args.device)
+            "num_parameters": sum(p.numel() for p in model.parameters()), "classifier": model.describe()}
+    write_results(res_path, "metrics/mnist_classifier" if mnist else "metrics/classifier", data, asdict(config),
+                  tier, wall, device=args.device)
     print(f"held-out accuracy {summary['heldout_accuracy']:.4f} on {summary['eval_split']} "
           f"({summary['heldout_correct']}/{summary['heldout_n']}); weights {out}; results {res_path}; {wall:.1f} s")
     return 0
@@ -306,13 +367,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train-classifier`` to ``python -m diffusion_edu``."""
     from ._errors import int_at_least
+    from .data import DATASETS
 
-    p = subparsers.add_parser("train-classifier", help="train the MNIST classifier used by the metrics")
-    p.add_argument("--dataset", choices=["mnist-embedded", "mnist"], default="mnist-embedded",
-                   help="mnist-embedded: the 8,995 shipped training digits (offline); mnist: full MNIST (downloads)")
+    p = subparsers.add_parser("train-classifier", help="train the feature classifier used by the metrics (any dataset)",
+                              description="Train the feature classifier on a dataset's training split and score it on "
+                                          "its held-out split; FID, KID and IS of samples shaped like that data use it "
+                                          "(score --classifier FILE).")
+    p.add_argument("--dataset", choices=list(DATASETS), default="mnist-embedded",
+                   help="mnist-embedded: the 8,995 shipped training digits (offline); mnist, fashion-mnist, cifar10: "
+                        "torchvision (downloads); image-folder, array-file: your files (--data-path)")
+    p.add_argument("--data-path", default=None, help="the folder (image-folder) or .npz/.npy file (array-file)")
+    p.add_argument("--image-size", type=int, default=None, help="centre-crop and resize to this size (default: as is)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="1 grey, 3 RGB (default: as the data is)")
     p.add_argument("--epochs", type=int, default=ClassifierConfig.epochs)
-    p.add_argument("--out", default="mnist_classifier.pt", help="where to write the weights")
-    p.add_argument("--results", default=None, help="results file (default: results/metrics/mnist_classifier.json)")
+    p.add_argument("--out", default=None, help="where to write the weights (default mnist_classifier.pt, "
+                                               "or classifier_DATASET.pt)")
+    p.add_argument("--results", default=None, help="results file (default: results/metrics/mnist_classifier.json "
+                                                   "for MNIST, else next to the weights)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
     p.add_argument("--device", default=None)

@@ -26,6 +26,7 @@ _COMMAND_MODULES: list[str] = [
     "diffusion_edu.training",
     "diffusion_edu.experiments",
     "diffusion_edu.generate",
+    "diffusion_edu.scoring",
     # "diffusion_edu.metrics", "diffusion_edu.experiments", ...
 ]
 

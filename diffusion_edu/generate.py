@@ -61,9 +61,9 @@ def generate(loaded, n: int, *, method: str = "ddpm", steps: int | None = 20, et
     generator = torch.Generator().manual_seed(seed)  # CPU: draws happen on the CPU, then move (see above)
     if config.process == "cold":
         from .cold import cold_sample, fit_degraded_prior
-        from .data import load_dataset
+        from .data_fit import load_training_data
 
-        train_images, _ = load_dataset(config.dataset, "train").tensors()
+        train_images, _ = load_training_data(config, "train").tensors()
         prior = fit_degraded_prior(process, train_images, generator=torch.Generator().manual_seed(seed))
         x_T = prior.sample(n, generator=generator).to(next(model.parameters()).device)
         return cold_sample(model, process, x_T, algorithm=algorithm).clamp(-1, 1).cpu(), None

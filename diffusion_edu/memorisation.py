@@ -31,22 +31,25 @@ def _train_images(train: Any) -> torch.Tensor:
 @torch.no_grad()
 def nearest_neighbours(samples: torch.Tensor, train: Any, k: int = 1,
                        chunk_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` training images closest to each sample in pixel distance ||x - x_train||_2 (784 pixels, [-1, 1]).
+    """The ``k`` training images closest to each sample in pixel distance ||x - x_train||_2 (all C * H * W pixels, [-1, 1]).
 
-    samples: (B, 1, 28, 28) in [-1, 1]; train: (N, 1, 28, 28) in [-1, 1] or an ``ImageDataset``.
+    samples: (B, C, H, W) in [-1, 1]; train: (N, C, H, W) in [-1, 1] or an ``ImageDataset``.
     Returns distances (B, k), ascending, and indices (B, k) into ``train``. Candidates come from
     ||a||^2 + ||b||^2 - 2 a.b (one matrix product per chunk of samples); the best k + 8 are then re-measured
     exactly, so an exact copy of a training image is found at distance 0.
     """
     check_metric_images(samples, "samples")
-    t = _train_images(train).to(samples.device).flatten(1).float()  # (N, 784)
+    t = _train_images(train)
+    if t.shape[1:] != samples.shape[1:]:
+        raise ValueError(f"samples {tuple(samples.shape)} and train {tuple(t.shape)} must have the same image shape")
+    t = t.to(samples.device).flatten(1).float()  # (N, C * H * W)
     if not 1 <= k <= t.shape[0]:
         raise ValueError(f"k must lie in 1..{t.shape[0]} (the number of training images), got {k}")
     t2 = (t * t).sum(1)  # (N,)
     kc = min(t.shape[0], k + 8)
     dists, idxs = [], []
     for i in range(0, samples.shape[0], chunk_size):
-        s = samples[i:i + chunk_size].flatten(1).float()  # (c, 784)
+        s = samples[i:i + chunk_size].flatten(1).float()  # (c, C * H * W)
         d2 = (s * s).sum(1, keepdim=True) + t2[None] - 2.0 * s @ t.T  # (c, N)
         cand = d2.topk(kc, dim=1, largest=False).indices  # (c, kc)
         exact = (s[:, None, :] - t[cand]).square().sum(-1)  # (c, kc)
@@ -82,10 +85,10 @@ def lpips_nearest_neighbours(samples: torch.Tensor, train: Any, net_type: Litera
     """The training image nearest to each sample by LPIPS (Zhang et al. 2018), as in Report B's check.
 
     LPIPS against all N training images would cost B x N network passes, so each sample is compared with
-    its ``candidates`` nearest training images by pixel distance. Grey digits are repeated to 3 channels and
-    resized to ``size`` pixels (AlexNet's pooling needs more than 28). ``lpips`` replaces torchmetrics' LPIPS
+    its ``candidates`` nearest training images by pixel distance. Grey images are repeated to 3 channels, and
+    all are resized to ``size`` pixels (AlexNet's pooling needs more than 28). ``lpips`` replaces torchmetrics' LPIPS
     with any callable (a (P, 3, H, W), b (P, 3, H, W) in [-1, 1]) -> P distances.
-    samples: (B, 1, 28, 28) in [-1, 1]; train as in :func:`nearest_neighbours`. Returns distances (B,), indices (B,).
+    samples: (B, C, H, W) in [-1, 1], C = 1 or 3; train as in :func:`nearest_neighbours`. Returns distances (B,), indices (B,).
     """
     check_metric_images(samples, "samples")
     t = _train_images(train).to(samples.device)
@@ -95,10 +98,11 @@ def lpips_nearest_neighbours(samples: torch.Tensor, train: Any, net_type: Litera
     _, cand = nearest_neighbours(samples, t, k=min(candidates, t.shape[0]))  # (B, K)
     K = cand.shape[1]
 
-    def prep(x: torch.Tensor) -> torch.Tensor:  # (P, 1, 28, 28) -> (P, 3, size, size)
+    def prep(x: torch.Tensor) -> torch.Tensor:  # (P, C, H, W) -> (P, 3, size, size)
         if size != x.shape[-1]:
             x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
-        return x.clamp(-1, 1).repeat(1, 3, 1, 1)
+        x = x.clamp(-1, 1)
+        return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
     best_d, best_i = [], []
     for i in range(0, samples.shape[0], chunk_size):

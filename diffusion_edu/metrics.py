@@ -1,7 +1,9 @@
 """Measuring samples: FID, IS and KID with the package's MNIST classifier, conditional accuracy, floors.
 
-All functions take images (B, 1, 28, 28) in [-1, 1], the package's convention, and return plain
-floats. The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
+All functions take images (B, C, H, W) in [-1, 1], the package's convention, shaped as the feature
+classifier reads them: (B, 1, 28, 28) for the shipped MNIST classifier, the dataset's shape for one that
+``python -m diffusion_edu train-classifier --dataset ...`` trained (pass it as ``classifier=``; grey and
+colour alike). They return plain floats. The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
 ``KernelInceptionDistance``) with the classifier of :mod:`diffusion_edu.classifier` in place of
 Inception-v3, as Report E did for IS:
 
@@ -46,10 +48,22 @@ __all__ = [
     "MNISTClassifier", "load_mnist_classifier", "ClassifierFeatures", "ClassifierLogits",  # from classifier.py
     "ReferenceStats", "check_metric_images", "classifier_outputs", "reference_stats", "fid", "kid",
     "inception_score", "conditional_accuracy", "evaluate", "noise_images", "real_vs_real", "noise_ceiling",
-    "WeightsNotAvailableError", "download_guard", "inception_fid_is",
+    "WeightsNotAvailableError", "download_guard", "inception_fid_is", "feature_extractor_name", "to_uint8",
 ]
 
 FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; logits for IS)"
+
+
+def feature_extractor_name(classifier: nn.Module) -> str:
+    """What a results file records as the feature extractor: :data:`FEATURE_EXTRACTOR` for the shipped MNIST
+    classifier, else the classifier's own description (its training data, features and input shape)."""
+    if getattr(classifier, "trained_on", "mnist-embedded") == "mnist-embedded" and \
+            tuple(getattr(classifier, "input_shape", (1, 28, 28))) == (1, 28, 28):
+        return FEATURE_EXTRACTOR
+    describe = getattr(classifier, "describe", None)
+    return describe() if callable(describe) else type(classifier).__name__
+
+
 IS_SPLITS = 10  # Salimans et al.'s and torchmetrics' choice
 KID_SUBSETS = 10  # torchmetrics defaults to 100; each subset's MMD^2 is unbiased, so fewer only add spread
 KID_SUBSET_SIZE = 1000  # Binkowski et al.'s and torchmetrics' choice (capped at the set sizes)
@@ -81,12 +95,13 @@ class _Precomputed(nn.Module):
         return f
 
 
-def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int = 1, tol: float = 1e-3) -> torch.Tensor:
-    """Check a batch of MNIST-sized images (B, 1, 28, 28) in [-1, 1] with at least ``min_count`` images."""
+def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int = 1, tol: float = 1e-3,
+                        shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Check a batch of images (B, C, H, W) in [-1, 1] with at least ``min_count`` images (and, when
+    ``shape`` is given, (C, H, W) == shape; the classifier's input shape is checked where it is known)."""
     check_images(x, name)
-    if tuple(x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"{name} must have shape (B, 1, 28, 28) (grey 28x28 digits, what the MNIST classifier "
-                         f"reads), got {tuple(x.shape)}")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name} must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
     if x.shape[0] < min_count:
         raise ValueError(f"{name} holds {x.shape[0]} images; this metric needs at least {min_count}")
     lo, hi = float(x.min()), float(x.max())
@@ -125,15 +140,28 @@ def _rng(generator: torch.Generator | None):
         yield
 
 
+def _check_input_shape(images: torch.Tensor, clf: nn.Module, name: str) -> None:
+    """Images must have the shape the classifier reads (its ``input_shape``; (1, 28, 28) for MNIST)."""
+    want = tuple(getattr(clf, "input_shape", (1, 28, 28)))
+    if tuple(images.shape[1:]) != want:
+        trained = getattr(clf, "trained_on", "MNIST")
+        raise ValueError(f"{name} must have shape (B, {', '.join(map(str, want))}) (what the feature classifier "
+                         f"trained on {trained} reads), got {tuple(images.shape)}. For other images train a "
+                         "classifier on their dataset (python -m diffusion_edu train-classifier --dataset ...) and "
+                         "pass it: classifier=diffusion_edu.classifier.load_classifier(FILE)")
+
+
 @torch.no_grad()
 def classifier_outputs(images: torch.Tensor, classifier: MNISTClassifier | None = None, batch_size: int = 1000,
                        name: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features (N, 128) and logits (N, 10) of images (N, 1, 28, 28) in [-1, 1], float32 on the CPU.
+    """Penultimate features (N, 128) and logits (N, K) of images (N, C, H, W) in [-1, 1], float32 on the CPU.
 
-    One pass through the classifier, in batches of ``batch_size`` on the classifier's device.
+    One pass through the classifier, in batches of ``batch_size`` on the classifier's device; the images
+    must have the classifier's input shape ((1, 28, 28) for the shipped MNIST classifier).
     """
     check_metric_images(images, name)
     clf = _classifier(classifier, images.device)
+    _check_input_shape(images, clf, name)
     device = next(clf.parameters()).device
     was_training = clf.training
     clf.eval()
@@ -143,7 +171,7 @@ def classifier_outputs(images: torch.Tensor, classifier: MNISTClassifier | None 
         feats.append(f.float().cpu())
         logits.append(lg.float().cpu())
     clf.train(was_training)
-    return torch.cat(feats), torch.cat(logits)  # (N, d), (N, 10)
+    return torch.cat(feats), torch.cat(logits)  # (N, d), (N, K)
 
 
 @dataclass
@@ -302,23 +330,23 @@ def inception_score(samples: torch.Tensor, classifier: MNISTClassifier | None = 
     return _is_from_logits(logits, splits, generator)
 
 
-def _check_labels(labels: Any, n: int) -> torch.Tensor:
+def _check_labels(labels: Any, n: int, num_classes: int = 10) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor of shape ({n},), got "
                         f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}")
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},) (one per sample), got {tuple(labels.shape)}")
-    if n and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"labels must lie in 0..9 (the asked digit; the null label 10 has no class to check), "
-                         f"got values in {int(labels.min())}..{int(labels.max())}")
+    if n and (labels.min() < 0 or labels.max() > num_classes - 1):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (the asked class; the null label {num_classes} has "
+                         f"no class to check), got values in {int(labels.min())}..{int(labels.max())}")
     return labels.cpu().to(torch.int64)
 
 
 def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier: MNISTClassifier | None = None,
                          batch_size: int = 1000) -> float:
-    """Fraction of class-conditional samples (N, 1, 28, 28) that the classifier assigns to the asked label (N,)."""
+    """Fraction of class-conditional samples (N, C, H, W) that the classifier assigns to the asked label (N,)."""
     check_metric_images(samples, "samples")
-    labels = _check_labels(labels, samples.shape[0])
+    labels = _check_labels(labels, samples.shape[0], getattr(classifier, "num_classes", 10))
     _, logits = classifier_outputs(samples, classifier, batch_size, name="samples")
     return float((logits.argmax(1) == labels).float().mean())
 
@@ -336,8 +364,9 @@ def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None 
     n_reference, reference, feature_extractor.
     """
     check_metric_images(samples, "samples", min_count=max(2, is_splits))
+    judge = classifier if classifier is not None else getattr(reference, "classifier", None)
     if labels is not None:
-        labels = _check_labels(labels, samples.shape[0])
+        labels = _check_labels(labels, samples.shape[0], getattr(judge, "num_classes", 10))
     f, logits, ref = _features(samples, reference, classifier, batch_size)
     is_mean, is_std = _is_from_logits(logits, is_splits, generator)
     kid_mean, kid_std = _kid_from_features(f, ref.features, kid_subsets, kid_subset_size, generator)
@@ -346,14 +375,14 @@ def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None 
     if labels is not None:
         out["conditional_accuracy"] = float((logits.argmax(1) == labels).float().mean())
     out.update(n_samples=int(samples.shape[0]), n_reference=ref.n, reference=ref.name,
-               feature_extractor=FEATURE_EXTRACTOR)
+               feature_extractor=feature_extractor_name(ref.classifier))
     return out
 
 
-def noise_images(n: int, generator: torch.Generator | None = None,
-                 device: str | torch.device | None = None) -> torch.Tensor:
-    """The noise ceiling's images (n, 1, 28, 28): N(0, I) pixels clamped to [-1, 1] (a sampler that learned nothing)."""
-    return torch.randn(n, 1, 28, 28, generator=generator).clamp(-1.0, 1.0).to(device or "cpu")
+def noise_images(n: int, generator: torch.Generator | None = None, device: str | torch.device | None = None,
+                 shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
+    """The noise ceiling's images (n, *shape): N(0, I) pixels clamped to [-1, 1] (a sampler that learned nothing)."""
+    return torch.randn(n, *shape, generator=generator).clamp(-1.0, 1.0).to(device or "cpu")
 
 
 def real_vs_real(n: int, reference: Any = "mnist-embedded/heldout", generator: torch.Generator | None = None,
@@ -381,9 +410,16 @@ _OFFLINE_HINT = ("Run where the internet is reachable (Colab), or put the weight
                  "diffusion_edu.metrics.evaluate(samples, reference).")
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images -> uint8 pixels 0..255 (what Inception metrics read): round((x + 1) * 127.5)."""
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 def _to_inception_input(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] grey (B, 1, H, W) -> uint8 RGB (B, 3, H, W), torchmetrics' default input (it resizes to 299 itself)."""
-    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
+    """[-1, 1] grey (B, 1, H, W) or RGB (B, 3, H, W) -> uint8 RGB (B, 3, H, W), torchmetrics' default input
+    (grey repeated to three channels; it resizes to 299 itself)."""
+    x = to_uint8(x)
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
 
 @torch.no_grad()
@@ -392,14 +428,17 @@ def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int
     """Inception-v3 FID (2048 pool features) and IS (logits) through torchmetrics' defaults: the numbers the
     reports quote, for comparison with them. Needs torch-fidelity and its downloaded weights (online only).
 
-    samples, reference: (N, 1, 28, 28) and (M, 1, 28, 28) in [-1, 1], N >= max(2, splits), M >= 2.
+    samples, reference: (N, C, H, W) and (M, C, H, W) in [-1, 1] with C = 1 (grey, repeated to RGB) or 3,
+    N >= max(2, splits), M >= 2.
     """
     import importlib.util
 
     import torch.hub
 
     check_metric_images(samples, "samples", min_count=max(2, splits))
-    check_metric_images(reference, "reference", min_count=2)
+    check_metric_images(reference, "reference", min_count=2, shape=tuple(samples.shape[1:]))
+    if samples.shape[1] not in (1, 3):
+        raise ValueError(f"samples must have 1 (grey) or 3 (RGB) channels for Inception, got {samples.shape[1]}")
     hint = _OFFLINE_HINT.format(cache=f"{torch.hub.get_dir()}/checkpoints")
     if importlib.util.find_spec("torch_fidelity") is None:
         raise WeightsNotAvailableError(

@@ -37,9 +37,13 @@ _BOOL = ("hflip", "compile")
 class TrainConfig:
     """Everything one training run needs, as JSON-able values (``t`` is 1-based, see schedules.py).
 
-    Data: ``dataset`` (``mnist-embedded`` | ``mnist`` | ``cifar10``), ``split``, ``subset`` (first n of
-    a class-balanced order, or None for all). Network: ``model`` (a name for
-    ``diffusion_edu.models.build_model``) and ``model_kwargs``.
+    Data: ``dataset`` (``mnist-embedded`` | ``mnist`` | ``fashion-mnist`` | ``cifar10`` | ``image-folder`` |
+    ``array-file``), ``split``, ``subset`` (first n of a class-balanced order, or None for all),
+    ``data_path`` (the folder or file of ``image-folder`` / ``array-file``; a data root for the others),
+    ``image_size`` and ``channels`` (centre-crop and resize to image_size x image_size, 1 = grey or 3 = RGB;
+    None = as the data is). Network: ``model`` (a name for ``diffusion_edu.models.build_model``) and
+    ``model_kwargs``; ``in_channels``, ``image_size`` and ``num_classes`` that ``model_kwargs`` does not
+    fix follow the data when training starts (:func:`diffusion_edu.data_fit.fit_to_data`).
     Process: ``process="gaussian"`` with ``schedule``, ``T``, ``schedule_kwargs`` (e.g. beta_start),
     or ``process="cold"`` (Bansal et al. 2022; Report D) with ``cold_axis``, ``cold_order``,
     ``cold_group`` (lines averaged per step; T = size / group, doubled for axis "both") and
@@ -64,6 +68,9 @@ class TrainConfig:
     dataset: str = "mnist-embedded"
     split: str = "train"
     subset: int | None = None
+    data_path: str | None = None
+    image_size: int | None = None
+    channels: int | None = None
     model: str = "small_unet_mnist"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     process: Literal["gaussian", "cold"] = "gaussian"
@@ -162,10 +169,19 @@ class TrainConfig:
 
         if self.dataset not in DATASETS:
             raise bad("dataset", "one of " + ", ".join(DATASETS))
-        if self.split not in ("train", "heldout", "test"):
-            raise bad("split", "'train', 'heldout' or 'test'")
+        if self.split not in ("train", "heldout", "test", "all"):
+            raise bad("split", "'train', 'heldout', 'test' or 'all'")
         if self.subset is not None and (type(self.subset) is not int or self.subset < 1):
             raise bad("subset", "a positive int or None")
+        if self.data_path is not None and (not isinstance(self.data_path, str) or not self.data_path):
+            raise bad("data_path", "a non-empty path string or None")
+        if self.dataset in ("image-folder", "array-file") and self.data_path is None:
+            what = "folder of images" if self.dataset == "image-folder" else ".npz or .npy file"
+            raise ValueError(f"TrainConfig.dataset={self.dataset!r} reads your own files: set data_path to the {what}")
+        if self.image_size is not None and (type(self.image_size) is not int or self.image_size < 1):
+            raise bad("image_size", "a positive int (pixels per side) or None (as the data is)")
+        if self.channels is not None and (type(self.channels) is not int or self.channels not in (1, 3)):
+            raise bad("channels", "1 (grey), 3 (RGB) or None (as the data is)")
         if self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
             raise bad("device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
@@ -220,8 +236,9 @@ _HO = dict(schedule="linear", T=1000, optimizer="adam", lr=2e-4, batch_size=128,
 
 _PRESET_LIST: list[Preset] = [
     Preset("quick_mnist", "Offline demo: Report E's small U-Net on the embedded MNIST digits, 3000 steps "
-           "(5-10 minutes on 2 CPU cores; recognisable digits by the end).",
-           TrainConfig(dataset="mnist-embedded", model="small_unet_mnist", model_kwargs={"num_classes": 10},
+           "(5-10 minutes on 2 CPU cores; recognisable digits by the end). Its network follows the data: "
+           "--set dataset=fashion-mnist, or image-folder / array-file with --set data_path=...",
+           TrainConfig(dataset="mnist-embedded", model="small_unet_mnist",
                        T=1000, loss="l1", p_uncond=0.1, lr=1e-3, batch_size=32, steps=3000, ema_decay=0.995,
                        log_every=50, checkpoint_every=500, sample_every=1000)),
     Preset("a_unet", "Report A: conditional U-Net, eps-prediction, linear betas, T=400 (optimizer, batch and "

@@ -45,6 +45,7 @@ from .checkpoint import (
     resolve_device, restore_rng_state, save_checkpoint,
 )
 from .data import ImageDataset, load_dataset
+from .data_fit import data_options, fit_to_data
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
 from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
@@ -98,7 +99,7 @@ class TrainingRun:
         self.dist: DistributedContext | None = current()  # None: a plain single-process run
         if self.dist is not None:
             check_global_batch(cfg.batch_size, self.dist.world_size)
-        ds = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.split)
+        ds = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.split, **data_options(cfg))
         if cfg.subset is not None:
             ds = ds.subset(cfg.subset)
         self.image_shape = tuple(ds.image_shape)  # (C, H, W)
@@ -352,6 +353,10 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     process, the files are written. See :mod:`diffusion_edu.distributed`.
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    # The data first: bad data, or a network that cannot fit it, stops here, before out_dir is touched.
+    dataset = load_dataset(config.dataset, config.split, **data_options(config))
+    if model is None:
+        config = fit_to_data(config, dataset, check_discriminator=discriminator is None)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, f"out_dir {out} is a file; expected a folder", None)
@@ -366,7 +371,8 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
         if ctx is not None:  # every process has read the same checkpoint before process 0 changes out_dir
             ctx.agree(-1 if previous is None else int(previous["step"]), "the checkpoint's step")
         with forked_rng(device):
-            run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation)
+            run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation,
+                              dataset=dataset)
             wall = 0.0
             if previous is not None:
                 run.load_state_dict(previous)

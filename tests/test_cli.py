@@ -68,14 +68,16 @@ def test_train_runs_offline_then_resumes(tmp_path, fake_models, capsys):
     the same command with more steps resumes from the checkpoint instead of starting over."""
     out = tmp_path / "run"
     args = ["train", "--preset", "quick_mnist", "--out", str(out), "--device", "cpu", *TINY]
+    args += ["--set", "model_kwargs.num_classes=10"]  # the fake network is unconditional unless told
     assert main([*args, "--steps", "3", "--set", "model_kwargs.hidden=4"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 3 and summary["checkpoint"] == str(out / "checkpoint.pt")
-    assert fake_models == [("small_unet_mnist", {"num_classes": 10, "hidden": 4})]
+    # built twice: once on the meta device (does it fit the data?), once to train
+    assert fake_models == [("small_unet_mnist", {"num_classes": 10, "hidden": 4})] * 2
     assert {p.name for p in out.iterdir()} >= {"config.json", "log.jsonl", "checkpoint.pt"}
     assert main([*args, "--steps", "5", "--set", "model_kwargs.hidden=4"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 5
-    assert len(fake_models) == 2  # the second call rebuilt the network once and loaded the checkpoint
+    assert len(fake_models) == 4  # the second call built the network once (plus the size check) and loaded the checkpoint
     capsys.readouterr()
     assert main([*args, "--steps", "2", "--set", "model_kwargs.hidden=4", "--no-resume"]) == 2  # would replace it
     assert "--overwrite" in capsys.readouterr().err and load_checkpoint(out / "checkpoint.pt")["step"] == 5

@@ -136,8 +136,8 @@ def test_classifier_bad_inputs(tmp_path, monkeypatch):
     """Impossible architectures, unknown datasets, foreign files and missing weights fail with a clear message."""
     with pytest.raises(ValueError, match="channels must be three positive ints"):
         MNISTClassifier(channels=(8, 16))
-    with pytest.raises(ValueError, match="dataset must be 'mnist-embedded' or 'mnist'"):
-        train_classifier(ClassifierConfig(dataset="cifar10"))
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        train_classifier(ClassifierConfig(dataset="imagenet"))
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a classifier file"):
         load_classifier(tmp_path / "other.pt")

@@ -30,7 +30,7 @@ from diffusion_edu.checkpoint import resolve_device
     ("model_kwargs", [1], r"model_kwargs must be a dict of keyword arguments"),
     ("model_kwargs", {"f": float("nan")}, r"model_kwargs must hold JSON-able values"),
     ("dataset", "imagenet", r"dataset must be one of mnist-embedded, mnist, cifar10"),
-    ("split", "val", r"split must be 'train', 'heldout' or 'test'"),
+    ("split", "val", r"split must be 'train', 'heldout', 'test' or 'all'"),
     ("subset", 0, r"subset must be a positive int or None"),
     ("device", "tpu", r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
     ("model", "", r"model must be a non-empty string"),

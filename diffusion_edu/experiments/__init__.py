@@ -28,6 +28,7 @@ CHAPTERS: dict[str, str] = {
     "report_d": "diffusion_edu.experiments.report_d",
     "report_e": "diffusion_edu.experiments.report_e",
     "measuring": "diffusion_edu.experiments.measuring",
+    "own_data": "diffusion_edu.experiments.own_data",
 }
 
 

@@ -2,11 +2,14 @@
 estimates made from them, a training run with sample grids at chosen steps, sampling, Inception IS /
 FID on colour images, and nearest training neighbours of colour images.
 
-Why a module of its own: the evaluation kit (:mod:`diffusion_edu.metrics`, :mod:`diffusion_edu.memorisation`)
-checks for MNIST-shaped images (B, 1, 28, 28). The functions here take CIFAR-10's (B, 3, 32, 32) and
-otherwise do what the kit does: torchmetrics' Inception FID / IS with torch-fidelity's weights
-(:func:`inception_metrics`), LPIPS through the kit's own loader, which raises
-:class:`~diffusion_edu.metrics.WeightsNotAvailableError` offline (:func:`lpips_nearest`).
+The evaluation kit (:mod:`diffusion_edu.metrics`, :mod:`diffusion_edu.memorisation`) takes grey and colour
+images alike (its classifier-feature metrics with a classifier trained on the data, its Inception FID / IS
+for RGB); this module keeps what only the CIFAR-10 chapters need on top of it: Inception IS / FID of the
+first n samples for several n against several reference sets in one pass (:func:`inception_metrics`, on
+the kit's :func:`~diffusion_edu.metrics.to_uint8` and offline error), and nearest training neighbours of
+50,000 colour images at their own size (:func:`pixel_nearest` reads the training set in chunks;
+:func:`lpips_nearest` uses the kit's LPIPS loader, which raises
+:class:`~diffusion_edu.metrics.WeightsNotAvailableError` offline).
 
 Time estimates. A network's FLOPs per image are counted with ``torch.utils.flop_counter.FlopCounterMode``
 on the actual network, built on the meta device (no memory, no compute; 2 FLOPs per multiply-add of
@@ -30,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from ..data import ImageDataset, load_cifar10, load_dataset, write_fake_cifar10
+from ..metrics import to_uint8  # noqa: F401  (re-exported: the chapters' samples are stored as uint8)
 from ..presets import TrainConfig
 from .common import check_tier, ensure_trained, final_loss, result_path, runs_root, save_result, training_curve
 
@@ -300,11 +304,6 @@ def load_snapshot(run_dir: Path, step: int, config: TrainConfig, device: str | t
 
 
 # ---- sampling and measuring ---------------------------------------------------------------------------
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images -> uint8 pixels 0..255 (what Inception metrics read)."""
-    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def _autocast(device: torch.device):

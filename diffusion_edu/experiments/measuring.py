@@ -86,11 +86,13 @@ BACKGROUND = -1.0  # the value of an empty MNIST pixel in [-1, 1]
 # Degradations of real digits (images (B, 1, 28, 28) in [-1, 1] in, same shape and range out).
 # --------------------------------------------------------------------------------------------------
 
+MNIST_SHAPE = (1, 28, 28)  # what this chapter's degradations and pixel features are made for
+
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur with a Gaussian of standard deviation ``sigma`` pixels (kernel radius ceil(3 sigma)), the
     border padded with background; ``sigma = 0`` returns the images unchanged. images: (B, C, H, W)."""
-    check_metric_images(images, "images")
+    check_metric_images(images, "images", shape=MNIST_SHAPE)
     if not isinstance(sigma, (int, float)) or sigma < 0 or not math.isfinite(sigma):
         raise ValueError(f"sigma must be a finite number >= 0 (pixels), got {sigma!r}")
     if sigma == 0:
@@ -107,7 +109,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def add_noise(images: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Add N(0, sigma^2) noise to every pixel and clamp to [-1, 1]. images: (B, C, H, W)."""
-    check_metric_images(images, "images")
+    check_metric_images(images, "images", shape=MNIST_SHAPE)
     if not isinstance(sigma, (int, float)) or sigma < 0 or not math.isfinite(sigma):
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
     eps = torch.randn(images.shape, generator=generator, dtype=images.dtype)
@@ -117,7 +119,7 @@ def add_noise(images: torch.Tensor, sigma: float, generator: torch.Generator | N
 def shift_images(images: torch.Tensor, dx: int, dy: int = 0) -> torch.Tensor:
     """Move every image ``dx`` pixels right and ``dy`` down (negative: left / up); what leaves the frame
     is lost and what enters is background. images: (B, C, H, W)."""
-    check_metric_images(images, "images")
+    check_metric_images(images, "images", shape=MNIST_SHAPE)
     h, w = images.shape[-2:]
     for name, v, size in (("dx", dx, w), ("dy", dy, h)):
         if isinstance(v, bool) or not isinstance(v, int) or abs(v) >= size:
@@ -188,7 +190,7 @@ def degraded_set(train: ImageDataset, name: str, n: int,
 def pixel_features(images: torch.Tensor) -> torch.Tensor:
     """The pixels averaged over 4x4 blocks: (B, 1, 28, 28) -> (B, 49). A 'feature extractor' that learned
     nothing; 49 values keep FID's covariance invertible with a few hundred images (784 pixels would not)."""
-    check_metric_images(images, "images")
+    check_metric_images(images, "images", shape=MNIST_SHAPE)
     return F.avg_pool2d(images.float(), 4).flatten(1)  # (B, 49)
 
 
