@@ -87,7 +87,7 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--set", "batch_size=64"], "batch_size=64 is larger than the dataset (32 images): lower batch_size"),
+    (["--set", "batch_size=64"], "32 images, fewer than one batch (batch_size=64): set batch_size=32 or less"),
     (["--set", "model=nope"], "name must be one of the models"),
     (["--set", "model_kwargs.bogus=1"], "unknown argument(s) ['bogus'] for model 'small_unet'"),
     (["--set", "schedule_kwargs.bogus=1"], "TrainConfig.schedule_kwargs={'bogus': 1} do not fit the 'linear'"),

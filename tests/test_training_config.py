@@ -15,7 +15,7 @@ from diffusion_edu.checkpoint import resolve_device
     ("parameterization", "v", r"parameterization must be one of 'eps', 'x0', 'mu'"),
     ("loss", "huber", r"loss must be one of 'l2', 'l1'"),
     ("optimizer", "sgd", r"optimizer must be one of 'adam', 'adamw'"),
-    ("precision", "fp16", r"precision must be one of 'auto', 'fp32', 'bf16'"),
+    ("precision", "fp8", r"precision must be one of 'auto', 'fp32', 'bf16', 'fp16'"),
     ("disc_input", "xt", r"disc_input must be one of 'x0', 'mu'"),
     ("cold_axis", "diagonal", r"cold_axis must be one of 'rows', 'columns', 'both'"),
     ("cold_order", "spiral", r"cold_order must be one of 'random', 'outside-in', 'inside-out'"),
