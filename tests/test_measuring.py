@@ -291,3 +291,18 @@ def test_an_unfinished_or_missing_network_is_refused(book, tmp_path, monkeypatch
     torch.save(state, dest)
     with pytest.raises(RuntimeError, match="unfinished"):
         measuring.load_measured_model("cpu")
+
+
+def test_precision_recall_part_holds_what_the_notebook_reads(book):
+    """Every set carries precision, recall and FID with interval records; real digits cover the held-out
+    digits better than ten repeated digits do, and pure noise lies off their manifold."""
+    _, records, _ = book
+    data = records["precision_recall"]["data"]
+    assert list(data["sets"]) == list(measuring.PR_SETS) and data["k"] == 3
+    for row in data["sets"].values():
+        for key in ("precision", "recall", "fid"):
+            iv = row[f"{key}_interval"]
+            assert iv["estimate"] == row[key] and iv["low"] <= iv["high"] and iv["level"] == 0.95
+    sets = data["sets"]
+    assert sets["10 distinct digits"]["recall"] < sets["none"]["recall"]
+    assert sets["pure noise"]["precision"] == 0.0
