@@ -282,9 +282,10 @@ def _judge(e: Entry, value: Any, intervals: Any, tier: str) -> tuple[Verdict, st
     if rule == "not comparable":
         if isinstance(e.judge, NotComparable):
             return e.judge(value, e.report_value)
-        floor = e.min_tier if _tier_rank(tier) < _tier_rank(e.min_tier) else REPORT_TIER
+        if _tier_rank(tier) < _tier_rank(e.min_tier):
+            return "not comparable", f"a {tier}-tier re-run; this row is judged from the {e.min_tier} tier up"
         return "not comparable", (f"a {tier}-tier re-run of a number that depends on the scale; comparable from "
-                                  f"the {floor} tier up (the reports' own scale is the {REPORT_TIER} tier)")
+                                  f"the {REPORT_TIER} tier up (the reports' own scale)")
     verdict, why = e.judge(value, e.report_value, intervals)
     if rule == "judge at this tier" and verdict in ("reproduced", "not reproduced"):
         verdict = f"{verdict} at the {tier} tier"
