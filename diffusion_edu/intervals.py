@@ -13,6 +13,11 @@ on it, in a form a results file can hold (:meth:`Interval.to_dict`:
   z0 = Phi^-1(#{theta*_b < theta_hat} / B) and an acceleration a = sum(d^3) / (6 (sum d^2)^1.5),
   d_i = mean(theta_(.)) - theta_(i) from the jackknife over the first resampled set:
   alpha_j = Phi(z0 + (z0 + z_j) / (1 - a (z0 + z_j))).
+  *Centred* keeps the percentile interval's spread and moves it so that the replicates' median m* sits on
+  the estimate, [theta_hat + q_lo - m*, theta_hat + q_hi - m*]: for statistics that a resample's
+  duplicates shift as a whole (FID: a resample holds about 63% distinct rows, so its replicates carry
+  FID's small-sample bias once more). Its target is the statistic's expected value at this n, which is
+  what a comparison at equal n compares.
   The statistic receives *features* (rows of a tensor), never images, so a replicate never re-runs
   a network: for FID, KID and precision / recall the classifier's features, for IS and the
   conditional accuracy its logits.
@@ -54,7 +59,7 @@ __all__ = [
 
 DEFAULT_LEVEL = 0.95
 DEFAULT_N_BOOT = 1000
-Method = Literal["percentile", "bca"]
+Method = Literal["percentile", "bca", "centred"]
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,8 @@ def bootstrap(statistic: Callable[..., float], *sets: torch.Tensor, resample: Se
     """Bootstrap interval of ``statistic(*sets)``; each set is a tensor whose rows are the units (N_i, ...).
 
     resample: which sets are drawn again with replacement (default: all); a set marked False is passed
-    unchanged (a fixed reference). method: "percentile" or "bca" (the jackknife runs over the first
-    resampled set, N_i more evaluations). estimate: the statistic on the original sets, when the caller
+    unchanged (a fixed reference). method: "percentile", "bca" (the jackknife runs over the first
+    resampled set, N_i more evaluations) or "centred" (the percentile interval moved onto the estimate). estimate: the statistic on the original sets, when the caller
     already has it. Replicates whose statistic is not finite are dropped; more than 1% of them raise.
     """
     if not sets or not all(isinstance(s, torch.Tensor) and s.dim() >= 1 for s in sets):
@@ -138,8 +143,8 @@ def bootstrap(statistic: Callable[..., float], *sets: torch.Tensor, resample: Se
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
         raise ValueError(f"n_boot must be an int >= 10, got {n_boot!r}")
     level = _check_level(level)
-    if method not in ("percentile", "bca"):
-        raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
+    if method not in ("percentile", "bca", "centred"):
+        raise ValueError(f"method must be 'percentile', 'bca' or 'centred', got {method!r}")
     if any(s.shape[0] < 2 for s, r in zip(sets, resample) if r):
         raise ValueError("every resampled set needs at least 2 rows")
     theta = float(statistic(*sets)) if estimate is None else float(estimate)
@@ -157,8 +162,9 @@ def bootstrap(statistic: Callable[..., float], *sets: torch.Tensor, resample: Se
     if method == "bca":
         lo_q, hi_q = _bca_quantiles(statistic, sets, resample, boots, theta, lo_q, hi_q)
     n = int(next(s.shape[0] for s, r in zip(sets, resample) if r))
-    return Interval(theta, _quantile(boots, lo_q), _quantile(boots, hi_q), level, f"bootstrap-{method}",
-                    n_boot, n)
+    shift = theta - float(boots.median()) if method == "centred" else 0.0
+    return Interval(theta, _quantile(boots, lo_q) + shift, _quantile(boots, hi_q) + shift, level,
+                    f"bootstrap-{method}", n_boot, n)
 
 
 def _bca_quantiles(statistic, sets, resample, boots: torch.Tensor, theta: float, lo_q: float,
@@ -327,26 +333,49 @@ def _knn_radii(d: torch.Tensor, k: int) -> torch.Tensor:
     return d.kthvalue(k + 1, dim=1).values  # each row of a set-to-itself distance matrix holds its own 0 once
 
 
+def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a @ b.T) / a.shape[1] + 1) ** 3
+
+
+def _mmd2_of_indices(k_gg: torch.Tensor, k_rr: torch.Tensor, k_gr: torch.Tensor, g: torch.Tensor,
+                     r: torch.Tensor) -> float:
+    """:func:`mmd2_unbiased` of the rows g of one set and r of the other, from precomputed kernels, leaving
+    out every pair of copies of the same row (the U-statistic's i != j, applied to the original rows)."""
+    def within(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        keep = i[:, None] != i[None, :]
+        return k[i][:, i][keep].mean()
+
+    return float(within(k_gg, g) + within(k_rr, r) - 2 * k_gr[g][:, r].mean())
+
+
 def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: torch.Tensor,
                          labels: torch.Tensor | None = None, estimates: Mapping[str, float] | None = None,
                          n_boot: Mapping[str, int] | None = None, level: float = DEFAULT_LEVEL, k: int = 3,
                          resample_reference: bool = False, metrics: Sequence[str] | None = None,
                          generator: torch.Generator | None = None) -> dict[str, dict[str, Any]]:
-    """Percentile-bootstrap interval records for the evaluation kit's metrics, from features only.
+    """95%-bootstrap interval records for the evaluation kit's metrics, from features only.
 
     f_samples (N, d), logits (N, 10) of the samples, f_ref (M, d) of the reference; labels (N,) the asked
-    classes (adds the conditional accuracy). Each replicate redraws the samples (and the reference when
-    ``resample_reference``) with replacement: FID by :func:`frechet_distance`, KID by
-    :func:`mmd2_unbiased`, IS by :func:`diffusion_edu.metrics.inception_score`'s formula on the logits,
-    precision / recall with ``k``-NN radii from precomputed distances. ``estimates`` (the numbers the
-    evaluation reported) become the records' estimates. Returns {metric_interval: record} for
-    fid, kid_mean, is, precision, recall and conditional_accuracy (or only the names in ``metrics``).
+    classes (adds the conditional accuracy). ``estimates`` (the numbers the evaluation reported) become the
+    records' estimates. Returns {metric_interval: record} for fid, kid_mean, is, precision, recall and
+    conditional_accuracy (or only the names in ``metrics``). How each replicate is drawn:
+
+    - FID (:func:`frechet_distance`): the samples redrawn (and the reference when ``resample_reference``);
+      the *centred* interval, since a resample's duplicates add FID's small-sample bias once more (a few
+      points at n = 500). Its width matches the spread between disjoint sample sets (a test checks it).
+    - KID (:func:`mmd2_unbiased` over all rows, precomputed kernels): pairs of copies of the same row are
+      left out, as the U-statistic leaves out i = j, so duplicates do not bias it; percentile interval.
+    - IS (:func:`diffusion_edu.metrics.inception_score`'s formula, fixed splits): the samples redrawn;
+      centred, since IS is biased low with few distinct images and a resample has fewer.
+    - the conditional accuracy (a mean of 0/1): the samples redrawn; percentile.
+    - precision: the mean over samples of "inside the reference's k-NN balls", the samples redrawn;
+      recall: the mean over reference images of "inside the samples' k-NN balls", the reference redrawn.
+      Redrawing the set that carries the balls would duplicate its points and shrink their k-th-neighbour
+      radii to 0 (recall falls by about 0.1 at n = 750), so each interval holds the ball set fixed: it is
+      conditional on it, and narrower than the full spread.
 
     The reference is held fixed by default: the book compares every network against the same 1,005
-    held-out digits, so its noise is shared by the entries a ranking compares. A resampled set holds
-    about 63% distinct rows, which moves FID, KID and precision / recall replicates (FID upwards by a few
-    points at n = 500); near FID = 0 (real against real) the bootstrap overstates the spread, while for
-    FIDs of tens to hundreds its width matches the spread between disjoint sample sets (a test checks it).
+    held-out digits, so its noise is shared by the entries a ranking compares.
     """
     from .metrics import _is_from_logits
 
@@ -359,26 +388,25 @@ def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: t
     def is_stat(lg: torch.Tensor) -> float:
         return _is_from_logits(lg, min(10, lg.shape[0]), fixed_split.manual_seed(0))[0]
 
-    d_gg, d_rr, d_gr = torch.cdist(fs, fs), torch.cdist(fr, fr), torch.cdist(fs, fr)
-    idx_g, idx_r = torch.arange(fs.shape[0]).double()[:, None], torch.arange(fr.shape[0]).double()[:, None]
+    d_gr = torch.cdist(fs, fr)  # (N, M)
+    sample_in_real = (d_gr <= _knn_radii(torch.cdist(fr, fr), k)[None, :]).any(1).double()[:, None]  # (N, 1)
+    real_in_samples = (d_gr <= _knn_radii(torch.cdist(fs, fs), k)[:, None]).any(0).double()[:, None]  # (M, 1)
+    k_gg, k_rr, k_gr = _poly_kernel(fs, fs), _poly_kernel(fr, fr), _poly_kernel(fs, fr)
+    idx_g, idx_r = torch.arange(fs.shape[0])[:, None], torch.arange(fr.shape[0])[:, None]
 
-    def pr(ig: torch.Tensor, ir: torch.Tensor) -> tuple[float, float]:
-        g, r = ig[:, 0].long(), ir[:, 0].long()
-        rad_r, rad_g = _knn_radii(d_rr[r][:, r], k), _knn_radii(d_gg[g][:, g], k)
-        cross = d_gr[g][:, r]  # (N, M)
-        return (float((cross <= rad_r[None, :]).any(1).double().mean()),
-                float((cross <= rad_g[:, None]).any(0).double().mean()))
+    def mean(x: torch.Tensor) -> float:
+        return float(x.mean())
 
-    stats: dict[str, tuple[Callable[..., float], tuple[torch.Tensor, ...], tuple[bool, ...]]] = {
-        "fid": (frechet_distance, (fs, fr), rr),
-        "kid_mean": (mmd2_unbiased, (fs, fr), rr),
-        "is": (is_stat, (logits.double(),), (True,)),
-        "precision": (lambda ig, ir: pr(ig, ir)[0], (idx_g, idx_r), rr),
-        "recall": (lambda ig, ir: pr(ig, ir)[1], (idx_g, idx_r), rr),
+    stats: dict[str, tuple[Callable[..., float], tuple[torch.Tensor, ...], tuple[bool, ...], Method]] = {
+        "fid": (frechet_distance, (fs, fr), rr, "centred"),
+        "kid_mean": (lambda g, r: _mmd2_of_indices(k_gg, k_rr, k_gr, g[:, 0], r[:, 0]), (idx_g, idx_r), rr, "percentile"),
+        "is": (is_stat, (logits.double(),), (True,), "centred"),
+        "precision": (mean, (sample_in_real,), (True,), "percentile"),
+        "recall": (mean, (real_in_samples,), (True,), "percentile"),
     }
     if labels is not None:
         correct = (logits.argmax(1) == labels.to(logits.device)).double()[:, None]
-        stats["conditional_accuracy"] = (lambda c: float(c.mean()), (correct,), (True,))
+        stats["conditional_accuracy"] = (mean, (correct,), (True,), "percentile")
     if metrics is not None:
         unknown = set(metrics) - set(stats)
         if unknown:
@@ -388,9 +416,9 @@ def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: t
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is faster, and fair to a shared machine
     try:
-        for name, (fn, sets, resample) in stats.items():
-            iv = bootstrap(fn, *sets, resample=resample, n_boot=n_boot[name], level=level, generator=generator,
-                           estimate=estimates.get(name))
+        for name, (fn, sets, resample, method) in stats.items():
+            iv = bootstrap(fn, *sets, resample=resample, n_boot=n_boot[name], level=level, method=method,
+                           generator=generator, estimate=estimates.get(name))
             out[f"{name}_interval"] = iv.to_dict()
     finally:
         torch.set_num_threads(threads)

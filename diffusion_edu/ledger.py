@@ -282,9 +282,10 @@ def _judge(e: Entry, value: Any, intervals: Any, tier: str) -> tuple[Verdict, st
     if rule == "not comparable":
         if isinstance(e.judge, NotComparable):
             return e.judge(value, e.report_value)
-        floor = e.min_tier if _tier_rank(tier) < _tier_rank(e.min_tier) else REPORT_TIER
+        if _tier_rank(tier) < _tier_rank(e.min_tier):
+            return "not comparable", f"a {tier}-tier re-run; this row is judged from the {e.min_tier} tier up"
         return "not comparable", (f"a {tier}-tier re-run of a number that depends on the scale; comparable from "
-                                  f"the {floor} tier up (the reports' own scale is the {REPORT_TIER} tier)")
+                                  f"the {REPORT_TIER} tier up (the reports' own scale)")
     verdict, why = e.judge(value, e.report_value, intervals)
     if rule == "judge at this tier" and verdict in ("reproduced", "not reproduced"):
         verdict = f"{verdict} at the {tier} tier"
@@ -327,9 +328,14 @@ def ledger_rows(entries: Sequence[Entry] = (), results: str | Path | None = None
     return rows
 
 
-def _sample_count(record: dict[str, Any]) -> int | None:
-    for where in (record["data"], record.get("config", {})):
-        n = where.get("n") if isinstance(where, dict) else None
+def _sample_count(record: dict[str, Any], key: str | Sequence[str] = "") -> int | None:
+    """The number of samples behind a results file's FIDs, where the file states one number for all of them."""
+    config = record.get("config", {})
+    keys = ".".join(key) if not isinstance(key, str) else key
+    candidates = [record["data"].get("n"), config.get("n"), (config.get("sampler") or {}).get("n")]
+    if keys.startswith(("runs.", "fid_alg2")):
+        candidates.insert(0, config.get("generate_n"))  # report_d/cold.json: the generation sets
+    for n in candidates:
         if isinstance(n, int) and not isinstance(n, bool):
             return n
     return None
@@ -338,20 +344,23 @@ def _sample_count(record: dict[str, Any]) -> int | None:
 def _noise_note(e: Entry, value: Any, record: dict[str, Any], root: Path) -> str:
     """For an FID ranking with no interval: the gaps between the book's values next to the spread of FID
     between disjoint sample sets of one network at the same n that chapter 2 measured, when it did."""
-    from .experiments.measuring import fid_spread
+    from .experiments.measuring import fid_comparison, fid_spread
 
     keys = interval_key(e.key)
-    n = _sample_count(record)
+    n = _sample_count(record, e.key)
     if "fid" not in "".join(keys).lower() or not isinstance(value, dict) or n is None:
         return ""
     spread = fid_spread(n, root)
-    if spread is None:
+    names = [m.strip() for m in str(e.report_value).replace(">", "<").split("<")]
+    if spread is None or not all(isinstance(value.get(m), (int, float)) for m in names):
         return ""
-    names = [n.strip() for n in str(e.report_value).replace(">", "<").split("<")]
-    vals = sorted(value[n] for n in names if isinstance(value.get(n), (int, float)))
+    vals = sorted(value[m] for m in names)
     gaps = ", ".join(_num(b - a) for a, b in zip(vals, vals[1:]))
+    scale = fid_comparison({m: value[m] for m in names}, n, names, root)
     return (f"; gaps between neighbours {gaps} against a standard deviation of {_num(spread['std'])} between "
-            f"{spread['seeds']} disjoint sets of {n} samples of one network (chapter 2)")
+            f"{spread['seeds']} disjoint sets of {n} samples of one network (chapter 2): against that noise scale "
+            f"alone, which the chapter's prose uses, the order reads {scale['ranking']} and the report's is "
+            f"{scale['verdict']}; a verdict here needs the entries' own intervals")
 
 
 def _fmt(value: Any, fmt: str) -> str:

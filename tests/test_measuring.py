@@ -291,3 +291,17 @@ def test_an_unfinished_or_missing_network_is_refused(book, tmp_path, monkeypatch
     torch.save(state, dest)
     with pytest.raises(RuntimeError, match="unfinished"):
         measuring.load_measured_model("cpu")
+
+
+def test_precision_recall_part_holds_what_the_notebook_reads(book):
+    """Every set carries precision, recall and FID with interval records, and pure noise lies off the
+    held-out digits' manifold. (At the smoke tier each of the ten distinct digits is repeated only 3 times,
+    no more than k, so the collapse's loss of recall is pinned in test_precision_recall.py instead.)"""
+    _, records, _ = book
+    data = records["precision_recall"]["data"]
+    assert list(data["sets"]) == list(measuring.PR_SETS) and data["k"] == 3
+    for row in data["sets"].values():
+        for key in ("precision", "recall", "fid"):
+            iv = row[f"{key}_interval"]
+            assert iv["estimate"] == row[key] and iv["low"] <= iv["high"] and iv["level"] == 0.95
+    assert data["sets"]["pure noise"]["precision"] == 0.0

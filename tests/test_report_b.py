@@ -132,3 +132,21 @@ def test_stored_page_shows_no_figure_of_a_run_that_has_not_happened():
             assert "Not yet run" in text and f"--only {part}" in text
             assert not any("image/png" in o.get("data", {}) for o in cell.outputs)
         assert "CODE CHECK" not in text and "smoke" not in text
+
+
+def test_report_runs_estimate_uses_the_utilisation_measured_on_the_h100(tmp_path):
+    """Report B's 1M steps are timed at the MFU the peer benchmark measured on the H100 (not a fraction taken
+    from another network's run on another GPU), and the overhead floor of a small network's step is slower."""
+    from pathlib import Path
+
+    from diffusion_edu.experiments import report_b
+    from diffusion_edu.results import read_results
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    costs = read_results(results / "report_b" / "costs.json")["data"]
+    est = report_b.measured_h100_estimate(costs, results)
+    peers = read_results(results / "benchmarks" / "peers_cuda.json")["data"]["mfu"]["unet_cifar10"]
+    assert est["mfu"] == peers["mfu"] and 0.01 < est["mfu"] < 0.5
+    assert est["hours"] * 3600 == pytest.approx(costs["report_run"]["flops_total"] / (est["mfu"] * peers["peak_bf16_tflops"] * 1e12))
+    assert est["floor_hours"] > est["hours"] > max(costs["report_run"]["seconds"].values()) / 3600
+    assert report_b.measured_h100_estimate(costs, tmp_path) is None
