@@ -41,6 +41,8 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
+from .metrics import frechet_distance, mmd2_unbiased
+
 __all__ = [
     "Interval",
     "bootstrap",
@@ -49,8 +51,6 @@ __all__ = [
     "compare",
     "judge_order",
     "interval_from",
-    "frechet_distance",
-    "mmd2_unbiased",
     "evaluation_intervals",
     "MEASURE_N_BOOT",
     "DEFAULT_LEVEL",
@@ -303,30 +303,6 @@ def judge_order(intervals: Mapping[str, Interval], order: Sequence[str],
 # KID and precision / recall (kernel and distance matrices per replicate) 200.
 MEASURE_N_BOOT: dict[str, int] = {"fid": 1000, "is": 1000, "conditional_accuracy": 1000, "kid_mean": 200,
                                   "precision": 200, "recall": 200}
-
-
-def frechet_distance(f_a: torch.Tensor, f_b: torch.Tensor) -> float:
-    """FID's Frechet distance ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets
-    (N, d), (M, d), in float64: the same number as :func:`diffusion_edu.metrics.fid` on those features (a test
-    pins it), fast enough for a bootstrap. Tr (S_a S_b)^(1/2) = sum of sqrt(eig(S_a^(1/2) S_b S_a^(1/2)))."""
-    a, b = f_a.double(), f_b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
-    w, v = torch.linalg.eigh(s_a)
-    root_a = (v * w.clamp(min=0).sqrt()) @ v.T
-    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()
-    return float(((mu_a - mu_b) ** 2).sum() + s_a.trace() + s_b.trace() - 2 * cross)
-
-
-def mmd2_unbiased(f_a: torch.Tensor, f_b: torch.Tensor) -> float:
-    """KID's unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 over all rows (Binkowski et al. 2018, Eq. 3):
-    sum_{i!=j} k(a_i, a_j) / (n(n-1)) + sum_{i!=j} k(b_i, b_j) / (m(m-1)) - 2 sum k(a_i, b_j) / (nm).
-    With one subset holding every row, :func:`diffusion_edu.metrics.kid` gives the same number."""
-    a, b = f_a.double(), f_b.double()
-    d, n, m = a.shape[1], a.shape[0], b.shape[0]
-    k_aa, k_bb, k_ab = ((a @ a.T) / d + 1) ** 3, ((b @ b.T) / d + 1) ** 3, ((a @ b.T) / d + 1) ** 3
-    return float((k_aa.sum() - k_aa.diagonal().sum()) / (n * (n - 1))
-                 + (k_bb.sum() - k_bb.diagonal().sum()) / (m * (m - 1)) - 2 * k_ab.sum() / (n * m))
 
 
 def _knn_radii(d: torch.Tensor, k: int) -> torch.Tensor:
