@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
         env.update(DIFFUSION_EDU_TIER="smoke", PATH=f"{py.parent}{os.pathsep}{env.get('PATH', '')}")
         cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={args.timeout}", "--rootdir", work / "chapters"]
+               f"--nbval-cell-timeout={args.timeout}", "--durations=20", "--rootdir", work / "chapters"]
         if args.jobs > 1:
             cmd += ["-n", str(min(args.jobs, len(staged))), "--dist", "loadfile"]
         code = subprocess.run([str(c) for c in cmd + staged], cwd=work / "chapters", env=env).returncode
