@@ -163,6 +163,12 @@ class DistributedContext:
             raise DistributedLaunchError(f"the processes disagree on {what}: {values} (do all of them see the "
                                          "same out_dir? it must be on a file system every process can read)")
 
+    def broadcast_int(self, value: int) -> int:
+        """Process 0's ``value`` on every process (e.g. the number of steps a wall-clock budget fixed)."""
+        box = [int(value)]
+        dist.broadcast_object_list(box, src=0)
+        return int(box[0])
+
     def gather_rng(self, device: torch.device) -> list[dict[str, torch.Tensor]]:
         """Every process's global RNG state (CPU and its accelerator): index r is process r's."""
         mine: dict[str, torch.Tensor] = {"torch": torch.get_rng_state()}

@@ -28,7 +28,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "cold_axis": ("rows", "columns", "both"),
     "cold_order": ("random", "outside-in", "inside-out"),
 }
-_POSITIVE_INT = ("T", "batch_size", "steps", "log_every", "sample_n", "sample_steps", "cold_group")
+_POSITIVE_INT = ("budget_probe_steps", "T", "batch_size", "steps", "log_every", "sample_n", "sample_steps", "cold_group")
 _NONNEG_INT = ("warmup_steps", "ema_start", "checkpoint_every", "sample_every", "callback_every", "seed", "cold_seed")
 _BOOL = ("hflip", "compile")
 
@@ -58,6 +58,10 @@ class TrainConfig:
     learning rate), ``lr_schedule`` (``constant``, as every report; or ``cosine``: decay to 0 at ``steps``,
     which the book's short cpu-tier runs use), ``grad_clip`` (max global gradient norm or None), ``ema_decay`` (None = no EMA)
     and ``ema_start`` (the EMA copies the weights until this step), ``batch_size``, ``steps``.
+    Wall-clock budget: ``minutes`` (None = train ``steps`` steps). With a budget the run times its first
+    ``budget_probe_steps`` steps, then fixes ``steps`` so that the learning-rate schedule ends when the
+    budget does (:func:`diffusion_edu.training.steps_for_budget`), records that step count in
+    ``steps`` and the step at which it was fixed in ``budget_fixed_at``, and keeps both on resume.
     Bookkeeping (0 = never): ``log_every``, ``checkpoint_every``, ``sample_every`` (grids of
     ``sample_n`` images, DDIM with ``sample_steps`` steps), ``callback_every``; ``seed``.
     Hardware: ``device`` (auto | cpu | cuda | cuda:N | mps), ``precision`` (auto = bf16 autocast on
@@ -98,6 +102,9 @@ class TrainConfig:
     ema_start: int = 0
     batch_size: int = 128
     steps: int = 10_000
+    minutes: float | None = None
+    budget_probe_steps: int = 30
+    budget_fixed_at: int | None = None
     log_every: int = 100
     checkpoint_every: int = 1000
     sample_every: int = 0
@@ -127,7 +134,7 @@ class TrainConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields are {sorted(names)}")
-        floats = ("lr", "weight_decay", "p_uncond", "disc_weight", "aux_weight", "grad_clip", "ema_decay")
+        floats = ("lr", "weight_decay", "p_uncond", "disc_weight", "aux_weight", "grad_clip", "ema_decay", "minutes")
         as_float = {k: float(v) for k, v in data.items() if k in floats and type(v) is int}  # JSON's 1 for 1.0
         return cls(**{**data, **as_float})
 
@@ -202,6 +209,10 @@ class TrainConfig:
             raise bad("p_uncond", "a probability in [0, 1)")
         if self.grad_clip is not None and not number("grad_clip") > 0:
             raise bad("grad_clip", "a positive max gradient norm, or None for no clipping")
+        if self.minutes is not None and not number("minutes") > 0:
+            raise bad("minutes", "a positive wall-clock budget in minutes, or None for a fixed number of steps")
+        if self.budget_fixed_at is not None and (type(self.budget_fixed_at) is not int or self.budget_fixed_at < 0):
+            raise bad("budget_fixed_at", "the step at which a budget fixed `steps` (an int >= 0), or None")
         if self.ema_decay is not None and not 0 <= number("ema_decay") < 1:
             raise bad("ema_decay", "a decay in [0, 1), or None for no EMA")
         if self.process == "cold":
@@ -351,7 +362,10 @@ def _cmd_train(args) -> int:
     from .distributed import env_rank
     from .training import train
 
+    if args.steps is not None and args.minutes is not None:
+        raise ValueError("--steps and --minutes both set the length of the run: give one of them")
     sets = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else []) \
+        + ([f"minutes={args.minutes}"] if args.minutes is not None else []) \
         + ([f"device={args.device}"] if args.device else [])
     config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
     out = args.out or f"runs/{args.preset}"
@@ -366,7 +380,9 @@ def _cmd_train(args) -> int:
     args.on_failure = (f"files in {out} are intact (written atomically); run the same command again to "
                        "resume from its last checkpoint")
     if main:
-        print(f"training preset {args.preset!r} ({config.steps} steps) into {out}", file=sys.stderr)
+        length = (f"{config.minutes:g} minutes of training; the steps are fixed after {config.budget_probe_steps} "
+                  "timed steps" if config.minutes is not None else f"{config.steps} steps")
+        print(f"training preset {args.preset!r} ({length}) into {out}", file=sys.stderr)
     result = train(config, out, resume=args.resume and not args.overwrite, progress=args.progress,
                    overwrite=args.overwrite)
     if main:
@@ -392,6 +408,9 @@ def add_cli(subparsers) -> None:
         epilog="presets:\n" + listing, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True, choices=list(PRESETS), metavar="NAME", help="a preset (listed below)")
     p.add_argument("--steps", type=int, help="number of optimisation steps (overrides the preset's)")
+    p.add_argument("--minutes", type=float, help="a wall-clock budget instead of --steps: the run times its first "
+                   "steps, then fixes the number of steps so that the learning-rate schedule ends with the budget "
+                   "(recorded in OUT/config.json; a resume keeps it)")
     p.add_argument("--out", help="output folder (default: runs/NAME)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from OUT/checkpoint.pt if it exists (default: yes); --no-resume refuses a "

@@ -57,12 +57,12 @@ from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside
 
 __all__ = [
     "TrainConfig", "PRESETS", "get_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",
-    "DivergenceError", "TrainingInterrupted", "train", "ema_update", "load_model", "LoadedModel", "add_cli",
+    "DivergenceError", "TrainingInterrupted", "train", "steps_for_budget", "ema_update", "load_model", "LoadedModel", "add_cli",
 ]
 
 Callback = Callable[[int, torch.nn.Module, "torch.nn.Module | None"], Any]
 # Fields that may change between a run and its resumption (they do not change the trained state).
-_RESUMABLE = {"steps", "log_every", "checkpoint_every", "sample_every", "sample_n", "sample_steps",
+_RESUMABLE = {"steps", "budget_fixed_at", "log_every", "checkpoint_every", "sample_every", "sample_n", "sample_steps",
               "callback_every", "device", "precision", "channels_last", "compile"}
 # What resuming a checkpoint needs (a file without them was not written by train()).
 _RESUME_KEYS = ("step", "config", "model", "optimizer", "rng", "data_order", "image_shape")
@@ -374,6 +374,9 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
             run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation,
                               dataset=dataset)
             wall = 0.0
+            if previous is not None and config.minutes is not None:
+                config = _budget_of(previous["config"], config)
+                run.config = config
             if previous is not None:
                 run.load_state_dict(previous)
                 wall = float(previous.get("wall_time_s", 0.0))
@@ -449,6 +452,44 @@ def _previous_run(out: Path, config: TrainConfig, resume: bool, overwrite: bool,
     return previous
 
 
+def steps_for_budget(minutes: float, elapsed_s: float, step: int, seconds_per_step: float) -> int:
+    """The number of steps a run with a wall-clock budget of ``minutes`` ends at: after ``step`` steps and
+    ``elapsed_s`` seconds, the remaining time at ``seconds_per_step`` (measured over the timed steps),
+    ``step + floor((60 minutes - elapsed_s) / seconds_per_step)``, and never fewer than ``step``."""
+    if not minutes > 0:
+        raise ValueError(f"minutes must be a positive budget, got {minutes!r}")
+    if not seconds_per_step > 0:
+        raise ValueError(f"seconds_per_step must be positive, got {seconds_per_step!r}")
+    return step + max(0, math.floor((60.0 * minutes - elapsed_s) / seconds_per_step))
+
+
+def _budget_of(previous: dict[str, Any], config: TrainConfig) -> TrainConfig:
+    """Resuming a budgeted run: the steps its budget fixed stay fixed (the budget itself may not change)."""
+    if previous.get("budget_fixed_at") is None:
+        return config  # stopped before its steps were fixed: the resumed run times its steps again
+    return config.replace(steps=int(previous["steps"]), budget_fixed_at=int(previous["budget_fixed_at"]))
+
+
+class _BudgetProbe:
+    """Times ``probe`` steps (after two untimed ones: first-call allocations and compilation) of a run with
+    a wall-clock budget and returns the step count :func:`steps_for_budget` gives."""
+
+    def __init__(self, cfg: TrainConfig, first_step: int):
+        self.minutes, self.start = float(cfg.minutes or 0.0), first_step + 2
+        self.end = self.start + cfg.budget_probe_steps
+        self.t_start = 0.0
+
+    def observe(self, step: int, loss: torch.Tensor, elapsed: Callable[[], float]) -> int | None:
+        if step not in (self.start, self.end):
+            return None
+        float(loss)  # a read-back: the device has finished the step
+        now = time.perf_counter()
+        if step == self.start:
+            self.t_start = now
+            return None
+        return steps_for_budget(self.minutes, elapsed(), step, (now - self.t_start) / (self.end - self.start))
+
+
 def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback], wall: float,
           has_checkpoint: bool) -> TrainResult:
     from tqdm.auto import tqdm
@@ -475,10 +516,14 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
             raise NonFiniteLossError(f"the loss became {float(value)} at step {step}: training stopped; {kept()}")
 
     run.model.train()
-    bar = tqdm(total=cfg.steps, initial=run.step, disable=not (progress and main), unit="step", dynamic_ncols=True,
-               desc=f"train {type(run.model).__name__ if run.custom_model else cfg.model}")
+    # a wall-clock budget whose steps are not fixed yet: the loop runs until the probe fixes them
+    probe = _BudgetProbe(cfg, run.step) if cfg.minutes is not None and cfg.budget_fixed_at is None else None
+    bar = tqdm(total=cfg.steps if probe is None else None, initial=run.step, disable=not (progress and main),
+               unit="step", dynamic_ncols=True, desc=f"train {type(run.model).__name__ if run.custom_model else cfg.model}")
+    step = run.step
     try:
-        for step in range(run.step + 1, cfg.steps + 1):
+        while probe is not None or step < cfg.steps:
+            step += 1
             loss = run.train_step()
             loss_sum += loss
             first = (bad_step < 0) & ~torch.isfinite(loss)
@@ -486,7 +531,17 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
             bad_loss = torch.where(first, loss, bad_loss)
             n_acc += 1
             bar.update(1)
-            last = step == cfg.steps
+            if probe is not None:
+                fixed = probe.observe(step, loss, lambda: wall + time.perf_counter() - t0)
+                if fixed is not None:
+                    fixed = fixed if ctx is None else ctx.broadcast_int(fixed)  # process 0's clock decides
+                    cfg = run.config = cfg.replace(steps=max(fixed, step), budget_fixed_at=step)
+                    probe = None
+                    bar.total = cfg.steps
+                    bar.refresh()
+                    if main:
+                        atomic_write_bytes(out / "config.json", (json.dumps(cfg.to_dict(), indent=1) + "\n").encode())
+            last = probe is None and step == cfg.steps
             do_log = step % cfg.log_every == 0 or last
             do_ckpt = last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             do_samples = cfg.sample_every and step % cfg.sample_every == 0

@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         staged = stage_notebooks(work, notebooks)
         env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
         env.update(DIFFUSION_EDU_TIER="smoke", PATH=f"{py.parent}{os.pathsep}{env.get('PATH', '')}")
+        # one kernel per worker: each gets its share of the cores (two kernels with two OpenMP threads each
+        # on two cores spin against each other, and a 70-second chapter took 425 seconds)
+        workers = max(1, min(args.jobs, len(staged)))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
         cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
                f"--nbval-cell-timeout={args.timeout}", "--durations=20", "--rootdir", work / "chapters"]
         if args.jobs > 1:
