@@ -14,10 +14,10 @@ import types
 
 import pytest
 import torch
+from test_training import _Stop, tiny_config, tiny_net
 
 from diffusion_edu import cli, training
 from diffusion_edu.training import TrainingRun, steps_for_budget, train
-from test_training import _Stop, tiny_config, tiny_net
 
 SECONDS_PER_STEP = 1.0
 
@@ -102,3 +102,30 @@ def test_train_command_refuses_steps_and_minutes_together(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--steps and --minutes" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def _bench():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # a folder of scripts
+    return importlib.import_module("bench_ten_minutes")
+
+
+def test_ten_minute_targets_are_judged_on_the_interval_end_that_decides():
+    bench = _bench()
+    floor = {"n": 1000, "fid_mean": 4.0, "fid_std": 0.5}
+    good = {"fid": 7.0, "fid_interval": {"high": 7.9}, "conditional_accuracy": 0.99,
+            "conditional_accuracy_interval": {"low": 0.985}}
+    t = bench.targets(good, 8.0, floor)
+    assert t["fid"]["limit"] == 8.0 and all(t[k]["met"] for k in t)
+    # the estimate meets the FID target but its interval reaches past it: not met, missed by 8.4 / 8
+    edge = {**good, "fid_interval": {"high": 8.4}, "conditional_accuracy_interval": {"low": 0.97}}
+    t = bench.targets(edge, 12.5, floor)
+    assert not t["fid"]["met"] and t["fid"]["missed_by_factor"] == pytest.approx(8.4 / 8.0)
+    assert not t["conditional_accuracy"]["met"] and t["conditional_accuracy"]["missed_by_points"] == pytest.approx(1.0)
+    assert not t["sample_seconds"]["met"] and t["sample_seconds"]["missed_by_factor"] == pytest.approx(1.25)
+    assert bench.floor_at(1000)["fid_mean"] > 0
+    with pytest.raises(ValueError, match="no floor at n = 7"):
+        bench.floor_at(7)

@@ -1,0 +1,139 @@
+"""Ten minutes of CPU: what a training preset buys in a fixed wall-clock budget, against the book's targets.
+
+    PYTHONPATH=. python benchmarks/bench_ten_minutes.py                     # quick_mnist, 10 minutes, 2 threads
+    PYTHONPATH=. python benchmarks/bench_ten_minutes.py --set lr=2e-3 --label lr2e-3   # a recipe variant
+
+It trains ``--preset`` with ``TrainConfig.minutes`` (``train --minutes``: the run times its first steps and
+fixes its step count so that the learning-rate schedule ends with the budget), then draws ``--n``
+class-balanced samples with the ``sample`` command's defaults (respaced DDPM, 20 steps,
+sigma_t^2 = beta-tilde, w = 0), timing them, and measures them with the book's evaluation kit
+(:func:`diffusion_edu.experiments.common.measure`: classifier-feature FID, conditional accuracy,
+precision and recall, each with its 95% bootstrap interval over the samples). It sets them against
+the targets of the ten-minute recipe:
+
+- FID within 2x the n-matched real-data floor (real training digits against the held-out digits at the
+  same n, ``results/metrics/floors.json``), judged on the upper end of the FID's interval;
+- conditional accuracy >= 98%, judged on the lower end of its interval;
+- the n samples in at most 10 seconds on the machine that trained.
+
+Each target's entry in the results file says whether it was met and by how much it was missed. Wall
+times depend on the machine's load: the file records the load average before and after, and the
+throughput the run measured. Peers (diffusers, denoising-diffusion-pytorch) are compared in
+``bench_peers.py``; this file measures the package alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+FID_FLOOR_FACTOR = 2.0
+ACCURACY_TARGET = 0.98
+SAMPLE_SECONDS_TARGET = 10.0
+
+
+def floor_at(n: int) -> dict:
+    """The real-data FID floor at ``n`` samples (mean and spread over the floor's seeds)."""
+    from diffusion_edu.results import read_results, results_dir
+
+    floors = read_results(results_dir() / "metrics" / "floors.json")["data"]["floor"]
+    row = next((r for r in floors if r["n"] == n), None)
+    if row is None:
+        raise ValueError(f"results/metrics/floors.json has no floor at n = {n}; measured at {[r['n'] for r in floors]}")
+    return {"n": n, "fid_mean": row["fid_mean"], "fid_std": row["fid_std"]}
+
+
+def targets(metrics: dict, sample_seconds: float, floor: dict) -> dict:
+    """Each target: its threshold, the measured value (with the interval end that decides), met or not,
+    and the shortfall when missed."""
+    fid_limit = FID_FLOOR_FACTOR * floor["fid_mean"]
+    fid_hi = metrics.get("fid_interval", {}).get("high", metrics["fid"])
+    acc = metrics.get("conditional_accuracy")
+    acc_lo = metrics.get("conditional_accuracy_interval", {}).get("low", acc)
+    out = {
+        "fid": {"target": f"<= {FID_FLOOR_FACTOR:g} x the n-matched floor", "limit": fid_limit,
+                "measured": metrics["fid"], "decided_by": fid_hi, "met": fid_hi <= fid_limit,
+                "missed_by_factor": None if fid_hi <= fid_limit else fid_hi / fid_limit},
+        "sample_seconds": {"target": f"<= {SAMPLE_SECONDS_TARGET:g} s", "limit": SAMPLE_SECONDS_TARGET,
+                           "measured": sample_seconds, "decided_by": sample_seconds,
+                           "met": sample_seconds <= SAMPLE_SECONDS_TARGET,
+                           "missed_by_factor": None if sample_seconds <= SAMPLE_SECONDS_TARGET
+                           else sample_seconds / SAMPLE_SECONDS_TARGET},
+    }
+    if acc is not None:
+        out["conditional_accuracy"] = {"target": f">= {ACCURACY_TARGET:.0%}", "limit": ACCURACY_TARGET,
+                                       "measured": acc, "decided_by": acc_lo, "met": acc_lo >= ACCURACY_TARGET,
+                                       "missed_by_points": None if acc_lo >= ACCURACY_TARGET
+                                       else 100 * (ACCURACY_TARGET - acc_lo)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from diffusion_edu.experiments.common import measure
+    from diffusion_edu.generate import generate
+    from diffusion_edu.presets import PRESETS, TrainConfig, _apply_sets
+    from diffusion_edu.results import current_tier, results_dir, write_results
+    from diffusion_edu.training import load_model, train
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="quick_mnist", choices=sorted(PRESETS))
+    p.add_argument("--minutes", type=float, default=None, help="training budget (default 10; 0.1 at the smoke tier)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    p.add_argument("--label", default="default", help="name of this recipe variant in the results file")
+    p.add_argument("--n", type=int, default=None, help="samples (default 1000; 64 at the smoke tier)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (CI machine: 2)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--runs", default="runs/bench_ten_minutes", help="folder for the training runs")
+    p.add_argument("--out", default=None, help="results file (default results/benchmarks/ten_minutes_cpu.json)")
+    args = p.parse_args(argv)
+    tier = current_tier()
+    torch.set_num_threads(args.threads)
+    minutes = args.minutes if args.minutes is not None else (0.1 if tier == "smoke" else 10.0)
+    n = args.n or (64 if tier == "smoke" else 1000)
+    sets = [*args.set, f"minutes={minutes}", "device=cpu"] + (["subset=256"] if tier == "smoke" else [])
+    config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
+    load_before = os.getloadavg()
+    run_dir = Path(args.runs) / f"{args.preset}-{args.label}"
+    t_start = time.perf_counter()
+    result = train(config, run_dir, overwrite=True)
+    loaded = load_model(result.checkpoint, device="cpu")
+    generate(loaded, 10, seed=args.seed)  # warm-up: first-call allocations are not the sampler's speed
+    t0 = time.perf_counter()
+    images, labels = generate(loaded, n, seed=args.seed)  # the sample command's defaults
+    sample_seconds = time.perf_counter() - t0
+    metrics = measure(images, labels, generator=torch.Generator().manual_seed(args.seed))
+    floor = floor_at(1000) if tier != "smoke" else {"n": n, "fid_mean": float("nan"), "fid_std": float("nan")}
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    entry = {"label": args.label, "preset": args.preset, "sets": args.set, "config": result.config.to_dict(),
+             "steps": result.step, "budget_fixed_at": result.config.budget_fixed_at,
+             "train_wall_time_s": result.wall_time_s, "img_per_s_logged": [r["img_per_s"] for r in log][-5:],
+             "sampler": {"method": "ddpm", "steps": 20, "variance": "beta_tilde", "w": 0.0, "n": n},
+             "sample_seconds": sample_seconds, "metrics": metrics, "floor": floor,
+             "targets": targets(metrics, sample_seconds, floor) if tier != "smoke" else None,
+             "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    print(json.dumps({k: entry[k] for k in ("label", "steps", "train_wall_time_s", "sample_seconds")}
+                     | {m: metrics.get(m) for m in ("fid", "conditional_accuracy", "precision", "recall")}))
+    if tier == "smoke" and args.out is None:
+        print("tier 'smoke': nothing written (smoke numbers are never results); pass --out to keep them")
+        return 0
+    out = Path(args.out) if args.out else results_dir() / "benchmarks" / "ten_minutes_cpu.json"
+    variants = {}
+    if out.is_file():  # one file holds every recipe variant measured, keyed by label
+        variants = json.loads(out.read_text())["data"].get("variants", {})
+    variants[args.label] = entry
+    cfg = {"minutes": minutes, "threads": args.threads, "n": n, "reference": "mnist-embedded/heldout",
+           "targets": {"fid_floor_factor": FID_FLOOR_FACTOR, "conditional_accuracy": ACCURACY_TARGET,
+                       "sample_seconds": SAMPLE_SECONDS_TARGET}}
+    path = write_results(out, "ten_minutes/benchmark", {"variants": variants}, cfg, tier,
+                         time.perf_counter() - t_start, torch.device("cpu"))
+    print("wrote", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
