@@ -87,21 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default="default", help="name of this recipe variant in the results file")
     p.add_argument("--n", type=int, default=None, help="samples (default 1000; 64 at the smoke tier)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (CI machine: 2)")
+    p.add_argument("--device", default="cpu", help="where it trains and samples (cpu, the recipe's home; or cuda)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--runs", default="runs/bench_ten_minutes", help="folder for the training runs")
-    p.add_argument("--out", default=None, help="results file (default results/benchmarks/ten_minutes_cpu.json)")
+    p.add_argument("--out", default=None, help="results file (default results/benchmarks/ten_minutes_<device>.json)")
     args = p.parse_args(argv)
     tier = current_tier()
     torch.set_num_threads(args.threads)
     minutes = args.minutes if args.minutes is not None else (0.1 if tier == "smoke" else 10.0)
     n = args.n or (64 if tier == "smoke" else 1000)
-    sets = [*args.set, f"minutes={minutes}", "device=cpu"] + (["subset=256"] if tier == "smoke" else [])
+    sets = [*args.set, f"minutes={minutes}", f"device={args.device}"] + (["subset=256"] if tier == "smoke" else [])
     config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
     load_before = os.getloadavg()
     run_dir = Path(args.runs) / f"{args.preset}-{args.label}"
     t_start = time.perf_counter()
     result = train(config, run_dir, overwrite=True)
-    loaded = load_model(result.checkpoint, device="cpu")
+    loaded = load_model(result.checkpoint, device=args.device)
     generate(loaded, 10, seed=args.seed)  # warm-up: first-call allocations are not the sampler's speed
     t0 = time.perf_counter()
     images, labels = generate(loaded, n, seed=args.seed)  # the sample command's defaults
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if tier == "smoke" and args.out is None:
         print("tier 'smoke': nothing written (smoke numbers are never results); pass --out to keep them")
         return 0
-    out = Path(args.out) if args.out else results_dir() / "benchmarks" / "ten_minutes_cpu.json"
+    device = torch.device(args.device)
+    out = Path(args.out) if args.out else results_dir() / "benchmarks" / f"ten_minutes_{device.type}.json"
     variants = {}
     if out.is_file():  # one file holds every recipe variant measured, keyed by label
         variants = json.loads(out.read_text())["data"].get("variants", {})
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
            "targets": {"fid_floor_factor": FID_FLOOR_FACTOR, "conditional_accuracy": ACCURACY_TARGET,
                        "sample_seconds": SAMPLE_SECONDS_TARGET}}
     path = write_results(out, "ten_minutes/benchmark", {"variants": variants}, cfg, tier,
-                         time.perf_counter() - t_start, torch.device("cpu"))
+                         time.perf_counter() - t_start, device)
     print("wrote", path)
     return 0
 
