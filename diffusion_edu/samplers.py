@@ -32,7 +32,7 @@ from typing import Iterator, Literal, NamedTuple
 import torch
 
 from ._checks import check_images, check_timesteps
-from .forward import randn_on
+from .forward import PARAMETERIZATIONS, _sqrt, eps_and_x0, eps_from_x0, posterior_mean, randn_on
 from .guidance import check_guidance, guided_output
 from .schedules import NoiseSchedule, respace
 
@@ -43,7 +43,6 @@ Method = Literal["ddpm", "ddim", "dpm_solver_2m", "heun"]
 Variance = Literal["beta_tilde", "beta", "zero"]
 METHODS: tuple[str, ...] = ("ddpm", "ddim", "dpm_solver_2m", "heun")
 VARIANCES: tuple[str, ...] = ("beta_tilde", "beta", "zero")
-_PARAMETERIZATIONS = ("eps", "x0", "mu")
 
 
 class StepOutput(NamedTuple):
@@ -78,10 +77,6 @@ class Trajectory:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sqrt(v):
-    return math.sqrt(v) if isinstance(v, float) else v.sqrt()
-
-
 def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict:
     names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde",
              "posterior_mean_coef_x0", "posterior_mean_coef_xt", "model_betas")
@@ -94,17 +89,6 @@ def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> 
         v["first"] = (t == 1).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
         v["model_t"] = schedule.model_time(t).to(x.device)
     return v
-
-
-def _eps_and_x0(out: torch.Tensor, xt: torch.Tensor, v: dict, parameterization: str) -> tuple[torch.Tensor, ...]:
-    """``forward.eps_and_x0_from_output`` with the step's values given (floats in the sampling loop)."""
-    ab = v["alpha_bar"]
-    if parameterization == "x0":
-        return (xt - _sqrt(ab) * out) / _sqrt(1.0 - ab), out  # Ho et al. Eq. 4 solved for eps
-    if parameterization == "mu":  # Ho et al. Eq. 11 solved for eps, with the network's own (original) step
-        beta = v["model_betas"]
-        out = (xt - _sqrt(1.0 - beta) * out) * _sqrt(1.0 - ab) / beta
-    return out, (xt - _sqrt(1.0 - ab) * out) / _sqrt(ab)  # Ho et al. Eq. 4 solved for x0
 
 
 def _add_noise(x: torch.Tensor, sigma, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
@@ -125,13 +109,13 @@ def _ddpm_core(model, xt, t, schedule, y, w, variance, clip_x0, noise, generator
     v = _values(schedule, t, xt)
     # 1. Network output (guided if w != 0), turned into eps and x0 (Ho et al. Eqs. 4 and 11 inverted).
     out = guided_output(model, xt, v["model_t"], y, w)
-    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
+    eps, x0_pred = eps_and_x0(out, xt, getattr(model, "parameterization", "eps"), v["alpha_bar"], v["model_betas"])
     # 2. Optionally clip the x0 prediction to the data range [-1, 1].
     if clip_x0:
         x0_pred = x0_pred.clamp(-1.0, 1.0)
     # 3. Mean of p(x_{t-1} | x_t): the posterior mean at the predicted x0 (Ho et al. Eq. 7). Without
     #    clipping it equals 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) (Ho et al. Eq. 11).
-    mean = v["posterior_mean_coef_x0"] * x0_pred + v["posterior_mean_coef_xt"] * xt
+    mean = posterior_mean(x0_pred, xt, v["posterior_mean_coef_x0"], v["posterior_mean_coef_xt"])
     # 4. Variance sigma_t^2 (Ho et al. Sec. 3.2): beta_t, beta_tilde_t (Eq. 7) or 0 (Report A);
     #    no noise on the last step t = 1 (Algorithm 2, line 3).
     var = {"beta": v["betas"], "beta_tilde": v["beta_tilde"], "zero": 0.0}[variance]
@@ -148,11 +132,11 @@ def _ddim_core(model, xt, t, schedule, y, w, eta, clip_x0, noise, generator) -> 
     ab, ab_prev = v["alpha_bar"], v["alpha_bar_prev"]
     # 1. Network output (guided if w != 0), turned into eps and x0 (Song et al. Eq. 12, "predicted x0").
     out = guided_output(model, xt, v["model_t"], y, w)
-    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
+    eps, x0_pred = eps_and_x0(out, xt, getattr(model, "parameterization", "eps"), v["alpha_bar"], v["model_betas"])
     # 2. Optionally clip x0 to [-1, 1], then recompute the eps that points from it to x_t (Ho et al. Eq. 4).
     if clip_x0:
         x0_pred = x0_pred.clamp(-1.0, 1.0)
-        eps = (xt - _sqrt(ab) * x0_pred) / _sqrt(1.0 - ab)
+        eps = eps_from_x0(xt, x0_pred, _sqrt(ab), _sqrt(1.0 - ab))
     # 3. sigma_t(eta) = eta sqrt((1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t-1})
     #    (Song et al. Eq. 16). eta = 1 gives sigma^2 = beta_tilde (DDPM), eta = 0 a deterministic step.
     var = eta**2 * (1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)
@@ -167,10 +151,10 @@ def _prediction(model, xt, t: int, schedule, y, w, clip_x0) -> tuple[torch.Tenso
     """(eps, x0_pred, values) at step t, x0 optionally clipped and eps then recomputed from it (as DDIM)."""
     v = _values(schedule, t, xt)
     out = guided_output(model, xt, v["model_t"], y, w)
-    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
+    eps, x0_pred = eps_and_x0(out, xt, getattr(model, "parameterization", "eps"), v["alpha_bar"], v["model_betas"])
     if clip_x0:
         x0_pred = x0_pred.clamp(-1.0, 1.0)
-        eps = (xt - _sqrt(v["alpha_bar"]) * x0_pred) / _sqrt(1.0 - v["alpha_bar"])
+        eps = eps_from_x0(xt, x0_pred, _sqrt(v["alpha_bar"]), _sqrt(1.0 - v["alpha_bar"]))
     return eps, x0_pred, v
 
 
@@ -244,7 +228,7 @@ def _check_int(value, name: str, lo: int = 1, hi: int | None = None, allow_none:
 def _check_model_and_eta(model, eta: float) -> None:
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
-    _check_choice(getattr(model, "parameterization", "eps"), _PARAMETERIZATIONS, "model.parameterization")
+    _check_choice(getattr(model, "parameterization", "eps"), PARAMETERIZATIONS, "model.parameterization")
 
 
 def _check_trained_T(model, schedule: NoiseSchedule) -> None:

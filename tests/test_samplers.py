@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from diffusion_edu import make_schedule, posterior_mean_from_eps, predict_x0_from_eps, q_posterior, respace
-from diffusion_edu.forward import eps_and_x0_from_output
 from diffusion_edu.guidance import combine_guidance, guided_output, interpolate, slerp
-from diffusion_edu.samplers import _eps_and_x0, _values, ddim_step, ddpm_step, sample
+from diffusion_edu.samplers import ddim_step, ddpm_step, sample
 
 F64 = torch.float64
 
@@ -156,17 +155,6 @@ def test_batch_of_different_t_matches_one_t_at_a_time(step, kw):
         one = step(model, xt[i:i + 1], ti, s, noise=z[i:i + 1], **kw)
         assert torch.allclose(got.x_prev[i], one.x_prev[0], atol=1e-12)
         assert torch.allclose(got.x0_pred[i], one.x0_pred[0], atol=1e-12)
-
-
-@pytest.mark.parametrize("param", ["eps", "x0", "mu"])
-def test_sampler_conversion_matches_forward_module(param):
-    """The loop converts the network output with per-step Python floats (no device syncs); it must give
-    exactly what diffusion_edu.forward.eps_and_x0_from_output gives, for every parameterization."""
-    s, xt, out = make_schedule("linear", 100), _x(), _x(seed=3)
-    for t in (1, 50, 100):
-        ref = eps_and_x0_from_output(out, xt, t, s, param)
-        got = _eps_and_x0(out, xt, _values(s, t, xt), param)
-        assert all(torch.allclose(a, b, atol=1e-9, rtol=1e-9) for a, b in zip(got, ref))
 
 
 def test_parameterization_is_read_from_the_model():

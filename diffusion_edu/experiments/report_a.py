@@ -368,6 +368,7 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
     x0: (B, 1, 28, 28) in [-1, 1]; y: (B,) labels or None. The network's parameterization is read from
     ``model.parameterization``; one noise draw per image and t from ``generator``.
     """
+    from ..forward import eps_from_x0
     from ..losses import DiffusionTables
 
     p = getattr(model, "parameterization", "eps")
@@ -382,9 +383,9 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
         dev = _device(model)  # the bound is summed on the CPU; the network runs where it lives
         output = model(xt.to(dev), schedule.model_time(t).to(dev), None if y is None else y.to(dev)).float().cpu()
         mu = tables.mu_from_output(output, xt, t, p)
-        mu_tilde = tables.at(tables.coef_x0, t) * x0 + tables.at(tables.coef_xt, t) * xt  # Ho et al. Eq. 7
+        mu_tilde = tables.posterior_mean(x0, xt, t)  # Ho et al. Eq. 7
         x0_pred = tables.x0_from_output(output, xt, t, p)
-        eps_pred = (xt - tables.at(tables.sqrt_alpha_bar, t) * x0_pred) / tables.at(tables.sqrt_one_minus_alpha_bar, t)
+        eps_pred = eps_from_x0(xt, x0_pred, tables.at(tables.sqrt_alpha_bar, t), tables.at(tables.sqrt_one_minus_alpha_bar, t))
         beta = float(schedule.betas[t_int])
         out["t"].append(int(t_int))
         out["L"].append(float((mu_tilde - mu).square().flatten(1).sum(1).mean() / (2 * beta)))
