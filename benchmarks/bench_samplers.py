@@ -35,7 +35,7 @@ DEFAULT_PRESETS = ["cnn_mnist", "small_unet_mnist", "unet_mnist"]
 class NullModel(nn.Module):
     """A network that does nothing: what is left of the sampling time is the sampler's own work."""
 
-    in_channels, image_size, num_classes = 1, 28, None
+    in_channels, image_size, num_classes, parameterization = 1, 28, None, "eps"
 
     def forward(self, x, t, y=None):
         return torch.zeros_like(x)

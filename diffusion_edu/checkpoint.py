@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .presets import TrainConfig
+from .forward import declared_parameterization
 from .results import atomic_write_bytes
 from .schedules import NoiseSchedule, make_schedule
 
@@ -294,9 +295,13 @@ def build_network(config: TrainConfig) -> torch.nn.Module:
             raise
         raise ImportError(f"building the network {config.model!r} needs diffusion_edu.models, which is "
                           "not installed here; pass your own network with model=...") from e
+    kwargs = {**config.model_kwargs, "parameterization": config.parameterization}  # what it will output
+    if config.model_kwargs.get("parameterization", config.parameterization) != config.parameterization:
+        raise ValueError(f"model_kwargs['parameterization']={config.model_kwargs['parameterization']!r} contradicts "
+                         f"TrainConfig.parameterization={config.parameterization!r}; set only the latter")
     if config.model in getattr(models, "MODEL_PRESETS", {}):
-        return models.build_preset(config.model, **config.model_kwargs)
-    return models.build_model(config.model, **config.model_kwargs)
+        return models.build_preset(config.model, **kwargs)
+    return models.build_model(config.model, **kwargs)
 
 
 def build_process(config: TrainConfig, image_size: int):
@@ -336,7 +341,8 @@ class LoadedModel(NamedTuple):
 
 def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.device | None = None, *,
                model: torch.nn.Module | None = None, degradation: Any = None) -> LoadedModel:
-    """Load a trained network from a checkpoint, in eval mode, with ``model.parameterization`` set.
+    """Load a trained network from a checkpoint, in eval mode (a network rebuilt from the config declares
+    ``config.parameterization``; a network passed in must not declare another one).
 
     ema: use the EMA weights (falls back to the raw weights, with a warning, when the run kept no
     EMA). device: None picks CUDA, MPS or the CPU. model: a network to load the weights into (needed
@@ -348,6 +354,7 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
     config = TrainConfig.from_dict(state["config"])
     dev = resolve_device(device)
     net = model if model is not None else build_network(config)
+    declared_parameterization(net, config.parameterization)
     weights = state["model"]
     if ema and state.get("ema") is not None:
         weights = state["ema"]
@@ -360,7 +367,6 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
         raise CheckpointError(f"the weights in {path} do not fit the network {type(net).__name__} "
                               f"(config.model={config.model!r}): {e}") from e
     net.to(dev).eval()
-    net.parameterization = config.parameterization
     net.trained_T = config.T  # sample() warns for a schedule of another length
     if degradation is not None:
         check_degradation(degradation, config)

@@ -25,6 +25,7 @@ from .schedules import NoiseSchedule
 __all__ = [
     "Parameterization",
     "PARAMETERIZATIONS",
+    "declared_parameterization",
     "Coefficient",
     "xt_from_x0",
     "x0_from_eps",
@@ -51,6 +52,28 @@ Parameterization = Literal["eps", "x0", "mu"]
 """What the network outputs: the noise eps (Ho et al.'s choice), the clean image x0, or the
 posterior mean mu (Report A compares eps and mu)."""
 PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "mu")
+
+
+
+def declared_parameterization(model: object, parameterization: str | None = None) -> Parameterization:
+    """What ``model`` outputs: the ``parameterization`` it declares (a :class:`~diffusion_edu.models.Denoiser`
+    takes it as a constructor argument; any other network declares it as an attribute), or the one
+    passed here. A network that declares nothing must be told (no guess: an x0 network read as an eps
+    network gives wrong samples without an error); the two must agree when both are given."""
+    declared = getattr(model, "parameterization", None)
+    for value, where in ((parameterization, "parameterization"), (declared, f"{type(model).__name__}.parameterization")):
+        if value is not None and value not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown {where} {value!r}; valid: 'eps', 'x0', 'mu'")
+    if parameterization is not None and declared is not None and parameterization != declared:
+        raise ValueError(f"parameterization={parameterization!r} but the network declares {declared!r} "
+                         f"({type(model).__name__}.parameterization): they must agree")
+    chosen = parameterization if parameterization is not None else declared
+    if chosen is None:
+        raise ValueError(f"the network {type(model).__name__} does not declare what it outputs: pass "
+                         "parameterization='eps', 'x0' or 'mu', or give its class a parameterization attribute "
+                         "(the package's networks take parameterization=... when built)")
+    return chosen  # type: ignore[return-value]
+
 
 Coefficient = Union[float, torch.Tensor]
 """A schedule value at t: a Python float (one t for the batch) or a tensor of shape (B, 1, 1, 1)."""

@@ -72,7 +72,7 @@ def generate(loaded, n: int, *, method: str = "ddpm", steps: int | None = 20, et
     else:
         labels = _checked_labels(labels, n, getattr(model, "num_classes", None))
     images = sample(model, process, n, method=method, steps=steps, eta=eta, variance=variance, y=labels, w=w,
-                    generator=generator, batch_size=batch_size, progress=progress)
+                    generator=generator, batch_size=batch_size, progress=progress, parameterization=config.parameterization)
     return images.cpu(), labels
 
 

@@ -47,6 +47,7 @@ from .checkpoint import (
 from .data import ImageDataset, load_dataset
 from .data_fit import data_options, fit_to_data
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
+from .forward import declared_parameterization
 from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .precision import grad_scaler, resolve_precision
@@ -112,7 +113,6 @@ class TrainingRun:
         # The global RNG (dropout masks): one stream per process, process 0's is the single-process one.
         torch.manual_seed(dropout_seed(cfg.seed, self.dist.rank if self.dist is not None else 0))
         self.model = model.to(dev).train()  # the raw module: checkpoints hold its state_dict
-        self.model.parameterization = cfg.parameterization
         self._check_network(ds)
         self.num_classes: int | None = getattr(model, "num_classes", None)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
@@ -149,6 +149,7 @@ class TrainingRun:
         self.last_grad_norm: torch.Tensor | None = None
 
     def _check_network(self, ds: ImageDataset) -> None:
+        declared_parameterization(self.model, self.config.parameterization)  # a network declaring another output is refused
         c, h, _ = ds.image_shape
         want_c, want_h = getattr(self.model, "in_channels", c), getattr(self.model, "image_size", h)
         if (want_c, want_h) != (c, h):
@@ -561,7 +562,7 @@ def _save_samples(run: TrainingRun, path: Path) -> None:
             y = torch.arange(n, device=dev) % run.num_classes if run.num_classes is not None else None
             gen = torch.Generator(dev).manual_seed(derived_seed(cfg.seed, "samples"))
             images = sample(net, run.schedule.to(dev), n, method="ddim", steps=min(cfg.sample_steps, cfg.T),
-                            y=y, generator=gen)
+                            y=y, generator=gen, parameterization=cfg.parameterization)
         else:
             from .cold import cold_sample
 

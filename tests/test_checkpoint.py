@@ -98,10 +98,13 @@ def test_checkpoint_holds_plain_data(trained):
 
 
 def test_load_model_returns_eval_network_schedule_and_config(trained):
-    """load_model gives the EMA (or raw) weights, in eval mode, with the parameterization the samplers
-    read, plus the schedule the network was trained on and its config."""
-    net, schedule, config = load_model(trained.checkpoint, model=TinyNet(num_classes=10), device="cpu")
-    assert not net.training and net.parameterization == "mu"
+    """load_model gives the EMA (or raw) weights, in eval mode, plus the schedule the network was trained
+    on and its config; a network passed in that declares another output than the run's is refused."""
+    net, schedule, config = load_model(trained.checkpoint, model=TinyNet(num_classes=10, parameterization="mu"),
+                                       device="cpu")
+    assert not net.training and net.parameterization == "mu" and config.parameterization == "mu"
+    with pytest.raises(ValueError, match="parameterization='mu' but the network declares 'eps'"):
+        load_model(trained.checkpoint, model=TinyNet(num_classes=10, parameterization="eps"))
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.ema.state_dict().values()))
     assert torch.equal(schedule.alpha_bar, make_schedule("cosine", 50).alpha_bar)
     assert config == trained.config

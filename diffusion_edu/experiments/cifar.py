@@ -299,7 +299,6 @@ def load_snapshot(run_dir: Path, step: int, config: TrainConfig, device: str | t
     net = build_network(config)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     net.to(dev).eval()
-    net.parameterization = config.parameterization
     return net, make_schedule(config.schedule, config.T, **config.schedule_kwargs).to(dev)
 
 

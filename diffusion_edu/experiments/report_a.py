@@ -368,10 +368,10 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
     x0: (B, 1, 28, 28) in [-1, 1]; y: (B,) labels or None. The network's parameterization is read from
     ``model.parameterization``; one noise draw per image and t from ``generator``.
     """
-    from ..forward import eps_from_x0
+    from ..forward import declared_parameterization, eps_from_x0
     from ..losses import DiffusionTables
 
-    p = getattr(model, "parameterization", "eps")
+    p = declared_parameterization(model)
     tables = DiffusionTables.from_schedule(schedule.to("cpu"))
     out: dict[str, list] = {"t": [], "L": [], "eps_mse": [], "x0_mse": []}
     for t_int in ts:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..forward import Parameterization
 from .base import ConvBlock, Denoiser, check_int_tuple, check_positive_int
 from .embeddings import TimeEmbedding, one_hot_labels
 
@@ -62,8 +63,9 @@ class Autoencoder(Denoiser):
         time_dim: int = 32,
         norm_groups: int = 8,
         num_classes: int | None = None,
+        parameterization: Parameterization = "eps",
     ) -> None:
-        super().__init__(in_channels, image_size, num_classes)
+        super().__init__(in_channels, image_size, num_classes, parameterization)
         ch = check_positive_int(ch, "ch")
         ch_mult = check_int_tuple(ch_mult, "ch_mult")
         latent_dim = check_positive_int(latent_dim, "latent_dim")

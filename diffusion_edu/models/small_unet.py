@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..forward import Parameterization
 from .base import Denoiser, check_positive_int
 from .embeddings import LabelEmbedding, TimeEmbedding
 
@@ -64,8 +65,9 @@ class SmallUNet(Denoiser):
         depth: int = 2,
         time_dim: int = 32,
         num_classes: int | None = None,
+        parameterization: Parameterization = "eps",
     ) -> None:
-        super().__init__(in_channels, image_size, num_classes)
+        super().__init__(in_channels, image_size, num_classes, parameterization)
         ch = check_positive_int(ch, "ch")
         depth = check_positive_int(depth, "depth")
         time_dim = check_positive_int(time_dim, "time_dim", minimum=2)

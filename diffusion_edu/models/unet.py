@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..forward import Parameterization
 from .base import Denoiser, check_dropout, check_int_tuple, check_positive_int, group_norm
 from .embeddings import LabelEmbedding, TimeEmbedding, one_hot_labels
 from .unet_blocks import AttentionBlock, Downsample, EmbedSequential, ResBlock, Upsample, zero_init
@@ -75,8 +76,9 @@ class UNet(Denoiser):
         use_scale_shift_norm: bool = False,
         resblock_updown: bool = False,
         norm_groups: int = 32,
+        parameterization: Parameterization = "eps",
     ) -> None:
-        super().__init__(in_channels, image_size, num_classes)
+        super().__init__(in_channels, image_size, num_classes, parameterization)
         ch = check_positive_int(ch, "ch")
         ch_mult = check_int_tuple(ch_mult, "ch_mult")
         num_res_blocks = check_positive_int(num_res_blocks, "num_res_blocks")
