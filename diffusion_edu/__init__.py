@@ -12,7 +12,7 @@ from . import _compat  # noqa: F401  (must run before anything imports torchvisi
 from .cold import DegradedPrior, RowColumnAveraging, cold_sample, fit_degraded_prior, line_order
 from .data import (
     DatasetNotAvailableError,
-    EmbeddedMNIST,
+    load_embedded_mnist,
     ImageDataset,
     load_cifar10,
     load_dataset,
@@ -47,7 +47,7 @@ from .metrics import (
     real_vs_real,
     reference_stats,
 )
-from .presets import PRESETS, TrainConfig, get_preset
+from .presets import TRAINING_PRESETS, TrainConfig, training_preset
 from .models import (
     CNN,
     MODEL_PRESETS,
@@ -57,7 +57,7 @@ from .models import (
     SmallUNet,
     UNet,
     build_model,
-    build_preset,
+    build_model_preset,
     count_parameters,
 )
 from .schedules import (
@@ -80,7 +80,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # data
-    "DatasetNotAvailableError", "EmbeddedMNIST", "ImageDataset", "load_cifar10", "load_dataset",
+    "DatasetNotAvailableError", "load_embedded_mnist", "ImageDataset", "load_cifar10", "load_dataset",
     "load_mnist", "to_model_range", "to_unit_range",
     # forward process
     "eps_and_x0_from_output", "eps_from_posterior_mean", "posterior_mean_from_eps",
@@ -97,11 +97,11 @@ __all__ = [
     # intervals and precision / recall
     "Interval", "bootstrap", "judge_order", "seed_spread", "precision_recall",
     # networks
-    "CNN", "MODEL_PRESETS", "MODELS", "VAE", "Autoencoder", "SmallUNet", "UNet", "build_model", "build_preset",
+    "CNN", "MODEL_PRESETS", "MODELS", "VAE", "Autoencoder", "SmallUNet", "UNet", "build_model", "build_model_preset",
     "count_parameters",
     # schedules
     "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
     "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",
     # training
-    "PRESETS", "TrainConfig", "get_preset", "LoadedModel", "NonFiniteLossError", "TrainResult", "load_model", "train",
+    "TRAINING_PRESETS", "TrainConfig", "training_preset", "LoadedModel", "NonFiniteLossError", "TrainResult", "load_model", "train",
 ]

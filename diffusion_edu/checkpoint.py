@@ -286,7 +286,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 
 def build_network(config: TrainConfig) -> torch.nn.Module:
     """The network named by ``config.model``, imported lazily from :mod:`diffusion_edu.models`: a model
-    preset such as ``unet_mnist`` (``build_preset(name, **model_kwargs)``, the kwargs overriding the
+    preset such as ``unet_mnist`` (``build_model_preset(name, **model_kwargs)``, the kwargs overriding the
     preset's) or a model class name such as ``unet`` (``build_model(name, **model_kwargs)``)."""
     try:
         from . import models
@@ -300,7 +300,7 @@ def build_network(config: TrainConfig) -> torch.nn.Module:
         raise ValueError(f"model_kwargs['parameterization']={config.model_kwargs['parameterization']!r} contradicts "
                          f"TrainConfig.parameterization={config.parameterization!r}; set only the latter")
     if config.model in getattr(models, "MODEL_PRESETS", {}):
-        return models.build_preset(config.model, **kwargs)
+        return models.build_model_preset(config.model, **kwargs)
     return models.build_model(config.model, **kwargs)
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "ImageDataset",
-    "EmbeddedMNIST",
+    "load_embedded_mnist",
     "DatasetNotAvailableError",
     "BadDataError",
     "DATASETS",
@@ -126,7 +126,7 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
         return d["images"], d["labels"]
 
 
-def EmbeddedMNIST(split: Literal["train", "heldout", "all"] = "train") -> ImageDataset:
+def load_embedded_mnist(split: Literal["train", "heldout", "all"] = "train") -> ImageDataset:
     """The 10,000 real MNIST digits shipped in the package (see ``diffusion_edu/assets/README.md``).
 
     Split (fixed, no randomness): within each class, every tenth digit in file order is held out
@@ -155,7 +155,7 @@ def default_data_root() -> Path:
 
 _OFFLINE_HINT = (
     "To work offline, use the MNIST digits shipped with the package instead: "
-    "diffusion_edu.data.EmbeddedMNIST('train') (or dataset='mnist-embedded' in presets and the CLI)."
+    "diffusion_edu.data.load_embedded_mnist('train') (or dataset='mnist-embedded' in presets and the CLI)."
 )
 
 
@@ -394,7 +394,7 @@ def load_dataset(
         return loader(path, split, image_size=image_size, channels=channels)
     root = path if path is not None else root
     if name == "mnist-embedded":
-        ds = EmbeddedMNIST("heldout" if split == "test" else split)
+        ds = load_embedded_mnist("heldout" if split == "test" else split)
     else:
         if split not in ("train", "test", "heldout"):
             raise ValueError(f"{name} has splits 'train' and 'test' (or 'heldout', the same), got {split!r}")

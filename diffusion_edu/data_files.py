@@ -13,7 +13,7 @@ input first, so that bad data stops with a message naming the file and the fix, 
   an ``.npy`` holds the images alone). Floats are stored as uint8 pixels (steps of 1/255).
 
 Splits (fixed, no randomness): within each class, every tenth image in file order is held out, as in
-:func:`~diffusion_edu.data.EmbeddedMNIST`; ``train`` is the rest, ``heldout`` (or ``test``) the tenth
+:func:`~diffusion_edu.data.load_embedded_mnist`; ``train`` is the rest, ``heldout`` (or ``test``) the tenth
 and ``all`` both. The held-out part is what the feature classifier is scored on and the FID reference.
 """
 

@@ -417,9 +417,9 @@ def real_vs_real(n: int, reference: Any = "mnist-embedded/heldout", generator: t
                  **kwargs: Any) -> dict[str, Any]:
     """The floor: :func:`evaluate` of ``n`` random digits of the embedded training part (with their true
     labels) against the reference, the best a model of the training data can score with ``n`` samples."""
-    from .data import EmbeddedMNIST
+    from .data import load_embedded_mnist
 
-    train = EmbeddedMNIST("train")
+    train = load_embedded_mnist("train")
     if not 2 <= n <= len(train):
         raise ValueError(f"n must lie in 2..{len(train)} (the size of the embedded training part), got {n}")
     idx = torch.randperm(len(train), generator=generator)[:n]

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["TrainConfig", "Preset", "PRESETS", "get_preset", "add_cli"]
+__all__ = ["TrainConfig", "TrainingPreset", "TRAINING_PRESETS", "training_preset", "add_cli"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "process": ("gaussian", "cold"),
@@ -223,7 +223,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Preset:
+class TrainingPreset:
     """A named configuration with a one-line description (shown by ``python -m diffusion_edu presets``)."""
 
     name: str
@@ -234,56 +234,56 @@ class Preset:
 _MNIST_EPOCH = 60_000 // 128  # 468 full batches of 128 in MNIST's 60,000 training digits
 _HO = dict(schedule="linear", T=1000, optimizer="adam", lr=2e-4, batch_size=128, ema_decay=0.9999)
 
-_PRESET_LIST: list[Preset] = [
-    Preset("quick_mnist", "Offline demo: Report E's small U-Net on the embedded MNIST digits, 3000 steps "
+_PRESET_LIST: list[TrainingPreset] = [
+    TrainingPreset("quick_mnist", "Offline demo: Report E's small U-Net on the embedded MNIST digits, 3000 steps "
            "(5-10 minutes on 2 CPU cores; recognisable digits by the end). Its network follows the data: "
            "--set dataset=fashion-mnist, or image-folder / array-file with --set data_path=...",
            TrainConfig(dataset="mnist-embedded", model="small_unet_mnist",
                        T=1000, loss="l1", p_uncond=0.1, lr=1e-3, batch_size=32, steps=3000, ema_decay=0.995,
                        log_every=50, checkpoint_every=500, sample_every=1000)),
-    Preset("a_unet", "Report A: conditional U-Net, eps-prediction, linear betas, T=400 (optimizer, batch and "
+    TrainingPreset("a_unet", "Report A: conditional U-Net, eps-prediction, linear betas, T=400 (optimizer, batch and "
            "steps not reported: Ho et al.'s Adam 2e-4, batch 128, 20k steps; no EMA).",
            TrainConfig(dataset="mnist", model="unet_mnist", model_kwargs={"num_classes": 10}, schedule="linear",
                        T=400, lr=2e-4, batch_size=128, steps=20_000, ema_decay=None)),
-    Preset("a_unet_mu", "Report A: the same U-Net trained to output the posterior mean mu instead of eps.",
+    TrainingPreset("a_unet_mu", "Report A: the same U-Net trained to output the posterior mean mu instead of eps.",
            TrainConfig(dataset="mnist", model="unet_mnist", model_kwargs={"num_classes": 10}, T=400,
                        parameterization="mu", steps=20_000, ema_decay=None)),
-    Preset("a_unet_disc", "Report A Eqs. 8-9: conditional U-Net plus gamma=0.1 times a frozen MNIST "
+    TrainingPreset("a_unet_disc", "Report A Eqs. 8-9: conditional U-Net plus gamma=0.1 times a frozen MNIST "
            "classifier's error on the predicted clean digit (gamma not reported).",
            TrainConfig(dataset="mnist", model="unet_mnist", model_kwargs={"num_classes": 10}, T=400,
                        disc_weight=0.1, steps=20_000, ema_decay=None)),
-    Preset("a_autoencoder", "Report A: the convolutional autoencoder denoiser with its output skip, T=400.",
+    TrainingPreset("a_autoencoder", "Report A: the convolutional autoencoder denoiser with its output skip, T=400.",
            TrainConfig(dataset="mnist", model="autoencoder_mnist", model_kwargs={"num_classes": 10}, T=400,
                        steps=20_000, ema_decay=None)),
-    Preset("a_vae", "Report A: the VAE-style denoiser, T=400; its KL term (per pixel, like the MSE) enters with weight 1.",
+    TrainingPreset("a_vae", "Report A: the VAE-style denoiser, T=400; its KL term (per pixel, like the MSE) enters with weight 1.",
            TrainConfig(dataset="mnist", model="vae_mnist", model_kwargs={"num_classes": 10}, T=400,
                        steps=20_000, ema_decay=None)),
-    Preset("c_cifar10", "Report C / Ho et al.: 35.7M U-Net, dropout 0.1, linear 1e-4..0.02, T=1000, Adam 2e-4, "
+    TrainingPreset("c_cifar10", "Report C / Ho et al.: 35.7M U-Net, dropout 0.1, linear 1e-4..0.02, T=1000, Adam 2e-4, "
            "batch 128, warm-up 5000, clip 1, EMA 0.9999, flips, 800k steps (Report C ran 100k).",
            TrainConfig(dataset="cifar10", model="unet_cifar10", model_kwargs={"dropout": 0.1}, **_HO,
                        warmup_steps=5000, grad_clip=1.0, hflip=True, steps=800_000,
                        log_every=100, checkpoint_every=5000, sample_every=10_000)),
-    Preset("b_cifar10_cfg", "Report B: improved U-Net with class embedding, cosine schedule, p_uncond 0.1, AdamW "
+    TrainingPreset("b_cifar10_cfg", "Report B: improved U-Net with class embedding, cosine schedule, p_uncond 0.1, AdamW "
            "3e-4, batch 14, ~1M steps (T, EMA, flips not reported: 1000, 0.9999, on).",
            TrainConfig(dataset="cifar10", model="unet_cifar10_improved", model_kwargs={"num_classes": 10},
                        schedule="cosine", T=1000, p_uncond=0.1, optimizer="adamw", lr=3e-4, weight_decay=0.0,
                        batch_size=14, steps=1_000_000, hflip=True, ema_decay=0.9999,
                        checkpoint_every=5000, sample_every=10_000)),
-    Preset("d_cnn", "Report D: CNN (16,32,32,16; kernel 7; GELU), T=1000, Adam 2e-4, batch 128, MSE, "
+    TrainingPreset("d_cnn", "Report D: CNN (16,32,32,16; kernel 7; GELU), T=1000, Adam 2e-4, batch 128, MSE, "
            "100 epochs of MNIST (46,800 steps).",
            TrainConfig(dataset="mnist", model="cnn_mnist", **{**_HO, "ema_decay": None},
                        steps=100 * _MNIST_EPOCH, checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),
-    Preset("d_cnn_selu", "Report D's harder variant: the CNN with SELU, T=100, lr 6e-4, batch 128, 100 epochs.",
+    TrainingPreset("d_cnn_selu", "Report D's harder variant: the CNN with SELU, T=100, lr 6e-4, batch 128, 100 epochs.",
            TrainConfig(dataset="mnist", model="cnn_mnist_selu", schedule="linear", T=100, lr=6e-4,
                        batch_size=128, ema_decay=None, steps=100 * _MNIST_EPOCH,
                        checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),
-    Preset("d_cold_columns", "Report D cold diffusion: column averaging in random order, one column per step "
+    TrainingPreset("d_cold_columns", "Report D cold diffusion: column averaging in random order, one column per step "
            "(T=28), the CNN predicts x0 with MSE (epochs not reported: 100).",
            TrainConfig(dataset="mnist", model="cnn_mnist", process="cold", T=28, cold_axis="columns",
                        cold_order="random", cold_group=1, parameterization="x0", loss="l2", lr=2e-4,
                        batch_size=128, ema_decay=None, steps=100 * _MNIST_EPOCH,
                        checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),
-    Preset("e_unet", "Report E: small two-level U-Net with time and label in every block, T=1000 linear, L1, "
+    TrainingPreset("e_unet", "Report E: small two-level U-Net with time and label in every block, T=1000 linear, L1, "
            "batch 32, 100k steps, p_uncond 0.1 (rate not reported), Adam 1e-4 (authors' notebook), no EMA.",
            TrainConfig(dataset="mnist", model="small_unet_mnist", model_kwargs={"num_classes": 10},
                        schedule="linear", T=1000, loss="l1", p_uncond=0.1, lr=1e-4, batch_size=32,
@@ -291,20 +291,20 @@ _PRESET_LIST: list[Preset] = [
 ]
 _E = _PRESET_LIST[-1].config
 for _T, _schedule in ((4000, "linear"), (1000, "cosine"), (4000, "cosine")):
-    _PRESET_LIST.append(Preset(f"e_unet_{_schedule}_T{_T}",
+    _PRESET_LIST.append(TrainingPreset(f"e_unet_{_schedule}_T{_T}",
                                f"Report E's sweep: e_unet with the {_schedule} schedule and T={_T}.",
                                _E.replace(schedule=_schedule, T=_T)))
 
-PRESETS: dict[str, Preset] = {p.name: p for p in _PRESET_LIST}
+TRAINING_PRESETS: dict[str, TrainingPreset] = {p.name: p for p in _PRESET_LIST}
 
 
-def get_preset(name: str, **overrides: Any) -> TrainConfig:
+def training_preset(name: str, **overrides: Any) -> TrainConfig:
     """The named preset's config, with ``overrides`` applied (validated), e.g.
-    ``get_preset("e_unet", steps=2000, dataset="mnist-embedded")``."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)} "
+    ``training_preset("e_unet", steps=2000, dataset="mnist-embedded")``."""
+    if name not in TRAINING_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(TRAINING_PRESETS)} "
                          "(python -m diffusion_edu presets lists them)")
-    return PRESETS[name].config.replace(**overrides)  # always a fresh copy
+    return TRAINING_PRESETS[name].config.replace(**overrides)  # always a fresh copy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def _apply_sets(config: dict[str, Any], assignments: list[str]) -> dict[str, Any
 
 
 def _cmd_presets(args) -> int:
-    for p in PRESETS.values():
+    for p in TRAINING_PRESETS.values():
         print(f"{p.name:<20} {p.description}")
     return 0
 
@@ -353,7 +353,7 @@ def _cmd_train(args) -> int:
 
     sets = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else []) \
         + ([f"device={args.device}"] if args.device else [])
-    config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
+    config = TrainConfig.from_dict(_apply_sets(TRAINING_PRESETS[args.preset].config.to_dict(), sets))
     out = args.out or f"runs/{args.preset}"
     check_output_folder(out, "--out")
     if "RANK" not in os.environ:
@@ -381,7 +381,7 @@ def add_cli(subparsers) -> None:
 
     from ._errors import int_at_least
 
-    listing = "\n".join(f"  {p.name:<20} {p.description}" for p in PRESETS.values())
+    listing = "\n".join(f"  {p.name:<20} {p.description}" for p in TRAINING_PRESETS.values())
     p = subparsers.add_parser(
         "train", help="train a network from a preset (resumes by default)",
         description="Train one of the reports' configurations. Outputs: OUT/config.json, log.jsonl, "
@@ -390,7 +390,7 @@ def add_cli(subparsers) -> None:
                     "launch it with torchrun: torchrun --nproc_per_node N -m diffusion_edu train ... "
                     "(batch_size is then the global batch, split over the N processes).",
         epilog="presets:\n" + listing, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", required=True, choices=list(PRESETS), metavar="NAME", help="a preset (listed below)")
+    p.add_argument("--preset", required=True, choices=list(TRAINING_PRESETS), metavar="NAME", help="a preset (listed below)")
     p.add_argument("--steps", type=int, help="number of optimisation steps (overrides the preset's)")
     p.add_argument("--out", help="output folder (default: runs/NAME)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,

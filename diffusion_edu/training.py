@@ -51,13 +51,13 @@ from .forward import declared_parameterization
 from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .precision import grad_scaler, resolve_precision
-from .presets import PRESETS, TrainConfig, add_cli, get_preset
+from .presets import TRAINING_PRESETS, TrainConfig, add_cli, training_preset
 from .results import atomic_write_bytes
 from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
     restore_aside, set_aside
 
 __all__ = [
-    "TrainConfig", "PRESETS", "get_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",
+    "TrainConfig", "TRAINING_PRESETS", "training_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",
     "DivergenceError", "TrainingInterrupted", "train", "ema_update", "load_model", "LoadedModel", "add_cli",
 ]
 

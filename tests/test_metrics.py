@@ -16,7 +16,7 @@ from diffusion_edu.classifier import (ClassifierConfig, ClassifierFeatures, Clas
                                       classifier_accuracy, load_classifier, load_mnist_classifier, random_shift,
                                       save_classifier, shipped_classifier_path, train_classifier)
 from diffusion_edu.cli import main as cli_main
-from diffusion_edu.data import EmbeddedMNIST
+from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.memorisation import lpips_nearest_neighbours, nearest_neighbours
 from diffusion_edu.metrics import (WeightsNotAvailableError, conditional_accuracy, evaluate, fid, inception_fid_is,
                                    inception_score, kid, noise_ceiling, real_vs_real, reference_stats)
@@ -26,12 +26,12 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "metrics" / "mnist_c
 
 @pytest.fixture(scope="module")
 def heldout():
-    return EmbeddedMNIST("heldout").tensors()  # (1005, 1, 28, 28) in [-1, 1], (1005,)
+    return load_embedded_mnist("heldout").tensors()  # (1005, 1, 28, 28) in [-1, 1], (1005,)
 
 
 @pytest.fixture(scope="module")
 def train_subset():
-    return EmbeddedMNIST("train").subset(1000).tensors()  # class-balanced 1,000 training digits
+    return load_embedded_mnist("train").subset(1000).tensors()  # class-balanced 1,000 training digits
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_train_classifier_on_full_mnist_files(tmp_path, monkeypatch):
     come from MNIST's training split."""
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    ds = EmbeddedMNIST("all").subset(96)
+    ds = load_embedded_mnist("all").subset(96)
     _write_idx(raw / "train-images-idx3-ubyte", ds.images[:64, 0].numpy())
     _write_idx(raw / "train-labels-idx1-ubyte", ds.labels[:64].numpy())
     _write_idx(raw / "t10k-images-idx3-ubyte", ds.images[64:, 0].numpy())

@@ -512,12 +512,12 @@ def test_a_network_that_declares_nothing_is_never_taken_for_an_eps_network(metho
 
 def test_the_package_networks_declare_their_output():
     """A Denoiser declares what it outputs when built (default eps); an unknown value is refused."""
-    from diffusion_edu.models import build_preset
+    from diffusion_edu.models import build_model_preset
 
-    assert build_preset("cnn_mnist").parameterization == "eps"
-    assert build_preset("cnn_mnist", parameterization="x0").parameterization == "x0"
+    assert build_model_preset("cnn_mnist").parameterization == "eps"
+    assert build_model_preset("cnn_mnist", parameterization="x0").parameterization == "x0"
     with pytest.raises(ValueError, match="parameterization must be one of"):
-        build_preset("cnn_mnist", parameterization="v")
+        build_model_preset("cnn_mnist", parameterization="v")
 
 
 def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):

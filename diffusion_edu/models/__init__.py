@@ -6,7 +6,7 @@ The output has the shape of ``x``. Build a network by name from JSON-able keywor
 what checkpoints store) with :func:`build_model`, or from a named set of them in :data:`MODEL_PRESETS`::
 
     model = build_model(**MODEL_PRESETS["unet_mnist"])   # {"name": "unet", "ch": 16, ...}
-    model = build_preset("unet_mnist", num_classes=None)  # the same, with some kwargs changed
+    model = build_model_preset("unet_mnist", num_classes=None)  # the same, with some kwargs changed
 
 ===============  ========================================================  =======
 name             network                                                   report
@@ -36,7 +36,7 @@ from .small_unet import SmallUNet
 from .unet import UNet
 
 __all__ = [
-    "MODELS", "MODEL_PRESETS", "build_model", "build_preset", "count_parameters",
+    "MODELS", "MODEL_PRESETS", "build_model", "build_model_preset", "count_parameters",
     "Denoiser", "UNet", "SmallUNet", "CNN", "Autoencoder", "VAE",
     "sinusoidal_embedding", "TimeEmbedding", "LabelEmbedding", "one_hot_labels",
 ]
@@ -125,12 +125,12 @@ def build_model(name: str, **kwargs: Any) -> Denoiser:
     return model
 
 
-def build_preset(preset: str, **overrides: Any) -> Denoiser:
+def build_model_preset(preset: str, **overrides: Any) -> Denoiser:
     """Build the network of a named preset (a key of :data:`MODEL_PRESETS`), with some kwargs overridden."""
     if preset not in MODEL_PRESETS:
         raise ValueError(f"preset must be one of {sorted(MODEL_PRESETS)}, got {preset!r}")
     if "name" in overrides:
-        raise TypeError("build_preset: the preset fixes the model name; use build_model to build another model")
+        raise TypeError("build_model_preset: the preset fixes the model name; use build_model to build another model")
     return build_model(**{**copy.deepcopy(MODEL_PRESETS[preset]), **overrides})
 
 
