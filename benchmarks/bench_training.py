@@ -56,7 +56,7 @@ def child(preset: str, args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(int(args.threads))
     from diffusion_edu import training_preset
-    from diffusion_edu.checkpoint import resolve_device
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.data import load_cifar10, write_fake_cifar10
     from diffusion_edu.training import TrainingRun
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from diffusion_edu.checkpoint import resolve_device
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.results import current_tier, results_dir, write_results
 
     device = resolve_device(args.device)

@@ -23,11 +23,10 @@ _COMMAND_MODULES: list[str] = [
     "diffusion_edu.models.cli",
     "diffusion_edu.ledger",
     "diffusion_edu.classifier",
-    "diffusion_edu.training",
+    "diffusion_edu.commands.train",
     "diffusion_edu.experiments",
-    "diffusion_edu.generate",
+    "diffusion_edu.commands.sample",
     "diffusion_edu.scoring",
-    # "diffusion_edu.metrics", "diffusion_edu.experiments", ...
 ]
 
 

@@ -120,7 +120,7 @@ def fit_to_data(config: TrainConfig, dataset: ImageDataset, check_discriminator:
 def _check_buildable(config: TrainConfig, dataset: ImageDataset, size: int) -> None:
     """Build the network on the meta device (no memory, no random draws) and the cold degradation, so
     that their size checks run now, not after the output folder is written."""
-    from .checkpoint import build_network, build_process
+    from .builders import build_network, build_process
 
     try:
         with torch.device("meta"):

@@ -11,7 +11,7 @@ The conventions, which make a run on N processes the same run as on one:
   ``batch_size / N`` images of it. A global batch that N does not divide is an error
   (:class:`DistributedLaunchError`), raised before any process waits for another.
 - Every process draws the same global batch: the epoch permutation from (seed, epoch)
-  (:class:`~diffusion_edu.checkpoint.EpochOrder`), then the flips, label drops, ``t`` and ``eps`` of the
+  (:class:`~diffusion_edu.seeding.EpochOrder`), then the flips, label drops, ``t`` and ``eps`` of the
   whole global batch from the run's noise generator (seeded identically everywhere), and then keeps its
   slice ``rank * b : (rank + 1) * b`` with ``b = batch_size / N``. The union of the slices is the batch
   a single process would train on, with the same ``t`` and ``eps``, and the noise generator's state is
@@ -45,7 +45,8 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-from .checkpoint import derived_seed, resolve_device
+from .devices import resolve_device
+from .seeding import derived_seed
 
 __all__ = [
     "DistributedContext",

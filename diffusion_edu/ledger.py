@@ -161,7 +161,6 @@ LEFT_BLANK = NotComparable("the report left this number blank; the book's value 
 NOT_MEASURED_A = NotComparable(
     "Report A says it never saw a sample of the wrong class but did not measure the error; the book's value fills the gap"
 )
-LPIPS_OFFLINE = NotComparable("LPIPS needs pretrained AlexNet weights, which an offline re-run cannot load")
 
 ENTRIES: list[Entry] = [
     # Report A: MNIST, T=400, U-Net predicting eps (chapter 3, diffusion_edu.experiments.report_a).

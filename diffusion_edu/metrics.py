@@ -1,9 +1,10 @@
 """Measuring samples: FID, IS and KID with the package's MNIST classifier, conditional accuracy, floors.
 
-All functions take images (B, C, H, W) in [-1, 1], the package's convention, shaped as the feature
-classifier reads them: (B, 1, 28, 28) for the shipped MNIST classifier, the dataset's shape for one that
-``python -m diffusion_edu train-classifier --dataset ...`` trained (pass it as ``classifier=``; grey and
-colour alike). They return plain floats. The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
+All functions take images (B, C, H, W) in [-1, 1], the package's convention, and return plain floats.
+The features come from a pluggable :class:`FeatureExtractor` (the ``classifier=`` argument): the shipped
+MNIST classifier by default, which reads (B, 1, 28, 28); a classifier that ``python -m diffusion_edu
+train-classifier --dataset ...`` trained on other images (grey or colour, any size); or any module with
+``features_and_logits`` (its ``input_shape``, when it has one, is checked; without one it takes any shape). The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
 ``KernelInceptionDistance``) with the classifier of :mod:`diffusion_edu.classifier` in place of
 Inception-v3, as Report E did for IS:
 
@@ -24,7 +25,7 @@ the features / logits through an identity module, which gives the same numbers a
 :class:`ClassifierFeatures` / :class:`ClassifierLogits` (a test checks it).
 
 Inception-based FID / IS (the numbers the reports quote) need torch-fidelity and downloaded weights,
-LPIPS needs downloaded AlexNet / VGG weights (:func:`inception_fid_is` here,
+LPIPS needs downloaded AlexNet / VGG weights (:func:`inception_metrics` and :func:`inception_fid_is` here,
 :func:`diffusion_edu.memorisation.lpips_nearest_neighbours`): offline they raise
 :class:`WeightsNotAvailableError`, which says what to do. Nearest training neighbours (memorisation)
 live in :mod:`diffusion_edu.memorisation`.
@@ -36,7 +37,7 @@ import contextlib
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -48,8 +49,19 @@ __all__ = [
     "MNISTClassifier", "load_mnist_classifier", "ClassifierFeatures", "ClassifierLogits",  # from classifier.py
     "ReferenceStats", "check_metric_images", "classifier_outputs", "reference_stats", "fid", "kid",
     "inception_score", "conditional_accuracy", "evaluate", "noise_images", "real_vs_real", "noise_ceiling",
-    "WeightsNotAvailableError", "download_guard", "inception_fid_is", "feature_extractor_name", "to_uint8",
+    "WeightsNotAvailableError", "download_guard", "inception_fid_is", "inception_metrics", "feature_extractor_name",
+    "to_uint8", "FeatureExtractor",
 ]
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """What the metrics need of a feature network (an ``nn.Module``): ``features_and_logits(x)`` maps images
+    (B, C, H, W) in [-1, 1] to features (B, d) (FID, KID, precision / recall) and logits (B, K) (IS,
+    conditional accuracy). Optional: ``input_shape`` (C, H, W) it reads (checked when given),
+    ``trained_on`` and ``describe()`` (recorded in results files, see :func:`feature_extractor_name`)."""
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; logits for IS)"
 
@@ -57,8 +69,8 @@ FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; l
 def feature_extractor_name(classifier: nn.Module) -> str:
     """What a results file records as the feature extractor: :data:`FEATURE_EXTRACTOR` for the shipped MNIST
     classifier, else the classifier's own description (its training data, features and input shape)."""
-    if getattr(classifier, "trained_on", "mnist-embedded") == "mnist-embedded" and \
-            tuple(getattr(classifier, "input_shape", (1, 28, 28))) == (1, 28, 28):
+    if getattr(classifier, "trained_on", None) == "mnist-embedded" and \
+            tuple(getattr(classifier, "input_shape", ())) == (1, 28, 28):
         return FEATURE_EXTRACTOR
     describe = getattr(classifier, "describe", None)
     return describe() if callable(describe) else type(classifier).__name__
@@ -117,7 +129,7 @@ def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int =
 _DEFAULT_CLASSIFIERS: dict[str, MNISTClassifier] = {}
 
 
-def _classifier(classifier: MNISTClassifier | None, device: torch.device) -> MNISTClassifier:
+def _classifier(classifier: FeatureExtractor | None, device: torch.device) -> FeatureExtractor:
     """The given classifier, or the shipped one on ``device`` (loaded once per device)."""
     if classifier is not None:
         return classifier
@@ -141,9 +153,12 @@ def _rng(generator: torch.Generator | None):
 
 
 def _check_input_shape(images: torch.Tensor, clf: nn.Module, name: str) -> None:
-    """Images must have the shape the classifier reads (its ``input_shape``; (1, 28, 28) for MNIST)."""
-    want = tuple(getattr(clf, "input_shape", (1, 28, 28)))
-    if tuple(images.shape[1:]) != want:
+    """Images must have the shape the extractor reads (its ``input_shape``; (1, 28, 28) for MNIST); an
+    extractor without ``input_shape`` takes any shape."""
+    if not isinstance(clf, FeatureExtractor):
+        raise TypeError(f"classifier must be a feature extractor with features_and_logits(x), got {type(clf).__name__}")
+    want = getattr(clf, "input_shape", None)
+    if want is not None and tuple(images.shape[1:]) != tuple(want):
         trained = getattr(clf, "trained_on", "MNIST")
         raise ValueError(f"{name} must have shape (B, {', '.join(map(str, want))}) (what the feature classifier "
                          f"trained on {trained} reads), got {tuple(images.shape)}. For other images train a "
@@ -152,7 +167,7 @@ def _check_input_shape(images: torch.Tensor, clf: nn.Module, name: str) -> None:
 
 
 @torch.no_grad()
-def classifier_outputs(images: torch.Tensor, classifier: MNISTClassifier | None = None, batch_size: int = 1000,
+def classifier_outputs(images: torch.Tensor, classifier: FeatureExtractor | None = None, batch_size: int = 1000,
                        name: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features (N, 128) and logits (N, K) of images (N, C, H, W) in [-1, 1], float32 on the CPU.
 
@@ -162,15 +177,18 @@ def classifier_outputs(images: torch.Tensor, classifier: MNISTClassifier | None 
     check_metric_images(images, name)
     clf = _classifier(classifier, images.device)
     _check_input_shape(images, clf, name)
-    device = next(clf.parameters()).device
-    was_training = clf.training
-    clf.eval()
+    param = next(iter(clf.parameters()), None) if isinstance(clf, nn.Module) else None
+    device = param.device if param is not None else images.device
+    was_training = getattr(clf, "training", False)
+    if isinstance(clf, nn.Module):
+        clf.eval()
     feats, logits = [], []
     for i in range(0, images.shape[0], batch_size):
         f, lg = clf.features_and_logits(images[i:i + batch_size].to(device, torch.float32))
         feats.append(f.float().cpu())
         logits.append(lg.float().cpu())
-    clf.train(was_training)
+    if isinstance(clf, nn.Module):
+        clf.train(was_training)
     return torch.cat(feats), torch.cat(logits)  # (N, d), (N, K)
 
 
@@ -181,14 +199,14 @@ class ReferenceStats:
 
     features: torch.Tensor
     name: str
-    classifier: MNISTClassifier = field(repr=False)
+    classifier: FeatureExtractor = field(repr=False)
 
     @property
     def n(self) -> int:
         return int(self.features.shape[0])
 
 
-def reference_stats(reference: Any, classifier: MNISTClassifier | None = None,
+def reference_stats(reference: Any, classifier: FeatureExtractor | None = None,
                     batch_size: int = 1000) -> ReferenceStats:
     """Features of a reference set: images (N, 1, 28, 28) in [-1, 1], an ``ImageDataset``, or a dataset name
     such as ``"mnist-embedded/heldout"`` (the book's default reference: the 1,005 held-out digits)."""
@@ -216,7 +234,7 @@ def reference_stats(reference: Any, classifier: MNISTClassifier | None = None,
 _LAST_REFERENCE: dict[str, Any] = {}
 
 
-def _reference_for(reference: Any, classifier: MNISTClassifier | None, batch_size: int) -> ReferenceStats:
+def _reference_for(reference: Any, classifier: FeatureExtractor | None, batch_size: int) -> ReferenceStats:
     """:func:`reference_stats`, cached for the last reference seen (same object, unchanged, same classifier)."""
     from .data import ImageDataset
 
@@ -236,7 +254,7 @@ def _reference_for(reference: Any, classifier: MNISTClassifier | None, batch_siz
     return stats
 
 
-def _features(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None,
+def _features(samples: torch.Tensor, reference: Any, classifier: FeatureExtractor | None,
               batch_size: int) -> tuple[torch.Tensor, torch.Tensor, ReferenceStats]:
     """Sample features (N, d), sample logits (N, 10) and the (cached) reference, through one classifier."""
     ref = _reference_for(reference, classifier, batch_size)
@@ -318,7 +336,7 @@ def _is_from_logits(logits: torch.Tensor, splits: int, generator: torch.Generato
     return float(mean), float(std)
 
 
-def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None,
+def fid(samples: torch.Tensor, reference: Any, classifier: FeatureExtractor | None = None,
         batch_size: int = 1000) -> float:
     """FID between samples (N, 1, 28, 28) in [-1, 1] and a reference, on classifier features.
 
@@ -330,7 +348,7 @@ def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | Non
     return _fid_from_features(f, ref.features)
 
 
-def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None, subsets: int = KID_SUBSETS,
+def kid(samples: torch.Tensor, reference: Any, classifier: FeatureExtractor | None = None, subsets: int = KID_SUBSETS,
         subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
         generator: torch.Generator | None = None) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): the unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, mean and std over
@@ -346,7 +364,7 @@ def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | Non
     return _kid_from_features(f, ref.features, subsets, subset_size, generator)
 
 
-def inception_score(samples: torch.Tensor, classifier: MNISTClassifier | None = None, splits: int = IS_SPLITS,
+def inception_score(samples: torch.Tensor, classifier: FeatureExtractor | None = None, splits: int = IS_SPLITS,
                     batch_size: int = 1000, generator: torch.Generator | None = None) -> tuple[float, float]:
     """IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` random splits.
 
@@ -370,7 +388,7 @@ def _check_labels(labels: Any, n: int, num_classes: int = 10) -> torch.Tensor:
     return labels.cpu().to(torch.int64)
 
 
-def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier: MNISTClassifier | None = None,
+def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier: FeatureExtractor | None = None,
                          batch_size: int = 1000) -> float:
     """Fraction of class-conditional samples (N, C, H, W) that the classifier assigns to the asked label (N,)."""
     check_metric_images(samples, "samples")
@@ -380,7 +398,7 @@ def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier
 
 
 def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None = None, *,
-             classifier: MNISTClassifier | None = None, is_splits: int = IS_SPLITS, kid_subsets: int = KID_SUBSETS,
+             classifier: FeatureExtractor | None = None, is_splits: int = IS_SPLITS, kid_subsets: int = KID_SUBSETS,
              kid_subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
              generator: torch.Generator | None = None) -> dict[str, Any]:
     """FID, IS, KID (and conditional accuracy when ``labels`` are given) of samples against a reference.
@@ -443,30 +461,19 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def _to_inception_input(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] grey (B, 1, H, W) or RGB (B, 3, H, W) -> uint8 RGB (B, 3, H, W), torchmetrics' default input
-    (grey repeated to three channels; it resizes to 299 itself)."""
-    x = to_uint8(x)
+def _inception_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images as they are, [-1, 1] images as uint8 (:func:`to_uint8`); grey repeated to RGB."""
+    x = x if x.dtype == torch.uint8 else to_uint8(x)
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
 
-@torch.no_grad()
-def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int = IS_SPLITS,
-                     batch_size: int = 100) -> dict[str, Any]:
-    """Inception-v3 FID (2048 pool features) and IS (logits) through torchmetrics' defaults: the numbers the
-    reports quote, for comparison with them. Needs torch-fidelity and its downloaded weights (online only).
-
-    samples, reference: (N, C, H, W) and (M, C, H, W) in [-1, 1] with C = 1 (grey, repeated to RGB) or 3,
-    N >= max(2, splits), M >= 2.
-    """
+def _inception_modules(splits: int, device: torch.device, references: list[str]) -> tuple[dict[str, Any], Any]:
+    """torchmetrics' FID (one per reference set, keeping its reference features) and IS, on Inception-v3
+    through torch-fidelity; offline or without torch-fidelity: :class:`WeightsNotAvailableError`."""
     import importlib.util
 
     import torch.hub
 
-    check_metric_images(samples, "samples", min_count=max(2, splits))
-    check_metric_images(reference, "reference", min_count=2, shape=tuple(samples.shape[1:]))
-    if samples.shape[1] not in (1, 3):
-        raise ValueError(f"samples must have 1 (grey) or 3 (RGB) channels for Inception, got {samples.shape[1]}")
     hint = _OFFLINE_HINT.format(cache=f"{torch.hub.get_dir()}/checkpoints")
     if importlib.util.find_spec("torch_fidelity") is None:
         raise WeightsNotAvailableError(
@@ -477,17 +484,60 @@ def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int
 
     with download_guard("Inception FID / IS (torch-fidelity's Inception-v3)", hint), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fid_m = FrechetInceptionDistance(feature=2048, normalize=False).to(samples.device)
-        is_m = InceptionScore(feature="logits_unbiased", splits=splits, normalize=False).to(samples.device)
-    for i in range(0, reference.shape[0], batch_size):
-        fid_m.update(_to_inception_input(reference[i:i + batch_size].to(samples.device)), real=True)
-    for i in range(0, samples.shape[0], batch_size):
-        x = _to_inception_input(samples[i:i + batch_size])
-        fid_m.update(x, real=False)
-        is_m.update(x)
-    is_mean, is_std = is_m.compute()
-    return {"fid_inception": float(fid_m.compute()), "is_inception": float(is_mean), "is_inception_std": float(is_std),
-            "n_samples": int(samples.shape[0]), "n_reference": int(reference.shape[0]),
+        fids = {name: FrechetInceptionDistance(feature=2048, reset_real_features=False).to(device) for name in references}
+        is_metric = InceptionScore(feature="logits_unbiased", splits=splits, normalize=False).to(device)
+    return fids, is_metric
+
+
+@torch.no_grad()
+def inception_metrics(samples: torch.Tensor, references: dict[str, torch.Tensor], ns: list[int],
+                      splits: int = IS_SPLITS, batch_size: int = 200,
+                      device: str | torch.device | None = None) -> dict[int, dict[str, Any]]:
+    """Inception-v3 IS and FID (torchmetrics' defaults: torch-fidelity's weights, 2048 pool features for FID,
+    logits for IS over ``splits`` splits) of the first n samples for each n in ``ns``, FID against each
+    reference set, in one pass over the references. The numbers the reports quote; online only.
+
+    samples: (N, C, H, W) uint8 or in [-1, 1], C = 1 (grey, repeated to RGB) or 3; references: name ->
+    images of the same kind. Returns {n: {"status": "measured", "is", "is_std", "fid_<name>" ...}}.
+    """
+    if max(ns) > samples.shape[0]:
+        raise ValueError(f"ns asks for {max(ns)} samples but only {samples.shape[0]} were given")
+    if samples.shape[1] not in (1, 3):
+        raise ValueError(f"samples must have 1 (grey) or 3 (RGB) channels for Inception, got {samples.shape[1]}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fids, is_metric = _inception_modules(splits, dev, list(references))
+    for name, ref in references.items():
+        for i in range(0, ref.shape[0], batch_size):
+            fids[name].update(_inception_input(ref[i:i + batch_size].to(dev)), real=True)
+    out = {}
+    for n in sorted(ns):
+        for m in (*fids.values(), is_metric):
+            m.reset()  # FID keeps its reference features (reset_real_features=False)
+        for i in range(0, n, batch_size):
+            x = _inception_input(samples[i:min(i + batch_size, n)].to(dev))
+            for m in fids.values():
+                m.update(x, real=False)
+            is_metric.update(x)
+        is_mean, is_std = is_metric.compute()
+        out[n] = {"status": "measured", "is": float(is_mean), "is_std": float(is_std),
+                  **{f"fid_{name}": float(m.compute()) for name, m in fids.items()}}
+    return out
+
+
+def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int = IS_SPLITS,
+                     batch_size: int = 100) -> dict[str, Any]:
+    """Inception-v3 FID and IS of all ``samples`` against one reference set (:func:`inception_metrics`),
+    on the samples' device: the numbers the reports quote, for comparison with them.
+
+    samples, reference: (N, C, H, W) and (M, C, H, W) in [-1, 1] with C = 1 (grey, repeated to RGB) or 3,
+    N >= max(2, splits), M >= 2.
+    """
+    check_metric_images(samples, "samples", min_count=max(2, splits))
+    check_metric_images(reference, "reference", min_count=2, shape=tuple(samples.shape[1:]))
+    n = int(samples.shape[0])
+    r = inception_metrics(samples, {"reference": reference}, [n], splits, batch_size, device=samples.device)[n]
+    return {"fid_inception": r["fid_reference"], "is_inception": r["is"], "is_inception_std": r["is_std"],
+            "n_samples": n, "n_reference": int(reference.shape[0]),
             "feature_extractor": "Inception-v3 (torch-fidelity weights; pool3 2048 for FID, logits for IS)"}
 
 
@@ -542,7 +592,7 @@ def precision_recall_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor,
     return {"precision": float(precision), "recall": float(recall)}
 
 
-def precision_recall(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None,
+def precision_recall(samples: torch.Tensor, reference: Any, classifier: FeatureExtractor | None = None,
                      k: int = PR_K, batch_size: int = 1000) -> dict[str, float]:
     """Precision and recall (Kynkaanniemi et al. 2019, k-NN manifolds, k = 3) of samples (N, 1, 28, 28) in
     [-1, 1] against a reference, in the same 128 classifier features as :func:`fid`.

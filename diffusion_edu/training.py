@@ -39,11 +39,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .builders import build_network, build_process, check_degradation
 from .checkpoint import (
-    CHECKPOINT_FORMAT, CheckpointError, EpochOrder, LoadedModel, build_network, build_process, capture_rng_state,
-    check_degradation, check_finite_weights, derived_seed, forked_rng, load_checkpoint, load_model, require_keys,
-    resolve_device, restore_rng_state, save_checkpoint,
+    CHECKPOINT_FORMAT, CheckpointError, LoadedModel, check_finite_weights, load_checkpoint, load_model, require_keys, save_checkpoint,
 )
+from .devices import resolve_device
+from .seeding import EpochOrder, capture_rng_state, derived_seed, forked_rng, restore_rng_state
 from .data import ImageDataset, load_dataset
 from .data_fit import data_options, fit_to_data
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
@@ -51,14 +52,14 @@ from .forward import declared_parameterization
 from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .precision import grad_scaler, resolve_precision
-from .presets import TRAINING_PRESETS, TrainConfig, add_cli, training_preset
+from .presets import TRAINING_PRESETS, TrainConfig, training_preset
 from .results import atomic_write_bytes
 from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
     restore_aside, set_aside
 
 __all__ = [
     "TrainConfig", "TRAINING_PRESETS", "training_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",
-    "DivergenceError", "TrainingInterrupted", "train", "ema_update", "load_model", "LoadedModel", "add_cli",
+    "DivergenceError", "TrainingInterrupted", "train", "ema_update", "load_model", "LoadedModel",
 ]
 
 Callback = Callable[[int, torch.nn.Module, "torch.nn.Module | None"], Any]

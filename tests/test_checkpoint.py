@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from diffusion_edu import load_model, make_schedule, train
-from diffusion_edu.checkpoint import (
-    CHECKPOINT_FORMAT, CheckpointError, EpochOrder, capture_rng_state, derived_seed, load_checkpoint,
-    restore_rng_state, save_checkpoint,
-)
+from diffusion_edu.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from diffusion_edu.seeding import EpochOrder, capture_rng_state, derived_seed, restore_rng_state
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_training import TinyNet, tiny_config, tiny_net  # noqa: E402

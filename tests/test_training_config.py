@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusion_edu import TRAINING_PRESETS, TrainConfig, training_preset
-from diffusion_edu.checkpoint import resolve_device
+from diffusion_edu.devices import resolve_device
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -65,7 +65,6 @@ RUNS: dict[str, RunSpec] = {
     "cold_columns_random_g4": ("d_cold_columns", {"cold_group": 4, "T": 7, **_COLD_CPU}),
     "cold_rows_random": ("d_cold_columns", {"cold_axis": "rows", **_COLD_CPU}),
 }
-DDPM_RUNS = ("cnn", "cnn_selu")
 COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
 CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
 COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
@@ -321,7 +320,7 @@ def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Genera
 
 
 def _seeded(*keys: Any) -> torch.Generator:
-    from ..checkpoint import derived_seed
+    from ..seeding import derived_seed
 
     return torch.Generator().manual_seed(derived_seed(0, CHAPTER, *[str(k) for k in keys]))
 

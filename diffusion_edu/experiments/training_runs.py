@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..checkpoint import derived_seed  # noqa: F401  (re-exported for chapter modules)
+from ..seeding import derived_seed  # noqa: F401  (re-exported for chapter modules)
 from ..presets import TrainConfig, training_preset
 from .common import ensure_trained, final_loss, runs_root, save_result, training_curve
 
