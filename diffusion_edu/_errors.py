@@ -33,10 +33,10 @@ _HINTS = {
 
 
 def _environment_types() -> tuple[type, ...]:
+    import torch
+
     from .data import DatasetNotAvailableError
     from .rundir import RunLockedError
-
-    import torch
 
     # FloatingPointError: a run whose loss became NaN or diverged, samples that are not finite
     return (DatasetNotAvailableError, RunLockedError, FloatingPointError, ImportError, MemoryError,
@@ -73,7 +73,7 @@ def message(exc: BaseException) -> str:
     return " ".join(text.split())  # one line
 
 
-def int_at_least(low: int, what: str = "") -> "callable":
+def int_at_least(low: int, what: str = "") -> callable:
     """An argparse ``type=`` for an int >= ``low`` (argparse then names the option in its error)."""
 
     def parse(raw: str) -> int:

@@ -286,8 +286,9 @@ def train_classifier(config: ClassifierConfig | None = None, device: str | torch
 
 def save_classifier(model: FeatureClassifier, path: str | Path) -> str:
     """Save architecture and float32 weights (``torch.load(weights_only=True)`` reads them); return the sha256."""
-    from .results import atomic_write_bytes
     import io
+
+    from .results import atomic_write_bytes
 
     buf = io.BytesIO()
     sd = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}

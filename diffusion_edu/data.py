@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ class ImageDataset(Dataset):
         """All images (N, C, H, W) in [-1, 1] and all labels (N,)."""
         return to_model_range(self.images), self.labels
 
-    def subset(self, n: int) -> "ImageDataset":
+    def subset(self, n: int) -> ImageDataset:
         """The first ``n`` items of a class-balanced interleaving (useful for quick tiers)."""
         order = _class_interleaved_order(self.labels)[:n]
         return ImageDataset(self.images[order], self.labels[order], f"{self.name}[:{n}]", self.num_classes,

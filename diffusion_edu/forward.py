@@ -15,7 +15,7 @@ coefficients up in the schedule and delegate to a core.
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 
@@ -75,7 +75,7 @@ def declared_parameterization(model: object, parameterization: str | None = None
     return chosen  # type: ignore[return-value]
 
 
-Coefficient = Union[float, torch.Tensor]
+Coefficient = float | torch.Tensor
 """A schedule value at t: a Python float (one t for the batch) or a tensor of shape (B, 1, 1, 1)."""
 
 

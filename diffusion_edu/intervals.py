@@ -35,13 +35,14 @@ set when it is resampled too). It does not remove a statistic's bias: FID's upwa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 
-from .metrics import frechet_distance, mmd2_unbiased
+from .metrics import frechet_distance
 
 __all__ = [
     "Interval",
@@ -86,7 +87,7 @@ class Interval:
     def width(self) -> float:
         return self.high - self.low
 
-    def overlaps(self, other: "Interval") -> bool:
+    def overlaps(self, other: Interval) -> bool:
         """True when the two intervals share a point (then they do not separate the two estimates)."""
         return self.low <= other.high and other.low <= self.high
 
@@ -95,7 +96,7 @@ class Interval:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> "Interval":
+    def from_dict(cls, record: Mapping[str, Any]) -> Interval:
         missing = {"estimate", "low", "high", "level", "method", "n_boot", "n"} - set(record)
         if missing:
             raise ValueError(f"an interval record needs the keys {sorted(missing)}, got {sorted(record)}")

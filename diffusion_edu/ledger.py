@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-from .intervals import Interval, interval_from, judge_order
+from .intervals import interval_from, judge_order
 from .results import TIERS, atomic_write_bytes, read_results, results_dir
 
 __all__ = [

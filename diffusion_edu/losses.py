@@ -48,7 +48,7 @@ class DiffusionTables:
     posterior_mean_coef_xt: torch.Tensor
 
     @classmethod
-    def from_schedule(cls, schedule: NoiseSchedule, device: torch.device | str = "cpu") -> "DiffusionTables":
+    def from_schedule(cls, schedule: NoiseSchedule, device: torch.device | str = "cpu") -> DiffusionTables:
         ab = schedule.alpha_bar.double().cpu()  # compute in float64, store in float32
         return cls(*(v.to(device=device, dtype=torch.float32) for v in (
             ab.sqrt(), (1 - ab).sqrt(), schedule.posterior_mean_coef_x0.cpu(), schedule.posterior_mean_coef_xt.cpu())))

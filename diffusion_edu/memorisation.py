@@ -11,7 +11,8 @@ downloads on first use: offline, :func:`lpips_nearest_neighbours` raises
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F

@@ -88,6 +88,6 @@ def autocast(device: str | torch.device, precision: Precision):
     return torch.autocast(dev.type, dtype=precision.dtype)
 
 
-def grad_scaler(device: str | torch.device, precision: Precision) -> "torch.amp.GradScaler | None":
+def grad_scaler(device: str | torch.device, precision: Precision) -> torch.amp.GradScaler | None:
     """A gradient scaler for fp16 training (None otherwise)."""
     return torch.amp.GradScaler(torch.device(device).type) if precision.scaler else None

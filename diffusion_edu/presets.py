@@ -119,7 +119,7 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict (e.g. a checkpoint's ``config``); unknown keys are an error (typos)."""
         if not isinstance(data, dict):
             raise TypeError(f"a TrainConfig is built from a dict, got {type(data).__name__}")
@@ -131,7 +131,7 @@ class TrainConfig:
         as_float = {k: float(v) for k, v in data.items() if k in floats and type(v) is int}  # JSON's 1 for 1.0
         return cls(**{**data, **as_float})
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated); unknown names are an error."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 

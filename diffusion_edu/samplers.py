@@ -28,13 +28,22 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 
 from ._checks import check_images, check_timesteps
-from .forward import Parameterization, _sqrt, declared_parameterization, eps_and_x0, eps_from_x0, posterior_mean, randn_on
+from .forward import (
+    Parameterization,
+    _sqrt,
+    declared_parameterization,
+    eps_and_x0,
+    eps_from_x0,
+    posterior_mean,
+    randn_on,
+)
 from .guidance import check_guidance, guided_output
 from .schedules import NoiseSchedule, respace
 

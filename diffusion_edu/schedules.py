@@ -16,8 +16,8 @@ Report D (following Prince's textbook) writes ``alpha_t`` for what is ``alpha_ba
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, Sequence
 
 import torch
 
@@ -196,7 +196,7 @@ class NoiseSchedule:
     def device(self) -> torch.device:
         return self.betas.device
 
-    def to(self, device: torch.device | str) -> "NoiseSchedule":
+    def to(self, device: torch.device | str) -> NoiseSchedule:
         """A copy with every tensor on ``device`` (kept in float64 where the device allows)."""
         device = torch.device(device)
         out = {}

@@ -33,20 +33,27 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from .builders import build_network, build_process, check_degradation
 from .checkpoint import (
-    CHECKPOINT_FORMAT, CheckpointError, LoadedModel, check_finite_weights, load_checkpoint, load_model, require_keys, save_checkpoint,
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    LoadedModel,
+    check_finite_weights,
+    load_checkpoint,
+    load_model,
+    require_keys,
+    save_checkpoint,
 )
-from .devices import resolve_device
-from .seeding import EpochOrder, capture_rng_state, derived_seed, forked_rng, restore_rng_state
 from .data import ImageDataset, load_dataset
 from .data_fit import data_options, fit_to_data
+from .devices import resolve_device
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
 from .forward import declared_parameterization
 from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
@@ -54,8 +61,18 @@ from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_ter
 from .precision import grad_scaler, resolve_precision
 from .presets import TRAINING_PRESETS, TrainConfig, training_preset
 from .results import atomic_write_bytes
-from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
-    restore_aside, set_aside
+from .rundir import (
+    ASIDE,
+    RunLock,
+    RunLockedError,
+    dataset_identity,
+    drop_aside,
+    remove_stale_temp_files,
+    repair_log,
+    restore_aside,
+    set_aside,
+)
+from .seeding import EpochOrder, capture_rng_state, derived_seed, forked_rng, restore_rng_state
 
 __all__ = [
     "TrainConfig", "TRAINING_PRESETS", "training_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import os
 import re
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -204,7 +205,7 @@ def noising_animation(
     generator: torch.Generator | None = None,
     interval: int = 300,
     scale: float = 2.0,
-) -> "FuncAnimation":
+) -> FuncAnimation:
     """An animation over t of ``x0`` noised under each schedule: the widget's frames, for static pages.
 
     One panel per schedule (two panels a row) shows the B images side by side, with alpha_bar_t and SNR
@@ -258,7 +259,7 @@ _ICONS = {
 }
 
 
-def animation_html(anim: "FuncAnimation", frame_format: str = "png", default_mode: str = "once") -> str:
+def animation_html(anim: FuncAnimation, frame_format: str = "png", default_mode: str = "once") -> str:
     """``anim.to_jshtml()`` made self-contained: a slider and buttons that scrub the frames in a static
     page with no kernel and no network (the CDN icon stylesheet is dropped, the icons become text).
 
@@ -305,7 +306,7 @@ def noising_widget(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     scale: int = 2,
-) -> "ipywidgets.VBox":
+) -> ipywidgets.VBox:
     """A slider over t showing ``x0`` noised under each schedule (a row each), with alpha_bar_t and SNR read out.
 
     Moving the slider recomputes x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (book eq. q-sample)
