@@ -1,6 +1,9 @@
 """Datasets: the embedded MNIST sample (offline default), real MNIST / Fashion-MNIST / CIFAR-10 via
 torchvision, and the reader's own images (a folder of image files or an array file, :mod:`.data_files`).
 
+(A little over the package's ~400 lines: the four dataset sources share ImageDataset and its checks,
+so they stay together; the reader's own files live in data_files.py.)
+
 Every dataset here returns ``(image, label)`` with ``image`` a float32 tensor of shape (C, H, W)
 scaled to [-1, 1] (Ho et al. Sec. 4: "data scaled linearly to [-1, 1]") and ``label`` an int.
 Images are kept in memory as uint8 and converted per item or per batch (:meth:`ImageDataset.batch`),

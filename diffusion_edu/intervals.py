@@ -1,5 +1,8 @@
 """Intervals for the book's measurements: the bootstrap over samples and the spread over training seeds.
 
+(About the package's ~400 lines: the bootstrap, the seed spread and the verdict rules that read
+them are one argument and are tested together.)
+
 A number such as FID = 17.0 from 500 samples is one draw of a random quantity: another 500 samples
 from the same network, or another training seed, give another number. This module puts an interval
 on it, in a form a results file can hold (:meth:`Interval.to_dict`:
@@ -325,6 +328,8 @@ def _mmd2_of_indices(k_gg: torch.Tensor, k_rr: torch.Tensor, k_gr: torch.Tensor,
     return float(within(k_gg, g) + within(k_rr, r) - 2 * k_gr[g][:, r].mean())
 
 
+# (Longer than ~60 lines: one pass per metric over the same bootstrap draws, kept together so that
+# every metric's interval comes from the same resamples.)
 def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: torch.Tensor,
                          labels: torch.Tensor | None = None, estimates: Mapping[str, float] | None = None,
                          n_boot: Mapping[str, int] | None = None, level: float = DEFAULT_LEVEL, k: int = 3,

@@ -1,5 +1,8 @@
 """The reproduction ledger: each report's number next to the book's re-run of it.
 
+(Longer than the package's usual ~400 lines: most of it is the table of report facts, one row each,
+which reads best in one place.)
+
 Every row pairs a fact from a report (its value and where the report states it) with a number the
 book's own code wrote into a results file under ``results/`` (see :mod:`diffusion_edu.results`), and
 a rule that judges the pair. :func:`render_ledger` turns :data:`ENTRIES` into a markdown table; the

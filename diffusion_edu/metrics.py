@@ -1,10 +1,15 @@
 """Measuring samples: FID, IS and KID with the package's MNIST classifier, conditional accuracy, floors.
 
+(Longer than the package's usual ~400 lines: FID, KID, IS, precision / recall and the Inception kit
+share the feature pass, the reference cache and the input checks defined here; splitting them would
+make every metric import the others' private helpers.)
+
 All functions take images (B, C, H, W) in [-1, 1], the package's convention, and return plain floats.
 The features come from a pluggable :class:`FeatureExtractor` (the ``classifier=`` argument): the shipped
 MNIST classifier by default, which reads (B, 1, 28, 28); a classifier that ``python -m diffusion_edu
 train-classifier --dataset ...`` trained on other images (grey or colour, any size); or any module with
-``features_and_logits`` (its ``input_shape``, when it has one, is checked; without one it takes any shape). The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
+``features_and_logits`` (its ``input_shape``, when it has one, is checked; without one it takes any shape).
+The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
 ``KernelInceptionDistance``) with the classifier of :mod:`diffusion_edu.classifier` in place of
 Inception-v3, as Report E did for IS:
 

@@ -136,6 +136,7 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     # -- validation ----------------------------------------------------------------------------
+    # (Longer than ~60 lines: one check per field, each with its own message; read top to bottom.)
     def _validate(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")

@@ -1,5 +1,9 @@
 """The training loop: one loop for every preset, resumable exactly from its checkpoints.
 
+(Longer than the package's usual ~400 lines, and ``_loop`` longer than ~60: the loop, resuming,
+the run directory's claim and the checkpoint state are one contract, that a resumed run is the run
+that never stopped; its steps stay in one place to be read in order.)
+
 ``train(config, out_dir)`` runs Ho et al.'s Algorithm 1 (or Bansal et al.'s cold-diffusion
 objective) with the options of :class:`~diffusion_edu.presets.TrainConfig` and writes, under
 ``out_dir``: ``config.json``, ``log.jsonl`` (one JSON line per log interval: step, mean loss, learning

@@ -59,6 +59,7 @@ class UNet(Denoiser):
         norm_groups: GroupNorm groups (Ho et al.: 32; fewer when a layer has fewer channels).
     """
 
+    # (Longer than ~60 lines: it wires the levels of the diagram above in order, one block per line.)
     def __init__(
         self,
         in_channels: int = 3,
