@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["exit_code", "message", "int_at_least", "check_output_file", "check_output_folder",
@@ -73,7 +74,7 @@ def message(exc: BaseException) -> str:
     return " ".join(text.split())  # one line
 
 
-def int_at_least(low: int, what: str = "") -> callable:
+def int_at_least(low: int, what: str = "") -> Callable[[str], int]:
     """An argparse ``type=`` for an int >= ``low`` (argparse then names the option in its error)."""
 
     def parse(raw: str) -> int:

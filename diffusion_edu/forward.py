@@ -294,6 +294,7 @@ def eps_from_posterior_mean(
     alpha_t and beta_t are those of the network's own step (``schedule.model_betas``): on a respaced
     schedule, the original step t_k -> t_k - 1 the network was trained on, not the respaced jump."""
     t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    assert schedule.model_betas is not None  # NoiseSchedule fills it (betas for an ordinary schedule)
     b = schedule.at(schedule.model_betas, t, xt)
     ab = schedule.at(schedule.alpha_bar, t, xt)
     return eps_from_mean(xt, mu, (1.0 - b).sqrt(), b, (1.0 - ab).sqrt())
@@ -315,5 +316,6 @@ def eps_and_x0_from_output(
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {parameterization!r}; valid: 'eps', 'x0', 'mu'")
     t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    assert schedule.model_betas is not None  # NoiseSchedule fills it (betas for an ordinary schedule)
     ab, beta = schedule.at(schedule.alpha_bar, t, xt), schedule.at(schedule.model_betas, t, xt)
     return eps_and_x0(output, xt, parameterization, ab, beta)

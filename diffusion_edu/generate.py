@@ -13,7 +13,12 @@ Bansal et al.'s Algorithm 2 started from a Gaussian fitted to the fully degraded
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal, cast
+
 import torch
+
+if TYPE_CHECKING:
+    from .samplers import Method, Variance
 
 __all__ = ["generate", "class_labels", "default_labels"]
 
@@ -32,9 +37,9 @@ def default_labels(n: int, num_classes: int | None) -> torch.Tensor | None:
     return None if num_classes is None else class_labels(n, num_classes)
 
 
-def generate(loaded, n: int, *, method: str = "ddpm", steps: int | None = 20, eta: float = 0.0,
-             variance: str = "beta_tilde", w: float = 0.0, labels: torch.Tensor | int | None = None,
-             algorithm: int = 2, seed: int = 0, batch_size: int | None = 500, progress: bool = False
+def generate(loaded, n: int, *, method: Method = "ddpm", steps: int | None = 20, eta: float = 0.0,
+             variance: Variance = "beta_tilde", w: float = 0.0, labels: torch.Tensor | int | None = None,
+             algorithm: Literal[1, 2] = 2, seed: int = 0, batch_size: int | None = 500, progress: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``n`` images from ``loaded = (model, schedule or degradation, config)`` and the labels used.
 
@@ -60,13 +65,14 @@ def generate(loaded, n: int, *, method: str = "ddpm", steps: int | None = 20, et
         train_images, _ = load_training_data(config, "train").tensors()
         prior = fit_degraded_prior(process, train_images, generator=torch.Generator().manual_seed(seed))
         x_T = prior.sample(n, generator=generator).to(next(model.parameters()).device)
-        return cold_sample(model, process, x_T, algorithm=algorithm).clamp(-1, 1).cpu(), None
+        x0 = cast(torch.Tensor, cold_sample(model, process, x_T, algorithm=algorithm))  # no trajectory asked
+        return x0.clamp(-1, 1).cpu(), None
     if labels is None:
         labels = default_labels(n, getattr(model, "num_classes", None))
     else:
         labels = _checked_labels(labels, n, getattr(model, "num_classes", None))
-    images = sample(model, process, n, method=method, steps=steps, eta=eta, variance=variance, y=labels, w=w,
-                    generator=generator, batch_size=batch_size, progress=progress, parameterization=config.parameterization)
+    images = cast(torch.Tensor, sample(model, process, n, method=method, steps=steps, eta=eta, variance=variance, y=labels, w=w,
+                    generator=generator, batch_size=batch_size, progress=progress, parameterization=config.parameterization))  # no trajectory asked
     return images.cpu(), labels
 
 

@@ -139,7 +139,7 @@ def augment_batch(x0: torch.Tensor, y: torch.Tensor, *, hflip: bool, p_uncond: f
 
 
 def gaussian_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-                  tables: DiffusionTables, parameterization: str = "eps", loss: str = "l2",
+                  tables: DiffusionTables, parameterization: str = "eps", loss: Literal["l2", "l1"] = "l2",
                   y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ho et al. Algorithm 1: loss(model(x_t, t, y), target) with x_t from Eq. 4.
 
@@ -151,7 +151,7 @@ def gaussian_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, eps
     return pixel_loss(output, tables.target(parameterization, x0, eps, xt, t), loss), output, xt
 
 
-def cold_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, degradation, loss: str = "l1",
+def cold_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, degradation, loss: Literal["l2", "l1"] = "l1",
               y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Bansal et al. (2022) Eq. 2: || R(D(x_0, t), t) - x_0 || with the restoration network R.
 

@@ -71,7 +71,7 @@ class FeatureExtractor(Protocol):
 FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; logits for IS)"
 
 
-def feature_extractor_name(classifier: nn.Module) -> str:
+def feature_extractor_name(classifier: Any) -> str:
     """What a results file records as the feature extractor: :data:`FEATURE_EXTRACTOR` for the shipped MNIST
     classifier, else the classifier's own description (its training data, features and input shape)."""
     if getattr(classifier, "trained_on", None) == "mnist-embedded" and \
@@ -113,7 +113,7 @@ class _Precomputed(nn.Module):
 
 
 def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int = 1, tol: float = 1e-3,
-                        shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+                        shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """Check a batch of images (B, C, H, W) in [-1, 1] with at least ``min_count`` images (and, when
     ``shape`` is given, (C, H, W) == shape; the classifier's input shape is checked where it is known)."""
     check_images(x, name)
@@ -157,7 +157,7 @@ def _rng(generator: torch.Generator | None):
         yield
 
 
-def _check_input_shape(images: torch.Tensor, clf: nn.Module, name: str) -> None:
+def _check_input_shape(images: torch.Tensor, clf: Any, name: str) -> None:
     """Images must have the shape the extractor reads (its ``input_shape``; (1, 28, 28) for MNIST); an
     extractor without ``input_shape`` takes any shape."""
     if not isinstance(clf, FeatureExtractor):
@@ -245,6 +245,7 @@ def _reference_for(reference: Any, classifier: FeatureExtractor | None, batch_si
 
     if isinstance(reference, ReferenceStats):
         return reference
+    version: Any
     if isinstance(reference, ImageDataset):
         version = reference.images._version
     else:

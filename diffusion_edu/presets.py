@@ -233,7 +233,7 @@ class TrainingPreset:
 
 
 _MNIST_EPOCH = 60_000 // 128  # 468 full batches of 128 in MNIST's 60,000 training digits
-_HO = dict(schedule="linear", T=1000, optimizer="adam", lr=2e-4, batch_size=128, ema_decay=0.9999)
+_HO: dict[str, Any] = dict(schedule="linear", T=1000, optimizer="adam", lr=2e-4, batch_size=128, ema_decay=0.9999)
 
 _PRESET_LIST: list[TrainingPreset] = [
     TrainingPreset("quick_mnist", "Offline demo: Report E's small U-Net on the embedded MNIST digits, 3000 steps "

@@ -30,7 +30,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -88,11 +88,11 @@ class Trajectory:
 # ---------------------------------------------------------------------------------------------
 
 
-def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict:
+def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict[str, Any]:
     names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde",
              "posterior_mean_coef_x0", "posterior_mean_coef_xt", "model_betas")
     if isinstance(t, int):
-        v = {k: float(getattr(schedule, k)[t]) for k in names}
+        v: dict[str, Any] = {k: float(getattr(schedule, k)[t]) for k in names}
         v["first"] = t == 1  # the last step of the chain, t = 1 -> 0
         v["model_t"] = torch.full((x.shape[0],), int(schedule.timesteps[t]), dtype=torch.int64, device=x.device)
     else:
@@ -257,7 +257,7 @@ def _check_trained_T(model, schedule: NoiseSchedule) -> None:
 
 
 def _check_step(model, xt, t, schedule, y, w, noise, clip_x0: bool,
-                parameterization: str | None) -> tuple[int | torch.Tensor, _Net]:
+                parameterization: str | None) -> tuple[Any, _Net]:
     """The step's checked t (an int, or an int64 (B,) tensor) and the network as the step calls it."""
     check_images(xt, "xt")
     if isinstance(t, int) and not isinstance(t, bool):
@@ -436,7 +436,10 @@ class _Recorder:
     """Keeps every k-th (t, x_t, x0_pred) of each chunk of images for the :class:`Trajectory`."""
 
     def __init__(self, every: int | None) -> None:
-        self.every, self.t, self.xt, self.x0 = every, [], [], []  # xt, x0: one list of frames per chunk
+        self.every = every
+        self.t: list[int] = []
+        self.xt: list[list[torch.Tensor]] = []  # one list of frames per chunk
+        self.x0: list[list[torch.Tensor]] = []
 
     def start_chunk(self) -> None:
         if self.every is not None:

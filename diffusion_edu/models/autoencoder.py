@@ -23,6 +23,8 @@ embedding of the timestep" to all its networks). Report A gives the label one-ho
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -82,7 +84,7 @@ class Autoencoder(Denoiser):
         chans = [ch * m for m in ch_mult]
         self.bottom = (chans[-1], image_size // factor, image_size // factor)  # (C, H, W) at the bottleneck
         flat = chans[-1] * self.bottom[1] * self.bottom[2]
-        block = dict(emb_dim=emb_dim, norm_groups=norm_groups)
+        block: dict[str, Any] = dict(emb_dim=emb_dim, norm_groups=norm_groups)
 
         self.time_embed = TimeEmbedding(time_dim, emb_dim)
         self.encoder = nn.ModuleList([ConvBlock(in_channels, chans[0], **block)])

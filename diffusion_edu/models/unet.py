@@ -18,7 +18,7 @@ has 35.7M parameters, as the paper states (Report C).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -117,7 +117,7 @@ class UNet(Denoiser):
             return channels // num_head_channels
 
         emb_dim = 4 * ch
-        res_kw = dict(emb_dim=emb_dim, dropout=dropout, norm_groups=norm_groups,
+        res_kw: dict[str, Any] = dict(emb_dim=emb_dim, dropout=dropout, norm_groups=norm_groups,
                       use_scale_shift_norm=use_scale_shift_norm)
 
         def attention(channels: int) -> AttentionBlock:
