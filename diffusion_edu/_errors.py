@@ -18,8 +18,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["exit_code", "message", "int_at_least", "check_output_file", "check_output_folder",
-           "IMAGE_SUFFIXES", "INTERRUPTED"]
+__all__ = [
+    "exit_code",
+    "message",
+    "int_at_least",
+    "check_output_file",
+    "check_output_folder",
+    "IMAGE_SUFFIXES",
+    "INTERRUPTED",
+]
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tiff")  # what matplotlib.image.imsave writes
@@ -40,8 +47,14 @@ def _environment_types() -> tuple[type, ...]:
     from .rundir import RunLockedError
 
     # FloatingPointError: a run whose loss became NaN or diverged, samples that are not finite
-    return (DatasetNotAvailableError, RunLockedError, FloatingPointError, ImportError, MemoryError,
-            torch.OutOfMemoryError)
+    return (
+        DatasetNotAvailableError,
+        RunLockedError,
+        FloatingPointError,
+        ImportError,
+        MemoryError,
+        torch.OutOfMemoryError,
+    )
 
 
 def exit_code(exc: BaseException) -> int | None:
@@ -95,8 +108,9 @@ def _writable_ancestor(folder: Path, arg: str, path: str | os.PathLike) -> None:
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{arg} {path}: {anc} is a file, not a folder; choose another path",
-                                 None)
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{arg} {path}: {anc} is a file, not a folder; choose another path", None
+        )
     if not os.access(anc, os.W_OK):
         raise PermissionError(errno.EACCES, f"{arg} {path}: cannot create files in {anc}", None)
 
@@ -107,11 +121,16 @@ def check_output_file(path: str | os.PathLike, arg: str, suffixes: tuple[str, ..
     p = Path(path).expanduser()
     if suffixes is not None and p.suffix.lower() not in suffixes:
         got = f"{p.suffix!r}" if p.suffix else "no extension"
-        raise ValueError(f"{arg} {path}: expected a file name ending in {', '.join(suffixes)}, got {got} "
-                         f"(e.g. {arg} samples.png)")
+        raise ValueError(
+            f"{arg} {path}: expected a file name ending in {', '.join(suffixes)}, got {got} (e.g. {arg} samples.png)"
+        )
     if p.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"{arg} {path} is a folder; expected a file name (e.g. "
-                                f"{p / ('samples' + (suffixes[0] if suffixes else '.pt'))})", None)
+        raise IsADirectoryError(
+            errno.EISDIR,
+            f"{arg} {path} is a folder; expected a file name (e.g. "
+            f"{p / ('samples' + (suffixes[0] if suffixes else '.pt'))})",
+            None,
+        )
     _writable_ancestor(p.absolute().parent, arg, path)
     return p
 
@@ -120,7 +139,8 @@ def check_output_folder(path: str | os.PathLike, arg: str) -> Path:
     """Check, before any work, that ``path`` is a folder or can be made as one, and is writable."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{arg} {path} is a file; expected a folder (an existing "
-                                 "one, or one to create)", None)
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{arg} {path} is a file; expected a folder (an existing one, or one to create)", None
+        )
     _writable_ancestor(p.absolute(), arg, path)
     return p

@@ -22,12 +22,16 @@ def build_network(config: TrainConfig) -> torch.nn.Module:
     except ModuleNotFoundError as e:
         if e.name not in ("diffusion_edu.models", f"{__package__}.models"):
             raise
-        raise ImportError(f"building the network {config.model!r} needs diffusion_edu.models, which is "
-                          "not installed here; pass your own network with model=...") from e
+        raise ImportError(
+            f"building the network {config.model!r} needs diffusion_edu.models, which is "
+            "not installed here; pass your own network with model=..."
+        ) from e
     kwargs = {**config.model_kwargs, "parameterization": config.parameterization}  # what it will output
     if config.model_kwargs.get("parameterization", config.parameterization) != config.parameterization:
-        raise ValueError(f"model_kwargs['parameterization']={config.model_kwargs['parameterization']!r} contradicts "
-                         f"TrainConfig.parameterization={config.parameterization!r}; set only the latter")
+        raise ValueError(
+            f"model_kwargs['parameterization']={config.model_kwargs['parameterization']!r} contradicts "
+            f"TrainConfig.parameterization={config.parameterization!r}; set only the latter"
+        )
     if config.model in getattr(models, "MODEL_PRESETS", {}):
         return models.build_model_preset(config.model, **kwargs)
     return models.build_model(config.model, **kwargs)
@@ -40,12 +44,15 @@ def build_process(config: TrainConfig, image_size: int):
         try:
             return make_schedule(config.schedule, config.T, **config.schedule_kwargs)
         except TypeError as e:
-            raise ValueError(f"TrainConfig.schedule_kwargs={config.schedule_kwargs} do not fit the "
-                             f"{config.schedule!r} schedule ({e})") from None
+            raise ValueError(
+                f"TrainConfig.schedule_kwargs={config.schedule_kwargs} do not fit the "
+                f"{config.schedule!r} schedule ({e})"
+            ) from None
     from .cold import RowColumnAveraging
 
-    degradation = RowColumnAveraging(axis=config.cold_axis, order=config.cold_order, group=config.cold_group,
-                                     size=image_size, seed=config.cold_seed)
+    degradation = RowColumnAveraging(
+        axis=config.cold_axis, order=config.cold_order, group=config.cold_group, size=image_size, seed=config.cold_seed
+    )
     check_degradation(degradation, config)
     return degradation
 
@@ -56,5 +63,7 @@ def check_degradation(degradation: Any, config: TrainConfig) -> None:
     if not hasattr(degradation, "degrade") or not hasattr(degradation, "T"):
         raise TypeError(f"a cold-diffusion degradation needs .T and .degrade(x0, t); got {type(degradation).__name__}")
     if int(degradation.T) != config.T:
-        raise ValueError(f"TrainConfig.T={config.T} but the degradation has T={degradation.T} steps "
-                         "(image size / cold_group); set T to match")
+        raise ValueError(
+            f"TrainConfig.T={config.T} but the degradation has T={degradation.T} steps "
+            "(image size / cold_group); set T to match"
+        )

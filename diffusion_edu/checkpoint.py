@@ -68,8 +68,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not _looks_like_torch_save(path):
-        raise CheckpointError(f"{path} is not a checkpoint: it is neither a torch.save zip archive nor a pickle "
-                              "(empty, truncated at its start, or another kind of file)")
+        raise CheckpointError(
+            f"{path} is not a checkpoint: it is neither a torch.save zip archive nor a pickle "
+            "(empty, truncated at its start, or another kind of file)"
+        )
     try:
         with warnings.catch_warnings():  # random bytes make torch warn of an odd pickle protocol first
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -78,8 +80,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln]
         reason = lines[0] if lines else type(e).__name__
         if not any(word in str(e) for word in ("global", "GLOBAL", "reduce", "REDUCE")):  # bytes, not code
-            raise CheckpointError(f"{path} is not a checkpoint: torch.load cannot read it (random or damaged "
-                                  f"bytes?). (torch said: {reason})") from None
+            raise CheckpointError(
+                f"{path} is not a checkpoint: torch.load cannot read it (random or damaged "
+                f"bytes?). (torch said: {reason})"
+            ) from None
         raise CheckpointError(
             f"refused to load {path}: it holds pickled Python objects other than tensors and plain "
             f"containers, and unpickling those can run arbitrary code. diffusion_edu only loads "
@@ -88,16 +92,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
     except Exception as e:  # damaged bytes can trip the unpickler in many ways (IndexError, struct.error, ...)
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {e}") from e
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path} is not a diffusion_edu checkpoint (expected format "
-                              f"{CHECKPOINT_FORMAT!r}, found {found!r})")
+        raise CheckpointError(
+            f"{path} is not a diffusion_edu checkpoint (expected format {CHECKPOINT_FORMAT!r}, found {found!r})"
+        )
     stored = state.get("checksum")
     if stored is not None and stored != tensor_checksum(state):
-        raise CheckpointError(f"{path} is damaged: the checksum of its tensors does not match the one written "
-                              "with it (bits changed on disk or in a copy); use another copy or train again")
+        raise CheckpointError(
+            f"{path} is damaged: the checksum of its tensors does not match the one written "
+            "with it (bits changed on disk or in a copy); use another copy or train again"
+        )
     return state
 
 
@@ -134,16 +142,20 @@ def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.Pa
     """A :class:`CheckpointError` naming the entries ``purpose`` needs that ``state`` lacks."""
     missing = [k for k in keys if k not in state]
     if missing:
-        raise CheckpointError(f"{path} lacks {missing}, which {purpose} needs: it was not written by "
-                              "diffusion_edu's train() or has been edited; use a checkpoint that train() wrote")
+        raise CheckpointError(
+            f"{path} lacks {missing}, which {purpose} needs: it was not written by "
+            "diffusion_edu's train() or has been edited; use a checkpoint that train() wrote"
+        )
 
 
 def check_finite_weights(weights: dict[str, Any], where: str) -> None:
     """A :class:`CheckpointError` naming the first floating-point tensor with NaN or infinite values."""
     for name, t in weights.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{where} holds non-finite weights (NaN or inf in {name!r}): the run it "
-                                  "comes from diverged; use an earlier checkpoint or train again")
+            raise CheckpointError(
+                f"{where} holds non-finite weights (NaN or inf in {name!r}): the run it "
+                "comes from diverged; use an earlier checkpoint or train again"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +171,14 @@ class LoadedModel(NamedTuple):
     config: TrainConfig
 
 
-def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.device | None = None, *,
-               model: torch.nn.Module | None = None, degradation: Any = None) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike,
+    ema: bool = True,
+    device: str | torch.device | None = None,
+    *,
+    model: torch.nn.Module | None = None,
+    degradation: Any = None,
+) -> LoadedModel:
     """Load a trained network from a checkpoint, in eval mode (a network rebuilt from the config declares
     ``config.parameterization``; a network passed in must not declare another one).
 
@@ -184,8 +202,9 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
     try:
         net.load_state_dict(weights)
     except RuntimeError as e:
-        raise CheckpointError(f"the weights in {path} do not fit the network {type(net).__name__} "
-                              f"(config.model={config.model!r}): {e}") from e
+        raise CheckpointError(
+            f"the weights in {path} do not fit the network {type(net).__name__} (config.model={config.model!r}): {e}"
+        ) from e
     net.to(dev).eval()
     net.trained_T = config.T  # sample() warns for a schedule of another length
     if degradation is not None:

@@ -75,7 +75,8 @@ def check_global_batch(batch_size: int, world_size: int) -> int:
         raise DistributedLaunchError(
             f"TrainConfig.batch_size={batch_size} is the global batch (summed over all processes) and must be "
             f"divisible by the number of processes ({world_size}); use batch_size={lower or world_size} or "
-            f"{lower + world_size} (--set batch_size=...), or a process count that divides {batch_size}")
+            f"{lower + world_size} (--set batch_size=...), or a process count that divides {batch_size}"
+        )
     return batch_size // world_size
 
 
@@ -131,8 +132,11 @@ class DistributedContext:
         """The network in DistributedDataParallel (which broadcasts process 0's weights and buffers)."""
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
+        ids = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else None
+        )
         return DistributedDataParallel(model, device_ids=ids)
 
     def barrier(self) -> None:
@@ -162,8 +166,10 @@ class DistributedContext:
         values = [None] * self.world_size
         dist.all_gather_object(values, value)
         if len(set(values)) > 1:
-            raise DistributedLaunchError(f"the processes disagree on {what}: {values} (do all of them see the "
-                                         "same out_dir? it must be on a file system every process can read)")
+            raise DistributedLaunchError(
+                f"the processes disagree on {what}: {values} (do all of them see the "
+                "same out_dir? it must be on a file system every process can read)"
+            )
 
     def gather_rng(self, device: torch.device) -> list[dict[str, torch.Tensor]]:
         """Every process's global RNG state (CPU and its accelerator): index r is process r's."""
@@ -203,21 +209,27 @@ def _device_for(spec: str, local_rank: int, world_size: int) -> torch.device:
     """The device of the process with ``local_rank``: its own GPU (cuda:local_rank), else the CPU."""
     kind = (spec or "auto").split(":")[0]
     if kind == "mps":
-        raise DistributedLaunchError("TrainConfig.device='mps': Apple's MPS has no multi-process backend; "
-                                     "use device='cpu' (gloo) for several processes on a Mac")
+        raise DistributedLaunchError(
+            "TrainConfig.device='mps': Apple's MPS has no multi-process backend; "
+            "use device='cpu' (gloo) for several processes on a Mac"
+        )
     if kind == "cuda" and ":" in spec:
         if world_size > 1:
-            raise DistributedLaunchError(f"TrainConfig.device={spec!r} names one GPU, but under torchrun each of "
-                                         f"the {world_size} processes uses its own (cuda:LOCAL_RANK): use "
-                                         "device='auto' or 'cuda'")
+            raise DistributedLaunchError(
+                f"TrainConfig.device={spec!r} names one GPU, but under torchrun each of "
+                f"the {world_size} processes uses its own (cuda:LOCAL_RANK): use "
+                "device='auto' or 'cuda'"
+            )
         return resolve_device(spec)
     if kind == "cpu" or (kind == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     resolve_device("cuda")  # a clear error when device='cuda' but there is no CUDA
     if local_rank >= torch.cuda.device_count():
-        raise DistributedLaunchError(f"process LOCAL_RANK={local_rank} has no GPU of its own (this machine shows "
-                                     f"{torch.cuda.device_count()}): start at most that many processes per "
-                                     "machine (torchrun --nproc_per_node), or use device='cpu'")
+        raise DistributedLaunchError(
+            f"process LOCAL_RANK={local_rank} has no GPU of its own (this machine shows "
+            f"{torch.cuda.device_count()}): start at most that many processes per "
+            "machine (torchrun --nproc_per_node), or use device='cpu'"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -247,8 +259,9 @@ def launch(device: str, batch_size: int) -> Iterator[tuple[DistributedContext | 
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT,
-                            device_id=dev if dev.type == "cuda" else None)
+    dist.init_process_group(
+        backend, rank=rank, world_size=world, timeout=TIMEOUT, device_id=dev if dev.type == "cuda" else None
+    )
     try:
         yield DistributedContext(rank, world, local, backend), dev
     finally:

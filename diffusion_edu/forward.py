@@ -54,24 +54,30 @@ posterior mean mu (Report A compares eps and mu)."""
 PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "mu")
 
 
-
 def declared_parameterization(model: object, parameterization: str | None = None) -> Parameterization:
     """What ``model`` outputs: the ``parameterization`` it declares (a :class:`~diffusion_edu.models.Denoiser`
     takes it as a constructor argument; any other network declares it as an attribute), or the one
     passed here. A network that declares nothing must be told (no guess: an x0 network read as an eps
     network gives wrong samples without an error); the two must agree when both are given."""
     declared = getattr(model, "parameterization", None)
-    for value, where in ((parameterization, "parameterization"), (declared, f"{type(model).__name__}.parameterization")):
+    for value, where in (
+        (parameterization, "parameterization"),
+        (declared, f"{type(model).__name__}.parameterization"),
+    ):
         if value is not None and value not in PARAMETERIZATIONS:
             raise ValueError(f"unknown {where} {value!r}; valid: 'eps', 'x0', 'mu'")
     if parameterization is not None and declared is not None and parameterization != declared:
-        raise ValueError(f"parameterization={parameterization!r} but the network declares {declared!r} "
-                         f"({type(model).__name__}.parameterization): they must agree")
+        raise ValueError(
+            f"parameterization={parameterization!r} but the network declares {declared!r} "
+            f"({type(model).__name__}.parameterization): they must agree"
+        )
     chosen = parameterization if parameterization is not None else declared
     if chosen is None:
-        raise ValueError(f"the network {type(model).__name__} does not declare what it outputs: pass "
-                         "parameterization='eps', 'x0' or 'mu', or give its class a parameterization attribute "
-                         "(the package's networks take parameterization=... when built)")
+        raise ValueError(
+            f"the network {type(model).__name__} does not declare what it outputs: pass "
+            "parameterization='eps', 'x0' or 'mu', or give its class a parameterization attribute "
+            "(the package's networks take parameterization=... when built)"
+        )
     return chosen  # type: ignore[return-value]
 
 
@@ -110,26 +116,30 @@ def posterior_mean(x0: torch.Tensor, xt: torch.Tensor, coef_x0: Coefficient, coe
     return coef_x0 * x0 + coef_xt * xt
 
 
-def x0_from_posterior_mean(mu: torch.Tensor, xt: torch.Tensor, coef_x0: Coefficient,
-                           coef_xt: Coefficient) -> torch.Tensor:
+def x0_from_posterior_mean(
+    mu: torch.Tensor, xt: torch.Tensor, coef_x0: Coefficient, coef_xt: Coefficient
+) -> torch.Tensor:
     """Eq. 7 solved for x_0: x_0 = (mu - coef_xt x_t) / coef_x0 (t >= 1, where coef_x0 > 0)."""
     return (mu - coef_xt * xt) / coef_x0
 
 
-def mean_from_eps(xt: torch.Tensor, eps: torch.Tensor, sqrt_alpha: Coefficient, beta: Coefficient,
-                  sqrt_1m_ab: Coefficient) -> torch.Tensor:
+def mean_from_eps(
+    xt: torch.Tensor, eps: torch.Tensor, sqrt_alpha: Coefficient, beta: Coefficient, sqrt_1m_ab: Coefficient
+) -> torch.Tensor:
     """Ho et al. Eq. 11: mu = 1 / sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps)."""
     return (xt - beta / sqrt_1m_ab * eps) / sqrt_alpha
 
 
-def eps_from_mean(xt: torch.Tensor, mu: torch.Tensor, sqrt_alpha: Coefficient, beta: Coefficient,
-                  sqrt_1m_ab: Coefficient) -> torch.Tensor:
+def eps_from_mean(
+    xt: torch.Tensor, mu: torch.Tensor, sqrt_alpha: Coefficient, beta: Coefficient, sqrt_1m_ab: Coefficient
+) -> torch.Tensor:
     """Eq. 11 solved for the noise: eps = (x_t - sqrt(alpha_t) mu) sqrt(1 - alpha_bar_t) / beta_t."""
     return (xt - sqrt_alpha * mu) * sqrt_1m_ab / beta
 
 
-def eps_and_x0(output: torch.Tensor, xt: torch.Tensor, parameterization: str, alpha_bar: Coefficient,
-               model_beta: Coefficient) -> tuple[torch.Tensor, torch.Tensor]:
+def eps_and_x0(
+    output: torch.Tensor, xt: torch.Tensor, parameterization: str, alpha_bar: Coefficient, model_beta: Coefficient
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps, x0) from a network's output, whichever of eps, x0 or mu it predicts (Eqs. 4 and 11 solved).
 
     alpha_bar: alpha_bar_t; model_beta: beta of the network's own step (``schedule.model_betas`` at t:
@@ -150,8 +160,12 @@ def eps_and_x0(output: torch.Tensor, xt: torch.Tensor, parameterization: str, al
 # ---------------------------------------------------------------------------------------------
 
 
-def randn_on(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, device: torch.device | str,
-             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def randn_on(
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Standard normal noise of ``shape`` on ``device``. With a ``generator`` the noise is drawn on the
     generator's own device and then moved to ``device``: a CPU generator draws on the CPU (the same
     numbers on every machine, whatever the model's device), a CUDA generator draws on its GPU. A
@@ -245,8 +259,9 @@ def q_posterior(
     if x0.shape != xt.shape:
         raise ValueError(f"x0 and xt must have the same shape, got {tuple(x0.shape)} and {tuple(xt.shape)}")
     t = check_timesteps(t, schedule.T, batch=x0.shape[0])
-    mean = posterior_mean(x0, xt, schedule.at(schedule.posterior_mean_coef_x0, t, x0),
-                          schedule.at(schedule.posterior_mean_coef_xt, t, xt))
+    mean = posterior_mean(
+        x0, xt, schedule.at(schedule.posterior_mean_coef_x0, t, x0), schedule.at(schedule.posterior_mean_coef_xt, t, xt)
+    )
     return mean, schedule.at(schedule.beta_tilde, t, x0)
 
 

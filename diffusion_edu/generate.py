@@ -37,10 +37,21 @@ def default_labels(n: int, num_classes: int | None) -> torch.Tensor | None:
     return None if num_classes is None else class_labels(n, num_classes)
 
 
-def generate(loaded, n: int, *, method: Method = "ddpm", steps: int | None = 20, eta: float = 0.0,
-             variance: Variance = "beta_tilde", w: float = 0.0, labels: torch.Tensor | int | None = None,
-             algorithm: Literal[1, 2] = 2, seed: int = 0, batch_size: int | None = 500, progress: bool = False
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def generate(
+    loaded,
+    n: int,
+    *,
+    method: Method = "ddpm",
+    steps: int | None = 20,
+    eta: float = 0.0,
+    variance: Variance = "beta_tilde",
+    w: float = 0.0,
+    labels: torch.Tensor | int | None = None,
+    algorithm: Literal[1, 2] = 2,
+    seed: int = 0,
+    batch_size: int | None = 500,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``n`` images from ``loaded = (model, schedule or degradation, config)`` and the labels used.
 
     Gaussian networks: :func:`~diffusion_edu.samplers.sample` with ``method``, ``steps`` (None = all
@@ -71,8 +82,24 @@ def generate(loaded, n: int, *, method: Method = "ddpm", steps: int | None = 20,
         labels = default_labels(n, getattr(model, "num_classes", None))
     else:
         labels = _checked_labels(labels, n, getattr(model, "num_classes", None))
-    images = cast(torch.Tensor, sample(model, process, n, method=method, steps=steps, eta=eta, variance=variance, y=labels, w=w,
-                    generator=generator, batch_size=batch_size, progress=progress, parameterization=config.parameterization))  # no trajectory asked
+    images = cast(
+        torch.Tensor,
+        sample(
+            model,
+            process,
+            n,
+            method=method,
+            steps=steps,
+            eta=eta,
+            variance=variance,
+            y=labels,
+            w=w,
+            generator=generator,
+            batch_size=batch_size,
+            progress=progress,
+            parameterization=config.parameterization,
+        ),
+    )  # no trajectory asked
     return images.cpu(), labels
 
 
@@ -88,6 +115,8 @@ def _checked_labels(labels: torch.Tensor | int, n: int, num_classes: int | None)
         raise ValueError(f"labels must be {n} integers (shape ({n},)), got {labels.dtype} {tuple(labels.shape)}")
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if bad.numel():
-        raise ValueError(f"labels must be classes 0..{num_classes - 1} (the network has {num_classes} classes), "
-                         f"got {int(bad[0])}; for unconditional samples leave the label out and set w=0")
+        raise ValueError(
+            f"labels must be classes 0..{num_classes - 1} (the network has {num_classes} classes), "
+            f"got {int(bad[0])}; for unconditional samples leave the label out and set w=0"
+        )
     return labels

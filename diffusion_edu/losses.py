@@ -50,8 +50,17 @@ class DiffusionTables:
     @classmethod
     def from_schedule(cls, schedule: NoiseSchedule, device: torch.device | str = "cpu") -> DiffusionTables:
         ab = schedule.alpha_bar.double().cpu()  # compute in float64, store in float32
-        return cls(*(v.to(device=device, dtype=torch.float32) for v in (
-            ab.sqrt(), (1 - ab).sqrt(), schedule.posterior_mean_coef_x0.cpu(), schedule.posterior_mean_coef_xt.cpu())))
+        return cls(
+            *(
+                v.to(device=device, dtype=torch.float32)
+                for v in (
+                    ab.sqrt(),
+                    (1 - ab).sqrt(),
+                    schedule.posterior_mean_coef_x0.cpu(),
+                    schedule.posterior_mean_coef_xt.cpu(),
+                )
+            )
+        )
 
     @property
     def T(self) -> int:
@@ -75,16 +84,18 @@ class DiffusionTables:
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be 'eps', 'x0' or 'mu', got {parameterization!r}")
 
-    def target(self, parameterization: str, x0: torch.Tensor, eps: torch.Tensor, xt: torch.Tensor,
-               t: torch.Tensor) -> torch.Tensor:
+    def target(
+        self, parameterization: str, x0: torch.Tensor, eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """What the network should output: eps, x_0, or mu_tilde(x_t, x_0) (Ho et al. Eq. 7)."""
         self._check(parameterization)
         if parameterization == "eps":
             return eps
         return x0 if parameterization == "x0" else self.posterior_mean(x0, xt, t)
 
-    def x0_from_output(self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                       parameterization: str) -> torch.Tensor:
+    def x0_from_output(
+        self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, parameterization: str
+    ) -> torch.Tensor:
         """The clean image the output implies: Eq. 4 solved for x_0 (eps), the output itself (x0), or
         Eq. 7 solved for x_0 (mu). t: 1..T (posterior_mean_coef_x0 > 0 there)."""
         self._check(parameterization)
@@ -92,11 +103,13 @@ class DiffusionTables:
             return x0_from_eps(xt, output, self.at(self.sqrt_alpha_bar, t), self.at(self.sqrt_one_minus_alpha_bar, t))
         if parameterization == "x0":
             return output
-        return x0_from_posterior_mean(output, xt, self.at(self.posterior_mean_coef_x0, t),
-                                      self.at(self.posterior_mean_coef_xt, t))
+        return x0_from_posterior_mean(
+            output, xt, self.at(self.posterior_mean_coef_x0, t), self.at(self.posterior_mean_coef_xt, t)
+        )
 
-    def mu_from_output(self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                       parameterization: str) -> torch.Tensor:
+    def mu_from_output(
+        self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, parameterization: str
+    ) -> torch.Tensor:
         """The reverse-step mean the output implies: mu_tilde(x_t, x0_pred) (Ho et al. Eq. 7)."""
         if parameterization == "mu":
             return output
@@ -114,14 +127,22 @@ def pixel_loss(output: torch.Tensor, target: torch.Tensor, loss: Literal["l2", "
     raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
 
 
-def sample_timesteps(batch: int, T: int, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_timesteps(
+    batch: int, T: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """t ~ Uniform{1, ..., T} for each image (Ho et al. Algorithm 1 line 3): int64 (batch,)."""
     return torch.randint(1, T + 1, (batch,), generator=generator, device=device)
 
 
-def augment_batch(x0: torch.Tensor, y: torch.Tensor, *, hflip: bool, p_uncond: float, null_label: int | None,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    hflip: bool,
+    p_uncond: float,
+    null_label: int | None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random horizontal flips (each image with probability 1/2; Ho et al. Sec. 4 for CIFAR-10) and label
     dropout: each label becomes the null label ``null_label`` (= num_classes) with probability
     ``p_uncond``, so that one network learns the conditional and the unconditional model
@@ -138,9 +159,16 @@ def augment_batch(x0: torch.Tensor, y: torch.Tensor, *, hflip: bool, p_uncond: f
     return x0, y
 
 
-def gaussian_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-                  tables: DiffusionTables, parameterization: str = "eps", loss: Literal["l2", "l1"] = "l2",
-                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gaussian_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    tables: DiffusionTables,
+    parameterization: str = "eps",
+    loss: Literal["l2", "l1"] = "l2",
+    y: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ho et al. Algorithm 1: loss(model(x_t, t, y), target) with x_t from Eq. 4.
 
     x0, eps: (B, C, H, W); t: (B,) int64 in 1..T (the model time: training never respaces);
@@ -151,8 +179,14 @@ def gaussian_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, eps
     return pixel_loss(output, tables.target(parameterization, x0, eps, xt, t), loss), output, xt
 
 
-def cold_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, degradation, loss: Literal["l2", "l1"] = "l1",
-              y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cold_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    degradation,
+    loss: Literal["l2", "l1"] = "l1",
+    y: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bansal et al. (2022) Eq. 2: || R(D(x_0, t), t) - x_0 || with the restoration network R.
 
     Bansal et al. use the L1 norm; Report D uses the mean squared error. ``degradation`` has
@@ -163,8 +197,13 @@ def cold_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, degrada
     return pixel_loss(x0_pred, x0, loss), x0_pred
 
 
-def discriminator_term(discriminator: torch.nn.Module, x_pred: torch.Tensor, y: torch.Tensor,
-                       num_classes: int, kept: torch.Tensor | float | None = None) -> torch.Tensor:
+def discriminator_term(
+    discriminator: torch.nn.Module,
+    x_pred: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    kept: torch.Tensor | float | None = None,
+) -> torch.Tensor:
     """Report A's extra term (its Eqs. 8-9): || softmax(D(x_pred)) - onehot(y) ||^2, averaged over the
     images whose label was not dropped to the null label (``y == num_classes``; 0 if none is left).
 

@@ -207,8 +207,10 @@ class TrainConfig:
             raise bad("ema_decay", "a decay in [0, 1), or None for no EMA")
         if self.process == "cold":
             if self.parameterization != "x0":
-                raise ValueError("process='cold' trains the network to predict the clean image "
-                                 "(Bansal et al. 2022): set parameterization='x0'")
+                raise ValueError(
+                    "process='cold' trains the network to predict the clean image "
+                    "(Bansal et al. 2022): set parameterization='x0'"
+                )
             if self.disc_weight:
                 raise ValueError("disc_weight (Report A's discriminator term) needs process='gaussian'")
         else:
@@ -235,6 +237,8 @@ class TrainingPreset:
 _MNIST_EPOCH = 60_000 // 128  # 468 full batches of 128 in MNIST's 60,000 training digits
 _HO: dict[str, Any] = dict(schedule="linear", T=1000, optimizer="adam", lr=2e-4, batch_size=128, ema_decay=0.9999)
 
+# A table, one preset per entry: the formatter leaves it as written.
+# fmt: off
 _PRESET_LIST: list[TrainingPreset] = [
     TrainingPreset("quick_mnist", "Offline demo: Report E's small U-Net on the embedded MNIST digits, 3000 steps "
            "(5-10 minutes on 2 CPU cores; recognisable digits by the end). Its network follows the data: "
@@ -290,11 +294,16 @@ _PRESET_LIST: list[TrainingPreset] = [
                        schedule="linear", T=1000, loss="l1", p_uncond=0.1, lr=1e-4, batch_size=32,
                        steps=100_000, ema_decay=None, checkpoint_every=5000, sample_every=10_000)),
 ]
+# fmt: on
 _E = _PRESET_LIST[-1].config
 for _T, _schedule in ((4000, "linear"), (1000, "cosine"), (4000, "cosine")):
-    _PRESET_LIST.append(TrainingPreset(f"e_unet_{_schedule}_T{_T}",
-                               f"Report E's sweep: e_unet with the {_schedule} schedule and T={_T}.",
-                               _E.replace(schedule=_schedule, T=_T)))
+    _PRESET_LIST.append(
+        TrainingPreset(
+            f"e_unet_{_schedule}_T{_T}",
+            f"Report E's sweep: e_unet with the {_schedule} schedule and T={_T}.",
+            _E.replace(schedule=_schedule, T=_T),
+        )
+    )
 
 TRAINING_PRESETS: dict[str, TrainingPreset] = {p.name: p for p in _PRESET_LIST}
 
@@ -303,6 +312,8 @@ def training_preset(name: str, **overrides: Any) -> TrainConfig:
     """The named preset's config, with ``overrides`` applied (validated), e.g.
     ``training_preset("e_unet", steps=2000, dataset="mnist-embedded")``."""
     if name not in TRAINING_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(TRAINING_PRESETS)} "
-                         "(python -m diffusion_edu presets lists them)")
+        raise ValueError(
+            f"unknown preset {name!r}; valid presets are {sorted(TRAINING_PRESETS)} "
+            "(python -m diffusion_edu presets lists them)"
+        )
     return TRAINING_PRESETS[name].config.replace(**overrides)  # always a fresh copy

@@ -47,8 +47,18 @@ from .forward import (
 from .guidance import check_guidance, guided_output
 from .schedules import NoiseSchedule, respace
 
-__all__ = ["METHODS", "VARIANCES", "StepOutput", "Trajectory", "ddpm_step", "ddim_step",
-           "dpm_solver_2m_step", "heun_step", "network_evaluations", "sample"]
+__all__ = [
+    "METHODS",
+    "VARIANCES",
+    "StepOutput",
+    "Trajectory",
+    "ddpm_step",
+    "ddim_step",
+    "dpm_solver_2m_step",
+    "heun_step",
+    "network_evaluations",
+    "sample",
+]
 
 Method = Literal["ddpm", "ddim", "dpm_solver_2m", "heun"]
 Variance = Literal["beta_tilde", "beta", "zero"]
@@ -89,8 +99,16 @@ class Trajectory:
 
 
 def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict[str, Any]:
-    names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde",
-             "posterior_mean_coef_x0", "posterior_mean_coef_xt", "model_betas")
+    names = (
+        "alphas",
+        "betas",
+        "alpha_bar",
+        "alpha_bar_prev",
+        "beta_tilde",
+        "posterior_mean_coef_x0",
+        "posterior_mean_coef_xt",
+        "model_betas",
+    )
     if isinstance(t, int):
         v: dict[str, Any] = {k: float(getattr(schedule, k)[t]) for k in names}
         v["first"] = t == 1  # the last step of the chain, t = 1 -> 0
@@ -122,8 +140,9 @@ class _Net:
     w: float
     clip_x0: bool
 
-    def predict(self, xt: torch.Tensor, t: int | torch.Tensor, schedule: NoiseSchedule
-                ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def predict(
+        self, xt: torch.Tensor, t: int | torch.Tensor, schedule: NoiseSchedule
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(eps, x0_pred, values) at step t: the output as eps and x0 (Ho et al. Eqs. 4 and 11 solved);
         with ``clip_x0`` x0 is clipped to the data range [-1, 1] and eps recomputed from it (Eq. 4)."""
         v = _values(schedule, t, xt)
@@ -251,13 +270,15 @@ def _check_trained_T(model, schedule: NoiseSchedule) -> None:
     trained = getattr(model, "trained_T", None)
     base = int(schedule.timesteps[-1])  # the original T, also after respacing
     if trained is not None and base != int(trained):
-        warnings.warn(f"the network was trained with T={trained} steps but the schedule has T={base}: its samples "
-                      f"will not be what it learned; use make_schedule(..., {trained}) (or the schedule that "
-                      "load_model returned), respaced with steps= for a shorter chain", stacklevel=3)
+        warnings.warn(
+            f"the network was trained with T={trained} steps but the schedule has T={base}: its samples "
+            f"will not be what it learned; use make_schedule(..., {trained}) (or the schedule that "
+            "load_model returned), respaced with steps= for a shorter chain",
+            stacklevel=3,
+        )
 
 
-def _check_step(model, xt, t, schedule, y, w, noise, clip_x0: bool,
-                parameterization: str | None) -> tuple[Any, _Net]:
+def _check_step(model, xt, t, schedule, y, w, noise, clip_x0: bool, parameterization: str | None) -> tuple[Any, _Net]:
     """The step's checked t (an int, or an int64 (B,) tensor) and the network as the step calls it."""
     check_images(xt, "xt")
     if isinstance(t, int) and not isinstance(t, bool):
@@ -329,8 +350,9 @@ def ddim_step(
 
 def _check_int_t(t, name: str) -> int:
     if isinstance(t, bool) or not isinstance(t, int):
-        raise TypeError(f"{name} takes one int t for the whole batch (it steps along one time grid), "
-                        f"got {type(t).__name__}")
+        raise TypeError(
+            f"{name} takes one int t for the whole batch (it steps along one time grid), got {type(t).__name__}"
+        )
     return t
 
 
@@ -357,8 +379,9 @@ def dpm_solver_2m_step(
     xt: (B, C, H, W); t: int in 1..T; y, w: labels and guidance weight; parameterization as
     :func:`ddpm_step`. Returns StepOutput(x_prev, x0_pred).
     """
-    t, net = _check_step(model, xt, _check_int_t(t, "dpm_solver_2m_step"), schedule, y, w, None, clip_x0,
-                         parameterization)
+    t, net = _check_step(
+        model, xt, _check_int_t(t, "dpm_solver_2m_step"), schedule, y, w, None, clip_x0, parameterization
+    )
     if x0_last is not None and x0_last.shape != xt.shape:
         raise ValueError(f"x0_last must have the shape of xt {tuple(xt.shape)}, got {tuple(x0_last.shape)}")
     return _dpm2m_core(net, xt, t, schedule, x0_last)
@@ -419,8 +442,9 @@ def _device_dtype(model, x_T: torch.Tensor | None, device) -> tuple[torch.device
 Step = Callable[[_Net, torch.Tensor, int, "torch.Tensor | None"], StepOutput]
 
 
-def _step_function(method: str, schedule: NoiseSchedule, eta: float, variance: str,
-                   generator: torch.Generator | None) -> Step:
+def _step_function(
+    method: str, schedule: NoiseSchedule, eta: float, variance: str, generator: torch.Generator | None
+) -> Step:
     """The unchecked step of ``method`` as ``step(net, x_t, t, x0_last) -> StepOutput``; x0_last (the x0
     prediction of the step before) is what DPM-Solver++(2M) extrapolates from, the others ignore it."""
     if method == "ddpm":
@@ -502,8 +526,9 @@ def sample(
     Returns images (n, C, H, W), or (images, Trajectory) when ``trajectory_every = k`` is given.
     """
     dev, dtype = _device_dtype(model, x_T, device)
-    schedule, shape, y = _check_sample(model, schedule, n, method, steps, eta, variance, y, w, x_T,
-                                       trajectory_every, batch_size, dev)
+    schedule, shape, y = _check_sample(
+        model, schedule, n, method, steps, eta, variance, y, w, x_T, trajectory_every, batch_size, dev
+    )
     step = _step_function(method, schedule, float(eta), variance, generator)
     p = declared_parameterization(model, parameterization)
     bs = batch_size or n
@@ -512,8 +537,8 @@ def sample(
     with _inference(model):
         for start in range(0, n, bs):  # at most bs images at a time
             b = min(bs, n - start)
-            x = randn_on((b, *shape), generator, dev, dtype) if x_T is None else x_T[start:start + b].to(dev, dtype)
-            net = _Net(model, p, None if y is None else y[start:start + b], w, clip_x0)
+            x = randn_on((b, *shape), generator, dev, dtype) if x_T is None else x_T[start : start + b].to(dev, dtype)
+            net = _Net(model, p, None if y is None else y[start : start + b], w, clip_x0)
             x0_last = None
             record.start_chunk()
             for t in range(schedule.T, 0, -1):  # x_T -> x_{T-1} -> ... -> x_0 (schedule indices)
@@ -545,8 +570,9 @@ def _progress_bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False)
 
 
-def _check_sample(model, schedule: NoiseSchedule, n, method, steps, eta, variance, y, w, x_T, every, batch_size,
-                  dev: torch.device) -> tuple[NoiseSchedule, tuple[int, ...], torch.Tensor | None]:
+def _check_sample(
+    model, schedule: NoiseSchedule, n, method, steps, eta, variance, y, w, x_T, every, batch_size, dev: torch.device
+) -> tuple[NoiseSchedule, tuple[int, ...], torch.Tensor | None]:
     """Check :func:`sample`'s arguments; return the (respaced, CPU) schedule, the image shape (C, H, W)
     and the checked labels (n,) or None."""
     _check_choice(method, METHODS, "method")
@@ -557,8 +583,10 @@ def _check_sample(model, schedule: NoiseSchedule, n, method, steps, eta, varianc
     if method in ("dpm_solver_2m", "heun") and eta != 0:
         raise ValueError(f"eta={eta} does not apply to method={method!r}, a deterministic ODE solver")
     if method != "ddpm" and variance != "beta_tilde":
-        raise ValueError(f"variance={variance!r} only applies to method='ddpm'; "
-                         f"{'DDIM' if method == 'ddim' else method}'s noise is chosen with eta= (ODE solvers: none)")
+        raise ValueError(
+            f"variance={variance!r} only applies to method='ddpm'; "
+            f"{'DDIM' if method == 'ddim' else method}'s noise is chosen with eta= (ODE solvers: none)"
+        )
     _check_int(n, "n (the number of images)")
     _check_int(batch_size, "batch_size", allow_none=True)
     _check_int(every, "trajectory_every", allow_none=True)

@@ -67,8 +67,10 @@ class EpochOrder:
 
     def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
         if batch_size > n:
-            raise ValueError(f"batch_size={batch_size} is larger than the dataset ({n} images): lower "
-                             "batch_size, or train on more images (subset)")
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the dataset ({n} images): lower "
+                "batch_size, or train on more images (subset)"
+            )
         self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, torch.device(device)
         self.epoch, self.position = 0, 0
         self._perm: torch.Tensor | None = None
@@ -90,16 +92,23 @@ class EpochOrder:
             self._perm = self.permutation(self.epoch).to(self.device)
         start = self.position * self.batch_size
         self.position += 1
-        return self._perm[start:start + self.batch_size]
+        return self._perm[start : start + self.batch_size]
 
     def state_dict(self) -> dict[str, int]:
-        return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed,
-                "epoch": self.epoch, "position": self.position}
+        return {
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.position,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         mine = {"n": self.n, "batch_size": self.batch_size, "seed": self.seed}
         theirs = {k: state.get(k) for k in mine}
         if mine != theirs:
-            raise CheckpointError(f"the checkpoint's data order was made for {theirs}, but this run has "
-                                  f"{mine}: resume with the same dataset, batch size and seed")
+            raise CheckpointError(
+                f"the checkpoint's data order was made for {theirs}, but this run has "
+                f"{mine}: resume with the same dataset, batch size and seed"
+            )
         self.epoch, self.position, self._perm = int(state["epoch"]), int(state["position"]), None

@@ -27,8 +27,15 @@ def _pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _coefficients(s, t: int, as_tensor: bool) -> dict:
-    names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "posterior_mean_coef_x0", "posterior_mean_coef_xt",
-             "model_betas")
+    names = (
+        "alphas",
+        "betas",
+        "alpha_bar",
+        "alpha_bar_prev",
+        "posterior_mean_coef_x0",
+        "posterior_mean_coef_xt",
+        "model_betas",
+    )
     v = {k: float(getattr(s, k)[t]) for k in names}
     return {k: torch.full((4, 1, 1, 1), x, dtype=F64) for k, x in v.items()} if as_tensor else v
 
@@ -49,8 +56,12 @@ def test_round_trips_through_eq_4(t, as_tensor):
     assert torch.allclose(x0_from_eps(xt, eps, a, b), x0, atol=1e-9)
     assert torch.allclose(eps_from_x0(xt, x0, a, b), eps, atol=1e-6)
     # the two weights of Eq. 4 keep the variance at 1: Var(x_t) = alpha_bar Var(x0) + (1 - alpha_bar)
-    assert math.isclose(float(a if isinstance(a, float) else a.flatten()[0]) ** 2 + float(
-        b if isinstance(b, float) else b.flatten()[0]) ** 2, 1.0, rel_tol=1e-12)
+    assert math.isclose(
+        float(a if isinstance(a, float) else a.flatten()[0]) ** 2
+        + float(b if isinstance(b, float) else b.flatten()[0]) ** 2,
+        1.0,
+        rel_tol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("t", [2, 10, 500, 1000])

@@ -46,28 +46,52 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         source: dict[str, Any] = {"pretrained": args.pretrained}
     else:
         if not Path(args.checkpoint).is_file():
-            raise FileNotFoundError(f"no checkpoint file {args.checkpoint} (--checkpoint); shipped networks: "
-                                    f"{available_pretrained()} (use --pretrained NAME)")
+            raise FileNotFoundError(
+                f"no checkpoint file {args.checkpoint} (--checkpoint); shipped networks: "
+                f"{available_pretrained()} (use --pretrained NAME)"
+            )
         loaded = load_model(args.checkpoint, ema=not args.raw_weights, device=args.device)
         source = {"checkpoint": str(args.checkpoint)}
     args.on_failure = f"nothing was written to {args.out}"
     t0 = time.perf_counter()
-    images, labels = generate(loaded, args.n, method=args.method, steps=args.steps or None, eta=args.eta,
-                              variance=args.variance, w=args.w, labels=args.label, algorithm=args.algorithm,
-                              seed=args.seed, progress=args.progress)
+    images, labels = generate(
+        loaded,
+        args.n,
+        method=args.method,
+        steps=args.steps or None,
+        eta=args.eta,
+        variance=args.variance,
+        w=args.w,
+        labels=args.label,
+        algorithm=args.algorithm,
+        seed=args.seed,
+        progress=args.progress,
+    )
     seconds = time.perf_counter() - t0
     if not bool(torch.isfinite(images).all()):
-        raise FloatingPointError("the samples hold NaN or infinite values (the network's outputs are not finite); "
-                                 f"nothing was written to {args.out}")
+        raise FloatingPointError(
+            "the samples hold NaN or infinite values (the network's outputs are not finite); "
+            f"nothing was written to {args.out}"
+        )
     nrow = args.nrow or (10 if labels is not None and args.label is None else 8)
     save_image_grid(images, args.out, nrow=nrow)
     if args.tensor:
         Path(args.tensor).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": images, "labels": labels}, args.tensor)
     cold = loaded.config.process == "cold"
-    print(json.dumps({**source, "out": str(args.out), "n": args.n, "seconds": round(seconds, 3),
-                      "sampler": f"cold algorithm {args.algorithm}" if cold else args.method,
-                      "steps": None if cold else (args.steps or loaded.config.T), "w": None if cold else args.w}))
+    print(
+        json.dumps(
+            {
+                **source,
+                "out": str(args.out),
+                "n": args.n,
+                "seconds": round(seconds, 3),
+                "sampler": f"cold algorithm {args.algorithm}" if cold else args.method,
+                "steps": None if cold else (args.steps or loaded.config.T),
+                "w": None if cold else args.w,
+            }
+        )
+    )
     return 0
 
 
@@ -76,26 +100,40 @@ def add_cli(subparsers) -> None:
     from .._errors import IMAGE_SUFFIXES, int_at_least
     from ..samplers import METHODS
 
-    p = subparsers.add_parser("sample", help="draw samples from a shipped network or a checkpoint into a PNG grid",
-                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "sample",
+        help="draw samples from a shipped network or a checkpoint into a PNG grid",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pretrained", metavar="NAME", help="a network shipped with the package (e.g. report_e)")
     src.add_argument("--checkpoint", metavar="PATH", help="a training checkpoint (checkpoint.pt of a run)")
     p.add_argument("--n", type=int_at_least(1), default=64, help="number of images (default 64)")
-    p.add_argument("--method", choices=list(METHODS), default="ddpm",
-                   help="Gaussian sampler: ddpm, ddim, or the ODE solvers dpm_solver_2m and heun (default ddpm)")
+    p.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default="ddpm",
+        help="Gaussian sampler: ddpm, ddim, or the ODE solvers dpm_solver_2m and heun (default ddpm)",
+    )
     p.add_argument("--steps", type=int_at_least(0), default=20, help="respaced steps; 0 = all T (default 20)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
-    p.add_argument("--variance", choices=["beta", "beta_tilde", "zero"], default="beta_tilde",
-                   help="DDPM reverse variance (default beta_tilde)")
+    p.add_argument(
+        "--variance",
+        choices=["beta", "beta_tilde", "zero"],
+        default="beta_tilde",
+        help="DDPM reverse variance (default beta_tilde)",
+    )
     p.add_argument("--w", type=float, default=0.0, help="classifier-free guidance weight (conditional networks)")
     p.add_argument("--label", type=int, default=None, help="one class for every image (default: 0..9 in turn)")
     p.add_argument("--algorithm", type=int, choices=[1, 2], default=2, help="cold diffusion: Bansal et al.'s Algorithm")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nrow", type=int_at_least(0), default=0,
-                   help="images per grid row (default 0: 10 by class, else 8)")
-    p.add_argument("--out", default="samples.png",
-                   help=f"image file to write (default samples.png; {', '.join(IMAGE_SUFFIXES)})")
+    p.add_argument(
+        "--nrow", type=int_at_least(0), default=0, help="images per grid row (default 0: 10 by class, else 8)"
+    )
+    p.add_argument(
+        "--out", default="samples.png", help=f"image file to write (default samples.png; {', '.join(IMAGE_SUFFIXES)})"
+    )
     p.add_argument("--tensor", default=None, metavar="PATH", help="also save the images and labels with torch.save")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--raw-weights", action="store_true", help="a checkpoint's raw weights instead of its EMA")

@@ -149,7 +149,12 @@ class VAE(Autoencoder):
     variational = True
 
     def forward(  # type: ignore[override]
-        self, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | int,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         self._generator = generator
         try:

@@ -77,12 +77,15 @@ class Denoiser(nn.Module):
     or a scalar tensor set by a training-mode forward pass: the VAE's KL term).
     """
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int | None,
-                 parameterization: Parameterization = "eps") -> None:
+    def __init__(
+        self, in_channels: int, image_size: int, num_classes: int | None, parameterization: Parameterization = "eps"
+    ) -> None:
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS} (what the network outputs), "
-                             f"got {parameterization!r}")
+            raise ValueError(
+                f"parameterization must be one of {PARAMETERIZATIONS} (what the network outputs), "
+                f"got {parameterization!r}"
+            )
         self.parameterization: Parameterization = parameterization
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.image_size = check_positive_int(image_size, "image_size")
@@ -149,7 +152,9 @@ class ConvBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2)
-        self.norm = group_norm(out_ch, norm_groups, f" of a conv block ({out_ch} channels)") if norm_groups else nn.Identity()
+        self.norm = (
+            group_norm(out_ch, norm_groups, f" of a conv block ({out_ch} channels)") if norm_groups else nn.Identity()
+        )
         self.emb_proj = nn.Linear(emb_dim, out_ch)
         self.act = make_activation(act)
 

@@ -80,9 +80,13 @@ class SmallUNet(Denoiser):
         self.time_embed = TimeEmbedding(time_dim, emb_dim)
         self.label_embed = LabelEmbedding(num_classes, emb_dim) if num_classes is not None else None
         chans = [ch * 2**i for i in range(depth + 1)]  # e.g. [ch, 2 ch, 4 ch]
-        self.down = nn.ModuleList(DoubleConv(c_in, c_out, emb_dim) for c_in, c_out in zip([in_channels, *chans[:-2]], chans[:-1]))
+        self.down = nn.ModuleList(
+            DoubleConv(c_in, c_out, emb_dim) for c_in, c_out in zip([in_channels, *chans[:-2]], chans[:-1])
+        )
         self.bottleneck = DoubleConv(chans[-2], chans[-1], emb_dim)
-        self.upconv = nn.ModuleList(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
+        self.upconv = nn.ModuleList(
+            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
+        )
         self.up = nn.ModuleList(DoubleConv(2 * chans[i], chans[i], emb_dim) for i in reversed(range(depth)))
         self.conv_out = nn.Conv2d(ch, in_channels, 1)
 

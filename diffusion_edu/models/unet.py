@@ -117,8 +117,9 @@ class UNet(Denoiser):
             return channels // num_head_channels
 
         emb_dim = 4 * ch
-        res_kw: dict[str, Any] = dict(emb_dim=emb_dim, dropout=dropout, norm_groups=norm_groups,
-                      use_scale_shift_norm=use_scale_shift_norm)
+        res_kw: dict[str, Any] = dict(
+            emb_dim=emb_dim, dropout=dropout, norm_groups=norm_groups, use_scale_shift_norm=use_scale_shift_norm
+        )
 
         def attention(channels: int) -> AttentionBlock:
             return AttentionBlock(channels, heads(channels), norm_groups)
