@@ -393,7 +393,7 @@ def fit_images(images: torch.Tensor, image_size: int | None = None, channels: in
 
 def load_dataset(
     name: str,
-    split: Literal["train", "heldout", "test", "all"] = "train",
+    split: str = "train",  # "train", "heldout", "test" or "all" (checked per dataset)
     root: str | os.PathLike | None = None,
     download: bool = True,
     check_integrity: bool = True,

@@ -306,7 +306,9 @@ def judge_order(
     if len(order) < 2 or missing:
         raise ValueError(f"order must name at least 2 entries of intervals; missing {missing}")
     better = "higher" if higher_is_better else "lower"
-    agree, overlap, contra = [], [], []
+    agree: list[str] = []
+    overlap: list[str] = []
+    contra: list[str] = []
     for x, y in zip(order, order[1:]):
         c = compare(intervals[x], intervals[y])
         pair = f"{x} {intervals[x]} vs {y} {intervals[y]}"

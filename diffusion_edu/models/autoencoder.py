@@ -148,7 +148,7 @@ class VAE(Autoencoder):
 
     variational = True
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         x: torch.Tensor,
         t: torch.Tensor | int,
