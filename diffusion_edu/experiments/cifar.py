@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
