@@ -17,7 +17,7 @@ TIER ?= cpu
 JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: book test notebooks venv assets chromium clean
+.PHONY: book test notebooks venv assets chromium clean lint
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,13 @@ notebooks: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# Lint (ruff, configured in pyproject.toml) and type check (mypy on the package).
+LINT_PATHS := diffusion_edu tools benchmarks tests
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy diffusion_edu
 
 # Peer benchmark (issue 9): diffusers and denoising-diffusion-pytorch are not dependencies of the book;
 # they go into their own venv, benchmarks/.venv (the book's pinned stack + benchmarks/requirements-peers.txt,

@@ -52,9 +52,9 @@ def _free_port() -> int:
 
 
 def _config(job: dict):
-    from diffusion_edu import get_preset
+    from diffusion_edu import training_preset
 
-    cfg = get_preset(job["preset"], device=job["device"])
+    cfg = training_preset(job["preset"], device=job["device"])
     note = []
     if cfg.dataset == "mnist":
         cfg = cfg.replace(dataset="mnist-embedded")
@@ -63,7 +63,7 @@ def _config(job: dict):
         note.append("fake CIFAR-format images (offline)")
         if job["device"] == "cpu" and job["cifar_batch"]:
             cfg = cfg.replace(batch_size=job["cifar_batch"])
-            note.append(f"batch {job['cifar_batch']} on CPU instead of the preset's {get_preset(job['preset']).batch_size}")
+            note.append(f"batch {job['cifar_batch']} on CPU instead of the preset's {training_preset(job['preset']).batch_size}")
     if job["batch"]:
         cfg = cfg.replace(batch_size=job["batch"])
     per_process = cfg.batch_size
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from diffusion_edu.checkpoint import resolve_device
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.data import write_fake_cifar10
     from diffusion_edu.results import current_tier, results_dir, write_results
 

@@ -19,7 +19,7 @@ import time
 import torch
 
 from diffusion_edu import metrics
-from diffusion_edu.data import EmbeddedMNIST
+from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.results import current_tier, results_dir, write_results
 
 BUDGET_S = 60.0  # 1,000 samples, sampling + metrics, on 2 CPU cores
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()  # on a shared machine other jobs slow everything: record how busy it was
     start = time.perf_counter()
-    heldout = EmbeddedMNIST("heldout")  # the book's reference set
+    heldout = load_embedded_mnist("heldout")  # the book's reference set
     t_ref, ref = _timed(lambda: metrics.reference_stats(heldout, metrics.load_mnist_classifier(device)), device)
-    pool = EmbeddedMNIST("all").tensors()[0]  # 10,000 real digits stand in for samples
+    pool = load_embedded_mnist("all").tensors()[0]  # 10,000 real digits stand in for samples
     rows = [bench(n, ref, pool, device, args.repeats) for n in args.sizes]
     for row in rows:
         row["fraction_of_1000_sample_budget"] = round(row["evaluate_total_s"] * 1000 / row["n_samples"] / BUDGET_S, 4)

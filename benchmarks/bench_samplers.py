@@ -26,7 +26,7 @@ from torch import nn
 
 from diffusion_edu import make_schedule, sample
 from diffusion_edu.generate import default_labels
-from diffusion_edu.models import MODEL_PRESETS, build_preset
+from diffusion_edu.models import MODEL_PRESETS, build_model_preset
 from diffusion_edu.results import current_tier, results_dir, write_results
 
 DEFAULT_PRESETS = ["cnn_mnist", "small_unet_mnist", "unet_mnist"]
@@ -35,7 +35,7 @@ DEFAULT_PRESETS = ["cnn_mnist", "small_unet_mnist", "unet_mnist"]
 class NullModel(nn.Module):
     """A network that does nothing: what is left of the sampling time is the sampler's own work."""
 
-    in_channels, image_size, num_classes = 1, 28, None
+    in_channels, image_size, num_classes, parameterization = 1, 28, None, "eps"
 
     def forward(self, x, t, y=None):
         return torch.zeros_like(x)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     schedule = make_schedule("linear", args.T)
     torch.manual_seed(0)
-    models = {name: build_preset(name) for name in (args.preset or DEFAULT_PRESETS)}
+    models = {name: build_model_preset(name) for name in (args.preset or DEFAULT_PRESETS)}
     t_start = time.perf_counter()
     data = {"models": {}}
     for name, model in models.items():

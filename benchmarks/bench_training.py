@@ -55,13 +55,13 @@ def child(preset: str, args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    from diffusion_edu import get_preset
-    from diffusion_edu.checkpoint import resolve_device
+    from diffusion_edu import training_preset
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.data import load_cifar10, write_fake_cifar10
     from diffusion_edu.training import TrainingRun
 
     device = resolve_device(args.device)
-    cfg = get_preset(preset, device=str(device))
+    cfg = training_preset(preset, device=str(device))
     note = []
     dataset = None
     if cfg.dataset == "cifar10":
@@ -71,7 +71,7 @@ def child(preset: str, args: argparse.Namespace) -> dict:
         note.append("fake CIFAR-format images (offline)")
         if device.type == "cpu" and args.cifar_batch:
             cfg = cfg.replace(batch_size=args.cifar_batch)
-            note.append(f"batch {args.cifar_batch} on CPU instead of the preset's {get_preset(preset).batch_size}")
+            note.append(f"batch {args.cifar_batch} on CPU instead of the preset's {training_preset(preset).batch_size}")
     elif cfg.dataset == "mnist":
         cfg = cfg.replace(dataset="mnist-embedded")
         note.append("embedded MNIST digits")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from diffusion_edu.checkpoint import resolve_device
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.results import current_tier, results_dir, write_results
 
     device = resolve_device(args.device)

@@ -9,18 +9,18 @@ Time convention: ``t`` is 1-based (x_0 -> x_1 -> ... -> x_T) and ``t = 0`` is cl
 """
 
 from . import _compat  # noqa: F401  (must run before anything imports torchvision)
+from .classifier import MNISTClassifier, load_mnist_classifier, train_classifier
 from .cold import DegradedPrior, RowColumnAveraging, cold_sample, fit_degraded_prior, line_order
 from .data import (
     DatasetNotAvailableError,
-    EmbeddedMNIST,
     ImageDataset,
     load_cifar10,
     load_dataset,
+    load_embedded_mnist,
     load_mnist,
     to_model_range,
     to_unit_range,
 )
-from .classifier import MNISTClassifier, load_mnist_classifier, train_classifier
 from .forward import (
     eps_and_x0_from_output,
     eps_from_posterior_mean,
@@ -33,7 +33,7 @@ from .forward import (
     q_step,
 )
 from .guidance import combine_guidance, guided_output, interpolate, slerp
-from .samplers import StepOutput, Trajectory, ddim_step, ddpm_step, sample
+from .intervals import Interval, bootstrap, judge_order, seed_spread
 from .memorisation import lpips_nearest_neighbours, nearest_neighbours
 from .metrics import (
     WeightsNotAvailableError,
@@ -44,10 +44,10 @@ from .metrics import (
     inception_score,
     kid,
     noise_ceiling,
+    precision_recall,
     real_vs_real,
     reference_stats,
 )
-from .presets import PRESETS, TrainConfig, get_preset
 from .models import (
     CNN,
     MODEL_PRESETS,
@@ -57,9 +57,11 @@ from .models import (
     SmallUNet,
     UNet,
     build_model,
-    build_preset,
+    build_model_preset,
     count_parameters,
 )
+from .presets import TRAINING_PRESETS, TrainConfig, training_preset
+from .samplers import StepOutput, Trajectory, ddim_step, ddpm_step, sample
 from .schedules import (
     SCHEDULES,
     NoiseSchedule,
@@ -73,35 +75,96 @@ from .schedules import (
     spaced_steps,
 )
 from .training import LoadedModel, NonFiniteLossError, TrainResult, load_model, train
-from .intervals import Interval, bootstrap, judge_order, seed_spread
-from .metrics import precision_recall
 
 __version__ = "0.1.0"
 
 __all__ = [
     # data
-    "DatasetNotAvailableError", "EmbeddedMNIST", "ImageDataset", "load_cifar10", "load_dataset",
-    "load_mnist", "to_model_range", "to_unit_range",
+    "DatasetNotAvailableError",
+    "load_embedded_mnist",
+    "ImageDataset",
+    "load_cifar10",
+    "load_dataset",
+    "load_mnist",
+    "to_model_range",
+    "to_unit_range",
     # forward process
-    "eps_and_x0_from_output", "eps_from_posterior_mean", "posterior_mean_from_eps",
-    "predict_eps_from_x0", "predict_x0_from_eps", "q_mean_variance", "q_posterior", "q_sample", "q_step",
+    "eps_and_x0_from_output",
+    "eps_from_posterior_mean",
+    "posterior_mean_from_eps",
+    "predict_eps_from_x0",
+    "predict_x0_from_eps",
+    "q_mean_variance",
+    "q_posterior",
+    "q_sample",
+    "q_step",
     # samplers and guidance
-    "StepOutput", "Trajectory", "ddim_step", "ddpm_step", "sample", "combine_guidance", "guided_output",
-    "interpolate", "slerp",
+    "StepOutput",
+    "Trajectory",
+    "ddim_step",
+    "ddpm_step",
+    "sample",
+    "combine_guidance",
+    "guided_output",
+    "interpolate",
+    "slerp",
     # cold diffusion
-    "DegradedPrior", "RowColumnAveraging", "cold_sample", "fit_degraded_prior", "line_order",
+    "DegradedPrior",
+    "RowColumnAveraging",
+    "cold_sample",
+    "fit_degraded_prior",
+    "line_order",
     # metrics (+ classifier, memorisation)
-    "MNISTClassifier", "load_mnist_classifier", "train_classifier", "WeightsNotAvailableError",
-    "conditional_accuracy", "evaluate", "fid", "inception_fid_is", "inception_score", "kid", "noise_ceiling",
-    "real_vs_real", "reference_stats", "nearest_neighbours", "lpips_nearest_neighbours",
+    "MNISTClassifier",
+    "load_mnist_classifier",
+    "train_classifier",
+    "WeightsNotAvailableError",
+    "conditional_accuracy",
+    "evaluate",
+    "fid",
+    "inception_fid_is",
+    "inception_score",
+    "kid",
+    "noise_ceiling",
+    "real_vs_real",
+    "reference_stats",
+    "nearest_neighbours",
+    "lpips_nearest_neighbours",
     # intervals and precision / recall
-    "Interval", "bootstrap", "judge_order", "seed_spread", "precision_recall",
+    "Interval",
+    "bootstrap",
+    "judge_order",
+    "seed_spread",
+    "precision_recall",
     # networks
-    "CNN", "MODEL_PRESETS", "MODELS", "VAE", "Autoencoder", "SmallUNet", "UNet", "build_model", "build_preset",
+    "CNN",
+    "MODEL_PRESETS",
+    "MODELS",
+    "VAE",
+    "Autoencoder",
+    "SmallUNet",
+    "UNet",
+    "build_model",
+    "build_model_preset",
     "count_parameters",
     # schedules
-    "SCHEDULES", "NoiseSchedule", "cosine_betas", "linear_betas", "make_schedule", "quadratic_betas",
-    "respace", "schedule_from_betas", "sigmoid_betas", "spaced_steps",
+    "SCHEDULES",
+    "NoiseSchedule",
+    "cosine_betas",
+    "linear_betas",
+    "make_schedule",
+    "quadratic_betas",
+    "respace",
+    "schedule_from_betas",
+    "sigmoid_betas",
+    "spaced_steps",
     # training
-    "PRESETS", "TrainConfig", "get_preset", "LoadedModel", "NonFiniteLossError", "TrainResult", "load_model", "train",
+    "TRAINING_PRESETS",
+    "TrainConfig",
+    "training_preset",
+    "LoadedModel",
+    "NonFiniteLossError",
+    "TrainResult",
+    "load_model",
+    "train",
 ]

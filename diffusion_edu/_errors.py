@@ -15,10 +15,18 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["exit_code", "message", "int_at_least", "check_output_file", "check_output_folder",
-           "IMAGE_SUFFIXES", "INTERRUPTED"]
+__all__ = [
+    "exit_code",
+    "message",
+    "int_at_least",
+    "check_output_file",
+    "check_output_folder",
+    "IMAGE_SUFFIXES",
+    "INTERRUPTED",
+]
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tiff")  # what matplotlib.image.imsave writes
@@ -33,14 +41,20 @@ _HINTS = {
 
 
 def _environment_types() -> tuple[type, ...]:
+    import torch
+
     from .data import DatasetNotAvailableError
     from .rundir import RunLockedError
 
-    import torch
-
     # FloatingPointError: a run whose loss became NaN or diverged, samples that are not finite
-    return (DatasetNotAvailableError, RunLockedError, FloatingPointError, ImportError, MemoryError,
-            torch.OutOfMemoryError)
+    return (
+        DatasetNotAvailableError,
+        RunLockedError,
+        FloatingPointError,
+        ImportError,
+        MemoryError,
+        torch.OutOfMemoryError,
+    )
 
 
 def exit_code(exc: BaseException) -> int | None:
@@ -73,7 +87,7 @@ def message(exc: BaseException) -> str:
     return " ".join(text.split())  # one line
 
 
-def int_at_least(low: int, what: str = "") -> "callable":
+def int_at_least(low: int, what: str = "") -> Callable[[str], int]:
     """An argparse ``type=`` for an int >= ``low`` (argparse then names the option in its error)."""
 
     def parse(raw: str) -> int:
@@ -94,8 +108,9 @@ def _writable_ancestor(folder: Path, arg: str, path: str | os.PathLike) -> None:
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{arg} {path}: {anc} is a file, not a folder; choose another path",
-                                 None)
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{arg} {path}: {anc} is a file, not a folder; choose another path", None
+        )
     if not os.access(anc, os.W_OK):
         raise PermissionError(errno.EACCES, f"{arg} {path}: cannot create files in {anc}", None)
 
@@ -106,11 +121,16 @@ def check_output_file(path: str | os.PathLike, arg: str, suffixes: tuple[str, ..
     p = Path(path).expanduser()
     if suffixes is not None and p.suffix.lower() not in suffixes:
         got = f"{p.suffix!r}" if p.suffix else "no extension"
-        raise ValueError(f"{arg} {path}: expected a file name ending in {', '.join(suffixes)}, got {got} "
-                         f"(e.g. {arg} samples.png)")
+        raise ValueError(
+            f"{arg} {path}: expected a file name ending in {', '.join(suffixes)}, got {got} (e.g. {arg} samples.png)"
+        )
     if p.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"{arg} {path} is a folder; expected a file name (e.g. "
-                                f"{p / ('samples' + (suffixes[0] if suffixes else '.pt'))})", None)
+        raise IsADirectoryError(
+            errno.EISDIR,
+            f"{arg} {path} is a folder; expected a file name (e.g. "
+            f"{p / ('samples' + (suffixes[0] if suffixes else '.pt'))})",
+            None,
+        )
     _writable_ancestor(p.absolute().parent, arg, path)
     return p
 
@@ -119,7 +139,8 @@ def check_output_folder(path: str | os.PathLike, arg: str) -> Path:
     """Check, before any work, that ``path`` is a folder or can be made as one, and is writable."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{arg} {path} is a file; expected a folder (an existing "
-                                 "one, or one to create)", None)
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{arg} {path} is a file; expected a folder (an existing one, or one to create)", None
+        )
     _writable_ancestor(p.absolute(), arg, path)
     return p

@@ -4,14 +4,13 @@ A checkpoint is a dict of tensors and plain values (no pickled classes), saved w
 and read back with ``torch.load(weights_only=True)``: unpickling arbitrary objects can run code, so
 a file that holds anything else is refused (:class:`CheckpointError`). It holds the network and EMA
 weights, the optimizer state, the step, the random-number states (CPU, CUDA or MPS, and the run's
-noise generator), the data-order state (:class:`EpochOrder`) and the config as a plain dict, plus
+noise generator), the data-order state (:class:`~diffusion_edu.seeding.EpochOrder`) and the config as a plain dict, plus
 a SHA-256 checksum of every tensor (``checksum``), verified on load: bits flipped on disk or in a copy
 are refused instead of loading as slightly wrong weights.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -21,32 +20,25 @@ import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
+from .builders import build_network, build_process, check_degradation
+from .devices import resolve_device
+from .forward import declared_parameterization
 from .presets import TrainConfig
 from .results import atomic_write_bytes
-from .schedules import NoiseSchedule, make_schedule
+from .schedules import NoiseSchedule
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
-    "EpochOrder",
     "LoadedModel",
-    "build_network",
-    "build_process",
-    "capture_rng_state",
     "check_finite_weights",
     "require_keys",
     "tensor_checksum",
-    "derived_seed",
-    "forked_rng",
     "load_checkpoint",
     "load_model",
-    "resolve_device",
-    "restore_rng_state",
     "save_checkpoint",
-    "truncate_log",
 ]
 
 CHECKPOINT_FORMAT = "diffusion_edu.checkpoint/1"
@@ -76,8 +68,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not _looks_like_torch_save(path):
-        raise CheckpointError(f"{path} is not a checkpoint: it is neither a torch.save zip archive nor a pickle "
-                              "(empty, truncated at its start, or another kind of file)")
+        raise CheckpointError(
+            f"{path} is not a checkpoint: it is neither a torch.save zip archive nor a pickle "
+            "(empty, truncated at its start, or another kind of file)"
+        )
     try:
         with warnings.catch_warnings():  # random bytes make torch warn of an odd pickle protocol first
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -86,8 +80,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln]
         reason = lines[0] if lines else type(e).__name__
         if not any(word in str(e) for word in ("global", "GLOBAL", "reduce", "REDUCE")):  # bytes, not code
-            raise CheckpointError(f"{path} is not a checkpoint: torch.load cannot read it (random or damaged "
-                                  f"bytes?). (torch said: {reason})") from None
+            raise CheckpointError(
+                f"{path} is not a checkpoint: torch.load cannot read it (random or damaged "
+                f"bytes?). (torch said: {reason})"
+            ) from None
         raise CheckpointError(
             f"refused to load {path}: it holds pickled Python objects other than tensors and plain "
             f"containers, and unpickling those can run arbitrary code. diffusion_edu only loads "
@@ -96,16 +92,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
     except Exception as e:  # damaged bytes can trip the unpickler in many ways (IndexError, struct.error, ...)
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {e}") from e
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path} is not a diffusion_edu checkpoint (expected format "
-                              f"{CHECKPOINT_FORMAT!r}, found {found!r})")
+        raise CheckpointError(
+            f"{path} is not a diffusion_edu checkpoint (expected format {CHECKPOINT_FORMAT!r}, found {found!r})"
+        )
     stored = state.get("checksum")
     if stored is not None and stored != tensor_checksum(state):
-        raise CheckpointError(f"{path} is damaged: the checksum of its tensors does not match the one written "
-                              "with it (bits changed on disk or in a copy); use another copy or train again")
+        raise CheckpointError(
+            f"{path} is damaged: the checksum of its tensors does not match the one written "
+            "with it (bits changed on disk or in a copy); use another copy or train again"
+        )
     return state
 
 
@@ -142,188 +142,25 @@ def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.Pa
     """A :class:`CheckpointError` naming the entries ``purpose`` needs that ``state`` lacks."""
     missing = [k for k in keys if k not in state]
     if missing:
-        raise CheckpointError(f"{path} lacks {missing}, which {purpose} needs: it was not written by "
-                              "diffusion_edu's train() or has been edited; use a checkpoint that train() wrote")
+        raise CheckpointError(
+            f"{path} lacks {missing}, which {purpose} needs: it was not written by "
+            "diffusion_edu's train() or has been edited; use a checkpoint that train() wrote"
+        )
 
 
 def check_finite_weights(weights: dict[str, Any], where: str) -> None:
     """A :class:`CheckpointError` naming the first floating-point tensor with NaN or infinite values."""
     for name, t in weights.items():
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{where} holds non-finite weights (NaN or inf in {name!r}): the run it "
-                                  "comes from diverged; use an earlier checkpoint or train again")
+            raise CheckpointError(
+                f"{where} holds non-finite weights (NaN or inf in {name!r}): the run it "
+                "comes from diverged; use an earlier checkpoint or train again"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
-# Random-number and data-order state.
+# Loading a trained network from its checkpoint.
 # ---------------------------------------------------------------------------------------------
-
-
-def derived_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed derived from ``seed`` and ``keys`` (numpy's SeedSequence), so that the streams
-    of one run (network init, noise, data order, sample grids) are independent of each other."""
-    words = [seed] + [k if isinstance(k, int) else int.from_bytes(k.encode(), "little") for k in keys]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def capture_rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    """The global CPU RNG (dropout on CPU), the accelerator's RNG and the run's noise generator."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    elif device.type == "mps":
-        state["mps"] = torch.mps.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
-    """Put back what :func:`capture_rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    elif device.type == "mps" and "mps" in state:
-        torch.mps.set_rng_state(state["mps"])
-
-
-@contextlib.contextmanager
-def forked_rng(device: torch.device):
-    """Run a block without changing the caller's random state (CPU and the run's accelerator)."""
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, device_type="cuda" if cuda else "cpu"):
-        if device.type == "mps":
-            mps_state = torch.mps.get_rng_state()
-            try:
-                yield
-            finally:
-                torch.mps.set_rng_state(mps_state)
-        else:
-            yield
-
-
-def truncate_log(log_path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint's step (they will be written again), and a damaged
-    line (see :func:`diffusion_edu.rundir.repair_log`)."""
-    from .rundir import repair_log
-
-    repair_log(Path(log_path), step)
-
-
-class EpochOrder:
-    """Which images form each batch: epoch e visits a permutation drawn from (seed, e) alone, in
-    consecutive slices of ``batch_size``; the last incomplete slice is skipped, so every batch has
-    ``batch_size`` images. The state is (epoch, position): resuming from it gives the same batches."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
-        if batch_size > n:
-            raise ValueError(f"batch_size={batch_size} is larger than the dataset ({n} images): lower "
-                             "batch_size, or train on more images (subset)")
-        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, torch.device(device)
-        self.epoch, self.position = 0, 0
-        self._perm: torch.Tensor | None = None
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.n // self.batch_size
-
-    def permutation(self, epoch: int) -> torch.Tensor:
-        """The order of epoch ``epoch``: a permutation of 0..n-1 (int64, shape (n,))."""
-        g = torch.Generator().manual_seed(derived_seed(self.seed, "data", epoch))
-        return torch.randperm(self.n, generator=g)
-
-    def next(self) -> torch.Tensor:
-        """The indices (batch_size,) of the next batch."""
-        if self.position == self.batches_per_epoch:
-            self.epoch, self.position, self._perm = self.epoch + 1, 0, None
-        if self._perm is None:
-            self._perm = self.permutation(self.epoch).to(self.device)
-        start = self.position * self.batch_size
-        self.position += 1
-        return self._perm[start:start + self.batch_size]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed,
-                "epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        mine = {"n": self.n, "batch_size": self.batch_size, "seed": self.seed}
-        theirs = {k: state.get(k) for k in mine}
-        if mine != theirs:
-            raise CheckpointError(f"the checkpoint's data order was made for {theirs}, but this run has "
-                                  f"{mine}: resume with the same dataset, batch size and seed")
-        self.epoch, self.position, self._perm = int(state["epoch"]), int(state["position"]), None
-
-
-def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """The device to run on: ``auto`` picks CUDA, then Apple's MPS, then the CPU.
-
-    An explicit device that is not available raises ``ValueError`` (no silent fallback).
-    """
-    if isinstance(spec, torch.device):
-        spec = str(spec)
-    spec = spec or "auto"
-    if not isinstance(spec, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu', 'cuda', got {type(spec).__name__}")
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    kind = spec.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={spec!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
-    if kind == "mps" and not mps_ok:
-        raise ValueError(f"device={spec!r} was asked for but Apple's MPS is not available; use 'auto' or 'cpu'")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {spec!r}")
-    return torch.device(spec)
-
-
-# ---------------------------------------------------------------------------------------------
-# Building a network and its process from a config; loading a trained network.
-# ---------------------------------------------------------------------------------------------
-
-
-def build_network(config: TrainConfig) -> torch.nn.Module:
-    """The network named by ``config.model``, imported lazily from :mod:`diffusion_edu.models`: a model
-    preset such as ``unet_mnist`` (``build_preset(name, **model_kwargs)``, the kwargs overriding the
-    preset's) or a model class name such as ``unet`` (``build_model(name, **model_kwargs)``)."""
-    try:
-        from . import models
-    except ModuleNotFoundError as e:
-        if e.name not in ("diffusion_edu.models", f"{__package__}.models"):
-            raise
-        raise ImportError(f"building the network {config.model!r} needs diffusion_edu.models, which is "
-                          "not installed here; pass your own network with model=...") from e
-    if config.model in getattr(models, "MODEL_PRESETS", {}):
-        return models.build_preset(config.model, **config.model_kwargs)
-    return models.build_model(config.model, **config.model_kwargs)
-
-
-def build_process(config: TrainConfig, image_size: int):
-    """The forward process: the noise schedule, or for ``process="cold"`` the row/column averaging
-    degradation of :mod:`diffusion_edu.cold` (its number of steps must equal ``config.T``)."""
-    if config.process == "gaussian":
-        try:
-            return make_schedule(config.schedule, config.T, **config.schedule_kwargs)
-        except TypeError as e:
-            raise ValueError(f"TrainConfig.schedule_kwargs={config.schedule_kwargs} do not fit the "
-                             f"{config.schedule!r} schedule ({e})") from None
-    from .cold import RowColumnAveraging
-
-    degradation = RowColumnAveraging(axis=config.cold_axis, order=config.cold_order, group=config.cold_group,
-                                     size=image_size, seed=config.cold_seed)
-    check_degradation(degradation, config)
-    return degradation
-
-
-def check_degradation(degradation: Any, config: TrainConfig) -> None:
-    """A degradation must have ``.T`` and ``.degrade(x0, t)``, and T must match the config (size / group
-    steps for one axis, twice that for ``cold_axis="both"``)."""
-    if not hasattr(degradation, "degrade") or not hasattr(degradation, "T"):
-        raise TypeError(f"a cold-diffusion degradation needs .T and .degrade(x0, t); got {type(degradation).__name__}")
-    if int(degradation.T) != config.T:
-        raise ValueError(f"TrainConfig.T={config.T} but the degradation has T={degradation.T} steps "
-                         "(image size / cold_group); set T to match")
 
 
 class LoadedModel(NamedTuple):
@@ -334,9 +171,16 @@ class LoadedModel(NamedTuple):
     config: TrainConfig
 
 
-def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.device | None = None, *,
-               model: torch.nn.Module | None = None, degradation: Any = None) -> LoadedModel:
-    """Load a trained network from a checkpoint, in eval mode, with ``model.parameterization`` set.
+def load_model(
+    path: str | os.PathLike,
+    ema: bool = True,
+    device: str | torch.device | None = None,
+    *,
+    model: torch.nn.Module | None = None,
+    degradation: Any = None,
+) -> LoadedModel:
+    """Load a trained network from a checkpoint, in eval mode (a network rebuilt from the config declares
+    ``config.parameterization``; a network passed in must not declare another one).
 
     ema: use the EMA weights (falls back to the raw weights, with a warning, when the run kept no
     EMA). device: None picks CUDA, MPS or the CPU. model: a network to load the weights into (needed
@@ -348,6 +192,7 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
     config = TrainConfig.from_dict(state["config"])
     dev = resolve_device(device)
     net = model if model is not None else build_network(config)
+    declared_parameterization(net, config.parameterization)
     weights = state["model"]
     if ema and state.get("ema") is not None:
         weights = state["ema"]
@@ -357,10 +202,10 @@ def load_model(path: str | os.PathLike, ema: bool = True, device: str | torch.de
     try:
         net.load_state_dict(weights)
     except RuntimeError as e:
-        raise CheckpointError(f"the weights in {path} do not fit the network {type(net).__name__} "
-                              f"(config.model={config.model!r}): {e}") from e
+        raise CheckpointError(
+            f"the weights in {path} do not fit the network {type(net).__name__} (config.model={config.model!r}): {e}"
+        ) from e
     net.to(dev).eval()
-    net.parameterization = config.parameterization
     net.trained_T = config.T  # sample() warns for a schedule of another length
     if degradation is not None:
         check_degradation(degradation, config)

@@ -23,11 +23,10 @@ _COMMAND_MODULES: list[str] = [
     "diffusion_edu.models.cli",
     "diffusion_edu.ledger",
     "diffusion_edu.classifier",
-    "diffusion_edu.training",
+    "diffusion_edu.commands.train",
     "diffusion_edu.experiments",
-    "diffusion_edu.generate",
+    "diffusion_edu.commands.sample",
     "diffusion_edu.scoring",
-    # "diffusion_edu.metrics", "diffusion_edu.experiments", ...
 ]
 
 
@@ -35,8 +34,17 @@ def _info(args: argparse.Namespace) -> int:
     from . import __version__, _compat
     from .results import current_tier, hardware_info
 
-    print(json.dumps({"version": __version__, "tier": current_tier(), "torchvision_fix": _compat.TORCHVISION_FIX,
-                      "hardware": hardware_info()}, indent=1))
+    print(
+        json.dumps(
+            {
+                "version": __version__,
+                "tier": current_tier(),
+                "torchvision_fix": _compat.TORCHVISION_FIX,
+                "hardware": hardware_info(),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -52,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m diffusion_edu",
         description="diffusion-edu: train, sample and evaluate the book's diffusion models.",
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error (also accepted after the command)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also accepted after the command)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="print the package version, compute tier and hardware")
     p.set_defaults(func=_info)
@@ -93,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             text = str(e) or extra or "files already written are complete"
             print(f"interrupted: {' '.join(text.split())}", file=sys.stderr)
         elif code is None:
-            print(f"error: unexpected {type(e).__name__}: {message(e)} (this looks like a bug in diffusion_edu; "
-                  "run again with --debug to see the traceback and report it)", file=sys.stderr)
+            print(
+                f"error: unexpected {type(e).__name__}: {message(e)} (this looks like a bug in diffusion_edu; "
+                "run again with --debug to see the traceback and report it)",
+                file=sys.stderr,
+            )
             code = 1
         else:
             text = message(e)

@@ -222,8 +222,9 @@ class DegradedPrior:
     covs: torch.Tensor
     channels: int = 1
 
-    def sample(self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
-               ) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """n fully degraded images x_T (n, C, size, size): pick a component, draw its Gaussian, expand to pixels."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n (the number of images) must be an int >= 1, got {n!r}")

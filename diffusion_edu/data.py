@@ -1,6 +1,9 @@
 """Datasets: the embedded MNIST sample (offline default), real MNIST / Fashion-MNIST / CIFAR-10 via
 torchvision, and the reader's own images (a folder of image files or an array file, :mod:`.data_files`).
 
+(A little over the package's ~400 lines: the four dataset sources share ImageDataset and its checks,
+so they stay together; the reader's own files live in data_files.py.)
+
 Every dataset here returns ``(image, label)`` with ``image`` a float32 tensor of shape (C, H, W)
 scaled to [-1, 1] (Ho et al. Sec. 4: "data scaled linearly to [-1, 1]") and ``label`` an int.
 Images are kept in memory as uint8 and converted per item or per batch (:meth:`ImageDataset.batch`),
@@ -12,9 +15,10 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,7 +26,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "ImageDataset",
-    "EmbeddedMNIST",
+    "load_embedded_mnist",
     "DatasetNotAvailableError",
     "BadDataError",
     "DATASETS",
@@ -69,8 +73,14 @@ class ImageDataset(Dataset):
     from, for results files; ``classes`` optionally names the labels (a folder's class subfolders).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str, num_classes: int | None = 10,
-                 classes: Sequence[str] | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        name: str,
+        num_classes: int | None = 10,
+        classes: Sequence[str] | None = None,
+    ):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -100,11 +110,12 @@ class ImageDataset(Dataset):
         """All images (N, C, H, W) in [-1, 1] and all labels (N,)."""
         return to_model_range(self.images), self.labels
 
-    def subset(self, n: int) -> "ImageDataset":
+    def subset(self, n: int) -> ImageDataset:
         """The first ``n`` items of a class-balanced interleaving (useful for quick tiers)."""
         order = _class_interleaved_order(self.labels)[:n]
-        return ImageDataset(self.images[order], self.labels[order], f"{self.name}[:{n}]", self.num_classes,
-                            self.classes)
+        return ImageDataset(
+            self.images[order], self.labels[order], f"{self.name}[:{n}]", self.num_classes, self.classes
+        )
 
     def __repr__(self) -> str:
         return f"ImageDataset({self.name!r}, n={len(self)}, shape={self.image_shape})"
@@ -126,7 +137,7 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
         return d["images"], d["labels"]
 
 
-def EmbeddedMNIST(split: Literal["train", "heldout", "all"] = "train") -> ImageDataset:
+def load_embedded_mnist(split: Literal["train", "heldout", "all"] = "train") -> ImageDataset:
     """The 10,000 real MNIST digits shipped in the package (see ``diffusion_edu/assets/README.md``).
 
     Split (fixed, no randomness): within each class, every tenth digit in file order is held out
@@ -155,12 +166,13 @@ def default_data_root() -> Path:
 
 _OFFLINE_HINT = (
     "To work offline, use the MNIST digits shipped with the package instead: "
-    "diffusion_edu.data.EmbeddedMNIST('train') (or dataset='mnist-embedded' in presets and the CLI)."
+    "diffusion_edu.data.load_embedded_mnist('train') (or dataset='mnist-embedded' in presets and the CLI)."
 )
 
 
-def _not_available(what: str, root: Path, files: Sequence[str], download: bool, cause: BaseException,
-                   hint: str = "") -> DatasetNotAvailableError:
+def _not_available(
+    what: str, root: Path, files: Sequence[str], download: bool, cause: BaseException, hint: str = ""
+) -> DatasetNotAvailableError:
     looked = ", ".join(files)
     how = "download was attempted and failed" if download else "download=False, so nothing was fetched"
     return DatasetNotAvailableError(
@@ -170,9 +182,7 @@ def _not_available(what: str, root: Path, files: Sequence[str], download: bool, 
     )
 
 
-def load_mnist(
-    train: bool = True, root: str | os.PathLike | None = None, download: bool = True
-) -> ImageDataset:
+def load_mnist(train: bool = True, root: str | os.PathLike | None = None, download: bool = True) -> ImageDataset:
     """Real MNIST (60,000 training or 10,000 test digits) through ``torchvision.datasets.MNIST``.
 
     Looks in ``root/MNIST/raw`` for the four IDX files; downloads them when missing and
@@ -181,8 +191,15 @@ def load_mnist(
     from torchvision import datasets
 
     root = Path(root) if root is not None else default_data_root()
-    files = [f"MNIST/raw/{r}" for r in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    files = [
+        f"MNIST/raw/{r}"
+        for r in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    ]
     try:
         ds = datasets.MNIST(str(root), train=train, download=download)
     except Exception as e:  # URLError, RuntimeError('Dataset not found'), ...
@@ -208,15 +225,18 @@ def _gunzip_missing(raw: Path, what: str) -> None:
         try:
             data = gzip.decompress(packed.read_bytes())
         except (OSError, EOFError) as e:
-            raise BadDataError(f"{packed} is not a readable gzip file ({type(e).__name__}: {e}); "
-                               f"replace it with a good copy of the {what} file") from e
+            raise BadDataError(
+                f"{packed} is not a readable gzip file ({type(e).__name__}: {e}); "
+                f"replace it with a good copy of the {what} file"
+            ) from e
         try:
             atomic_write_bytes(target, data)
         except OSError as e:
             raise DatasetNotAvailableError(
                 f"{what}: {packed} has to be decompressed next to itself (torchvision reads {name}), but "
                 f"{raw} is not writable ({e}). Copy or link the .gz files into a folder you can write, "
-                "e.g. $DIFFUSION_EDU_DATA/FashionMNIST/raw/") from e
+                "e.g. $DIFFUSION_EDU_DATA/FashionMNIST/raw/"
+            ) from e
 
 
 def load_fashion_mnist(
@@ -238,16 +258,23 @@ def load_fashion_mnist(
     try:
         ds = datasets.FashionMNIST(str(root), train=train, download=download)
     except Exception as e:  # URLError, RuntimeError('Dataset not found'), ...
-        hint = ("Offline on Debian or Ubuntu: apt-get install dataset-fashion-mnist, then link its .gz files "
-                "(dpkg -L dataset-fashion-mnist lists them) into that folder. ")
+        hint = (
+            "Offline on Debian or Ubuntu: apt-get install dataset-fashion-mnist, then link its .gz files "
+            "(dpkg -L dataset-fashion-mnist lists them) into that folder. "
+        )
         raise _not_available("Fashion-MNIST", root, files, download, e, hint) from e
     images = ds.data.unsqueeze(1).to(torch.uint8)  # (N, 1, 28, 28)
-    return ImageDataset(images, torch.as_tensor(ds.targets), name=f"fashion-mnist/{'train' if train else 'test'}",
-                        classes=list(ds.classes))
+    return ImageDataset(
+        images,
+        torch.as_tensor(ds.targets),
+        name=f"fashion-mnist/{'train' if train else 'test'}",
+        classes=list(ds.classes),
+    )
 
 
-def write_idx_files(raw: str | os.PathLike, images: np.ndarray, labels: np.ndarray, prefix: str = "train",
-                    gz: bool = True) -> list[Path]:
+def write_idx_files(
+    raw: str | os.PathLike, images: np.ndarray, labels: np.ndarray, prefix: str = "train", gz: bool = True
+) -> list[Path]:
     """Write images (N, H, W) uint8 and labels (N,) uint8 as the two IDX files ``PREFIX-images-idx3-ubyte``
     and ``PREFIX-labels-idx1-ubyte`` (gzipped when ``gz``) under ``raw``: MNIST's file format, for tests
     and the smoke tier (prefix ``t10k`` for the test split)."""
@@ -255,8 +282,10 @@ def write_idx_files(raw: str | os.PathLike, images: np.ndarray, labels: np.ndarr
 
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype != np.uint8 or images.ndim != 3 or labels.dtype != np.uint8 or labels.shape != images.shape[:1]:
-        raise ValueError(f"images must be uint8 (N, H, W) and labels uint8 (N,), got {images.dtype} "
-                         f"{images.shape} and {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"images must be uint8 (N, H, W) and labels uint8 (N,), got {images.dtype} "
+            f"{images.shape} and {labels.dtype} {labels.shape}"
+        )
     raw = Path(raw)
     raw.mkdir(parents=True, exist_ok=True)
     out = []
@@ -285,12 +314,14 @@ def load_cifar10(
     root = Path(root) if root is not None else default_data_root()
     cls = datasets.CIFAR10
     if not check_integrity:
+
         class _Unchecked(datasets.CIFAR10):  # deliberate: fake batches have no official MD5
             meta = {**datasets.CIFAR10.meta, "md5": None}  # check_integrity(path, None): file exists
 
             def _check_integrity(self) -> bool:
                 folder = os.path.join(self.root, self.base_folder)
                 return all(os.path.isfile(os.path.join(folder, f)) for f, _ in self.train_list + self.test_list)
+
         cls = _Unchecked
     files = ["cifar-10-batches-py/data_batch_1..5", "cifar-10-batches-py/test_batch"]
     try:
@@ -343,16 +374,18 @@ def fit_images(images: torch.Tensor, image_size: int | None = None, channels: in
             raise BadDataError(f"cannot convert {c}-channel images to channels={channels}: use 1 (grey) or 3 (RGB)")
     size = image_size if image_size is not None else (h if h == w else None)
     if size is None:
-        raise BadDataError(f"the images are {h}x{w}, not square, and the networks take square images: set "
-                           f"image_size=N to centre-crop and resize them to NxN (e.g. image_size={min(h, w)})")
+        raise BadDataError(
+            f"the images are {h}x{w}, not square, and the networks take square images: set "
+            f"image_size=N to centre-crop and resize them to NxN (e.g. image_size={min(h, w)})"
+        )
     if (h, w) == (size, size):
         return images.contiguous()
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    images = images[:, :, top:top + side, left:left + side]  # (N, C, side, side)
+    images = images[:, :, top : top + side, left : left + side]  # (N, C, side, side)
     out = []
     for i in range(0, n, 4096):  # chunks keep the float copy small
-        x = images[i:i + 4096].to(torch.float32)
+        x = images[i : i + 4096].to(torch.float32)
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)
         out.append(x.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out).contiguous()  # (N, C, size, size)
@@ -360,7 +393,7 @@ def fit_images(images: torch.Tensor, image_size: int | None = None, channels: in
 
 def load_dataset(
     name: str,
-    split: Literal["train", "heldout", "test", "all"] = "train",
+    split: str = "train",  # "train", "heldout", "test" or "all" (checked per dataset)
     root: str | os.PathLike | None = None,
     download: bool = True,
     check_integrity: bool = True,
@@ -388,13 +421,15 @@ def load_dataset(
         from .data_files import load_array_file, load_image_folder
 
         if path is None:
-            raise ValueError(f"dataset {name!r} reads your own files: give path= (data_path=... in presets "
-                             f"and the CLI) naming the {'folder' if name == 'image-folder' else '.npz or .npy file'}")
+            raise ValueError(
+                f"dataset {name!r} reads your own files: give path= (data_path=... in presets "
+                f"and the CLI) naming the {'folder' if name == 'image-folder' else '.npz or .npy file'}"
+            )
         loader = load_image_folder if name == "image-folder" else load_array_file
         return loader(path, split, image_size=image_size, channels=channels)
     root = path if path is not None else root
     if name == "mnist-embedded":
-        ds = EmbeddedMNIST("heldout" if split == "test" else split)
+        ds = load_embedded_mnist("heldout" if split == "test" else split)
     else:
         if split not in ("train", "test", "heldout"):
             raise ValueError(f"{name} has splits 'train' and 'test' (or 'heldout', the same), got {split!r}")

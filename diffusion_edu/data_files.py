@@ -13,7 +13,7 @@ input first, so that bad data stops with a message naming the file and the fix, 
   an ``.npy`` holds the images alone). Floats are stored as uint8 pixels (steps of 1/255).
 
 Splits (fixed, no randomness): within each class, every tenth image in file order is held out, as in
-:func:`~diffusion_edu.data.EmbeddedMNIST`; ``train`` is the rest, ``heldout`` (or ``test``) the tenth
+:func:`~diffusion_edu.data.load_embedded_mnist`; ``train`` is the rest, ``heldout`` (or ``test``) the tenth
 and ``all`` both. The held-out part is what the feature classifier is scored on and the FID reference.
 """
 
@@ -65,14 +65,17 @@ def _folder_layout(root: Path) -> tuple[list[Path], list[int], list[str] | None]
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     classes = [d for d in subdirs if _image_files(d)]
     if loose and classes:
-        raise BadDataError(f"{root} mixes image files ({loose[0].name}, ...) with class subfolders "
-                           f"({classes[0].name}/, ...): put every image into a class subfolder, or all in one "
-                           "flat folder (unlabelled)")
+        raise BadDataError(
+            f"{root} mixes image files ({loose[0].name}, ...) with class subfolders "
+            f"({classes[0].name}/, ...): put every image into a class subfolder, or all in one "
+            "flat folder (unlabelled)"
+        )
     if loose:
         return loose, [0] * len(loose), None
     if not classes:
-        raise BadDataError(f"{root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}), neither directly nor in "
-                           "class subfolders")
+        raise BadDataError(
+            f"{root} holds no image files ({', '.join(IMAGE_EXTENSIONS)}), neither directly nor in class subfolders"
+        )
     files, labels = [], []
     for k, d in enumerate(classes):
         found = _image_files(d)
@@ -81,8 +84,9 @@ def _folder_layout(root: Path) -> tuple[list[Path], list[int], list[str] | None]
     return files, labels, [d.name for d in classes]
 
 
-def load_image_folder(path: str | os.PathLike, split: str = "train", image_size: int | None = None,
-                      channels: int | None = None) -> ImageDataset:
+def load_image_folder(
+    path: str | os.PathLike, split: str = "train", image_size: int | None = None, channels: int | None = None
+) -> ImageDataset:
     """A folder of images (class subfolders = labels; flat = unlabelled) as an ``ImageDataset``.
 
     image_size: centre-crop and resize every image to image_size x image_size (None: the files' own size,
@@ -102,20 +106,26 @@ def load_image_folder(path: str | os.PathLike, split: str = "train", image_size:
                 im.load()
                 opened.append((files[i], im.copy()))
         except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise BadDataError(f"cannot read {files[i]} as an image ({type(e).__name__}: {e}); remove or replace it") from e
+            raise BadDataError(
+                f"cannot read {files[i]} as an image ({type(e).__name__}: {e}); remove or replace it"
+            ) from e
     modes = {("grey" if im.mode in _GREY_MODES else "RGB") for _, im in opened}
     if channels is None and len(modes) > 1:
         grey = next(f for f, im in opened if im.mode in _GREY_MODES)
         colour = next(f for f, im in opened if im.mode not in _GREY_MODES)
-        raise BadDataError(f"{root} mixes grey and colour images ({grey.name} is grey, {colour.name} is colour): "
-                           "set channels=1 (all grey) or channels=3 (all RGB)")
+        raise BadDataError(
+            f"{root} mixes grey and colour images ({grey.name} is grey, {colour.name} is colour): "
+            "set channels=1 (all grey) or channels=3 (all RGB)"
+        )
     c = channels if channels is not None else (1 if modes == {"grey"} else 3)
     sizes = {im.size for _, im in opened}
     if image_size is None:
         if len(sizes) > 1 or any(w != h for w, h in sizes):
             shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:3])
-            raise BadDataError(f"the images in {root} are not all one square size ({shown}{', ...' if len(sizes) > 3 else ''}): "
-                               "set image_size=N to centre-crop and resize them to NxN (e.g. image_size=32)")
+            raise BadDataError(
+                f"the images in {root} are not all one square size ({shown}{', ...' if len(sizes) > 3 else ''}): "
+                "set image_size=N to centre-crop and resize them to NxN (e.g. image_size=32)"
+            )
         image_size = next(iter(sizes))[0]
     arrays = []
     for _, im in opened:
@@ -124,7 +134,9 @@ def load_image_folder(path: str | os.PathLike, split: str = "train", image_size:
             im = ImageOps.fit(im, (image_size, image_size), method=Image.BILINEAR, centering=(0.5, 0.5))
         a = np.asarray(im, dtype=np.uint8)
         arrays.append(a[None] if c == 1 else a.transpose(2, 0, 1))  # (C, H, W)
-    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, c, image_size, image_size, dtype=torch.uint8)
+    images = (
+        torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, c, image_size, image_size, dtype=torch.uint8)
+    )
     name = f"image-folder/{root.name}/{split}"
     return ImageDataset(images, torch.tensor(labels)[idx], name, len(classes) if classes else None, classes)
 
@@ -139,8 +151,7 @@ def _layout(shape: tuple[int, ...]) -> str:
             last, second = shape[1] == shape[2], shape[2] == shape[3]
         if last != second:
             return "NHWC" if last else "NCHW"
-    raise BadDataError(f"images must have shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, "
-                       f"got {shape}")
+    raise BadDataError(f"images must have shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got {shape}")
 
 
 def _to_uint8(images: np.ndarray, where: str) -> np.ndarray:
@@ -148,8 +159,10 @@ def _to_uint8(images: np.ndarray, where: str) -> np.ndarray:
     if images.dtype == np.uint8:
         return images
     if not np.issubdtype(images.dtype, np.floating):
-        raise BadDataError(f"{where}: images must be uint8 pixels (0..255) or floats in [0, 1] or [-1, 1], got "
-                           f"dtype {images.dtype} (for integer pixels 0..255 use images.astype(np.uint8))")
+        raise BadDataError(
+            f"{where}: images must be uint8 pixels (0..255) or floats in [0, 1] or [-1, 1], got "
+            f"dtype {images.dtype} (for integer pixels 0..255 use images.astype(np.uint8))"
+        )
     if images.size and not np.isfinite(images).all():
         raise BadDataError(f"{where}: images hold NaN or infinite values")
     lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 1.0)
@@ -178,8 +191,10 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as d:
             if "images" not in d.files:
-                raise BadDataError(f"{path} holds no array named 'images' (it has {sorted(d.files)}): save it with "
-                                   "np.savez(path, images=..., labels=...)")
+                raise BadDataError(
+                    f"{path} holds no array named 'images' (it has {sorted(d.files)}): save it with "
+                    "np.savez(path, images=..., labels=...)"
+                )
             return d["images"], d["labels"] if "labels" in d.files else None
     except BadDataError:
         raise
@@ -187,8 +202,9 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise BadDataError(f"cannot read {path} as a numpy array file ({type(e).__name__}: {e})") from e
 
 
-def load_array_file(path: str | os.PathLike, split: str = "train", image_size: int | None = None,
-                    channels: int | None = None) -> ImageDataset:
+def load_array_file(
+    path: str | os.PathLike, split: str = "train", image_size: int | None = None, channels: int | None = None
+) -> ImageDataset:
     """Images (and optional labels) from an ``.npz`` (arrays ``images``, ``labels``) or an ``.npy`` (images).
 
     images: (N, H, W), (N, H, W, C) or (N, C, H, W), C in {1, 3}; uint8, or float in [0, 1] / [-1, 1].

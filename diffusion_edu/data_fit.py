@@ -56,8 +56,11 @@ def network_kwargs(config: TrainConfig) -> dict[str, Any]:
         base, cls = {}, classes[config.model]
     else:  # not a known name: build_network reports it; nothing to fit
         return dict(config.model_kwargs)
-    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
-                if k != "self" and p.default is not inspect.Parameter.empty}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(cls.__init__).parameters.items()
+        if k != "self" and p.default is not inspect.Parameter.empty
+    }
     return {**defaults, **base, **config.model_kwargs}
 
 
@@ -69,13 +72,17 @@ def _class_changes(config: TrainConfig, current: dict[str, Any], ds: ImageDatase
     top = int(ds.labels.max()) if len(ds) else -1
     if "num_classes" in fixed:
         if ds.num_classes is None:
-            raise BadDataError(f"the data {ds.name!r} is unlabelled, but model_kwargs.num_classes={fixed['num_classes']} "
-                               "fixes a class-conditional network: set model_kwargs.num_classes=null and p_uncond=0, "
-                               "or sort the images into class subfolders")
+            raise BadDataError(
+                f"the data {ds.name!r} is unlabelled, but model_kwargs.num_classes={fixed['num_classes']} "
+                "fixes a class-conditional network: set model_kwargs.num_classes=null and p_uncond=0, "
+                "or sort the images into class subfolders"
+            )
         if top >= fixed["num_classes"]:
-            raise BadDataError(f"the labels of {ds.name!r} reach {top}, but model_kwargs.num_classes="
-                               f"{fixed['num_classes']} fixes {fixed['num_classes']} classes: raise it to {top + 1} "
-                               "or remove it (the network then follows the data)")
+            raise BadDataError(
+                f"the labels of {ds.name!r} reach {top}, but model_kwargs.num_classes="
+                f"{fixed['num_classes']} fixes {fixed['num_classes']} classes: raise it to {top + 1} "
+                "or remove it (the network then follows the data)"
+            )
         return {}, config.p_uncond
     if ds.num_classes is None:
         return {"num_classes": None}, 0.0
@@ -90,37 +97,48 @@ def fit_to_data(config: TrainConfig, dataset: ImageDataset, check_discriminator:
     naming the setting to change."""
     c, h, w = dataset.image_shape
     if h != w:
-        raise BadDataError(f"the images of {dataset.name!r} are {h}x{w}; the networks take square images: set image_size")
+        raise BadDataError(
+            f"the images of {dataset.name!r} are {h}x{w}; the networks take square images: set image_size"
+        )
     n = len(dataset) if config.subset is None else min(config.subset, len(dataset))
     if n < config.batch_size:
-        raise BadDataError(f"the training data {dataset.name!r} has {n} images, fewer than one batch "
-                           f"(batch_size={config.batch_size}): set batch_size={max(n, 1)} or less, or add images")
+        raise BadDataError(
+            f"the training data {dataset.name!r} has {n} images, fewer than one batch "
+            f"(batch_size={config.batch_size}): set batch_size={max(n, 1)} or less, or add images"
+        )
     current = network_kwargs(config)
     changes: dict[str, Any] = {}
     for key, value in (("in_channels", c), ("image_size", h)):
         if key not in current:
             continue
         if key in config.model_kwargs and config.model_kwargs[key] != value:
-            raise BadDataError(f"model_kwargs.{key}={config.model_kwargs[key]} fixes the network, but the data "
-                               f"{dataset.name!r} has {key}={value}: set {_CONVERT[key]}={config.model_kwargs[key]} "
-                               f"to convert the data, or remove model_kwargs.{key} so that the network follows it")
+            raise BadDataError(
+                f"model_kwargs.{key}={config.model_kwargs[key]} fixes the network, but the data "
+                f"{dataset.name!r} has {key}={value}: set {_CONVERT[key]}={config.model_kwargs[key]} "
+                f"to convert the data, or remove model_kwargs.{key} so that the network follows it"
+            )
         if current[key] != value:
             changes[key] = value
     class_changes, p_uncond = _class_changes(config, current, dataset)
     changes.update(class_changes)
-    fitted = config if not changes and p_uncond == config.p_uncond else config.replace(
-        model_kwargs={**config.model_kwargs, **changes}, p_uncond=p_uncond)
+    fitted = (
+        config
+        if not changes and p_uncond == config.p_uncond
+        else config.replace(model_kwargs={**config.model_kwargs, **changes}, p_uncond=p_uncond)
+    )
     _check_buildable(fitted, dataset, h)
     if check_discriminator and fitted.disc_weight > 0 and (c, h) != (1, 28):
-        raise BadDataError(f"disc_weight > 0 scores predictions with the shipped MNIST classifier, which reads 1x28x28 "
-                           f"images, but the data is {c}x{h}x{h}: set disc_weight=0")
+        raise BadDataError(
+            f"disc_weight > 0 scores predictions with the shipped MNIST classifier, which reads 1x28x28 "
+            f"images, but the data is {c}x{h}x{h}: set disc_weight=0"
+        )
     return fitted
 
 
 def _check_buildable(config: TrainConfig, dataset: ImageDataset, size: int) -> None:
     """Build the network on the meta device (no memory, no random draws) and the cold degradation, so
     that their size checks run now, not after the output folder is written."""
-    from .checkpoint import build_network, build_process
+    from .builders import build_network, build_process
 
     try:
         with torch.device("meta"):
@@ -128,7 +146,12 @@ def _check_buildable(config: TrainConfig, dataset: ImageDataset, size: int) -> N
         if config.process == "cold":
             build_process(config, size)
     except (ValueError, TypeError) as e:
-        what = "T (or cold_group)" if config.process == "cold" and "T=" in str(e) else \
-            "image_size (resize the data), or the network (model, model_kwargs)"
-        raise BadDataError(f"the network {config.model!r} cannot be trained on {dataset.name!r} "
-                           f"({'x'.join(map(str, dataset.image_shape))}): {e}. Change {what}") from e
+        what = (
+            "T (or cold_group)"
+            if config.process == "cold" and "T=" in str(e)
+            else "image_size (resize the data), or the network (model, model_kwargs)"
+        )
+        raise BadDataError(
+            f"the network {config.model!r} cannot be trained on {dataset.name!r} "
+            f"({'x'.join(map(str, dataset.image_shape))}): {e}. Change {what}"
+        ) from e

@@ -11,7 +11,7 @@ The conventions, which make a run on N processes the same run as on one:
   ``batch_size / N`` images of it. A global batch that N does not divide is an error
   (:class:`DistributedLaunchError`), raised before any process waits for another.
 - Every process draws the same global batch: the epoch permutation from (seed, epoch)
-  (:class:`~diffusion_edu.checkpoint.EpochOrder`), then the flips, label drops, ``t`` and ``eps`` of the
+  (:class:`~diffusion_edu.seeding.EpochOrder`), then the flips, label drops, ``t`` and ``eps`` of the
   whole global batch from the run's noise generator (seeded identically everywhere), and then keeps its
   slice ``rank * b : (rank + 1) * b`` with ``b = batch_size / N``. The union of the slices is the batch
   a single process would train on, with the same ``t`` and ``eps``, and the noise generator's state is
@@ -39,13 +39,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from .checkpoint import derived_seed, resolve_device
+from .devices import resolve_device
+from .seeding import derived_seed
 
 __all__ = [
     "DistributedContext",
@@ -73,7 +75,8 @@ def check_global_batch(batch_size: int, world_size: int) -> int:
         raise DistributedLaunchError(
             f"TrainConfig.batch_size={batch_size} is the global batch (summed over all processes) and must be "
             f"divisible by the number of processes ({world_size}); use batch_size={lower or world_size} or "
-            f"{lower + world_size} (--set batch_size=...), or a process count that divides {batch_size}")
+            f"{lower + world_size} (--set batch_size=...), or a process count that divides {batch_size}"
+        )
     return batch_size // world_size
 
 
@@ -129,8 +132,11 @@ class DistributedContext:
         """The network in DistributedDataParallel (which broadcasts process 0's weights and buffers)."""
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
+        ids = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else None
+        )
         return DistributedDataParallel(model, device_ids=ids)
 
     def barrier(self) -> None:
@@ -160,8 +166,10 @@ class DistributedContext:
         values = [None] * self.world_size
         dist.all_gather_object(values, value)
         if len(set(values)) > 1:
-            raise DistributedLaunchError(f"the processes disagree on {what}: {values} (do all of them see the "
-                                         "same out_dir? it must be on a file system every process can read)")
+            raise DistributedLaunchError(
+                f"the processes disagree on {what}: {values} (do all of them see the "
+                "same out_dir? it must be on a file system every process can read)"
+            )
 
     def broadcast_int(self, value: int) -> int:
         """Process 0's ``value`` on every process (e.g. the number of steps a wall-clock budget fixed)."""
@@ -207,21 +215,27 @@ def _device_for(spec: str, local_rank: int, world_size: int) -> torch.device:
     """The device of the process with ``local_rank``: its own GPU (cuda:local_rank), else the CPU."""
     kind = (spec or "auto").split(":")[0]
     if kind == "mps":
-        raise DistributedLaunchError("TrainConfig.device='mps': Apple's MPS has no multi-process backend; "
-                                     "use device='cpu' (gloo) for several processes on a Mac")
+        raise DistributedLaunchError(
+            "TrainConfig.device='mps': Apple's MPS has no multi-process backend; "
+            "use device='cpu' (gloo) for several processes on a Mac"
+        )
     if kind == "cuda" and ":" in spec:
         if world_size > 1:
-            raise DistributedLaunchError(f"TrainConfig.device={spec!r} names one GPU, but under torchrun each of "
-                                         f"the {world_size} processes uses its own (cuda:LOCAL_RANK): use "
-                                         "device='auto' or 'cuda'")
+            raise DistributedLaunchError(
+                f"TrainConfig.device={spec!r} names one GPU, but under torchrun each of "
+                f"the {world_size} processes uses its own (cuda:LOCAL_RANK): use "
+                "device='auto' or 'cuda'"
+            )
         return resolve_device(spec)
     if kind == "cpu" or (kind == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     resolve_device("cuda")  # a clear error when device='cuda' but there is no CUDA
     if local_rank >= torch.cuda.device_count():
-        raise DistributedLaunchError(f"process LOCAL_RANK={local_rank} has no GPU of its own (this machine shows "
-                                     f"{torch.cuda.device_count()}): start at most that many processes per "
-                                     "machine (torchrun --nproc_per_node), or use device='cpu'")
+        raise DistributedLaunchError(
+            f"process LOCAL_RANK={local_rank} has no GPU of its own (this machine shows "
+            f"{torch.cuda.device_count()}): start at most that many processes per "
+            "machine (torchrun --nproc_per_node), or use device='cpu'"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -251,8 +265,9 @@ def launch(device: str, batch_size: int) -> Iterator[tuple[DistributedContext | 
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT,
-                            device_id=dev if dev.type == "cuda" else None)
+    dist.init_process_group(
+        backend, rank=rank, world_size=world, timeout=TIMEOUT, device_id=dev if dev.type == "cuda" else None
+    )
     try:
         yield DistributedContext(rank, world, local, backend), dev
     finally:

@@ -3,11 +3,18 @@
 Equations are from Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models"; the book
 derives each of them in chapter 1 (the forward process) and chapter 2 (the reverse process).
 ``t`` is 1-based; ``t = 0`` is the clean image (see :mod:`diffusion_edu.schedules`).
-All functions take images of shape (B, C, H, W) and ``t`` as an int or an int tensor of shape (B,).
+
+Two layers. The *cores* (``xt_from_x0`` ... ``eps_and_x0``) are each formula once, written on the
+schedule's coefficients at t (Python floats, or tensors of shape (B, 1, 1, 1)): they check nothing and
+never read a value back from the device, so the sampling loop, the training losses and the chapters
+call them directly. The *public functions* (``q_sample`` ... ``eps_and_x0_from_output``) take images
+of shape (B, C, H, W) and ``t`` as an int or an int tensor of shape (B,), check them, look the
+coefficients up in the schedule and delegate to a core.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -17,6 +24,17 @@ from .schedules import NoiseSchedule
 
 __all__ = [
     "Parameterization",
+    "PARAMETERIZATIONS",
+    "declared_parameterization",
+    "Coefficient",
+    "xt_from_x0",
+    "x0_from_eps",
+    "eps_from_x0",
+    "posterior_mean",
+    "x0_from_posterior_mean",
+    "mean_from_eps",
+    "eps_from_mean",
+    "eps_and_x0",
     "randn_on",
     "randn_like",
     "q_step",
@@ -33,10 +51,121 @@ __all__ = [
 Parameterization = Literal["eps", "x0", "mu"]
 """What the network outputs: the noise eps (Ho et al.'s choice), the clean image x0, or the
 posterior mean mu (Report A compares eps and mu)."""
+PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "mu")
 
 
-def randn_on(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None, device: torch.device | str,
-             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def declared_parameterization(model: object, parameterization: str | None = None) -> Parameterization:
+    """What ``model`` outputs: the ``parameterization`` it declares (a :class:`~diffusion_edu.models.Denoiser`
+    takes it as a constructor argument; any other network declares it as an attribute), or the one
+    passed here. A network that declares nothing must be told (no guess: an x0 network read as an eps
+    network gives wrong samples without an error); the two must agree when both are given."""
+    declared = getattr(model, "parameterization", None)
+    for value, where in (
+        (parameterization, "parameterization"),
+        (declared, f"{type(model).__name__}.parameterization"),
+    ):
+        if value is not None and value not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown {where} {value!r}; valid: 'eps', 'x0', 'mu'")
+    if parameterization is not None and declared is not None and parameterization != declared:
+        raise ValueError(
+            f"parameterization={parameterization!r} but the network declares {declared!r} "
+            f"({type(model).__name__}.parameterization): they must agree"
+        )
+    chosen = parameterization if parameterization is not None else declared
+    if chosen is None:
+        raise ValueError(
+            f"the network {type(model).__name__} does not declare what it outputs: pass "
+            "parameterization='eps', 'x0' or 'mu', or give its class a parameterization attribute "
+            "(the package's networks take parameterization=... when built)"
+        )
+    return chosen  # type: ignore[return-value]
+
+
+Coefficient = float | torch.Tensor
+"""A schedule value at t: a Python float (one t for the batch) or a tensor of shape (B, 1, 1, 1)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The cores: each formula once, unchecked, on the coefficients at t.
+# sqrt_ab = sqrt(alpha_bar_t), sqrt_1m_ab = sqrt(1 - alpha_bar_t) (the two weights of Eq. 4).
+# ---------------------------------------------------------------------------------------------
+
+
+def _sqrt(v: Coefficient) -> Coefficient:
+    return math.sqrt(v) if isinstance(v, float) else v.sqrt()
+
+
+def xt_from_x0(x0: torch.Tensor, eps: torch.Tensor, sqrt_ab: Coefficient, sqrt_1m_ab: Coefficient) -> torch.Tensor:
+    """Ho et al. Eq. 4: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."""
+    return sqrt_ab * x0 + sqrt_1m_ab * eps
+
+
+def x0_from_eps(xt: torch.Tensor, eps: torch.Tensor, sqrt_ab: Coefficient, sqrt_1m_ab: Coefficient) -> torch.Tensor:
+    """Eq. 4 solved for x_0: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+    return (xt - sqrt_1m_ab * eps) / sqrt_ab
+
+
+def eps_from_x0(xt: torch.Tensor, x0: torch.Tensor, sqrt_ab: Coefficient, sqrt_1m_ab: Coefficient) -> torch.Tensor:
+    """Eq. 4 solved for the noise: eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
+    return (xt - sqrt_ab * x0) / sqrt_1m_ab
+
+
+def posterior_mean(x0: torch.Tensor, xt: torch.Tensor, coef_x0: Coefficient, coef_xt: Coefficient) -> torch.Tensor:
+    """Ho et al. Eq. 7: mu_tilde(x_t, x_0) = coef_x0 x_0 + coef_xt x_t, with the schedule's
+    ``posterior_mean_coef_x0`` and ``posterior_mean_coef_xt`` at t."""
+    return coef_x0 * x0 + coef_xt * xt
+
+
+def x0_from_posterior_mean(
+    mu: torch.Tensor, xt: torch.Tensor, coef_x0: Coefficient, coef_xt: Coefficient
+) -> torch.Tensor:
+    """Eq. 7 solved for x_0: x_0 = (mu - coef_xt x_t) / coef_x0 (t >= 1, where coef_x0 > 0)."""
+    return (mu - coef_xt * xt) / coef_x0
+
+
+def mean_from_eps(
+    xt: torch.Tensor, eps: torch.Tensor, sqrt_alpha: Coefficient, beta: Coefficient, sqrt_1m_ab: Coefficient
+) -> torch.Tensor:
+    """Ho et al. Eq. 11: mu = 1 / sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps)."""
+    return (xt - beta / sqrt_1m_ab * eps) / sqrt_alpha
+
+
+def eps_from_mean(
+    xt: torch.Tensor, mu: torch.Tensor, sqrt_alpha: Coefficient, beta: Coefficient, sqrt_1m_ab: Coefficient
+) -> torch.Tensor:
+    """Eq. 11 solved for the noise: eps = (x_t - sqrt(alpha_t) mu) sqrt(1 - alpha_bar_t) / beta_t."""
+    return (xt - sqrt_alpha * mu) * sqrt_1m_ab / beta
+
+
+def eps_and_x0(
+    output: torch.Tensor, xt: torch.Tensor, parameterization: str, alpha_bar: Coefficient, model_beta: Coefficient
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps, x0) from a network's output, whichever of eps, x0 or mu it predicts (Eqs. 4 and 11 solved).
+
+    alpha_bar: alpha_bar_t; model_beta: beta of the network's own step (``schedule.model_betas`` at t:
+    on a respaced schedule the original step t_k -> t_k - 1 the network was trained on; used for mu).
+    """
+    sqrt_ab, sqrt_1m_ab = _sqrt(alpha_bar), _sqrt(1.0 - alpha_bar)
+    if parameterization == "x0":
+        return eps_from_x0(xt, output, sqrt_ab, sqrt_1m_ab), output
+    if parameterization == "mu":
+        output = eps_from_mean(xt, output, _sqrt(1.0 - model_beta), model_beta, sqrt_1m_ab)
+    elif parameterization != "eps":
+        raise ValueError(f"unknown parameterization {parameterization!r}; valid: 'eps', 'x0', 'mu'")
+    return output, x0_from_eps(xt, output, sqrt_ab, sqrt_1m_ab)
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise, and the checked public functions.
+# ---------------------------------------------------------------------------------------------
+
+
+def randn_on(
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Standard normal noise of ``shape`` on ``device``. With a ``generator`` the noise is drawn on the
     generator's own device and then moved to ``device``: a CPU generator draws on the CPU (the same
     numbers on every machine, whatever the model's device), a CUDA generator draws on its GPU. A
@@ -100,7 +229,7 @@ def q_sample(
     t = check_timesteps(t, schedule.T, batch=x0.shape[0], allow_zero=True)
     eps = _noise(x0, noise, generator)
     ab = schedule.at(schedule.alpha_bar, t, x0)  # (B, 1, 1, 1)
-    return ab.sqrt() * x0 + (1.0 - ab).sqrt() * eps
+    return xt_from_x0(x0, eps, ab.sqrt(), (1.0 - ab).sqrt())
 
 
 def q_mean_variance(
@@ -130,7 +259,9 @@ def q_posterior(
     if x0.shape != xt.shape:
         raise ValueError(f"x0 and xt must have the same shape, got {tuple(x0.shape)} and {tuple(xt.shape)}")
     t = check_timesteps(t, schedule.T, batch=x0.shape[0])
-    mean = schedule.at(schedule.posterior_mean_coef_x0, t, x0) * x0 + schedule.at(schedule.posterior_mean_coef_xt, t, xt) * xt
+    mean = posterior_mean(
+        x0, xt, schedule.at(schedule.posterior_mean_coef_x0, t, x0), schedule.at(schedule.posterior_mean_coef_xt, t, xt)
+    )
     return mean, schedule.at(schedule.beta_tilde, t, x0)
 
 
@@ -143,7 +274,7 @@ def predict_x0_from_eps(
     """
     t = check_timesteps(t, schedule.T, batch=xt.shape[0])
     ab = schedule.at(schedule.alpha_bar, t, xt)
-    return (xt - (1.0 - ab).sqrt() * eps) / ab.sqrt()
+    return x0_from_eps(xt, eps, ab.sqrt(), (1.0 - ab).sqrt())
 
 
 def predict_eps_from_x0(
@@ -152,7 +283,7 @@ def predict_eps_from_x0(
     """Invert Ho et al. Eq. 4 for the noise given x_0: eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
     t = check_timesteps(t, schedule.T, batch=xt.shape[0])
     ab = schedule.at(schedule.alpha_bar, t, xt)
-    return (xt - ab.sqrt() * x0) / (1.0 - ab).sqrt()
+    return eps_from_x0(xt, x0, ab.sqrt(), (1.0 - ab).sqrt())
 
 
 def posterior_mean_from_eps(
@@ -167,7 +298,7 @@ def posterior_mean_from_eps(
     a = schedule.at(schedule.alphas, t, xt)
     b = schedule.at(schedule.betas, t, xt)
     ab = schedule.at(schedule.alpha_bar, t, xt)
-    return (xt - b / (1.0 - ab).sqrt() * eps) / a.sqrt()
+    return mean_from_eps(xt, eps, a.sqrt(), b, (1.0 - ab).sqrt())
 
 
 def eps_from_posterior_mean(
@@ -178,10 +309,10 @@ def eps_from_posterior_mean(
     alpha_t and beta_t are those of the network's own step (``schedule.model_betas``): on a respaced
     schedule, the original step t_k -> t_k - 1 the network was trained on, not the respaced jump."""
     t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    assert schedule.model_betas is not None  # NoiseSchedule fills it (betas for an ordinary schedule)
     b = schedule.at(schedule.model_betas, t, xt)
-    a = 1.0 - b
     ab = schedule.at(schedule.alpha_bar, t, xt)
-    return (xt - a.sqrt() * mu) * (1.0 - ab).sqrt() / b
+    return eps_from_mean(xt, mu, (1.0 - b).sqrt(), b, (1.0 - ab).sqrt())
 
 
 def eps_and_x0_from_output(
@@ -194,14 +325,12 @@ def eps_and_x0_from_output(
     """Turn a network's output into (eps, x0) whichever quantity it predicts.
 
     parameterization: ``"eps"`` (output is the noise), ``"x0"`` (the clean image) or ``"mu"``
-    (the posterior mean, Ho et al. Eq. 11 inverted). Shapes: all (B, C, H, W).
+    (the posterior mean, Ho et al. Eq. 11 inverted with the network's own step ``model_betas``).
+    Shapes: all (B, C, H, W).
     """
-    if parameterization == "eps":
-        eps = output
-        return eps, predict_x0_from_eps(xt, t, eps, schedule)
-    if parameterization == "x0":
-        return predict_eps_from_x0(xt, t, output, schedule), output
-    if parameterization == "mu":
-        eps = eps_from_posterior_mean(xt, t, output, schedule)
-        return eps, predict_x0_from_eps(xt, t, eps, schedule)
-    raise ValueError(f"unknown parameterization {parameterization!r}; valid: 'eps', 'x0', 'mu'")
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {parameterization!r}; valid: 'eps', 'x0', 'mu'")
+    t = check_timesteps(t, schedule.T, batch=xt.shape[0])
+    assert schedule.model_betas is not None  # NoiseSchedule fills it (betas for an ordinary schedule)
+    ab, beta = schedule.at(schedule.alpha_bar, t, xt), schedule.at(schedule.model_betas, t, xt)
+    return eps_and_x0(output, xt, parameterization, ab, beta)

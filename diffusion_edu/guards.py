@@ -27,8 +27,9 @@ class DivergenceGuard:
     """Flags logged losses above ``factor * max(median, floor)`` of the last ``window`` healthy ones;
     ``patience`` flags in a row mean divergence. Judges only after ``min_history`` healthy losses."""
 
-    def __init__(self, factor: float = 100.0, patience: int = 3, window: int = 100, min_history: int = 3,
-                 floor: float = 0.01):
+    def __init__(
+        self, factor: float = 100.0, patience: int = 3, window: int = 100, min_history: int = 3, floor: float = 0.01
+    ):
         self.factor, self.patience, self.min_history, self.floor = factor, patience, min_history, floor
         self.history: deque[float] = deque(maxlen=window)
         self.strikes = 0
@@ -46,8 +47,10 @@ class DivergenceGuard:
             if loss > self.factor * max(self.median, self.floor):
                 self.strikes += 1
                 if self.strikes >= self.patience:
-                    return (f"the loss diverged: {loss:.3g} at step {step}, more than {self.factor:g} times its "
-                            f"running median {self.median:.3g} for {self.patience} log intervals in a row")
+                    return (
+                        f"the loss diverged: {loss:.3g} at step {step}, more than {self.factor:g} times its "
+                        f"running median {self.median:.3g} for {self.patience} log intervals in a row"
+                    )
                 return None
         self.strikes = 0
         self.history.append(loss)

@@ -1,5 +1,8 @@
 """Intervals for the book's measurements: the bootstrap over samples and the spread over training seeds.
 
+(About the package's ~400 lines: the bootstrap, the seed spread and the verdict rules that read
+them are one argument and are tested together.)
+
 A number such as FID = 17.0 from 500 samples is one draw of a random quantity: another 500 samples
 from the same network, or another training seed, give another number. This module puts an interval
 on it, in a form a results file can hold (:meth:`Interval.to_dict`:
@@ -35,13 +38,14 @@ set when it is resampled too). It does not remove a statistic's bias: FID's upwa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 
-from .metrics import frechet_distance, mmd2_unbiased
+from .metrics import frechet_distance
 
 __all__ = [
     "Interval",
@@ -86,7 +90,7 @@ class Interval:
     def width(self) -> float:
         return self.high - self.low
 
-    def overlaps(self, other: "Interval") -> bool:
+    def overlaps(self, other: Interval) -> bool:
         """True when the two intervals share a point (then they do not separate the two estimates)."""
         return self.low <= other.high and other.low <= self.high
 
@@ -95,12 +99,19 @@ class Interval:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> "Interval":
+    def from_dict(cls, record: Mapping[str, Any]) -> Interval:
         missing = {"estimate", "low", "high", "level", "method", "n_boot", "n"} - set(record)
         if missing:
             raise ValueError(f"an interval record needs the keys {sorted(missing)}, got {sorted(record)}")
-        return cls(float(record["estimate"]), float(record["low"]), float(record["high"]), float(record["level"]),
-                   str(record["method"]), int(record["n_boot"]), int(record["n"]))
+        return cls(
+            float(record["estimate"]),
+            float(record["low"]),
+            float(record["high"]),
+            float(record["level"]),
+            str(record["method"]),
+            int(record["n_boot"]),
+            int(record["n"]),
+        )
 
     def __str__(self) -> str:
         return f"{self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
@@ -125,9 +136,16 @@ def _quantile(values: torch.Tensor, q: float) -> float:
     return float(torch.quantile(values, min(max(q, 0.0), 1.0)))
 
 
-def bootstrap(statistic: Callable[..., float], *sets: torch.Tensor, resample: Sequence[bool] | None = None,
-              n_boot: int = DEFAULT_N_BOOT, level: float = DEFAULT_LEVEL, method: Method = "percentile",
-              generator: torch.Generator | None = None, estimate: float | None = None) -> Interval:
+def bootstrap(
+    statistic: Callable[..., float],
+    *sets: torch.Tensor,
+    resample: Sequence[bool] | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    level: float = DEFAULT_LEVEL,
+    method: Method = "percentile",
+    generator: torch.Generator | None = None,
+    estimate: float | None = None,
+) -> Interval:
     """Bootstrap interval of ``statistic(*sets)``; each set is a tensor whose rows are the units (N_i, ...).
 
     resample: which sets are drawn again with replacement (default: all); a set marked False is passed
@@ -150,8 +168,10 @@ def bootstrap(statistic: Callable[..., float], *sets: torch.Tensor, resample: Se
     theta = float(statistic(*sets)) if estimate is None else float(estimate)
     reps = []
     for _ in range(n_boot):
-        drawn = [s[torch.randint(0, s.shape[0], (s.shape[0],), generator=generator)] if r else s
-                 for s, r in zip(sets, resample)]
+        drawn = [
+            s[torch.randint(0, s.shape[0], (s.shape[0],), generator=generator)] if r else s
+            for s, r in zip(sets, resample)
+        ]
         reps.append(float(statistic(*drawn)))
     boots = torch.tensor(reps, dtype=torch.float64)
     finite = torch.isfinite(boots)
@@ -163,12 +183,14 @@ def bootstrap(statistic: Callable[..., float], *sets: torch.Tensor, resample: Se
         lo_q, hi_q = _bca_quantiles(statistic, sets, resample, boots, theta, lo_q, hi_q)
     n = int(next(s.shape[0] for s, r in zip(sets, resample) if r))
     shift = theta - float(boots.median()) if method == "centred" else 0.0
-    return Interval(theta, _quantile(boots, lo_q) + shift, _quantile(boots, hi_q) + shift, level,
-                    f"bootstrap-{method}", n_boot, n)
+    return Interval(
+        theta, _quantile(boots, lo_q) + shift, _quantile(boots, hi_q) + shift, level, f"bootstrap-{method}", n_boot, n
+    )
 
 
-def _bca_quantiles(statistic, sets, resample, boots: torch.Tensor, theta: float, lo_q: float,
-                   hi_q: float) -> tuple[float, float]:
+def _bca_quantiles(
+    statistic, sets, resample, boots: torch.Tensor, theta: float, lo_q: float, hi_q: float
+) -> tuple[float, float]:
     """BCa's adjusted quantiles (Efron & Tibshirani Eq. 14.10, 14.14, 14.15)."""
     nd = NormalDist()
     frac = float((boots < theta).double().mean())
@@ -184,8 +206,8 @@ def _bca_quantiles(statistic, sets, resample, boots: torch.Tensor, theta: float,
         jack.append(float(statistic(*args)))
     jk = torch.tensor(jack, dtype=torch.float64)
     d = jk.mean() - jk
-    denom = 6.0 * float((d ** 2).sum()) ** 1.5
-    a = float((d ** 3).sum()) / denom if denom > 0 else 0.0
+    denom = 6.0 * float((d**2).sum()) ** 1.5
+    a = float((d**3).sum()) / denom if denom > 0 else 0.0
 
     def adjust(q: float) -> float:
         z = nd.inv_cdf(q)
@@ -262,7 +284,7 @@ Comparison = Literal["lower", "higher", "overlap"]
 
 
 def compare(a: Interval, b: Interval) -> Comparison:
-    """"lower" when a's interval lies wholly below b's, "higher" when wholly above, else "overlap"."""
+    """ "lower" when a's interval lies wholly below b's, "higher" when wholly above, else "overlap"."""
     if a.high < b.low:
         return "lower"
     if a.low > b.high:
@@ -270,8 +292,9 @@ def compare(a: Interval, b: Interval) -> Comparison:
     return "overlap"
 
 
-def judge_order(intervals: Mapping[str, Interval], order: Sequence[str],
-                higher_is_better: bool = False) -> tuple[Literal["reproduced", "not reproduced", "inconclusive"], str]:
+def judge_order(
+    intervals: Mapping[str, Interval], order: Sequence[str], higher_is_better: bool = False
+) -> tuple[Literal["reproduced", "not reproduced", "inconclusive"], str]:
     """Judge a claimed ranking ``order`` (best first) from each entry's interval.
 
     Every adjacent pair of the claim is checked: "reproduced" when the intervals separate every pair in
@@ -283,7 +306,9 @@ def judge_order(intervals: Mapping[str, Interval], order: Sequence[str],
     if len(order) < 2 or missing:
         raise ValueError(f"order must name at least 2 entries of intervals; missing {missing}")
     better = "higher" if higher_is_better else "lower"
-    agree, overlap, contra = [], [], []
+    agree: list[str] = []
+    overlap: list[str] = []
+    contra: list[str] = []
     for x, y in zip(order, order[1:]):
         c = compare(intervals[x], intervals[y])
         pair = f"{x} {intervals[x]} vs {y} {intervals[y]}"
@@ -301,8 +326,14 @@ def judge_order(intervals: Mapping[str, Interval], order: Sequence[str],
 
 # Replicates per metric: the cheap statistics get Efron & Tibshirani's 1,000 for percentile intervals;
 # KID and precision / recall (kernel and distance matrices per replicate) 200.
-MEASURE_N_BOOT: dict[str, int] = {"fid": 1000, "is": 1000, "conditional_accuracy": 1000, "kid_mean": 200,
-                                  "precision": 200, "recall": 200}
+MEASURE_N_BOOT: dict[str, int] = {
+    "fid": 1000,
+    "is": 1000,
+    "conditional_accuracy": 1000,
+    "kid_mean": 200,
+    "precision": 200,
+    "recall": 200,
+}
 
 
 def _knn_radii(d: torch.Tensor, k: int) -> torch.Tensor:
@@ -313,10 +344,12 @@ def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a @ b.T) / a.shape[1] + 1) ** 3
 
 
-def _mmd2_of_indices(k_gg: torch.Tensor, k_rr: torch.Tensor, k_gr: torch.Tensor, g: torch.Tensor,
-                     r: torch.Tensor) -> float:
+def _mmd2_of_indices(
+    k_gg: torch.Tensor, k_rr: torch.Tensor, k_gr: torch.Tensor, g: torch.Tensor, r: torch.Tensor
+) -> float:
     """:func:`mmd2_unbiased` of the rows g of one set and r of the other, from precomputed kernels, leaving
     out every pair of copies of the same row (the U-statistic's i != j, applied to the original rows)."""
+
     def within(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         keep = i[:, None] != i[None, :]
         return k[i][:, i][keep].mean()
@@ -324,11 +357,21 @@ def _mmd2_of_indices(k_gg: torch.Tensor, k_rr: torch.Tensor, k_gr: torch.Tensor,
     return float(within(k_gg, g) + within(k_rr, r) - 2 * k_gr[g][:, r].mean())
 
 
-def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: torch.Tensor,
-                         labels: torch.Tensor | None = None, estimates: Mapping[str, float] | None = None,
-                         n_boot: Mapping[str, int] | None = None, level: float = DEFAULT_LEVEL, k: int = 3,
-                         resample_reference: bool = False, metrics: Sequence[str] | None = None,
-                         generator: torch.Generator | None = None) -> dict[str, dict[str, Any]]:
+# (Longer than ~60 lines: one pass per metric over the same bootstrap draws, kept together so that
+# every metric's interval comes from the same resamples.)
+def evaluation_intervals(
+    f_samples: torch.Tensor,
+    logits: torch.Tensor,
+    f_ref: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    estimates: Mapping[str, float] | None = None,
+    n_boot: Mapping[str, int] | None = None,
+    level: float = DEFAULT_LEVEL,
+    k: int = 3,
+    resample_reference: bool = False,
+    metrics: Sequence[str] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, dict[str, Any]]:
     """95%-bootstrap interval records for the evaluation kit's metrics, from features only.
 
     f_samples (N, d), logits (N, 10) of the samples, f_ref (M, d) of the reference; labels (N,) the asked
@@ -375,7 +418,12 @@ def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: t
 
     stats: dict[str, tuple[Callable[..., float], tuple[torch.Tensor, ...], tuple[bool, ...], Method]] = {
         "fid": (frechet_distance, (fs, fr), rr, "centred"),
-        "kid_mean": (lambda g, r: _mmd2_of_indices(k_gg, k_rr, k_gr, g[:, 0], r[:, 0]), (idx_g, idx_r), rr, "percentile"),
+        "kid_mean": (
+            lambda g, r: _mmd2_of_indices(k_gg, k_rr, k_gr, g[:, 0], r[:, 0]),
+            (idx_g, idx_r),
+            rr,
+            "percentile",
+        ),
         "is": (is_stat, (logits.double(),), (True,), "centred"),
         "precision": (mean, (sample_in_real,), (True,), "percentile"),
         "recall": (mean, (real_in_samples,), (True,), "percentile"),
@@ -393,8 +441,16 @@ def evaluation_intervals(f_samples: torch.Tensor, logits: torch.Tensor, f_ref: t
     torch.set_num_threads(1)  # small matrices: one thread is faster, and fair to a shared machine
     try:
         for name, (fn, sets, resample, method) in stats.items():
-            iv = bootstrap(fn, *sets, resample=resample, n_boot=n_boot[name], level=level, method=method,
-                           generator=generator, estimate=estimates.get(name))
+            iv = bootstrap(
+                fn,
+                *sets,
+                resample=resample,
+                n_boot=n_boot[name],
+                level=level,
+                method=method,
+                generator=generator,
+                estimate=estimates.get(name),
+            )
             out[f"{name}_interval"] = iv.to_dict()
     finally:
         torch.set_num_threads(threads)

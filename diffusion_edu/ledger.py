@@ -1,5 +1,8 @@
 """The reproduction ledger: each report's number next to the book's re-run of it.
 
+(Longer than the package's usual ~400 lines: most of it is the table of report facts, one row each,
+which reads best in one place.)
+
 Every row pairs a fact from a report (its value and where the report states it) with a number the
 book's own code wrote into a results file under ``results/`` (see :mod:`diffusion_edu.results`), and
 a rule that judges the pair. :func:`render_ledger` turns :data:`ENTRIES` into a markdown table; the
@@ -28,11 +31,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-from .intervals import Interval, interval_from, judge_order
+from .intervals import interval_from, judge_order
 from .results import TIERS, atomic_write_bytes, read_results, results_dir
 
 __all__ = [
@@ -161,8 +165,9 @@ LEFT_BLANK = NotComparable("the report left this number blank; the book's value 
 NOT_MEASURED_A = NotComparable(
     "Report A says it never saw a sample of the wrong class but did not measure the error; the book's value fills the gap"
 )
-LPIPS_OFFLINE = NotComparable("LPIPS needs pretrained AlexNet weights, which an offline re-run cannot load")
 
+# A table, one report fact per line: the formatter leaves it as written.
+# fmt: off
 ENTRIES: list[Entry] = [
     # Report A: MNIST, T=400, U-Net predicting eps (chapter 3, diffusion_edu.experiments.report_a).
     Entry("A", "FID ranking of the four schedules (best first), T=400, the book's sampler", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "fid", SameOrder()),
@@ -219,6 +224,7 @@ ENTRIES: list[Entry] = [
           NotComparable("the report: Inception features, 10,000 samples vs MNIST's 10,000 test digits, w=0.2; the book: classifier features, "
                         "five disjoint sets of samples (w=0) vs the 1,005 held-out digits; chapter 2 shows why a small spread says nothing about the bias")),
 ]
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -284,8 +290,10 @@ def _judge(e: Entry, value: Any, intervals: Any, tier: str) -> tuple[Verdict, st
             return e.judge(value, e.report_value)
         if _tier_rank(tier) < _tier_rank(e.min_tier):
             return "not comparable", f"a {tier}-tier re-run; this row is judged from the {e.min_tier} tier up"
-        return "not comparable", (f"a {tier}-tier re-run of a number that depends on the scale; comparable from "
-                                  f"the {REPORT_TIER} tier up (the reports' own scale)")
+        return "not comparable", (
+            f"a {tier}-tier re-run of a number that depends on the scale; comparable from "
+            f"the {REPORT_TIER} tier up (the reports' own scale)"
+        )
     verdict, why = e.judge(value, e.report_value, intervals)
     if rule == "judge at this tier" and verdict in ("reproduced", "not reproduced"):
         verdict = f"{verdict} at the {tier} tier"
@@ -323,8 +331,7 @@ def ledger_rows(entries: Sequence[Entry] = (), results: str | Path | None = None
         verdict, why = _judge(e, value, intervals, record["tier"])
         if verdict == INCONCLUSIVE_NO_INTERVAL:
             why += _noise_note(e, value, record, root)
-        rows.append(LedgerRow(e, value, record["tier"], _hardware(record.get("hardware", {})), verdict, why,
-                              intervals))
+        rows.append(LedgerRow(e, value, record["tier"], _hardware(record.get("hardware", {})), verdict, why, intervals))
     return rows
 
 
@@ -357,10 +364,12 @@ def _noise_note(e: Entry, value: Any, record: dict[str, Any], root: Path) -> str
     vals = sorted(value[m] for m in names)
     gaps = ", ".join(_num(b - a) for a, b in zip(vals, vals[1:]))
     scale = fid_comparison({m: value[m] for m in names}, n, names, root)
-    return (f"; gaps between neighbours {gaps} against a standard deviation of {_num(spread['std'])} between "
-            f"{spread['seeds']} disjoint sets of {n} samples of one network (chapter 2): against that noise scale "
-            f"alone, which the chapter's prose uses, the order reads {scale['ranking']} and the report's is "
-            f"{scale['verdict']}; a verdict here needs the entries' own intervals")
+    return (
+        f"; gaps between neighbours {gaps} against a standard deviation of {_num(spread['std'])} between "
+        f"{spread['seeds']} disjoint sets of {n} samples of one network (chapter 2): against that noise scale "
+        f"alone, which the chapter's prose uses, the order reads {scale['ranking']} and the report's is "
+        f"{scale['verdict']}; a verdict here needs the entries' own intervals"
+    )
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -405,8 +414,11 @@ def render_ledger(entries: Sequence[Entry] = (), results: str | Path | None = No
     for r in rows:
         e = r.entry
         report = f"{_fmt(e.report_value, e.fmt)} ({e.source})"
-        book = "—" if r.verdict == "not yet re-run" else \
-            f"{_fmt_with_interval(r.book_value, r.intervals, e.fmt)} (`results/{e.results}`)"
+        book = (
+            "—"
+            if r.verdict == "not yet re-run"
+            else f"{_fmt_with_interval(r.book_value, r.intervals, e.fmt)} (`results/{e.results}`)"
+        )
         verdict = f"**{r.verdict}**: {r.why}"
         cells = [e.report, e.quantity, report, book, r.tier or "—", r.hardware or "—", verdict]
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")

@@ -6,9 +6,9 @@ its target: eps (Eq. 14, ``L_simple``), the clean image x_0, or the posterior me
 (Eq. 7). Cold diffusion (Bansal et al. 2022) replaces the noise by a deterministic degradation
 x_t = D(x_0, t) and always regresses on x_0.
 
-The functions here run inside the training loop, so they skip the input checks of
-:mod:`diffusion_edu.forward` (each check reads a value back from the GPU and stalls it); the tests
-check that they agree with ``q_sample``, ``q_posterior`` and ``eps_and_x0_from_output``.
+The functions here run inside the training loop, so they call the unchecked cores of
+:mod:`diffusion_edu.forward` (each check of its public functions reads a value back from the GPU and
+stalls it) on coefficient tables kept on the training device.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .forward import PARAMETERIZATIONS, posterior_mean, x0_from_eps, x0_from_posterior_mean, xt_from_x0
 from .schedules import NoiseSchedule
 
 __all__ = [
@@ -37,19 +38,29 @@ class DiffusionTables:
     """Per-step coefficients of a schedule in float32 on the training device, indexed by t = 0..T.
 
     sqrt_alpha_bar, sqrt_one_minus_alpha_bar: the two weights of Ho et al. Eq. 4.
-    coef_x0, coef_xt: the posterior-mean weights of Ho et al. Eq. 7 (mu_tilde = coef_x0 x_0 + coef_xt x_t).
+    posterior_mean_coef_x0, posterior_mean_coef_xt: the posterior-mean weights of Ho et al. Eq. 7
+    (the schedule's, as in :func:`~diffusion_edu.forward.posterior_mean`).
     """
 
     sqrt_alpha_bar: torch.Tensor
     sqrt_one_minus_alpha_bar: torch.Tensor
-    coef_x0: torch.Tensor
-    coef_xt: torch.Tensor
+    posterior_mean_coef_x0: torch.Tensor
+    posterior_mean_coef_xt: torch.Tensor
 
     @classmethod
-    def from_schedule(cls, schedule: NoiseSchedule, device: torch.device | str = "cpu") -> "DiffusionTables":
+    def from_schedule(cls, schedule: NoiseSchedule, device: torch.device | str = "cpu") -> DiffusionTables:
         ab = schedule.alpha_bar.double().cpu()  # compute in float64, store in float32
-        return cls(*(v.to(device=device, dtype=torch.float32) for v in (
-            ab.sqrt(), (1 - ab).sqrt(), schedule.posterior_mean_coef_x0.cpu(), schedule.posterior_mean_coef_xt.cpu())))
+        return cls(
+            *(
+                v.to(device=device, dtype=torch.float32)
+                for v in (
+                    ab.sqrt(),
+                    (1 - ab).sqrt(),
+                    schedule.posterior_mean_coef_x0.cpu(),
+                    schedule.posterior_mean_coef_xt.cpu(),
+                )
+            )
+        )
 
     @property
     def T(self) -> int:
@@ -62,38 +73,47 @@ class DiffusionTables:
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Ho et al. Eq. 4; book eq. q-sample)."""
-        return self.at(self.sqrt_alpha_bar, t) * x0 + self.at(self.sqrt_one_minus_alpha_bar, t) * eps
+        return xt_from_x0(x0, eps, self.at(self.sqrt_alpha_bar, t), self.at(self.sqrt_one_minus_alpha_bar, t))
 
-    def target(self, parameterization: str, x0: torch.Tensor, eps: torch.Tensor, xt: torch.Tensor,
-               t: torch.Tensor) -> torch.Tensor:
+    def posterior_mean(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """mu_tilde(x_t, x_0) (Ho et al. Eq. 7)."""
+        return posterior_mean(x0, xt, self.at(self.posterior_mean_coef_x0, t), self.at(self.posterior_mean_coef_xt, t))
+
+    @staticmethod
+    def _check(parameterization: str) -> None:
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be 'eps', 'x0' or 'mu', got {parameterization!r}")
+
+    def target(
+        self, parameterization: str, x0: torch.Tensor, eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """What the network should output: eps, x_0, or mu_tilde(x_t, x_0) (Ho et al. Eq. 7)."""
+        self._check(parameterization)
         if parameterization == "eps":
             return eps
-        if parameterization == "x0":
-            return x0
-        if parameterization == "mu":
-            return self.at(self.coef_x0, t) * x0 + self.at(self.coef_xt, t) * xt
-        raise ValueError(f"parameterization must be 'eps', 'x0' or 'mu', got {parameterization!r}")
+        return x0 if parameterization == "x0" else self.posterior_mean(x0, xt, t)
 
-    def x0_from_output(self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                       parameterization: str) -> torch.Tensor:
+    def x0_from_output(
+        self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, parameterization: str
+    ) -> torch.Tensor:
         """The clean image the output implies: Eq. 4 solved for x_0 (eps), the output itself (x0), or
-        Eq. 7 solved for x_0 (mu). t: 1..T (coef_x0 > 0 there)."""
+        Eq. 7 solved for x_0 (mu). t: 1..T (posterior_mean_coef_x0 > 0 there)."""
+        self._check(parameterization)
         if parameterization == "eps":
-            return (xt - self.at(self.sqrt_one_minus_alpha_bar, t) * output) / self.at(self.sqrt_alpha_bar, t)
+            return x0_from_eps(xt, output, self.at(self.sqrt_alpha_bar, t), self.at(self.sqrt_one_minus_alpha_bar, t))
         if parameterization == "x0":
             return output
-        if parameterization == "mu":
-            return (output - self.at(self.coef_xt, t) * xt) / self.at(self.coef_x0, t)
-        raise ValueError(f"parameterization must be 'eps', 'x0' or 'mu', got {parameterization!r}")
+        return x0_from_posterior_mean(
+            output, xt, self.at(self.posterior_mean_coef_x0, t), self.at(self.posterior_mean_coef_xt, t)
+        )
 
-    def mu_from_output(self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
-                       parameterization: str) -> torch.Tensor:
-        """The reverse-step mean the output implies: mu = coef_x0 x0_pred + coef_xt x_t (Ho et al. Eq. 7)."""
+    def mu_from_output(
+        self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, parameterization: str
+    ) -> torch.Tensor:
+        """The reverse-step mean the output implies: mu_tilde(x_t, x0_pred) (Ho et al. Eq. 7)."""
         if parameterization == "mu":
             return output
-        x0 = self.x0_from_output(output, xt, t, parameterization)
-        return self.at(self.coef_x0, t) * x0 + self.at(self.coef_xt, t) * xt
+        return self.posterior_mean(self.x0_from_output(output, xt, t, parameterization), xt, t)
 
 
 def pixel_loss(output: torch.Tensor, target: torch.Tensor, loss: Literal["l2", "l1"] = "l2") -> torch.Tensor:
@@ -107,14 +127,22 @@ def pixel_loss(output: torch.Tensor, target: torch.Tensor, loss: Literal["l2", "
     raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
 
 
-def sample_timesteps(batch: int, T: int, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_timesteps(
+    batch: int, T: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """t ~ Uniform{1, ..., T} for each image (Ho et al. Algorithm 1 line 3): int64 (batch,)."""
     return torch.randint(1, T + 1, (batch,), generator=generator, device=device)
 
 
-def augment_batch(x0: torch.Tensor, y: torch.Tensor, *, hflip: bool, p_uncond: float, null_label: int | None,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    hflip: bool,
+    p_uncond: float,
+    null_label: int | None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random horizontal flips (each image with probability 1/2; Ho et al. Sec. 4 for CIFAR-10) and label
     dropout: each label becomes the null label ``null_label`` (= num_classes) with probability
     ``p_uncond``, so that one network learns the conditional and the unconditional model
@@ -131,9 +159,16 @@ def augment_batch(x0: torch.Tensor, y: torch.Tensor, *, hflip: bool, p_uncond: f
     return x0, y
 
 
-def gaussian_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-                  tables: DiffusionTables, parameterization: str = "eps", loss: str = "l2",
-                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gaussian_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    tables: DiffusionTables,
+    parameterization: str = "eps",
+    loss: Literal["l2", "l1"] = "l2",
+    y: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ho et al. Algorithm 1: loss(model(x_t, t, y), target) with x_t from Eq. 4.
 
     x0, eps: (B, C, H, W); t: (B,) int64 in 1..T (the model time: training never respaces);
@@ -144,8 +179,14 @@ def gaussian_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, eps
     return pixel_loss(output, tables.target(parameterization, x0, eps, xt, t), loss), output, xt
 
 
-def cold_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, degradation, loss: str = "l1",
-              y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cold_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    degradation,
+    loss: Literal["l2", "l1"] = "l1",
+    y: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bansal et al. (2022) Eq. 2: || R(D(x_0, t), t) - x_0 || with the restoration network R.
 
     Bansal et al. use the L1 norm; Report D uses the mean squared error. ``degradation`` has
@@ -156,8 +197,13 @@ def cold_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, degrada
     return pixel_loss(x0_pred, x0, loss), x0_pred
 
 
-def discriminator_term(discriminator: torch.nn.Module, x_pred: torch.Tensor, y: torch.Tensor,
-                       num_classes: int, kept: torch.Tensor | float | None = None) -> torch.Tensor:
+def discriminator_term(
+    discriminator: torch.nn.Module,
+    x_pred: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    kept: torch.Tensor | float | None = None,
+) -> torch.Tensor:
     """Report A's extra term (its Eqs. 8-9): || softmax(D(x_pred)) - onehot(y) ||^2, averaged over the
     images whose label was not dropped to the null label (``y == num_classes``; 0 if none is left).
 

@@ -11,7 +11,8 @@ downloads on first use: offline, :func:`lpips_nearest_neighbours` raises
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,9 @@ def _train_images(train: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def nearest_neighbours(samples: torch.Tensor, train: Any, k: int = 1,
-                       chunk_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_neighbours(
+    samples: torch.Tensor, train: Any, k: int = 1, chunk_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` training images closest to each sample in pixel distance ||x - x_train||_2 (all C * H * W pixels, [-1, 1]).
 
     samples: (B, C, H, W) in [-1, 1]; train: (N, C, H, W) in [-1, 1] or an ``ImageDataset``.
@@ -49,7 +51,7 @@ def nearest_neighbours(samples: torch.Tensor, train: Any, k: int = 1,
     kc = min(t.shape[0], k + 8)
     dists, idxs = [], []
     for i in range(0, samples.shape[0], chunk_size):
-        s = samples[i:i + chunk_size].flatten(1).float()  # (c, C * H * W)
+        s = samples[i : i + chunk_size].flatten(1).float()  # (c, C * H * W)
         d2 = (s * s).sum(1, keepdim=True) + t2[None] - 2.0 * s @ t.T  # (c, N)
         cand = d2.topk(kc, dim=1, largest=False).indices  # (c, kc)
         exact = (s[:, None, :] - t[cand]).square().sum(-1)  # (c, kc)
@@ -64,9 +66,11 @@ def _lpips_distance(net_type: str) -> Callable[[torch.Tensor, torch.Tensor], tor
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
     backbone = {"alex": "AlexNet", "vgg": "VGG16", "squeeze": "SqueezeNet 1.1"}.get(net_type, net_type)
-    hint = (f"Run where the internet is reachable (Colab), or put torchvision's {backbone} weights into "
-            f"{torch.hub.get_dir()}/checkpoints. Offline, use the pixel-distance neighbours: "
-            "diffusion_edu.memorisation.nearest_neighbours(samples, train).")
+    hint = (
+        f"Run where the internet is reachable (Colab), or put torchvision's {backbone} weights into "
+        f"{torch.hub.get_dir()}/checkpoints. Offline, use the pixel-distance neighbours: "
+        "diffusion_edu.memorisation.nearest_neighbours(samples, train)."
+    )
     with download_guard(f"LPIPS with the '{net_type}' network", hint):
         metric = LearnedPerceptualImagePatchSimilarity(net_type=net_type, reduction="none")
 
@@ -79,9 +83,15 @@ def _lpips_distance(net_type: str) -> Callable[[torch.Tensor, torch.Tensor], tor
 
 
 @torch.no_grad()
-def lpips_nearest_neighbours(samples: torch.Tensor, train: Any, net_type: Literal["alex", "vgg", "squeeze"] = "alex",
-                             candidates: int = 50, size: int = 64, lpips: Callable | None = None,
-                             chunk_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def lpips_nearest_neighbours(
+    samples: torch.Tensor,
+    train: Any,
+    net_type: Literal["alex", "vgg", "squeeze"] = "alex",
+    candidates: int = 50,
+    size: int = 64,
+    lpips: Callable | None = None,
+    chunk_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The training image nearest to each sample by LPIPS (Zhang et al. 2018), as in Report B's check.
 
     LPIPS against all N training images would cost B x N network passes, so each sample is compared with
@@ -106,8 +116,8 @@ def lpips_nearest_neighbours(samples: torch.Tensor, train: Any, net_type: Litera
 
     best_d, best_i = [], []
     for i in range(0, samples.shape[0], chunk_size):
-        s = samples[i:i + chunk_size]
-        c = cand[i:i + chunk_size]  # (c, K)
+        s = samples[i : i + chunk_size]
+        c = cand[i : i + chunk_size]  # (c, K)
         a = prep(s.repeat_interleave(K, dim=0))  # (c * K, 3, size, size)
         b = prep(t[c.reshape(-1)])  # (c * K, 3, size, size): each sample's candidates
         d = dist_fn(a, b).reshape(s.shape[0], K)  # (c, K)

@@ -1,9 +1,15 @@
 """Measuring samples: FID, IS and KID with the package's MNIST classifier, conditional accuracy, floors.
 
-All functions take images (B, C, H, W) in [-1, 1], the package's convention, shaped as the feature
-classifier reads them: (B, 1, 28, 28) for the shipped MNIST classifier, the dataset's shape for one that
-``python -m diffusion_edu train-classifier --dataset ...`` trained (pass it as ``classifier=``; grey and
-colour alike). They return plain floats. The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
+(Longer than the package's usual ~400 lines: FID, KID, IS, precision / recall and the Inception kit
+share the feature pass, the reference cache and the input checks defined here; splitting them would
+make every metric import the others' private helpers.)
+
+All functions take images (B, C, H, W) in [-1, 1], the package's convention, and return plain floats.
+The features come from a pluggable :class:`FeatureExtractor` (the ``classifier=`` argument): the shipped
+MNIST classifier by default, which reads (B, 1, 28, 28); a classifier that ``python -m diffusion_edu
+train-classifier --dataset ...`` trained on other images (grey or colour, any size); or any module with
+``features_and_logits`` (its ``input_shape``, when it has one, is checked; without one it takes any shape).
+The metrics themselves are torchmetrics' (``FrechetInceptionDistance``, ``InceptionScore``,
 ``KernelInceptionDistance``) with the classifier of :mod:`diffusion_edu.classifier` in place of
 Inception-v3, as Report E did for IS:
 
@@ -24,7 +30,7 @@ the features / logits through an identity module, which gives the same numbers a
 :class:`ClassifierFeatures` / :class:`ClassifierLogits` (a test checks it).
 
 Inception-based FID / IS (the numbers the reports quote) need torch-fidelity and downloaded weights,
-LPIPS needs downloaded AlexNet / VGG weights (:func:`inception_fid_is` here,
+LPIPS needs downloaded AlexNet / VGG weights (:func:`inception_metrics` and :func:`inception_fid_is` here,
 :func:`diffusion_edu.memorisation.lpips_nearest_neighbours`): offline they raise
 :class:`WeightsNotAvailableError`, which says what to do. Nearest training neighbours (memorisation)
 live in :mod:`diffusion_edu.memorisation`.
@@ -36,7 +42,7 @@ import contextlib
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -45,20 +51,51 @@ from ._checks import check_images
 from .classifier import ClassifierFeatures, ClassifierLogits, MNISTClassifier, load_mnist_classifier
 
 __all__ = [
-    "MNISTClassifier", "load_mnist_classifier", "ClassifierFeatures", "ClassifierLogits",  # from classifier.py
-    "ReferenceStats", "check_metric_images", "classifier_outputs", "reference_stats", "fid", "kid",
-    "inception_score", "conditional_accuracy", "evaluate", "noise_images", "real_vs_real", "noise_ceiling",
-    "WeightsNotAvailableError", "download_guard", "inception_fid_is", "feature_extractor_name", "to_uint8",
+    "MNISTClassifier",
+    "load_mnist_classifier",
+    "ClassifierFeatures",
+    "ClassifierLogits",  # from classifier.py
+    "ReferenceStats",
+    "check_metric_images",
+    "classifier_outputs",
+    "reference_stats",
+    "fid",
+    "kid",
+    "inception_score",
+    "conditional_accuracy",
+    "evaluate",
+    "noise_images",
+    "real_vs_real",
+    "noise_ceiling",
+    "WeightsNotAvailableError",
+    "download_guard",
+    "inception_fid_is",
+    "inception_metrics",
+    "feature_extractor_name",
+    "to_uint8",
+    "FeatureExtractor",
 ]
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """What the metrics need of a feature network (an ``nn.Module``): ``features_and_logits(x)`` maps images
+    (B, C, H, W) in [-1, 1] to features (B, d) (FID, KID, precision / recall) and logits (B, K) (IS,
+    conditional accuracy). Optional: ``input_shape`` (C, H, W) it reads (checked when given),
+    ``trained_on`` and ``describe()`` (recorded in results files, see :func:`feature_extractor_name`)."""
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 FEATURE_EXTRACTOR = "diffusion_edu MNIST classifier (128 penultimate features; logits for IS)"
 
 
-def feature_extractor_name(classifier: nn.Module) -> str:
+def feature_extractor_name(classifier: Any) -> str:
     """What a results file records as the feature extractor: :data:`FEATURE_EXTRACTOR` for the shipped MNIST
     classifier, else the classifier's own description (its training data, features and input shape)."""
-    if getattr(classifier, "trained_on", "mnist-embedded") == "mnist-embedded" and \
-            tuple(getattr(classifier, "input_shape", (1, 28, 28))) == (1, 28, 28):
+    if getattr(classifier, "trained_on", None) == "mnist-embedded" and tuple(
+        getattr(classifier, "input_shape", ())
+    ) == (1, 28, 28):
         return FEATURE_EXTRACTOR
     describe = getattr(classifier, "describe", None)
     return describe() if callable(describe) else type(classifier).__name__
@@ -81,7 +118,8 @@ def download_guard(what: str, hint: str):
     except (OSError, RuntimeError) as e:  # URLError, HTTPError, socket errors are OSErrors; torch.hub: RuntimeError
         raise WeightsNotAvailableError(
             f"{what} needs pretrained weights that are downloaded on first use, and they could not be loaded "
-            f"({type(e).__name__}: {e}). {hint}") from e
+            f"({type(e).__name__}: {e}). {hint}"
+        ) from e
 
 
 class _Precomputed(nn.Module):
@@ -95,8 +133,9 @@ class _Precomputed(nn.Module):
         return f
 
 
-def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int = 1, tol: float = 1e-3,
-                        shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+def check_metric_images(
+    x: torch.Tensor, name: str = "samples", min_count: int = 1, tol: float = 1e-3, shape: tuple[int, ...] | None = None
+) -> torch.Tensor:
     """Check a batch of images (B, C, H, W) in [-1, 1] with at least ``min_count`` images (and, when
     ``shape`` is given, (C, H, W) == shape; the classifier's input shape is checked where it is known)."""
     check_images(x, name)
@@ -106,9 +145,11 @@ def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int =
         raise ValueError(f"{name} holds {x.shape[0]} images; this metric needs at least {min_count}")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1 - tol or hi > 1 + tol:
-        raise ValueError(f"{name} must lie in [-1, 1] (the package's image range), got values in [{lo:.3g}, {hi:.3g}]; "
-                         "clamp sampler output with x.clamp(-1, 1), map [0, 1] images with 2 * x - 1 and uint8 "
-                         "pixels with diffusion_edu.data.to_model_range")
+        raise ValueError(
+            f"{name} must lie in [-1, 1] (the package's image range), got values in [{lo:.3g}, {hi:.3g}]; "
+            "clamp sampler output with x.clamp(-1, 1), map [0, 1] images with 2 * x - 1 and uint8 "
+            "pixels with diffusion_edu.data.to_model_range"
+        )
     if lo >= 0:
         warnings.warn(f"{name} lies in [0, 1], not [-1, 1]: did you forget 2 * x - 1?", stacklevel=3)
     return x
@@ -117,7 +158,7 @@ def check_metric_images(x: torch.Tensor, name: str = "samples", min_count: int =
 _DEFAULT_CLASSIFIERS: dict[str, MNISTClassifier] = {}
 
 
-def _classifier(classifier: MNISTClassifier | None, device: torch.device) -> MNISTClassifier:
+def _classifier(classifier: FeatureExtractor | None, device: torch.device) -> FeatureExtractor:
     """The given classifier, or the shipped one on ``device`` (loaded once per device)."""
     if classifier is not None:
         return classifier
@@ -140,20 +181,26 @@ def _rng(generator: torch.Generator | None):
         yield
 
 
-def _check_input_shape(images: torch.Tensor, clf: nn.Module, name: str) -> None:
-    """Images must have the shape the classifier reads (its ``input_shape``; (1, 28, 28) for MNIST)."""
-    want = tuple(getattr(clf, "input_shape", (1, 28, 28)))
-    if tuple(images.shape[1:]) != want:
+def _check_input_shape(images: torch.Tensor, clf: Any, name: str) -> None:
+    """Images must have the shape the extractor reads (its ``input_shape``; (1, 28, 28) for MNIST); an
+    extractor without ``input_shape`` takes any shape."""
+    if not isinstance(clf, FeatureExtractor):
+        raise TypeError(f"classifier must be a feature extractor with features_and_logits(x), got {type(clf).__name__}")
+    want = getattr(clf, "input_shape", None)
+    if want is not None and tuple(images.shape[1:]) != tuple(want):
         trained = getattr(clf, "trained_on", "MNIST")
-        raise ValueError(f"{name} must have shape (B, {', '.join(map(str, want))}) (what the feature classifier "
-                         f"trained on {trained} reads), got {tuple(images.shape)}. For other images train a "
-                         "classifier on their dataset (python -m diffusion_edu train-classifier --dataset ...) and "
-                         "pass it: classifier=diffusion_edu.classifier.load_classifier(FILE)")
+        raise ValueError(
+            f"{name} must have shape (B, {', '.join(map(str, want))}) (what the feature classifier "
+            f"trained on {trained} reads), got {tuple(images.shape)}. For other images train a "
+            "classifier on their dataset (python -m diffusion_edu train-classifier --dataset ...) and "
+            "pass it: classifier=diffusion_edu.classifier.load_classifier(FILE)"
+        )
 
 
 @torch.no_grad()
-def classifier_outputs(images: torch.Tensor, classifier: MNISTClassifier | None = None, batch_size: int = 1000,
-                       name: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
+def classifier_outputs(
+    images: torch.Tensor, classifier: FeatureExtractor | None = None, batch_size: int = 1000, name: str = "images"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features (N, 128) and logits (N, K) of images (N, C, H, W) in [-1, 1], float32 on the CPU.
 
     One pass through the classifier, in batches of ``batch_size`` on the classifier's device; the images
@@ -162,15 +209,18 @@ def classifier_outputs(images: torch.Tensor, classifier: MNISTClassifier | None 
     check_metric_images(images, name)
     clf = _classifier(classifier, images.device)
     _check_input_shape(images, clf, name)
-    device = next(clf.parameters()).device
-    was_training = clf.training
-    clf.eval()
+    param = next(iter(clf.parameters()), None) if isinstance(clf, nn.Module) else None
+    device = param.device if param is not None else images.device
+    was_training = getattr(clf, "training", False)
+    if isinstance(clf, nn.Module):
+        clf.eval()
     feats, logits = [], []
     for i in range(0, images.shape[0], batch_size):
-        f, lg = clf.features_and_logits(images[i:i + batch_size].to(device, torch.float32))
+        f, lg = clf.features_and_logits(images[i : i + batch_size].to(device, torch.float32))
         feats.append(f.float().cpu())
         logits.append(lg.float().cpu())
-    clf.train(was_training)
+    if isinstance(clf, nn.Module):
+        clf.train(was_training)
     return torch.cat(feats), torch.cat(logits)  # (N, d), (N, K)
 
 
@@ -181,15 +231,16 @@ class ReferenceStats:
 
     features: torch.Tensor
     name: str
-    classifier: MNISTClassifier = field(repr=False)
+    classifier: FeatureExtractor = field(repr=False)
 
     @property
     def n(self) -> int:
         return int(self.features.shape[0])
 
 
-def reference_stats(reference: Any, classifier: MNISTClassifier | None = None,
-                    batch_size: int = 1000) -> ReferenceStats:
+def reference_stats(
+    reference: Any, classifier: FeatureExtractor | None = None, batch_size: int = 1000
+) -> ReferenceStats:
     """Features of a reference set: images (N, 1, 28, 28) in [-1, 1], an ``ImageDataset``, or a dataset name
     such as ``"mnist-embedded/heldout"`` (the book's default reference: the 1,005 held-out digits)."""
     from .data import ImageDataset, load_dataset
@@ -205,8 +256,10 @@ def reference_stats(reference: Any, classifier: MNISTClassifier | None = None,
     elif isinstance(reference, torch.Tensor):
         images, name = reference, f"tensor of {reference.shape[0] if reference.dim() else 0} images"
     else:
-        raise TypeError("reference must be images (N, 1, 28, 28) in [-1, 1], an ImageDataset, a dataset name "
-                        f"like 'mnist-embedded/heldout' or a ReferenceStats, got {type(reference).__name__}")
+        raise TypeError(
+            "reference must be images (N, 1, 28, 28) in [-1, 1], an ImageDataset, a dataset name "
+            f"like 'mnist-embedded/heldout' or a ReferenceStats, got {type(reference).__name__}"
+        )
     check_metric_images(images, "reference", min_count=2)
     clf = _classifier(classifier, images.device)
     feats, _ = classifier_outputs(images, clf, batch_size, name="reference")
@@ -216,19 +269,24 @@ def reference_stats(reference: Any, classifier: MNISTClassifier | None = None,
 _LAST_REFERENCE: dict[str, Any] = {}
 
 
-def _reference_for(reference: Any, classifier: MNISTClassifier | None, batch_size: int) -> ReferenceStats:
+def _reference_for(reference: Any, classifier: FeatureExtractor | None, batch_size: int) -> ReferenceStats:
     """:func:`reference_stats`, cached for the last reference seen (same object, unchanged, same classifier)."""
     from .data import ImageDataset
 
     if isinstance(reference, ReferenceStats):
         return reference
+    version: Any
     if isinstance(reference, ImageDataset):
         version = reference.images._version
     else:
         version = getattr(reference, "_version", None)
     c = _LAST_REFERENCE
-    if c and c["classifier"] is classifier and c["version"] == version and (
-            c["ref"] == reference if isinstance(reference, str) else (callable(c["ref"]) and c["ref"]() is reference)):
+    if (
+        c
+        and c["classifier"] is classifier
+        and c["version"] == version
+        and (c["ref"] == reference if isinstance(reference, str) else (callable(c["ref"]) and c["ref"]() is reference))
+    ):
         return c["stats"]
     stats = reference_stats(reference, classifier, batch_size)
     ref = reference if isinstance(reference, str) else weakref.ref(reference)
@@ -236,13 +294,16 @@ def _reference_for(reference: Any, classifier: MNISTClassifier | None, batch_siz
     return stats
 
 
-def _features(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None,
-              batch_size: int) -> tuple[torch.Tensor, torch.Tensor, ReferenceStats]:
+def _features(
+    samples: torch.Tensor, reference: Any, classifier: FeatureExtractor | None, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor, ReferenceStats]:
     """Sample features (N, d), sample logits (N, 10) and the (cached) reference, through one classifier."""
     ref = _reference_for(reference, classifier, batch_size)
     if classifier is not None and classifier is not ref.classifier:
-        raise ValueError("reference was computed with a different classifier than `classifier`: "
-                         "build it with reference_stats(images, classifier) using the same one")
+        raise ValueError(
+            "reference was computed with a different classifier than `classifier`: "
+            "build it with reference_stats(images, classifier) using the same one"
+        )
     f, logits = classifier_outputs(samples, ref.classifier, batch_size, name="samples")
     return f, logits, ref
 
@@ -253,9 +314,11 @@ def _fid_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor) -> float:
 
     d = f_ref.shape[1]
     if min(f_samples.shape[0], f_ref.shape[0]) <= d:
-        warnings.warn(f"FID from {f_samples.shape[0]} samples and {f_ref.shape[0]} reference images with {d} features: "
-                      "a covariance from no more images than features is singular and FID is strongly biased upwards",
-                      stacklevel=3)
+        warnings.warn(
+            f"FID from {f_samples.shape[0]} samples and {f_ref.shape[0]} reference images with {d} features: "
+            "a covariance from no more images than features is singular and FID is strongly biased upwards",
+            stacklevel=3,
+        )
     m = FrechetInceptionDistance(feature=_Precomputed(d))
     m.update(f_ref.double(), real=True)
     m.update(f_samples.double(), real=False)
@@ -286,12 +349,16 @@ def mmd2_unbiased(f_a: torch.Tensor, f_b: torch.Tensor) -> float:
     a, b = f_a.double(), f_b.double()
     d, n, m = a.shape[1], a.shape[0], b.shape[0]
     k_aa, k_bb, k_ab = ((a @ a.T) / d + 1) ** 3, ((b @ b.T) / d + 1) ** 3, ((a @ b.T) / d + 1) ** 3
-    return float((k_aa.sum() - k_aa.diagonal().sum()) / (n * (n - 1))
-                 + (k_bb.sum() - k_bb.diagonal().sum()) / (m * (m - 1)) - 2 * k_ab.sum() / (n * m))
+    return float(
+        (k_aa.sum() - k_aa.diagonal().sum()) / (n * (n - 1))
+        + (k_bb.sum() - k_bb.diagonal().sum()) / (m * (m - 1))
+        - 2 * k_ab.sum() / (n * m)
+    )
 
 
-def _kid_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor, subsets: int, subset_size: int,
-                       generator: torch.Generator | None) -> tuple[float, float]:
+def _kid_from_features(
+    f_samples: torch.Tensor, f_ref: torch.Tensor, subsets: int, subset_size: int, generator: torch.Generator | None
+) -> tuple[float, float]:
     from torchmetrics.image.kid import KernelInceptionDistance
 
     size = min(subset_size, f_samples.shape[0], f_ref.shape[0])
@@ -318,8 +385,9 @@ def _is_from_logits(logits: torch.Tensor, splits: int, generator: torch.Generato
     return float(mean), float(std)
 
 
-def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None,
-        batch_size: int = 1000) -> float:
+def fid(
+    samples: torch.Tensor, reference: Any, classifier: FeatureExtractor | None = None, batch_size: int = 1000
+) -> float:
     """FID between samples (N, 1, 28, 28) in [-1, 1] and a reference, on classifier features.
 
     FID = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)) (Heusel et al. 2017), means and covariances of
@@ -330,9 +398,15 @@ def fid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | Non
     return _fid_from_features(f, ref.features)
 
 
-def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None, subsets: int = KID_SUBSETS,
-        subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
-        generator: torch.Generator | None = None) -> tuple[float, float]:
+def kid(
+    samples: torch.Tensor,
+    reference: Any,
+    classifier: FeatureExtractor | None = None,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+    batch_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): the unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, mean and std over
     ``subsets`` random subsets of min(subset_size, N, M) images, on classifier features.
     samples: (N, 1, 28, 28) in [-1, 1].
@@ -346,8 +420,13 @@ def kid(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | Non
     return _kid_from_features(f, ref.features, subsets, subset_size, generator)
 
 
-def inception_score(samples: torch.Tensor, classifier: MNISTClassifier | None = None, splits: int = IS_SPLITS,
-                    batch_size: int = 1000, generator: torch.Generator | None = None) -> tuple[float, float]:
+def inception_score(
+    samples: torch.Tensor,
+    classifier: FeatureExtractor | None = None,
+    splits: int = IS_SPLITS,
+    batch_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
     """IS (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` random splits.
 
     1 when every image gets the same confident class; 10 (the number of classes) at best.
@@ -360,18 +439,23 @@ def inception_score(samples: torch.Tensor, classifier: MNISTClassifier | None = 
 
 def _check_labels(labels: Any, n: int, num_classes: int = 10) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor of shape ({n},), got "
-                        f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}")
+        raise TypeError(
+            f"labels must be an integer tensor of shape ({n},), got "
+            f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}"
+        )
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},) (one per sample), got {tuple(labels.shape)}")
     if n and (labels.min() < 0 or labels.max() > num_classes - 1):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} (the asked class; the null label {num_classes} has "
-                         f"no class to check), got values in {int(labels.min())}..{int(labels.max())}")
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1} (the asked class; the null label {num_classes} has "
+            f"no class to check), got values in {int(labels.min())}..{int(labels.max())}"
+        )
     return labels.cpu().to(torch.int64)
 
 
-def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier: MNISTClassifier | None = None,
-                         batch_size: int = 1000) -> float:
+def conditional_accuracy(
+    samples: torch.Tensor, labels: torch.Tensor, classifier: FeatureExtractor | None = None, batch_size: int = 1000
+) -> float:
     """Fraction of class-conditional samples (N, C, H, W) that the classifier assigns to the asked label (N,)."""
     check_metric_images(samples, "samples")
     labels = _check_labels(labels, samples.shape[0], getattr(classifier, "num_classes", 10))
@@ -379,10 +463,18 @@ def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classifier
     return float((logits.argmax(1) == labels).float().mean())
 
 
-def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None = None, *,
-             classifier: MNISTClassifier | None = None, is_splits: int = IS_SPLITS, kid_subsets: int = KID_SUBSETS,
-             kid_subset_size: int = KID_SUBSET_SIZE, batch_size: int = 1000,
-             generator: torch.Generator | None = None) -> dict[str, Any]:
+def evaluate(
+    samples: torch.Tensor,
+    reference: Any,
+    labels: torch.Tensor | None = None,
+    *,
+    classifier: FeatureExtractor | None = None,
+    is_splits: int = IS_SPLITS,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    batch_size: int = 1000,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
     """FID, IS, KID (and conditional accuracy when ``labels`` are given) of samples against a reference.
 
     samples: (N, 1, 28, 28) in [-1, 1], N >= max(2, is_splits). reference: images, an ``ImageDataset``, a
@@ -398,28 +490,42 @@ def evaluate(samples: torch.Tensor, reference: Any, labels: torch.Tensor | None 
     f, logits, ref = _features(samples, reference, classifier, batch_size)
     is_mean, is_std = _is_from_logits(logits, is_splits, generator)
     kid_mean, kid_std = _kid_from_features(f, ref.features, kid_subsets, kid_subset_size, generator)
-    out: dict[str, Any] = {"fid": _fid_from_features(f, ref.features), "is": is_mean, "is_std": is_std,
-                           "kid_mean": kid_mean, "kid_std": kid_std}
+    out: dict[str, Any] = {
+        "fid": _fid_from_features(f, ref.features),
+        "is": is_mean,
+        "is_std": is_std,
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+    }
     if labels is not None:
         out["conditional_accuracy"] = float((logits.argmax(1) == labels).float().mean())
-    out.update(n_samples=int(samples.shape[0]), n_reference=ref.n, reference=ref.name,
-               feature_extractor=feature_extractor_name(ref.classifier))
+    out.update(
+        n_samples=int(samples.shape[0]),
+        n_reference=ref.n,
+        reference=ref.name,
+        feature_extractor=feature_extractor_name(ref.classifier),
+    )
     return out
 
 
-def noise_images(n: int, generator: torch.Generator | None = None, device: str | torch.device | None = None,
-                 shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
+def noise_images(
+    n: int,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    shape: tuple[int, int, int] = (1, 28, 28),
+) -> torch.Tensor:
     """The noise ceiling's images (n, *shape): N(0, I) pixels clamped to [-1, 1] (a sampler that learned nothing)."""
     return torch.randn(n, *shape, generator=generator).clamp(-1.0, 1.0).to(device or "cpu")
 
 
-def real_vs_real(n: int, reference: Any = "mnist-embedded/heldout", generator: torch.Generator | None = None,
-                 **kwargs: Any) -> dict[str, Any]:
+def real_vs_real(
+    n: int, reference: Any = "mnist-embedded/heldout", generator: torch.Generator | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """The floor: :func:`evaluate` of ``n`` random digits of the embedded training part (with their true
     labels) against the reference, the best a model of the training data can score with ``n`` samples."""
-    from .data import EmbeddedMNIST
+    from .data import load_embedded_mnist
 
-    train = EmbeddedMNIST("train")
+    train = load_embedded_mnist("train")
     if not 2 <= n <= len(train):
         raise ValueError(f"n must lie in 2..{len(train)} (the size of the embedded training part), got {n}")
     idx = torch.randperm(len(train), generator=generator)[:n]
@@ -427,15 +533,18 @@ def real_vs_real(n: int, reference: Any = "mnist-embedded/heldout", generator: t
     return evaluate(images, reference, labels, generator=generator, **kwargs)
 
 
-def noise_ceiling(n: int, reference: Any = "mnist-embedded/heldout", generator: torch.Generator | None = None,
-                  **kwargs: Any) -> dict[str, Any]:
+def noise_ceiling(
+    n: int, reference: Any = "mnist-embedded/heldout", generator: torch.Generator | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """The ceiling: :func:`evaluate` of ``n`` clamped Gaussian-noise images against the reference."""
     return evaluate(noise_images(n, generator), reference, generator=generator, **kwargs)
 
 
-_OFFLINE_HINT = ("Run where the internet is reachable (Colab), or put the weights file into torch's cache "
-                 "({cache}). Offline, the MNIST-classifier metrics work: "
-                 "diffusion_edu.metrics.evaluate(samples, reference).")
+_OFFLINE_HINT = (
+    "Run where the internet is reachable (Colab), or put the weights file into torch's cache "
+    "({cache}). Offline, the MNIST-classifier metrics work: "
+    "diffusion_edu.metrics.evaluate(samples, reference)."
+)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -443,52 +552,102 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def _to_inception_input(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] grey (B, 1, H, W) or RGB (B, 3, H, W) -> uint8 RGB (B, 3, H, W), torchmetrics' default input
-    (grey repeated to three channels; it resizes to 299 itself)."""
-    x = to_uint8(x)
+def _inception_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images as they are, [-1, 1] images as uint8 (:func:`to_uint8`); grey repeated to RGB."""
+    x = x if x.dtype == torch.uint8 else to_uint8(x)
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
 
-@torch.no_grad()
-def inception_fid_is(samples: torch.Tensor, reference: torch.Tensor, splits: int = IS_SPLITS,
-                     batch_size: int = 100) -> dict[str, Any]:
-    """Inception-v3 FID (2048 pool features) and IS (logits) through torchmetrics' defaults: the numbers the
-    reports quote, for comparison with them. Needs torch-fidelity and its downloaded weights (online only).
-
-    samples, reference: (N, C, H, W) and (M, C, H, W) in [-1, 1] with C = 1 (grey, repeated to RGB) or 3,
-    N >= max(2, splits), M >= 2.
-    """
+def _inception_modules(splits: int, device: torch.device, references: list[str]) -> tuple[dict[str, Any], Any]:
+    """torchmetrics' FID (one per reference set, keeping its reference features) and IS, on Inception-v3
+    through torch-fidelity; offline or without torch-fidelity: :class:`WeightsNotAvailableError`."""
     import importlib.util
 
     import torch.hub
 
-    check_metric_images(samples, "samples", min_count=max(2, splits))
-    check_metric_images(reference, "reference", min_count=2, shape=tuple(samples.shape[1:]))
-    if samples.shape[1] not in (1, 3):
-        raise ValueError(f"samples must have 1 (grey) or 3 (RGB) channels for Inception, got {samples.shape[1]}")
     hint = _OFFLINE_HINT.format(cache=f"{torch.hub.get_dir()}/checkpoints")
     if importlib.util.find_spec("torch_fidelity") is None:
         raise WeightsNotAvailableError(
             "Inception FID / IS need the torch-fidelity package, which torchmetrics uses to build Inception-v3 and "
-            f"download its weights; it is not installed: `pip install torch-fidelity` (then online). {hint}")
+            f"download its weights; it is not installed: `pip install torch-fidelity` (then online). {hint}"
+        )
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.inception import InceptionScore
 
     with download_guard("Inception FID / IS (torch-fidelity's Inception-v3)", hint), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fid_m = FrechetInceptionDistance(feature=2048, normalize=False).to(samples.device)
-        is_m = InceptionScore(feature="logits_unbiased", splits=splits, normalize=False).to(samples.device)
-    for i in range(0, reference.shape[0], batch_size):
-        fid_m.update(_to_inception_input(reference[i:i + batch_size].to(samples.device)), real=True)
-    for i in range(0, samples.shape[0], batch_size):
-        x = _to_inception_input(samples[i:i + batch_size])
-        fid_m.update(x, real=False)
-        is_m.update(x)
-    is_mean, is_std = is_m.compute()
-    return {"fid_inception": float(fid_m.compute()), "is_inception": float(is_mean), "is_inception_std": float(is_std),
-            "n_samples": int(samples.shape[0]), "n_reference": int(reference.shape[0]),
-            "feature_extractor": "Inception-v3 (torch-fidelity weights; pool3 2048 for FID, logits for IS)"}
+        fids = {
+            name: FrechetInceptionDistance(feature=2048, reset_real_features=False).to(device) for name in references
+        }
+        is_metric = InceptionScore(feature="logits_unbiased", splits=splits, normalize=False).to(device)
+    return fids, is_metric
+
+
+@torch.no_grad()
+def inception_metrics(
+    samples: torch.Tensor,
+    references: dict[str, torch.Tensor],
+    ns: list[int],
+    splits: int = IS_SPLITS,
+    batch_size: int = 200,
+    device: str | torch.device | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Inception-v3 IS and FID (torchmetrics' defaults: torch-fidelity's weights, 2048 pool features for FID,
+    logits for IS over ``splits`` splits) of the first n samples for each n in ``ns``, FID against each
+    reference set, in one pass over the references. The numbers the reports quote; online only.
+
+    samples: (N, C, H, W) uint8 or in [-1, 1], C = 1 (grey, repeated to RGB) or 3; references: name ->
+    images of the same kind. Returns {n: {"status": "measured", "is", "is_std", "fid_<name>" ...}}.
+    """
+    if max(ns) > samples.shape[0]:
+        raise ValueError(f"ns asks for {max(ns)} samples but only {samples.shape[0]} were given")
+    if samples.shape[1] not in (1, 3):
+        raise ValueError(f"samples must have 1 (grey) or 3 (RGB) channels for Inception, got {samples.shape[1]}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fids, is_metric = _inception_modules(splits, dev, list(references))
+    for name, ref in references.items():
+        for i in range(0, ref.shape[0], batch_size):
+            fids[name].update(_inception_input(ref[i : i + batch_size].to(dev)), real=True)
+    out = {}
+    for n in sorted(ns):
+        for m in (*fids.values(), is_metric):
+            m.reset()  # FID keeps its reference features (reset_real_features=False)
+        for i in range(0, n, batch_size):
+            x = _inception_input(samples[i : min(i + batch_size, n)].to(dev))
+            for m in fids.values():
+                m.update(x, real=False)
+            is_metric.update(x)
+        is_mean, is_std = is_metric.compute()
+        out[n] = {
+            "status": "measured",
+            "is": float(is_mean),
+            "is_std": float(is_std),
+            **{f"fid_{name}": float(m.compute()) for name, m in fids.items()},
+        }
+    return out
+
+
+def inception_fid_is(
+    samples: torch.Tensor, reference: torch.Tensor, splits: int = IS_SPLITS, batch_size: int = 100
+) -> dict[str, Any]:
+    """Inception-v3 FID and IS of all ``samples`` against one reference set (:func:`inception_metrics`),
+    on the samples' device: the numbers the reports quote, for comparison with them.
+
+    samples, reference: (N, C, H, W) and (M, C, H, W) in [-1, 1] with C = 1 (grey, repeated to RGB) or 3,
+    N >= max(2, splits), M >= 2.
+    """
+    check_metric_images(samples, "samples", min_count=max(2, splits))
+    check_metric_images(reference, "reference", min_count=2, shape=tuple(samples.shape[1:]))
+    n = int(samples.shape[0])
+    r = inception_metrics(samples, {"reference": reference}, [n], splits, batch_size, device=samples.device)[n]
+    return {
+        "fid_inception": r["fid_reference"],
+        "is_inception": r["is"],
+        "is_inception_std": r["is_std"],
+        "n_samples": n,
+        "n_reference": int(reference.shape[0]),
+        "feature_extractor": "Inception-v3 (torch-fidelity weights; pool3 2048 for FID, logits for IS)",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +661,7 @@ def _kth_radii(f: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     """Distance (N,) from each feature row to its k-th nearest *other* row of f (N, d)."""
     out = []
     for i in range(0, f.shape[0], chunk):
-        d = torch.cdist(f[i:i + chunk], f)  # (chunk, N); each row holds its own 0 once
+        d = torch.cdist(f[i : i + chunk], f)  # (chunk, N); each row holds its own 0 once
         out.append(d.kthvalue(k + 1, dim=1).values)
     return torch.cat(out)
 
@@ -511,7 +670,7 @@ def _inside(f_query: torch.Tensor, f_ball: torch.Tensor, radii: torch.Tensor, ch
     """Bool (Q,): whether each query row lies in some ball ||q - b|| <= r_b around the rows of f_ball."""
     out = []
     for i in range(0, f_query.shape[0], chunk):
-        d = torch.cdist(f_query[i:i + chunk], f_ball)  # (chunk, M)
+        d = torch.cdist(f_query[i : i + chunk], f_ball)  # (chunk, M)
         out.append((d <= radii[None, :]).any(dim=1))
     return torch.cat(out)
 
@@ -533,8 +692,10 @@ def precision_recall_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor,
     recall = mean over reference images of f(phi_r, Phi_g) (how much of the real data the samples cover).
     """
     if f_samples.dim() != 2 or f_ref.dim() != 2 or f_samples.shape[1] != f_ref.shape[1]:
-        raise ValueError(f"f_samples and f_ref must be (N, d) and (M, d) with the same d, got "
-                         f"{tuple(f_samples.shape)} and {tuple(f_ref.shape)}")
+        raise ValueError(
+            f"f_samples and f_ref must be (N, d) and (M, d) with the same d, got "
+            f"{tuple(f_samples.shape)} and {tuple(f_ref.shape)}"
+        )
     k = _check_k(k, f_samples.shape[0], f_ref.shape[0])
     f_samples, f_ref = f_samples.double(), f_ref.double()
     precision = _inside(f_samples, f_ref, _kth_radii(f_ref, k)).double().mean()
@@ -542,8 +703,13 @@ def precision_recall_from_features(f_samples: torch.Tensor, f_ref: torch.Tensor,
     return {"precision": float(precision), "recall": float(recall)}
 
 
-def precision_recall(samples: torch.Tensor, reference: Any, classifier: MNISTClassifier | None = None,
-                     k: int = PR_K, batch_size: int = 1000) -> dict[str, float]:
+def precision_recall(
+    samples: torch.Tensor,
+    reference: Any,
+    classifier: FeatureExtractor | None = None,
+    k: int = PR_K,
+    batch_size: int = 1000,
+) -> dict[str, float]:
     """Precision and recall (Kynkaanniemi et al. 2019, k-NN manifolds, k = 3) of samples (N, 1, 28, 28) in
     [-1, 1] against a reference, in the same 128 classifier features as :func:`fid`.
 

@@ -72,8 +72,10 @@ def resolve_precision(precision: str, device: str | torch.device) -> Precision:
     native = cuda and cuda_has_native_bf16(dev)
     if precision == "bf16":
         if cuda and not native:
-            raise ValueError(f"precision='bf16': the GPU {dev} has no native bf16 units (PyTorch would emulate "
-                             "it slowly); use precision='auto' (fp16 with a gradient scaler there) or 'fp32'")
+            raise ValueError(
+                f"precision='bf16': the GPU {dev} has no native bf16 units (PyTorch would emulate "
+                "it slowly); use precision='auto' (fp16 with a gradient scaler there) or 'fp32'"
+            )
         return BF16
     if not cuda:
         return FP32
@@ -88,6 +90,6 @@ def autocast(device: str | torch.device, precision: Precision):
     return torch.autocast(dev.type, dtype=precision.dtype)
 
 
-def grad_scaler(device: str | torch.device, precision: Precision) -> "torch.amp.GradScaler | None":
+def grad_scaler(device: str | torch.device, precision: Precision) -> torch.amp.GradScaler | None:
     """A gradient scaler for fp16 training (None otherwise)."""
     return torch.amp.GradScaler(torch.device(device).type) if precision.scaler else None

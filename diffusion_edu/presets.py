@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["TrainConfig", "Preset", "PRESETS", "get_preset", "add_cli"]
+__all__ = ["TrainConfig", "TrainingPreset", "TRAINING_PRESETS", "training_preset"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "process": ("gaussian", "cold"),
@@ -28,7 +28,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "cold_axis": ("rows", "columns", "both"),
     "cold_order": ("random", "outside-in", "inside-out"),
 }
-_POSITIVE_INT = ("budget_probe_steps", "T", "batch_size", "steps", "log_every", "sample_n", "sample_steps", "cold_group")
+_POSITIVE_INT = (
+    "budget_probe_steps",
+    "T",
+    "batch_size",
+    "steps",
+    "log_every",
+    "sample_n",
+    "sample_steps",
+    "cold_group",
+)
 _NONNEG_INT = ("warmup_steps", "ema_start", "checkpoint_every", "sample_every", "callback_every", "seed", "cold_seed")
 _BOOL = ("hflip", "compile")
 
@@ -126,7 +135,7 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict (e.g. a checkpoint's ``config``); unknown keys are an error (typos)."""
         if not isinstance(data, dict):
             raise TypeError(f"a TrainConfig is built from a dict, got {type(data).__name__}")
@@ -138,11 +147,12 @@ class TrainConfig:
         as_float = {k: float(v) for k, v in data.items() if k in floats and type(v) is int}  # JSON's 1 for 1.0
         return cls(**{**data, **as_float})
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated); unknown names are an error."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     # -- validation ----------------------------------------------------------------------------
+    # (Longer than ~60 lines: one check per field, each with its own message; read top to bottom.)
     def _validate(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
@@ -217,8 +227,10 @@ class TrainConfig:
             raise bad("ema_decay", "a decay in [0, 1), or None for no EMA")
         if self.process == "cold":
             if self.parameterization != "x0":
-                raise ValueError("process='cold' trains the network to predict the clean image "
-                                 "(Bansal et al. 2022): set parameterization='x0'")
+                raise ValueError(
+                    "process='cold' trains the network to predict the clean image "
+                    "(Bansal et al. 2022): set parameterization='x0'"
+                )
             if self.disc_weight:
                 raise ValueError("disc_weight (Report A's discriminator term) needs process='gaussian'")
         else:
@@ -234,7 +246,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Preset:
+class TrainingPreset:
     """A named configuration with a one-line description (shown by ``python -m diffusion_edu presets``)."""
 
     name: str
@@ -243,188 +255,85 @@ class Preset:
 
 
 _MNIST_EPOCH = 60_000 // 128  # 468 full batches of 128 in MNIST's 60,000 training digits
-_HO = dict(schedule="linear", T=1000, optimizer="adam", lr=2e-4, batch_size=128, ema_decay=0.9999)
+_HO: dict[str, Any] = dict(schedule="linear", T=1000, optimizer="adam", lr=2e-4, batch_size=128, ema_decay=0.9999)
 
-_PRESET_LIST: list[Preset] = [
-    Preset("quick_mnist", "Offline demo: Report E's small U-Net on the embedded MNIST digits, 3000 steps "
+# A table, one preset per entry: the formatter leaves it as written.
+# fmt: off
+_PRESET_LIST: list[TrainingPreset] = [
+    TrainingPreset("quick_mnist", "Offline demo: Report E's small U-Net on the embedded MNIST digits, 3000 steps "
            "(5-10 minutes on 2 CPU cores; recognisable digits by the end). Its network follows the data: "
            "--set dataset=fashion-mnist, or image-folder / array-file with --set data_path=...",
            TrainConfig(dataset="mnist-embedded", model="small_unet_mnist",
                        T=1000, loss="l1", p_uncond=0.1, lr=1e-3, batch_size=32, steps=3000, ema_decay=0.995,
                        log_every=50, checkpoint_every=500, sample_every=1000)),
-    Preset("a_unet", "Report A: conditional U-Net, eps-prediction, linear betas, T=400 (optimizer, batch and "
+    TrainingPreset("a_unet", "Report A: conditional U-Net, eps-prediction, linear betas, T=400 (optimizer, batch and "
            "steps not reported: Ho et al.'s Adam 2e-4, batch 128, 20k steps; no EMA).",
            TrainConfig(dataset="mnist", model="unet_mnist", model_kwargs={"num_classes": 10}, schedule="linear",
                        T=400, lr=2e-4, batch_size=128, steps=20_000, ema_decay=None)),
-    Preset("a_unet_mu", "Report A: the same U-Net trained to output the posterior mean mu instead of eps.",
+    TrainingPreset("a_unet_mu", "Report A: the same U-Net trained to output the posterior mean mu instead of eps.",
            TrainConfig(dataset="mnist", model="unet_mnist", model_kwargs={"num_classes": 10}, T=400,
                        parameterization="mu", steps=20_000, ema_decay=None)),
-    Preset("a_unet_disc", "Report A Eqs. 8-9: conditional U-Net plus gamma=0.1 times a frozen MNIST "
+    TrainingPreset("a_unet_disc", "Report A Eqs. 8-9: conditional U-Net plus gamma=0.1 times a frozen MNIST "
            "classifier's error on the predicted clean digit (gamma not reported).",
            TrainConfig(dataset="mnist", model="unet_mnist", model_kwargs={"num_classes": 10}, T=400,
                        disc_weight=0.1, steps=20_000, ema_decay=None)),
-    Preset("a_autoencoder", "Report A: the convolutional autoencoder denoiser with its output skip, T=400.",
+    TrainingPreset("a_autoencoder", "Report A: the convolutional autoencoder denoiser with its output skip, T=400.",
            TrainConfig(dataset="mnist", model="autoencoder_mnist", model_kwargs={"num_classes": 10}, T=400,
                        steps=20_000, ema_decay=None)),
-    Preset("a_vae", "Report A: the VAE-style denoiser, T=400; its KL term (per pixel, like the MSE) enters with weight 1.",
+    TrainingPreset("a_vae", "Report A: the VAE-style denoiser, T=400; its KL term (per pixel, like the MSE) enters with weight 1.",
            TrainConfig(dataset="mnist", model="vae_mnist", model_kwargs={"num_classes": 10}, T=400,
                        steps=20_000, ema_decay=None)),
-    Preset("c_cifar10", "Report C / Ho et al.: 35.7M U-Net, dropout 0.1, linear 1e-4..0.02, T=1000, Adam 2e-4, "
+    TrainingPreset("c_cifar10", "Report C / Ho et al.: 35.7M U-Net, dropout 0.1, linear 1e-4..0.02, T=1000, Adam 2e-4, "
            "batch 128, warm-up 5000, clip 1, EMA 0.9999, flips, 800k steps (Report C ran 100k).",
            TrainConfig(dataset="cifar10", model="unet_cifar10", model_kwargs={"dropout": 0.1}, **_HO,
                        warmup_steps=5000, grad_clip=1.0, hflip=True, steps=800_000,
                        log_every=100, checkpoint_every=5000, sample_every=10_000)),
-    Preset("b_cifar10_cfg", "Report B: improved U-Net with class embedding, cosine schedule, p_uncond 0.1, AdamW "
+    TrainingPreset("b_cifar10_cfg", "Report B: improved U-Net with class embedding, cosine schedule, p_uncond 0.1, AdamW "
            "3e-4, batch 14, ~1M steps (T, EMA, flips not reported: 1000, 0.9999, on).",
            TrainConfig(dataset="cifar10", model="unet_cifar10_improved", model_kwargs={"num_classes": 10},
                        schedule="cosine", T=1000, p_uncond=0.1, optimizer="adamw", lr=3e-4, weight_decay=0.0,
                        batch_size=14, steps=1_000_000, hflip=True, ema_decay=0.9999,
                        checkpoint_every=5000, sample_every=10_000)),
-    Preset("d_cnn", "Report D: CNN (16,32,32,16; kernel 7; GELU), T=1000, Adam 2e-4, batch 128, MSE, "
+    TrainingPreset("d_cnn", "Report D: CNN (16,32,32,16; kernel 7; GELU), T=1000, Adam 2e-4, batch 128, MSE, "
            "100 epochs of MNIST (46,800 steps).",
            TrainConfig(dataset="mnist", model="cnn_mnist", **{**_HO, "ema_decay": None},
                        steps=100 * _MNIST_EPOCH, checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),
-    Preset("d_cnn_selu", "Report D's harder variant: the CNN with SELU, T=100, lr 6e-4, batch 128, 100 epochs.",
+    TrainingPreset("d_cnn_selu", "Report D's harder variant: the CNN with SELU, T=100, lr 6e-4, batch 128, 100 epochs.",
            TrainConfig(dataset="mnist", model="cnn_mnist_selu", schedule="linear", T=100, lr=6e-4,
                        batch_size=128, ema_decay=None, steps=100 * _MNIST_EPOCH,
                        checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),
-    Preset("d_cold_columns", "Report D cold diffusion: column averaging in random order, one column per step "
+    TrainingPreset("d_cold_columns", "Report D cold diffusion: column averaging in random order, one column per step "
            "(T=28), the CNN predicts x0 with MSE (epochs not reported: 100).",
            TrainConfig(dataset="mnist", model="cnn_mnist", process="cold", T=28, cold_axis="columns",
                        cold_order="random", cold_group=1, parameterization="x0", loss="l2", lr=2e-4,
                        batch_size=128, ema_decay=None, steps=100 * _MNIST_EPOCH,
                        checkpoint_every=_MNIST_EPOCH, callback_every=_MNIST_EPOCH)),
-    Preset("e_unet", "Report E: small two-level U-Net with time and label in every block, T=1000 linear, L1, "
+    TrainingPreset("e_unet", "Report E: small two-level U-Net with time and label in every block, T=1000 linear, L1, "
            "batch 32, 100k steps, p_uncond 0.1 (rate not reported), Adam 1e-4 (authors' notebook), no EMA.",
            TrainConfig(dataset="mnist", model="small_unet_mnist", model_kwargs={"num_classes": 10},
                        schedule="linear", T=1000, loss="l1", p_uncond=0.1, lr=1e-4, batch_size=32,
                        steps=100_000, ema_decay=None, checkpoint_every=5000, sample_every=10_000)),
 ]
+# fmt: on
 _E = _PRESET_LIST[-1].config
 for _T, _schedule in ((4000, "linear"), (1000, "cosine"), (4000, "cosine")):
-    _PRESET_LIST.append(Preset(f"e_unet_{_schedule}_T{_T}",
-                               f"Report E's sweep: e_unet with the {_schedule} schedule and T={_T}.",
-                               _E.replace(schedule=_schedule, T=_T)))
+    _PRESET_LIST.append(
+        TrainingPreset(
+            f"e_unet_{_schedule}_T{_T}",
+            f"Report E's sweep: e_unet with the {_schedule} schedule and T={_T}.",
+            _E.replace(schedule=_schedule, T=_T),
+        )
+    )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in _PRESET_LIST}
+TRAINING_PRESETS: dict[str, TrainingPreset] = {p.name: p for p in _PRESET_LIST}
 
 
-def get_preset(name: str, **overrides: Any) -> TrainConfig:
+def training_preset(name: str, **overrides: Any) -> TrainConfig:
     """The named preset's config, with ``overrides`` applied (validated), e.g.
-    ``get_preset("e_unet", steps=2000, dataset="mnist-embedded")``."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)} "
-                         "(python -m diffusion_edu presets lists them)")
-    return PRESETS[name].config.replace(**overrides)  # always a fresh copy
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line: ``python -m diffusion_edu train --preset NAME ...`` and ``... presets``.
-# ---------------------------------------------------------------------------------------------
-
-
-def _apply_sets(config: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply ``KEY=VALUE`` overrides to a config dict. VALUE is read as JSON when it parses (1e-3, true,
-    null, {"dropout": 0.1}) and as a plain string otherwise; ``model_kwargs.dropout=0.1`` sets one entry."""
-    config = dict(config)
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        top, dot, sub = key.partition(".")
-        if dot:
-            if not isinstance(config.get(top), dict):
-                raise ValueError(f"--set {key}: {top!r} is not a dict field of TrainConfig")
-            config[top] = {**config[top], sub: value}
-        else:
-            config[key] = value
-    return config
-
-
-def _cmd_presets(args) -> int:
-    for p in PRESETS.values():
-        print(f"{p.name:<20} {p.description}")
-    return 0
-
-
-def _cmd_train(args) -> int:
-    """The ``train`` command. Errors propagate to :func:`diffusion_edu.cli.main`, which prints them as
-    one line and picks the exit code (2 bad input, 1 environment or failed run, 130 interrupted)."""
-    import os
-    import sys
-
-    from ._errors import check_output_folder
-    from .checkpoint import resolve_device
-    from .distributed import env_rank
-    from .training import train
-
-    if args.steps is not None and args.minutes is not None:
-        raise ValueError("--steps and --minutes both set the length of the run: give one of them")
-    sets = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else []) \
-        + ([f"minutes={args.minutes}"] if args.minutes is not None else []) \
-        + ([f"device={args.device}"] if args.device else [])
-    config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
-    out = args.out or f"runs/{args.preset}"
-    check_output_folder(out, "--out")
-    if "RANK" not in os.environ:
-        resolve_device(config.device)  # --device cuda without CUDA: an error before any work
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    main = env_rank() == 0  # under torchrun only process 0 prints (each process runs this command)
-    args.on_failure = (f"files in {out} are intact (written atomically); run the same command again to "
-                       "resume from its last checkpoint")
-    if main:
-        length = (f"{config.minutes:g} minutes of training; the steps are fixed after {config.budget_probe_steps} "
-                  "timed steps" if config.minutes is not None else f"{config.steps} steps")
-        print(f"training preset {args.preset!r} ({length}) into {out}", file=sys.stderr)
-    result = train(config, out, resume=args.resume and not args.overwrite, progress=args.progress,
-                   overwrite=args.overwrite)
-    if main:
-        print(json.dumps({"out_dir": str(result.out_dir), "step": result.step, "checkpoint": str(result.checkpoint),
-                          "wall_time_s": round(result.wall_time_s, 1)}))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Add the ``train`` and ``presets`` commands to the package's command line (diffusion_edu.cli)."""
-    import argparse
-
-    from ._errors import int_at_least
-
-    listing = "\n".join(f"  {p.name:<20} {p.description}" for p in PRESETS.values())
-    p = subparsers.add_parser(
-        "train", help="train a network from a preset (resumes by default)",
-        description="Train one of the reports' configurations. Outputs: OUT/config.json, log.jsonl, "
-                    "checkpoint.pt, samples/. Offline, start with --preset quick_mnist, or add "
-                    "--set dataset=mnist-embedded to an MNIST preset. On several GPUs (or CPU processes) "
-                    "launch it with torchrun: torchrun --nproc_per_node N -m diffusion_edu train ... "
-                    "(batch_size is then the global batch, split over the N processes).",
-        epilog="presets:\n" + listing, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", required=True, choices=list(PRESETS), metavar="NAME", help="a preset (listed below)")
-    p.add_argument("--steps", type=int, help="number of optimisation steps (overrides the preset's)")
-    p.add_argument("--minutes", type=float, help="a wall-clock budget instead of --steps: the run times its first "
-                   "steps, then fixes the number of steps so that the learning-rate schedule ends with the budget "
-                   "(recorded in OUT/config.json; a resume keeps it)")
-    p.add_argument("--out", help="output folder (default: runs/NAME)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from OUT/checkpoint.pt if it exists (default: yes); --no-resume refuses a "
-                        "folder that holds a run")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in a folder that holds a run: the old run is kept in OUT/.previous until "
-                        "the new one writes its first checkpoint, then deleted")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a TrainConfig field, e.g. --set lr=1e-3 --set model_kwargs.dropout=0 "
-                        "(VALUE is JSON, or a plain string)")
-    p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (default: torch's choice; 1 is "
-                   "often faster for small networks on a shared machine; resume with the same number)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
-    p.set_defaults(func=_cmd_train)
-    q = subparsers.add_parser("presets", help="list the training presets, one line each")
-    q.set_defaults(func=_cmd_presets)
+    ``training_preset("e_unet", steps=2000, dataset="mnist-embedded")``."""
+    if name not in TRAINING_PRESETS:
+        raise ValueError(
+            f"unknown preset {name!r}; valid presets are {sorted(TRAINING_PRESETS)} "
+            "(python -m diffusion_edu presets lists them)"
+        )
+    return TRAINING_PRESETS[name].config.replace(**overrides)  # always a fresh copy

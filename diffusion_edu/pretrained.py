@@ -29,8 +29,13 @@ def available_pretrained() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
 
 
-def export_pretrained(checkpoint: str | os.PathLike, name: str, source: dict[str, Any] | None = None,
-                      ema: bool = True, folder: str | os.PathLike | None = None) -> Path:
+def export_pretrained(
+    checkpoint: str | os.PathLike,
+    name: str,
+    source: dict[str, Any] | None = None,
+    ema: bool = True,
+    folder: str | os.PathLike | None = None,
+) -> Path:
     """Write the weights of a training checkpoint (EMA weights when it has them and ``ema``) as
     ``<folder>/<name>.pt`` (default: the package's pretrained folder). ``source`` is stored with it."""
     if not name or any(c in name for c in "/\\ ."):

@@ -60,8 +60,10 @@ def current_tier(default: str = "cpu") -> str:
     """The compute tier from ``$DIFFUSION_EDU_TIER`` (``smoke`` in CI and tests), else ``default``."""
     tier = os.environ.get("DIFFUSION_EDU_TIER", default)
     if tier not in TIERS:
-        raise ValueError(f"the environment variable DIFFUSION_EDU_TIER must be one of {list(TIERS)}, got "
-                         f"{tier!r}: set it to one of them, or unset it for the default {default!r}")
+        raise ValueError(
+            f"the environment variable DIFFUSION_EDU_TIER must be one of {list(TIERS)}, got "
+            f"{tier!r}: set it to one of them, or unset it for the default {default!r}"
+        )
     return tier
 
 
@@ -100,7 +102,10 @@ def hardware_info(device: str | torch.device | None = None) -> dict[str, Any]:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or None if out.returncode == 0 else None

@@ -30,8 +30,18 @@ import torch
 
 from .results import _fsync_folder, atomic_write_bytes
 
-__all__ = ["RunLock", "RunLockedError", "RUN_FILES", "ASIDE", "remove_stale_temp_files", "set_aside",
-           "restore_aside", "drop_aside", "repair_log", "dataset_identity"]
+__all__ = [
+    "RunLock",
+    "RunLockedError",
+    "RUN_FILES",
+    "ASIDE",
+    "remove_stale_temp_files",
+    "set_aside",
+    "restore_aside",
+    "drop_aside",
+    "repair_log",
+    "dataset_identity",
+]
 
 RUN_FILES = ("log.jsonl", "config.json", "samples", "checkpoint.pt")  # what a run writes; checkpoint last
 ASIDE = ".previous"  # where a fresh start keeps the run it replaces until its own first checkpoint
@@ -49,7 +59,7 @@ class RunLock:
         self.path = Path(folder) / ".lock"
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -57,8 +67,10 @@ class RunLock:
             except BlockingIOError:
                 owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise RunLockedError(f"{self.path.parent} is being written by another training run (PID {owner}); "
-                                     "wait for it to finish, stop it, or choose another output folder") from None
+                raise RunLockedError(
+                    f"{self.path.parent} is being written by another training run (PID {owner}); "
+                    "wait for it to finish, stop it, or choose another output folder"
+                ) from None
             try:  # the holder may have released and removed the file between our open and flock
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -79,7 +91,7 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
@@ -131,8 +143,11 @@ def restore_aside(out: Path) -> bool:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     (aside / ".restoring").touch()  # from here on a kill is finished by the next start (_settle)
     _move_back(out, aside)
-    warnings.warn(f"a fresh start in {out} was interrupted before its first checkpoint: the run it was "
-                  "replacing has been restored and is resumed", stacklevel=3)
+    warnings.warn(
+        f"a fresh start in {out} was interrupted before its first checkpoint: the run it was "
+        "replacing has been restored and is resumed",
+        stacklevel=3,
+    )
     return True
 
 

@@ -4,8 +4,10 @@
 per-step values and conversions defined here, so they stay in one file.)
 
 The model is an argument, never part of the sampler (diffusers' scheduler design): every network
-is called as ``model(x, t, y=None)`` with ``t`` the *model time* ``schedule.model_time(t)``, and what
-it outputs (eps, x0 or mu) is read from ``getattr(model, "parameterization", "eps")``.
+is called as ``model(x, t, y=None)`` with ``t`` the *model time* ``schedule.model_time(t)``. What it
+outputs (eps, x0 or mu) is part of its interface: the ``parameterization`` it declares, or the
+``parameterization=`` argument of each sampler (:func:`~diffusion_edu.forward.declared_parameterization`;
+a network that declares nothing and is not told is refused, never guessed to be an eps network).
 
 ``t`` is 1-based: a step goes from x_t to x_{t-1}, t = T..1, and x_0 is the generated image.
 Sampling on fewer steps means sampling on a respaced schedule (``diffusion_edu.schedules.respace``,
@@ -26,24 +28,42 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from ._checks import check_images, check_timesteps
-from .forward import randn_on
+from .forward import (
+    Parameterization,
+    _sqrt,
+    declared_parameterization,
+    eps_and_x0,
+    eps_from_x0,
+    posterior_mean,
+    randn_on,
+)
 from .guidance import check_guidance, guided_output
 from .schedules import NoiseSchedule, respace
 
-__all__ = ["METHODS", "VARIANCES", "StepOutput", "Trajectory", "ddpm_step", "ddim_step",
-           "dpm_solver_2m_step", "heun_step", "network_evaluations", "sample"]
+__all__ = [
+    "METHODS",
+    "VARIANCES",
+    "StepOutput",
+    "Trajectory",
+    "ddpm_step",
+    "ddim_step",
+    "dpm_solver_2m_step",
+    "heun_step",
+    "network_evaluations",
+    "sample",
+]
 
 Method = Literal["ddpm", "ddim", "dpm_solver_2m", "heun"]
 Variance = Literal["beta_tilde", "beta", "zero"]
 METHODS: tuple[str, ...] = ("ddpm", "ddim", "dpm_solver_2m", "heun")
 VARIANCES: tuple[str, ...] = ("beta_tilde", "beta", "zero")
-_PARAMETERIZATIONS = ("eps", "x0", "mu")
 
 
 class StepOutput(NamedTuple):
@@ -78,15 +98,19 @@ class Trajectory:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sqrt(v):
-    return math.sqrt(v) if isinstance(v, float) else v.sqrt()
-
-
-def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict:
-    names = ("alphas", "betas", "alpha_bar", "alpha_bar_prev", "beta_tilde",
-             "posterior_mean_coef_x0", "posterior_mean_coef_xt", "model_betas")
+def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> dict[str, Any]:
+    names = (
+        "alphas",
+        "betas",
+        "alpha_bar",
+        "alpha_bar_prev",
+        "beta_tilde",
+        "posterior_mean_coef_x0",
+        "posterior_mean_coef_xt",
+        "model_betas",
+    )
     if isinstance(t, int):
-        v = {k: float(getattr(schedule, k)[t]) for k in names}
+        v: dict[str, Any] = {k: float(getattr(schedule, k)[t]) for k in names}
         v["first"] = t == 1  # the last step of the chain, t = 1 -> 0
         v["model_t"] = torch.full((x.shape[0],), int(schedule.timesteps[t]), dtype=torch.int64, device=x.device)
     else:
@@ -94,17 +118,6 @@ def _values(schedule: NoiseSchedule, t: int | torch.Tensor, x: torch.Tensor) -> 
         v["first"] = (t == 1).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
         v["model_t"] = schedule.model_time(t).to(x.device)
     return v
-
-
-def _eps_and_x0(out: torch.Tensor, xt: torch.Tensor, v: dict, parameterization: str) -> tuple[torch.Tensor, ...]:
-    """``forward.eps_and_x0_from_output`` with the step's values given (floats in the sampling loop)."""
-    ab = v["alpha_bar"]
-    if parameterization == "x0":
-        return (xt - _sqrt(ab) * out) / _sqrt(1.0 - ab), out  # Ho et al. Eq. 4 solved for eps
-    if parameterization == "mu":  # Ho et al. Eq. 11 solved for eps, with the network's own (original) step
-        beta = v["model_betas"]
-        out = (xt - _sqrt(1.0 - beta) * out) * _sqrt(1.0 - ab) / beta
-    return out, (xt - _sqrt(1.0 - ab) * out) / _sqrt(ab)  # Ho et al. Eq. 4 solved for x0
 
 
 def _add_noise(x: torch.Tensor, sigma, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
@@ -116,62 +129,66 @@ def _add_noise(x: torch.Tensor, sigma, noise: torch.Tensor | None, generator: to
     return x + sigma * noise
 
 
+@dataclass(frozen=True)
+class _Net:
+    """The network as a step sees it: called as ``model(x_t, model_t, y)`` (guided with ``w``), its output
+    read as ``parameterization`` and turned into (eps, x0) by :func:`~diffusion_edu.forward.eps_and_x0`."""
+
+    model: torch.nn.Module
+    parameterization: str
+    y: torch.Tensor | None
+    w: float
+    clip_x0: bool
+
+    def predict(
+        self, xt: torch.Tensor, t: int | torch.Tensor, schedule: NoiseSchedule
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(eps, x0_pred, values) at step t: the output as eps and x0 (Ho et al. Eqs. 4 and 11 solved);
+        with ``clip_x0`` x0 is clipped to the data range [-1, 1] and eps recomputed from it (Eq. 4)."""
+        v = _values(schedule, t, xt)
+        out = guided_output(self.model, xt, v["model_t"], self.y, self.w)
+        eps, x0_pred = eps_and_x0(out, xt, self.parameterization, v["alpha_bar"], v["model_betas"])
+        if self.clip_x0:
+            x0_pred = x0_pred.clamp(-1.0, 1.0)
+            eps = eps_from_x0(xt, x0_pred, _sqrt(v["alpha_bar"]), _sqrt(1.0 - v["alpha_bar"]))
+        return eps, x0_pred, v
+
+
 # ---------------------------------------------------------------------------------------------
-# The two steps. The public functions check their input; the loop calls the unchecked cores.
+# The four steps. The public functions check their input; the loop calls the unchecked cores.
 # ---------------------------------------------------------------------------------------------
 
 
-def _ddpm_core(model, xt, t, schedule, y, w, variance, clip_x0, noise, generator) -> StepOutput:
-    v = _values(schedule, t, xt)
-    # 1. Network output (guided if w != 0), turned into eps and x0 (Ho et al. Eqs. 4 and 11 inverted).
-    out = guided_output(model, xt, v["model_t"], y, w)
-    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
-    # 2. Optionally clip the x0 prediction to the data range [-1, 1].
-    if clip_x0:
-        x0_pred = x0_pred.clamp(-1.0, 1.0)
-    # 3. Mean of p(x_{t-1} | x_t): the posterior mean at the predicted x0 (Ho et al. Eq. 7). Without
+def _ddpm_core(net: _Net, xt, t, schedule, variance, noise, generator) -> StepOutput:
+    # 1. Network output (guided if w != 0) as x0, clipped to [-1, 1] if clip_x0 (Ho et al. Eqs. 4 and 11 solved).
+    _, x0_pred, v = net.predict(xt, t, schedule)
+    # 2. Mean of p(x_{t-1} | x_t): the posterior mean at the predicted x0 (Ho et al. Eq. 7). Without
     #    clipping it equals 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) (Ho et al. Eq. 11).
-    mean = v["posterior_mean_coef_x0"] * x0_pred + v["posterior_mean_coef_xt"] * xt
-    # 4. Variance sigma_t^2 (Ho et al. Sec. 3.2): beta_t, beta_tilde_t (Eq. 7) or 0 (Report A);
+    mean = posterior_mean(x0_pred, xt, v["posterior_mean_coef_x0"], v["posterior_mean_coef_xt"])
+    # 3. Variance sigma_t^2 (Ho et al. Sec. 3.2): beta_t, beta_tilde_t (Eq. 7) or 0 (Report A);
     #    no noise on the last step t = 1 (Algorithm 2, line 3).
     var = {"beta": v["betas"], "beta_tilde": v["beta_tilde"], "zero": 0.0}[variance]
     if isinstance(v["first"], bool):
         sigma = 0.0 if v["first"] else _sqrt(float(var))
     else:
         sigma = torch.where(v["first"], 0.0, _sqrt(torch.as_tensor(var, dtype=xt.dtype, device=xt.device)))
-    # 5. x_{t-1} = mu + sigma_t z, z ~ N(0, I) (Algorithm 2, line 4).
+    # 4. x_{t-1} = mu + sigma_t z, z ~ N(0, I) (Algorithm 2, line 4).
     return StepOutput(_add_noise(mean, sigma, noise, generator), x0_pred)
 
 
-def _ddim_core(model, xt, t, schedule, y, w, eta, clip_x0, noise, generator) -> StepOutput:
-    v = _values(schedule, t, xt)
+def _ddim_core(net: _Net, xt, t, schedule, eta, noise, generator) -> StepOutput:
+    # 1. Network output (guided if w != 0) as eps and x0 (Song et al. Eq. 12, "predicted x0"); with clip_x0
+    #    x0 is clipped to [-1, 1] and eps recomputed to point from it to x_t (Ho et al. Eq. 4).
+    eps, x0_pred, v = net.predict(xt, t, schedule)
     ab, ab_prev = v["alpha_bar"], v["alpha_bar_prev"]
-    # 1. Network output (guided if w != 0), turned into eps and x0 (Song et al. Eq. 12, "predicted x0").
-    out = guided_output(model, xt, v["model_t"], y, w)
-    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
-    # 2. Optionally clip x0 to [-1, 1], then recompute the eps that points from it to x_t (Ho et al. Eq. 4).
-    if clip_x0:
-        x0_pred = x0_pred.clamp(-1.0, 1.0)
-        eps = (xt - _sqrt(ab) * x0_pred) / _sqrt(1.0 - ab)
-    # 3. sigma_t(eta) = eta sqrt((1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t-1})
+    # 2. sigma_t(eta) = eta sqrt((1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t-1})
     #    (Song et al. Eq. 16). eta = 1 gives sigma^2 = beta_tilde (DDPM), eta = 0 a deterministic step.
     var = eta**2 * (1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)
-    # 4. x_{t-1} = sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1} - sigma^2) eps + sigma z (Song et al. Eq. 12).
+    # 3. x_{t-1} = sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1} - sigma^2) eps + sigma z (Song et al. Eq. 12).
     direction = 1.0 - ab_prev - var
     direction = max(direction, 0.0) if isinstance(direction, float) else direction.clamp(min=0.0)
     x_prev = _sqrt(ab_prev) * x0_pred + _sqrt(direction) * eps
     return StepOutput(_add_noise(x_prev, _sqrt(var), noise, generator), x0_pred)
-
-
-def _prediction(model, xt, t: int, schedule, y, w, clip_x0) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(eps, x0_pred, values) at step t, x0 optionally clipped and eps then recomputed from it (as DDIM)."""
-    v = _values(schedule, t, xt)
-    out = guided_output(model, xt, v["model_t"], y, w)
-    eps, x0_pred = _eps_and_x0(out, xt, v, getattr(model, "parameterization", "eps"))
-    if clip_x0:
-        x0_pred = x0_pred.clamp(-1.0, 1.0)
-        eps = (xt - _sqrt(v["alpha_bar"]) * x0_pred) / _sqrt(1.0 - v["alpha_bar"])
-    return eps, x0_pred, v
 
 
 def _half_log_snr(alpha_bar: float) -> float:
@@ -179,9 +196,9 @@ def _half_log_snr(alpha_bar: float) -> float:
     return 0.5 * math.log(alpha_bar / (1.0 - alpha_bar))
 
 
-def _dpm2m_core(model, xt, t: int, schedule, y, w, clip_x0, x0_last) -> StepOutput:
+def _dpm2m_core(net: _Net, xt, t: int, schedule, x0_last) -> StepOutput:
     # 1. Data prediction x0_theta(x_t, t) (the "++": the solver integrates in x0, which clipping keeps in range).
-    _, x0_pred, v = _prediction(model, xt, t, schedule, y, w, clip_x0)
+    _, x0_pred, v = net.predict(xt, t, schedule)
     ab, ab_prev = v["alpha_bar"], v["alpha_bar_prev"]
     # 2. The last step to t = 0 has sigma = 0 (lambda = inf): x_0 = x0_pred, the first-order step.
     if ab_prev >= 1.0:
@@ -201,10 +218,10 @@ def _dpm2m_core(model, xt, t: int, schedule, y, w, clip_x0, x0_last) -> StepOutp
     return StepOutput(sigma_ratio * xt - math.sqrt(ab_prev) * math.expm1(-h) * d, x0_pred)
 
 
-def _heun_core(model, xt, t: int, schedule, y, w, clip_x0) -> StepOutput:
+def _heun_core(net: _Net, xt, t: int, schedule) -> StepOutput:
     # In Karras et al.'s variables y = x / sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar), the
     # probability-flow ODE reads dy/dsigma = (y - x0_pred) / sigma = eps (their Eq. 3 with s(t) = 1).
-    eps, x0_pred, v = _prediction(model, xt, t, schedule, y, w, clip_x0)
+    eps, x0_pred, v = net.predict(xt, t, schedule)
     ab, ab_prev = v["alpha_bar"], v["alpha_bar_prev"]
     sigma, sigma_prev = math.sqrt((1.0 - ab) / ab), math.sqrt((1.0 - ab_prev) / ab_prev)
     y_t = xt / math.sqrt(ab)
@@ -215,7 +232,7 @@ def _heun_core(model, xt, t: int, schedule, y, w, clip_x0) -> StepOutput:
         return StepOutput(y_euler, x0_pred)
     # 3. Heun's correction: average the slopes at both ends (Algorithm 1, lines 8-9); one more network call.
     x_euler = math.sqrt(ab_prev) * y_euler
-    eps_prev, _, _ = _prediction(model, x_euler, t - 1, schedule, y, w, clip_x0)
+    eps_prev, _, _ = net.predict(x_euler, t - 1, schedule)
     y_prev = y_t + (sigma_prev - sigma) * 0.5 * (eps + eps_prev)
     return StepOutput(math.sqrt(ab_prev) * y_prev, x0_pred)
 
@@ -241,10 +258,9 @@ def _check_int(value, name: str, lo: int = 1, hi: int | None = None, allow_none:
         raise ValueError(f"{name} must be an int {want}{' (or None)' if allow_none else ''}, got {value!r}")
 
 
-def _check_model_and_eta(model, eta: float) -> None:
+def _check_eta(eta: float) -> None:
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
-    _check_choice(getattr(model, "parameterization", "eps"), _PARAMETERIZATIONS, "model.parameterization")
 
 
 def _check_trained_T(model, schedule: NoiseSchedule) -> None:
@@ -254,12 +270,16 @@ def _check_trained_T(model, schedule: NoiseSchedule) -> None:
     trained = getattr(model, "trained_T", None)
     base = int(schedule.timesteps[-1])  # the original T, also after respacing
     if trained is not None and base != int(trained):
-        warnings.warn(f"the network was trained with T={trained} steps but the schedule has T={base}: its samples "
-                      f"will not be what it learned; use make_schedule(..., {trained}) (or the schedule that "
-                      "load_model returned), respaced with steps= for a shorter chain", stacklevel=3)
+        warnings.warn(
+            f"the network was trained with T={trained} steps but the schedule has T={base}: its samples "
+            f"will not be what it learned; use make_schedule(..., {trained}) (or the schedule that "
+            "load_model returned), respaced with steps= for a shorter chain",
+            stacklevel=3,
+        )
 
 
-def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor, torch.Tensor | None]:
+def _check_step(model, xt, t, schedule, y, w, noise, clip_x0: bool, parameterization: str | None) -> tuple[Any, _Net]:
+    """The step's checked t (an int, or an int64 (B,) tensor) and the network as the step calls it."""
     check_images(xt, "xt")
     if isinstance(t, int) and not isinstance(t, bool):
         _check_int(t, "t (a step goes from x_t to x_(t-1))", 1, schedule.T)
@@ -267,7 +287,8 @@ def _check_step(model, xt, t, schedule, y, w, noise) -> tuple[int | torch.Tensor
         t = check_timesteps(t, schedule.T, batch=xt.shape[0])
     if noise is not None and noise.shape != xt.shape:
         raise ValueError(f"noise must have the shape of xt {tuple(xt.shape)}, got {tuple(noise.shape)}")
-    return t, check_guidance(model, y, w, xt.shape[0], xt.device)
+    y = check_guidance(model, y, w, xt.shape[0], xt.device)
+    return t, _Net(model, declared_parameterization(model, parameterization), y, w, clip_x0)
 
 
 def ddpm_step(
@@ -280,6 +301,7 @@ def ddpm_step(
     w: float = 0.0,
     variance: Variance = "beta_tilde",
     clip_x0: bool = True,
+    parameterization: Parameterization | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> StepOutput:
@@ -290,12 +312,13 @@ def ddpm_step(
     sigma_t^2 = beta_t, beta_tilde_t or 0 (``variance``; 0 is Report A's deterministic reverse process).
 
     xt: (B, C, H, W); t: int or int64 (B,) in 1..T; y: labels (B,) or an int; w: guidance weight;
-    noise: optional z of xt's shape (else drawn from ``generator``). Returns StepOutput(x_prev, x0_pred).
+    noise: optional z of xt's shape (else drawn from ``generator``). parameterization: what the network
+    outputs, ``"eps"``, ``"x0"`` or ``"mu"``; by default the one it declares (see
+    :func:`~diffusion_edu.forward.declared_parameterization`). Returns StepOutput(x_prev, x0_pred).
     """
     _check_choice(variance, VARIANCES, "variance")
-    _check_model_and_eta(model, 0.0)
-    t, y = _check_step(model, xt, t, schedule, y, w, noise)
-    return _ddpm_core(model, xt, t, schedule, y, w, variance, clip_x0, noise, generator)
+    t, net = _check_step(model, xt, t, schedule, y, w, noise, clip_x0, parameterization)
+    return _ddpm_core(net, xt, t, schedule, variance, noise, generator)
 
 
 def ddim_step(
@@ -308,6 +331,7 @@ def ddim_step(
     w: float = 0.0,
     eta: float = 0.0,
     clip_x0: bool = True,
+    parameterization: Parameterization | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> StepOutput:
@@ -319,15 +343,16 @@ def ddim_step(
 
     Shapes and arguments as :func:`ddpm_step`; eta in [0, 1]. Returns StepOutput(x_prev, x0_pred).
     """
-    _check_model_and_eta(model, eta)
-    t, y = _check_step(model, xt, t, schedule, y, w, noise)
-    return _ddim_core(model, xt, t, schedule, y, w, float(eta), clip_x0, noise, generator)
+    _check_eta(eta)
+    t, net = _check_step(model, xt, t, schedule, y, w, noise, clip_x0, parameterization)
+    return _ddim_core(net, xt, t, schedule, float(eta), noise, generator)
 
 
 def _check_int_t(t, name: str) -> int:
     if isinstance(t, bool) or not isinstance(t, int):
-        raise TypeError(f"{name} takes one int t for the whole batch (it steps along one time grid), "
-                        f"got {type(t).__name__}")
+        raise TypeError(
+            f"{name} takes one int t for the whole batch (it steps along one time grid), got {type(t).__name__}"
+        )
     return t
 
 
@@ -341,6 +366,7 @@ def dpm_solver_2m_step(
     y: torch.Tensor | int | None = None,
     w: float = 0.0,
     clip_x0: bool = True,
+    parameterization: Parameterization | None = None,
 ) -> StepOutput:
     """One DPM-Solver++(2M) step x_t -> x_{t-1} (Lu et al. 2022, "DPM-Solver++", Algorithm 2).
 
@@ -350,13 +376,15 @@ def dpm_solver_2m_step(
     ``x0_last`` is the x0 prediction the previous step returned (at t + 1); without it (the first step)
     D = x0_theta(x_t) and the step equals DDIM's with eta = 0. The step to t = 0 is first order.
 
-    xt: (B, C, H, W); t: int in 1..T; y, w: labels and guidance weight. Returns StepOutput(x_prev, x0_pred).
+    xt: (B, C, H, W); t: int in 1..T; y, w: labels and guidance weight; parameterization as
+    :func:`ddpm_step`. Returns StepOutput(x_prev, x0_pred).
     """
-    _check_model_and_eta(model, 0.0)
-    t, y = _check_step(model, xt, _check_int_t(t, "dpm_solver_2m_step"), schedule, y, w, None)
+    t, net = _check_step(
+        model, xt, _check_int_t(t, "dpm_solver_2m_step"), schedule, y, w, None, clip_x0, parameterization
+    )
     if x0_last is not None and x0_last.shape != xt.shape:
         raise ValueError(f"x0_last must have the shape of xt {tuple(xt.shape)}, got {tuple(x0_last.shape)}")
-    return _dpm2m_core(model, xt, t, schedule, y, w, clip_x0, x0_last)
+    return _dpm2m_core(net, xt, t, schedule, x0_last)
 
 
 def heun_step(
@@ -368,6 +396,7 @@ def heun_step(
     y: torch.Tensor | int | None = None,
     w: float = 0.0,
     clip_x0: bool = True,
+    parameterization: Parameterization | None = None,
 ) -> StepOutput:
     """One step of Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Algorithm 1).
 
@@ -377,9 +406,8 @@ def heun_step(
 
     Shapes and arguments as :func:`dpm_solver_2m_step`. Returns StepOutput(x_prev, x0_pred).
     """
-    _check_model_and_eta(model, 0.0)
-    t, y = _check_step(model, xt, _check_int_t(t, "heun_step"), schedule, y, w, None)
-    return _heun_core(model, xt, t, schedule, y, w, clip_x0)
+    t, net = _check_step(model, xt, _check_int_t(t, "heun_step"), schedule, y, w, None, clip_x0, parameterization)
+    return _heun_core(net, xt, t, schedule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,32 +439,51 @@ def _device_dtype(model, x_T: torch.Tensor | None, device) -> tuple[torch.device
     return dev, dtype
 
 
-def _chunk_run(model, schedule, x, method, eta, variance, y, w, clip_x0, generator, every, bar) -> tuple:
-    frames_t, frames_x, frames_x0 = [], [], []
-    x0_last = None  # DPM-Solver++(2M) reuses the previous step's x0 prediction
-    for t in range(schedule.T, 0, -1):
-        if method == "ddpm":
-            out = _ddpm_core(model, x, t, schedule, y, w, variance, clip_x0, None, generator)
-        elif method == "ddim":
-            out = _ddim_core(model, x, t, schedule, y, w, eta, clip_x0, None, generator)
-        elif method == "dpm_solver_2m":
-            out = _dpm2m_core(model, x, t, schedule, y, w, clip_x0, x0_last)
-            x0_last = out.x0_pred
-        else:
-            out = _heun_core(model, x, t, schedule, y, w, clip_x0)
-        if every is not None and (schedule.T - t) % every == 0:
-            frames_t.append(t)
-            frames_x.append(x)
-            frames_x0.append(out.x0_pred)
-        x = out.x_prev
-        if bar is not None:
-            bar.update(1)
-    if every is None:
-        return x, None
-    frames_t.append(0)
-    frames_x.append(x)
-    frames_x0.append(x)  # at t = 0 the image is its own x0
-    return x, (frames_t, torch.stack(frames_x), torch.stack(frames_x0))  # (F, b, C, H, W)
+Step = Callable[[_Net, torch.Tensor, int, "torch.Tensor | None"], StepOutput]
+
+
+def _step_function(
+    method: str, schedule: NoiseSchedule, eta: float, variance: str, generator: torch.Generator | None
+) -> Step:
+    """The unchecked step of ``method`` as ``step(net, x_t, t, x0_last) -> StepOutput``; x0_last (the x0
+    prediction of the step before) is what DPM-Solver++(2M) extrapolates from, the others ignore it."""
+    if method == "ddpm":
+        return lambda net, x, t, x0_last: _ddpm_core(net, x, t, schedule, variance, None, generator)
+    if method == "ddim":
+        return lambda net, x, t, x0_last: _ddim_core(net, x, t, schedule, eta, None, generator)
+    if method == "dpm_solver_2m":
+        return lambda net, x, t, x0_last: _dpm2m_core(net, x, t, schedule, x0_last)
+    return lambda net, x, t, x0_last: _heun_core(net, x, t, schedule)
+
+
+class _Recorder:
+    """Keeps every k-th (t, x_t, x0_pred) of each chunk of images for the :class:`Trajectory`."""
+
+    def __init__(self, every: int | None) -> None:
+        self.every = every
+        self.t: list[int] = []
+        self.xt: list[list[torch.Tensor]] = []  # one list of frames per chunk
+        self.x0: list[list[torch.Tensor]] = []
+
+    def start_chunk(self) -> None:
+        if self.every is not None:
+            self.t = []  # the same steps in every chunk
+            self.xt.append([])
+            self.x0.append([])
+
+    def record(self, T: int, t: int, x: torch.Tensor, x0_pred: torch.Tensor) -> None:
+        if self.every is not None and (T - t) % self.every == 0:
+            self.t.append(t)
+            self.xt[-1].append(x)
+            self.x0[-1].append(x0_pred)
+
+    def end_chunk(self, x0: torch.Tensor) -> None:
+        self.record(0, 0, x0, x0)  # t = 0 closes the record: the image is its own x0
+
+    def trajectory(self, schedule: NoiseSchedule) -> Trajectory:
+        xt = torch.cat([torch.stack(f) for f in self.xt], dim=1)  # (F, n, C, H, W)
+        x0 = torch.cat([torch.stack(f) for f in self.x0], dim=1)
+        return Trajectory(t=self.t, model_t=[int(schedule.timesteps[t]) for t in self.t], xt=xt, x0_pred=x0)
 
 
 def sample(
@@ -457,6 +504,7 @@ def sample(
     batch_size: int | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,
+    parameterization: Parameterization | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
     """Generate n images by running the reverse process from x_T ~ N(0, I) down to x_0.
 
@@ -470,27 +518,82 @@ def sample(
     mode, on the model's device and dtype (``device`` overrides). ``generator`` may live on any device:
     every draw happens on the generator's own device and the noise then moves to the model's
     (:func:`~diffusion_edu.forward.randn_on`), so a CPU generator gives the same noise everywhere.
+    parameterization: what the network outputs (default: what it declares; see :func:`ddpm_step`).
+
+    The loop below is the whole algorithm: for each chunk of images, x_T is drawn and every step of
+    ``method`` maps x_t to x_{t-1}, t = T..1 (indices of the possibly respaced schedule).
 
     Returns images (n, C, H, W), or (images, Trajectory) when ``trajectory_every = k`` is given.
     """
+    dev, dtype = _device_dtype(model, x_T, device)
+    schedule, shape, y = _check_sample(
+        model, schedule, n, method, steps, eta, variance, y, w, x_T, trajectory_every, batch_size, dev
+    )
+    step = _step_function(method, schedule, float(eta), variance, generator)
+    p = declared_parameterization(model, parameterization)
+    bs = batch_size or n
+    images, record = [], _Recorder(trajectory_every)
+    bar = _progress_bar(progress, schedule.T * math.ceil(n / bs), f"{method} sampling")
+    with _inference(model):
+        for start in range(0, n, bs):  # at most bs images at a time
+            b = min(bs, n - start)
+            x = randn_on((b, *shape), generator, dev, dtype) if x_T is None else x_T[start : start + b].to(dev, dtype)
+            net = _Net(model, p, None if y is None else y[start : start + b], w, clip_x0)
+            x0_last = None
+            record.start_chunk()
+            for t in range(schedule.T, 0, -1):  # x_T -> x_{T-1} -> ... -> x_0 (schedule indices)
+                out = step(net, x, t, x0_last)
+                record.record(schedule.T, t, x, out.x0_pred)
+                x, x0_last = out.x_prev, out.x0_pred
+                bar.update(1)
+            record.end_chunk(x)
+            images.append(x)
+    bar.close()
+    if trajectory_every is None:
+        return torch.cat(images)
+    return torch.cat(images), record.trajectory(schedule)
+
+
+class _NoBar:
+    def update(self, k: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def _check_sample(
+    model, schedule: NoiseSchedule, n, method, steps, eta, variance, y, w, x_T, every, batch_size, dev: torch.device
+) -> tuple[NoiseSchedule, tuple[int, ...], torch.Tensor | None]:
+    """Check :func:`sample`'s arguments; return the (respaced, CPU) schedule, the image shape (C, H, W)
+    and the checked labels (n,) or None."""
     _check_choice(method, METHODS, "method")
     _check_choice(variance, VARIANCES, "variance")
-    _check_model_and_eta(model, eta)
+    _check_eta(eta)
     if method == "ddpm" and eta != 0:
         raise ValueError(f"eta={eta} only applies to method='ddim'; DDPM's noise is chosen with variance=")
     if method in ("dpm_solver_2m", "heun") and eta != 0:
         raise ValueError(f"eta={eta} does not apply to method={method!r}, a deterministic ODE solver")
     if method != "ddpm" and variance != "beta_tilde":
-        raise ValueError(f"variance={variance!r} only applies to method='ddpm'; "
-                         f"{'DDIM' if method == 'ddim' else method}'s noise is chosen with eta= (ODE solvers: none)")
+        raise ValueError(
+            f"variance={variance!r} only applies to method='ddpm'; "
+            f"{'DDIM' if method == 'ddim' else method}'s noise is chosen with eta= (ODE solvers: none)"
+        )
     _check_int(n, "n (the number of images)")
     _check_int(batch_size, "batch_size", allow_none=True)
-    _check_int(trajectory_every, "trajectory_every", allow_none=True)
+    _check_int(every, "trajectory_every", allow_none=True)
     _check_int(steps, f"steps (the number of sampling steps, at most T={schedule.T})", 1, schedule.T, allow_none=True)
     _check_trained_T(model, schedule)
     if steps is not None:
         schedule = respace(schedule, steps)
-    dev, dtype = _device_dtype(model, x_T, device)
     if x_T is not None:
         check_images(x_T, "x_T")
         if x_T.shape[0] != n:
@@ -502,33 +605,4 @@ def sample(
             raise ValueError("pass x_T, or give the model the attributes in_channels and image_size")
         shape = (c, s, s)
     y = check_guidance(model, y, w, n, dev)
-    schedule = schedule.to("cpu")  # per-step values are read as Python floats: no device syncs
-    bs = batch_size or n
-    images, traj = [], []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=schedule.T * math.ceil(n / bs), desc=f"{method} sampling", leave=False)
-    with _inference(model):
-        for start in range(0, n, bs):
-            b = min(bs, n - start)
-            if x_T is None:
-                x = randn_on((b, *shape), generator, dev, dtype)
-            else:
-                x = x_T[start:start + b].to(device=dev, dtype=dtype)
-            yb = None if y is None else y[start:start + b]
-            x, frames = _chunk_run(model, schedule, x, method, float(eta), variance, yb, w, clip_x0, generator,
-                                   trajectory_every, bar)
-            images.append(x)
-            traj.append(frames)
-    if bar is not None:
-        bar.close()
-    images = torch.cat(images)
-    if trajectory_every is None:
-        return images
-    t_list = traj[0][0]
-    model_t = [int(schedule.timesteps[t]) for t in t_list]
-    xs = torch.cat([f[1] for f in traj], dim=1)  # (F, n, C, H, W)
-    x0s = torch.cat([f[2] for f in traj], dim=1)
-    return images, Trajectory(t=t_list, model_t=model_t, xt=xs, x0_pred=x0s)
+    return schedule.to("cpu"), shape, y  # per-step values are read as Python floats: no device syncs

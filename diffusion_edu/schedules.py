@@ -16,8 +16,8 @@ Report D (following Prince's textbook) writes ``alpha_t`` for what is ``alpha_ba
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, Sequence
 
 import torch
 
@@ -63,9 +63,7 @@ def _endpoints(T: int, beta_start: float, beta_end: float, scale_to_T: bool) -> 
     return beta_start, beta_end
 
 
-def linear_betas(
-    T: int, beta_start: float = 1e-4, beta_end: float = 0.02, scale_to_T: bool = False
-) -> torch.Tensor:
+def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02, scale_to_T: bool = False) -> torch.Tensor:
     """Ho et al. (2020) Sec. 4: betas rising linearly from ``beta_start`` to ``beta_end``.
 
     beta_t = beta_start + (beta_end - beta_start) * (t - 1) / (T - 1),  t = 1..T   (book eq. linear-betas)
@@ -79,9 +77,7 @@ def linear_betas(
     return torch.linspace(b0, b1, T, dtype=torch.float64)
 
 
-def quadratic_betas(
-    T: int, beta_start: float = 1e-4, beta_end: float = 0.02, scale_to_T: bool = False
-) -> torch.Tensor:
+def quadratic_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02, scale_to_T: bool = False) -> torch.Tensor:
     """Quadratic schedule: sqrt(beta_t) rises linearly from sqrt(beta_start) to sqrt(beta_end).
 
     beta_t = (sqrt(b0) + (sqrt(b1) - sqrt(b0)) * (t - 1) / (T - 1))^2                 (book eq. quadratic-betas)
@@ -109,9 +105,7 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     return betas.clamp(max=max_beta)
 
 
-def sigmoid_betas(
-    T: int, beta_start: float = 1e-4, beta_end: float = 0.02, scale_to_T: bool = False
-) -> torch.Tensor:
+def sigmoid_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02, scale_to_T: bool = False) -> torch.Tensor:
     """Report A's sigmoid schedule, defined in *beta space*: a logistic ramp from b0 to b1.
 
     beta_t = b0 + (b1 - b0) * sigmoid(-6 + 12 (t - 1) / (T - 1))                        (book eq. sigmoid-betas)
@@ -179,8 +173,10 @@ class NoiseSchedule:
         if self.model_betas is None:
             object.__setattr__(self, "model_betas", self.betas)  # frozen dataclass
         elif self.model_betas.shape != self.betas.shape:
-            raise ValueError(f"model_betas must have the shape of betas {tuple(self.betas.shape)}, "
-                             f"got {tuple(self.model_betas.shape)}")
+            raise ValueError(
+                f"model_betas must have the shape of betas {tuple(self.betas.shape)}, "
+                f"got {tuple(self.model_betas.shape)}"
+            )
 
     @property
     def T(self) -> int:
@@ -196,7 +192,7 @@ class NoiseSchedule:
     def device(self) -> torch.device:
         return self.betas.device
 
-    def to(self, device: torch.device | str) -> "NoiseSchedule":
+    def to(self, device: torch.device | str) -> NoiseSchedule:
         """A copy with every tensor on ``device`` (kept in float64 where the device allows)."""
         device = torch.device(device)
         out = {}

@@ -1,5 +1,9 @@
 """The training loop: one loop for every preset, resumable exactly from its checkpoints.
 
+(Longer than the package's usual ~400 lines, and ``_loop`` longer than ~60: the loop, resuming,
+the run directory's claim and the checkpoint state are one contract, that a resumed run is the run
+that never stopped; its steps stay in one place to be read in order.)
+
 ``train(config, out_dir)`` runs Ho et al.'s Algorithm 1 (or Bansal et al.'s cold-diffusion
 objective) with the options of :class:`~diffusion_edu.presets.TrainConfig` and writes, under
 ``out_dir``: ``config.json``, ``log.jsonl`` (one JSON line per log interval: step, mean loss, learning
@@ -33,37 +37,79 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
+from .builders import build_network, build_process, check_degradation
 from .checkpoint import (
-    CHECKPOINT_FORMAT, CheckpointError, EpochOrder, LoadedModel, build_network, build_process, capture_rng_state,
-    check_degradation, check_finite_weights, derived_seed, forked_rng, load_checkpoint, load_model, require_keys,
-    resolve_device, restore_rng_state, save_checkpoint,
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    LoadedModel,
+    check_finite_weights,
+    load_checkpoint,
+    load_model,
+    require_keys,
+    save_checkpoint,
 )
 from .data import ImageDataset, load_dataset
 from .data_fit import data_options, fit_to_data
+from .devices import resolve_device
 from .distributed import DistributedContext, check_global_batch, current, dropout_seed, launch
+from .forward import declared_parameterization
 from .guards import DivergenceError, DivergenceGuard, TrainingInterrupted
 from .losses import DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, sample_timesteps
 from .precision import grad_scaler, resolve_precision
-from .presets import PRESETS, TrainConfig, add_cli, get_preset
+from .presets import TRAINING_PRESETS, TrainConfig, training_preset
 from .results import atomic_write_bytes
-from .rundir import ASIDE, RunLock, RunLockedError, dataset_identity, drop_aside, remove_stale_temp_files, repair_log, \
-    restore_aside, set_aside
+from .rundir import (
+    ASIDE,
+    RunLock,
+    RunLockedError,
+    dataset_identity,
+    drop_aside,
+    remove_stale_temp_files,
+    repair_log,
+    restore_aside,
+    set_aside,
+)
+from .seeding import EpochOrder, capture_rng_state, derived_seed, forked_rng, restore_rng_state
 
 __all__ = [
-    "TrainConfig", "PRESETS", "get_preset", "TrainingRun", "TrainResult", "NonFiniteLossError",
-    "DivergenceError", "TrainingInterrupted", "train", "steps_for_budget", "ema_update", "load_model", "LoadedModel", "add_cli",
+    "TrainConfig",
+    "TRAINING_PRESETS",
+    "training_preset",
+    "TrainingRun",
+    "TrainResult",
+    "NonFiniteLossError",
+    "DivergenceError",
+    "TrainingInterrupted",
+    "train",
+    "steps_for_budget",
+    "ema_update",
+    "load_model",
+    "LoadedModel",
 ]
 
 Callback = Callable[[int, torch.nn.Module, "torch.nn.Module | None"], Any]
 # Fields that may change between a run and its resumption (they do not change the trained state).
-_RESUMABLE = {"steps", "budget_fixed_at", "log_every", "checkpoint_every", "sample_every", "sample_n", "sample_steps",
-              "callback_every", "device", "precision", "channels_last", "compile"}
+_RESUMABLE = {
+    "steps",
+    "budget_fixed_at",
+    "log_every",
+    "checkpoint_every",
+    "sample_every",
+    "sample_n",
+    "sample_steps",
+    "callback_every",
+    "device",
+    "precision",
+    "channels_last",
+    "compile",
+}
 # What resuming a checkpoint needs (a file without them was not written by train()).
 _RESUME_KEYS = ("step", "config", "model", "optimizer", "rng", "data_order", "image_shape")
 _OVERWRITE_HINT = "start afresh with --overwrite (overwrite=True in Python)"
@@ -91,9 +137,16 @@ class TrainingRun:
     """Everything one run holds (data, network, EMA, optimizer, noise generator, data order) and its
     optimisation step :meth:`train_step`. ``state_dict()`` is the checkpoint."""
 
-    def __init__(self, config: TrainConfig, device: str | torch.device | None = None, *,
-                 model: torch.nn.Module | None = None, discriminator: torch.nn.Module | None = None,
-                 degradation: Any = None, dataset: ImageDataset | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: str | torch.device | None = None,
+        *,
+        model: torch.nn.Module | None = None,
+        discriminator: torch.nn.Module | None = None,
+        degradation: Any = None,
+        dataset: ImageDataset | None = None,
+    ):
         cfg = self.config = config
         dev = self.device = resolve_device(device or config.device)
         self.dist: DistributedContext | None = current()  # None: a plain single-process run
@@ -112,7 +165,6 @@ class TrainingRun:
         # The global RNG (dropout masks): one stream per process, process 0's is the single-process one.
         torch.manual_seed(dropout_seed(cfg.seed, self.dist.rank if self.dist is not None else 0))
         self.model = model.to(dev).train()  # the raw module: checkpoints hold its state_dict
-        self.model.parameterization = cfg.parameterization
         self._check_network(ds)
         self.num_classes: int | None = getattr(model, "num_classes", None)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
@@ -149,22 +201,31 @@ class TrainingRun:
         self.last_grad_norm: torch.Tensor | None = None
 
     def _check_network(self, ds: ImageDataset) -> None:
+        declared_parameterization(
+            self.model, self.config.parameterization
+        )  # a network declaring another output is refused
         c, h, _ = ds.image_shape
         want_c, want_h = getattr(self.model, "in_channels", c), getattr(self.model, "image_size", h)
         if (want_c, want_h) != (c, h):
-            raise ValueError(f"the network takes {want_c}-channel {want_h}x{want_h} images but the dataset "
-                             f"{ds.name!r} has shape {tuple(ds.image_shape)}")
+            raise ValueError(
+                f"the network takes {want_c}-channel {want_h}x{want_h} images but the dataset "
+                f"{ds.name!r} has shape {tuple(ds.image_shape)}"
+            )
         nc = getattr(self.model, "num_classes", None)
         if self.config.p_uncond > 0 and nc is None:
-            raise ValueError("TrainConfig.p_uncond > 0 (label dropout) needs a class-conditional network, "
-                             "but the network has num_classes=None; set model_kwargs={'num_classes': 10}")
+            raise ValueError(
+                "TrainConfig.p_uncond > 0 (label dropout) needs a class-conditional network, "
+                "but the network has num_classes=None; set model_kwargs={'num_classes': 10}"
+            )
         if nc is not None and nc < int(ds.labels.max()) + 1:
             raise ValueError(f"the network has num_classes={nc} but the dataset's labels reach {int(ds.labels.max())}")
 
     def _frozen_discriminator(self, discriminator: torch.nn.Module | None) -> torch.nn.Module:
         if self.num_classes is None:
-            raise ValueError("TrainConfig.disc_weight > 0 (Report A's discriminator term) compares D's answer "
-                             "with the label, so it needs a class-conditional network (num_classes set)")
+            raise ValueError(
+                "TrainConfig.disc_weight > 0 (Report A's discriminator term) compares D's answer "
+                "with the label, so it needs a class-conditional network (num_classes set)"
+            )
         if discriminator is None:
             from .metrics import load_mnist_classifier
 
@@ -197,8 +258,7 @@ class TrainingRun:
         cfg, dev, gen = self.config, self.device, self.generator
         step = self.step + 1
         x0, y = self.data.batch(self.order.next())
-        x0, y = augment_batch(x0, y, hflip=cfg.hflip, p_uncond=cfg.p_uncond, null_label=self.num_classes,
-                              generator=gen)
+        x0, y = augment_batch(x0, y, hflip=cfg.hflip, p_uncond=cfg.p_uncond, null_label=self.num_classes, generator=gen)
         T = self.tables.T if self.tables is not None else int(self.degradation.T)
         t = sample_timesteps(x0.shape[0], T, gen, dev)
         eps = torch.randn(x0.shape, generator=gen, device=dev) if self.tables is not None else None
@@ -213,15 +273,20 @@ class TrainingRun:
         labels = y if self.num_classes is not None else None
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             if self.tables is not None:
-                loss, output, xt = gaussian_loss(self.forward, x0, t, eps, self.tables, cfg.parameterization,
-                                                 cfg.loss, labels)
+                loss, output, xt = gaussian_loss(
+                    self.forward, x0, t, eps, self.tables, cfg.parameterization, cfg.loss, labels
+                )
                 if self.discriminator is not None:
                     tab, p = self.tables, cfg.parameterization
-                    x_pred = (tab.x0_from_output(output, xt, t, p) if cfg.disc_input == "x0"
-                              else tab.mu_from_output(output, xt, t, p))
+                    x_pred = (
+                        tab.x0_from_output(output, xt, t, p)
+                        if cfg.disc_input == "x0"
+                        else tab.mu_from_output(output, xt, t, p)
+                    )
                     x_pred = x_pred.float().clamp(-1.0, 1.0)
-                    loss = loss + cfg.disc_weight * discriminator_term(self.discriminator, x_pred, y,
-                                                                       self.num_classes, kept)
+                    loss = loss + cfg.disc_weight * discriminator_term(
+                        self.discriminator, x_pred, y, self.num_classes, kept
+                    )
             else:
                 loss, _ = cold_loss(self.forward, x0, t, self.degradation, cfg.loss, labels)
             aux = getattr(self.model, "aux_loss", None)
@@ -252,13 +317,19 @@ class TrainingRun:
         Under DDP every process must call it (it gathers each process's dropout RNG state into
         ``rng_per_process``, with ``world_size``); process 0 saves it."""
         state = {
-            "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.config.to_dict(),
-            "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(), "rng": capture_rng_state(self.generator, self.device),
-            "data_order": self.order.state_dict(), "image_shape": list(self.image_shape),
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": capture_rng_state(self.generator, self.device),
+            "data_order": self.order.state_dict(),
+            "image_shape": list(self.image_shape),
             "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
             "torch_version": str(torch.__version__),  # TorchVersion is a class: keep plain str
-            "dataset": self.dataset_id, "threads": torch.get_num_threads(),
+            "dataset": self.dataset_id,
+            "threads": torch.get_num_threads(),
             "precision": self.precision.name,
         }
         if self.scaler is not None:
@@ -277,13 +348,17 @@ class TrainingRun:
             raise CheckpointError(
                 f"the checkpoint was trained on {theirs['name']!r} ({theirs['n']} images, content sha256 "
                 f"{theirs['sha256'][:12]}...) but this run's data is {mine['name']!r} ({mine['n']} images, "
-                f"sha256 {mine['sha256'][:12]}...): resume with the same data, or {_OVERWRITE_HINT}")
+                f"sha256 {mine['sha256'][:12]}...): resume with the same data, or {_OVERWRITE_HINT}"
+            )
         threads = state.get("threads")
         more = int(state["step"]) < self.config.steps  # a finished run that is only loaded trains nothing
         if more and threads is not None and int(threads) != torch.get_num_threads():
-            warnings.warn(f"resuming with {torch.get_num_threads()} CPU threads, but the checkpoint was written "
-                          f"with {threads}: the run continues, but is exactly the uninterrupted run only with the "
-                          f"same thread count and hardware (--threads {threads})", stacklevel=3)
+            warnings.warn(
+                f"resuming with {torch.get_num_threads()} CPU threads, but the checkpoint was written "
+                f"with {threads}: the run continues, but is exactly the uninterrupted run only with the "
+                f"same thread count and hardware (--threads {threads})",
+                stacklevel=3,
+            )
         try:
             self.model.load_state_dict(state["model"])
             if self.ema is not None:
@@ -328,10 +403,18 @@ def _eval_mode(model: torch.nn.Module):
         model.train()
 
 
-def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, progress: bool = True,
-          callbacks: Callback | Sequence[Callback] | None = None, *, model: torch.nn.Module | None = None,
-          discriminator: torch.nn.Module | None = None, degradation: Any = None,
-          overwrite: bool = False) -> TrainResult:
+def train(
+    config: TrainConfig | dict,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    callbacks: Callback | Sequence[Callback] | None = None,
+    *,
+    model: torch.nn.Module | None = None,
+    discriminator: torch.nn.Module | None = None,
+    degradation: Any = None,
+    overwrite: bool = False,
+) -> TrainResult:
     """Train (or resume training) the network described by ``config``; write everything to ``out_dir``.
 
     resume: continue from ``out_dir/checkpoint.pt`` when it exists (only the fields in ``_RESUMABLE``,
@@ -365,14 +448,17 @@ def train(config: TrainConfig | dict, out_dir: str | Path, resume: bool = True, 
     if callbacks and not config.callback_every:
         raise ValueError("callbacks were given but TrainConfig.callback_every is 0, so they would never run")
     resume = resume and not overwrite
-    with launch(config.device, config.batch_size) as (ctx, device), \
-            _claim(out, ctx, config, resume) as main:  # ctx None: no torchrun; main: this process writes out
+    with (
+        launch(config.device, config.batch_size) as (ctx, device),
+        _claim(out, ctx, config, resume) as main,
+    ):  # ctx None: no torchrun; main: this process writes out
         previous = _previous_run(out, config, resume, overwrite, main)
         if ctx is not None:  # every process has read the same checkpoint before process 0 changes out_dir
             ctx.agree(-1 if previous is None else int(previous["step"]), "the checkpoint's step")
         with forked_rng(device):
-            run = TrainingRun(config, device, model=model, discriminator=discriminator, degradation=degradation,
-                              dataset=dataset)
+            run = TrainingRun(
+                config, device, model=model, discriminator=discriminator, degradation=degradation, dataset=dataset
+            )
             wall = 0.0
             if previous is not None and config.minutes is not None:
                 config = _budget_of(previous["config"], config)
@@ -436,9 +522,11 @@ def _previous_run(out: Path, config: TrainConfig, resume: bool, overwrite: bool,
     if not resume:
         if overwrite:
             return None
-        raise ValueError(f"{out} already holds a run ({ckpt_path}); resume=False (--no-resume) would replace it: "
-                         f"{_OVERWRITE_HINT}, which keeps the old run in {out / ASIDE} until the new run's first "
-                         "checkpoint, or choose another output folder")
+        raise ValueError(
+            f"{out} already holds a run ({ckpt_path}); resume=False (--no-resume) would replace it: "
+            f"{_OVERWRITE_HINT}, which keeps the old run in {out / ASIDE} until the new run's first "
+            "checkpoint, or choose another output folder"
+        )
     previous = load_checkpoint(ckpt_path)
     require_keys(previous, _RESUME_KEYS, ckpt_path, "resuming a run")
     for key in ("model", "ema"):
@@ -447,8 +535,10 @@ def _previous_run(out: Path, config: TrainConfig, resume: bool, overwrite: bool,
     now = config.to_dict()
     changed = sorted(k for k, v in previous["config"].items() if now.get(k) != v and k not in _RESUMABLE)
     if changed:
-        raise CheckpointError(f"{ckpt_path} belongs to a run with a different config (fields {changed} "
-                              f"differ); choose another output folder, or {_OVERWRITE_HINT}")
+        raise CheckpointError(
+            f"{ckpt_path} belongs to a run with a different config (fields {changed} "
+            f"differ); choose another output folder, or {_OVERWRITE_HINT}"
+        )
     return previous
 
 
@@ -490,8 +580,9 @@ class _BudgetProbe:
         return steps_for_budget(self.minutes, elapsed(), step, (now - self.t_start) / (self.end - self.start))
 
 
-def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback], wall: float,
-          has_checkpoint: bool) -> TrainResult:
+def _loop(
+    run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback], wall: float, has_checkpoint: bool
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     cfg, dev, ctx = run.config, run.device, run.dist
@@ -506,8 +597,11 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
     t_interval = t0
 
     def kept() -> str:
-        return (f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}" if last_good is not None
-                else "no checkpoint had been written yet")
+        return (
+            f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}"
+            if last_good is not None
+            else "no checkpoint had been written yet"
+        )
 
     def check_finite() -> None:
         first, value = (bad_step, bad_loss) if ctx is None else ctx.first_bad_step(bad_step, bad_loss)
@@ -518,8 +612,14 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
     run.model.train()
     # a wall-clock budget whose steps are not fixed yet: the loop runs until the probe fixes them
     probe = _BudgetProbe(cfg, run.step) if cfg.minutes is not None and cfg.budget_fixed_at is None else None
-    bar = tqdm(total=cfg.steps if probe is None else None, initial=run.step, disable=not (progress and main),
-               unit="step", dynamic_ncols=True, desc=f"train {type(run.model).__name__ if run.custom_model else cfg.model}")
+    bar = tqdm(
+        total=cfg.steps if probe is None else None,
+        initial=run.step,
+        disable=not (progress and main),
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"train {type(run.model).__name__ if run.custom_model else cfg.model}",
+    )
     step = run.step
     try:
         while probe is not None or step < cfg.steps:
@@ -552,9 +652,14 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
             now = time.perf_counter()
             if do_log:
                 mean = float(loss_sum if ctx is None else ctx.mean(loss_sum)) / n_acc  # global batch's loss
-                record = {"step": step, "epoch": run.order.epoch, "loss": mean, "lr": run.lr_at(step),
-                          "img_per_s": round(n_acc * cfg.batch_size / max(now - t_interval, 1e-9), 2),
-                          "elapsed_s": round(wall + now - t0, 3)}
+                record = {
+                    "step": step,
+                    "epoch": run.order.epoch,
+                    "loss": mean,
+                    "lr": run.lr_at(step),
+                    "img_per_s": round(n_acc * cfg.batch_size / max(now - t_interval, 1e-9), 2),
+                    "elapsed_s": round(wall + now - t0, 3),
+                }
                 if run.last_grad_norm is not None:
                     record["grad_norm"] = float(run.last_grad_norm)
                 if main:
@@ -581,23 +686,27 @@ def _loop(run: TrainingRun, out: Path, progress: bool, callbacks: list[Callback]
                     for callback in callbacks:
                         callback(step, run.model, run.ema)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(f"training stopped at step {run.step}; {kept()}; run the same command again "
-                                  "(or train() with resume=True) to continue from it") from None
+        raise TrainingInterrupted(
+            f"training stopped at step {run.step}; {kept()}; run the same command again "
+            "(or train() with resume=True) to continue from it"
+        ) from None
     finally:
         bar.close()
     if ctx is not None:
         ctx.barrier()  # process 0's last files are on disk before train() returns anywhere
     run.model.eval()
-    return TrainResult(run.model, run.ema, run.process, cfg, run.step, out, wall + time.perf_counter() - t0,
-                       run.precision.name)
+    return TrainResult(
+        run.model, run.ema, run.process, cfg, run.step, out, wall + time.perf_counter() - t0, run.precision.name
+    )
 
 
 def _check_finite_weights(run: TrainingRun, step: int, kept: Callable[[], str]) -> None:
     """Before a checkpoint: weights with NaN or inf are never saved (one read-back per checkpoint)."""
     params = [p.detach() for p in run.model.parameters() if p.is_floating_point()]
     if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-        raise NonFiniteLossError(f"the weights became non-finite (NaN or inf) by step {step}: training stopped; "
-                                 f"{kept()}")
+        raise NonFiniteLossError(
+            f"the weights became non-finite (NaN or inf) by step {step}: training stopped; {kept()}"
+        )
 
 
 @torch.no_grad()
@@ -615,8 +724,16 @@ def _save_samples(run: TrainingRun, path: Path) -> None:
 
             y = torch.arange(n, device=dev) % run.num_classes if run.num_classes is not None else None
             gen = torch.Generator(dev).manual_seed(derived_seed(cfg.seed, "samples"))
-            images = sample(net, run.schedule.to(dev), n, method="ddim", steps=min(cfg.sample_steps, cfg.T),
-                            y=y, generator=gen)
+            images = sample(
+                net,
+                run.schedule.to(dev),
+                n,
+                method="ddim",
+                steps=min(cfg.sample_steps, cfg.T),
+                y=y,
+                generator=gen,
+                parameterization=cfg.parameterization,
+            )
         else:
             from .cold import cold_sample
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import os
 import re
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,13 +25,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.animation import FuncAnimation
 
 __all__ = [
-    "image_grid", "save_image_grid", "show_images",
-    "plot_schedules", "noising_frames", "show_noised", "noising_readout",
-    "noising_animation", "animation_html", "noising_widget",
+    "image_grid",
+    "save_image_grid",
+    "show_images",
+    "plot_schedules",
+    "noising_frames",
+    "show_noised",
+    "noising_readout",
+    "noising_animation",
+    "animation_html",
+    "noising_widget",
 ]
 
 
-def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+def image_grid(
+    images: torch.Tensor, nrow: int = 8, padding: int = 2, value_range: tuple[float, float] = (-1.0, 1.0)
+) -> np.ndarray:
     """Tile a batch (B, C, H, W) into one uint8 array (H', W') for grey or (H', W', 3) for colour.
 
     ``value_range`` is the range the images are in (model range [-1, 1] by default); values outside
@@ -47,7 +57,7 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, value_rang
     for i in range(b):
         r, q = divmod(i, ncol)
         top, left = padding + r * (h + padding), padding + q * (w + padding)
-        grid[:, top:top + h, left:left + w] = x[i]
+        grid[:, top : top + h, left : left + w] = x[i]
     arr = (grid * 255 + 0.5).to(torch.uint8).numpy()
     return arr[0] if c == 1 else arr.transpose(1, 2, 0)
 
@@ -61,7 +71,9 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8
     matplotlib.image.imsave(path, arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
 
 
-def show_images(images: torch.Tensor, nrow: int = 8, ax=None, title: str | None = None, labels: Sequence | None = None, **kwargs):
+def show_images(
+    images: torch.Tensor, nrow: int = 8, ax=None, title: str | None = None, labels: Sequence | None = None, **kwargs
+):
     """Show a batch as a grid on a matplotlib axis (a new figure when ``ax`` is None); returns the axis."""
     import matplotlib.pyplot as plt
 
@@ -158,8 +170,13 @@ def noising_readout(schedules: NoiseSchedule | Sequence[NoiseSchedule], t: int) 
     schedules = _schedule_list(schedules)
     (t,) = _as_steps(t, schedules[0].T, name="t")
     return [
-        {"schedule": s.name, "alpha_bar": float(s.alpha_bar[t]), "signal": float(s.alpha_bar[t].sqrt()),
-         "snr": float(s.snr[t]), "log_snr": float(s.log_snr[t])}
+        {
+            "schedule": s.name,
+            "alpha_bar": float(s.alpha_bar[t]),
+            "signal": float(s.alpha_bar[t].sqrt()),
+            "snr": float(s.snr[t]),
+            "log_snr": float(s.log_snr[t]),
+        }
         for s in schedules
     ]
 
@@ -204,7 +221,7 @@ def noising_animation(
     generator: torch.Generator | None = None,
     interval: int = 300,
     scale: float = 2.0,
-) -> "FuncAnimation":
+) -> FuncAnimation:
     """An animation over t of ``x0`` noised under each schedule: the widget's frames, for static pages.
 
     One panel per schedule (two panels a row) shows the B images side by side, with alpha_bar_t and SNR
@@ -227,8 +244,11 @@ def noising_animation(
     ncols = min(2, len(schedules))  # panels in a grid two wide, so the animation fits a page column
     nrows = -(-len(schedules) // ncols)
     dpi = 72
-    fig = Figure(figsize=(ncols * (gw * scale / dpi + 0.4), nrows * (gh * scale / dpi + 0.55) + 0.35), dpi=dpi,
-                 layout="constrained")
+    fig = Figure(
+        figsize=(ncols * (gw * scale / dpi + 0.4), nrows * (gh * scale / dpi + 0.55) + 0.35),
+        dpi=dpi,
+        layout="constrained",
+    )
     grid_axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in grid_axes:
         ax.set_axis_off()
@@ -239,8 +259,10 @@ def noising_animation(
     def draw(i: int):
         for ax, im, g, r in zip(axes, ims, grids[i], noising_readout(schedules, steps[i])):
             im.set_data(g)
-            ax.set_title(f"{r['schedule']}\n" + r"$\bar\alpha_t$" + f" = {_fmt(r['alpha_bar'])}, SNR = {_fmt(r['snr'])}",
-                         fontsize=10)
+            ax.set_title(
+                f"{r['schedule']}\n" + r"$\bar\alpha_t$" + f" = {_fmt(r['alpha_bar'])}, SNR = {_fmt(r['snr'])}",
+                fontsize=10,
+            )
         title.set_text(f"t = {steps[i]} of T = {T}")
         return ims
 
@@ -252,13 +274,19 @@ def noising_animation(
 
 # to_jshtml's buttons use Font Awesome icons from a CDN; offline they would be blank squares.
 _ICONS = {
-    "fa fa-minus": "−", "fa fa-fast-backward": "⇤", "fa fa-step-backward": "←",
-    "fa fa-play fa-flip-horizontal": "◀", "fa fa-pause": "❚❚", "fa fa-play": "▶",
-    "fa fa-step-forward": "→", "fa fa-fast-forward": "⇥", "fa fa-plus": "+",
+    "fa fa-minus": "−",
+    "fa fa-fast-backward": "⇤",
+    "fa fa-step-backward": "←",
+    "fa fa-play fa-flip-horizontal": "◀",
+    "fa fa-pause": "❚❚",
+    "fa fa-play": "▶",
+    "fa fa-step-forward": "→",
+    "fa fa-fast-forward": "⇥",
+    "fa fa-plus": "+",
 }
 
 
-def animation_html(anim: "FuncAnimation", frame_format: str = "png", default_mode: str = "once") -> str:
+def animation_html(anim: FuncAnimation, frame_format: str = "png", default_mode: str = "once") -> str:
     """``anim.to_jshtml()`` made self-contained: a slider and buttons that scrub the frames in a static
     page with no kernel and no network (the CDN icon stylesheet is dropped, the icons become text).
 
@@ -287,14 +315,23 @@ def _png(arr: np.ndarray, scale: int) -> bytes:
 
 
 def _readout_html(rows: list[dict], t: int, T: int) -> str:
-    head = "".join(f"<th style='padding:2px 8px'>{h}</th>" for h in
-                   ("schedule", "ᾱ<sub>t</sub>", "√ᾱ<sub>t</sub> (signal kept)", "SNR", "log SNR"))
+    head = "".join(
+        f"<th style='padding:2px 8px'>{h}</th>"
+        for h in ("schedule", "ᾱ<sub>t</sub>", "√ᾱ<sub>t</sub> (signal kept)", "SNR", "log SNR")
+    )
     body = "".join(
-        "<tr>" + "".join(f"<td style='padding:2px 8px;text-align:right'>{v}</td>" for v in
-                         (r["schedule"], _fmt(r["alpha_bar"]), _fmt(r["signal"]), _fmt(r["snr"]), _fmt(r["log_snr"])))
-        + "</tr>" for r in rows)
-    return (f"<div><b>t = {t}</b> of T = {T}. Image rows, top to bottom: {', '.join(r['schedule'] for r in rows)}.</div>"
-            f"<table class='noising-readout'><tr>{head}</tr>{body}</table>")
+        "<tr>"
+        + "".join(
+            f"<td style='padding:2px 8px;text-align:right'>{v}</td>"
+            for v in (r["schedule"], _fmt(r["alpha_bar"]), _fmt(r["signal"]), _fmt(r["snr"]), _fmt(r["log_snr"]))
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<div><b>t = {t}</b> of T = {T}. Image rows, top to bottom: {', '.join(r['schedule'] for r in rows)}.</div>"
+        f"<table class='noising-readout'><tr>{head}</tr>{body}</table>"
+    )
 
 
 def noising_widget(
@@ -305,7 +342,7 @@ def noising_widget(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     scale: int = 2,
-) -> "ipywidgets.VBox":
+) -> ipywidgets.VBox:
     """A slider over t showing ``x0`` noised under each schedule (a row each), with alpha_bar_t and SNR read out.
 
     Moving the slider recomputes x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (book eq. q-sample)
@@ -325,8 +362,9 @@ def noising_widget(
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     eps = randn_like(x0, generator) if noise is None else noise
-    slider = widgets.IntSlider(value=t0, min=0, max=T, step=step, description="t", continuous_update=True,
-                               layout=widgets.Layout(width="480px"))
+    slider = widgets.IntSlider(
+        value=t0, min=0, max=T, step=step, description="t", continuous_update=True, layout=widgets.Layout(width="480px")
+    )
     image = widgets.Image(format="png")
     readout = widgets.HTML()
 

@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from diffusion_edu import load_model, make_schedule, train
-from diffusion_edu.checkpoint import (
-    CHECKPOINT_FORMAT, CheckpointError, EpochOrder, capture_rng_state, derived_seed, load_checkpoint,
-    restore_rng_state, save_checkpoint,
-)
+from diffusion_edu.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from diffusion_edu.seeding import EpochOrder, capture_rng_state, derived_seed, restore_rng_state
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_training import TinyNet, tiny_config, tiny_net  # noqa: E402
@@ -98,10 +96,13 @@ def test_checkpoint_holds_plain_data(trained):
 
 
 def test_load_model_returns_eval_network_schedule_and_config(trained):
-    """load_model gives the EMA (or raw) weights, in eval mode, with the parameterization the samplers
-    read, plus the schedule the network was trained on and its config."""
-    net, schedule, config = load_model(trained.checkpoint, model=TinyNet(num_classes=10), device="cpu")
-    assert not net.training and net.parameterization == "mu"
+    """load_model gives the EMA (or raw) weights, in eval mode, plus the schedule the network was trained
+    on and its config; a network passed in that declares another output than the run's is refused."""
+    net, schedule, config = load_model(trained.checkpoint, model=TinyNet(num_classes=10, parameterization="mu"),
+                                       device="cpu")
+    assert not net.training and net.parameterization == "mu" and config.parameterization == "mu"
+    with pytest.raises(ValueError, match="parameterization='mu' but the network declares 'eps'"):
+        load_model(trained.checkpoint, model=TinyNet(num_classes=10, parameterization="eps"))
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trained.ema.state_dict().values()))
     assert torch.equal(schedule.alpha_bar, make_schedule("cosine", 50).alpha_bar)
     assert config == trained.config

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import diffusion_edu
-from diffusion_edu import PRESETS
+from diffusion_edu import TRAINING_PRESETS
 from diffusion_edu.checkpoint import load_checkpoint
 from diffusion_edu.cli import main
 
@@ -47,8 +47,8 @@ TINY = ["--set", "subset=16", "--set", "batch_size=4", "--set", "sample_every=0"
 def test_presets_command_lists_one_line_per_preset(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(PRESETS)
-    for line, preset in zip(lines, PRESETS.values()):
+    assert len(lines) == len(TRAINING_PRESETS)
+    for line, preset in zip(lines, TRAINING_PRESETS.values()):
         assert line.split()[0] == preset.name and line.endswith(preset.description)
 
 
@@ -57,7 +57,7 @@ def test_train_help_explains_every_preset(capsys):
         main(["train", "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for preset in PRESETS.values():
+    for preset in TRAINING_PRESETS.values():
         assert f"{preset.name:<20} {preset.description}" in out
     for flag in ("--preset", "--steps", "--out", "--resume", "--no-resume", "--device", "--set"):
         assert flag in out
@@ -73,7 +73,7 @@ def test_train_runs_offline_then_resumes(tmp_path, fake_models, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 3 and summary["checkpoint"] == str(out / "checkpoint.pt")
     # built twice: once on the meta device (does it fit the data?), once to train
-    assert fake_models == [("small_unet_mnist", {"num_classes": 10, "hidden": 4})] * 2
+    assert fake_models == [("small_unet_mnist", {"num_classes": 10, "hidden": 4, "parameterization": "eps"})] * 2
     assert {p.name for p in out.iterdir()} >= {"config.json", "log.jsonl", "checkpoint.pt"}
     assert main([*args, "--steps", "5", "--set", "model_kwargs.hidden=4"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 5

@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from diffusion_edu import EmbeddedMNIST
+from diffusion_edu import load_embedded_mnist
 from diffusion_edu.cold import RowColumnAveraging, cold_sample, fit_degraded_prior, line_order
 
 CONFIGS = [(a, o, g) for a in ("rows", "columns", "both")
@@ -177,7 +177,7 @@ def test_one_component_prior_is_the_gaussian_fit_and_samples_are_fully_degraded(
     """With one component the prior is the maximum-likelihood Gaussian of the row means; its draws are
     fully degraded images (D(x_T, T) = x_T) whose row means have that mean and covariance."""
     D = RowColumnAveraging("rows", "random")
-    digits, _ = EmbeddedMNIST("heldout").batch(range(300))
+    digits, _ = load_embedded_mnist("heldout").batch(range(300))
     prior = fit_degraded_prior(D, digits)
     z = D.degraded_coords(digits).double()
     assert torch.allclose(prior.means[0], z.mean(0))

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_edu import DatasetNotAvailableError, EmbeddedMNIST, load_cifar10, load_dataset, load_mnist
+from diffusion_edu import DatasetNotAvailableError, load_embedded_mnist, load_cifar10, load_dataset, load_mnist
 from diffusion_edu.data import to_model_range, to_unit_range, write_fake_cifar10
 
 
 def test_embedded_split_is_fixed_disjoint_and_balanced():
     """The documented split: every tenth digit of each class is held out -> 8,995 / 1,005, all classes
     in both parts, and together they are the whole file."""
-    tr, ho, al = EmbeddedMNIST("train"), EmbeddedMNIST("heldout"), EmbeddedMNIST("all")
+    tr, ho, al = load_embedded_mnist("train"), load_embedded_mnist("heldout"), load_embedded_mnist("all")
     assert (len(tr), len(ho), len(al)) == (8995, 1005, 10000)
     assert torch.bincount(ho.labels).tolist() == [101, 113, 100, 104, 98, 87, 102, 107, 95, 98]
     assert set(tr.labels.tolist()) == set(range(10))
@@ -29,7 +29,7 @@ def test_embedded_split_is_fixed_disjoint_and_balanced():
 
 
 def test_embedded_items_are_scaled_to_minus_one_one():
-    ds = EmbeddedMNIST("heldout")
+    ds = load_embedded_mnist("heldout")
     x, y = ds[0]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int)
     xb, yb = ds.batch(range(16))
@@ -39,13 +39,13 @@ def test_embedded_items_are_scaled_to_minus_one_one():
 
 
 def test_subset_is_class_balanced():
-    sub = EmbeddedMNIST("train").subset(100)
+    sub = load_embedded_mnist("train").subset(100)
     assert len(sub) == 100 and torch.bincount(sub.labels).tolist() == [10] * 10
 
 
 def test_bad_split_names():
     with pytest.raises(ValueError, match="split must be 'train', 'heldout' or 'all'"):
-        EmbeddedMNIST("test")
+        load_embedded_mnist("test")
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet")
 
@@ -83,7 +83,7 @@ def test_missing_mnist_offline_gives_a_clear_error(tmp_path):
     with pytest.raises(DatasetNotAvailableError) as e:
         load_mnist(root=tmp_path, download=False)
     msg = str(e.value)
-    assert "train-images-idx3-ubyte" in msg and str(tmp_path) in msg and "EmbeddedMNIST" in msg
+    assert "train-images-idx3-ubyte" in msg and str(tmp_path) in msg and "load_embedded_mnist" in msg
 
 
 def test_failed_download_gives_a_clear_error(tmp_path, monkeypatch):
@@ -92,7 +92,7 @@ def test_failed_download_gives_a_clear_error(tmp_path, monkeypatch):
     def offline(*a, **k):
         raise urllib.error.URLError("offline (simulated by the test)")
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(DatasetNotAvailableError, match=r"(?s)download was attempted and failed.*EmbeddedMNIST"):
+    with pytest.raises(DatasetNotAvailableError, match=r"(?s)download was attempted and failed.*load_embedded_mnist"):
         load_mnist(root=tmp_path, download=True)
     with pytest.raises(DatasetNotAvailableError, match=r"(?s)CIFAR-10 is not available.*cifar-10-batches-py"):
         load_cifar10(root=tmp_path, download=True)

@@ -26,7 +26,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from diffusion_edu import NonFiniteLossError, train
-from diffusion_edu.checkpoint import derived_seed, load_checkpoint
+from diffusion_edu.checkpoint import load_checkpoint
+from diffusion_edu.seeding import derived_seed
 from diffusion_edu.cli import main as cli_main
 from diffusion_edu.distributed import DistributedLaunchError, check_global_batch, dropout_seed, launch
 from diffusion_edu.losses import discriminator_term

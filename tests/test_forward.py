@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffusion_edu import (
-    EmbeddedMNIST,
+    load_embedded_mnist,
     eps_and_x0_from_output,
     eps_from_posterior_mean,
     make_schedule,
@@ -54,7 +54,7 @@ def test_wrong_step_coefficient_would_fail_the_statistical_check():
 
 def test_q_sample_on_real_digits_uses_given_noise():
     s = make_schedule("cosine", 400)
-    x0, _ = EmbeddedMNIST("heldout").batch(range(8))
+    x0, _ = load_embedded_mnist("heldout").batch(range(8))
     eps = torch.randn_like(x0)
     t = torch.tensor([1, 50, 100, 200, 300, 350, 399, 400])
     xt = q_sample(x0, t, s, noise=eps)

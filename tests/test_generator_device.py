@@ -47,7 +47,7 @@ def draws(monkeypatch):
 class TinyEps(torch.nn.Module):
     """A conditional eps network small enough to run on the meta device."""
 
-    in_channels, image_size, num_classes = 1, 8, 3
+    in_channels, image_size, num_classes, parameterization = 1, 8, 3, "eps"
 
     def __init__(self):
         super().__init__()

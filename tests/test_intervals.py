@@ -167,13 +167,13 @@ def test_every_interval_holds_its_estimate_on_real_digits():
     """Duplicates in a resample shrink k-NN radii and add FID's bias once more; the kit's intervals are
     drawn so that for real digits against the held-out digits every one still contains its estimate
     (the plain percentile bootstrap of FID and recall does not)."""
-    from diffusion_edu.data import EmbeddedMNIST
+    from diffusion_edu.data import load_embedded_mnist
     from diffusion_edu.metrics import classifier_outputs
 
-    train = EmbeddedMNIST("train")
+    train = load_embedded_mnist("train")
     x, y = train.batch(torch.randperm(len(train), generator=torch.Generator().manual_seed(6))[:300])
     f, logits = classifier_outputs(x)
-    f_ref, _ = classifier_outputs(EmbeddedMNIST("heldout").tensors()[0])
+    f_ref, _ = classifier_outputs(load_embedded_mnist("heldout").tensors()[0])
     out = evaluation_intervals(f, logits, f_ref, y, n_boot={k: 100 for k in ("fid", "kid_mean", "is", "precision",
                                "recall", "conditional_accuracy")}, generator=torch.Generator().manual_seed(0))
     for name, rec in out.items():
@@ -186,11 +186,11 @@ def test_every_interval_holds_its_estimate_on_real_digits():
 def test_fid_bootstrap_width_matches_the_spread_between_disjoint_sets():
     """On real features (blurred training digits, FID ~80 against the held-out digits) the bootstrap's 95%
     width from one set of 500 matches 2 * 1.96 sd of FID over disjoint sets of 500."""
-    from diffusion_edu.data import EmbeddedMNIST
+    from diffusion_edu.data import load_embedded_mnist
     from diffusion_edu.experiments.measuring import gaussian_blur
     from diffusion_edu.metrics import classifier_outputs
 
-    train, held = EmbeddedMNIST("train").tensors()[0], EmbeddedMNIST("heldout").tensors()[0]
+    train, held = load_embedded_mnist("train").tensors()[0], load_embedded_mnist("heldout").tensors()[0]
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:6000]
     f, _ = classifier_outputs(gaussian_blur(train[perm], 0.6))
     f_ref, _ = classifier_outputs(held)
@@ -209,11 +209,11 @@ def test_fid_bootstrap_width_matches_the_spread_between_disjoint_sets():
 def test_measure_stores_intervals_and_keeps_the_numbers():
     """The evaluation pipeline adds an interval record per metric (and precision / recall) without changing
     a single number that evaluate() reports."""
-    from diffusion_edu.data import EmbeddedMNIST
+    from diffusion_edu.data import load_embedded_mnist
     from diffusion_edu.experiments.common import heldout_reference, measure
     from diffusion_edu.metrics import evaluate
 
-    train = EmbeddedMNIST("train")
+    train = load_embedded_mnist("train")
     x, y = train.batch(torch.randperm(len(train), generator=torch.Generator().manual_seed(5))[:120])
     m = measure(x, y, generator=torch.Generator().manual_seed(0))
     e = evaluate(x, heldout_reference(), labels=y, generator=torch.Generator().manual_seed(0))

@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from diffusion_edu.data import EmbeddedMNIST
+from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.experiments import measuring
 from diffusion_edu.experiments.common import result_path
 from diffusion_edu.experiments.measuring import (DEGRADATIONS, add_noise, degraded_set, draw_subsets, fit_inverse_n,
@@ -21,12 +21,12 @@ from diffusion_edu.metrics import classifier_outputs, evaluate, load_mnist_class
 
 @pytest.fixture(scope="module")
 def digits():
-    return EmbeddedMNIST("heldout").tensors()  # (1005, 1, 28, 28) in [-1, 1], (1005,)
+    return load_embedded_mnist("heldout").tensors()  # (1005, 1, 28, 28) in [-1, 1], (1005,)
 
 
 @pytest.fixture(scope="module")
 def train_small():
-    return EmbeddedMNIST("train").subset(300)
+    return load_embedded_mnist("train").subset(300)
 
 
 def _dot(value: float = 1.0, at: tuple[int, int] = (14, 14)) -> torch.Tensor:

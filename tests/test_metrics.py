@@ -16,7 +16,7 @@ from diffusion_edu.classifier import (ClassifierConfig, ClassifierFeatures, Clas
                                       classifier_accuracy, load_classifier, load_mnist_classifier, random_shift,
                                       save_classifier, shipped_classifier_path, train_classifier)
 from diffusion_edu.cli import main as cli_main
-from diffusion_edu.data import EmbeddedMNIST
+from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.memorisation import lpips_nearest_neighbours, nearest_neighbours
 from diffusion_edu.metrics import (WeightsNotAvailableError, conditional_accuracy, evaluate, fid, inception_fid_is,
                                    inception_score, kid, noise_ceiling, real_vs_real, reference_stats)
@@ -26,12 +26,12 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "metrics" / "mnist_c
 
 @pytest.fixture(scope="module")
 def heldout():
-    return EmbeddedMNIST("heldout").tensors()  # (1005, 1, 28, 28) in [-1, 1], (1005,)
+    return load_embedded_mnist("heldout").tensors()  # (1005, 1, 28, 28) in [-1, 1], (1005,)
 
 
 @pytest.fixture(scope="module")
 def train_subset():
-    return EmbeddedMNIST("train").subset(1000).tensors()  # class-balanced 1,000 training digits
+    return load_embedded_mnist("train").subset(1000).tensors()  # class-balanced 1,000 training digits
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_train_classifier_on_full_mnist_files(tmp_path, monkeypatch):
     come from MNIST's training split."""
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    ds = EmbeddedMNIST("all").subset(96)
+    ds = load_embedded_mnist("all").subset(96)
     _write_idx(raw / "train-images-idx3-ubyte", ds.images[:64, 0].numpy())
     _write_idx(raw / "train-labels-idx1-ubyte", ds.labels[:64].numpy())
     _write_idx(raw / "t10k-images-idx3-ubyte", ds.images[64:, 0].numpy())
@@ -369,3 +369,32 @@ def test_download_guard_wraps_network_errors_only():
     with pytest.raises(KeyError):
         with metrics.download_guard("thing", "do this"):
             raise KeyError("not a download problem")
+
+
+class _ColourStats(torch.nn.Module):
+    """A parameter-free feature extractor for colour images of any size: per-channel means and spreads
+    (6 features) and 3 'logits' (the channel means): enough to exercise the pluggable path."""
+
+    def features_and_logits(self, x):
+        f = torch.cat([x.mean((2, 3)), x.std((2, 3))], dim=1)
+        return f, x.mean((2, 3)) * 5
+
+
+def test_a_pluggable_feature_extractor_measures_any_image_shape():
+    """Metrics take any module with features_and_logits: (3, 16, 16) images, no input_shape, no parameters.
+    FID is 0 between a set and itself and grows when the samples' colour shifts; a non-extractor is refused."""
+    from diffusion_edu.metrics import FeatureExtractor, fid, reference_stats
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(64, 3, 16, 16, generator=g) * 2 - 1
+    ext = _ColourStats()
+    assert isinstance(ext, FeatureExtractor)
+    ref = reference_stats(real, classifier=ext)
+    assert ref.features.shape == (64, 6)
+    same = fid(real, ref)
+    shifted = fid((real + 0.5).clamp(-1, 1), ref)
+    assert abs(same) < 1e-6 and shifted > 0.1
+    out = evaluate((real + 0.2).clamp(-1, 1), ref, is_splits=2, kid_subsets=2, kid_subset_size=32)
+    assert out["feature_extractor"] == "_ColourStats" and out["n_samples"] == 64
+    with pytest.raises(TypeError, match="features_and_logits"):
+        reference_stats(real, classifier=torch.nn.Identity())

@@ -16,7 +16,7 @@ from diffusion_edu.models import (
     Autoencoder,
     UNet,
     build_model,
-    build_preset,
+    build_model_preset,
     count_parameters,
     one_hot_labels,
     sinusoidal_embedding,
@@ -100,7 +100,7 @@ def test_cifar10_unet_has_the_papers_35_7M_parameters():
     35,746,307 is the exact count of their released model (as reproduced by independent ports).
     Built on the meta device: only the parameter shapes are needed."""
     with torch.device("meta"):
-        n = count_parameters(build_preset("unet_cifar10"))
+        n = count_parameters(build_model_preset("unet_cifar10"))
     assert abs(n - 35.7e6) / 35.7e6 < 0.01
     assert n == 35_746_307
 
@@ -284,9 +284,9 @@ def test_build_model_errors():
     with pytest.raises(TypeError, match=r"unknown argument\(s\) \['channels'\] for model 'cnn'"):
         build_model("cnn", channels=4)
     with pytest.raises(ValueError, match=r"preset must be one of"):
-        build_preset("unet_imagenet")
+        build_model_preset("unet_imagenet")
     with pytest.raises(TypeError, match=r"preset fixes the model name"):
-        build_preset("cnn_mnist", name="unet")
+        build_model_preset("cnn_mnist", name="unet")
     assert set(MODELS) == {"unet", "small_unet", "cnn", "autoencoder", "vae"}
 
 

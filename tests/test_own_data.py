@@ -17,7 +17,7 @@ from diffusion_edu.data import (BadDataError, DatasetNotAvailableError, fit_imag
 from diffusion_edu.data_fit import fit_to_data
 from diffusion_edu.data_files import load_array_file, load_image_folder, split_indices
 from diffusion_edu.metrics import evaluate, fid
-from diffusion_edu.presets import get_preset
+from diffusion_edu.presets import training_preset
 from diffusion_edu.training import train
 
 RNG = np.random.default_rng(0)
@@ -191,7 +191,7 @@ def _array_dataset(tmp_path, n=12, shape=(3, 16, 16), classes=2):
 def test_quick_mnist_follows_the_data(tmp_path):
     """MNIST-shaped data leaves the config as it is; RGB 16x16 in 2 classes changes the network to match;
     unlabelled data makes it unconditional without label dropout."""
-    base = get_preset("quick_mnist", batch_size=4)
+    base = training_preset("quick_mnist", batch_size=4)
     assert fit_to_data(base, load_dataset("mnist-embedded", "heldout")) == base
     rgb = load_array_file(_array_dataset(tmp_path), "all")
     fitted = fit_to_data(base, rgb)
@@ -212,7 +212,7 @@ def test_quick_mnist_follows_the_data(tmp_path):
     ({"image_size": 18}, "cannot be trained on .* image_size=18 is not divisible.*Change image_size"),
 ])
 def test_impossible_runs_fail_before_anything_is_written(tmp_path, changes, match):
-    cfg = get_preset("quick_mnist", dataset="array-file", data_path=str(_array_dataset(tmp_path)),
+    cfg = training_preset("quick_mnist", dataset="array-file", data_path=str(_array_dataset(tmp_path)),
                      **{"batch_size": 4, "steps": 1, **changes})
     with pytest.raises(BadDataError, match=match):
         train(cfg, tmp_path / "run", progress=False)

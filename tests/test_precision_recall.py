@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion_edu.data import EmbeddedMNIST
+from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.metrics import classifier_outputs, precision_recall, precision_recall_from_features
 
 
@@ -29,8 +29,8 @@ def test_a_set_collapsed_to_one_digit_per_class_keeps_precision_and_loses_recall
     """Real digits: 500 random training digits score high on both against the held-out digits; the same
     count made of 10 typical digits (per class, the one nearest the class's mean feature) repeated, a
     sampler collapsed onto each class's mode, stays precise but covers almost nothing."""
-    train = EmbeddedMNIST("train")
-    held = EmbeddedMNIST("heldout").tensors()[0]
+    train = load_embedded_mnist("train")
+    held = load_embedded_mnist("heldout").tensors()[0]
     gen = torch.Generator().manual_seed(2)
     real = train.batch(torch.randperm(len(train), generator=gen)[:500])[0]
     f_train, _ = classifier_outputs(train.tensors()[0])

@@ -203,9 +203,9 @@ def test_first_step_gain_is_one_over_sqrt_alpha_T():
 
 
 def test_nearest_neighbour_judge_returns_a_training_digit_its_own_label():
-    from diffusion_edu import EmbeddedMNIST
+    from diffusion_edu import load_embedded_mnist
 
-    train = EmbeddedMNIST("train")
+    train = load_embedded_mnist("train")
     idx = torch.tensor([0, 17, 500, 4321])
     images, labels = train.batch(idx)
     assert torch.equal(A.nearest_neighbour_labels(images), labels.to(torch.int64))

@@ -10,6 +10,7 @@ of waiting for a timeout).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import urllib.error
@@ -170,12 +171,12 @@ def test_inception_offline_without_torch_fidelity_or_weights(offline, monkeypatc
     import torchmetrics.image.fid  # imported first: its own import probes optional packages with find_spec
 
     samples = torch.zeros(12, 3, 32, 32, dtype=torch.uint8)
-    real_find_spec = cifar.importlib.util.find_spec
-    monkeypatch.setattr(cifar.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch_fidelity" else real_find_spec(name, *a))
     with pytest.raises(WeightsNotAvailableError, match="torch-fidelity"):
         cifar.inception_metrics(samples, {"train": samples}, [12])
-    monkeypatch.setattr(cifar.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "torch_fidelity" else real_find_spec(name, *a))
 
     def no_download(*args, **kwargs):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diffusion_edu import RowColumnAveraging, cold_sample, make_schedule
-from diffusion_edu.data import EmbeddedMNIST
+from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.experiments import report_d
 from diffusion_edu.experiments.common import result_path, tier_results_dir
 from diffusion_edu.ledger import ENTRIES, _lookup
@@ -190,7 +190,7 @@ def test_step_changes_add_up_to_the_total_loss_of_information(axis, order, group
     """The D(., t) are nested orthogonal projections, so by Pythagoras the per-step changes sum to
     ||x - D(x, t)||^2 for every t."""
     D = RowColumnAveraging(axis, order, group)
-    x, _ = EmbeddedMNIST("heldout").batch(range(0, 1000, 50))
+    x, _ = load_embedded_mnist("heldout").batch(range(0, 1000, 50))
     steps = torch.tensor(report_d.step_change(D, x), dtype=torch.float64)
     for t in range(1, D.T + 1):
         total = (x - D.degrade(x, t)).double().square().mean()
@@ -200,7 +200,7 @@ def test_step_changes_add_up_to_the_total_loss_of_information(axis, order, group
 def test_outside_in_starts_with_empty_columns():
     """MNIST's outermost columns are blank, so the first outside-in steps change nothing, while the first
     inside-out step (the middle column) removes the most."""
-    x, _ = EmbeddedMNIST("heldout").tensors()
+    x, _ = load_embedded_mnist("heldout").tensors()
     out_in = report_d.step_change(RowColumnAveraging("columns", "outside-in"), x)
     in_out = report_d.step_change(RowColumnAveraging("columns", "inside-out"), x)
     assert out_in[0] + out_in[1] < 0.01 * in_out[0] and in_out[0] > 0.01
@@ -255,7 +255,7 @@ def test_algorithm_2_stays_consistent_with_the_observation(axis, group):
     """The chapter's derivation: for any restorer, every Algorithm 2 iterate satisfies D(x_s, T) = x_T and a
     step changes only the line (block) it restores; Algorithm 1 gives no such guarantee."""
     D = RowColumnAveraging(axis, "random", group)
-    x0, _ = EmbeddedMNIST("heldout").batch(range(0, 1000, 100))
+    x0, _ = load_embedded_mnist("heldout").batch(range(0, 1000, 100))
     x_T = D.degrade(x0, D.T)
     R = _RandomRestorer()
     out2, traj = cold_sample(R, D, x_T, algorithm=2, trajectory_every=1)
@@ -275,6 +275,6 @@ def test_algorithm_2_stays_consistent_with_the_observation(axis, group):
 def test_generate_clamps_and_uses_the_right_sampler():
     g = torch.Generator().manual_seed(0)
     D = RowColumnAveraging("columns", "random", 4)
-    x_T = D.degrade(EmbeddedMNIST("heldout").batch(range(3))[0], D.T)
+    x_T = D.degrade(load_embedded_mnist("heldout").batch(range(3))[0], D.T)
     out = report_d.generate(_RandomRestorer(), D, 3, generator=g, x_T=x_T, algorithm=2)
     assert torch.allclose(out, cold_sample(_RandomRestorer(), D, x_T, algorithm=2).clamp(-1, 1))

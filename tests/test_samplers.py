@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from diffusion_edu import make_schedule, posterior_mean_from_eps, predict_x0_from_eps, q_posterior, respace
-from diffusion_edu.forward import eps_and_x0_from_output
 from diffusion_edu.guidance import combine_guidance, guided_output, interpolate, slerp
-from diffusion_edu.samplers import _eps_and_x0, _values, ddim_step, ddpm_step, sample
+from diffusion_edu.samplers import ddim_step, ddpm_step, sample
 
 F64 = torch.float64
 
@@ -156,17 +155,6 @@ def test_batch_of_different_t_matches_one_t_at_a_time(step, kw):
         one = step(model, xt[i:i + 1], ti, s, noise=z[i:i + 1], **kw)
         assert torch.allclose(got.x_prev[i], one.x_prev[0], atol=1e-12)
         assert torch.allclose(got.x0_pred[i], one.x0_pred[0], atol=1e-12)
-
-
-@pytest.mark.parametrize("param", ["eps", "x0", "mu"])
-def test_sampler_conversion_matches_forward_module(param):
-    """The loop converts the network output with per-step Python floats (no device syncs); it must give
-    exactly what diffusion_edu.forward.eps_and_x0_from_output gives, for every parameterization."""
-    s, xt, out = make_schedule("linear", 100), _x(), _x(seed=3)
-    for t in (1, 50, 100):
-        ref = eps_and_x0_from_output(out, xt, t, s, param)
-        got = _eps_and_x0(out, xt, _values(s, t, xt), param)
-        assert all(torch.allclose(a, b, atol=1e-9, rtol=1e-9) for a, b in zip(got, ref))
 
 
 def test_parameterization_is_read_from_the_model():
@@ -461,8 +449,8 @@ def test_labels_are_checked(kwargs, exc, match):
 def test_model_without_shape_attributes_needs_x_T():
     model = lambda x, t, y=None: torch.zeros_like(x)  # noqa: E731
     with pytest.raises(ValueError, match="pass x_T, or give the model the attributes in_channels and image_size"):
-        sample(model, S10, 2)
-    assert sample(model, S10, 2, x_T=torch.zeros(2, 1, 3, 3)).shape == (2, 1, 3, 3)
+        sample(model, S10, 2, parameterization="eps")
+    assert sample(model, S10, 2, x_T=torch.zeros(2, 1, 3, 3), parameterization="eps").shape == (2, 1, 3, 3)
 
 
 @pytest.mark.parametrize("call,exc,match", [
@@ -484,10 +472,52 @@ def test_steps_reject_bad_input(call, exc, match):
 
 def test_unknown_parameterization_is_refused():
     model = Tiny(parameterization="v")
-    with pytest.raises(ValueError, match="unknown model.parameterization 'v'"):
+    with pytest.raises(ValueError, match="unknown Tiny.parameterization 'v'"):
         sample(model, S10, 2)
-    with pytest.raises(ValueError, match="unknown model.parameterization 'v'"):
+    with pytest.raises(ValueError, match="unknown Tiny.parameterization 'v'"):
         ddpm_step(model, _x(), 3, S10)
+    with pytest.raises(ValueError, match="unknown parameterization 'score'"):
+        sample(Tiny(), S10, 2, parameterization="score")
+
+
+class _HandBuiltX0(torch.nn.Module):
+    """A network written by hand that predicts x0 and declares nothing."""
+
+    in_channels, image_size, num_classes = 1, 2, None
+
+    def forward(self, x, t, y=None):
+        return 0.5 * torch.tanh(x)
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ddim", "dpm_solver_2m", "heun"])
+def test_a_network_that_declares_nothing_is_never_taken_for_an_eps_network(method):
+    """A hand-built x0 network that declares nothing is refused (not silently read as eps); told with
+    parameterization= it samples exactly as the same network declaring x0, and differently from eps;
+    a declaration that contradicts the argument is refused."""
+    net, s = _HandBuiltX0(), make_schedule("linear", 20)
+    x_T = _x(3, seed=1).float()
+    with pytest.raises(ValueError, match="_HandBuiltX0 does not declare what it outputs"):
+        sample(net, s, 3, method=method, x_T=x_T)
+    with pytest.raises(ValueError, match="does not declare"):
+        ddpm_step(net, x_T, 5, s)
+    told = sample(net, s, 3, method=method, x_T=x_T, parameterization="x0", generator=torch.Generator().manual_seed(0))
+    declared = _HandBuiltX0()
+    declared.parameterization = "x0"
+    same = sample(declared, s, 3, method=method, x_T=x_T, generator=torch.Generator().manual_seed(0))
+    as_eps = sample(net, s, 3, method=method, x_T=x_T, parameterization="eps", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(told, same) and not torch.allclose(told, as_eps, atol=1e-3)
+    with pytest.raises(ValueError, match="parameterization='eps' but the network declares 'x0'"):
+        sample(declared, s, 3, method=method, x_T=x_T, parameterization="eps")
+
+
+def test_the_package_networks_declare_their_output():
+    """A Denoiser declares what it outputs when built (default eps); an unknown value is refused."""
+    from diffusion_edu.models import build_model_preset
+
+    assert build_model_preset("cnn_mnist").parameterization == "eps"
+    assert build_model_preset("cnn_mnist", parameterization="x0").parameterization == "x0"
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        build_model_preset("cnn_mnist", parameterization="v")
 
 
 def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):

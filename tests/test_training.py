@@ -38,8 +38,10 @@ class TinyNet(nn.Module):
     num_classes) and dropout (so that resuming must restore the global RNG too)."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int | None = None,
-                 hidden: int = 8, dropout: float = 0.1, **_ignored):
+                 hidden: int = 8, dropout: float = 0.1, parameterization: str | None = None, **_ignored):
         super().__init__()
+        if parameterization is not None:  # declared only when given: the loop must cope with both
+            self.parameterization = parameterization
         self.in_channels, self.image_size, self.num_classes, self.hidden = in_channels, image_size, num_classes, hidden
         self.time = nn.Linear(hidden, hidden)
         self.label = nn.Embedding(num_classes + 1, hidden) if num_classes else None
@@ -327,12 +329,19 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
-def test_gaussian_run_returns_its_schedule_and_sets_parameterization(tmp_path):
-    result = train(tiny_config(steps=2, parameterization="mu", schedule="cosine"), tmp_path, model=TinyNet(),
-                   progress=False)
+def test_gaussian_run_returns_its_schedule_and_keeps_the_declared_parameterization(tmp_path):
+    result = train(tiny_config(steps=2, parameterization="mu", schedule="cosine"), tmp_path,
+                   model=TinyNet(parameterization="mu"), progress=False)
     assert torch.equal(result.schedule.alpha_bar, make_schedule("cosine", 50).alpha_bar)
     assert result.model.parameterization == result.ema.parameterization == "mu"
     assert not result.model.training
+
+
+def test_a_network_declaring_another_output_is_refused(tmp_path):
+    """Training an eps-declaring network on the x0 objective would make its samples wrong: refused."""
+    with pytest.raises(ValueError, match="parameterization='x0' but the network declares 'eps'"):
+        train(tiny_config(steps=1, parameterization="x0"), tmp_path, model=TinyNet(parameterization="eps"),
+              progress=False)
 
 
 def test_configurations_a_network_cannot_train(tmp_path):

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from diffusion_edu import PRESETS, TrainConfig, get_preset
-from diffusion_edu.checkpoint import resolve_device
+from diffusion_edu import TRAINING_PRESETS, TrainConfig, training_preset
+from diffusion_edu.devices import resolve_device
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -59,7 +59,7 @@ def test_cross_field_rules():
 def test_json_round_trip_and_unknown_fields():
     """Checkpoints store the config as plain JSON data and get the same config back; unknown keys
     (typos such as 'learning_rate') are an error, and ints are accepted where floats are expected."""
-    cfg = get_preset("c_cifar10")
+    cfg = training_preset("c_cifar10")
     data = json.loads(json.dumps(cfg.to_dict()))
     assert TrainConfig.from_dict(data) == cfg
     with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['learning_rate'\]"):
@@ -71,7 +71,7 @@ def test_json_round_trip_and_unknown_fields():
 
 
 def test_every_preset_is_valid_and_described_in_one_line():
-    for name, preset in PRESETS.items():
+    for name, preset in TRAINING_PRESETS.items():
         assert preset.name == name and isinstance(preset.config, TrainConfig)
         assert preset.description and "\n" not in preset.description
         assert TrainConfig.from_dict(preset.config.to_dict()) == preset.config
@@ -80,19 +80,19 @@ def test_every_preset_is_valid_and_described_in_one_line():
 def test_get_preset_returns_a_fresh_validated_copy():
     """Changing a returned config must not change the preset; overrides are validated; bad names say
     where to look."""
-    cfg = get_preset("e_unet")
+    cfg = training_preset("e_unet")
     cfg.model_kwargs["num_classes"] = 3
-    assert get_preset("e_unet").model_kwargs == {"num_classes": 10}
-    assert get_preset("e_unet", steps=7, dataset="mnist-embedded").steps == 7
+    assert training_preset("e_unet").model_kwargs == {"num_classes": 10}
+    assert training_preset("e_unet", steps=7, dataset="mnist-embedded").steps == 7
     with pytest.raises(ValueError, match="TrainConfig.lr"):
-        get_preset("e_unet", lr=-1.0)
+        training_preset("e_unet", lr=-1.0)
     with pytest.raises(ValueError, match="unknown preset 'e_net'.*python -m diffusion_edu presets"):
-        get_preset("e_net")
+        training_preset("e_net")
 
 
 def test_report_c_preset_is_ho_et_al_cifar10_setup():
     """Report C replicates Ho et al. (2020) App. B on CIFAR-10."""
-    c = get_preset("c_cifar10")
+    c = training_preset("c_cifar10")
     assert (c.dataset, c.model, c.model_kwargs) == ("cifar10", "unet_cifar10", {"dropout": 0.1})
     assert (c.schedule, c.T, c.schedule_kwargs, c.parameterization, c.loss) == ("linear", 1000, {}, "eps", "l2")
     assert (c.optimizer, c.lr, c.batch_size, c.ema_decay) == ("adam", 2e-4, 128, 0.9999)
@@ -100,7 +100,7 @@ def test_report_c_preset_is_ho_et_al_cifar10_setup():
 
 
 def test_report_b_preset_is_the_cfg_cifar10_setup():
-    b = get_preset("b_cifar10_cfg")
+    b = training_preset("b_cifar10_cfg")
     assert (b.dataset, b.model, b.model_kwargs["num_classes"]) == ("cifar10", "unet_cifar10_improved", 10)
     assert (b.schedule, b.p_uncond, b.optimizer, b.lr, b.batch_size, b.steps) == ("cosine", 0.1, "adamw", 3e-4, 14, 1_000_000)
 
@@ -108,18 +108,18 @@ def test_report_b_preset_is_the_cfg_cifar10_setup():
 def test_report_a_presets():
     """Report A: T=400, linear betas, eps-prediction, its U-Net (conditional, one label per image),
     the mean-prediction variant, the discriminator term and the autoencoder / VAE denoisers."""
-    a = get_preset("a_unet")
+    a = training_preset("a_unet")
     assert (a.T, a.schedule, a.parameterization, a.model, a.model_kwargs) == (400, "linear", "eps", "unet_mnist", {"num_classes": 10})
-    assert get_preset("a_unet_mu").parameterization == "mu"
-    assert get_preset("a_unet_disc").disc_weight > 0
-    assert {get_preset(n).model for n in ("a_autoencoder", "a_vae")} == {"autoencoder_mnist", "vae_mnist"}
-    assert all(get_preset(n).T == 400 for n in PRESETS if n.startswith("a_"))
+    assert training_preset("a_unet_mu").parameterization == "mu"
+    assert training_preset("a_unet_disc").disc_weight > 0
+    assert {training_preset(n).model for n in ("a_autoencoder", "a_vae")} == {"autoencoder_mnist", "vae_mnist"}
+    assert all(training_preset(n).T == 400 for n in TRAINING_PRESETS if n.startswith("a_"))
 
 
 def test_report_d_presets():
     """Report D: the GELU CNN at T=1000, lr 2e-4; the SELU variant at T=100, lr 6e-4; both batch 128 for
     100 epochs of MNIST's 60,000 digits; cold diffusion by single columns in random order (T=28)."""
-    d, v, cold = get_preset("d_cnn"), get_preset("d_cnn_selu"), get_preset("d_cold_columns")
+    d, v, cold = training_preset("d_cnn"), training_preset("d_cnn_selu"), training_preset("d_cold_columns")
     assert (d.model, d.T, d.lr, d.batch_size, d.loss, d.steps) == ("cnn_mnist", 1000, 2e-4, 128, "l2", 100 * 468)
     assert (v.model, v.T, v.lr, v.batch_size, v.steps) == ("cnn_mnist_selu", 100, 6e-4, 128, 100 * 468)
     assert (cold.process, cold.T, cold.cold_axis, cold.cold_order, cold.cold_group) == ("cold", 28, "columns", "random", 1)
@@ -128,16 +128,16 @@ def test_report_d_presets():
 
 def test_report_e_presets_and_sweep():
     """Report E: small U-Net, L1, batch 32, 100k iterations, linear T=1000; sweep T x schedule."""
-    e = get_preset("e_unet")
+    e = training_preset("e_unet")
     assert (e.model, e.loss, e.batch_size, e.steps, e.schedule, e.T) == ("small_unet_mnist", "l1", 32, 100_000, "linear", 1000)
     assert e.p_uncond > 0 and e.model_kwargs == {"num_classes": 10}
-    sweep = {(get_preset(n).schedule, get_preset(n).T) for n in PRESETS if n.startswith("e_unet")}
+    sweep = {(training_preset(n).schedule, training_preset(n).T) for n in TRAINING_PRESETS if n.startswith("e_unet")}
     assert sweep == {("linear", 1000), ("linear", 4000), ("cosine", 1000), ("cosine", 4000)}
 
 
 def test_quick_preset_runs_offline():
     """The out-of-the-box demo uses only the digits shipped with the package."""
-    assert get_preset("quick_mnist").dataset == "mnist-embedded"
+    assert training_preset("quick_mnist").dataset == "mnist-embedded"
 
 
 def test_device_resolution():

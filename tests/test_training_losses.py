@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from diffusion_edu import eps_and_x0_from_output, make_schedule, posterior_mean_from_eps, q_posterior, q_sample
+from diffusion_edu import make_schedule, posterior_mean_from_eps, q_posterior, q_sample
 from diffusion_edu.losses import (
     DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, pixel_loss, sample_timesteps,
 )
@@ -23,10 +23,14 @@ def setting():
     return s, DiffusionTables.from_schedule(s), x0, eps, t
 
 
-def test_tables_q_sample_matches_the_forward_process(setting):
-    """The loop's unchecked q_sample is Ho et al. Eq. 4 exactly as forward.q_sample computes it."""
+def test_tables_hold_the_schedules_coefficients(setting):
+    """The tables are the schedule's Eq. 4 and Eq. 7 weights in float32, each in its own place."""
     s, tab, x0, eps, t = setting
-    assert torch.allclose(tab.q_sample(x0, t, eps), q_sample(x0, t, s, noise=eps), atol=1e-6)
+    for got, want in ((tab.sqrt_alpha_bar, s.alpha_bar.sqrt()), (tab.sqrt_one_minus_alpha_bar, (1 - s.alpha_bar).sqrt()),
+                      (tab.posterior_mean_coef_x0, s.posterior_mean_coef_x0),
+                      (tab.posterior_mean_coef_xt, s.posterior_mean_coef_xt)):
+        assert got.dtype == torch.float32 and torch.allclose(got.double(), want, atol=1e-7)
+    assert tab.T == s.T
 
 
 def test_targets_are_eps_x0_and_the_posterior_mean(setting):
@@ -42,16 +46,19 @@ def test_targets_are_eps_x0_and_the_posterior_mean(setting):
 
 
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "mu"])
-def test_predictions_from_the_output_match_forward_conversions(setting, parameterization):
-    """x0_pred and mu_pred derived from any output agree with forward.eps_and_x0_from_output and
-    Ho et al. Eq. 11 (what Report A's discriminator term is fed)."""
+def test_the_true_target_implies_the_true_x0_and_mean(setting, parameterization):
+    """An output equal to its training target (eps, x0 or mu_tilde) implies the true clean image and the
+    true posterior mean: what Report A's discriminator term is fed (x0_pred or mu)."""
     s, tab, x0, eps, t = setting
-    xt = tab.q_sample(x0, t, eps)
-    output = torch.randn_like(x0)
-    eps_ref, x0_ref = eps_and_x0_from_output(output.double(), xt.double(), t, s, parameterization)
-    assert torch.allclose(tab.x0_from_output(output, xt, t, parameterization), x0_ref.float(), rtol=1e-4, atol=1e-3)
-    mu_ref = posterior_mean_from_eps(xt.double(), t, eps_ref, s)
-    assert torch.allclose(tab.mu_from_output(output, xt, t, parameterization), mu_ref.float(), rtol=1e-4, atol=1e-4)
+    x0, eps = x0.double(), eps.double()
+    tab = DiffusionTables(s.alpha_bar.sqrt(), (1 - s.alpha_bar).sqrt(), s.posterior_mean_coef_x0,
+                          s.posterior_mean_coef_xt)  # float64: cosine's alpha_bar_200 is ~1e-9
+    xt = q_sample(x0, t, s, noise=eps)
+    output = tab.target(parameterization, x0, eps, xt, t)
+    assert torch.allclose(tab.x0_from_output(output, xt, t, parameterization), x0, atol=1e-6)
+    mu_true, _ = q_posterior(x0, xt, t, s)
+    assert torch.allclose(tab.mu_from_output(output, xt, t, parameterization), mu_true, atol=1e-8)
+    assert torch.allclose(mu_true, posterior_mean_from_eps(xt, t, eps, s), atol=1e-8)  # and Eq. 11 agrees
     with pytest.raises(ValueError, match="parameterization"):
         tab.x0_from_output(output, xt, t, "score")
 

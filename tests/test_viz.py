@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from diffusion_edu import EmbeddedMNIST, make_schedule, q_sample  # noqa: E402
+from diffusion_edu import load_embedded_mnist, make_schedule, q_sample  # noqa: E402
 from diffusion_edu.viz import (  # noqa: E402
     animation_html,
     image_grid,
@@ -37,7 +37,7 @@ NAMES = ("linear", "quadratic", "cosine", "sigmoid")
 
 @pytest.fixture(scope="module")
 def digits() -> torch.Tensor:
-    return EmbeddedMNIST("heldout").batch([0, 150, 300])[0]  # (3, 1, 28, 28)
+    return load_embedded_mnist("heldout").batch([0, 150, 300])[0]  # (3, 1, 28, 28)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from diffusion_edu.data import EmbeddedMNIST
+from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.metrics import (FEATURE_EXTRACTOR, IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, inception_score,
                                    noise_ceiling, real_vs_real, reference_stats)
 from diffusion_edu.results import current_tier, results_dir, write_results
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()  # the machine is shared: say how busy it was
     start = time.perf_counter()
-    heldout = EmbeddedMNIST("heldout").tensors()[0]
+    heldout = load_embedded_mnist("heldout").tensors()[0]
     ref = reference_stats(heldout)
     is_ref = inception_score(heldout, generator=torch.Generator().manual_seed(0))
     data = {

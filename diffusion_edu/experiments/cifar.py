@@ -22,10 +22,8 @@ run on the device writes its results file.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +31,7 @@ from typing import Any, Callable
 import torch
 
 from ..data import ImageDataset, load_cifar10, load_dataset, write_fake_cifar10
-from ..metrics import to_uint8  # noqa: F401  (re-exported: the chapters' samples are stored as uint8)
+from ..metrics import inception_metrics, to_uint8  # noqa: F401  (re-exported for the CIFAR chapters)
 from ..presets import TrainConfig
 from .common import check_tier, ensure_trained, final_loss, result_path, runs_root, save_result, training_curve
 
@@ -139,7 +137,7 @@ def network_flops(config: TrainConfig, image_shape: tuple[int, int, int] = (3, 3
     forward pass of Inception-v3 at 299 x 299 (what FID and IS run on every image)."""
     from torchvision.models import inception_v3
 
-    from ..checkpoint import build_network
+    from ..builders import build_network
     from ..models import count_parameters
 
     with torch.device("meta"):
@@ -219,7 +217,7 @@ def _grid_callback(out: Path, config: TrainConfig, grid_steps: list[int], snapsh
     """A training callback: at ``grid_steps`` a grid of ``n`` samples from fixed noise (DDIM, the config's
     ``sample_steps``; labels 0..9 in turn for a conditional network), at ``snapshot_steps`` the weights
     (EMA when kept) saved as ``snapshots/step_NNNNNNN.pt``."""
-    from ..checkpoint import derived_seed
+    from ..seeding import derived_seed
     from ..results import atomic_write_bytes
     from ..samplers import sample
     from ..schedules import make_schedule
@@ -288,7 +286,8 @@ def train_cifar_run(chapter: str, run: str, config: TrainConfig, tier: str, grid
 
 def load_snapshot(run_dir: Path, step: int, config: TrainConfig, device: str | torch.device | None = None):
     """The network saved at ``step`` by :func:`train_cifar_run` (eval mode) and its schedule, on ``device``."""
-    from ..checkpoint import build_network, resolve_device
+    from ..builders import build_network
+    from ..devices import resolve_device
     from ..schedules import make_schedule
 
     path = Path(run_dir) / "snapshots" / f"step_{step:07d}.pt"
@@ -299,7 +298,6 @@ def load_snapshot(run_dir: Path, step: int, config: TrainConfig, device: str | t
     net = build_network(config)
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     net.to(dev).eval()
-    net.parameterization = config.parameterization
     return net, make_schedule(config.schedule, config.T, **config.schedule_kwargs).to(dev)
 
 
@@ -339,50 +337,6 @@ def not_measured(error: BaseException) -> dict[str, Any]:
     """What a results file records instead of a number when pretrained weights cannot be loaded."""
     return {"status": NEEDS_INTERNET, "reason": f"{type(error).__name__}: {error}", "is": None, "is_std": None,
             **{f"fid_{name}": None for name in REFERENCE_SPLITS}}
-
-
-@torch.no_grad()
-def inception_metrics(samples: torch.Tensor, references: dict[str, torch.Tensor], ns: list[int], splits: int = 10,
-                      batch_size: int = 200, device: str | torch.device | None = None) -> dict[int, dict[str, Any]]:
-    """Inception IS and FID (torchmetrics' defaults: torch-fidelity's Inception-v3, 2048 pool features for
-    FID, logits for IS over ``splits`` splits) of the first n samples for each n in ``ns``, FID against
-    each reference set. samples: uint8 (N, 3, H, W); references: name -> uint8 or [-1, 1] images.
-    Offline (or without torch-fidelity): :class:`~diffusion_edu.metrics.WeightsNotAvailableError`."""
-    import torch.hub
-
-    from ..metrics import WeightsNotAvailableError, download_guard
-
-    hint = (f"Run where the internet is reachable (Colab), or put the weights into {torch.hub.get_dir()}/checkpoints.")
-    if importlib.util.find_spec("torch_fidelity") is None:
-        raise WeightsNotAvailableError("Inception FID / IS need the torch-fidelity package (pip install torch-fidelity), "
-                                       f"which builds Inception-v3 and downloads its weights. {hint}")
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
-
-    if max(ns) > samples.shape[0]:
-        raise ValueError(f"ns asks for {max(ns)} samples but only {samples.shape[0]} were given")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with download_guard("Inception FID / IS (torch-fidelity's Inception-v3)", hint), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        fids = {name: FrechetInceptionDistance(feature=2048, reset_real_features=False).to(dev) for name in references}
-        is_metric = InceptionScore(feature="logits_unbiased", splits=splits).to(dev)
-    for name, ref in references.items():
-        for i in range(0, ref.shape[0], batch_size):
-            chunk = ref[i:i + batch_size]
-            fids[name].update((chunk if chunk.dtype == torch.uint8 else to_uint8(chunk)).to(dev), real=True)
-    out = {}
-    for n in sorted(ns):
-        for m in (*fids.values(), is_metric):
-            m.reset()  # FID keeps its reference features (reset_real_features=False)
-        for i in range(0, n, batch_size):
-            x = samples[i:min(i + batch_size, n)].to(dev)
-            for m in fids.values():
-                m.update(x, real=False)
-            is_metric.update(x)
-        is_mean, is_std = is_metric.compute()
-        out[n] = {"status": "measured", "is": float(is_mean), "is_std": float(is_std),
-                  **{f"fid_{name}": float(m.compute()) for name, m in fids.items()}}
-    return out
 
 
 @torch.no_grad()

@@ -68,7 +68,7 @@ def _network_flops(model: str, kwargs: str) -> tuple[float, float]:
 
     import torch
 
-    from ..checkpoint import build_network
+    from ..builders import build_network
     from .cifar import count_flops
 
     with torch.device("meta"):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..data import EmbeddedMNIST
+from ..data import load_embedded_mnist
 from ..results import TIERS, current_tier, read_results, results_dir, write_results
 
 __all__ = [
@@ -183,7 +183,7 @@ _REFERENCE: dict[str, torch.Tensor] = {}
 def heldout_reference() -> torch.Tensor:
     """The 1,005 held-out embedded digits in [-1, 1]: the reference set of every MNIST FID in the book."""
     if "heldout" not in _REFERENCE:
-        _REFERENCE["heldout"] = EmbeddedMNIST("heldout").tensors()[0]
+        _REFERENCE["heldout"] = load_embedded_mnist("heldout").tensors()[0]
     return _REFERENCE["heldout"]
 
 

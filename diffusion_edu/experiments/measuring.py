@@ -35,7 +35,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..data import EmbeddedMNIST, ImageDataset
+from ..data import load_embedded_mnist, ImageDataset
 from ..metrics import (IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, MNISTClassifier, WeightsNotAvailableError,
                        _fid_from_features, _is_from_logits, _kid_from_features, check_metric_images,
                        classifier_outputs, inception_fid_is, load_mnist_classifier, noise_images)
@@ -260,7 +260,7 @@ def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _train_digits(budget: MeasuringBudget) -> ImageDataset:
-    train = EmbeddedMNIST("train")
+    train = load_embedded_mnist("train")
     return train if budget.train_digits is None else train.subset(budget.train_digits)
 
 
@@ -394,7 +394,7 @@ def run_sample_size_bias(tier: str, progress: bool = True) -> Path:
     t0 = time.perf_counter()
     pool = model_pool(tier, progress)
     t_measure = time.perf_counter()
-    train, heldout = _train_digits(budget), EmbeddedMNIST("heldout")
+    train, heldout = _train_digits(budget), load_embedded_mnist("heldout")
     f_train, l_train = classifier_outputs(train.tensors()[0])
     f_held, l_held = classifier_outputs(heldout.tensors()[0])
     f_pool, l_pool = classifier_outputs(pool["images"])
@@ -478,7 +478,7 @@ def run_inception_vs_classifier(tier: str, progress: bool = True) -> Path:
     scored against the held-out digits in each feature space of :data:`FEATURE_SPACES`."""
     budget = BUDGETS[tier]
     t0 = time.perf_counter()
-    train, heldout = _train_digits(budget), EmbeddedMNIST("heldout").tensors()[0]
+    train, heldout = _train_digits(budget), load_embedded_mnist("heldout").tensors()[0]
     fns = _feature_fns()
     refs = {space: fn(heldout)[0] for space, fn in fns.items()}
     gen = torch.Generator().manual_seed(5)
@@ -574,7 +574,7 @@ def run_memorisation(tier: str, progress: bool = True) -> Path:
     train_x = train.tensors()[0]
     n = min(budget.memo_n, pool["images"].shape[0])
     samples, asked = pool["images"][:n], pool["labels"][:n]
-    heldout_x, heldout_y = EmbeddedMNIST("heldout").tensors()
+    heldout_x, heldout_y = load_embedded_mnist("heldout").tensors()
     gen = torch.Generator().manual_seed(6)
     copy_idx = torch.randperm(len(train), generator=gen)[:n]
     copies = add_noise(train_x[copy_idx], CONTROL_SIGMA, gen)
@@ -647,7 +647,7 @@ def run_precision_recall(tier: str, progress: bool = True) -> Path:
 
     budget = BUDGETS[tier]
     t0 = time.perf_counter()
-    train, heldout = _train_digits(budget), EmbeddedMNIST("heldout").tensors()[0]
+    train, heldout = _train_digits(budget), load_embedded_mnist("heldout").tensors()[0]
     clf = load_mnist_classifier()
     f_ref, _ = classifier_outputs(heldout, clf)
     gen = torch.Generator().manual_seed(8)

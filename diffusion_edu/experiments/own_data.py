@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..presets import TrainConfig, get_preset
+from ..presets import TrainConfig, training_preset
 from .common import Part, by_tier, check_tier, ensure_trained, final_loss, result_path, runs_root, save_result, \
     training_curve
 
@@ -71,7 +71,7 @@ def smoke_data(root: str | Path, n_train: int = 60, n_test: int = 30, seed: int 
 def config(tier: str, data_path: str | None = None) -> TrainConfig:
     """quick_mnist on Fashion-MNIST, with the tier's steps and batch; no grids during training."""
     b = by_tier(BUDGETS, tier)
-    return get_preset("quick_mnist", dataset="fashion-mnist", data_path=data_path, steps=b.steps,
+    return training_preset("quick_mnist", dataset="fashion-mnist", data_path=data_path, steps=b.steps,
                       batch_size=b.batch_size, sample_every=0, checkpoint_every=100, log_every=50)
 
 

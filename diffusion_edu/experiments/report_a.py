@@ -368,9 +368,10 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
     x0: (B, 1, 28, 28) in [-1, 1]; y: (B,) labels or None. The network's parameterization is read from
     ``model.parameterization``; one noise draw per image and t from ``generator``.
     """
+    from ..forward import declared_parameterization, eps_from_x0
     from ..losses import DiffusionTables
 
-    p = getattr(model, "parameterization", "eps")
+    p = declared_parameterization(model)
     tables = DiffusionTables.from_schedule(schedule.to("cpu"))
     out: dict[str, list] = {"t": [], "L": [], "eps_mse": [], "x0_mse": []}
     for t_int in ts:
@@ -382,9 +383,9 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
         dev = _device(model)  # the bound is summed on the CPU; the network runs where it lives
         output = model(xt.to(dev), schedule.model_time(t).to(dev), None if y is None else y.to(dev)).float().cpu()
         mu = tables.mu_from_output(output, xt, t, p)
-        mu_tilde = tables.at(tables.coef_x0, t) * x0 + tables.at(tables.coef_xt, t) * xt  # Ho et al. Eq. 7
+        mu_tilde = tables.posterior_mean(x0, xt, t)  # Ho et al. Eq. 7
         x0_pred = tables.x0_from_output(output, xt, t, p)
-        eps_pred = (xt - tables.at(tables.sqrt_alpha_bar, t) * x0_pred) / tables.at(tables.sqrt_one_minus_alpha_bar, t)
+        eps_pred = eps_from_x0(xt, x0_pred, tables.at(tables.sqrt_alpha_bar, t), tables.at(tables.sqrt_one_minus_alpha_bar, t))
         beta = float(schedule.betas[t_int])
         out["t"].append(int(t_int))
         out["L"].append(float((mu_tilde - mu).square().flatten(1).sum(1).mean() / (2 * beta)))
@@ -396,13 +397,13 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
 def _parameterization(tier: str, progress: bool) -> Path:
     """eps-prediction vs posterior-mean (mu) prediction: samples, and the bound's terms per t."""
     require_runs('parameterization', tier)
-    from ..data import EmbeddedMNIST
+    from ..data import load_embedded_mnist
 
     t0 = time.perf_counter()
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     runs = {"eps": "unet", "mu": "unet_mu"}
     recs = {name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress) for name, run in runs.items()}
-    x0, y = EmbeddedMNIST("heldout").tensors()
+    x0, y = load_embedded_mnist("heldout").tensors()
     k = by_tier(KL_IMAGES, tier)
     x0, y = x0[:k], y[:k]
     terms = {name: bound_terms(load_run(run, tier)[0], load_run(run, tier)[1], x0, y, KL_TIMESTEPS,
@@ -427,10 +428,10 @@ def first_step(model, schedule, x_T: torch.Tensor, y: torch.Tensor, clip_x0: boo
 
 def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any]:
     """How each schedule ends at T and what the first reverse step does, at all T steps and respaced."""
-    from ..data import EmbeddedMNIST
+    from ..data import load_embedded_mnist
     from ..schedules import respace
 
-    x0 = EmbeddedMNIST("heldout").tensors()[0]
+    x0 = load_embedded_mnist("heldout").tensors()[0]
     power = float(x0.square().mean())  # E[x0^2] of the digits: x_{T-1} under q has rms sqrt(ab x0^2 + 1 - ab)
     y = class_labels(n)
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(SEED))
@@ -480,10 +481,10 @@ def _schedules(tier: str, progress: bool) -> Path:
 def nearest_neighbour_labels(images: torch.Tensor) -> torch.Tensor:
     """The label of each image's nearest embedded training digit in pixel distance (a 1-NN classifier):
     a judge of the asked digit that no network was trained against. images: (B, 1, 28, 28) in [-1, 1]."""
-    from ..data import EmbeddedMNIST
+    from ..data import load_embedded_mnist
     from ..memorisation import nearest_neighbours
 
-    train = EmbeddedMNIST("train")
+    train = load_embedded_mnist("train")
     _, idx = nearest_neighbours(images, train, k=1)
     return train.labels[idx[:, 0]].to(torch.int64)
 
@@ -495,7 +496,7 @@ def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
 def _conditioning(tier: str, progress: bool) -> Path:
     """Conditional accuracy with and without the discriminator term, by two judges."""
     require_runs('conditioning', tier)
-    from ..data import EmbeddedMNIST
+    from ..data import load_embedded_mnist
     from ..metrics import classifier_outputs
 
     t0 = time.perf_counter()
@@ -510,7 +511,7 @@ def _conditioning(tier: str, progress: bool) -> Path:
         rec.update(knn_accuracy=float((knn == labels).float().mean()), per_class_classifier=_per_class(clf, labels),
                    per_class_knn=_per_class(knn, labels), disc_weight=load_run(run, tier)[2].disc_weight)
         recs[run] = rec
-    real, real_labels = EmbeddedMNIST("heldout").tensors()
+    real, real_labels = load_embedded_mnist("heldout").tensors()
     judges = {"classifier_heldout": float((classifier_outputs(real)[1].argmax(1) == real_labels).float().mean()),
               "knn_heldout": float((nearest_neighbour_labels(real) == real_labels).float().mean())}
     data = {"sampler": sampler.describe(), "n": n, "settings": recs, "judges": judges,

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..metrics import WeightsNotAvailableError
-from ..presets import TrainConfig, get_preset
+from ..presets import TrainConfig, training_preset
 from .cifar import (
     REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, lpips_nearest, measured_utilisation,
     network_flops, not_measured, pixel_nearest, plan_estimate, sample_images, single_process, train_cifar_run,
@@ -67,7 +67,7 @@ INTERP_CLASSES = [1, 3, 7, 8, 9]  # automobile, cat, horse, ship, truck
 def config(tier: str) -> TrainConfig:
     """The training configuration of the Report B run at ``tier`` (``b_cifar10_cfg`` + the tier's changes)."""
     check_cifar_tier(tier)
-    return get_preset("b_cifar10_cfg").replace(**TIER_OVERRIDES.get(tier, {}))
+    return training_preset("b_cifar10_cfg").replace(**TIER_OVERRIDES.get(tier, {}))
 
 
 def colab_plan() -> dict[str, Any]:
@@ -124,7 +124,7 @@ def measured_h100_estimate(costs: dict[str, Any], results: Any = None) -> dict[s
 def _costs(tier: str, progress: bool):
     single_process("costs")
     t0 = time.perf_counter()
-    cfg = get_preset("b_cifar10_cfg")
+    cfg = training_preset("b_cifar10_cfg")
     flops = network_flops(cfg)
     util = measured_utilisation(flops)
     data = {"params": flops.pop("params"), "flops": flops, "utilisation": util,

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..presets import TrainConfig, get_preset
+from ..presets import TrainConfig, training_preset
 from ..results import read_results
 from ..metrics import WeightsNotAvailableError
 from .cifar import (
@@ -90,7 +90,7 @@ EVAL: dict[str, dict[str, Any]] = {
 def config(tier: str) -> TrainConfig:
     """The training configuration of the Report C run at ``tier`` (the ``c_cifar10`` preset + the tier's changes)."""
     check_cifar_tier(tier)
-    return get_preset("c_cifar10").replace(**TIER_OVERRIDES.get(tier, {}))
+    return training_preset("c_cifar10").replace(**TIER_OVERRIDES.get(tier, {}))
 
 
 def colab_plan() -> dict[str, Any]:
@@ -110,7 +110,7 @@ def _costs(tier: str, progress: bool):
     imply: the colab tier's duration on a T4, the paper's 800k steps on a current GPU."""
     single_process("costs")
     t0 = time.perf_counter()
-    cfg = get_preset("c_cifar10")
+    cfg = training_preset("c_cifar10")
     flops = network_flops(cfg)
     util = measured_utilisation(flops)
     data = {

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..cold import RowColumnAveraging, cold_sample, fit_degraded_prior
-from ..data import EmbeddedMNIST
+from ..data import load_embedded_mnist
 from ..forward import q_sample
 from ..metrics import classifier_outputs
 from ..presets import TrainConfig
@@ -65,7 +65,6 @@ RUNS: dict[str, RunSpec] = {
     "cold_columns_random_g4": ("d_cold_columns", {"cold_group": 4, "T": 7, **_COLD_CPU}),
     "cold_rows_random": ("d_cold_columns", {"cold_axis": "rows", **_COLD_CPU}),
 }
-DDPM_RUNS = ("cnn", "cnn_selu")
 COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
 CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
 COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
@@ -233,7 +232,7 @@ def _epoch_steps(cfg: TrainConfig) -> int:
     if cfg.subset is not None:
         n = cfg.subset
     elif cfg.dataset == "mnist-embedded":
-        n = len(EmbeddedMNIST(cfg.split))
+        n = len(load_embedded_mnist(cfg.split))
     else:
         n = 60_000  # MNIST's training set (the gpu tier)
     return max(1, n // cfg.batch_size)
@@ -321,7 +320,7 @@ def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Genera
 
 
 def _seeded(*keys: Any) -> torch.Generator:
-    from ..checkpoint import derived_seed
+    from ..seeding import derived_seed
 
     return torch.Generator().manual_seed(derived_seed(0, CHAPTER, *[str(k) for k in keys]))
 
@@ -364,7 +363,7 @@ def _eval(tier: str):
 
 def _cold_prior(process: RowColumnAveraging, run: str, tier: str):
     """The Gaussian mixture of fully degraded training digits (how Bansal et al. generate new images)."""
-    train = EmbeddedMNIST("train").tensors()[0]
+    train = load_embedded_mnist("train").tensors()[0]
     return fit_degraded_prior(process, train, n_components=_budget(tier).prior_components,
                               generator=_seeded("prior", run))
 
@@ -555,10 +554,10 @@ def _cold(tier: str, progress: bool) -> Path:
     summary = _runs_needed(tier, COLD_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     n_gen = b.cold_n or ev.n
-    heldout = EmbeddedMNIST("heldout").subset(b.restore_n)
+    heldout = load_embedded_mnist("heldout").subset(b.restore_n)
     x0, y = heldout.tensors()
-    train_x, train_y = EmbeddedMNIST("train").tensors()
-    all_held_x, all_held_y = EmbeddedMNIST("heldout").tensors()
+    train_x, train_y = load_embedded_mnist("train").tensors()
+    all_held_x, all_held_y = load_embedded_mnist("heldout").tensors()
     probe_idx = torch.randperm(len(train_x), generator=_seeded("probe"))[:b.probe_n]
     px, py = train_x[probe_idx], train_y[probe_idx]
     data: dict[str, Any] = {"runs": {}, "probe": {"pixels": probe_accuracy(px.flatten(1), py, all_held_x.flatten(1),
@@ -619,7 +618,7 @@ def _comparison(tier: str, progress: bool) -> Path:
     t0 = time.perf_counter()
     _runs_needed(tier, COMPARISON_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
-    train_x = EmbeddedMNIST("train").tensors()[0]
+    train_x = load_embedded_mnist("train").tensors()[0]
     rows: dict[str, dict[str, Any]] = {}
 
     def add(name: str, run: str, images: torch.Tensor, seconds: float, nfe: int, sampler: str, start: str) -> None:
@@ -655,7 +654,7 @@ def _comparison(tier: str, progress: bool) -> Path:
     add("cold_columns_random_alg2", "cold_columns_random", images, time.perf_counter() - t1, D.T,
         _sampler(D, None, prior), "Gaussian mixture of fully degraded training digits")
     bar.update(1)
-    real = EmbeddedMNIST("train")
+    real = load_embedded_mnist("train")
     idx = torch.randperm(len(real), generator=_seeded("floor"))[:ev.n]
     floor = _metrics(real.batch(idx)[0], "comparison")
     held = heldout_reference()

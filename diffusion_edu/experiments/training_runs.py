@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..checkpoint import derived_seed  # noqa: F401  (re-exported for chapter modules)
-from ..presets import TrainConfig, get_preset
+from ..seeding import derived_seed  # noqa: F401  (re-exported for chapter modules)
+from ..presets import TrainConfig, training_preset
 from .common import ensure_trained, final_loss, runs_root, save_result, training_curve
 
 __all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs", "snapshot_paths"]
@@ -47,7 +47,7 @@ def make_config(spec: RunSpec, tier: str, tier_overrides: Mapping[str, Mapping[s
     own = dict(own)
     per_tier = own.pop("tier_overrides", {})
     extra = SMOKE if tier == "smoke" else {**tier_overrides.get(tier, {}), **per_tier.get(tier, {})}
-    cfg = get_preset(preset).replace(**own)
+    cfg = training_preset(preset).replace(**own)
     return cfg.replace(**extra)
 
 

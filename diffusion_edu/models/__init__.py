@@ -6,7 +6,7 @@ The output has the shape of ``x``. Build a network by name from JSON-able keywor
 what checkpoints store) with :func:`build_model`, or from a named set of them in :data:`MODEL_PRESETS`::
 
     model = build_model(**MODEL_PRESETS["unet_mnist"])   # {"name": "unet", "ch": 16, ...}
-    model = build_preset("unet_mnist", num_classes=None)  # the same, with some kwargs changed
+    model = build_model_preset("unet_mnist", num_classes=None)  # the same, with some kwargs changed
 
 ===============  ========================================================  =======
 name             network                                                   report
@@ -36,9 +36,21 @@ from .small_unet import SmallUNet
 from .unet import UNet
 
 __all__ = [
-    "MODELS", "MODEL_PRESETS", "build_model", "build_preset", "count_parameters",
-    "Denoiser", "UNet", "SmallUNet", "CNN", "Autoencoder", "VAE",
-    "sinusoidal_embedding", "TimeEmbedding", "LabelEmbedding", "one_hot_labels",
+    "MODELS",
+    "MODEL_PRESETS",
+    "build_model",
+    "build_model_preset",
+    "count_parameters",
+    "Denoiser",
+    "UNet",
+    "SmallUNet",
+    "CNN",
+    "Autoencoder",
+    "VAE",
+    "sinusoidal_embedding",
+    "TimeEmbedding",
+    "LabelEmbedding",
+    "one_hot_labels",
 ]
 
 MODELS: dict[str, type[Denoiser]] = {
@@ -53,35 +65,94 @@ MODELS: dict[str, type[Denoiser]] = {
 # book's "cpu" tier (about 10 minutes of training on 2 CPU cores); benchmarks/bench_models.py measures them.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. (2020) CIFAR-10 model, 35.7M parameters (Report C).
-    "unet_cifar10": {"name": "unet",
-        "in_channels": 3, "image_size": 32, "ch": 128, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2,
-        "attn_resolutions": [16], "dropout": 0.1},
+    "unet_cifar10": {
+        "name": "unet",
+        "in_channels": 3,
+        "image_size": 32,
+        "ch": 128,
+        "ch_mult": [1, 2, 2, 2],
+        "num_res_blocks": 2,
+        "attn_resolutions": [16],
+        "dropout": 0.1,
+    },
     # Report B: Ho's size with the OpenAI improvements (Dhariwal & Nichol 2021) and a class embedding.
     # Report B does not state its sizes; these follow guided-diffusion's defaults at 32x32.
-    "unet_cifar10_improved": {"name": "unet",
-        "in_channels": 3, "image_size": 32, "ch": 128, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2,
-        "attn_resolutions": [16, 8], "dropout": 0.1, "num_classes": 10, "num_head_channels": 64,
-        "use_scale_shift_norm": True, "resblock_updown": True},
+    "unet_cifar10_improved": {
+        "name": "unet",
+        "in_channels": 3,
+        "image_size": 32,
+        "ch": 128,
+        "ch_mult": [1, 2, 2, 2],
+        "num_res_blocks": 2,
+        "attn_resolutions": [16, 8],
+        "dropout": 0.1,
+        "num_classes": 10,
+        "num_head_channels": 64,
+        "use_scale_shift_norm": True,
+        "resblock_updown": True,
+    },
     # Ho-style U-Net for 28x28 MNIST, sized for the cpu tier: 16 channels at 28x28, 32 at 14x14 and 7x7,
     # one block per level, attention only in the middle (7x7). Wider variants (16-32-64, 32-64-64) cost
     # 1.3x and 3x more per image and trailed it in held-out loss in short equal-CPU-time trial runs.
-    "unet_mnist": {"name": "unet",
-        "in_channels": 1, "image_size": 28, "ch": 16, "ch_mult": [1, 2, 2], "num_res_blocks": 1,
-        "attn_resolutions": [], "mid_attention": True, "dropout": 0.0, "num_classes": 10, "norm_groups": 8},
+    "unet_mnist": {
+        "name": "unet",
+        "in_channels": 1,
+        "image_size": 28,
+        "ch": 16,
+        "ch_mult": [1, 2, 2],
+        "num_res_blocks": 1,
+        "attn_resolutions": [],
+        "mid_attention": True,
+        "dropout": 0.0,
+        "num_classes": 10,
+        "norm_groups": 8,
+    },
     # Report E: the two-level U-Net (16-32-64 channels), conditional on the digit. Report E gives no widths;
     # 16 suits the cpu tier: ch=32 costs ~3.5x more per image and trailed it in equal-CPU-time trial runs.
-    "small_unet_mnist": {"name": "small_unet",
-        "in_channels": 1, "image_size": 28, "ch": 16, "depth": 2, "num_classes": 10},
+    "small_unet_mnist": {
+        "name": "small_unet",
+        "in_channels": 1,
+        "image_size": 28,
+        "ch": 16,
+        "depth": 2,
+        "num_classes": 10,
+    },
     # Report D: hidden (16, 32, 32, 16), kernel 7, GELU; and its SELU variant. Unconditional.
-    "cnn_mnist": {"name": "cnn",
-        "in_channels": 1, "image_size": 28, "hidden": [16, 32, 32, 16], "kernel_size": 7, "act": "gelu"},
-    "cnn_mnist_selu": {"name": "cnn",
-        "in_channels": 1, "image_size": 28, "hidden": [16, 32, 32, 16], "kernel_size": 7, "act": "selu"},
+    "cnn_mnist": {
+        "name": "cnn",
+        "in_channels": 1,
+        "image_size": 28,
+        "hidden": [16, 32, 32, 16],
+        "kernel_size": 7,
+        "act": "gelu",
+    },
+    "cnn_mnist_selu": {
+        "name": "cnn",
+        "in_channels": 1,
+        "image_size": 28,
+        "hidden": [16, 32, 32, 16],
+        "kernel_size": 7,
+        "act": "selu",
+    },
     # Report A: the autoencoder and VAE denoisers, one-hot label in the middle.
-    "autoencoder_mnist": {"name": "autoencoder",
-        "in_channels": 1, "image_size": 28, "ch": 32, "ch_mult": [1, 2, 2], "latent_dim": 32, "num_classes": 10},
-    "vae_mnist": {"name": "vae",
-        "in_channels": 1, "image_size": 28, "ch": 32, "ch_mult": [1, 2, 2], "latent_dim": 32, "num_classes": 10},
+    "autoencoder_mnist": {
+        "name": "autoencoder",
+        "in_channels": 1,
+        "image_size": 28,
+        "ch": 32,
+        "ch_mult": [1, 2, 2],
+        "latent_dim": 32,
+        "num_classes": 10,
+    },
+    "vae_mnist": {
+        "name": "vae",
+        "in_channels": 1,
+        "image_size": 28,
+        "ch": 32,
+        "ch_mult": [1, 2, 2],
+        "latent_dim": 32,
+        "num_classes": 10,
+    },
 }
 
 
@@ -111,7 +182,9 @@ def build_model(name: str, **kwargs: Any) -> Denoiser:
     ``kwargs``), so a checkpoint can rebuild it with ``build_model(model.model_name, **model.model_kwargs)``.
     """
     if name not in MODELS:
-        raise ValueError(f"name must be one of the models {sorted(MODELS)}, got {name!r} (presets: {sorted(MODEL_PRESETS)})")
+        raise ValueError(
+            f"name must be one of the models {sorted(MODELS)}, got {name!r} (presets: {sorted(MODEL_PRESETS)})"
+        )
     cls = MODELS[name]
     for key, value in kwargs.items():
         _check_jsonable(value, key)
@@ -125,12 +198,12 @@ def build_model(name: str, **kwargs: Any) -> Denoiser:
     return model
 
 
-def build_preset(preset: str, **overrides: Any) -> Denoiser:
+def build_model_preset(preset: str, **overrides: Any) -> Denoiser:
     """Build the network of a named preset (a key of :data:`MODEL_PRESETS`), with some kwargs overridden."""
     if preset not in MODEL_PRESETS:
         raise ValueError(f"preset must be one of {sorted(MODEL_PRESETS)}, got {preset!r}")
     if "name" in overrides:
-        raise TypeError("build_preset: the preset fixes the model name; use build_model to build another model")
+        raise TypeError("build_model_preset: the preset fixes the model name; use build_model to build another model")
     return build_model(**{**copy.deepcopy(MODEL_PRESETS[preset]), **overrides})
 
 

@@ -23,9 +23,12 @@ embedding of the timestep" to all its networks). Report A gives the label one-ho
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from ..forward import Parameterization
 from .base import ConvBlock, Denoiser, check_int_tuple, check_positive_int
 from .embeddings import TimeEmbedding, one_hot_labels
 
@@ -62,8 +65,9 @@ class Autoencoder(Denoiser):
         time_dim: int = 32,
         norm_groups: int = 8,
         num_classes: int | None = None,
+        parameterization: Parameterization = "eps",
     ) -> None:
-        super().__init__(in_channels, image_size, num_classes)
+        super().__init__(in_channels, image_size, num_classes, parameterization)
         ch = check_positive_int(ch, "ch")
         ch_mult = check_int_tuple(ch_mult, "ch_mult")
         latent_dim = check_positive_int(latent_dim, "latent_dim")
@@ -80,7 +84,7 @@ class Autoencoder(Denoiser):
         chans = [ch * m for m in ch_mult]
         self.bottom = (chans[-1], image_size // factor, image_size // factor)  # (C, H, W) at the bottleneck
         flat = chans[-1] * self.bottom[1] * self.bottom[2]
-        block = dict(emb_dim=emb_dim, norm_groups=norm_groups)
+        block: dict[str, Any] = dict(emb_dim=emb_dim, norm_groups=norm_groups)
 
         self.time_embed = TimeEmbedding(time_dim, emb_dim)
         self.encoder = nn.ModuleList([ConvBlock(in_channels, chans[0], **block)])
@@ -144,8 +148,13 @@ class VAE(Autoencoder):
 
     variational = True
 
-    def forward(  # type: ignore[override]
-        self, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | int,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         self._generator = generator
         try:

@@ -1,7 +1,8 @@
 """What every denoiser shares: the call ``model(x, t, y=None)``, its input checks, and small layer helpers.
 
 A denoiser maps a noisy batch ``x`` (B, C, H, W), the model time ``t`` (B,) and optional labels ``y``
-(B,) to a tensor shaped like ``x`` (eps, x0 or the posterior mean, depending on how it is trained).
+(B,) to a tensor shaped like ``x``: the quantity it declares in ``parameterization`` (eps, x0 or the
+posterior mean mu, a constructor argument; the samplers and the training loop read it from there).
 Subclasses implement ``_forward(x, t, y)`` with checked inputs: ``t`` an int64 or float (B,) tensor
 and ``y`` an int64 (B,) tensor with the null label filled in (or None for unconditional networks).
 """
@@ -13,6 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..forward import PARAMETERIZATIONS, Parameterization
 from .embeddings import resolve_labels
 
 __all__ = ["Denoiser", "ConvBlock", "Activation", "ACTIVATIONS", "make_activation", "group_norm", "check_positive_int"]
@@ -70,12 +72,21 @@ def check_dropout(dropout: object) -> float:
 class Denoiser(nn.Module):
     """Base class: checks ``(x, t, y)`` and calls ``self._forward``.
 
-    Attributes: ``in_channels``, ``image_size``, ``num_classes`` (None if unconditional), and
-    ``aux_loss`` (None, or a scalar tensor set by a training-mode forward pass: the VAE's KL term).
+    Attributes: ``in_channels``, ``image_size``, ``num_classes`` (None if unconditional),
+    ``parameterization`` (what the output is: ``"eps"``, ``"x0"`` or ``"mu"``), and ``aux_loss`` (None,
+    or a scalar tensor set by a training-mode forward pass: the VAE's KL term).
     """
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int | None) -> None:
+    def __init__(
+        self, in_channels: int, image_size: int, num_classes: int | None, parameterization: Parameterization = "eps"
+    ) -> None:
         super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"parameterization must be one of {PARAMETERIZATIONS} (what the network outputs), "
+                f"got {parameterization!r}"
+            )
+        self.parameterization: Parameterization = parameterization
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.image_size = check_positive_int(image_size, "image_size")
         if num_classes is not None:
@@ -141,7 +152,9 @@ class ConvBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2)
-        self.norm = group_norm(out_ch, norm_groups, f" of a conv block ({out_ch} channels)") if norm_groups else nn.Identity()
+        self.norm = (
+            group_norm(out_ch, norm_groups, f" of a conv block ({out_ch} channels)") if norm_groups else nn.Identity()
+        )
         self.emb_proj = nn.Linear(emb_dim, out_ch)
         self.act = make_activation(act)
 

@@ -12,23 +12,23 @@ __all__ = ["add_cli", "preset_table"]
 
 def preset_table() -> list[dict]:
     """One row per preset: name, model, parameter count, kwargs (built on the meta device: no memory, no time)."""
-    from . import MODEL_PRESETS, build_preset, count_parameters
+    from . import MODEL_PRESETS, build_model_preset, count_parameters
 
     rows = []
     for preset, spec in MODEL_PRESETS.items():
         with torch.device("meta"):
-            n = count_parameters(build_preset(preset))
+            n = count_parameters(build_model_preset(preset))
         kwargs = {k: v for k, v in spec.items() if k != "name"}
         rows.append({"preset": preset, "model": spec["name"], "params": n, "kwargs": kwargs})
     return rows
 
 
 def _models(args: argparse.Namespace) -> int:
-    from . import build_preset
+    from . import build_model_preset
 
     if args.preset:
         with torch.device("meta"):
-            print(build_preset(args.preset))
+            print(build_model_preset(args.preset))
         return 0
     rows = preset_table()
     if args.json:

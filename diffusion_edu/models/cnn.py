@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..forward import Parameterization
 from .base import ConvBlock, Denoiser, check_int_tuple, check_positive_int, make_activation
 from .embeddings import LabelEmbedding, TimeEmbedding
 
@@ -54,8 +55,9 @@ class CNN(Denoiser):
         time_dim: int = 32,
         norm: bool = True,
         num_classes: int | None = None,
+        parameterization: Parameterization = "eps",
     ) -> None:
-        super().__init__(in_channels, image_size, num_classes)
+        super().__init__(in_channels, image_size, num_classes, parameterization)
         hidden = check_int_tuple(hidden, "hidden")
         kernel_size = check_positive_int(kernel_size, "kernel_size")
         if kernel_size % 2 == 0:

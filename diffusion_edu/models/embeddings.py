@@ -103,7 +103,9 @@ def one_hot_labels(y: torch.Tensor, num_classes: int, dtype: torch.dtype = torch
     return nn.functional.one_hot(y, num_classes + 1)[:, :num_classes].to(dtype)  # (B, num_classes)
 
 
-def resolve_labels(y: torch.Tensor | None, num_classes: int | None, batch: int, device: torch.device) -> torch.Tensor | None:
+def resolve_labels(
+    y: torch.Tensor | None, num_classes: int | None, batch: int, device: torch.device
+) -> torch.Tensor | None:
     """Check the labels given to a network and fill in the null label when ``y`` is None.
 
     Returns None for an unconditional network, else an int64 (B,) tensor in 0..num_classes.

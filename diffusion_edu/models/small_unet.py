@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..forward import Parameterization
 from .base import Denoiser, check_positive_int
 from .embeddings import LabelEmbedding, TimeEmbedding
 
@@ -64,8 +65,9 @@ class SmallUNet(Denoiser):
         depth: int = 2,
         time_dim: int = 32,
         num_classes: int | None = None,
+        parameterization: Parameterization = "eps",
     ) -> None:
-        super().__init__(in_channels, image_size, num_classes)
+        super().__init__(in_channels, image_size, num_classes, parameterization)
         ch = check_positive_int(ch, "ch")
         depth = check_positive_int(depth, "depth")
         time_dim = check_positive_int(time_dim, "time_dim", minimum=2)
@@ -78,9 +80,13 @@ class SmallUNet(Denoiser):
         self.time_embed = TimeEmbedding(time_dim, emb_dim)
         self.label_embed = LabelEmbedding(num_classes, emb_dim) if num_classes is not None else None
         chans = [ch * 2**i for i in range(depth + 1)]  # e.g. [ch, 2 ch, 4 ch]
-        self.down = nn.ModuleList(DoubleConv(c_in, c_out, emb_dim) for c_in, c_out in zip([in_channels, *chans[:-2]], chans[:-1]))
+        self.down = nn.ModuleList(
+            DoubleConv(c_in, c_out, emb_dim) for c_in, c_out in zip([in_channels, *chans[:-2]], chans[:-1])
+        )
         self.bottleneck = DoubleConv(chans[-2], chans[-1], emb_dim)
-        self.upconv = nn.ModuleList(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
+        self.upconv = nn.ModuleList(
+            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
+        )
         self.up = nn.ModuleList(DoubleConv(2 * chans[i], chans[i], emb_dim) for i in reversed(range(depth)))
         self.conv_out = nn.Conv2d(ch, in_channels, 1)
 

@@ -18,11 +18,12 @@ has 35.7M parameters, as the paper states (Report C).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from ..forward import Parameterization
 from .base import Denoiser, check_dropout, check_int_tuple, check_positive_int, group_norm
 from .embeddings import LabelEmbedding, TimeEmbedding, one_hot_labels
 from .unet_blocks import AttentionBlock, Downsample, EmbedSequential, ResBlock, Upsample, zero_init
@@ -58,6 +59,7 @@ class UNet(Denoiser):
         norm_groups: GroupNorm groups (Ho et al.: 32; fewer when a layer has fewer channels).
     """
 
+    # (Longer than ~60 lines: it wires the levels of the diagram above in order, one block per line.)
     def __init__(
         self,
         in_channels: int = 3,
@@ -75,8 +77,9 @@ class UNet(Denoiser):
         use_scale_shift_norm: bool = False,
         resblock_updown: bool = False,
         norm_groups: int = 32,
+        parameterization: Parameterization = "eps",
     ) -> None:
-        super().__init__(in_channels, image_size, num_classes)
+        super().__init__(in_channels, image_size, num_classes, parameterization)
         ch = check_positive_int(ch, "ch")
         ch_mult = check_int_tuple(ch_mult, "ch_mult")
         num_res_blocks = check_positive_int(num_res_blocks, "num_res_blocks")
@@ -114,8 +117,9 @@ class UNet(Denoiser):
             return channels // num_head_channels
 
         emb_dim = 4 * ch
-        res_kw = dict(emb_dim=emb_dim, dropout=dropout, norm_groups=norm_groups,
-                      use_scale_shift_norm=use_scale_shift_norm)
+        res_kw: dict[str, Any] = dict(
+            emb_dim=emb_dim, dropout=dropout, norm_groups=norm_groups, use_scale_shift_norm=use_scale_shift_norm
+        )
 
         def attention(channels: int) -> AttentionBlock:
             return AttentionBlock(channels, heads(channels), norm_groups)
