@@ -76,12 +76,13 @@ def targets(metrics: dict, sample_seconds: float, floor: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from diffusion_edu.experiments.common import measure
     from diffusion_edu.generate import generate
-    from diffusion_edu.presets import PRESETS, TrainConfig, _apply_sets
+    from diffusion_edu.commands.train import _apply_sets
+    from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
     from diffusion_edu.results import current_tier, results_dir, write_results
     from diffusion_edu.training import load_model, train
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="quick_mnist", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="quick_mnist", choices=sorted(TRAINING_PRESETS))
     p.add_argument("--minutes", type=float, default=None, help="training budget (default 10; 0.1 at the smoke tier)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
     p.add_argument("--label", default="default", help="name of this recipe variant in the results file")
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = args.minutes if args.minutes is not None else (0.1 if tier == "smoke" else 10.0)
     n = args.n or (64 if tier == "smoke" else 1000)
     sets = [*args.set, f"minutes={minutes}", f"device={args.device}"] + (["subset=256"] if tier == "smoke" else [])
-    config = TrainConfig.from_dict(_apply_sets(PRESETS[args.preset].config.to_dict(), sets))
+    config = TrainConfig.from_dict(_apply_sets(TRAINING_PRESETS[args.preset].config.to_dict(), sets))
     load_before = os.getloadavg()
     run_dir = Path(args.runs) / f"{args.preset}-{args.label}"
     t_start = time.perf_counter()
