@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from diffusion_edu.devices import resolve_device
     from diffusion_edu.data import write_fake_cifar10
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.results import current_tier, results_dir, write_results
 
     device = resolve_device(args.device)

@@ -45,10 +45,10 @@ def bench(n: int, ref: metrics.ReferenceStats, pool: torch.Tensor, device: torch
     parts: dict[str, list[float]] = {k: [] for k in ("features", "fid", "kid", "is", "evaluate_total")}
     for r in range(repeats + 1):
         t_feat, (f, logits) = _timed(lambda: metrics.classifier_outputs(samples), device)
-        t_fid, _ = _timed(lambda: metrics._fid_from_features(f, ref.features), device)
-        t_kid, _ = _timed(lambda: metrics._kid_from_features(f, ref.features, metrics.KID_SUBSETS,
+        t_fid, _ = _timed(lambda f=f: metrics._fid_from_features(f, ref.features), device)
+        t_kid, _ = _timed(lambda f=f: metrics._kid_from_features(f, ref.features, metrics.KID_SUBSETS,
                                                              metrics.KID_SUBSET_SIZE, g), device)
-        t_is, _ = _timed(lambda: metrics._is_from_logits(logits, metrics.IS_SPLITS, g), device)
+        t_is, _ = _timed(lambda logits=logits: metrics._is_from_logits(logits, metrics.IS_SPLITS, g), device)
         t_all, _ = _timed(lambda: metrics.evaluate(samples, ref, generator=g), device)
         if r:  # the first round warms up caches and kernels
             for k, v in zip(parts, (t_feat, t_fid, t_kid, t_is, t_all)):

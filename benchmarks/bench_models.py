@@ -43,9 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))  # peers.flops, when this file is loaded by path (tests)
 
+from peers.flops import timed_windows as _timed_windows  # noqa: E402  (one timing loop for every benchmark)
+
 from diffusion_edu.models import MODEL_PRESETS, build_model, count_parameters  # noqa: E402
 from diffusion_edu.results import current_tier, results_dir, write_results  # noqa: E402
-from peers.flops import timed_windows as _timed_windows  # noqa: E402  (one timing loop for every benchmark)
 
 
 def measure(spec: dict, mode: str, batch: int, forward_batch: int, warmup: int, windows: int,

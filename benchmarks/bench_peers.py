@@ -42,14 +42,24 @@ from typing import Any
 os.environ.setdefault("TQDM_DISABLE", "1")  # lucidrains' samplers draw a progress bar per call
 
 import torch  # noqa: E402
+from peers.configs import (  # noqa: E402
+    DISTRIBUTIONS,
+    LIBRARIES,
+    PEERS,
+    PRESETS,
+    evaluate_targets,
+    faster_peer,
+    median_rate,
+    mfu,
+    overhead,
+    package_kwargs,
+    peak_bf16_flops,
+    ratio,
+    resolve_mode,
+)
 
 import diffusion_edu  # noqa: E402  (the torchvision import fix, before the peers import torchvision)
 from diffusion_edu.results import atomic_write_bytes, current_tier, results_dir, write_results  # noqa: E402
-
-from peers.configs import (  # noqa: E402
-    DISTRIBUTIONS, LIBRARIES, PEERS, PRESETS, evaluate_targets, faster_peer, median_rate, mfu, overhead,
-    package_kwargs, peak_bf16_flops, ratio, resolve_mode,
-)
 
 HERE = Path(__file__).resolve().parent
 

@@ -70,7 +70,7 @@ def bench_model(model: nn.Module, schedule, n: int, device: torch.device, repeat
             "respaced_5": dict(method="ddpm", steps=5)}
     for name, opts in runs.items():
         reps = 1 if name == "ddpm_all" else repeats
-        sec = _timed(lambda: sample(model, schedule, n, **opts, generator=gen(), device=device), device, reps)
+        sec = _timed(lambda opts=opts: sample(model, schedule, n, **opts, generator=gen(), device=device), device, reps)
         out[name] = {"seconds": sec, "images_per_s": n / sec, "steps": opts.get("steps", T)}
     if eval_n:
         y = default_labels(eval_n, model.num_classes)

@@ -74,9 +74,9 @@ def targets(metrics: dict, sample_seconds: float, floor: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from diffusion_edu.commands.train import _apply_sets
     from diffusion_edu.experiments.common import measure
     from diffusion_edu.generate import generate
-    from diffusion_edu.commands.train import _apply_sets
     from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
     from diffusion_edu.results import current_tier, results_dir, write_results
     from diffusion_edu.training import load_model, train

@@ -56,8 +56,8 @@ def child(preset: str, args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(int(args.threads))
     from diffusion_edu import training_preset
-    from diffusion_edu.devices import resolve_device
     from diffusion_edu.data import load_cifar10, write_fake_cifar10
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.training import TrainingRun
 
     device = resolve_device(args.device)

@@ -268,7 +268,7 @@ def test_colab_check_installs_nothing_from_the_checkout(tmp_path: Path):
     staged = colab_check.stage_notebooks(tmp_path, NOTEBOOKS[:2])
     assert [p.name for p in staged] == [p.name for p in NOTEBOOKS[:2]]
     assert all(sorted(x.name for x in p.parent.iterdir()) == [p.name] for p in staged)
-    assert not ROOT.resolve() in staged[0].resolve().parents
+    assert ROOT.resolve() not in staged[0].resolve().parents
     assert {"PYTHONPATH", "DIFFUSION_EDU_RESULTS"} <= set(colab_check.DROP_ENV)
     files = colab_check.source_files()
     assert "pyproject.toml" in files and "results/metrics/floors.json" in files

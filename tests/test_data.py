@@ -1,6 +1,5 @@
 """The embedded MNIST sample and the real torchvision loaders (on files the tests write)."""
 
-import gzip
 import pickle
 import struct
 import urllib.error
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_edu import DatasetNotAvailableError, load_embedded_mnist, load_cifar10, load_dataset, load_mnist
+from diffusion_edu import DatasetNotAvailableError, load_cifar10, load_dataset, load_embedded_mnist, load_mnist
 from diffusion_edu.data import to_model_range, to_unit_range, write_fake_cifar10
 
 

@@ -27,13 +27,13 @@ import torch.multiprocessing as mp
 
 from diffusion_edu import NonFiniteLossError, train
 from diffusion_edu.checkpoint import load_checkpoint
-from diffusion_edu.seeding import derived_seed
 from diffusion_edu.cli import main as cli_main
 from diffusion_edu.distributed import DistributedLaunchError, check_global_batch, dropout_seed, launch
 from diffusion_edu.losses import discriminator_term
+from diffusion_edu.seeding import derived_seed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_training import _NaNAfter, TinyNet, _weights, tiny_config, tiny_net  # noqa: E402
+from test_training import TinyNet, _NaNAfter, _weights, tiny_config, tiny_net  # noqa: E402
 
 # Every random stream of the loop but dropout (flips, label drops, t, eps, the data order), warm-up,
 # clipping, EMA, sample grids; 12 steps of a global batch of 8 cross an epoch boundary at step 8.

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from test_samplers import F64, GaussianOracle, Tiny, _x
 
 from diffusion_edu import make_schedule, respace
 from diffusion_edu.samplers import (
@@ -20,7 +21,6 @@ from diffusion_edu.samplers import (
     network_evaluations,
     sample,
 )
-from test_samplers import F64, GaussianOracle, Tiny, _x
 
 M, S = 0.3, 0.5
 

@@ -308,14 +308,14 @@ def test_setting_a_run_aside_and_back_survives_a_kill_at_any_point(tmp_path, mon
     for cut in range(8):
         out = tmp_path / f"aside{cut}"  # a kill while setting the old run aside, then a resume
         _make_run(out)
-        _killed_after(monkeypatch, cut, lambda: rundir.set_aside(out))
+        _killed_after(monkeypatch, cut, lambda out=out: rundir.set_aside(out))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rundir.restore_aside(out)
         assert _contents(out) == old, cut
         out = tmp_path / f"again{cut}"  # ... then another fresh start: the old run waits aside
         _make_run(out)
-        _killed_after(monkeypatch, cut, lambda: rundir.set_aside(out))
+        _killed_after(monkeypatch, cut, lambda out=out: rundir.set_aside(out))
         assert rundir.set_aside(out) == out / ".previous" and _contents(out) == {f".previous/{k}": v
                                                                                 for k, v in old.items()}
         out = tmp_path / f"restore{cut}"  # a kill while restoring (the new run wrote a log and a config)
@@ -325,14 +325,14 @@ def test_setting_a_run_aside_and_back_survives_a_kill_at_any_point(tmp_path, mon
         (out / "config.json").write_text("new")
         with warnings.catch_warnings():  # "restored" is said by whichever call completes the restore
             warnings.simplefilter("ignore")
-            _killed_after(monkeypatch, cut, lambda: rundir.restore_aside(out))
+            _killed_after(monkeypatch, cut, lambda out=out: rundir.restore_aside(out))
             rundir.restore_aside(out)
         assert _contents(out) == old, cut
         out = tmp_path / f"drop{cut}"  # a kill while deleting the old run after the new one's checkpoint
         _make_run(out)
         rundir.set_aside(out)
         _make_run(out, "new")
-        _killed_after(monkeypatch, cut, lambda: rundir.drop_aside(out))
+        _killed_after(monkeypatch, cut, lambda out=out: rundir.drop_aside(out))
         assert rundir.set_aside(out) == out / ".previous"  # the next fresh start keeps the *new* run aside
         assert _contents(out) == {f".previous/{k}": f"new {k}" for k in RUN}
 

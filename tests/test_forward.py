@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from diffusion_edu import (
-    load_embedded_mnist,
     eps_and_x0_from_output,
     eps_from_posterior_mean,
+    load_embedded_mnist,
     make_schedule,
     posterior_mean_from_eps,
     predict_eps_from_x0,

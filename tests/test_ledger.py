@@ -13,9 +13,21 @@ from pathlib import Path
 import pytest
 
 from diffusion_edu import cli
-from diffusion_edu.ledger import (ENTRIES, INCONCLUSIVE_NO_INTERVAL, INCONCLUSIVE_OVERLAP, REPORT_TIER, Entry,
-                                  NotComparable, SameOrder, Within, interval_key, ledger_rows, render_ledger,
-                                  tier_rule, write_ledger)
+from diffusion_edu.ledger import (
+    ENTRIES,
+    INCONCLUSIVE_NO_INTERVAL,
+    INCONCLUSIVE_OVERLAP,
+    REPORT_TIER,
+    Entry,
+    NotComparable,
+    SameOrder,
+    Within,
+    interval_key,
+    ledger_rows,
+    render_ledger,
+    tier_rule,
+    write_ledger,
+)
 from diffusion_edu.results import TIERS, write_results
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"

@@ -12,14 +12,34 @@ import pytest
 import torch
 
 from diffusion_edu import metrics
-from diffusion_edu.classifier import (ClassifierConfig, ClassifierFeatures, ClassifierLogits, MNISTClassifier,
-                                      classifier_accuracy, load_classifier, load_mnist_classifier, random_shift,
-                                      save_classifier, shipped_classifier_path, train_classifier)
+from diffusion_edu.classifier import (
+    ClassifierConfig,
+    ClassifierFeatures,
+    ClassifierLogits,
+    MNISTClassifier,
+    classifier_accuracy,
+    load_classifier,
+    load_mnist_classifier,
+    random_shift,
+    save_classifier,
+    shipped_classifier_path,
+    train_classifier,
+)
 from diffusion_edu.cli import main as cli_main
 from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.memorisation import lpips_nearest_neighbours, nearest_neighbours
-from diffusion_edu.metrics import (WeightsNotAvailableError, conditional_accuracy, evaluate, fid, inception_fid_is,
-                                   inception_score, kid, noise_ceiling, real_vs_real, reference_stats)
+from diffusion_edu.metrics import (
+    WeightsNotAvailableError,
+    conditional_accuracy,
+    evaluate,
+    fid,
+    inception_fid_is,
+    inception_score,
+    kid,
+    noise_ceiling,
+    real_vs_real,
+    reference_stats,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "metrics" / "mnist_classifier.json"
 

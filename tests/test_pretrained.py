@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from diffusion_edu import TrainConfig
-from diffusion_edu.pretrained import export_pretrained
 from diffusion_edu.checkpoint import load_checkpoint, load_model
+from diffusion_edu.pretrained import export_pretrained
 from diffusion_edu.training import train
 
 

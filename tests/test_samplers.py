@@ -373,7 +373,7 @@ def test_report_e_mean_space_guidance_is_the_same_update(param):
         report_e = (1 + w) * mu_c - w * mu_u + s.beta_tilde[t].sqrt() * z
         model = eps_model
         if param == "x0":  # the same network, predicting x0 instead
-            model = lambda x, t_, y_=None: predict_x0_from_eps(x, t, eps_model(x, t_, y_), s)  # noqa: E731
+            model = lambda x, t_, y_=None, t=t: predict_x0_from_eps(x, t, eps_model(x, t_, y_), s)  # noqa: E731
             model.num_classes, model.parameterization = 3, "x0"
         ours = ddpm_step(model, xt, t, s, y=y, w=w, clip_x0=False, noise=z).x_prev
         assert torch.allclose(ours, report_e, atol=1e-10)

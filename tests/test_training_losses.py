@@ -7,7 +7,13 @@ import torch.nn as nn
 
 from diffusion_edu import make_schedule, posterior_mean_from_eps, q_posterior, q_sample
 from diffusion_edu.losses import (
-    DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, pixel_loss, sample_timesteps,
+    DiffusionTables,
+    augment_batch,
+    cold_loss,
+    discriminator_term,
+    gaussian_loss,
+    pixel_loss,
+    sample_timesteps,
 )
 from diffusion_edu.training import ema_update
 

@@ -59,7 +59,7 @@ class Chromium:
 
     # ---- process and pipe ----------------------------------------------------------------------
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self._profile = tempfile.TemporaryDirectory()
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()

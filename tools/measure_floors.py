@@ -20,8 +20,16 @@ import time
 import torch
 
 from diffusion_edu.data import load_embedded_mnist
-from diffusion_edu.metrics import (FEATURE_EXTRACTOR, IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, inception_score,
-                                   noise_ceiling, real_vs_real, reference_stats)
+from diffusion_edu.metrics import (
+    FEATURE_EXTRACTOR,
+    IS_SPLITS,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    inception_score,
+    noise_ceiling,
+    real_vs_real,
+    reference_stats,
+)
 from diffusion_edu.results import current_tier, results_dir, write_results
 
 KEYS = ("fid", "kid_mean", "is")

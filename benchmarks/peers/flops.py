@@ -14,7 +14,7 @@ products): the counted FLOPs are the model's, whichever kernel the timed steps u
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -11,7 +11,8 @@ of the network on the same batch, with no sampler around it: a loop's overhead i
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
