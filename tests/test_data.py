@@ -88,8 +88,10 @@ def test_missing_mnist_offline_gives_a_clear_error(tmp_path):
 def test_failed_download_gives_a_clear_error(tmp_path, monkeypatch):
     """Simulate being offline (no network call is made): the torchvision download fails and the error
     says what was looked for, where, and how to use the embedded sample."""
+
     def offline(*a, **k):
         raise urllib.error.URLError("offline (simulated by the test)")
+
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DatasetNotAvailableError, match=r"(?s)download was attempted and failed.*load_embedded_mnist"):
         load_mnist(root=tmp_path, download=True)

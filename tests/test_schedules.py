@@ -123,6 +123,7 @@ def test_schedule_moves_to_device_and_keeps_values():
 
 # --- bad input -----------------------------------------------------------------------------------
 
+
 def test_unknown_schedule_lists_valid_names():
     with pytest.raises(ValueError, match="cosine.*linear.*quadratic.*sigmoid"):
         make_schedule("exponential", 100)
