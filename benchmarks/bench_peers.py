@@ -42,6 +42,11 @@ from typing import Any
 os.environ.setdefault("TQDM_DISABLE", "1")  # lucidrains' samplers draw a progress bar per call
 
 import torch  # noqa: E402
+
+import diffusion_edu  # noqa: E402  (the torchvision import fix, before the peers import torchvision)
+from diffusion_edu.results import atomic_write_bytes, current_tier, results_dir, write_results  # noqa: E402
+
+# isort: split
 from peers.configs import (  # noqa: E402
     DISTRIBUTIONS,
     LIBRARIES,
@@ -57,9 +62,6 @@ from peers.configs import (  # noqa: E402
     ratio,
     resolve_mode,
 )
-
-import diffusion_edu  # noqa: E402  (the torchvision import fix, before the peers import torchvision)
-from diffusion_edu.results import atomic_write_bytes, current_tier, results_dir, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
