@@ -63,7 +63,9 @@ def _config(job: dict):
         note.append("fake CIFAR-format images (offline)")
         if job["device"] == "cpu" and job["cifar_batch"]:
             cfg = cfg.replace(batch_size=job["cifar_batch"])
-            note.append(f"batch {job['cifar_batch']} on CPU instead of the preset's {training_preset(job['preset']).batch_size}")
+            note.append(
+                f"batch {job['cifar_batch']} on CPU instead of the preset's {training_preset(job['preset']).batch_size}"
+            )
     if job["batch"]:
         cfg = cfg.replace(batch_size=job["batch"])
     per_process = cfg.batch_size
@@ -75,8 +77,13 @@ def _worker(rank: int, job: dict) -> None:
     """One of the job's processes: build the run in the process group and time its steps."""
     world = job["world"]
     if world > 1:
-        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(job["port"]))
+        os.environ.update(
+            RANK=str(rank),
+            WORLD_SIZE=str(world),
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(job["port"]),
+        )
     import torch
 
     torch.set_num_threads(job["threads"])
@@ -116,18 +123,24 @@ def _worker(rank: int, job: dict) -> None:
                     "img_per_s": round(job["steps"] * cfg.batch_size / median, 2),
                     "s_per_step": round(median / job["steps"], 5),
                     "window_s_per_step": [round(s / job["steps"], 5) for s in seconds],
-                    "global_batch": cfg.batch_size, "per_process_batch": cfg.batch_size // world,
-                    "processes": world, "threads_per_process": torch.get_num_threads(),
-                    "backend": ctx.backend if ctx is not None else None, "device": str(device),
-                    "network": cfg.model, "params": sum(p.numel() for p in run.model.parameters()),
+                    "global_batch": cfg.batch_size,
+                    "per_process_batch": cfg.batch_size // world,
+                    "processes": world,
+                    "threads_per_process": torch.get_num_threads(),
+                    "backend": ctx.backend if ctx is not None else None,
+                    "device": str(device),
+                    "network": cfg.model,
+                    "params": sum(p.numel() for p in run.model.parameters()),
                     "precision": str(run.amp_dtype or torch.float32).replace("torch.", ""),
-                    "load_average_1min": round(os.getloadavg()[0], 2), "note": note,
+                    "load_average_1min": round(os.getloadavg()[0], 2),
+                    "note": note,
                 }
                 Path(job["result"]).write_text(json.dumps(result))
     except Exception as e:  # noqa: BLE001  (recorded in the results file, the others carry on)
         if rank == 0:
-            Path(job["result"]).write_text(json.dumps({"error": f"{type(e).__name__}: {e}",
-                                                      "traceback": traceback.format_exc()[-2000:]}))
+            Path(job["result"]).write_text(
+                json.dumps({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]})
+            )
         raise
 
 
@@ -151,21 +164,33 @@ def measure(job: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", help="comma-separated preset names (default: e_unet,d_cnn on CPU; "
-                   "c_cifar10,e_unet on CUDA)")
+    p.add_argument(
+        "--presets", help="comma-separated preset names (default: e_unet,d_cnn on CPU; c_cifar10,e_unet on CUDA)"
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu or cuda")
-    p.add_argument("--nprocs", help="comma-separated process counts (default: 1,2 on CPU; 1,2,4,... up to the "
-                   "number of GPUs on CUDA)")
-    p.add_argument("--modes", default="strong,weak", help="strong (fixed global batch), weak (fixed per-process "
-                   "batch), or both")
-    p.add_argument("--batch", type=int, default=0, help="the batch (global for strong, per process for weak; "
-                   "default: the preset's)")
+    p.add_argument(
+        "--nprocs",
+        help="comma-separated process counts (default: 1,2 on CPU; 1,2,4,... up to the number of GPUs on CUDA)",
+    )
+    p.add_argument(
+        "--modes", default="strong,weak", help="strong (fixed global batch), weak (fixed per-process batch), or both"
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="the batch (global for strong, per process for weak; default: the preset's)",
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps per window")
     p.add_argument("--windows", type=int, default=3, help="timed windows (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process on CPU")
-    p.add_argument("--no-threads-reference", dest="threads_reference", action="store_false",
-                   help="on CPU, skip the one-process-with-N-threads reference")
+    p.add_argument(
+        "--no-threads-reference",
+        dest="threads_reference",
+        action="store_false",
+        help="on CPU, skip the one-process-with-N-threads reference",
+    )
     p.add_argument("--cifar-batch", type=int, default=8, help="global batch for the CIFAR-10 presets on CPU")
     p.add_argument("--out", help="results file (default: results/benchmarks/ddp_<device>.json)")
     p.add_argument("--note", default="", help="free text stored in the results' config")
@@ -173,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from diffusion_edu.devices import resolve_device
     from diffusion_edu.data import write_fake_cifar10
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.results import current_tier, results_dir, write_results
 
     device = resolve_device(args.device)
@@ -199,8 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     presets = [s for s in (args.presets or DEFAULT_PRESETS[kind]).split(",") if s]
     cifar_root = tempfile.mkdtemp()
     write_fake_cifar10(cifar_root, per_batch=64)
-    base = dict(device=kind, batch=args.batch, steps=args.steps, windows=args.windows, warmup=args.warmup,
-                threads=args.threads, cifar_batch=args.cifar_batch, cifar_root=cifar_root)
+    base = dict(
+        device=kind,
+        batch=args.batch,
+        steps=args.steps,
+        windows=args.windows,
+        warmup=args.warmup,
+        threads=args.threads,
+        cifar_batch=args.cifar_batch,
+        cifar_root=cifar_root,
+    )
     results, t0, load_before = {}, time.perf_counter(), os.getloadavg()
     for preset in presets:
         entry: dict = {}
@@ -214,21 +247,33 @@ def main(argv: list[str] | None = None) -> int:
             entry[mode] = runs
             entry[f"{mode}_efficiency"] = {
                 key: round(r["img_per_s"] / (r["processes"] * one["img_per_s"]), 3)
-                for key, r in runs.items() if "img_per_s" in r and "img_per_s" in one}
+                for key, r in runs.items()
+                if "img_per_s" in r and "img_per_s" in one
+            }
         if kind == "cpu" and args.threads_reference:
             ref = {}
             for n in (n for n in nprocs if n > 1):
                 ref[f"threads_{n * args.threads}"] = r = measure(
-                    {**base, "preset": preset, "world": 1, "mode": "strong", "threads": n * args.threads})
+                    {**base, "preset": preset, "world": 1, "mode": "strong", "threads": n * args.threads}
+                )
                 print(f"{preset:<14} 1 process, {n * args.threads} threads {json.dumps(r)}", flush=True)
             entry["one_process_more_threads"] = ref
         results[preset] = entry
-    config = {"presets": presets, "nprocs": nprocs, "modes": modes, "batch": args.batch or "preset",
-              "steps": args.steps, "windows": args.windows, "warmup": args.warmup,
-              "threads_per_process": args.threads, "cifar_batch_on_cpu": args.cifar_batch,
-              "efficiency": "img_per_s(N) / (N * img_per_s(1)); N=1 is a plain process without a process group",
-              "load_average_before": [round(v, 2) for v in load_before],
-              "load_average_after": [round(v, 2) for v in os.getloadavg()], "note": args.note}
+    config = {
+        "presets": presets,
+        "nprocs": nprocs,
+        "modes": modes,
+        "batch": args.batch or "preset",
+        "steps": args.steps,
+        "windows": args.windows,
+        "warmup": args.warmup,
+        "threads_per_process": args.threads,
+        "cifar_batch_on_cpu": args.cifar_batch,
+        "efficiency": "img_per_s(N) / (N * img_per_s(1)); N=1 is a plain process without a process group",
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "note": args.note,
+    }
     if args.out:
         path = Path(args.out)
     elif tier == "smoke":
@@ -236,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     else:
         path = results_dir() / "benchmarks" / f"ddp_{kind}.json"
-    write_results(path, f"benchmarks/ddp_{kind}", {"presets": results}, config, tier, time.perf_counter() - t0,
-                  device)
+    write_results(path, f"benchmarks/ddp_{kind}", {"presets": results}, config, tier, time.perf_counter() - t0, device)
     print(f"wrote {path}")
     return 0
 

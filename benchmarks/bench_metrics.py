@@ -45,10 +45,12 @@ def bench(n: int, ref: metrics.ReferenceStats, pool: torch.Tensor, device: torch
     parts: dict[str, list[float]] = {k: [] for k in ("features", "fid", "kid", "is", "evaluate_total")}
     for r in range(repeats + 1):
         t_feat, (f, logits) = _timed(lambda: metrics.classifier_outputs(samples), device)
-        t_fid, _ = _timed(lambda: metrics._fid_from_features(f, ref.features), device)
-        t_kid, _ = _timed(lambda: metrics._kid_from_features(f, ref.features, metrics.KID_SUBSETS,
-                                                             metrics.KID_SUBSET_SIZE, g), device)
-        t_is, _ = _timed(lambda: metrics._is_from_logits(logits, metrics.IS_SPLITS, g), device)
+        t_fid, _ = _timed(lambda f=f: metrics._fid_from_features(f, ref.features), device)
+        t_kid, _ = _timed(
+            lambda f=f: metrics._kid_from_features(f, ref.features, metrics.KID_SUBSETS, metrics.KID_SUBSET_SIZE, g),
+            device,
+        )
+        t_is, _ = _timed(lambda logits=logits: metrics._is_from_logits(logits, metrics.IS_SPLITS, g), device)
         t_all, _ = _timed(lambda: metrics.evaluate(samples, ref, generator=g), device)
         if r:  # the first round warms up caches and kernels
             for k, v in zip(parts, (t_feat, t_fid, t_kid, t_is, t_all)):
@@ -77,15 +79,25 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [bench(n, ref, pool, device, args.repeats) for n in args.sizes]
     for row in rows:
         row["fraction_of_1000_sample_budget"] = round(row["evaluate_total_s"] * 1000 / row["n_samples"] / BUDGET_S, 4)
-        print(f"{row['n_samples']:>6} samples: evaluate {row['evaluate_total_s']:.3f} s "
-              f"(features {row['features_s']:.3f}, FID {row['fid_s']:.3f}, KID {row['kid_s']:.3f}, "
-              f"IS {row['is_s']:.3f})")
+        print(
+            f"{row['n_samples']:>6} samples: evaluate {row['evaluate_total_s']:.3f} s "
+            f"(features {row['features_s']:.3f}, FID {row['fid_s']:.3f}, KID {row['kid_s']:.3f}, "
+            f"IS {row['is_s']:.3f})"
+        )
     data = {"reference_features_s": round(t_ref, 4), "n_reference": ref.n, "rows": rows, "budget_s_per_1000": BUDGET_S}
     tier = current_tier()
-    config = {"device": str(device), "threads": torch.get_num_threads(), "sizes": args.sizes, "repeats": args.repeats,
-              "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": metrics.KID_SUBSET_SIZE,
-              "is_splits": metrics.IS_SPLITS, "reference": ref.name,
-              "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    config = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "sizes": args.sizes,
+        "repeats": args.repeats,
+        "kid_subsets": metrics.KID_SUBSETS,
+        "kid_subset_size": metrics.KID_SUBSET_SIZE,
+        "is_splits": metrics.IS_SPLITS,
+        "reference": ref.name,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+    }
     if tier == "smoke" and args.out is None:
         print("smoke tier: nothing written")
         return data

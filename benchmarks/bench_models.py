@@ -43,13 +43,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))  # peers.flops, when this file is loaded by path (tests)
 
-from diffusion_edu.models import MODEL_PRESETS, build_model, count_parameters  # noqa: E402
-from diffusion_edu.results import current_tier, results_dir, write_results  # noqa: E402
 from peers.flops import timed_windows as _timed_windows  # noqa: E402  (one timing loop for every benchmark)
 
+from diffusion_edu.models import MODEL_PRESETS, build_model, count_parameters  # noqa: E402
+from diffusion_edu.results import current_tier, results_dir, write_results  # noqa: E402
 
-def measure(spec: dict, mode: str, batch: int, forward_batch: int, warmup: int, windows: int,
-            window_s: float, device: torch.device) -> dict:
+
+def measure(
+    spec: dict,
+    mode: str,
+    batch: int,
+    forward_batch: int,
+    warmup: int,
+    windows: int,
+    window_s: float,
+    device: torch.device,
+) -> dict:
     """Measure one network in one mode; returns a dict of plain numbers."""
     spec = dict(spec)
     model = build_model(spec.pop("name"), **spec).to(device)
@@ -86,8 +95,11 @@ def measure(spec: dict, mode: str, batch: int, forward_batch: int, warmup: int, 
     for _ in range(warmup):
         train_step()
     train_rates, train_cpu_rates = _timed_windows(train_step, windows, window_s, device)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024
+    )
 
     model.eval()
     xf, tf, yf = inputs(forward_batch)
@@ -119,10 +131,13 @@ def measure(spec: dict, mode: str, batch: int, forward_batch: int, warmup: int, 
 
 
 def _print_row(name: str, mode: str, r: dict) -> None:
-    print(f"{name:18s} {mode:13s} params {r['params']:>10,d}  train {r['train_img_s']:7.1f} img/s "
-          f"({r['train_img_per_cpu_s']:6.1f}/cpu-s)  forward {r['forward_img_s']:7.1f} img/s "
-          f"({r['forward_img_per_cpu_s']:6.1f}/cpu-s)  1000x50 samples {r['sample_1000x50_s']:6.1f} s  "
-          f"peak {r['peak_memory_mib']:6.1f} MiB", flush=True)
+    print(
+        f"{name:18s} {mode:13s} params {r['params']:>10,d}  train {r['train_img_s']:7.1f} img/s "
+        f"({r['train_img_per_cpu_s']:6.1f}/cpu-s)  forward {r['forward_img_s']:7.1f} img/s "
+        f"({r['forward_img_per_cpu_s']:6.1f}/cpu-s)  1000x50 samples {r['sample_1000x50_s']:6.1f} s  "
+        f"peak {r['peak_memory_mib']:6.1f} MiB",
+        flush=True,
+    )
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -131,47 +146,90 @@ def _worker(args: argparse.Namespace) -> None:
     spec = json.loads(args.worker_spec)
     out = {}
     for mode in args.modes:
-        out[mode] = measure(spec, mode, args.batch, args.forward_batch, args.warmup, args.windows, args.window_s, device)
+        out[mode] = measure(
+            spec, mode, args.batch, args.forward_batch, args.warmup, args.windows, args.window_s, device
+        )
     print("RESULT " + json.dumps(out))
 
 
-def _run_one(args: argparse.Namespace, spec: dict, mode: str, threads: int, batch: int, forward_batch: int,
-             warmup: int, windows: int) -> dict:
+def _run_one(
+    args: argparse.Namespace,
+    spec: dict,
+    mode: str,
+    threads: int,
+    batch: int,
+    forward_batch: int,
+    warmup: int,
+    windows: int,
+) -> dict:
     """Measure one (network, mode, threads) in a fresh subprocess (separate memory high-water marks),
     or in this process with --in-process."""
     if args.in_process:
         torch.set_num_threads(threads)
         return measure(spec, mode, batch, forward_batch, warmup, windows, args.window_s, torch.device(args.device))
-    cmd = [sys.executable, __file__, "--worker-spec", json.dumps(spec), "--modes", mode,
-           "--batch", str(batch), "--forward-batch", str(forward_batch), "--warmup", str(warmup),
-           "--windows", str(windows), "--window-s", str(args.window_s), "--threads", str(threads),
-           "--device", args.device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker-spec",
+        json.dumps(spec),
+        "--modes",
+        mode,
+        "--batch",
+        str(batch),
+        "--forward-batch",
+        str(forward_batch),
+        "--warmup",
+        str(warmup),
+        "--windows",
+        str(windows),
+        "--window-s",
+        str(args.window_s),
+        "--threads",
+        str(threads),
+        "--device",
+        args.device,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"benchmark of {spec} ({mode}) failed:\n{proc.stderr}")
-    return json.loads(lines[-1][len("RESULT "):])[mode]
+    return json.loads(lines[-1][len("RESULT ") :])[mode]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=list(MODEL_PRESETS), help="presets to measure (default: all)")
-    p.add_argument("--spec", action="append", default=[], help="extra JSON build_model spec with a 'name' key (repeatable)")
+    p.add_argument(
+        "--spec", action="append", default=[], help="extra JSON build_model spec with a 'name' key (repeatable)"
+    )
     p.add_argument("--modes", nargs="+", default=["fp32", "channels_last"], choices=["fp32", "channels_last", "bf16"])
     p.add_argument("--batch", type=int, default=128, help="training batch size")
     p.add_argument("--forward-batch", type=int, default=250, help="forward-only batch size")
-    p.add_argument("--cifar-batch", type=int, default=None,
-                   help="training batch for the CIFAR-10 presets (default: 8 on CPU, --batch on CUDA); forward uses twice it")
-    p.add_argument("--cifar-windows", type=int, default=None,
-                   help="timed windows for the CIFAR-10 presets, after one warm-up step (default: 2 on CPU, --windows on CUDA)")
+    p.add_argument(
+        "--cifar-batch",
+        type=int,
+        default=None,
+        help="training batch for the CIFAR-10 presets (default: 8 on CPU, --batch on CUDA); forward uses twice it",
+    )
+    p.add_argument(
+        "--cifar-windows",
+        type=int,
+        default=None,
+        help="timed windows for the CIFAR-10 presets, after one warm-up step (default: 2 on CPU, --windows on CUDA)",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before the windows")
     p.add_argument("--windows", type=int, default=5, help="timed windows (the median is reported)")
     p.add_argument("--window-s", type=float, default=2.0, help="seconds per timed window")
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="torch CPU thread counts to measure")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path, default=None, help="results file (default results/benchmarks/models_<device>.json)")
-    p.add_argument("--in-process", action="store_true",
-                   help="measure in this process (faster start; peak CPU memory then mixes across networks)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="results file (default results/benchmarks/models_<device>.json)"
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure in this process (faster start; peak CPU memory then mixes across networks)",
+    )
     p.add_argument("--worker-spec", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker_spec is not None:
@@ -199,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
                 r = _run_one(args, spec, mode, threads, batch, fwd_batch, warmup, windows)
                 rows.append({"preset": name, "mode": mode, "threads": threads, "load_average_1min": load, **r})
                 _print_row(f"{name} t{threads}", mode, r)
-    data = {"rows": rows, "specs": specs, "load_average_before": list(load_before),
-            "load_average_after": list(os.getloadavg())}
+    data = {
+        "rows": rows,
+        "specs": specs,
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+    }
     config = {k: v for k, v in vars(args).items() if k not in ("worker_spec", "out", "in_process")}
     device = "cuda" if args.device.startswith("cuda") else args.device
     out = args.out

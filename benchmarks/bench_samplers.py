@@ -55,8 +55,9 @@ def _timed(fn, device: torch.device, repeats: int = 1) -> float:
     return statistics.median(times)
 
 
-def bench_model(model: nn.Module, schedule, n: int, device: torch.device, repeats: int,
-                eval_n: int = 1000, eval_steps: int = 20) -> dict:
+def bench_model(
+    model: nn.Module, schedule, n: int, device: torch.device, repeats: int, eval_n: int = 1000, eval_steps: int = 20
+) -> dict:
     """Images/s for DDPM (all steps), DDIM-50 and respaced DDPM-5, and the bare network over T calls;
     plus the book's evaluation budget: ``eval_n`` images with respaced DDPM on ``eval_steps`` steps in
     batches of 500 (the cpu tier's 1,000 samples; target: under a minute)."""
@@ -66,17 +67,23 @@ def bench_model(model: nn.Module, schedule, n: int, device: torch.device, repeat
     sample(model, schedule, n, steps=5, **kw)  # warm-up (allocator, kernels)
     T = schedule.T
     out = {"params": sum(p.numel() for p in model.parameters())}
-    runs = {"ddpm_all": dict(method="ddpm"), "ddim_50": dict(method="ddim", steps=min(50, T)),
-            "respaced_5": dict(method="ddpm", steps=5)}
+    runs = {
+        "ddpm_all": dict(method="ddpm"),
+        "ddim_50": dict(method="ddim", steps=min(50, T)),
+        "respaced_5": dict(method="ddpm", steps=5),
+    }
     for name, opts in runs.items():
         reps = 1 if name == "ddpm_all" else repeats
-        sec = _timed(lambda: sample(model, schedule, n, **opts, generator=gen(), device=device), device, reps)
+        sec = _timed(lambda opts=opts: sample(model, schedule, n, **opts, generator=gen(), device=device), device, reps)
         out[name] = {"seconds": sec, "images_per_s": n / sec, "steps": opts.get("steps", T)}
     if eval_n:
         y = default_labels(eval_n, model.num_classes)
         steps = min(eval_steps, T)
-        sec = _timed(lambda: sample(model, schedule, eval_n, steps=steps, y=y, generator=gen(), device=device,
-                                    batch_size=500), device, 1)
+        sec = _timed(
+            lambda: sample(model, schedule, eval_n, steps=steps, y=y, generator=gen(), device=device, batch_size=500),
+            device,
+            1,
+        )
         out["evaluation"] = {"n": eval_n, "steps": steps, "seconds": sec, "images_per_s": eval_n / sec}
     x = torch.randn(n, model.in_channels, model.image_size, model.image_size, device=device)
     t = torch.full((n,), T // 2, dtype=torch.int64, device=device)
@@ -100,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (CI machine: 2)")
     p.add_argument("--repeats", type=int, default=3, help="repeats (median) for the short runs")
-    p.add_argument("--preset", action="append", default=[], choices=sorted(MODEL_PRESETS),
-                   help="a network preset (repeatable; default: " + ", ".join(DEFAULT_PRESETS) + ")")
+    p.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        choices=sorted(MODEL_PRESETS),
+        help="a network preset (repeatable; default: " + ", ".join(DEFAULT_PRESETS) + ")",
+    )
     p.add_argument("--eval-n", type=int, default=1000, help="images in the evaluation-budget run (0: skip)")
     p.add_argument("--eval-steps", type=int, default=20, help="respaced steps of the evaluation-budget run")
     p.add_argument("--out", default=None, help="results file (default results/benchmarks/samplers_<device>.json)")
@@ -125,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     data["overhead_target"] = 0.05
     data["overhead_within_target"] = data["sampler_overhead_fraction"] < 0.05
     data["evaluation_target_s"] = 60.0
-    data["evaluation_within_target"] = {k: m["evaluation"]["seconds"] < 60.0 for k, m in data["models"].items()
-                                        if "evaluation" in m}
+    data["evaluation_within_target"] = {
+        k: m["evaluation"]["seconds"] < 60.0 for k, m in data["models"].items() if "evaluation" in m
+    }
     data["load_average"] = os.getloadavg()
     print(json.dumps({k: v for k, v in data.items() if k != "models"}, indent=1))
     tier = current_tier()

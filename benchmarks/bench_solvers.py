@@ -42,9 +42,15 @@ def run_one(loaded, method: str, steps: int, n: int, w: float, seed: int) -> dic
     sample_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = measure(images, labels, generator=torch.Generator().manual_seed(seed))
-    return {"method": method, "steps": steps, "network_calls": network_evaluations(method, steps),
-            "guided_calls": network_evaluations(method, steps) * (2 if w != 0 else 1),
-            "sample_seconds": sample_s, "measure_seconds": time.perf_counter() - t0, **metrics}
+    return {
+        "method": method,
+        "steps": steps,
+        "network_calls": network_evaluations(method, steps),
+        "guided_calls": network_evaluations(method, steps) * (2 if w != 0 else 1),
+        "sample_seconds": sample_s,
+        "measure_seconds": time.perf_counter() - t0,
+        **metrics,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,12 +73,26 @@ def main(argv: list[str] | None = None) -> int:
         for steps in step_list:
             row = run_one(loaded, method, steps, n, args.w, args.seed)
             rows.append(row)
-            print(json.dumps({k: row[k] for k in ("method", "steps", "network_calls", "sample_seconds",
-                                                  *SUMMARY_KEYS) if k in row}))
-    data = {"network": {"pretrained": "report_e", **pretrained_source("report_e")}, "rows": rows,
-            "load_average": os.getloadavg()}
-    config = {**{k: v for k, v in vars(args).items() if k != "out"}, "n": n, "grid": grid,
-              "reference": "mnist-embedded/heldout"}
+            print(
+                json.dumps(
+                    {
+                        k: row[k]
+                        for k in ("method", "steps", "network_calls", "sample_seconds", *SUMMARY_KEYS)
+                        if k in row
+                    }
+                )
+            )
+    data = {
+        "network": {"pretrained": "report_e", **pretrained_source("report_e")},
+        "rows": rows,
+        "load_average": os.getloadavg(),
+    }
+    config = {
+        **{k: v for k, v in vars(args).items() if k != "out"},
+        "n": n,
+        "grid": grid,
+        "reference": "mnist-embedded/heldout",
+    }
     out = args.out or results_dir() / "benchmarks" / f"solvers_{device.type}.json"
     if tier == "smoke" and args.out is None:
         print("tier 'smoke': nothing written (smoke numbers are never results); pass --out to keep them")

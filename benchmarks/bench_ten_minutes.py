@@ -56,27 +56,41 @@ def targets(metrics: dict, sample_seconds: float, floor: dict) -> dict:
     acc = metrics.get("conditional_accuracy")
     acc_lo = metrics.get("conditional_accuracy_interval", {}).get("low", acc)
     out = {
-        "fid": {"target": f"<= {FID_FLOOR_FACTOR:g} x the n-matched floor", "limit": fid_limit,
-                "measured": metrics["fid"], "decided_by": fid_hi, "met": fid_hi <= fid_limit,
-                "missed_by_factor": None if fid_hi <= fid_limit else fid_hi / fid_limit},
-        "sample_seconds": {"target": f"<= {SAMPLE_SECONDS_TARGET:g} s", "limit": SAMPLE_SECONDS_TARGET,
-                           "measured": sample_seconds, "decided_by": sample_seconds,
-                           "met": sample_seconds <= SAMPLE_SECONDS_TARGET,
-                           "missed_by_factor": None if sample_seconds <= SAMPLE_SECONDS_TARGET
-                           else sample_seconds / SAMPLE_SECONDS_TARGET},
+        "fid": {
+            "target": f"<= {FID_FLOOR_FACTOR:g} x the n-matched floor",
+            "limit": fid_limit,
+            "measured": metrics["fid"],
+            "decided_by": fid_hi,
+            "met": fid_hi <= fid_limit,
+            "missed_by_factor": None if fid_hi <= fid_limit else fid_hi / fid_limit,
+        },
+        "sample_seconds": {
+            "target": f"<= {SAMPLE_SECONDS_TARGET:g} s",
+            "limit": SAMPLE_SECONDS_TARGET,
+            "measured": sample_seconds,
+            "decided_by": sample_seconds,
+            "met": sample_seconds <= SAMPLE_SECONDS_TARGET,
+            "missed_by_factor": None
+            if sample_seconds <= SAMPLE_SECONDS_TARGET
+            else sample_seconds / SAMPLE_SECONDS_TARGET,
+        },
     }
     if acc is not None:
-        out["conditional_accuracy"] = {"target": f">= {ACCURACY_TARGET:.0%}", "limit": ACCURACY_TARGET,
-                                       "measured": acc, "decided_by": acc_lo, "met": acc_lo >= ACCURACY_TARGET,
-                                       "missed_by_points": None if acc_lo >= ACCURACY_TARGET
-                                       else 100 * (ACCURACY_TARGET - acc_lo)}
+        out["conditional_accuracy"] = {
+            "target": f">= {ACCURACY_TARGET:.0%}",
+            "limit": ACCURACY_TARGET,
+            "measured": acc,
+            "decided_by": acc_lo,
+            "met": acc_lo >= ACCURACY_TARGET,
+            "missed_by_points": None if acc_lo >= ACCURACY_TARGET else 100 * (ACCURACY_TARGET - acc_lo),
+        }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from diffusion_edu.commands.train import _apply_sets
     from diffusion_edu.experiments.common import measure
     from diffusion_edu.generate import generate
-    from diffusion_edu.commands.train import _apply_sets
     from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
     from diffusion_edu.results import current_tier, results_dir, write_results
     from diffusion_edu.training import load_model, train
@@ -111,15 +125,29 @@ def main(argv: list[str] | None = None) -> int:
     metrics = measure(images, labels, generator=torch.Generator().manual_seed(args.seed))
     floor = floor_at(1000) if tier != "smoke" else {"n": n, "fid_mean": float("nan"), "fid_std": float("nan")}
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-    entry = {"label": args.label, "preset": args.preset, "sets": args.set, "config": result.config.to_dict(),
-             "steps": result.step, "budget_fixed_at": result.config.budget_fixed_at,
-             "train_wall_time_s": result.wall_time_s, "img_per_s_logged": [r["img_per_s"] for r in log][-5:],
-             "sampler": {"method": "ddpm", "steps": 20, "variance": "beta_tilde", "w": 0.0, "n": n},
-             "sample_seconds": sample_seconds, "metrics": metrics, "floor": floor,
-             "targets": targets(metrics, sample_seconds, floor) if tier != "smoke" else None,
-             "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    print(json.dumps({k: entry[k] for k in ("label", "steps", "train_wall_time_s", "sample_seconds")}
-                     | {m: metrics.get(m) for m in ("fid", "conditional_accuracy", "precision", "recall")}))
+    entry = {
+        "label": args.label,
+        "preset": args.preset,
+        "sets": args.set,
+        "config": result.config.to_dict(),
+        "steps": result.step,
+        "budget_fixed_at": result.config.budget_fixed_at,
+        "train_wall_time_s": result.wall_time_s,
+        "img_per_s_logged": [r["img_per_s"] for r in log][-5:],
+        "sampler": {"method": "ddpm", "steps": 20, "variance": "beta_tilde", "w": 0.0, "n": n},
+        "sample_seconds": sample_seconds,
+        "metrics": metrics,
+        "floor": floor,
+        "targets": targets(metrics, sample_seconds, floor) if tier != "smoke" else None,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+    }
+    print(
+        json.dumps(
+            {k: entry[k] for k in ("label", "steps", "train_wall_time_s", "sample_seconds")}
+            | {m: metrics.get(m) for m in ("fid", "conditional_accuracy", "precision", "recall")}
+        )
+    )
     if tier == "smoke" and args.out is None:
         print("tier 'smoke': nothing written (smoke numbers are never results); pass --out to keep them")
         return 0
@@ -129,11 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_file():  # one file holds every recipe variant measured, keyed by label
         variants = json.loads(out.read_text())["data"].get("variants", {})
     variants[args.label] = entry
-    cfg = {"minutes": minutes, "threads": args.threads, "n": n, "reference": "mnist-embedded/heldout",
-           "targets": {"fid_floor_factor": FID_FLOOR_FACTOR, "conditional_accuracy": ACCURACY_TARGET,
-                       "sample_seconds": SAMPLE_SECONDS_TARGET}}
-    path = write_results(out, "ten_minutes/benchmark", {"variants": variants}, cfg, tier,
-                         time.perf_counter() - t_start, device)
+    cfg = {
+        "minutes": minutes,
+        "threads": args.threads,
+        "n": n,
+        "reference": "mnist-embedded/heldout",
+        "targets": {
+            "fid_floor_factor": FID_FLOOR_FACTOR,
+            "conditional_accuracy": ACCURACY_TARGET,
+            "sample_seconds": SAMPLE_SECONDS_TARGET,
+        },
+    }
+    path = write_results(
+        out, "ten_minutes/benchmark", {"variants": variants}, cfg, tier, time.perf_counter() - t_start, device
+    )
     print("wrote", path)
     return 0
 

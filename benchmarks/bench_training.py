@@ -37,8 +37,18 @@ from pathlib import Path
 # Presets whose network and step are the same as another's are left out by default: a_unet_mu
 # (a_unet's network and cost), the e_unet sweep (T does not change the cost), quick_mnist (e_unet's
 # network and batch).
-DEFAULT_PRESETS = ["a_unet", "a_unet_disc", "a_autoencoder", "a_vae", "c_cifar10", "b_cifar10_cfg",
-                   "d_cnn", "d_cnn_selu", "d_cold_columns", "e_unet"]
+DEFAULT_PRESETS = [
+    "a_unet",
+    "a_unet_disc",
+    "a_autoencoder",
+    "a_vae",
+    "c_cifar10",
+    "b_cifar10_cfg",
+    "d_cnn",
+    "d_cnn_selu",
+    "d_cold_columns",
+    "e_unet",
+]
 
 
 def _rss_mib() -> float:
@@ -56,8 +66,8 @@ def child(preset: str, args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(int(args.threads))
     from diffusion_edu import training_preset
-    from diffusion_edu.devices import resolve_device
     from diffusion_edu.data import load_cifar10, write_fake_cifar10
+    from diffusion_edu.devices import resolve_device
     from diffusion_edu.training import TrainingRun
 
     device = resolve_device(args.device)
@@ -101,11 +111,17 @@ def child(preset: str, args: argparse.Namespace) -> dict:
     sync()
     seconds = time.perf_counter() - start
     out = {
-        "threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2),
-        "network": cfg.model, "params": sum(p.numel() for p in run.model.parameters()),
-        "batch_size": cfg.batch_size, "steps_timed": args.steps, "warmup_steps": args.warmup,
-        "img_per_s": round(args.steps * cfg.batch_size / seconds, 2), "s_per_step": round(seconds / args.steps, 4),
-        "precision": str(run.amp_dtype or torch.float32).replace("torch.", ""), "channels_last": run.channels_last,
+        "threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "network": cfg.model,
+        "params": sum(p.numel() for p in run.model.parameters()),
+        "batch_size": cfg.batch_size,
+        "steps_timed": args.steps,
+        "warmup_steps": args.warmup,
+        "img_per_s": round(args.steps * cfg.batch_size / seconds, 2),
+        "s_per_step": round(seconds / args.steps, 4),
+        "precision": str(run.amp_dtype or torch.float32).replace("torch.", ""),
+        "channels_last": run.channels_last,
         "note": "; ".join(note),
     }
     if device.type == "cuda":
@@ -121,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=5, help="timed steps per preset")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--threads", default="", help="torch CPU threads, or a comma-separated list to measure each "
-                   "(default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        default="",
+        help="torch CPU threads, or a comma-separated list to measure each (default: torch's choice)",
+    )
     p.add_argument("--cifar-batch", type=int, default=4, help="batch for the CIFAR-10 presets on CPU (0: the preset's)")
     p.add_argument("--out", help="results file (default: results/benchmarks/training_<device>.json)")
     p.add_argument("--note", default="", help="free text stored in the results' config")
@@ -143,8 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     results, t0, load_before = {}, time.perf_counter(), os.getloadavg()
     for name in [s for s in args.presets.split(",") if s]:
         for n in threads:  # results[preset] for one thread count, results[preset][f"threads_{n}"] for several
-            cmd = [sys.executable, __file__, "--child", name, "--device", str(device), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--cifar-batch", str(args.cifar_batch), "--threads", str(n)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--device",
+                str(device),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--cifar-batch",
+                str(args.cifar_batch),
+                "--threads",
+                str(n),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             res = json.loads(lines[-1][7:]) if lines else {"error": proc.stderr.strip().splitlines()[-1:]}
@@ -155,10 +188,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<16} {n} {json.dumps(res)}", flush=True)
             if "skipped" in res:
                 break
-    config = {"presets": args.presets.split(","), "steps": args.steps, "warmup": args.warmup,
-              "threads": threads, "cifar_batch_on_cpu": args.cifar_batch,
-              "load_average_before": [round(v, 2) for v in load_before],
-              "load_average_after": [round(v, 2) for v in os.getloadavg()], "note": args.note}
+    config = {
+        "presets": args.presets.split(","),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": threads,
+        "cifar_batch_on_cpu": args.cifar_batch,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "note": args.note,
+    }
     if args.out:
         path = Path(args.out)
     elif tier == "smoke":
@@ -166,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     else:
         path = results_dir() / "benchmarks" / f"training_{device.type}.json"
-    write_results(path, f"benchmarks/training_{device.type}", {"presets": results}, config, tier,
-                  time.perf_counter() - t0, device)
+    write_results(
+        path, f"benchmarks/training_{device.type}", {"presets": results}, config, tier, time.perf_counter() - t0, device
+    )
     print(f"wrote {path}")
     return 0
 

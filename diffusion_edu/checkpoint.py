@@ -125,7 +125,8 @@ def tensor_checksum(state: Any) -> str:
         if isinstance(obj, torch.Tensor):
             t = obj.detach().to("cpu").contiguous().reshape(-1)
             h.update(f"{key}|{obj.dtype}|{tuple(obj.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # the buffer itself, no copy
+            # the buffer itself, no copy; numpy's stubs declare ndarray.__buffer__ only for Python >= 3.12
+            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # type: ignore[arg-type]
         elif isinstance(obj, dict):
             for k in sorted(obj, key=str):
                 if not (key == "" and k == "checksum"):
@@ -206,7 +207,8 @@ def load_model(
             f"the weights in {path} do not fit the network {type(net).__name__} (config.model={config.model!r}): {e}"
         ) from e
     net.to(dev).eval()
-    net.trained_T = config.T  # sample() warns for a schedule of another length
+    # sample() warns for a schedule of another length; torch's __setattr__ stub admits only Tensor / Module values
+    net.trained_T = config.T  # type: ignore[assignment]
     if degradation is not None:
         check_degradation(degradation, config)
         process = degradation

@@ -72,7 +72,7 @@ class FeatureClassifier(nn.Module):
 
     def __init__(
         self,
-        channels: tuple[int, int, int] = (16, 32, 64),
+        channels: tuple[int, ...] = (16, 32, 64),  # three stages, checked below
         num_features: int = 128,
         dropout: float = 0.25,
         in_channels: int = 1,
@@ -215,7 +215,11 @@ def _splits(config: ClassifierConfig):
 
     if config.dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {config.dataset!r}")
-    opts = {"path": config.data_path, "image_size": config.image_size, "channels": config.image_channels}
+    opts: dict[str, Any] = {
+        "path": config.data_path,
+        "image_size": config.image_size,
+        "channels": config.image_channels,
+    }
     train, heldout = load_dataset(config.dataset, "train", **opts), load_dataset(config.dataset, "heldout", **opts)
     if train.num_classes is None:
         raise BadDataError(

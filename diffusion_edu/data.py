@@ -18,7 +18,7 @@ import pickle
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 DATASETS = ("mnist-embedded", "mnist", "cifar10", "fashion-mnist", "image-folder", "array-file")
+EmbeddedSplit = Literal["train", "heldout", "all"]  # the splits of the shipped digits
 NEEDS_PATH = ("image-folder", "array-file")  # datasets that are the reader's own files (``path`` / ``data_path``)
 
 
@@ -99,7 +100,8 @@ class ImageDataset(Dataset):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # (C, H, W)
+        _, c, h, w = self.images.shape  # 4-d, checked in __init__
+        return (c, h, w)
 
     def batch(self, idx: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) in [-1, 1] and labels (B,) for the given indices."""
@@ -137,7 +139,7 @@ def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
         return d["images"], d["labels"]
 
 
-def load_embedded_mnist(split: Literal["train", "heldout", "all"] = "train") -> ImageDataset:
+def load_embedded_mnist(split: EmbeddedSplit = "train") -> ImageDataset:
     """The 10,000 real MNIST digits shipped in the package (see ``diffusion_edu/assets/README.md``).
 
     Split (fixed, no randomness): within each class, every tenth digit in file order is held out
@@ -145,9 +147,9 @@ def load_embedded_mnist(split: Literal["train", "heldout", "all"] = "train") -> 
     """
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
-    images, labels = _embedded_arrays()
-    images = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 28, 28)
-    labels = torch.from_numpy(labels.astype(np.int64))
+    images_np, labels_np = _embedded_arrays()
+    images = torch.from_numpy(images_np).unsqueeze(1)  # (N, 1, 28, 28)
+    labels = torch.from_numpy(labels_np.astype(np.int64))
     if split != "all":
         pos_in_class = torch.zeros_like(labels)
         for c in range(10):
@@ -429,7 +431,8 @@ def load_dataset(
         return loader(path, split, image_size=image_size, channels=channels)
     root = path if path is not None else root
     if name == "mnist-embedded":
-        ds = load_embedded_mnist("heldout" if split == "test" else split)
+        # load_embedded_mnist checks the split's value
+        ds = load_embedded_mnist(cast(EmbeddedSplit, "heldout" if split == "test" else split))
     else:
         if split not in ("train", "test", "heldout"):
             raise ValueError(f"{name} has splits 'train' and 'test' (or 'heldout', the same), got {split!r}")

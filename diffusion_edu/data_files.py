@@ -131,7 +131,7 @@ def load_image_folder(
     for _, im in opened:
         im = im.convert("L" if c == 1 else "RGB")
         if im.size != (image_size, image_size):
-            im = ImageOps.fit(im, (image_size, image_size), method=Image.BILINEAR, centering=(0.5, 0.5))
+            im = ImageOps.fit(im, (image_size, image_size), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
         a = np.asarray(im, dtype=np.uint8)
         arrays.append(a[None] if c == 1 else a.transpose(2, 0, 1))  # (C, H, W)
     images = (

@@ -100,7 +100,10 @@ def guided_output(
     """
     if w == 0:
         return model(xt, model_t, y)
-    null = torch.full_like(y, model.num_classes)
+    num_classes = getattr(model, "num_classes", None)
+    if y is None or num_classes is None:
+        raise ValueError("guidance (w != 0) needs labels y and a class-conditional network (num_classes set)")
+    null = torch.full_like(y, num_classes)
     out = model(
         torch.cat([xt, xt]),  # (2B, C, H, W)
         torch.cat([model_t, model_t]),  # (2B,)
@@ -162,4 +165,6 @@ def interpolate(
     x_T = slerp(a, b, torch.linspace(0.0, 1.0, n_points))  # (n_points, C, H, W)
     from .samplers import sample  # here: samplers imports this module
 
-    return sample(model, schedule, n_points, method="ddim", steps=steps, eta=0.0, y=y, w=w, clip_x0=clip_x0, x_T=x_T)
+    images = sample(model, schedule, n_points, method="ddim", steps=steps, eta=0.0, y=y, w=w, clip_x0=clip_x0, x_T=x_T)
+    assert isinstance(images, torch.Tensor)  # no trajectory_every: images only
+    return images

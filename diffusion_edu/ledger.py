@@ -99,8 +99,9 @@ class SameOrder:
             return "not comparable", f"the results do not hold all of {names}"
         ours = sorted(names, key=lambda n: book[n], reverse=self.higher_is_better)
         order = "same order" if ours == names else "the book's order is " + " < ".join(ours)
-        found = {n: interval_from(intervals.get(n)) for n in names} if isinstance(intervals, dict) else {}
-        if not found or any(v is None for v in found.values()):
+        read = {n: interval_from(intervals.get(n)) for n in names} if isinstance(intervals, dict) else {}
+        found = {n: v for n, v in read.items() if v is not None}
+        if not found or len(found) < len(read):
             return INCONCLUSIVE_NO_INTERVAL, f"{order} in point values, but the results file stores no interval"
         verdict, why = judge_order(found, names, self.higher_is_better)
         level = next(iter(found.values())).level

@@ -12,7 +12,7 @@ downloads on first use: offline, :func:`lpips_nearest_neighbours` raises
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,8 @@ def _lpips_distance(net_type: str) -> Callable[[torch.Tensor, torch.Tensor], tor
         "diffusion_edu.memorisation.nearest_neighbours(samples, train)."
     )
     with download_guard(f"LPIPS with the '{net_type}' network", hint):
-        metric = LearnedPerceptualImagePatchSimilarity(net_type=net_type, reduction="none")
+        net = cast(Literal["alex", "vgg", "squeeze"], net_type)  # torchmetrics checks the name
+        metric = LearnedPerceptualImagePatchSimilarity(net_type=net, reduction="none")
 
     def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         metric.reset()

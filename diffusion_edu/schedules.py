@@ -322,7 +322,9 @@ def respace(schedule: NoiseSchedule, kept: Sequence[int] | int) -> NoiseSchedule
 
     ``kept`` is either a list of steps in 1..T or an int K (then :func:`spaced_steps` picks them).
     """
-    if isinstance(kept, int) and not isinstance(kept, bool):
+    if isinstance(kept, bool):
+        raise TypeError("kept must be a list of steps in 1..T or an int K, got a bool")
+    if isinstance(kept, int):
         kept = spaced_steps(schedule.T, kept)
     kept = [int(k) for k in kept]
     if len(kept) == 0:
@@ -338,6 +340,7 @@ def respace(schedule: NoiseSchedule, kept: Sequence[int] | int) -> NoiseSchedule
     orig_time = schedule.timesteps.cpu()
     timesteps = torch.cat([orig_time[:1], orig_time[torch.tensor(kept, dtype=torch.int64)]])
     name = f"{schedule.name}/respaced-{len(kept)}"
+    assert schedule.model_betas is not None  # __post_init__ fills it with betas
     model_betas = schedule.model_betas.cpu()[torch.tensor(kept, dtype=torch.int64)]  # the original steps' betas
     out = schedule_from_betas(new_betas.cpu(), name=name, timesteps=timesteps, model_betas=model_betas)
     return out.to(schedule.device)

@@ -40,7 +40,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -76,6 +76,7 @@ from .rundir import (
     restore_aside,
     set_aside,
 )
+from .schedules import NoiseSchedule
 from .seeding import EpochOrder, capture_rng_state, derived_seed, forked_rng, restore_rng_state
 
 __all__ = [
@@ -123,7 +124,7 @@ class NonFiniteLossError(FloatingPointError):
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """theta_ema <- decay * theta_ema + (1 - decay) * theta for every parameter (an exponential moving
     average of the weights; Ho et al. Sec. 4 use decay 0.9999); buffers are copied."""
-    ema_params = [p for p in ema.parameters()]
+    ema_params: list[torch.Tensor] = list(ema.parameters())
     params = [p.detach() for p in model.parameters()]
     if decay == 0.0:
         torch._foreach_copy_(ema_params, params)
@@ -169,7 +170,8 @@ class TrainingRun:
         self.num_classes: int | None = getattr(model, "num_classes", None)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format (torch docs); torch's overload stubs omit it.
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.precision = resolve_precision(cfg.precision, dev)  # bf16 / fp16 + scaler / fp32 by capability
         self.amp_dtype = self.precision.dtype
         self.scaler = grad_scaler(dev, self.precision)
@@ -181,10 +183,14 @@ class TrainingRun:
                 ema_update(self.ema, self.model, 0.0)  # the EMA starts from the broadcast weights
             if self.dist.world_size > 1:
                 self.shard = self.dist.shard(cfg.batch_size)  # this process's part of each global batch
-        self.forward = torch.compile(net) if cfg.compile else net
+        # torch.compile of a Module returns an OptimizedModule (a Module); its stub says Callable.
+        self.forward: torch.nn.Module = cast(torch.nn.Module, torch.compile(net)) if cfg.compile else net
         opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.schedule = self.tables = self.degradation = self.discriminator = None
+        self.schedule: NoiseSchedule | None = None
+        self.tables: DiffusionTables | None = None
+        self.degradation: Any = None  # duck-typed: .T and .degrade(x0, t) (see check_degradation)
+        self.discriminator: torch.nn.Module | None = None
         if cfg.process == "gaussian":
             self.schedule = build_process(cfg, self.image_shape[-1])
             self.tables = DiffusionTables.from_schedule(self.schedule, dev)
@@ -232,6 +238,13 @@ class TrainingRun:
             discriminator = load_mnist_classifier(device=self.device)
         return discriminator.to(self.device).eval().requires_grad_(False)
 
+    def _discriminator_classes(self) -> int:
+        """The network's num_classes (the null label), which the discriminator term needs (checked in
+        :meth:`_frozen_discriminator`)."""
+        if self.num_classes is None:
+            raise ValueError("the discriminator term needs a class-conditional network (num_classes set)")
+        return self.num_classes
+
     @property
     def process(self):
         """The schedule (Gaussian diffusion) or the degradation (cold diffusion)."""
@@ -264,8 +277,9 @@ class TrainingRun:
         eps = torch.randn(x0.shape, generator=gen, device=dev) if self.tables is not None else None
         kept = None  # the discriminator term's denominator: None = this batch's count of real labels
         if self.shard is not None:
+            assert self.dist is not None  # a shard is set only under DDP
             if self.discriminator is not None:  # the global batch's count, shared out over the processes
-                kept = (y != self.num_classes).sum().clamp(min=1) / self.dist.world_size
+                kept = (y != self._discriminator_classes()).sum().clamp(min=1) / self.dist.world_size
             x0, y, t = x0[self.shard], y[self.shard], t[self.shard]
             eps = eps[self.shard] if eps is not None else None
         if self.channels_last:
@@ -273,6 +287,7 @@ class TrainingRun:
         labels = y if self.num_classes is not None else None
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             if self.tables is not None:
+                assert eps is not None  # drawn above whenever tables is set
                 loss, output, xt = gaussian_loss(
                     self.forward, x0, t, eps, self.tables, cfg.parameterization, cfg.loss, labels
                 )
@@ -285,7 +300,7 @@ class TrainingRun:
                     )
                     x_pred = x_pred.float().clamp(-1.0, 1.0)
                     loss = loss + cfg.disc_weight * discriminator_term(
-                        self.discriminator, x_pred, y, self.num_classes, kept
+                        self.discriminator, x_pred, y, self._discriminator_classes(), kept
                     )
             else:
                 loss, _ = cold_loss(self.forward, x0, t, self.degradation, cfg.loss, labels)
@@ -308,6 +323,7 @@ class TrainingRun:
         else:
             self.optimizer.step()
         if self.ema is not None:
+            assert cfg.ema_decay is not None  # the EMA exists only when ema_decay is set
             ema_update(self.ema, self.model, 0.0 if step <= cfg.ema_start else cfg.ema_decay)
         self.step = step
         return loss.detach()
@@ -740,4 +756,5 @@ def _save_samples(run: TrainingRun, path: Path) -> None:
             x0, _ = run.data.batch(torch.arange(n) % len(run.data))
             x_T = run.degradation.degrade(x0, torch.full((n,), int(run.degradation.T), dtype=torch.int64, device=dev))
             images = cold_sample(net, run.degradation, x_T, algorithm=2)
+    assert isinstance(images, torch.Tensor)  # sample() without trajectory_every: images only
     save_image_grid(images, path, nrow=math.ceil(math.sqrt(n)))

@@ -260,7 +260,9 @@ def noising_animation(
         for ax, im, g, r in zip(axes, ims, grids[i], noising_readout(schedules, steps[i])):
             im.set_data(g)
             ax.set_title(
-                f"{r['schedule']}\n" + r"$\bar\alpha_t$" + f" = {_fmt(r['alpha_bar'])}, SNR = {_fmt(r['snr'])}",
+                f"{r['schedule']}\n"
+                + r"$\bar\alpha_t$"
+                + f" = {_fmt(float(r['alpha_bar']))}, SNR = {_fmt(float(r['snr']))}",
                 fontsize=10,
             )
         title.set_text(f"t = {steps[i]} of T = {T}")
@@ -268,7 +270,9 @@ def noising_animation(
 
     draw(0)
     anim = FuncAnimation(fig, draw, frames=len(steps), interval=interval, repeat=True)
-    anim.steps, anim.figure = steps, fig  # the t of each frame, and the figure (pyplot does not hold it)
+    # the t of each frame, and the figure (pyplot does not hold it): attributes added for the book's
+    # readers (documented above) that FuncAnimation's stubs do not declare
+    anim.steps, anim.figure = steps, fig  # type: ignore[attr-defined]
     return anim
 
 

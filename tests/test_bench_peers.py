@@ -31,8 +31,11 @@ configs = importlib.import_module("peers.configs")
 flops = importlib.import_module("peers.flops")
 
 HAVE_PEERS = all(importlib.util.find_spec(m) is not None for m in ("diffusers", "denoising_diffusion_pytorch"))
-needs_peers = pytest.mark.skipif(not HAVE_PEERS, reason="diffusers / denoising-diffusion-pytorch not installed "
-                                 "(optional: `make bench-peers` installs them into benchmarks/.venv)")
+needs_peers = pytest.mark.skipif(
+    not HAVE_PEERS,
+    reason="diffusers / denoising-diffusion-pytorch not installed "
+    "(optional: `make bench-peers` installs them into benchmarks/.venv)",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +55,10 @@ def test_diffusers_config_follows_the_preset_block_by_block(preset):
     assert [t.startswith("Attn") for t in d["down_block_types"]] == [r in kw["attn_resolutions"] for r in res]
     assert [t.startswith("Attn") for t in d["up_block_types"]] == [r in kw["attn_resolutions"] for r in res[::-1]]
     assert (d["norm_num_groups"], d["dropout"], d["add_attention"]) == (
-        kw["norm_groups"] if "norm_groups" in kw else 32, kw["dropout"], kw.get("mid_attention", True))
+        kw["norm_groups"] if "norm_groups" in kw else 32,
+        kw["dropout"],
+        kw.get("mid_attention", True),
+    )
     assert d["in_channels"] == d["out_channels"] == kw["in_channels"] and d["sample_size"] == kw["image_size"]
     assert d["attention_head_dim"] is None  # one head, as Ho et al.
 
@@ -64,9 +70,16 @@ def test_cifar10_preset_puts_attention_at_16x16_only():
     assert d["up_block_types"] == ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
 
 
-@pytest.mark.parametrize("option, value", [("num_classes", 10), ("resblock_updown", True),
-                                           ("num_head_channels", 64), ("use_scale_shift_norm", True),
-                                           ("num_heads", 4)])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("num_classes", 10),
+        ("resblock_updown", True),
+        ("num_head_channels", 64),
+        ("use_scale_shift_norm", True),
+        ("num_heads", 4),
+    ],
+)
 def test_diffusers_config_refuses_what_it_cannot_match(option, value):
     """Options outside Ho et al.'s plain U-Net fail loudly, naming the option, instead of being dropped."""
     kw = {**configs.package_kwargs("unet_cifar10"), option: value}
@@ -82,7 +95,8 @@ def test_package_kwargs_are_the_presets_unconditional():
         kw = configs.package_kwargs(preset)
         assert kw["num_classes"] is None
         assert {k: v for k, v in kw.items() if k != "num_classes"} == {
-            k: v for k, v in MODEL_PRESETS[preset].items() if k != "num_classes"}
+            k: v for k, v in MODEL_PRESETS[preset].items() if k != "num_classes"
+        }
         tiny = configs.package_kwargs(preset, tiny=True)
         assert count_parameters(build_model(**tiny)) < count_parameters(build_model(**kw)) / 5
     with pytest.raises(ValueError, match="preset"):
@@ -110,8 +124,11 @@ def test_mode_follows_the_training_engine():
     """bf16 autocast + channels-last + compile on CUDA, fp32 on CPU; explicit choices win; typos fail."""
     assert configs.resolve_mode("cuda") == {"precision": "bf16", "channels_last": True, "compile": True}
     assert configs.resolve_mode("cpu") == {"precision": "fp32", "channels_last": False, "compile": False}
-    assert configs.resolve_mode("cuda", "fp32", False, False) == {"precision": "fp32", "channels_last": False,
-                                                                 "compile": False}
+    assert configs.resolve_mode("cuda", "fp32", False, False) == {
+        "precision": "fp32",
+        "channels_last": False,
+        "compile": False,
+    }
     assert configs.resolve_mode("cpu", "bf16", True)["precision"] == "bf16"
     with pytest.raises(ValueError, match="precision"):
         configs.resolve_mode("cpu", "fp16")
@@ -151,10 +168,18 @@ def test_overhead_and_mfu_arithmetic():
             configs.mfu(**args)
 
 
-@pytest.mark.parametrize("name, tflops", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
-                                          ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.4),
-                                          ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L40S", 362.05),
-                                          ("NVIDIA L4", 121.0)])
+@pytest.mark.parametrize(
+    "name, tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.4),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.4),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA L40S", 362.05),
+        ("NVIDIA L4", 121.0),
+    ],
+)
 def test_peak_table_by_device_name(name, tflops):
     """Device names as torch.cuda.get_device_name() gives them; the L40S is not taken for an L4."""
     peak, source = configs.peak_bf16_flops(name)
@@ -169,11 +194,20 @@ def test_peak_table_unknown_devices():
 
 
 def _data(device_name, precision, mfu_value, training_ratio, overhead_value, ddim_ratio):
-    return {"device": "cuda" if device_name else "cpu", "device_name": device_name, "mode": {"precision": precision},
-            "training": {"unet_cifar10": {"faster_peer": "diffusers", "ratio_vs_faster_peer": training_ratio}},
-            "sampling": {"unet_mnist": {"loops": {"diffusion_edu": {"overhead": overhead_value}},
-                                        "faster_peer": None, "ratio_vs_faster_peer": ddim_ratio}},
-            "mfu": {"unet_cifar10": {"mfu": mfu_value}}}
+    return {
+        "device": "cuda" if device_name else "cpu",
+        "device_name": device_name,
+        "mode": {"precision": precision},
+        "training": {"unet_cifar10": {"faster_peer": "diffusers", "ratio_vs_faster_peer": training_ratio}},
+        "sampling": {
+            "unet_mnist": {
+                "loops": {"diffusion_edu": {"overhead": overhead_value}},
+                "faster_peer": None,
+                "ratio_vs_faster_peer": ddim_ratio,
+            }
+        },
+        "mfu": {"unet_cifar10": {"mfu": mfu_value}},
+    }
 
 
 def test_targets_met_missed_and_unmeasured():
@@ -236,8 +270,7 @@ def test_attention_flops_are_counted_on_cpu():
 def test_timed_windows_counts_whole_steps():
     """Each window runs at least one whole step; one rate per window (no speed is asserted)."""
     calls = []
-    rates, cpu_rates = flops.timed_windows(lambda: calls.append(1), windows=3, window_s=0.0,
-                                           device=torch.device("cpu"))
+    rates, cpu_rates = flops.timed_windows(lambda: calls.append(1), windows=3, window_s=0.0, device=torch.device("cpu"))
     assert len(calls) == 3 and len(rates) == len(cpu_rates) == 3 and all(r > 0 for r in rates)
     with pytest.raises(ValueError, match="windows"):
         flops.timed_windows(lambda: None, windows=0, window_s=0.0, device=torch.device("cpu"))
@@ -257,9 +290,30 @@ def test_results_file_shape_without_peers(bench_peers, tmp_path):
     """One run writes the envelope (name, tier, hardware, versions) and per preset the package's row with its
     parameters and counted FLOPs, the sampling loop with its overhead, and every target (peer ones unmeasured)."""
     out = tmp_path / "peers.json"
-    rc = bench_peers.main(["--libraries", "diffusion_edu", "--presets", "unet_mnist", "--tiny", "--in-process",
-                           "--threads", "1", "--warmup", "1", "--windows", "2", "--window-s", "0",
-                           "--sample-n", "2", "--sample-repeats", "1", "--out", str(out)])
+    rc = bench_peers.main(
+        [
+            "--libraries",
+            "diffusion_edu",
+            "--presets",
+            "unet_mnist",
+            "--tiny",
+            "--in-process",
+            "--threads",
+            "1",
+            "--warmup",
+            "1",
+            "--windows",
+            "2",
+            "--window-s",
+            "0",
+            "--sample-n",
+            "2",
+            "--sample-repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     record = read_results(out)
     assert record["name"] == "benchmarks/peers_cpu" and record["tier"] == "smoke"
@@ -284,9 +338,28 @@ def test_partial_file_resumes_a_split_run(bench_peers, tmp_path, monkeypatch):
     measures nothing it already holds (a run split over time-limited commands), and a file from another
     device or mode is refused by name."""
     partial = tmp_path / "partial.json"
-    args = ["--libraries", "diffusion_edu", "--presets", "unet_mnist", "--tiny", "--in-process", "--threads", "1",
-            "--warmup", "1", "--windows", "1", "--window-s", "0", "--sample-n", "2", "--sample-repeats", "1",
-            "--partial", str(partial)]
+    args = [
+        "--libraries",
+        "diffusion_edu",
+        "--presets",
+        "unet_mnist",
+        "--tiny",
+        "--in-process",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--windows",
+        "1",
+        "--window-s",
+        "0",
+        "--sample-n",
+        "2",
+        "--sample-repeats",
+        "1",
+        "--partial",
+        str(partial),
+    ]
     assert bench_peers.main(args + ["--out", str(tmp_path / "a.json")]) == 0
     saved = json.loads(partial.read_text())
     assert "diffusion_edu" in saved["training"]["unet_mnist"] and "unet_mnist" in saved["sampling"]
@@ -324,22 +397,43 @@ def test_finalize_writes_what_a_cut_off_run_measured_and_nothing_else(bench_peer
     """--finalize turns the partial file of a run cut off on a GPU machine into a results file: the rows it
     holds with their ratios and MFU (from counted FLOPs and the device's peak), the rows it never reached
     listed as not measured (never estimated), their targets unmeasured, and the GPU from the run's log."""
-    row = {"img_s": 1000.0, "img_s_windows": [990.0, 1000.0, 1010.0], "batch": 128, "threads": 2,
-           "train_flops_per_image": 3.0e10, "params": 10, "peak_memory_mib": 1.0, "load_average_1min": 0.1}
+    row = {
+        "img_s": 1000.0,
+        "img_s_windows": [990.0, 1000.0, 1010.0],
+        "batch": 128,
+        "threads": 2,
+        "train_flops_per_image": 3.0e10,
+        "params": 10,
+        "peak_memory_mib": 1.0,
+        "load_average_1min": 0.1,
+    }
     partial = tmp_path / "partial.json"
-    partial.write_text(json.dumps({
-        "device_name": "NVIDIA H100 80GB HBM3", "mode": {"precision": "bf16", "channels_last": True, "compile": True},
-        "training": {"unet_cifar10": {"diffusion_edu": {**row, "library": "diffusion_edu"},
-                                      "diffusers": {**row, "library": "diffusers", "img_s": 1250.0}}},
-        "sampling": {}}))
+    partial.write_text(
+        json.dumps(
+            {
+                "device_name": "NVIDIA H100 80GB HBM3",
+                "mode": {"precision": "bf16", "channels_last": True, "compile": True},
+                "training": {
+                    "unet_cifar10": {
+                        "diffusion_edu": {**row, "library": "diffusion_edu"},
+                        "diffusers": {**row, "library": "diffusers", "img_s": 1250.0},
+                    }
+                },
+                "sampling": {},
+            }
+        )
+    )
     log = tmp_path / "log.txt"
-    log.write_text("name, driver_version, memory.total [MiB], clocks.max.sm [MHz]\n"
-                   "NVIDIA H100 80GB HBM3, 580.1, 81559 MiB, 1980 MHz\ntorch 2.11.0+cu130 cuda 13.0 NVIDIA H100 80GB HBM3\n")
+    log.write_text(
+        "name, driver_version, memory.total [MiB], clocks.max.sm [MHz]\n"
+        "NVIDIA H100 80GB HBM3, 580.1, 81559 MiB, 1980 MHz\ntorch 2.11.0+cu130 cuda 13.0 NVIDIA H100 80GB HBM3\n"
+    )
     out = tmp_path / "peers_cuda.json"
     with pytest.raises(ValueError, match="--wall-time"):
         bench_peers.main(["--finalize", str(partial), "--out", str(out)])
-    assert bench_peers.main(["--finalize", str(partial), "--log", str(log), "--wall-time", "570",
-                             "--out", str(out)]) == 0
+    assert (
+        bench_peers.main(["--finalize", str(partial), "--log", str(log), "--wall-time", "570", "--out", str(out)]) == 0
+    )
     rec = read_results(out)
     assert rec["hardware"]["gpu"] == "NVIDIA H100 80GB HBM3" and rec["hardware"]["torch"] == "2.11.0+cu130"
     assert rec["hardware"]["driver"] == "580.1" and rec["wall_time_s"] == 570.0 and rec["config"]["threads"] == 2
@@ -347,8 +441,10 @@ def test_finalize_writes_what_a_cut_off_run_measured_and_nothing_else(bench_peer
     assert data["training"]["unet_cifar10"]["ratios"] == {"diffusers": pytest.approx(0.8)}
     peak = configs.peak_bf16_flops("NVIDIA H100 80GB HBM3")[0]
     assert data["mfu"]["unet_cifar10"]["mfu"] == pytest.approx(3.0e10 * 1000.0 / peak)
-    assert data["not_measured"]["training"] == {"unet_mnist": ["diffusion_edu", "diffusers", "lucidrains"],
-                                                "unet_cifar10": ["lucidrains"]}
+    assert data["not_measured"]["training"] == {
+        "unet_mnist": ["diffusion_edu", "diffusers", "lucidrains"],
+        "unet_cifar10": ["lucidrains"],
+    }
     assert data["not_measured"]["sampling"] == ["unet_mnist", "unet_cifar10"] and data["sampling"] == {}
     by_name = {(t["target"], t["preset"]): t for t in data["targets"]}
     assert by_name[("training images/s >= the faster peer's", "unet_cifar10")]["met"] is False

@@ -64,34 +64,81 @@ def synthetic_peers_data() -> dict:
     """A peers results file's data, assembled by bench_peers' own summary code from chosen rates:
     training at 0.8x the faster peer (a miss of 20%), sampling 3 points under the overhead limit and
     1.25x the faster peer loop."""
-    def row(lib, img_s):
-        return {"library": lib, "network": lib, "params": 1000, "train_flops_per_image": 2e6, "batch": 8,
-                "warmup_steps": 1, "img_s": img_s, "img_s_windows": [img_s] * 3, "img_per_cpu_s": img_s,
-                "peak_memory_mib": 10.0, "peak_memory_kind": "cpu_maxrss_growth", "load_average_1min": 0.5,
-                "threads": 2}
 
-    training = {"unet_mnist": bench_peers.training_summary(
-        {"diffusion_edu": row("diffusion_edu", 40.0), "diffusers": row("diffusers", 50.0),
-         "lucidrains": row("lucidrains", 30.0)})}
+    def row(lib, img_s):
+        return {
+            "library": lib,
+            "network": lib,
+            "params": 1000,
+            "train_flops_per_image": 2e6,
+            "batch": 8,
+            "warmup_steps": 1,
+            "img_s": img_s,
+            "img_s_windows": [img_s] * 3,
+            "img_per_cpu_s": img_s,
+            "peak_memory_mib": 10.0,
+            "peak_memory_kind": "cpu_maxrss_growth",
+            "load_average_1min": 0.5,
+            "threads": 2,
+        }
+
+    training = {
+        "unet_mnist": bench_peers.training_summary(
+            {
+                "diffusion_edu": row("diffusion_edu", 40.0),
+                "diffusers": row("diffusers", 50.0),
+                "lucidrains": row("lucidrains", 30.0),
+            }
+        )
+    }
     bare = 2.0
-    loops = {lib: {"seconds": s, "seconds_repeats": [s], "img_s": 32 / s,
-                   "overhead": configs.overhead(s, bare), "overhead_repeats": [configs.overhead(s, bare)]}
-             for lib, s in (("diffusion_edu", 2.04), ("diffusers", 2.55), ("lucidrains", 3.0))}
+    loops = {
+        lib: {
+            "seconds": s,
+            "seconds_repeats": [s],
+            "img_s": 32 / s,
+            "overhead": configs.overhead(s, bare),
+            "overhead_repeats": [configs.overhead(s, bare)],
+        }
+        for lib, s in (("diffusion_edu", 2.04), ("diffusers", 2.55), ("lucidrains", 3.0))
+    }
     rates = {k: v["img_s"] for k, v in loops.items()}
     peer, best = configs.faster_peer(rates)
-    sampling = {"unet_mnist": {
-        "n": 32, "steps": 50, "network": {"kwargs": {}, "weights": "freshly initialised", "params": 1000},
-        "bare_network_s": bare, "bare_network_repeats": [bare], "loops": loops,
-        "ratios": {p: configs.ratio(rates["diffusion_edu"], rates[p]) for p in configs.PEERS},
-        "faster_peer": peer, "ratio_vs_faster_peer": configs.ratio(rates["diffusion_edu"], best),
-        "skipped": {}, "repeats": 1}}
-    data = {"device": "cpu", "device_name": None, "mode": configs.resolve_mode("cpu"),
-            "versions": {"torch": "x", "diffusers": "y"}, "training": training, "sampling": sampling,
-            "mfu": bench_peers.mfu_rows(training, None),
-            "diagnostics": {"package_attention": {
-                "channels": 32, "size": 16, "batch": 4, "kernels": {"as_is": ["aten::_sdpa_math"], "contiguous_qkv": []},
-                "fwd_bwd_s": {"as_is": 0.003, "contiguous_qkv": 0.002}}},
-            "load_average_before": [0.5, 0.5, 0.5], "load_average_after": [0.6, 0.6, 0.6]}
+    sampling = {
+        "unet_mnist": {
+            "n": 32,
+            "steps": 50,
+            "network": {"kwargs": {}, "weights": "freshly initialised", "params": 1000},
+            "bare_network_s": bare,
+            "bare_network_repeats": [bare],
+            "loops": loops,
+            "ratios": {p: configs.ratio(rates["diffusion_edu"], rates[p]) for p in configs.PEERS},
+            "faster_peer": peer,
+            "ratio_vs_faster_peer": configs.ratio(rates["diffusion_edu"], best),
+            "skipped": {},
+            "repeats": 1,
+        }
+    }
+    data = {
+        "device": "cpu",
+        "device_name": None,
+        "mode": configs.resolve_mode("cpu"),
+        "versions": {"torch": "x", "diffusers": "y"},
+        "training": training,
+        "sampling": sampling,
+        "mfu": bench_peers.mfu_rows(training, None),
+        "diagnostics": {
+            "package_attention": {
+                "channels": 32,
+                "size": 16,
+                "batch": 4,
+                "kernels": {"as_is": ["aten::_sdpa_math"], "contiguous_qkv": []},
+                "fwd_bwd_s": {"as_is": 0.003, "contiguous_qkv": 0.002},
+            }
+        },
+        "load_average_before": [0.5, 0.5, 0.5],
+        "load_average_after": [0.6, 0.6, 0.6],
+    }
     data["targets"] = configs.evaluate_targets(data)
     return data
 
@@ -99,17 +146,37 @@ def synthetic_peers_data() -> dict:
 def synthetic_ddp_data() -> dict:
     """A ddp results file's data as bench_ddp.py writes it: one preset measured (strong scaling at 80%
     efficiency, weak scaling failed in its worker), with the one-process-two-threads reference."""
+
     def run(n, img_s, batch):
-        return {"img_per_s": img_s, "s_per_step": batch / img_s, "window_s_per_step": [batch / img_s],
-                "global_batch": batch, "per_process_batch": batch // n, "processes": n, "threads_per_process": 1,
-                "backend": "gloo" if n > 1 else None, "device": "cpu", "network": "cnn_mnist", "params": 1000,
-                "precision": "float32", "load_average_1min": 0.5, "note": ""}
+        return {
+            "img_per_s": img_s,
+            "s_per_step": batch / img_s,
+            "window_s_per_step": [batch / img_s],
+            "global_batch": batch,
+            "per_process_batch": batch // n,
+            "processes": n,
+            "threads_per_process": 1,
+            "backend": "gloo" if n > 1 else None,
+            "device": "cpu",
+            "network": "cnn_mnist",
+            "params": 1000,
+            "precision": "float32",
+            "load_average_1min": 0.5,
+            "note": "",
+        }
 
     one = run(1, 100.0, 128)
-    return {"presets": {"d_cnn": {
-        "strong": {"n_1": one, "n_2": run(2, 160.0, 128)}, "strong_efficiency": {"n_1": 1.0, "n_2": 0.8},
-        "weak": {"n_1": one, "n_2": {"error": "RuntimeError: synthetic failure"}}, "weak_efficiency": {"n_1": 1.0},
-        "one_process_more_threads": {"threads_2": run(1, 200.0, 128)}}}}
+    return {
+        "presets": {
+            "d_cnn": {
+                "strong": {"n_1": one, "n_2": run(2, 160.0, 128)},
+                "strong_efficiency": {"n_1": 1.0, "n_2": 0.8},
+                "weak": {"n_1": one, "n_2": {"error": "RuntimeError: synthetic failure"}},
+                "weak_efficiency": {"n_1": 1.0},
+                "one_process_more_threads": {"threads_2": run(1, 200.0, 128)},
+            }
+        }
+    }
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +184,35 @@ def executed(tmp_path_factory) -> str:
     """The page executed against a results folder holding only a synthetic peers_cpu.json and ddp_cpu.json;
     all its text."""
     results = tmp_path_factory.mktemp("results")
-    write_results(results / "benchmarks" / "peers_cpu.json", "benchmarks/peers_cpu", synthetic_peers_data(),
-                  {"threads": 2, "note": "synthetic"}, "cpu", 1.0, "cpu")
-    write_results(results / "benchmarks" / "ddp_cpu.json", "benchmarks/ddp_cpu", synthetic_ddp_data(),
-                  {"threads_per_process": 1}, "cpu", 1.0, "cpu")
+    write_results(
+        results / "benchmarks" / "peers_cpu.json",
+        "benchmarks/peers_cpu",
+        synthetic_peers_data(),
+        {"threads": 2, "note": "synthetic"},
+        "cpu",
+        1.0,
+        "cpu",
+    )
+    write_results(
+        results / "benchmarks" / "ddp_cpu.json",
+        "benchmarks/ddp_cpu",
+        synthetic_ddp_data(),
+        {"threads_per_process": 1},
+        "cpu",
+        1.0,
+        "cpu",
+    )
     nb = nbformat.read(PAGE, as_version=4)
-    env = {**os.environ, "DIFFUSION_EDU_RESULTS": str(results), "DIFFUSION_EDU_TIER": "smoke",
-           "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(PAGE.parent)}}).execute(env=env)
+    env = {
+        **os.environ,
+        "DIFFUSION_EDU_RESULTS": str(results),
+        "DIFFUSION_EDU_TIER": "smoke",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(PAGE.parent)}}).execute(
+        env=env
+    )
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, "\n".join(e["ename"] + ": " + e["evalue"] for e in errors)
     texts = []

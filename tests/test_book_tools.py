@@ -86,8 +86,14 @@ def test_repository_url_lives_in_one_place():
     """Only _config.yml names the repository; notebooks carry it only in their generated cells."""
     url = CONFIG["repository"]["url"]
     assert (ROOT / "_config.yml").read_text().count(url) == 1
-    files = [ROOT / "README.md", ROOT / "pyproject.toml", ROOT / "_toc.yml", *sorted((ROOT / "book").glob("*.md")),
-             *sorted((ROOT / "tools").glob("*.py")), *sorted((ROOT / "diffusion_edu").rglob("*.py"))]
+    files = [
+        ROOT / "README.md",
+        ROOT / "pyproject.toml",
+        ROOT / "_toc.yml",
+        *sorted((ROOT / "book").glob("*.md")),
+        *sorted((ROOT / "tools").glob("*.py")),
+        *sorted((ROOT / "diffusion_edu").rglob("*.py")),
+    ]
     assert not [f.name for f in files if url in f.read_text()]
     slug = url.removeprefix("https://github.com/")
     for path in NOTEBOOKS:
@@ -162,10 +168,27 @@ def test_bibliography_has_the_papers_the_reports_cite():
     bib = (ROOT / "references.bib").read_text()
     keys = set(re.findall(r"@\w+\{([^,]+),", bib))
     assert len(keys) == bib.count("\n@") + bib.startswith("@")  # no duplicate keys
-    for key in ("ho2020ddpm", "song2021ddim", "nichol2021improved", "dhariwal2021beat", "ho2022cfg", "bansal2022cold",
-                "sohldickstein2015deep", "ronneberger2015unet", "heusel2017fid", "salimans2016improved",
-                "binkowski2018kid", "zhang2018lpips", "kingma2013vae", "kingma2021vdm", "prince2023udl",
-                "hendrycks2016gelu", "klambauer2017selu", "lecun1998gradient", "krizhevsky2009cifar"):
+    for key in (
+        "ho2020ddpm",
+        "song2021ddim",
+        "nichol2021improved",
+        "dhariwal2021beat",
+        "ho2022cfg",
+        "bansal2022cold",
+        "sohldickstein2015deep",
+        "ronneberger2015unet",
+        "heusel2017fid",
+        "salimans2016improved",
+        "binkowski2018kid",
+        "zhang2018lpips",
+        "kingma2013vae",
+        "kingma2021vdm",
+        "prince2023udl",
+        "hendrycks2016gelu",
+        "klambauer2017selu",
+        "lecun1998gradient",
+        "krizhevsky2009cifar",
+    ):
         assert key in keys, key
 
 
@@ -184,14 +207,25 @@ def test_npm_versions_are_exact_and_locked():
 
 
 def _fake_node_modules(root: Path) -> None:
-    (root / "package.json").write_text(json.dumps({"dependencies": {"mathjax": "3.2.2", "requirejs": "2.3.8",
-                                                                    "@jupyter-widgets/html-manager": "1.0.15"}}))
+    (root / "package.json").write_text(
+        json.dumps(
+            {"dependencies": {"mathjax": "3.2.2", "requirejs": "2.3.8", "@jupyter-widgets/html-manager": "1.0.15"}}
+        )
+    )
     (root / "package-lock.json").write_text("{}")
-    files = ["mathjax/es5/tex-mml-chtml.js", "mathjax/es5/input/tex/extensions/boldsymbol.js",
-             "mathjax/es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff", "mathjax/es5/ui/menu.js",
-             "mathjax/es5/a11y/explorer.js", "mathjax/LICENSE", "requirejs/require.js",
-             "@jupyter-widgets/html-manager/dist/embed-amd.js", "@jupyter-widgets/html-manager/dist/abc.woff2",
-             "@jupyter-widgets/html-manager/dist/abc.woff", "@jupyter-widgets/html-manager/dist/embed.js.map"]
+    files = [
+        "mathjax/es5/tex-mml-chtml.js",
+        "mathjax/es5/input/tex/extensions/boldsymbol.js",
+        "mathjax/es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
+        "mathjax/es5/ui/menu.js",
+        "mathjax/es5/a11y/explorer.js",
+        "mathjax/LICENSE",
+        "requirejs/require.js",
+        "@jupyter-widgets/html-manager/dist/embed-amd.js",
+        "@jupyter-widgets/html-manager/dist/abc.woff2",
+        "@jupyter-widgets/html-manager/dist/abc.woff",
+        "@jupyter-widgets/html-manager/dist/embed.js.map",
+    ]
     for f in files:
         (root / "node_modules" / f).parent.mkdir(parents=True, exist_ok=True)
         (root / "node_modules" / f).write_text(f)
@@ -205,14 +239,20 @@ def test_copy_assets_lays_out_what_the_pages_load(tmp_path: Path):
     _fake_node_modules(tmp_path)
     offline_assets.copy_assets(tmp_path)
     static = tmp_path / offline_assets.STATIC
-    for f in (*offline_assets.ENTRY_POINTS, "mathjax/input/tex/extensions/boldsymbol.js",
-              "mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff", "html-manager/abc.woff2"):
+    for f in (
+        *offline_assets.ENTRY_POINTS,
+        "mathjax/input/tex/extensions/boldsymbol.js",
+        "mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
+        "html-manager/abc.woff2",
+    ):
         assert (static / f).is_file(), f
     assert not (static / "html-manager" / "embed.js.map").exists()
     assert "mathjax 3.2.2 (MIT)" in (static / "NOTICE.md").read_text()
     assert offline_assets.missing_assets(tmp_path) == []
     (tmp_path / "package-lock.json").write_text('{"changed": true}')
-    assert offline_assets.missing_assets(tmp_path) == [f"{offline_assets.STAMP} (the copy is older than package-lock.json)"]
+    assert offline_assets.missing_assets(tmp_path) == [
+        f"{offline_assets.STAMP} (the copy is older than package-lock.json)"
+    ]
     (static / "require.js").unlink()
     assert "require.js" in offline_assets.missing_assets(tmp_path)
 
@@ -246,8 +286,11 @@ def test_run_notebooks_refuses_the_smoke_tier(tmp_path: Path):
 
 
 def test_ci_runs_exactly_make_test():
-    commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
-                if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    commands = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
+    ]
     assert commands == ["make test"]
     makefile = (ROOT / "Makefile").read_text()
     for target in ("book:", "test:", "notebooks:"):
@@ -268,7 +311,7 @@ def test_colab_check_installs_nothing_from_the_checkout(tmp_path: Path):
     staged = colab_check.stage_notebooks(tmp_path, NOTEBOOKS[:2])
     assert [p.name for p in staged] == [p.name for p in NOTEBOOKS[:2]]
     assert all(sorted(x.name for x in p.parent.iterdir()) == [p.name] for p in staged)
-    assert not ROOT.resolve() in staged[0].resolve().parents
+    assert ROOT.resolve() not in staged[0].resolve().parents
     assert {"PYTHONPATH", "DIFFUSION_EDU_RESULTS"} <= set(colab_check.DROP_ENV)
     files = colab_check.source_files()
     assert "pyproject.toml" in files and "results/metrics/floors.json" in files

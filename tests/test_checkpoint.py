@@ -28,7 +28,9 @@ def _one_thread():
 def trained(tmp_path_factory):
     """A short conditional run with EMA, mean-parameterised, on a cosine schedule."""
     out = tmp_path_factory.mktemp("trained")
-    cfg = tiny_config(steps=4, ema_decay=0.5, parameterization="mu", schedule="cosine", model_kwargs={"num_classes": 10})
+    cfg = tiny_config(
+        steps=4, ema_decay=0.5, parameterization="mu", schedule="cosine", model_kwargs={"num_classes": 10}
+    )
     return train(cfg, out, model=tiny_net(num_classes=10), progress=False)
 
 
@@ -98,8 +100,9 @@ def test_checkpoint_holds_plain_data(trained):
 def test_load_model_returns_eval_network_schedule_and_config(trained):
     """load_model gives the EMA (or raw) weights, in eval mode, plus the schedule the network was trained
     on and its config; a network passed in that declares another output than the run's is refused."""
-    net, schedule, config = load_model(trained.checkpoint, model=TinyNet(num_classes=10, parameterization="mu"),
-                                       device="cpu")
+    net, schedule, config = load_model(
+        trained.checkpoint, model=TinyNet(num_classes=10, parameterization="mu"), device="cpu"
+    )
     assert not net.training and net.parameterization == "mu" and config.parameterization == "mu"
     with pytest.raises(ValueError, match="parameterization='mu' but the network declares 'eps'"):
         load_model(trained.checkpoint, model=TinyNet(num_classes=10, parameterization="eps"))

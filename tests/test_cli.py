@@ -77,7 +77,9 @@ def test_train_runs_offline_then_resumes(tmp_path, fake_models, capsys):
     assert {p.name for p in out.iterdir()} >= {"config.json", "log.jsonl", "checkpoint.pt"}
     assert main([*args, "--steps", "5", "--set", "model_kwargs.hidden=4"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 5
-    assert len(fake_models) == 4  # the second call built the network once (plus the size check) and loaded the checkpoint
+    assert (
+        len(fake_models) == 4
+    )  # the second call built the network once (plus the size check) and loaded the checkpoint
     capsys.readouterr()
     assert main([*args, "--steps", "2", "--set", "model_kwargs.hidden=4", "--no-resume"]) == 2  # would replace it
     assert "--overwrite" in capsys.readouterr().err and load_checkpoint(out / "checkpoint.pt")["step"] == 5
@@ -86,13 +88,16 @@ def test_train_runs_offline_then_resumes(tmp_path, fake_models, capsys):
     assert not (out / ".previous").exists()  # the replaced run is gone once the new one has a checkpoint
 
 
-@pytest.mark.parametrize("override, message", [
-    ("lr=-1", "TrainConfig.lr must be a positive learning rate"),
-    ("learning_rate=0.1", "unknown TrainConfig field(s) ['learning_rate']"),
-    ("lr", "--set expects KEY=VALUE, got 'lr'"),
-    ("schedule.beta=1", "'schedule' is not a dict field of TrainConfig"),
-    ("hflip=maybe", "TrainConfig.hflip must be true or false"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lr=-1", "TrainConfig.lr must be a positive learning rate"),
+        ("learning_rate=0.1", "unknown TrainConfig field(s) ['learning_rate']"),
+        ("lr", "--set expects KEY=VALUE, got 'lr'"),
+        ("schedule.beta=1", "'schedule' is not a dict field of TrainConfig"),
+        ("hflip=maybe", "TrainConfig.hflip must be true or false"),
+    ],
+)
 def test_bad_overrides_exit_2_with_the_reason(tmp_path, fake_models, capsys, override, message):
     code = main(["train", "--preset", "quick_mnist", "--out", str(tmp_path), "--set", override, "--no-progress"])
     assert code == 2 and message in capsys.readouterr().err
@@ -102,8 +107,20 @@ def test_bad_overrides_exit_2_with_the_reason(tmp_path, fake_models, capsys, ove
 def test_missing_dataset_exits_1_with_the_offline_hint(tmp_path, fake_models, capsys, monkeypatch):
     """Report presets train on full MNIST; offline, the error says how to use the embedded digits."""
     monkeypatch.setenv("DIFFUSION_EDU_DATA", str(tmp_path / "empty"))
-    code = main(["train", "--preset", "d_cnn", "--out", str(tmp_path / "run"), "--steps", "1", "--no-progress",
-                 "--set", "model_kwargs.hidden=4"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "d_cnn",
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "1",
+            "--no-progress",
+            "--set",
+            "model_kwargs.hidden=4",
+        ]
+    )
     assert code == 1 and "mnist-embedded" in capsys.readouterr().err
 
 
@@ -113,12 +130,28 @@ def test_unknown_preset_is_an_argparse_error(capsys):
     assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("diffusion_edu.models") is None,
-                    reason="the networks (diffusion_edu.models) are not installed yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("diffusion_edu.models") is None,
+    reason="the networks (diffusion_edu.models) are not installed yet",
+)
 def test_quick_preset_trains_the_real_network_offline(tmp_path):
     """Out of the box: the offline preset with its real network trains a few steps and resumes."""
-    args = ["train", "--preset", "quick_mnist", "--out", str(tmp_path), "--device", "cpu", "--no-progress",
-            "--set", "batch_size=4", "--set", "sample_every=0", "--threads", "1"]
+    args = [
+        "train",
+        "--preset",
+        "quick_mnist",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "sample_every=0",
+        "--threads",
+        "1",
+    ]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3"]) == 0
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3

@@ -9,8 +9,9 @@ import torch
 from diffusion_edu import load_embedded_mnist
 from diffusion_edu.cold import RowColumnAveraging, cold_sample, fit_degraded_prior, line_order
 
-CONFIGS = [(a, o, g) for a in ("rows", "columns", "both")
-           for o, g in (("random", 1), ("outside-in", 4), ("inside-out", 1))]
+CONFIGS = [
+    (a, o, g) for a in ("rows", "columns", "both") for o, g in (("random", 1), ("outside-in", 4), ("inside-out", 1))
+]
 
 
 def _imgs(n=3, c=1, size=28, seed=0):
@@ -112,7 +113,7 @@ def test_batch_of_different_t():
     t = torch.tensor([0, 1, 5, 14])
     got = D.degrade(x, t)
     for i in range(4):
-        assert torch.equal(got[i:i + 1], D.degrade(x[i:i + 1], int(t[i])))
+        assert torch.equal(got[i : i + 1], D.degrade(x[i : i + 1], int(t[i])))
 
 
 @pytest.mark.parametrize("axis,order,group", CONFIGS)
@@ -207,13 +208,16 @@ def test_mixture_prior_finds_two_clusters():
 # ------------------------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(axis="diagonal"), "unknown axis 'diagonal'"),
-    (dict(order="spiral"), "unknown order 'spiral'"),
-    (dict(group=5), "group=5 must divide size=28"),
-    (dict(group=0), "group must be an int >= 1"),
-    (dict(size=0), "size must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(axis="diagonal"), "unknown axis 'diagonal'"),
+        (dict(order="spiral"), "unknown order 'spiral'"),
+        (dict(group=5), "group=5 must divide size=28"),
+        (dict(group=0), "group must be an int >= 1"),
+        (dict(size=0), "size must be an int >= 1"),
+    ],
+)
 def test_degradation_rejects_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RowColumnAveraging(**kwargs)

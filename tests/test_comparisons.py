@@ -16,15 +16,29 @@ from diffusion_edu.results import write_results
 
 @pytest.fixture()
 def spread_results(tmp_path):
-    rows = [{"n": 500, "fid_mean": 40.0, "fid_std": 3.0, "disjoint": True, "runs": [{}] * 5},
-            {"n": 2000, "fid_mean": 38.0, "fid_std": 1.0, "disjoint": False, "runs": [{}] * 5}]
-    write_results(tmp_path / "measuring" / "sample_size_bias.json", "measuring/sample_size_bias",
-                  {"curves": {"model_vs_heldout": {"rows": rows}}}, {}, "cpu", 1.0)
+    rows = [
+        {"n": 500, "fid_mean": 40.0, "fid_std": 3.0, "disjoint": True, "runs": [{}] * 5},
+        {"n": 2000, "fid_mean": 38.0, "fid_std": 1.0, "disjoint": False, "runs": [{}] * 5},
+    ]
+    write_results(
+        tmp_path / "measuring" / "sample_size_bias.json",
+        "measuring/sample_size_bias",
+        {"curves": {"model_vs_heldout": {"rows": rows}}},
+        {},
+        "cpu",
+        1.0,
+    )
     return tmp_path
 
 
 def test_spread_is_read_only_from_disjoint_sets(spread_results):
-    assert fid_spread(500, spread_results) == {"n": 500, "mean": 40.0, "std": 3.0, "seeds": 5, "curve": "model_vs_heldout"}
+    assert fid_spread(500, spread_results) == {
+        "n": 500,
+        "mean": 40.0,
+        "std": 3.0,
+        "seeds": 5,
+        "curve": "model_vs_heldout",
+    }
     assert fid_spread(2000, spread_results) is None  # overlapping sets understate the spread
     assert fid_spread(500, spread_results / "nowhere") is None
 

@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 import diffusion_edu
 from diffusion_edu import _compat
 

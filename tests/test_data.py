@@ -1,6 +1,5 @@
 """The embedded MNIST sample and the real torchvision loaders (on files the tests write)."""
 
-import gzip
 import pickle
 import struct
 import urllib.error
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_edu import DatasetNotAvailableError, load_embedded_mnist, load_cifar10, load_dataset, load_mnist
+from diffusion_edu import DatasetNotAvailableError, load_cifar10, load_dataset, load_embedded_mnist, load_mnist
 from diffusion_edu.data import to_model_range, to_unit_range, write_fake_cifar10
 
 
@@ -89,8 +88,10 @@ def test_missing_mnist_offline_gives_a_clear_error(tmp_path):
 def test_failed_download_gives_a_clear_error(tmp_path, monkeypatch):
     """Simulate being offline (no network call is made): the torchvision download fails and the error
     says what was looked for, where, and how to use the embedded sample."""
+
     def offline(*a, **k):
         raise urllib.error.URLError("offline (simulated by the test)")
+
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DatasetNotAvailableError, match=r"(?s)download was attempted and failed.*load_embedded_mnist"):
         load_mnist(root=tmp_path, download=True)

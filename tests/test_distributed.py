@@ -27,18 +27,27 @@ import torch.multiprocessing as mp
 
 from diffusion_edu import NonFiniteLossError, train
 from diffusion_edu.checkpoint import load_checkpoint
-from diffusion_edu.seeding import derived_seed
 from diffusion_edu.cli import main as cli_main
 from diffusion_edu.distributed import DistributedLaunchError, check_global_batch, dropout_seed, launch
 from diffusion_edu.losses import discriminator_term
+from diffusion_edu.seeding import derived_seed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_training import _NaNAfter, TinyNet, _weights, tiny_config, tiny_net  # noqa: E402
+from test_training import TinyNet, _NaNAfter, _weights, tiny_config, tiny_net  # noqa: E402
 
 # Every random stream of the loop but dropout (flips, label drops, t, eps, the data order), warm-up,
 # clipping, EMA, sample grids; 12 steps of a global batch of 8 cross an epoch boundary at step 8.
-EXACT = dict(hflip=True, p_uncond=0.3, warmup_steps=5, grad_clip=0.5, ema_start=2, sample_every=6, sample_n=4,
-             sample_steps=3, callback_every=4)
+EXACT = dict(
+    hflip=True,
+    p_uncond=0.3,
+    warmup_steps=5,
+    grad_clip=0.5,
+    ema_start=2,
+    sample_every=6,
+    sample_n=4,
+    sample_steps=3,
+    callback_every=4,
+)
 # Floating-point tolerance for one process vs two: the two differ only in how the batch mean of the
 # gradient is summed (one mean of 8 vs the mean of two means of 4).
 ATOL = 1e-6
@@ -52,8 +61,12 @@ def free_port() -> int:
 
 def _jobs() -> list[tuple[str, dict, float, int | None]]:
     """(out_dir name, config changes, TinyNet dropout, steps of a first, interrupted call or None)."""
-    return [("two", dict(EXACT), 0.0, None), ("half", dict(EXACT, steps=8), 0.0, None),
-            ("drop", dict(EXACT), 0.1, None), ("drop_cut", dict(EXACT), 0.1, 8)]
+    return [
+        ("two", dict(EXACT), 0.0, None),
+        ("half", dict(EXACT, steps=8), 0.0, None),
+        ("drop", dict(EXACT), 0.1, None),
+        ("drop_cut", dict(EXACT), 0.1, 8),
+    ]
 
 
 class _Bar:
@@ -104,13 +117,26 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
             _Bar.enabled.clear()
             cfg = tiny_config(**changes)
             if first is not None:
-                train(cfg.replace(steps=first), Path(root, name), model=tiny_net(num_classes=10, dropout=dropout),
-                      progress=False, callbacks=callback)
+                train(
+                    cfg.replace(steps=first),
+                    Path(root, name),
+                    model=tiny_net(num_classes=10, dropout=dropout),
+                    progress=False,
+                    callbacks=callback,
+                )
             net = tiny_net(num_classes=10, dropout=dropout)
             result = train(cfg, Path(root, name), model=net, progress=True, callbacks=callback)
-            torch.save({"model": _weights(result.model), "ema": _weights(result.ema), "counts": dict(counts),
-                        "bars": list(_Bar.enabled), "step": result.step, "labels": net.seen_labels},
-                       Path(root, f"{name}.rank{rank}.pt"))
+            torch.save(
+                {
+                    "model": _weights(result.model),
+                    "ema": _weights(result.ema),
+                    "counts": dict(counts),
+                    "bars": list(_Bar.enabled),
+                    "step": result.step,
+                    "labels": net.seen_labels,
+                },
+                Path(root, f"{name}.rank{rank}.pt"),
+            )
         # A loss that turns NaN at step 6 on process 1 only (log_every=8: read back at step 8).
         net = _NaNAfter(bad_call=6) if rank == 1 else TinyNet()
         try:
@@ -135,8 +161,7 @@ def runs(tmp_path_factory):
         train(tiny_config(**EXACT), root / "one", model=net, progress=False)
         torch.save(net.seen_labels, root / "one.labels.pt")
         shutil.copytree(root / "half", root / "half_then_one")
-        train(tiny_config(**EXACT), root / "half_then_one", model=tiny_net(num_classes=10, dropout=0.0),
-              progress=False)
+        train(tiny_config(**EXACT), root / "half_then_one", model=tiny_net(num_classes=10, dropout=0.0), progress=False)
     finally:
         torch.set_num_threads(threads)
     return root
@@ -211,7 +236,8 @@ def test_a_non_finite_loss_on_one_process_stops_every_process_at_that_step(runs)
     for rank in (0, 1):
         assert (runs / f"nan.rank{rank}.txt").read_text() == (
             f"the loss became nan at step 6: training stopped; the last good checkpoint (step 4) is kept at "
-            f"{runs / 'nan' / 'checkpoint.pt'}")
+            f"{runs / 'nan' / 'checkpoint.pt'}"
+        )
     state = load_checkpoint(runs / "nan" / "checkpoint.pt")
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
 
@@ -244,8 +270,14 @@ def test_a_two_process_checkpoint_resumed_by_one_process_continues_the_run(runs)
     one = load_checkpoint(runs / "one" / "checkpoint.pt")
     assert resumed["step"] == 12 and "rng_per_process" not in resumed and "world_size" not in resumed
     assert _max_diff(resumed["model"], one["model"]) < ATOL and _max_diff(resumed["ema"], one["ema"]) < ATOL
-    assert [json.loads(ln)["step"] for ln in (runs / "half_then_one" / "log.jsonl").read_text().splitlines()] \
-        == [2, 4, 6, 8, 10, 12]
+    assert [json.loads(ln)["step"] for ln in (runs / "half_then_one" / "log.jsonl").read_text().splitlines()] == [
+        2,
+        4,
+        6,
+        8,
+        10,
+        12,
+    ]
     assert _losses(runs / "half_then_one") == pytest.approx(_losses(runs / "one"), rel=1e-5)
 
 
@@ -263,14 +295,20 @@ def test_bad_launches_fail_before_joining_the_group(monkeypatch):
     """A global batch the process count does not divide, one GPU named for several processes, or MPS:
     each is refused with the reason, before the process waits for the others."""
     assert check_global_batch(8, 2) == 4
-    with pytest.raises(DistributedLaunchError, match=r"batch_size=7 is the global batch .* divisible by the "
-                       r"number of processes \(2\); use batch_size=6 or 8"):
+    with pytest.raises(
+        DistributedLaunchError,
+        match=r"batch_size=7 is the global batch .* divisible by the "
+        r"number of processes \(2\); use batch_size=6 or 8",
+    ):
         check_global_batch(7, 2)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    for device, batch, message in [("cpu", 7, "batch_size=7"), ("cuda:1", 8, "names one GPU"),
-                                   ("mps", 8, "MPS has no multi-process backend")]:
+    for device, batch, message in [
+        ("cpu", 7, "batch_size=7"),
+        ("cuda:1", 8, "names one GPU"),
+        ("mps", 8, "MPS has no multi-process backend"),
+    ]:
         with pytest.raises(DistributedLaunchError, match=message):
             with launch(device, batch):
                 pass
@@ -294,15 +332,47 @@ def test_the_discriminator_term_of_slices_averages_to_the_global_batch_term():
 
 def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "diffusion_edu", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "diffusion_edu",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
 
 # The preset's own network (Report E's small U-Net) made tiny: no dropout, so one process = two.
-TINY_CLI = ["--preset", "quick_mnist", "--device", "cpu", "--steps", "4", "--threads", "1", "--no-progress",
-            "--set", "subset=64", "--set", "batch_size=8", "--set", "sample_every=0", "--set", "log_every=2",
-            "--set", "model_kwargs.ch=4", "--set", "model_kwargs.time_dim=8"]
+TINY_CLI = [
+    "--preset",
+    "quick_mnist",
+    "--device",
+    "cpu",
+    "--steps",
+    "4",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--set",
+    "subset=64",
+    "--set",
+    "batch_size=8",
+    "--set",
+    "sample_every=0",
+    "--set",
+    "log_every=2",
+    "--set",
+    "model_kwargs.ch=4",
+    "--set",
+    "model_kwargs.time_dim=8",
+]
 
 
 def test_torchrun_runs_the_train_command_on_two_processes(tmp_path, capsys):
@@ -338,9 +408,32 @@ def test_the_ddp_benchmark_writes_a_results_file(tmp_path, monkeypatch):
     import bench_ddp
 
     out = tmp_path / "ddp.json"
-    assert bench_ddp.main(["--presets", "d_cnn", "--device", "cpu", "--nprocs", "2", "--modes", "strong",
-                           "--batch", "8", "--steps", "1", "--windows", "1", "--warmup", "0",
-                           "--no-threads-reference", "--out", str(out)]) == 0
+    assert (
+        bench_ddp.main(
+            [
+                "--presets",
+                "d_cnn",
+                "--device",
+                "cpu",
+                "--nprocs",
+                "2",
+                "--modes",
+                "strong",
+                "--batch",
+                "8",
+                "--steps",
+                "1",
+                "--windows",
+                "1",
+                "--warmup",
+                "0",
+                "--no-threads-reference",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = read_results(out)
     assert record["name"] == "benchmarks/ddp_cpu" and record["config"]["nprocs"] == [1, 2]
     d_cnn = record["data"]["presets"]["d_cnn"]

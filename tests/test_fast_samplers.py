@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from test_samplers import F64, GaussianOracle, Tiny, _x
 
 from diffusion_edu import make_schedule, respace
 from diffusion_edu.samplers import (
@@ -20,7 +21,6 @@ from diffusion_edu.samplers import (
     network_evaluations,
     sample,
 )
-from test_samplers import F64, GaussianOracle, Tiny, _x
 
 M, S = 0.3, 0.5
 
@@ -80,10 +80,13 @@ def test_full_sampling_converges_to_the_ode_solution(linear, x_T):
     """The ordinary respaced grid (down to t = 0): every solver's error falls as K grows."""
     oracle = GaussianOracle(linear, M, S)
     x0_exact = M + (x_T / math.sqrt(float(linear.alpha_bar[linear.T])) - M) * S / math.sqrt(
-        S**2 + (1 - float(linear.alpha_bar[linear.T])) / float(linear.alpha_bar[linear.T]))
+        S**2 + (1 - float(linear.alpha_bar[linear.T])) / float(linear.alpha_bar[linear.T])
+    )
     for method in ("dpm_solver_2m", "heun"):
-        errs = [float((sample(oracle, linear, 32, steps=K, method=method, x_T=x_T, clip_x0=False)
-                       - x0_exact).abs().max()) for K in (10, 100, 1000)]
+        errs = [
+            float((sample(oracle, linear, 32, steps=K, method=method, x_T=x_T, clip_x0=False) - x0_exact).abs().max())
+            for K in (10, 100, 1000)
+        ]
         assert errs[0] > errs[1] > errs[2] and errs[2] < 2e-3, (method, errs)
 
 

@@ -30,10 +30,32 @@ from diffusion_edu.rundir import RunLock
 from diffusion_edu.training import TrainingRun
 
 KWARGS = {"in_channels": 1, "image_size": 28, "ch": 8, "depth": 1, "time_dim": 16, "num_classes": 10}
-TRAIN = ["train", "--preset", "quick_mnist", "--device", "cpu", "--no-progress", "--threads", "1",
-         "--set", "model=small_unet", "--set", f"model_kwargs={json.dumps(KWARGS)}", "--set", "subset=32",
-         "--set", "batch_size=8", "--set", "T=20", "--set", "sample_every=0", "--set", "log_every=1",
-         "--set", "checkpoint_every=2"]
+TRAIN = [
+    "train",
+    "--preset",
+    "quick_mnist",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--set",
+    "model=small_unet",
+    "--set",
+    f"model_kwargs={json.dumps(KWARGS)}",
+    "--set",
+    "subset=32",
+    "--set",
+    "batch_size=8",
+    "--set",
+    "T=20",
+    "--set",
+    "sample_every=0",
+    "--set",
+    "log_every=1",
+    "--set",
+    "checkpoint_every=2",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +98,19 @@ def checkpoint(tmp_path_factory):
     """A conditional network's checkpoint (2 steps of training: the samples are noise, the path is real)."""
     from diffusion_edu.training import train
 
-    cfg = TrainConfig(model="small_unet", model_kwargs=KWARGS, T=20, subset=32, batch_size=8, steps=2, log_every=1,
-                      checkpoint_every=0, callback_every=0, sample_every=0, device="cpu")
+    cfg = TrainConfig(
+        model="small_unet",
+        model_kwargs=KWARGS,
+        T=20,
+        subset=32,
+        batch_size=8,
+        steps=2,
+        log_every=1,
+        checkpoint_every=0,
+        callback_every=0,
+        sample_every=0,
+        device="cpu",
+    )
     return train(cfg, tmp_path_factory.mktemp("ckpt") / "run", progress=False).checkpoint
 
 
@@ -86,15 +119,18 @@ def checkpoint(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--set", "batch_size=64"], "32 images, fewer than one batch (batch_size=64): set batch_size=32 or less"),
-    (["--set", "model=nope"], "name must be one of the models"),
-    (["--set", "model_kwargs.bogus=1"], "unknown argument(s) ['bogus'] for model 'small_unet'"),
-    (["--set", "schedule_kwargs.bogus=1"], "TrainConfig.schedule_kwargs={'bogus': 1} do not fit the 'linear'"),
-    (["--set", "lr=Infinity"], "TrainConfig.lr must be a finite number"),
-    (["--threads", "-1"], "argument --threads: expected an integer >= 1, got -1"),
-    (["--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--set", "batch_size=64"], "32 images, fewer than one batch (batch_size=64): set batch_size=32 or less"),
+        (["--set", "model=nope"], "name must be one of the models"),
+        (["--set", "model_kwargs.bogus=1"], "unknown argument(s) ['bogus'] for model 'small_unet'"),
+        (["--set", "schedule_kwargs.bogus=1"], "TrainConfig.schedule_kwargs={'bogus': 1} do not fit the 'linear'"),
+        (["--set", "lr=Infinity"], "TrainConfig.lr must be a finite number"),
+        (["--threads", "-1"], "argument --threads: expected an integer >= 1, got -1"),
+        (["--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+    ],
+)
 def test_bad_training_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, fragment):
     out = tmp_path / "run"
     code, err = run_cli(capsys, *train_args(out, 2), *extra)
@@ -124,13 +160,20 @@ def test_non_finite_config_values_are_refused():
         TrainConfig(grad_clip=float("inf"))
 
 
-@pytest.mark.parametrize("args, env, fragment", [
-    (["experiment", "nope"], None, "unknown chapter 'nope'; valid chapters are"),
-    (["experiment", "report_d", "--only", "nope"], None, "unknown part(s) ['nope'] of report_d; valid:"),
-    (["experiment", "report_d"], "bogus", "DIFFUSION_EDU_TIER must be one of ['smoke', 'cpu', 'colab', 'gpu'], "
-                                          "got 'bogus': set it to one of them, or unset it"),
-    (["experiment", "report_d", "--threads", "-2"], None, "argument --threads: expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, env, fragment",
+    [
+        (["experiment", "nope"], None, "unknown chapter 'nope'; valid chapters are"),
+        (["experiment", "report_d", "--only", "nope"], None, "unknown part(s) ['nope'] of report_d; valid:"),
+        (
+            ["experiment", "report_d"],
+            "bogus",
+            "DIFFUSION_EDU_TIER must be one of ['smoke', 'cpu', 'colab', 'gpu'], "
+            "got 'bogus': set it to one of them, or unset it",
+        ),
+        (["experiment", "report_d", "--threads", "-2"], None, "argument --threads: expected an integer >= 1"),
+    ],
+)
 def test_experiment_typos(capsys, monkeypatch, args, env, fragment):
     if env is not None:
         monkeypatch.setenv("DIFFUSION_EDU_TIER", env)
@@ -138,12 +181,15 @@ def test_experiment_typos(capsys, monkeypatch, args, env, fragment):
     assert code == 2 and fragment in err
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--out", "grid"], "--out grid: expected a file name ending in .png, .jpg"),
-    (["--out", "grid.gif"], "--out grid.gif: expected a file name ending in .png"),
-    (["--nrow", "-1"], "argument --nrow: expected an integer >= 0, got -1"),
-    (["--n", "0"], "argument --n: expected an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--out", "grid"], "--out grid: expected a file name ending in .png, .jpg"),
+        (["--out", "grid.gif"], "--out grid.gif: expected a file name ending in .png"),
+        (["--nrow", "-1"], "argument --nrow: expected an integer >= 0, got -1"),
+        (["--n", "0"], "argument --n: expected an integer >= 1, got 0"),
+    ],
+)
 def test_sample_output_checked_before_any_work(tmp_path, capsys, monkeypatch, args, fragment):
     """The checkpoint does not even exist: the output is refused before anything is loaded or sampled."""
     monkeypatch.chdir(tmp_path)
@@ -156,8 +202,9 @@ def test_sample_into_a_file_as_folder_and_a_folder_as_file(tmp_path, capsys, che
     (tmp_path / "f").write_text("")
     code, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "f" / "x.png"))
     assert code == 2 and "is a file, not a folder" in err
-    code, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path) + "/a.png",
-                        "--tensor", str(tmp_path))
+    code, err = run_cli(
+        capsys, "sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path) + "/a.png", "--tensor", str(tmp_path)
+    )
     assert code == 2 and "--tensor" in err and "is a folder; expected a file name" in err
     assert not (tmp_path / "a.png").exists()
 
@@ -167,8 +214,16 @@ def test_sample_tensor_into_a_missing_folder_and_labels_in_range(tmp_path, capsy
     code, err = run_cli(capsys, *base, "--label", "10", "--out", str(tmp_path / "x.png"))
     assert code == 2 and "labels must be classes 0..9 (the network has 10 classes), got 10" in err
     assert not (tmp_path / "x.png").exists()
-    code, _ = run_cli(capsys, *base, "--label", "9", "--out", str(tmp_path / "x.png"),
-                      "--tensor", str(tmp_path / "new" / "deeper" / "x.pt"))
+    code, _ = run_cli(
+        capsys,
+        *base,
+        "--label",
+        "9",
+        "--out",
+        str(tmp_path / "x.png"),
+        "--tensor",
+        str(tmp_path / "new" / "deeper" / "x.pt"),
+    )
     assert code == 0
     saved = torch.load(tmp_path / "new" / "deeper" / "x.pt", weights_only=True)
     assert saved["images"].shape == (2, 1, 28, 28) and saved["labels"].tolist() == [9, 9]
@@ -219,8 +274,12 @@ def _damage(kind: str, path) -> None:
         save_checkpoint(path, state)
 
 
-_DAMAGE = {"random bytes": "is not a checkpoint", "flipped bits": "is damaged: the checksum of its tensors",
-           "NaN weights": "holds non-finite weights", "no data_order": "lacks ['data_order']"}
+_DAMAGE = {
+    "random bytes": "is not a checkpoint",
+    "flipped bits": "is damaged: the checksum of its tensors",
+    "NaN weights": "holds non-finite weights",
+    "no data_order": "lacks ['data_order']",
+}
 
 
 @pytest.mark.parametrize("kind", list(_DAMAGE))
@@ -232,8 +291,15 @@ def test_damaged_checkpoints_are_refused_the_same_way_by_train_and_sample(tmp_pa
     assert code == 2 and _DAMAGE[kind] in err
     assert "last good" not in err and "pickled" not in err
     if kind != "no data_order":  # sampling needs no data order
-        code, err = run_cli(capsys, "sample", "--checkpoint", str(out / "checkpoint.pt"), "--out",
-                            str(tmp_path / "x.png"), "--no-progress")
+        code, err = run_cli(
+            capsys,
+            "sample",
+            "--checkpoint",
+            str(out / "checkpoint.pt"),
+            "--out",
+            str(tmp_path / "x.png"),
+            "--no-progress",
+        )
         assert code == 2 and _DAMAGE[kind] in err and not (tmp_path / "x.png").exists()
     assert (out / "checkpoint.pt").read_bytes() == damaged  # refused, not replaced
 
@@ -286,6 +352,7 @@ def _killed_after(monkeypatch, cut, call):
                 raise KeyboardInterrupt
             count.append(1)
             return real(*args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(os, "replace", counted(real_replace))
@@ -308,16 +375,17 @@ def test_setting_a_run_aside_and_back_survives_a_kill_at_any_point(tmp_path, mon
     for cut in range(8):
         out = tmp_path / f"aside{cut}"  # a kill while setting the old run aside, then a resume
         _make_run(out)
-        _killed_after(monkeypatch, cut, lambda: rundir.set_aside(out))
+        _killed_after(monkeypatch, cut, lambda out=out: rundir.set_aside(out))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rundir.restore_aside(out)
         assert _contents(out) == old, cut
         out = tmp_path / f"again{cut}"  # ... then another fresh start: the old run waits aside
         _make_run(out)
-        _killed_after(monkeypatch, cut, lambda: rundir.set_aside(out))
-        assert rundir.set_aside(out) == out / ".previous" and _contents(out) == {f".previous/{k}": v
-                                                                                for k, v in old.items()}
+        _killed_after(monkeypatch, cut, lambda out=out: rundir.set_aside(out))
+        assert rundir.set_aside(out) == out / ".previous" and _contents(out) == {
+            f".previous/{k}": v for k, v in old.items()
+        }
         out = tmp_path / f"restore{cut}"  # a kill while restoring (the new run wrote a log and a config)
         _make_run(out)
         rundir.set_aside(out)
@@ -325,14 +393,14 @@ def test_setting_a_run_aside_and_back_survives_a_kill_at_any_point(tmp_path, mon
         (out / "config.json").write_text("new")
         with warnings.catch_warnings():  # "restored" is said by whichever call completes the restore
             warnings.simplefilter("ignore")
-            _killed_after(monkeypatch, cut, lambda: rundir.restore_aside(out))
+            _killed_after(monkeypatch, cut, lambda out=out: rundir.restore_aside(out))
             rundir.restore_aside(out)
         assert _contents(out) == old, cut
         out = tmp_path / f"drop{cut}"  # a kill while deleting the old run after the new one's checkpoint
         _make_run(out)
         rundir.set_aside(out)
         _make_run(out, "new")
-        _killed_after(monkeypatch, cut, lambda: rundir.drop_aside(out))
+        _killed_after(monkeypatch, cut, lambda out=out: rundir.drop_aside(out))
         assert rundir.set_aside(out) == out / ".previous"  # the next fresh start keeps the *new* run aside
         assert _contents(out) == {f".previous/{k}": f"new {k}" for k in RUN}
 
@@ -345,14 +413,22 @@ def test_a_locked_folder_is_refused_at_once_and_a_killed_holder_does_not_block(t
         assert intact(finished)
         assert run_cli(capsys, *train_args(out, 4))[0] == 0  # the finished run itself is only loaded: no conflict
         assert intact(finished)
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, os, time  # RunLock's protocol (flock + PID) without importing torch: fast
         fd = os.open({str(out / ".lock")!r}, os.O_RDWR | os.O_CREAT)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, f"{{os.getpid()}}\\n".encode())
         print("locked", flush=True)
         time.sleep(120)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         code, err = run_cli(capsys, *train_args(out, 6))
@@ -442,10 +518,13 @@ def test_a_damaged_log_line_is_repaired_and_stale_temp_files_removed(capsys, fin
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault, fragment", [
-    (errno.ENOSPC, "No space left on device; the disk is full: free some space"),
-    (errno.EROFS, "Read-only file system; the file system is read-only: choose a folder on a writable disk"),
-])
+@pytest.mark.parametrize(
+    "fault, fragment",
+    [
+        (errno.ENOSPC, "No space left on device; the disk is full: free some space"),
+        (errno.EROFS, "Read-only file system; the file system is read-only: choose a folder on a writable disk"),
+    ],
+)
 def test_disk_full_and_read_only(capsys, monkeypatch, finished, fault, fragment):
     """Simulated: the root user of the test machine can write anywhere, so the OS errors are injected
     where a real disk would raise them (the flush of a write; the creation of a file)."""
@@ -479,8 +558,9 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(capsys, monkeypatch
 
 
 @pytest.mark.parametrize("factor, fragment", [(1e27, "the loss diverged"), (float("nan"), "the loss became nan")])
-def test_divergence_and_nan_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, capsys, monkeypatch, factor,
-                                                                           fragment):
+def test_divergence_and_nan_stop_the_run_and_keep_the_last_good_checkpoint(
+    tmp_path, capsys, monkeypatch, factor, fragment
+):
     """From step 5 on the loss is multiplied by 1e27 (finite) or is NaN: the run stops with exit 1, and
     the checkpoint on disk is step 4's (the one of step 6 is not written while the loss is out of range)."""
     real_step = TrainingRun.train_step
@@ -510,7 +590,9 @@ def test_non_finite_weights_are_never_saved(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(TrainingRun, "train_step", step)
     code, err = run_cli(capsys, *train_args(tmp_path / "run", 6))
     assert code == 1 and "the weights became non-finite (NaN or inf) by step 4" in err
-    assert "the last good checkpoint (step 2)" in err and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+    assert (
+        "the last good checkpoint (step 2)" in err and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+    )
 
 
 def test_unexpected_errors_have_no_traceback_unless_debug(tmp_path, capsys, monkeypatch):

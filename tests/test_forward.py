@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from diffusion_edu import (
-    load_embedded_mnist,
     eps_and_x0_from_output,
     eps_from_posterior_mean,
+    load_embedded_mnist,
     make_schedule,
     posterior_mean_from_eps,
     predict_eps_from_x0,
@@ -87,7 +87,10 @@ def test_posterior_matches_ho_eq_6_7():
     abp, a, b = s.alpha_bar[t - 1], s.alphas[t], s.betas[t]
     prec = 1 / (1 - abp) + a / b
     v = (1 / prec).view(-1, 1, 1, 1)
-    m = v * (abp.sqrt().view(-1, 1, 1, 1) * x0 / (1 - abp).view(-1, 1, 1, 1) + a.sqrt().view(-1, 1, 1, 1) * xt / b.view(-1, 1, 1, 1))
+    m = v * (
+        abp.sqrt().view(-1, 1, 1, 1) * x0 / (1 - abp).view(-1, 1, 1, 1)
+        + a.sqrt().view(-1, 1, 1, 1) * xt / b.view(-1, 1, 1, 1)
+    )
     assert torch.allclose(var, v, rtol=1e-10)
     assert torch.allclose(mean, m, rtol=1e-10, atol=1e-12)
     # at t = 1 the posterior is a point mass at x0
@@ -121,6 +124,7 @@ def test_parameterizations_agree(kind):
 
 
 # --- bad input -----------------------------------------------------------------------------------
+
 
 def test_t_out_of_range_is_refused():
     s = make_schedule("linear", 10)

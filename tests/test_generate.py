@@ -12,23 +12,43 @@ from diffusion_edu.cli import main
 from diffusion_edu.generate import default_labels, generate
 from diffusion_edu.training import train
 
-TINY = dict(dataset="mnist-embedded", subset=32, batch_size=8, steps=2, log_every=1, checkpoint_every=0,
-            callback_every=0, sample_every=0, device="cpu")
+TINY = dict(
+    dataset="mnist-embedded",
+    subset=32,
+    batch_size=8,
+    steps=2,
+    log_every=1,
+    checkpoint_every=0,
+    callback_every=0,
+    sample_every=0,
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="module")
 def gaussian_run(tmp_path_factory):
     """A conditional network trained for two steps (its samples are noise, but the code path is real)."""
-    cfg = TrainConfig(model="small_unet", model_kwargs=dict(in_channels=1, image_size=28, ch=8, depth=1, time_dim=16,
-                                                            num_classes=10), T=20, p_uncond=0.1, **TINY)
+    cfg = TrainConfig(
+        model="small_unet",
+        model_kwargs=dict(in_channels=1, image_size=28, ch=8, depth=1, time_dim=16, num_classes=10),
+        T=20,
+        p_uncond=0.1,
+        **TINY,
+    )
     return train(cfg, tmp_path_factory.mktemp("gauss") / "run", progress=False).checkpoint
 
 
 @pytest.fixture(scope="module")
 def cold_run(tmp_path_factory):
-    cfg = TrainConfig(model="cnn", model_kwargs=dict(in_channels=1, image_size=28, hidden=[4, 4], kernel_size=3,
-                                                     time_dim=8),
-                      process="cold", T=28, parameterization="x0", loss="l1", **TINY)
+    cfg = TrainConfig(
+        model="cnn",
+        model_kwargs=dict(in_channels=1, image_size=28, hidden=[4, 4], kernel_size=3, time_dim=8),
+        process="cold",
+        T=28,
+        parameterization="x0",
+        loss="l1",
+        **TINY,
+    )
     return train(cfg, tmp_path_factory.mktemp("cold") / "run", progress=False).checkpoint
 
 
@@ -41,8 +61,15 @@ def test_generate_is_the_package_sampler_with_a_seeded_generator(gaussian_run):
     """generate(...) adds nothing to the maths: the same images as samplers.sample with the same seed."""
     loaded = load_model(gaussian_run, ema=False, device="cpu")
     images, labels = generate(loaded, 6, steps=5, w=0.5, seed=3)
-    expected = sample(loaded.model, loaded.schedule, 6, steps=5, w=0.5, y=default_labels(6, 10),
-                      generator=torch.Generator().manual_seed(3))
+    expected = sample(
+        loaded.model,
+        loaded.schedule,
+        6,
+        steps=5,
+        w=0.5,
+        y=default_labels(6, 10),
+        generator=torch.Generator().manual_seed(3),
+    )
     assert torch.equal(images, expected) and labels.tolist() == [0, 1, 2, 3, 4, 5]
     again, _ = generate(loaded, 6, steps=5, w=0.5, seed=3)
     other, _ = generate(loaded, 6, steps=5, w=0.5, seed=4)
@@ -61,8 +88,27 @@ def test_cold_networks_generate_from_the_fitted_prior(cold_run):
 
 def test_sample_command_writes_a_grid_and_a_summary(gaussian_run, tmp_path, capsys):
     out, tensor = tmp_path / "grid.png", tmp_path / "samples.pt"
-    code = main(["sample", "--checkpoint", str(gaussian_run), "--n", "10", "--steps", "4", "--w", "1",
-                 "--out", str(out), "--tensor", str(tensor), "--no-progress", "--raw-weights", "--device", "cpu"])
+    code = main(
+        [
+            "sample",
+            "--checkpoint",
+            str(gaussian_run),
+            "--n",
+            "10",
+            "--steps",
+            "4",
+            "--w",
+            "1",
+            "--out",
+            str(out),
+            "--tensor",
+            str(tensor),
+            "--no-progress",
+            "--raw-weights",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0 and out.stat().st_size > 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["n"] == 10 and summary["steps"] == 4 and summary["w"] == 1.0 and summary["sampler"] == "ddpm"

@@ -32,8 +32,9 @@ class DrawLog:
             on = torch.device(device) if device is not None else torch.device("cpu")
             self.draws.append((generator.device, on))
             if generator.device.type != on.type:  # what PyTorch's CUDA generator check says
-                raise RuntimeError(f"Expected a '{on.type}' device type for generator but found "
-                                   f"'{generator.device.type}'")
+                raise RuntimeError(
+                    f"Expected a '{on.type}' device type for generator but found '{generator.device.type}'"
+                )
         return _real_randn(*size, generator=generator, device=device, **kwargs)
 
 
@@ -75,8 +76,18 @@ def test_the_fake_device_reproduces_the_cuda_failure(draws):
 @pytest.mark.parametrize("method", ["ddpm", "ddim"])
 def test_sample_draws_on_the_generators_device(draws, method):
     kw = {"eta": 1.0} if method == "ddim" else {}
-    x = samplers.sample(meta_model(), SCHEDULE, 5, method=method, steps=4, y=torch.tensor([0, 1, 2, 0, 1]), w=0.5,
-                        generator=torch.Generator().manual_seed(0), batch_size=2, **kw)
+    x = samplers.sample(
+        meta_model(),
+        SCHEDULE,
+        5,
+        method=method,
+        steps=4,
+        y=torch.tensor([0, 1, 2, 0, 1]),
+        w=0.5,
+        generator=torch.Generator().manual_seed(0),
+        batch_size=2,
+        **kw,
+    )
     assert x.device.type == "meta" and x.shape == (5, 1, 8, 8)
     # x_T for three chunks, then noise at every step but the last of each chunk
     assert len(draws.draws) == 3 + 3 * 3
@@ -108,8 +119,20 @@ def test_generate_and_the_sample_command_on_a_non_cpu_model(draws, monkeypatch, 
 
     monkeypatch.setattr(pretrained, "load_pretrained", lambda name, device=None: loaded)
     # The CLI turns the unexpected error into one line and exit 1 (its error contract).
-    code = main(["sample", "--pretrained", "report_e", "--n", "4", "--steps", "3", "--out", str(tmp_path / "x.png"),
-                 "--no-progress"])
+    code = main(
+        [
+            "sample",
+            "--pretrained",
+            "report_e",
+            "--n",
+            "4",
+            "--steps",
+            "3",
+            "--out",
+            str(tmp_path / "x.png"),
+            "--no-progress",
+        ]
+    )
     assert code == 1 and "meta" in capsys.readouterr().err
     assert len(draws.draws) == 2 * n_generate
 

@@ -13,9 +13,21 @@ from pathlib import Path
 import pytest
 
 from diffusion_edu import cli
-from diffusion_edu.ledger import (ENTRIES, INCONCLUSIVE_NO_INTERVAL, INCONCLUSIVE_OVERLAP, REPORT_TIER, Entry,
-                                  NotComparable, SameOrder, Within, interval_key, ledger_rows, render_ledger,
-                                  tier_rule, write_ledger)
+from diffusion_edu.ledger import (
+    ENTRIES,
+    INCONCLUSIVE_NO_INTERVAL,
+    INCONCLUSIVE_OVERLAP,
+    REPORT_TIER,
+    Entry,
+    NotComparable,
+    SameOrder,
+    Within,
+    interval_key,
+    ledger_rows,
+    render_ledger,
+    tier_rule,
+    write_ledger,
+)
 from diffusion_edu.results import TIERS, write_results
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -44,8 +56,15 @@ def test_within_is_inclusive_at_the_tolerance():
 
 
 def _iv(est, half):
-    return {"estimate": est, "low": est - half, "high": est + half, "level": 0.95, "method": "bootstrap-percentile",
-            "n_boot": 1000, "n": 500}
+    return {
+        "estimate": est,
+        "low": est - half,
+        "high": est + half,
+        "level": 0.95,
+        "method": "bootstrap-percentile",
+        "n_boot": 1000,
+        "n": 500,
+    }
 
 
 def test_same_order_judges_rankings_from_intervals_only():
@@ -60,9 +79,14 @@ def test_same_order_judges_rankings_from_intervals_only():
     near = {**far, "quadratic": _iv(2.0, 1.5)}
     verdict, why = judge(book, "linear < quadratic < cosine", near)
     assert verdict == INCONCLUSIVE_OVERLAP and "linear 1 [0.8, 1.2] vs quadratic 2 [0.5, 3.5]" in why
-    verdict, why = judge({"linear": 3.0, "cosine": 1.0}, "linear < cosine", {"linear": _iv(3.0, 0.5), "cosine": _iv(1.0, 0.5)})
+    verdict, why = judge(
+        {"linear": 3.0, "cosine": 1.0}, "linear < cosine", {"linear": _iv(3.0, 0.5), "cosine": _iv(1.0, 0.5)}
+    )
     assert verdict == "not reproduced" and why.startswith("the book's order is cosine < linear")
-    assert SameOrder(higher_is_better=True)({"a": 9.0, "b": 1.0}, "a > b", {"a": _iv(9, 1), "b": _iv(1, 1)})[0] == "reproduced"
+    assert (
+        SameOrder(higher_is_better=True)({"a": 9.0, "b": 1.0}, "a > b", {"a": _iv(9, 1), "b": _iv(1, 1)})[0]
+        == "reproduced"
+    )
     assert judge({"linear": 1.0}, "linear < cosine")[0] == "not comparable"
     assert judge(book, "linear < cosine", {"linear": _iv(1.0, 0.2)})[0] == INCONCLUSIVE_NO_INTERVAL  # one missing
 
@@ -83,9 +107,17 @@ def test_entry_checks_its_fields():
 def test_rows_read_results_and_judge(tmp_path):
     """Each row reads its number from its results file (dotted key or tuple for keys with dots), records
     tier and hardware, and applies its judge; a missing file is "not yet re-run"."""
-    _results(tmp_path, "a/fid.json", {"fid": {"linear": 40.0, "cosine": 90.0}, "w": {"0.2": 16.0},
-                                      "fid_interval": {"linear": _iv(40.0, 2.0), "cosine": _iv(90.0, 5.0)}},
-             hardware=GPU, tier="gpu")
+    _results(
+        tmp_path,
+        "a/fid.json",
+        {
+            "fid": {"linear": 40.0, "cosine": 90.0},
+            "w": {"0.2": 16.0},
+            "fid_interval": {"linear": _iv(40.0, 2.0), "cosine": _iv(90.0, 5.0)},
+        },
+        hardware=GPU,
+        tier="gpu",
+    )
     entries = [
         Entry("A", "fid lin", 41.43, "Sec. 3.2", "a/fid.json", "fid.linear", Within(rel=0.1)),
         Entry("A", "order", "linear < cosine", "Sec. 3.2", "a/fid.json", "fid", SameOrder()),
@@ -170,12 +202,16 @@ def test_cli_prints_and_writes(tmp_path, capsys):
 def test_rows_show_intervals_and_judge_at_the_re_run_tier(tmp_path):
     """A cpu-tier ranking is judged at the cpu tier only: overlapping intervals give "inconclusive", separated
     ones "reproduced at the cpu tier"; the rendered row shows every interval."""
-    data = {"fid": {"a": 10.0, "b": 12.0, "c": 30.0},
-            "fid_interval": {"a": _iv(10.0, 1.5), "b": _iv(12.0, 1.5), "c": _iv(30.0, 2.0)}}
+    data = {
+        "fid": {"a": 10.0, "b": 12.0, "c": 30.0},
+        "fid_interval": {"a": _iv(10.0, 1.5), "b": _iv(12.0, 1.5), "c": _iv(30.0, 2.0)},
+    }
     _results(tmp_path, "r.json", data)
-    entries = [Entry("A", "order a b", "a < b", "Sec. 1", "r.json", "fid", SameOrder()),
-               Entry("A", "order a c", "a < c", "Sec. 1", "r.json", "fid", SameOrder()),
-               Entry("A", "value a", 10.0, "Sec. 1", "r.json", "fid.a", Within(rel=0.1))]
+    entries = [
+        Entry("A", "order a b", "a < b", "Sec. 1", "r.json", "fid", SameOrder()),
+        Entry("A", "order a c", "a < c", "Sec. 1", "r.json", "fid", SameOrder()),
+        Entry("A", "value a", 10.0, "Sec. 1", "r.json", "fid.a", Within(rel=0.1)),
+    ]
     rows = ledger_rows(entries, tmp_path)
     assert [r.verdict for r in rows] == [INCONCLUSIVE_OVERLAP, "reproduced at the cpu tier", "not comparable"]
     assert "tests the order at the cpu tier only" in rows[1].why and "depends on the scale" in rows[2].why
@@ -215,7 +251,9 @@ def test_the_tier_rule_holds_for_every_ledger_entry(tmp_path, tier):
             names = [n.strip() for n in str(e.report_value).replace(">", "<").split("<")]
             step = -10.0 if e.judge.higher_is_better else 10.0
             value = {n: 100 + step * j for j, n in enumerate(names)}
-            data = _merge(_nest(parts, value), _nest(list(interval_key(e.key)), {n: _iv(v, 1.0) for n, v in value.items()}))
+            data = _merge(
+                _nest(parts, value), _nest(list(interval_key(e.key)), {n: _iv(v, 1.0) for n, v in value.items()})
+            )
         else:
             data = _nest(parts, e.report_value if isinstance(e.report_value, (int, float)) else 1.0)
         folder = tmp_path / str(i)
@@ -227,8 +265,13 @@ def test_the_tier_rule_holds_for_every_ledger_entry(tmp_path, tier):
             assert row.verdict == "not comparable", (e.quantity, tier, row)
         elif isinstance(e.judge, SameOrder):
             assert rule == ("judge at this tier" if below_report else "judge")
-            assert row.verdict == ("reproduced at the cpu tier" if tier == "cpu" else
-                                   "reproduced at the colab tier" if tier == "colab" else "reproduced"), (e.quantity, row)
+            assert row.verdict == (
+                "reproduced at the cpu tier"
+                if tier == "cpu"
+                else "reproduced at the colab tier"
+                if tier == "colab"
+                else "reproduced"
+            ), (e.quantity, row)
         elif below_report and not e.scale_free:
             assert rule == "not comparable" and row.verdict == "not comparable", (e.quantity, tier, row)
         else:
@@ -245,5 +288,8 @@ def test_a_value_is_only_held_against_the_same_metric():
         if not isinstance(e.judge, Within):
             continue
         q = e.quantity
-        assert ("parameters" in q and e.scale_free) or "LPIPS" in q or (
-            e.results == "report_c/evaluation.json" and e.min_tier == "gpu"), e.quantity
+        assert (
+            ("parameters" in q and e.scale_free)
+            or "LPIPS" in q
+            or (e.results == "report_c/evaluation.json" and e.min_tier == "gpu")
+        ), e.quantity

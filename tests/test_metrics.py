@@ -12,14 +12,34 @@ import pytest
 import torch
 
 from diffusion_edu import metrics
-from diffusion_edu.classifier import (ClassifierConfig, ClassifierFeatures, ClassifierLogits, MNISTClassifier,
-                                      classifier_accuracy, load_classifier, load_mnist_classifier, random_shift,
-                                      save_classifier, shipped_classifier_path, train_classifier)
+from diffusion_edu.classifier import (
+    ClassifierConfig,
+    ClassifierFeatures,
+    ClassifierLogits,
+    MNISTClassifier,
+    classifier_accuracy,
+    load_classifier,
+    load_mnist_classifier,
+    random_shift,
+    save_classifier,
+    shipped_classifier_path,
+    train_classifier,
+)
 from diffusion_edu.cli import main as cli_main
 from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.memorisation import lpips_nearest_neighbours, nearest_neighbours
-from diffusion_edu.metrics import (WeightsNotAvailableError, conditional_accuracy, evaluate, fid, inception_fid_is,
-                                   inception_score, kid, noise_ceiling, real_vs_real, reference_stats)
+from diffusion_edu.metrics import (
+    WeightsNotAvailableError,
+    conditional_accuracy,
+    evaluate,
+    fid,
+    inception_fid_is,
+    inception_score,
+    kid,
+    noise_ceiling,
+    real_vs_real,
+    reference_stats,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "metrics" / "mnist_classifier.json"
 
@@ -249,8 +269,18 @@ def test_evaluate_plain_dict_cache_and_generator(heldout, train_subset, monkeypa
     r1 = evaluate(x, ref, y, generator=torch.Generator().manual_seed(0))
     r2 = evaluate(x, ref, y, generator=torch.Generator().manual_seed(0))
     assert len(calls) == 1 and r1 == r2
-    assert set(r1) == {"fid", "is", "is_std", "kid_mean", "kid_std", "conditional_accuracy", "n_samples",
-                       "n_reference", "reference", "feature_extractor"}
+    assert set(r1) == {
+        "fid",
+        "is",
+        "is_std",
+        "kid_mean",
+        "kid_std",
+        "conditional_accuracy",
+        "n_samples",
+        "n_reference",
+        "reference",
+        "feature_extractor",
+    }
     assert all(isinstance(r1[k], float) for k in ("fid", "is", "is_std", "kid_mean", "kid_std", "conditional_accuracy"))
     assert r1["n_samples"] == 200 and r1["n_reference"] == 1005 and r1["conditional_accuracy"] > 0.95
     ref[:10] = -1.0  # in-place change: the cached features are stale
@@ -345,8 +375,11 @@ def test_lpips_offline_gives_the_clear_error(offline, train_subset):
     """Offline, LPIPS cannot get AlexNet's weights: a WeightsNotAvailableError that says why and points to the
     pixel-distance neighbours, not a raw URLError from deep inside torchvision."""
     t = train_subset[0][:50]
-    with pytest.raises(WeightsNotAvailableError, match=r"LPIPS with the 'alex' network needs pretrained weights.*"
-                                                       r"nearest_neighbours"):
+    with pytest.raises(
+        WeightsNotAvailableError,
+        match=r"LPIPS with the 'alex' network needs pretrained weights.*"
+        r"nearest_neighbours",
+    ):
         lpips_nearest_neighbours(t[:2], t)
 
 

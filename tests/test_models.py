@@ -25,18 +25,57 @@ from diffusion_edu.models.unet_blocks import AttentionBlock, Downsample, ResBloc
 
 # Tiny versions of every network: (model name, kwargs). Conditional ones have 3 classes.
 TINY = {
-    "unet": ("unet", dict(in_channels=1, image_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1,
-                          attn_resolutions=(4,), dropout=0.0, norm_groups=4)),
-    "unet_improved": ("unet", dict(in_channels=3, image_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1,
-                                   attn_resolutions=(8, 4), dropout=0.1, norm_groups=4, num_classes=3,
-                                   num_head_channels=4, use_scale_shift_norm=True, resblock_updown=True)),
-    "unet_label_middle": ("unet", dict(in_channels=1, image_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1,
-                                       attn_resolutions=(), norm_groups=4, num_classes=3, label_at="middle")),
+    "unet": (
+        "unet",
+        dict(
+            in_channels=1,
+            image_size=8,
+            ch=8,
+            ch_mult=(1, 2),
+            num_res_blocks=1,
+            attn_resolutions=(4,),
+            dropout=0.0,
+            norm_groups=4,
+        ),
+    ),
+    "unet_improved": (
+        "unet",
+        dict(
+            in_channels=3,
+            image_size=8,
+            ch=8,
+            ch_mult=(1, 2),
+            num_res_blocks=1,
+            attn_resolutions=(8, 4),
+            dropout=0.1,
+            norm_groups=4,
+            num_classes=3,
+            num_head_channels=4,
+            use_scale_shift_norm=True,
+            resblock_updown=True,
+        ),
+    ),
+    "unet_label_middle": (
+        "unet",
+        dict(
+            in_channels=1,
+            image_size=8,
+            ch=8,
+            ch_mult=(1, 2),
+            num_res_blocks=1,
+            attn_resolutions=(),
+            norm_groups=4,
+            num_classes=3,
+            label_at="middle",
+        ),
+    ),
     "small_unet": ("small_unet", dict(in_channels=1, image_size=8, ch=4, depth=2, time_dim=8, num_classes=3)),
     "cnn": ("cnn", dict(in_channels=1, image_size=8, hidden=(4, 8, 4), kernel_size=3, time_dim=8)),
     "cnn_selu": ("cnn", dict(in_channels=3, image_size=8, hidden=(4, 8), kernel_size=7, act="selu", num_classes=3)),
-    "autoencoder": ("autoencoder", dict(in_channels=1, image_size=8, ch=4, ch_mult=(1, 2), latent_dim=4,
-                                        time_dim=8, norm_groups=2, num_classes=3)),
+    "autoencoder": (
+        "autoencoder",
+        dict(in_channels=1, image_size=8, ch=4, ch_mult=(1, 2), latent_dim=4, time_dim=8, norm_groups=2, num_classes=3),
+    ),
     "vae": ("vae", dict(in_channels=3, image_size=8, ch=4, ch_mult=(1, 2), latent_dim=4, time_dim=8, norm_groups=2)),
 }
 
@@ -91,7 +130,9 @@ def test_every_preset_builds_and_keeps_the_shape(preset):
         rebuilt = build_model(model.model_name, **model.model_kwargs)
     assert out.shape == x.shape
     assert model.model_name == spec.pop("name") and model.model_kwargs == spec
-    assert [(k, v.shape) for k, v in rebuilt.state_dict().items()] == [(k, v.shape) for k, v in model.state_dict().items()]
+    assert [(k, v.shape) for k, v in rebuilt.state_dict().items()] == [
+        (k, v.shape) for k, v in model.state_dict().items()
+    ]
 
 
 def test_cifar10_unet_has_the_papers_35_7M_parameters():
@@ -277,7 +318,9 @@ def test_impossible_networks_fail_at_construction(name, kwargs, exc, match):
 
 def test_build_model_errors():
     """build_model takes only known names and JSON-able, known kwargs (checkpoints store them)."""
-    with pytest.raises(ValueError, match=r"name must be one of the models \['autoencoder', 'cnn', 'small_unet', 'unet', 'vae'\]"):
+    with pytest.raises(
+        ValueError, match=r"name must be one of the models \['autoencoder', 'cnn', 'small_unet', 'unet', 'vae'\]"
+    ):
         build_model("transformer")
     with pytest.raises(TypeError, match=r"hidden\[0\] is a Tensor: build_model takes only JSON-able kwargs"):
         build_model("cnn", hidden=[torch.tensor(4)])
@@ -360,8 +403,29 @@ def test_benchmark_script_writes_a_results_file(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "models_cpu.json"
-    args = ["--presets", "cnn_mnist", "--modes", "fp32", "--batch", "2", "--forward-batch", "2", "--warmup", "1",
-            "--windows", "1", "--window-s", "0.01", "--threads", "1", "--device", "cpu", "--out", str(out), "--in-process"]
+    args = [
+        "--presets",
+        "cnn_mnist",
+        "--modes",
+        "fp32",
+        "--batch",
+        "2",
+        "--forward-batch",
+        "2",
+        "--warmup",
+        "1",
+        "--windows",
+        "1",
+        "--window-s",
+        "0.01",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--in-process",
+    ]
     threads = torch.get_num_threads()
     try:
         assert bench.main(args) == 0

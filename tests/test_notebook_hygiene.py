@@ -48,7 +48,12 @@ def _bound_names(target: ast.AST) -> list[str]:
 
 
 def _is_sys_path(node: ast.AST) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys"
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    )
 
 
 def cell_problems(source: str, exported: frozenset[str]) -> list[str]:
@@ -123,7 +128,8 @@ def test_notebook_does_not_redefine_or_hack_imports(path: Path):
     nb = nbformat.read(path, as_version=4)
     problems = [
         f"cell {i} ({cell.get('id', '?')}): {p}"
-        for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
         for p in cell_problems(cell.source, exported_names())
     ]
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
@@ -146,8 +152,13 @@ def test_notebooks_that_use_widgets_store_their_state():
     """A widget's first view appears on the static site only if its state was saved at execution."""
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        views = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                 if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        views = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+        ]
         if views:
             state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
             for view in views:
@@ -160,39 +171,45 @@ def test_notebooks_that_use_widgets_store_their_state():
 EXPORTED = frozenset({"q_sample", "make_schedule", "NoiseSchedule"})
 
 
-@pytest.mark.parametrize("source, fragment", [
-    ("def q_sample(x0, t):\n    return x0", "FunctionDef redefines 'q_sample'"),
-    ("class NoiseSchedule:\n    pass", "ClassDef redefines 'NoiseSchedule'"),
-    ("q_sample = lambda x: x", "assignment redefines 'q_sample'"),
-    ("a, (b, make_schedule) = 1, (2, 3)", "assignment redefines 'make_schedule'"),
-    ("for q_sample in range(3):\n    pass", "loop variable redefines 'q_sample'"),
-    ("with open('f') as make_schedule:\n    pass", "with-as redefines 'make_schedule'"),
-    ("if (q_sample := 3):\n    pass", "walrus assignment redefines 'q_sample'"),
-    ("from numpy import q_sample", "import from numpy redefines 'q_sample'"),
-    ("from diffusion_edu import make_schedule as q_sample", "redefines 'q_sample'"),
-    ("import sys\nsys.path.insert(0, '..')", "sys.path.insert"),
-    ("import sys\nsys.path.append('/tmp')", "sys.path.append"),
-    ("import sys\nsys.path = ['x']", "assigns to sys.path"),
-    ("import sys\nsys.path += ['x']", "assigns to sys.path"),
-    ("import site\nsite.addsitedir('x')", "addsitedir"),
-    ("from diffusion_edu import *", "import *"),
-    ("if True:\n    %pip install foo\n    from os.path import *", "import *"),
-])
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("def q_sample(x0, t):\n    return x0", "FunctionDef redefines 'q_sample'"),
+        ("class NoiseSchedule:\n    pass", "ClassDef redefines 'NoiseSchedule'"),
+        ("q_sample = lambda x: x", "assignment redefines 'q_sample'"),
+        ("a, (b, make_schedule) = 1, (2, 3)", "assignment redefines 'make_schedule'"),
+        ("for q_sample in range(3):\n    pass", "loop variable redefines 'q_sample'"),
+        ("with open('f') as make_schedule:\n    pass", "with-as redefines 'make_schedule'"),
+        ("if (q_sample := 3):\n    pass", "walrus assignment redefines 'q_sample'"),
+        ("from numpy import q_sample", "import from numpy redefines 'q_sample'"),
+        ("from diffusion_edu import make_schedule as q_sample", "redefines 'q_sample'"),
+        ("import sys\nsys.path.insert(0, '..')", "sys.path.insert"),
+        ("import sys\nsys.path.append('/tmp')", "sys.path.append"),
+        ("import sys\nsys.path = ['x']", "assigns to sys.path"),
+        ("import sys\nsys.path += ['x']", "assigns to sys.path"),
+        ("import site\nsite.addsitedir('x')", "addsitedir"),
+        ("from diffusion_edu import *", "import *"),
+        ("if True:\n    %pip install foo\n    from os.path import *", "import *"),
+    ],
+)
 def test_checker_flags(source: str, fragment: str):
     """Each rule fires on a minimal offending cell (magics included), so the notebook tests can fail."""
     problems = cell_problems(source, EXPORTED)
     assert any(fragment in p for p in problems), problems
 
 
-@pytest.mark.parametrize("source", [
-    "from diffusion_edu import q_sample, make_schedule",
-    "from diffusion_edu.schedules import NoiseSchedule as NoiseSchedule",
-    "import diffusion_edu\nx = diffusion_edu.q_sample",
-    "def q_sample_scratch(x0, t):\n    return x0",
-    "schedule = make_schedule('linear', 10)\nprint(sys.path)",
-    "import sys\n\nif 'google.colab' in sys.modules:\n    %pip install --quiet diffusion-edu",
-    "!ls\n%matplotlib inline",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from diffusion_edu import q_sample, make_schedule",
+        "from diffusion_edu.schedules import NoiseSchedule as NoiseSchedule",
+        "import diffusion_edu\nx = diffusion_edu.q_sample",
+        "def q_sample_scratch(x0, t):\n    return x0",
+        "schedule = make_schedule('linear', 10)\nprint(sys.path)",
+        "import sys\n\nif 'google.colab' in sys.modules:\n    %pip install --quiet diffusion-edu",
+        "!ls\n%matplotlib inline",
+    ],
+)
 def test_checker_accepts(source: str):
     """Importing from the package, _scratch versions, reading sys.path and magics are all fine."""
     assert cell_problems(source, EXPORTED) == []

@@ -58,9 +58,20 @@ def test_a_torch_without_the_emulation_argument_falls_back_to_the_capability(mon
     assert not P.cuda_has_native_bf16("cuda")
 
 
-TINY = dict(model="small_unet", model_kwargs=dict(in_channels=1, image_size=28, ch=8, depth=1, time_dim=16),
-            T=20, dataset="mnist-embedded", subset=32, batch_size=8, steps=3, log_every=1, checkpoint_every=0,
-            callback_every=0, sample_every=0, device="cpu")
+TINY = dict(
+    model="small_unet",
+    model_kwargs=dict(in_channels=1, image_size=28, ch=8, depth=1, time_dim=16),
+    T=20,
+    dataset="mnist-embedded",
+    subset=32,
+    batch_size=8,
+    steps=3,
+    log_every=1,
+    checkpoint_every=0,
+    callback_every=0,
+    sample_every=0,
+    device="cpu",
+)
 
 
 def test_training_and_cifar_sampling_ask_the_one_function(monkeypatch):
@@ -89,7 +100,9 @@ def test_the_fp16_path_scales_the_loss_and_resumes_exactly(monkeypatch, tmp_path
     checkpoint with the scaler's state: run on the CPU with bf16 autocast standing in for fp16."""
     import diffusion_edu.training as training
 
-    monkeypatch.setattr(training, "resolve_precision", lambda precision, device: P.Precision("fp16", torch.bfloat16, True))
+    monkeypatch.setattr(
+        training, "resolve_precision", lambda precision, device: P.Precision("fp16", torch.bfloat16, True)
+    )
     whole = train(TrainConfig(**TINY), tmp_path / "whole", progress=False)
     assert whole.precision == "fp16"
     state = torch.load(whole.checkpoint, weights_only=True)

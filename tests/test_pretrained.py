@@ -4,14 +4,25 @@ import pytest
 import torch
 
 from diffusion_edu import TrainConfig
-from diffusion_edu.pretrained import export_pretrained
 from diffusion_edu.checkpoint import load_checkpoint, load_model
+from diffusion_edu.pretrained import export_pretrained
 from diffusion_edu.training import train
 
 
 def test_export_then_load_gives_the_same_network(tmp_path):
-    cfg = TrainConfig(dataset="mnist-embedded", subset=64, batch_size=8, steps=3, T=20, model="cnn_mnist",
-                      ema_decay=0.5, log_every=1, checkpoint_every=0, callback_every=0, device="cpu")
+    cfg = TrainConfig(
+        dataset="mnist-embedded",
+        subset=64,
+        batch_size=8,
+        steps=3,
+        T=20,
+        model="cnn_mnist",
+        ema_decay=0.5,
+        log_every=1,
+        checkpoint_every=0,
+        callback_every=0,
+        device="cpu",
+    )
     run = train(cfg, tmp_path / "run", progress=False)
     dest = export_pretrained(run.checkpoint, "tiny", source={"tier": "smoke"}, folder=tmp_path)
     state = load_checkpoint(dest)

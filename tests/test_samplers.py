@@ -152,7 +152,7 @@ def test_batch_of_different_t_matches_one_t_at_a_time(step, kw):
     t = torch.tensor([1, 7, 19, 30])
     got = step(model, xt, t, s, noise=z, **kw)
     for i, ti in enumerate(t.tolist()):
-        one = step(model, xt[i:i + 1], ti, s, noise=z[i:i + 1], **kw)
+        one = step(model, xt[i : i + 1], ti, s, noise=z[i : i + 1], **kw)
         assert torch.allclose(got.x_prev[i], one.x_prev[0], atol=1e-12)
         assert torch.allclose(got.x0_pred[i], one.x0_pred[0], atol=1e-12)
 
@@ -161,16 +161,26 @@ def test_parameterization_is_read_from_the_model():
     """An oracle predicting eps, x0 or mu describes the same reverse process: with one generator seed
     the three must produce the same samples (the sampler reads model.parameterization)."""
     s = make_schedule("cosine", 25)
-    outs = [sample(GaussianOracle(s, parameterization=p), s, 6, x_T=_x(6), clip_x0=False,
-                   generator=torch.Generator().manual_seed(0)) for p in ("eps", "x0", "mu")]
+    outs = [
+        sample(
+            GaussianOracle(s, parameterization=p),
+            s,
+            6,
+            x_T=_x(6),
+            clip_x0=False,
+            generator=torch.Generator().manual_seed(0),
+        )
+        for p in ("eps", "x0", "mu")
+    ]
     assert torch.allclose(outs[0], outs[1], atol=1e-8) and torch.allclose(outs[0], outs[2], atol=1e-8)
 
 
 # ------------------------------------------------------------------------------------ the loop
 
 
-@pytest.mark.parametrize("kw", [dict(method="ddpm"), dict(method="ddpm", variance="beta"),
-                                dict(method="ddim"), dict(method="ddim", eta=1.0)])
+@pytest.mark.parametrize(
+    "kw", [dict(method="ddpm"), dict(method="ddpm", variance="beta"), dict(method="ddim"), dict(method="ddim", eta=1.0)]
+)
 def test_oracle_samples_have_the_data_distribution(kw):
     """With the exact eps of Gaussian data N(0.3, 0.5^2), every sampler must return that distribution.
     8,000 values: standard errors ~0.006 (mean) and ~0.004 (std); the 0.02 allowance covers the
@@ -178,8 +188,15 @@ def test_oracle_samples_have_the_data_distribution(kw):
     s = make_schedule("cosine", 200)
     n, m, sd = 2000, 0.3, 0.5
     g = torch.Generator().manual_seed(11)
-    x = sample(GaussianOracle(s, m, sd), s, n, x_T=torch.randn(n, 1, 2, 2, dtype=F64, generator=g),
-               clip_x0=False, generator=g, **kw)
+    x = sample(
+        GaussianOracle(s, m, sd),
+        s,
+        n,
+        x_T=torch.randn(n, 1, 2, 2, dtype=F64, generator=g),
+        clip_x0=False,
+        generator=g,
+        **kw,
+    )
     se_mean, se_std = sd / math.sqrt(4 * n), sd / math.sqrt(8 * n)
     assert abs(x.mean().item() - m) < 5 * se_mean + 0.01
     assert abs(x.std().item() - sd) < 5 * se_std + 0.02
@@ -203,14 +220,37 @@ def test_report_a_deterministic_ddpm_is_not_ddim():
 # generator. They pin the whole update rule: a changed coefficient, noise order or guidance formula
 # changes them.
 REFERENCE = {
-    "ddpm_beta_tilde_clip": [-0.150040317226, 0.881144485018, -1.0, -0.49390824897, -0.047469174615,
-                             -0.990553501154, -1.0, -0.398920484137],
-    "ddpm_beta_noclip": [0.06797277839, 8.900669106999, -4.148601279809, -0.610255845158, 0.001563979363,
-                         -2.36967875358, -2.087013974555, -0.460529133203],
-    "ddim_eta0_respaced5": [-0.581158940223, 1.151279559585, -3.21857222951, -0.489501225771, -1.005272143307,
-                            1.880207873623, -0.44810432334, 0.192762896878],
-    "ddim_eta05_guided": [0.077209023184, 1.0, -1.0, 0.01340067717, -0.693330127527, -1.0, -1.0,
-                          -0.171722163031],
+    "ddpm_beta_tilde_clip": [
+        -0.150040317226,
+        0.881144485018,
+        -1.0,
+        -0.49390824897,
+        -0.047469174615,
+        -0.990553501154,
+        -1.0,
+        -0.398920484137,
+    ],
+    "ddpm_beta_noclip": [
+        0.06797277839,
+        8.900669106999,
+        -4.148601279809,
+        -0.610255845158,
+        0.001563979363,
+        -2.36967875358,
+        -2.087013974555,
+        -0.460529133203,
+    ],
+    "ddim_eta0_respaced5": [
+        -0.581158940223,
+        1.151279559585,
+        -3.21857222951,
+        -0.489501225771,
+        -1.005272143307,
+        1.880207873623,
+        -0.44810432334,
+        0.192762896878,
+    ],
+    "ddim_eta05_guided": [0.077209023184, 1.0, -1.0, 0.01340067717, -0.693330127527, -1.0, -1.0, -0.171722163031],
 }
 
 
@@ -221,8 +261,9 @@ def _reference_runs():
         "ddpm_beta_tilde_clip": sample(Tiny(), s, 2, generator=g()),
         "ddpm_beta_noclip": sample(Tiny(), s, 2, variance="beta", clip_x0=False, generator=g()),
         "ddim_eta0_respaced5": sample(Tiny(), s, 2, method="ddim", steps=5, clip_x0=False, generator=g()),
-        "ddim_eta05_guided": sample(Tiny(num_classes=3), s, 2, method="ddim", eta=0.5, y=torch.tensor([0, 2]),
-                                    w=0.5, generator=g()),
+        "ddim_eta05_guided": sample(
+            Tiny(num_classes=3), s, 2, method="ddim", eta=0.5, y=torch.tensor([0, 2]), w=0.5, generator=g()
+        ),
     }
 
 
@@ -260,8 +301,19 @@ def test_a_mean_network_samples_like_an_eps_network_after_respacing(kw):
     (schedule.model_betas), not the long jump's. Then the eps, x0 and mu oracles of one distribution give
     the same samples; converting with the jump's betas would give samples of noise (Report A's mu runs)."""
     s = make_schedule("linear", 400)
-    outs = [sample(GaussianOracle(s, parameterization=p), s, 6, steps=5, x_T=_x(6), clip_x0=False,
-                   generator=torch.Generator().manual_seed(0), **kw) for p in ("eps", "x0", "mu")]
+    outs = [
+        sample(
+            GaussianOracle(s, parameterization=p),
+            s,
+            6,
+            steps=5,
+            x_T=_x(6),
+            clip_x0=False,
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        )
+        for p in ("eps", "x0", "mu")
+    ]
     assert torch.allclose(outs[0], outs[1], atol=1e-8) and torch.allclose(outs[0], outs[2], atol=1e-8)
 
 
@@ -373,7 +425,7 @@ def test_report_e_mean_space_guidance_is_the_same_update(param):
         report_e = (1 + w) * mu_c - w * mu_u + s.beta_tilde[t].sqrt() * z
         model = eps_model
         if param == "x0":  # the same network, predicting x0 instead
-            model = lambda x, t_, y_=None: predict_x0_from_eps(x, t, eps_model(x, t_, y_), s)  # noqa: E731
+            model = lambda x, t_, y_=None, t=t: predict_x0_from_eps(x, t, eps_model(x, t_, y_), s)  # noqa: E731
             model.num_classes, model.parameterization = 3, "x0"
         ours = ddpm_step(model, xt, t, s, y=y, w=w, clip_x0=False, noise=z).x_prev
         assert torch.allclose(ours, report_e, atol=1e-10)
@@ -411,36 +463,42 @@ def test_interpolate_decodes_the_endpoints_with_deterministic_ddim():
 S10 = make_schedule("cosine", 10)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(method="euler"), ValueError, "unknown method 'euler'"),
-    (dict(variance="learned"), ValueError, "unknown variance 'learned'"),
-    (dict(steps=11), ValueError, "steps \\(the number of sampling steps, at most T=10\\) must be an int in 1..10"),
-    (dict(steps=0), ValueError, "steps \\(the number of sampling steps, at most T=10\\) must be an int in 1..10"),
-    (dict(steps=2.5), ValueError, "must be an int in 1..10 \\(or None\\), got 2.5"),
-    (dict(n=0), ValueError, "n \\(the number of images\\) must be an int >= 1"),
-    (dict(batch_size=0), ValueError, "batch_size must be an int >= 1"),
-    (dict(trajectory_every=0), ValueError, "trajectory_every must be an int >= 1"),
-    (dict(method="ddim", eta=1.5), ValueError, "eta must be a number in \\[0, 1\\]"),
-    (dict(method="ddpm", eta=0.5), ValueError, "eta=0.5 only applies to method='ddim'"),
-    (dict(method="ddim", variance="beta"), ValueError, "only applies to method='ddpm'"),
-    (dict(w=1.0), ValueError, "the model is unconditional"),
-    (dict(y=1), ValueError, "labels y were given but the model is unconditional"),
-    (dict(x_T=torch.zeros(3, 1, 2, 2)), ValueError, "x_T must hold n=2 images"),
-    (dict(w=float("nan")), TypeError, "w \\(the guidance weight\\) must be a finite float"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(method="euler"), ValueError, "unknown method 'euler'"),
+        (dict(variance="learned"), ValueError, "unknown variance 'learned'"),
+        (dict(steps=11), ValueError, "steps \\(the number of sampling steps, at most T=10\\) must be an int in 1..10"),
+        (dict(steps=0), ValueError, "steps \\(the number of sampling steps, at most T=10\\) must be an int in 1..10"),
+        (dict(steps=2.5), ValueError, "must be an int in 1..10 \\(or None\\), got 2.5"),
+        (dict(n=0), ValueError, "n \\(the number of images\\) must be an int >= 1"),
+        (dict(batch_size=0), ValueError, "batch_size must be an int >= 1"),
+        (dict(trajectory_every=0), ValueError, "trajectory_every must be an int >= 1"),
+        (dict(method="ddim", eta=1.5), ValueError, "eta must be a number in \\[0, 1\\]"),
+        (dict(method="ddpm", eta=0.5), ValueError, "eta=0.5 only applies to method='ddim'"),
+        (dict(method="ddim", variance="beta"), ValueError, "only applies to method='ddpm'"),
+        (dict(w=1.0), ValueError, "the model is unconditional"),
+        (dict(y=1), ValueError, "labels y were given but the model is unconditional"),
+        (dict(x_T=torch.zeros(3, 1, 2, 2)), ValueError, "x_T must hold n=2 images"),
+        (dict(w=float("nan")), TypeError, "w \\(the guidance weight\\) must be a finite float"),
+    ],
+)
 def test_sample_rejects_bad_input(kwargs, exc, match):
     n = kwargs.pop("n", 2)
     with pytest.raises(exc, match=match):
         sample(Tiny(), S10, n, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(y=torch.tensor([0, 4])), ValueError, "labels y must lie in 0..2 \\(or 3, the null label\\)"),
-    (dict(y=-1), ValueError, "labels y must lie in 0..2"),
-    (dict(y=torch.tensor([0, 1, 2])), ValueError, "y must have shape \\(2,\\)"),
-    (dict(y=torch.tensor([0.0, 1.0])), TypeError, "y must be an int label or an integer tensor"),
-    (dict(w=0.5), ValueError, "which needs labels y"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(y=torch.tensor([0, 4])), ValueError, "labels y must lie in 0..2 \\(or 3, the null label\\)"),
+        (dict(y=-1), ValueError, "labels y must lie in 0..2"),
+        (dict(y=torch.tensor([0, 1, 2])), ValueError, "y must have shape \\(2,\\)"),
+        (dict(y=torch.tensor([0.0, 1.0])), TypeError, "y must be an int label or an integer tensor"),
+        (dict(w=0.5), ValueError, "which needs labels y"),
+    ],
+)
 def test_labels_are_checked(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         sample(Tiny(num_classes=3), S10, 2, **kwargs)
@@ -453,18 +511,25 @@ def test_model_without_shape_attributes_needs_x_T():
     assert sample(model, S10, 2, x_T=torch.zeros(2, 1, 3, 3), parameterization="eps").shape == (2, 1, 3, 3)
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda m, x: ddpm_step(m, x, 0, S10), ValueError, "t \\(a step goes from x_t to x_\\(t-1\\)\\) must be an int"),
-    (lambda m, x: ddim_step(m, x, 11, S10), ValueError, "must be an int in 1..10, got 11"),
-    (lambda m, x: ddpm_step(m, x, torch.tensor([1, 2, 0]), S10), ValueError, "t must lie in 1..T=10"),
-    (lambda m, x: ddpm_step(m, x, 3, S10, variance="big"), ValueError, "unknown variance 'big'"),
-    (lambda m, x: ddim_step(m, x, 3, S10, eta=-0.1), ValueError, "eta must be a number in \\[0, 1\\]"),
-    (lambda m, x: ddpm_step(m, x, 3, S10, noise=torch.zeros(1, 1, 2, 2)), ValueError, "noise must have the shape"),
-    (lambda m, x: ddpm_step(m, x[0], 3, S10), ValueError, "xt must be a batch of images"),
-    (lambda m, x: ddim_step(m, x, 3, S10, w=2.0), ValueError, "the model is unconditional"),
-    (lambda m, x: slerp(x[0], x, 0.5), ValueError, "a and b must have the same shape"),
-    (lambda m, x: interpolate(m, S10, x[0], x[1], 0), ValueError, "n_points must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (
+            lambda m, x: ddpm_step(m, x, 0, S10),
+            ValueError,
+            "t \\(a step goes from x_t to x_\\(t-1\\)\\) must be an int",
+        ),
+        (lambda m, x: ddim_step(m, x, 11, S10), ValueError, "must be an int in 1..10, got 11"),
+        (lambda m, x: ddpm_step(m, x, torch.tensor([1, 2, 0]), S10), ValueError, "t must lie in 1..T=10"),
+        (lambda m, x: ddpm_step(m, x, 3, S10, variance="big"), ValueError, "unknown variance 'big'"),
+        (lambda m, x: ddim_step(m, x, 3, S10, eta=-0.1), ValueError, "eta must be a number in \\[0, 1\\]"),
+        (lambda m, x: ddpm_step(m, x, 3, S10, noise=torch.zeros(1, 1, 2, 2)), ValueError, "noise must have the shape"),
+        (lambda m, x: ddpm_step(m, x[0], 3, S10), ValueError, "xt must be a batch of images"),
+        (lambda m, x: ddim_step(m, x, 3, S10, w=2.0), ValueError, "the model is unconditional"),
+        (lambda m, x: slerp(x[0], x, 0.5), ValueError, "a and b must have the same shape"),
+        (lambda m, x: interpolate(m, S10, x[0], x[1], 0), ValueError, "n_points must be an int >= 1"),
+    ],
+)
 def test_steps_reject_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call(Tiny(), _x())
@@ -504,7 +569,9 @@ def test_a_network_that_declares_nothing_is_never_taken_for_an_eps_network(metho
     declared = _HandBuiltX0()
     declared.parameterization = "x0"
     same = sample(declared, s, 3, method=method, x_T=x_T, generator=torch.Generator().manual_seed(0))
-    as_eps = sample(net, s, 3, method=method, x_T=x_T, parameterization="eps", generator=torch.Generator().manual_seed(0))
+    as_eps = sample(
+        net, s, 3, method=method, x_T=x_T, parameterization="eps", generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(told, same) and not torch.allclose(told, as_eps, atol=1e-3)
     with pytest.raises(ValueError, match="parameterization='eps' but the network declares 'x0'"):
         sample(declared, s, 3, method=method, x_T=x_T, parameterization="eps")
@@ -534,8 +601,28 @@ def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):
     spec.loader.exec_module(bench)
     threads = torch.get_num_threads()
     try:
-        args = ["--T", "5", "--n", "1", "--repeats", "1", "--threads", "1", "--device", "cpu",
-                "--preset", "small_unet_mnist", "--preset", "cnn_mnist", "--eval-n", "3", "--eval-steps", "2", "--out", str(tmp_path / "b.json")]
+        args = [
+            "--T",
+            "5",
+            "--n",
+            "1",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--preset",
+            "small_unet_mnist",
+            "--preset",
+            "cnn_mnist",
+            "--eval-n",
+            "3",
+            "--eval-steps",
+            "2",
+            "--out",
+            str(tmp_path / "b.json"),
+        ]
         assert bench.main(args) == 0
     finally:
         torch.set_num_threads(threads)

@@ -26,7 +26,10 @@ def test_alpha_bar_strictly_decreasing_in_unit_interval(name, T):
 def _ref_alpha_bar(name, T, t):
     """alpha_bar_t computed from the papers' formulas with the math module only (no torch)."""
     if name == "cosine":  # Nichol & Dhariwal (2021) Eq. 17, betas clipped at 0.999
-        f = lambda u: math.cos(((u / T) + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        def f(u):
+            return math.cos(((u / T) + 0.008) / 1.008 * math.pi / 2) ** 2
+
         prod = 1.0
         for u in range(1, t + 1):
             prod *= 1 - min(1 - f(u) / f(u - 1), 0.999)
@@ -59,7 +62,10 @@ def test_known_values_from_the_literature():
     """Ho et al.'s linear schedule at T=1000 leaves alpha_bar_T ~ 4.04e-5 (signal amplitude ~0.6%), a
     figure quoted throughout the literature; the cosine schedule at t = T/2 has alpha_bar ~ 0.49."""
     assert make_schedule("linear", 1000).alpha_bar[1000].item() == pytest.approx(4.035e-5, rel=1e-3)
-    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    def f(u):
+        return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
     assert make_schedule("cosine", 1000).alpha_bar[500].item() == pytest.approx(f(0.5) / f(0.0), rel=1e-9)
 
 
@@ -116,6 +122,7 @@ def test_schedule_moves_to_device_and_keeps_values():
 
 
 # --- bad input -----------------------------------------------------------------------------------
+
 
 def test_unknown_schedule_lists_valid_names():
     with pytest.raises(ValueError, match="cosine.*linear.*quadratic.*sigmoid"):

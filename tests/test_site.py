@@ -67,7 +67,8 @@ def test_pages_load_no_script_or_style_from_another_host(site: Path):
     for page in pages:
         text = page.read_text()
         remote = re.findall(r'<script[^>]+src="(?:https?:)?//[^"]+"', text) + re.findall(
-            r'<link[^>]+rel="stylesheet"[^>]+href="(?:https?:)?//[^"]+"', text)
+            r'<link[^>]+rel="stylesheet"[^>]+href="(?:https?:)?//[^"]+"', text
+        )
         assert not remote, f"{page.relative_to(site)} loads {remote}"
     chapter = CHAPTER.read_text()
     for src in ("_static/mathjax/tex-mml-chtml.js", "_static/require.js", "_static/html-manager/embed-amd.js"):
@@ -163,7 +164,9 @@ def test_animation_slider_moves_frames(browser: Chromium):
 def test_screenshots_for_ci(browser: Chromium):
     """Pictures for people: the chapter's top (typeset math) and the widget with the animation."""
     top = browser.screenshot(SHOTS / "01_forward_process_top.png")
-    y = browser.evaluate("Math.round(document.querySelector('.widget-slider').getBoundingClientRect().top + window.scrollY)")
+    y = browser.evaluate(
+        "Math.round(document.querySelector('.widget-slider').getBoundingClientRect().top + window.scrollY)"
+    )
     widget = browser.screenshot(SHOTS / "01_forward_process_widget.png", top=max(0, y - 150), height=1300)
     for shot in (top, widget):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

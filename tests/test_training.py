@@ -37,8 +37,16 @@ class TinyNet(nn.Module):
     """A 2-layer conv net with a sinusoidal time embedding, an optional label embedding (null label =
     num_classes) and dropout (so that resuming must restore the global RNG too)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int | None = None,
-                 hidden: int = 8, dropout: float = 0.1, parameterization: str | None = None, **_ignored):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int | None = None,
+        hidden: int = 8,
+        dropout: float = 0.1,
+        parameterization: str | None = None,
+        **_ignored,
+    ):
         super().__init__()
         if parameterization is not None:  # declared only when given: the loop must cope with both
             self.parameterization = parameterization
@@ -74,8 +82,19 @@ def tiny_net(seed: int = 0, **kwargs) -> TinyNet:
 
 def tiny_config(**changes) -> TrainConfig:
     """A run of a few steps on 64 embedded MNIST digits, in batches of 8."""
-    base = dict(dataset="mnist-embedded", subset=64, batch_size=8, steps=12, T=50, lr=1e-3, ema_decay=0.9,
-                log_every=2, checkpoint_every=4, callback_every=0, device="cpu")
+    base = dict(
+        dataset="mnist-embedded",
+        subset=64,
+        batch_size=8,
+        steps=12,
+        T=50,
+        lr=1e-3,
+        ema_decay=0.9,
+        log_every=2,
+        checkpoint_every=4,
+        callback_every=0,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **changes})
 
 
@@ -114,8 +133,13 @@ def test_resume_after_interruption_equals_an_uninterrupted_run_bit_for_bit(tmp_p
             raise _Stop
 
     with pytest.raises(_Stop):
-        train(cfg.replace(callback_every=4), tmp_path / "cut", model=tiny_net(num_classes=10), progress=False,
-              callbacks=stop_at_8)
+        train(
+            cfg.replace(callback_every=4),
+            tmp_path / "cut",
+            model=tiny_net(num_classes=10),
+            progress=False,
+            callbacks=stop_at_8,
+        )
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 8
     resumed = train(cfg, tmp_path / "cut", model=tiny_net(num_classes=10), progress=False)
     assert resumed.step == ref.step == 12
@@ -124,8 +148,10 @@ def test_resume_after_interruption_equals_an_uninterrupted_run_bit_for_bit(tmp_p
     opt_a = load_checkpoint(ref.checkpoint)["optimizer"]["state"]
     opt_b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["optimizer"]["state"]
     assert all(torch.equal(opt_a[i][k], opt_b[i][k]) for i in opt_a for k in opt_a[i])
-    losses = [[json.loads(ln)["loss"] for ln in (tmp_path / d / "log.jsonl").read_text().splitlines()]
-              for d in (ref.out_dir, tmp_path / "cut")]
+    losses = [
+        [json.loads(ln)["loss"] for ln in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+        for d in (ref.out_dir, tmp_path / "cut")
+    ]
     assert losses[0] == losses[1] and len(losses[0]) == 6  # the resumed log has no duplicated lines
 
 
@@ -150,8 +176,13 @@ def test_callbacks_see_eval_mode_and_do_not_disturb_training(tmp_path, reference
         torch.randn(1000)  # consumes the global RNG that dropout uses
 
     plain = reference_run
-    hooked = train(tiny_config(**_FULL, callback_every=3), tmp_path / "hooked", model=tiny_net(num_classes=10),
-                   progress=False, callbacks=[noisy_callback])
+    hooked = train(
+        tiny_config(**_FULL, callback_every=3),
+        tmp_path / "hooked",
+        model=tiny_net(num_classes=10),
+        progress=False,
+        callbacks=[noisy_callback],
+    )
     assert calls == [(3, False, True), (6, False, True), (9, False, True), (12, False, True)]
     assert _same(_weights(plain.model), _weights(hooked.model))
 
@@ -240,6 +271,7 @@ def test_gradient_clipping_bounds_the_gradient_norm():
 
 def test_aux_loss_is_added_with_its_weight():
     """A network that sets aux_loss (the VAE's KL term) adds aux_weight * aux_loss to the loss."""
+
     class WithAux(TinyNet):
         def forward(self, x, t, y=None):
             self.aux_loss = torch.tensor(0.75)
@@ -272,8 +304,9 @@ def test_discriminator_term_changes_the_update_and_stays_frozen(disc_input):
     for gamma in (0.0, 5.0):
         d = _FakeDiscriminator()
         d_before = _weights(d)
-        run = TrainingRun(tiny_config(disc_weight=gamma, disc_input=disc_input), model=TinyNet(num_classes=10),
-                          discriminator=d)
+        run = TrainingRun(
+            tiny_config(disc_weight=gamma, disc_input=disc_input), model=TinyNet(num_classes=10), discriminator=d
+        )
         torch.manual_seed(0)
         results.append((run.train_step().item(), _weights(run.model)))
         assert _same(_weights(d), d_before) and all(p.grad is None for p in d.parameters())
@@ -314,8 +347,12 @@ def test_sample_grids_use_the_ema_network_and_the_samplers_contract(tmp_path, mo
         return torch.rand(n, 1, 28, 28, generator=generator) * 2 - 1
 
     monkeypatch.setitem(sys.modules, "diffusion_edu.samplers", types.SimpleNamespace(sample=fake_sample))
-    result = train(tiny_config(steps=6, sample_every=3, sample_n=12, sample_steps=10), tmp_path,
-                   model=tiny_net(num_classes=10), progress=False)
+    result = train(
+        tiny_config(steps=6, sample_every=3, sample_n=12, sample_steps=10),
+        tmp_path,
+        model=tiny_net(num_classes=10),
+        progress=False,
+    )
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000003.png", "step_0000006.png"]
     assert [c["model"] is result.ema for c in calls] == [True, True]
     assert calls[0]["T"] == 50 and calls[0]["method"] == "ddim" and calls[0]["steps"] == 10
@@ -324,14 +361,20 @@ def test_sample_grids_use_the_ema_network_and_the_samplers_contract(tmp_path, mo
 
 def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
     """The CUDA options (bf16 autocast, channels-last) also work on CPU when asked for explicitly."""
-    result = train(tiny_config(steps=2, precision="bf16", channels_last=True), tmp_path, model=TinyNet(), progress=False)
+    result = train(
+        tiny_config(steps=2, precision="bf16", channels_last=True), tmp_path, model=TinyNet(), progress=False
+    )
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast keeps fp32 weights
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
 def test_gaussian_run_returns_its_schedule_and_keeps_the_declared_parameterization(tmp_path):
-    result = train(tiny_config(steps=2, parameterization="mu", schedule="cosine"), tmp_path,
-                   model=TinyNet(parameterization="mu"), progress=False)
+    result = train(
+        tiny_config(steps=2, parameterization="mu", schedule="cosine"),
+        tmp_path,
+        model=TinyNet(parameterization="mu"),
+        progress=False,
+    )
     assert torch.equal(result.schedule.alpha_bar, make_schedule("cosine", 50).alpha_bar)
     assert result.model.parameterization == result.ema.parameterization == "mu"
     assert not result.model.training
@@ -340,8 +383,9 @@ def test_gaussian_run_returns_its_schedule_and_keeps_the_declared_parameterizati
 def test_a_network_declaring_another_output_is_refused(tmp_path):
     """Training an eps-declaring network on the x0 objective would make its samples wrong: refused."""
     with pytest.raises(ValueError, match="parameterization='x0' but the network declares 'eps'"):
-        train(tiny_config(steps=1, parameterization="x0"), tmp_path, model=TinyNet(parameterization="eps"),
-              progress=False)
+        train(
+            tiny_config(steps=1, parameterization="x0"), tmp_path, model=TinyNet(parameterization="eps"), progress=False
+        )
 
 
 def test_configurations_a_network_cannot_train(tmp_path):
@@ -370,8 +414,14 @@ def test_resume_refuses_a_checkpoint_of_another_run_but_accepts_more_steps(tmp_p
     with pytest.raises(ValueError, match="already holds a run.*overwrite=True"):
         train(tiny_config(steps=2), tmp_path, model=TinyNet(), resume=False, progress=False)
     with pytest.raises(_Stop):  # a fresh start that dies before its first checkpoint...
-        train(tiny_config(steps=4, callback_every=1), tmp_path, model=TinyNet(), overwrite=True, progress=False,
-              callbacks=lambda *a: (_ for _ in ()).throw(_Stop()))
+        train(
+            tiny_config(steps=4, callback_every=1),
+            tmp_path,
+            model=TinyNet(),
+            overwrite=True,
+            progress=False,
+            callbacks=lambda *a: (_ for _ in ()).throw(_Stop()),
+        )
     assert not (tmp_path / "checkpoint.pt").exists()  # ...leaves nothing of the old run to resume into the new
     assert load_checkpoint(tmp_path / ".previous" / "checkpoint.pt")["step"] == 6  # ...and keeps the old run
     assert train(tiny_config(steps=2), tmp_path, model=TinyNet(), overwrite=True, progress=False).step == 2

@@ -10,38 +10,41 @@ from diffusion_edu import TRAINING_PRESETS, TrainConfig, training_preset
 from diffusion_edu.devices import resolve_device
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("process", "blur", r"process must be one of 'gaussian', 'cold'"),
-    ("parameterization", "v", r"parameterization must be one of 'eps', 'x0', 'mu'"),
-    ("loss", "huber", r"loss must be one of 'l2', 'l1'"),
-    ("optimizer", "sgd", r"optimizer must be one of 'adam', 'adamw'"),
-    ("precision", "fp8", r"precision must be one of 'auto', 'fp32', 'bf16', 'fp16'"),
-    ("disc_input", "xt", r"disc_input must be one of 'x0', 'mu'"),
-    ("cold_axis", "diagonal", r"cold_axis must be one of 'rows', 'columns', 'both'"),
-    ("cold_order", "spiral", r"cold_order must be one of 'random', 'outside-in', 'inside-out'"),
-    ("T", 0, r"T must be a positive int"),
-    ("batch_size", -4, r"batch_size must be a positive int"),
-    ("steps", 2.5, r"steps must be an int, got float"),
-    ("log_every", 0, r"log_every must be a positive int"),
-    ("checkpoint_every", -1, r"checkpoint_every must be an int >= 0"),
-    ("seed", True, r"seed must be an int, got bool"),
-    ("hflip", "yes", r"hflip must be true or false"),
-    ("channels_last", 1, r"channels_last must be true, false or null"),
-    ("model_kwargs", [1], r"model_kwargs must be a dict of keyword arguments"),
-    ("model_kwargs", {"f": float("nan")}, r"model_kwargs must hold JSON-able values"),
-    ("dataset", "imagenet", r"dataset must be one of mnist-embedded, mnist, cifar10"),
-    ("split", "val", r"split must be 'train', 'heldout', 'test' or 'all'"),
-    ("subset", 0, r"subset must be a positive int or None"),
-    ("device", "tpu", r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
-    ("model", "", r"model must be a non-empty string"),
-    ("lr", 0, r"lr must be a positive learning rate"),
-    ("lr", "fast", r"lr must be a number, got str"),
-    ("weight_decay", -0.1, r"weight_decay must be a number >= 0"),
-    ("p_uncond", 1.0, r"p_uncond must be a probability in \[0, 1\)"),
-    ("grad_clip", 0.0, r"grad_clip must be a positive max gradient norm"),
-    ("ema_decay", 1.0, r"ema_decay must be a decay in \[0, 1\)"),
-    ("schedule", "exponential", r"schedule must be one of cosine, linear, quadratic, sigmoid"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("process", "blur", r"process must be one of 'gaussian', 'cold'"),
+        ("parameterization", "v", r"parameterization must be one of 'eps', 'x0', 'mu'"),
+        ("loss", "huber", r"loss must be one of 'l2', 'l1'"),
+        ("optimizer", "sgd", r"optimizer must be one of 'adam', 'adamw'"),
+        ("precision", "fp8", r"precision must be one of 'auto', 'fp32', 'bf16', 'fp16'"),
+        ("disc_input", "xt", r"disc_input must be one of 'x0', 'mu'"),
+        ("cold_axis", "diagonal", r"cold_axis must be one of 'rows', 'columns', 'both'"),
+        ("cold_order", "spiral", r"cold_order must be one of 'random', 'outside-in', 'inside-out'"),
+        ("T", 0, r"T must be a positive int"),
+        ("batch_size", -4, r"batch_size must be a positive int"),
+        ("steps", 2.5, r"steps must be an int, got float"),
+        ("log_every", 0, r"log_every must be a positive int"),
+        ("checkpoint_every", -1, r"checkpoint_every must be an int >= 0"),
+        ("seed", True, r"seed must be an int, got bool"),
+        ("hflip", "yes", r"hflip must be true or false"),
+        ("channels_last", 1, r"channels_last must be true, false or null"),
+        ("model_kwargs", [1], r"model_kwargs must be a dict of keyword arguments"),
+        ("model_kwargs", {"f": float("nan")}, r"model_kwargs must hold JSON-able values"),
+        ("dataset", "imagenet", r"dataset must be one of mnist-embedded, mnist, cifar10"),
+        ("split", "val", r"split must be 'train', 'heldout', 'test' or 'all'"),
+        ("subset", 0, r"subset must be a positive int or None"),
+        ("device", "tpu", r"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+        ("model", "", r"model must be a non-empty string"),
+        ("lr", 0, r"lr must be a positive learning rate"),
+        ("lr", "fast", r"lr must be a number, got str"),
+        ("weight_decay", -0.1, r"weight_decay must be a number >= 0"),
+        ("p_uncond", 1.0, r"p_uncond must be a probability in \[0, 1\)"),
+        ("grad_clip", 0.0, r"grad_clip must be a positive max gradient norm"),
+        ("ema_decay", 1.0, r"ema_decay must be a decay in \[0, 1\)"),
+        ("schedule", "exponential", r"schedule must be one of cosine, linear, quadratic, sigmoid"),
+    ],
+)
 def test_each_bad_value_is_refused_with_its_field_named(field, value, message):
     """A typo in a config must fail at once, naming the field and what it accepts, not hours later."""
     with pytest.raises((ValueError, TypeError), match=r"TrainConfig\." + message):
@@ -102,14 +105,27 @@ def test_report_c_preset_is_ho_et_al_cifar10_setup():
 def test_report_b_preset_is_the_cfg_cifar10_setup():
     b = training_preset("b_cifar10_cfg")
     assert (b.dataset, b.model, b.model_kwargs["num_classes"]) == ("cifar10", "unet_cifar10_improved", 10)
-    assert (b.schedule, b.p_uncond, b.optimizer, b.lr, b.batch_size, b.steps) == ("cosine", 0.1, "adamw", 3e-4, 14, 1_000_000)
+    assert (b.schedule, b.p_uncond, b.optimizer, b.lr, b.batch_size, b.steps) == (
+        "cosine",
+        0.1,
+        "adamw",
+        3e-4,
+        14,
+        1_000_000,
+    )
 
 
 def test_report_a_presets():
     """Report A: T=400, linear betas, eps-prediction, its U-Net (conditional, one label per image),
     the mean-prediction variant, the discriminator term and the autoencoder / VAE denoisers."""
     a = training_preset("a_unet")
-    assert (a.T, a.schedule, a.parameterization, a.model, a.model_kwargs) == (400, "linear", "eps", "unet_mnist", {"num_classes": 10})
+    assert (a.T, a.schedule, a.parameterization, a.model, a.model_kwargs) == (
+        400,
+        "linear",
+        "eps",
+        "unet_mnist",
+        {"num_classes": 10},
+    )
     assert training_preset("a_unet_mu").parameterization == "mu"
     assert training_preset("a_unet_disc").disc_weight > 0
     assert {training_preset(n).model for n in ("a_autoencoder", "a_vae")} == {"autoencoder_mnist", "vae_mnist"}
@@ -122,14 +138,27 @@ def test_report_d_presets():
     d, v, cold = training_preset("d_cnn"), training_preset("d_cnn_selu"), training_preset("d_cold_columns")
     assert (d.model, d.T, d.lr, d.batch_size, d.loss, d.steps) == ("cnn_mnist", 1000, 2e-4, 128, "l2", 100 * 468)
     assert (v.model, v.T, v.lr, v.batch_size, v.steps) == ("cnn_mnist_selu", 100, 6e-4, 128, 100 * 468)
-    assert (cold.process, cold.T, cold.cold_axis, cold.cold_order, cold.cold_group) == ("cold", 28, "columns", "random", 1)
+    assert (cold.process, cold.T, cold.cold_axis, cold.cold_order, cold.cold_group) == (
+        "cold",
+        28,
+        "columns",
+        "random",
+        1,
+    )
     assert (cold.parameterization, cold.model) == ("x0", "cnn_mnist")
 
 
 def test_report_e_presets_and_sweep():
     """Report E: small U-Net, L1, batch 32, 100k iterations, linear T=1000; sweep T x schedule."""
     e = training_preset("e_unet")
-    assert (e.model, e.loss, e.batch_size, e.steps, e.schedule, e.T) == ("small_unet_mnist", "l1", 32, 100_000, "linear", 1000)
+    assert (e.model, e.loss, e.batch_size, e.steps, e.schedule, e.T) == (
+        "small_unet_mnist",
+        "l1",
+        32,
+        100_000,
+        "linear",
+        1000,
+    )
     assert e.p_uncond > 0 and e.model_kwargs == {"num_classes": 10}
     sweep = {(training_preset(n).schedule, training_preset(n).T) for n in TRAINING_PRESETS if n.startswith("e_unet")}
     assert sweep == {("linear", 1000), ("linear", 4000), ("cosine", 1000), ("cosine", 4000)}

@@ -7,7 +7,13 @@ import torch.nn as nn
 
 from diffusion_edu import make_schedule, posterior_mean_from_eps, q_posterior, q_sample
 from diffusion_edu.losses import (
-    DiffusionTables, augment_batch, cold_loss, discriminator_term, gaussian_loss, pixel_loss, sample_timesteps,
+    DiffusionTables,
+    augment_batch,
+    cold_loss,
+    discriminator_term,
+    gaussian_loss,
+    pixel_loss,
+    sample_timesteps,
 )
 from diffusion_edu.training import ema_update
 
@@ -26,9 +32,12 @@ def setting():
 def test_tables_hold_the_schedules_coefficients(setting):
     """The tables are the schedule's Eq. 4 and Eq. 7 weights in float32, each in its own place."""
     s, tab, x0, eps, t = setting
-    for got, want in ((tab.sqrt_alpha_bar, s.alpha_bar.sqrt()), (tab.sqrt_one_minus_alpha_bar, (1 - s.alpha_bar).sqrt()),
-                      (tab.posterior_mean_coef_x0, s.posterior_mean_coef_x0),
-                      (tab.posterior_mean_coef_xt, s.posterior_mean_coef_xt)):
+    for got, want in (
+        (tab.sqrt_alpha_bar, s.alpha_bar.sqrt()),
+        (tab.sqrt_one_minus_alpha_bar, (1 - s.alpha_bar).sqrt()),
+        (tab.posterior_mean_coef_x0, s.posterior_mean_coef_x0),
+        (tab.posterior_mean_coef_xt, s.posterior_mean_coef_xt),
+    ):
         assert got.dtype == torch.float32 and torch.allclose(got.double(), want, atol=1e-7)
     assert tab.T == s.T
 
@@ -51,8 +60,9 @@ def test_the_true_target_implies_the_true_x0_and_mean(setting, parameterization)
     true posterior mean: what Report A's discriminator term is fed (x0_pred or mu)."""
     s, tab, x0, eps, t = setting
     x0, eps = x0.double(), eps.double()
-    tab = DiffusionTables(s.alpha_bar.sqrt(), (1 - s.alpha_bar).sqrt(), s.posterior_mean_coef_x0,
-                          s.posterior_mean_coef_xt)  # float64: cosine's alpha_bar_200 is ~1e-9
+    tab = DiffusionTables(
+        s.alpha_bar.sqrt(), (1 - s.alpha_bar).sqrt(), s.posterior_mean_coef_x0, s.posterior_mean_coef_xt
+    )  # float64: cosine's alpha_bar_200 is ~1e-9
     xt = q_sample(x0, t, s, noise=eps)
     output = tab.target(parameterization, x0, eps, xt, t)
     assert torch.allclose(tab.x0_from_output(output, xt, t, parameterization), x0, atol=1e-6)
@@ -115,7 +125,7 @@ def test_timesteps_are_uniform_on_1_to_T():
     t = sample_timesteps(20_000, 10, torch.Generator().manual_seed(0))
     assert t.dtype == torch.int64 and t.min() == 1 and t.max() == 10
     counts = torch.bincount(t, minlength=11)[1:].float()
-    assert ((counts - 2000).abs() < 6 * 2000 ** 0.5).all()
+    assert ((counts - 2000).abs() < 6 * 2000**0.5).all()
     assert torch.equal(t, sample_timesteps(20_000, 10, torch.Generator().manual_seed(0)))
 
 

@@ -108,7 +108,9 @@ def test_noising_frames_are_q_sample_with_one_shared_eps(digits, schedules):
             torch.testing.assert_close(frames[i, j], q_sample(digits, t, s, noise=eps))
             if t > 0:  # recover the noise: the same eps in every frame
                 ab = s.alpha_bar[t].float()
-                torch.testing.assert_close((frames[i, j] - ab.sqrt() * digits) / (1 - ab).sqrt(), eps, atol=1e-4, rtol=0)
+                torch.testing.assert_close(
+                    (frames[i, j] - ab.sqrt() * digits) / (1 - ab).sqrt(), eps, atol=1e-4, rtol=0
+                )
 
 
 def test_noising_frames_generator_is_reproducible(digits, schedules):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import offline_assets  # tools/ is on sys.path: _config.yml lists it with this extension
 from sphinx.application import Sphinx
 from sphinx.util import logging
-
-import offline_assets  # tools/ is on sys.path: _config.yml lists it with this extension
 
 LEDGER = Path("_build") / "generated" / "ledger.md"
 

@@ -26,9 +26,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
+]
 
 
 def find_chromium() -> str | None:
@@ -59,7 +68,7 @@ class Chromium:
 
     # ---- process and pipe ----------------------------------------------------------------------
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self._profile = tempfile.TemporaryDirectory()
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
@@ -69,10 +78,18 @@ class Chromium:
             os.dup2(from_child_w, 4)
 
         self._proc = subprocess.Popen(
-            [self.executable, *FLAGS, f"--user-data-dir={self._profile.name}",
-             f"--window-size={self.width},{self.height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=wire_fds, pass_fds=(3, 4),
+            [
+                self.executable,
+                *FLAGS,
+                f"--user-data-dir={self._profile.name}",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=wire_fds,
+            pass_fds=(3, 4),
         )
         os.close(to_child_r)
         os.close(from_child_w)
@@ -82,8 +99,10 @@ class Chromium:
         self._session = self.send("Target.attachToTarget", {"targetId": target_id, "flatten": True})["sessionId"]
         self.send("Page.enable")
         self.send("Network.enable")  # so that requests and failed loads show up in events()
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -154,10 +173,13 @@ class Chromium:
 
     def evaluate(self, expression: str, timeout: float | None = None) -> Any:
         """The value of a JavaScript expression in the page (promises are awaited)."""
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True}, timeout=timeout)
+        result = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}, timeout=timeout
+        )
         if "exceptionDetails" in result:
-            raise BrowserError(f"{expression[:80]!r} raised: {result['exceptionDetails'].get('exception', {}).get('description')}")
+            raise BrowserError(
+                f"{expression[:80]!r} raised: {result['exceptionDetails'].get('exception', {}).get('description')}"
+            )
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float | None = None, interval: float = 0.2) -> Any:
@@ -174,7 +196,9 @@ class Chromium:
     def screenshot(self, path: str | os.PathLike, top: float = 0, height: float | None = None) -> Path:
         """A PNG of the page from ``top`` (document pixels) down ``height`` pixels (default: the window)."""
         clip = {"x": 0, "y": top, "width": self.width, "height": height or self.height, "scale": 1}
-        data = self.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True})["data"]
+        data = self.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True})[
+            "data"
+        ]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))

@@ -48,8 +48,12 @@ def run(cmd: list[str], **kwargs) -> None:
 
 def source_files(root: Path = ROOT) -> list[str]:
     """The checkout's files as git sees them: tracked, plus untracked ones that are not ignored."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=root,
-                         check=True, capture_output=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout
     return [p for p in out.decode().split("\0") if p and (root / p).is_file()]
 
 
@@ -67,8 +71,11 @@ def build_wheel(work: Path, python: str = sys.executable) -> Path:
 
 def pins(work: Path) -> Path:
     """requirements.txt's pins without its editable install of the checkout, as a constraints file."""
-    lines = [ln for ln in (ROOT / "requirements.txt").read_text().splitlines()
-             if ln.strip() and not ln.lstrip().startswith(("#", "-e"))]
+    lines = [
+        ln
+        for ln in (ROOT / "requirements.txt").read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith(("#", "-e"))
+    ]
     path = work / "pins.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -80,8 +87,13 @@ def fresh_env(work: Path, wheel: Path) -> Path:
     run([sys.executable, "-m", "venv", venv])
     py = venv / "bin" / "python"
     run([py, "-m", "pip", "install", "--quiet", "-c", ROOT / "constraints.txt", "-c", pins(work), wheel, *TOOLS])
-    where = subprocess.run([py, "-c", "import diffusion_edu; print(diffusion_edu.__file__)"], cwd=work, check=True,
-                           capture_output=True, text=True).stdout.strip()
+    where = subprocess.run(
+        [py, "-c", "import diffusion_edu; print(diffusion_edu.__file__)"],
+        cwd=work,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     if not Path(where).resolve().is_relative_to(venv.resolve()):
         raise RuntimeError(f"the fresh environment imports diffusion_edu from {where}, not from its own wheel")
     return py
@@ -118,14 +130,29 @@ def main(argv: list[str] | None = None) -> int:
         # on two cores spin against each other, and a 70-second chapter took 425 seconds)
         workers = max(1, min(args.jobs, len(staged)))
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={args.timeout}", "--durations=20", "--rootdir", work / "chapters"]
+        cmd = [
+            py,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            f"--nbval-cell-timeout={args.timeout}",
+            "--durations=20",
+            "--rootdir",
+            work / "chapters",
+        ]
         if args.jobs > 1:
             cmd += ["-n", str(min(args.jobs, len(staged))), "--dist", "loadfile"]
         code = subprocess.run([str(c) for c in cmd + staged], cwd=work / "chapters", env=env).returncode
-        print(f"colab check: wheel + fresh environment {t_env:.0f} s, notebooks {time.perf_counter() - t0 - t_env:.0f} s"
-              f" ({len(staged)} chapters, each alone in an empty folder, tier smoke): "
-              f"{'passed' if code == 0 else 'FAILED'}", flush=True)
+        print(
+            f"colab check: wheel + fresh environment {t_env:.0f} s, notebooks {time.perf_counter() - t0 - t_env:.0f} s"
+            f" ({len(staged)} chapters, each alone in an empty folder, tier smoke): "
+            f"{'passed' if code == 0 else 'FAILED'}",
+            flush=True,
+        )
         return code
     finally:
         if args.keep:

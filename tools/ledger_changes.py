@@ -15,8 +15,10 @@ from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DUMP = ("import json, sys; from diffusion_edu.ledger import ledger_rows; "
-        "print(json.dumps([[r.entry.report, r.entry.quantity, r.verdict] for r in ledger_rows(results=sys.argv[1])]))")
+DUMP = (
+    "import json, sys; from diffusion_edu.ledger import ledger_rows; "
+    "print(json.dumps([[r.entry.report, r.entry.quantity, r.verdict] for r in ledger_rows(results=sys.argv[1])]))"
+)
 
 
 def verdicts(package_parent: Path | None) -> list[list[str]]:
@@ -25,13 +27,21 @@ def verdicts(package_parent: Path | None) -> list[list[str]]:
         import os
 
         env = {**os.environ, "PYTHONPATH": str(package_parent)}
-    out = subprocess.run([sys.executable, "-c", DUMP, str(ROOT / "results")], check=True, capture_output=True,
-                         text=True, env=env, cwd=package_parent or ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", DUMP, str(ROOT / "results")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=package_parent or ROOT,
+    )
     return json.loads(out.stdout)
 
 
 def main(base: str = "HEAD") -> int:
-    archive = subprocess.run(["git", "archive", base, "diffusion_edu"], cwd=ROOT, check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", base, "diffusion_edu"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     with tempfile.TemporaryDirectory() as tmp:
         tarfile.open(fileobj=BytesIO(archive)).extractall(tmp)
         old = {(r, q): v for r, q, v in verdicts(Path(tmp))}

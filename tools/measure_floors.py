@@ -20,8 +20,16 @@ import time
 import torch
 
 from diffusion_edu.data import load_embedded_mnist
-from diffusion_edu.metrics import (FEATURE_EXTRACTOR, IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, inception_score,
-                                   noise_ceiling, real_vs_real, reference_stats)
+from diffusion_edu.metrics import (
+    FEATURE_EXTRACTOR,
+    IS_SPLITS,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    inception_score,
+    noise_ceiling,
+    real_vs_real,
+    reference_stats,
+)
 from diffusion_edu.results import current_tier, results_dir, write_results
 
 KEYS = ("fid", "kid_mean", "is")
@@ -44,10 +52,12 @@ def measure(kind: str, counts: list[int], seeds: int, ref) -> list[dict]:
         runs = [fn(n, reference=ref, generator=torch.Generator().manual_seed(seed)) for seed in range(seeds)]
         row = {"n": n, **summarise(runs), "runs": [{k: r[k] for k in KEYS + ("kid_std", "is_std")} for r in runs]}
         rows.append(row)
-        print(f"{kind:7s} n={n:5d}: FID {row['fid_mean']:8.3f} +- {row['fid_std']:.3f}  "
-              f"KID {row['kid_mean_mean']:.4f} +- {row['kid_mean_std']:.4f}  "
-              f"IS {row['is_mean']:.3f} +- {row['is_std']:.3f}",
-              flush=True)
+        print(
+            f"{kind:7s} n={n:5d}: FID {row['fid_mean']:8.3f} +- {row['fid_std']:.3f}  "
+            f"KID {row['kid_mean_mean']:.4f} +- {row['kid_mean_std']:.4f}  "
+            f"IS {row['is_mean']:.3f} +- {row['is_std']:.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -66,16 +76,26 @@ def main(argv: list[str] | None = None) -> None:
     ref = reference_stats(heldout)
     is_ref = inception_score(heldout, generator=torch.Generator().manual_seed(0))
     data = {
-        "reference": ref.name, "n_reference": ref.n, "feature_extractor": FEATURE_EXTRACTOR,
+        "reference": ref.name,
+        "n_reference": ref.n,
+        "feature_extractor": FEATURE_EXTRACTOR,
         "heldout_is": {"is": is_ref[0], "is_std": is_ref[1]},
         "floor": measure("floor", args.counts, args.seeds, ref),
         "ceiling": measure("ceiling", args.ceiling_counts, args.seeds, ref),
     }
-    config = {"counts": args.counts, "ceiling_counts": args.ceiling_counts, "seeds": list(range(args.seeds)),
-              "floor": "n random digits of mnist-embedded/train (without replacement) vs mnist-embedded/heldout",
-              "ceiling": "n images of N(0, I) noise clamped to [-1, 1] vs mnist-embedded/heldout",
-              "kid_subsets": KID_SUBSETS, "kid_subset_size": f"min({KID_SUBSET_SIZE}, n, 1005)", "is_splits": IS_SPLITS,
-              "threads": args.threads, "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    config = {
+        "counts": args.counts,
+        "ceiling_counts": args.ceiling_counts,
+        "seeds": list(range(args.seeds)),
+        "floor": "n random digits of mnist-embedded/train (without replacement) vs mnist-embedded/heldout",
+        "ceiling": "n images of N(0, I) noise clamped to [-1, 1] vs mnist-embedded/heldout",
+        "kid_subsets": KID_SUBSETS,
+        "kid_subset_size": f"min({KID_SUBSET_SIZE}, n, 1005)",
+        "is_splits": IS_SPLITS,
+        "threads": args.threads,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+    }
     tier = current_tier()
     if tier == "smoke" and args.out is None:
         print("smoke tier: nothing written")

@@ -59,7 +59,9 @@ def lock_hash(root: Path = ROOT) -> str:
     """SHA-256 of package-lock.json and the require.js shim: the copy is redone when either changes."""
     lock = root / "package-lock.json"
     if not lock.is_file():
-        raise FileNotFoundError(f"{lock} is missing: the offline assets are pinned there (run `npm install --package-lock-only`)")
+        raise FileNotFoundError(
+            f"{lock} is missing: the offline assets are pinned there (run `npm install --package-lock-only`)"
+        )
     shim = Path(__file__).resolve().parent / REQUIRE_CONFIG
     return hashlib.sha256(lock.read_bytes() + shim.read_bytes()).hexdigest()
 

@@ -33,10 +33,17 @@ def run_notebook(path: Path, tier: str, timeout: int = 1800) -> float:
         raise ValueError(f"tier must be one of {list(REAL_TIERS)} (smoke outputs are never stored), got {tier!r}")
     nb = nbformat.read(path, as_version=4)
     sync_notebooks.sync_notebook(nb, path, sync_notebooks.expected_commit())
-    env = {**os.environ, "DIFFUSION_EDU_TIER": tier, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "DIFFUSION_EDU_TIER": tier,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", store_widget_state=True, record_timing=False,
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        store_widget_state=True,
+        record_timing=False,
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
@@ -48,7 +55,9 @@ def run_notebook(path: Path, tier: str, timeout: int = 1800) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tier", default=os.environ.get("DIFFUSION_EDU_TIER", "cpu"), help="compute tier (default cpu)")
+    parser.add_argument(
+        "--tier", default=os.environ.get("DIFFUSION_EDU_TIER", "cpu"), help="compute tier (default cpu)"
+    )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
     args = parser.parse_args(argv)

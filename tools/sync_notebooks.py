@@ -46,9 +46,11 @@ BADGE_MARKER = "<!-- Open in Colab: written by tools/sync_notebooks.py -->"
 TAGS = ["remove-cell"]  # the static site does not show them (myst-nb drops cells with this tag)
 PACKAGE_PATHS = ("diffusion_edu", "pyproject.toml", "results")  # what the wheel is built from
 COLAB = "https://colab.research.google.com"
-DRIVE_LINE = ('    # import os; from google.colab import drive; drive.mount("/content/drive"); '
-              'os.makedirs(d := "/content/drive/MyDrive/diffusion-edu", exist_ok=True); os.chdir(d)  '
-              '# keep runs/ and results/ on Drive')
+DRIVE_LINE = (
+    '    # import os; from google.colab import drive; drive.mount("/content/drive"); '
+    'os.makedirs(d := "/content/drive/MyDrive/diffusion-edu", exist_ok=True); os.chdir(d)  '
+    "# keep runs/ and results/ on Drive"
+)
 
 
 def repository(config: Path = ROOT / "_config.yml") -> tuple[str, str]:
@@ -81,8 +83,10 @@ def badge_source(path: Path, config: Path = ROOT / "_config.yml") -> str:
     """The badge cell: "Open in Colab" for ``notebooks/<name>`` on the configured branch."""
     url, branch = repository(config)
     slug = url.split("://", 1)[1].split("/", 1)[1]  # owner/name
-    return (f"{BADGE_MARKER}\n[![Open In Colab]({COLAB}/assets/colab-badge.svg)]"
-            f"({COLAB}/github/{slug}/blob/{branch}/notebooks/{path.name})")
+    return (
+        f"{BADGE_MARKER}\n[![Open In Colab]({COLAB}/assets/colab-badge.svg)]"
+        f"({COLAB}/github/{slug}/blob/{branch}/notebooks/{path.name})"
+    )
 
 
 def _git(*args: str) -> str | None:
@@ -155,8 +159,7 @@ def check_notebook(nb: nbformat.NotebookNode, path: Path, commit: str | None) ->
         return "its install cell does not pin a commit"
     if first.source != install_source(commit or pin):
         if commit is not None and pin != commit:
-            return (f"its install cell pins {pin[:12]}, but the package as committed with this notebook is "
-                    f"{commit[:12]}")
+            return f"its install cell pins {pin[:12]}, but the package as committed with this notebook is {commit[:12]}"
         return "its install cell differs from the one _config.yml gives"
     if not _is_badge(second) or second.source != badge_source(path):
         return "its second cell is not the Open-in-Colab badge from _config.yml"

@@ -27,16 +27,37 @@ from typing import Any
 from diffusion_edu.models import MODEL_PRESETS
 
 __all__ = [
-    "PRESETS", "LIBRARIES", "PEERS", "DISTRIBUTIONS", "LUCIDRAINS_MATCH", "LUCIDRAINS_DEFAULT", "TINY_OVERRIDES",
-    "PEAK_BF16_TFLOPS", "package_kwargs", "diffusers_unet_kwargs", "lucidrains_unet_kwargs", "resolve_mode",
-    "ratio", "faster_peer", "overhead", "mfu", "peak_bf16_flops", "median_rate", "evaluate_targets",
-    "SAMPLER_OVERHEAD_TARGET", "MFU_TARGET",
+    "PRESETS",
+    "LIBRARIES",
+    "PEERS",
+    "DISTRIBUTIONS",
+    "LUCIDRAINS_MATCH",
+    "LUCIDRAINS_DEFAULT",
+    "TINY_OVERRIDES",
+    "PEAK_BF16_TFLOPS",
+    "package_kwargs",
+    "diffusers_unet_kwargs",
+    "lucidrains_unet_kwargs",
+    "resolve_mode",
+    "ratio",
+    "faster_peer",
+    "overhead",
+    "mfu",
+    "peak_bf16_flops",
+    "median_rate",
+    "evaluate_targets",
+    "SAMPLER_OVERHEAD_TARGET",
+    "MFU_TARGET",
 ]
 
 PRESETS: tuple[str, ...] = ("unet_mnist", "unet_cifar10")  # the Ho et al. U-Net at the two sizes
 LIBRARIES: tuple[str, ...] = ("diffusion_edu", "diffusers", "lucidrains")
 PEERS: tuple[str, ...] = ("diffusers", "lucidrains")
-DISTRIBUTIONS = {"diffusion_edu": "diffusion-edu", "diffusers": "diffusers", "lucidrains": "denoising-diffusion-pytorch"}
+DISTRIBUTIONS = {
+    "diffusion_edu": "diffusion-edu",
+    "diffusers": "diffusers",
+    "lucidrains": "denoising-diffusion-pytorch",
+}
 SAMPLER_OVERHEAD_TARGET = 0.05  # issue 9: the package's sampler adds under 5% to the network's own time
 MFU_TARGET = 0.35  # issue 9: the CIFAR-10 preset's bf16 training step above 35% MFU on an H100
 
@@ -95,18 +116,26 @@ def diffusers_unet_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     """
     if kw.get("name", "unet") != "unet":
         raise ValueError(f"kw must describe the package's 'unet' network, got name={kw.get('name')!r}")
-    for option, plain in (("num_classes", None), ("resblock_updown", False), ("num_head_channels", None),
-                          ("use_scale_shift_norm", False)):
+    for option, plain in (
+        ("num_classes", None),
+        ("resblock_updown", False),
+        ("num_head_channels", None),
+        ("use_scale_shift_norm", False),
+    ):
         if kw.get(option, plain) != plain:
-            raise ValueError(f"kw[{option!r}]={kw[option]!r}: the peer comparison covers Ho et al.'s plain "
-                             f"unconditional U-Net only ({option}={plain!r})")
+            raise ValueError(
+                f"kw[{option!r}]={kw[option]!r}: the peer comparison covers Ho et al.'s plain "
+                f"unconditional U-Net only ({option}={plain!r})"
+            )
     if kw.get("num_heads", 1) != 1:
         raise ValueError(f"kw['num_heads']={kw['num_heads']!r}: Ho et al.'s attention has one head")
     attn = set(kw.get("attn_resolutions", (16,)))
     res = _resolutions(kw)
     channels = kw.get("in_channels", 3)
     return {
-        "sample_size": kw["image_size"], "in_channels": channels, "out_channels": channels,
+        "sample_size": kw["image_size"],
+        "in_channels": channels,
+        "out_channels": channels,
         "block_out_channels": tuple(kw["ch"] * m for m in kw["ch_mult"]),
         "layers_per_block": kw.get("num_res_blocks", 2),
         "down_block_types": tuple("AttnDownBlock2D" if r in attn else "DownBlock2D" for r in res),
@@ -115,7 +144,8 @@ def diffusers_unet_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
         "attention_head_dim": None,  # one head over all channels, as Ho et al.
         "norm_num_groups": kw.get("norm_groups", 32),
         "dropout": kw.get("dropout", 0.1),
-        "flip_sin_to_cos": False, "freq_shift": 0,  # [sin, cos] with frequencies from 1 down, as the package
+        "flip_sin_to_cos": False,
+        "freq_shift": 0,  # [sin, cos] with frequencies from 1 down, as the package
     }
 
 
@@ -127,25 +157,35 @@ def lucidrains_unet_kwargs(preset: str, kw: dict[str, Any], default: bool = Fals
     elif preset in LUCIDRAINS_MATCH and kw == package_kwargs(preset):
         chosen = dict(LUCIDRAINS_MATCH[preset])
     else:
-        chosen = {"dim": kw["ch"], "dim_mults": tuple(kw["ch_mult"]), "attn_heads": 1, "attn_dim_head": 32,
-                  "dropout": kw.get("dropout", 0.0)}
+        chosen = {
+            "dim": kw["ch"],
+            "dim_mults": tuple(kw["ch_mult"]),
+            "attn_heads": 1,
+            "attn_dim_head": 32,
+            "dropout": kw.get("dropout", 0.0),
+        }
     factor = 2 ** (len(chosen["dim_mults"]) - 1)
     if kw["image_size"] % factor:
-        raise ValueError(f"lucidrains' Unet with dim_mults={chosen['dim_mults']} needs an image size divisible "
-                         f"by {factor}, got image_size={kw['image_size']}")
+        raise ValueError(
+            f"lucidrains' Unet with dim_mults={chosen['dim_mults']} needs an image size divisible "
+            f"by {factor}, got image_size={kw['image_size']}"
+        )
     return {**chosen, "dim_mults": tuple(chosen["dim_mults"]), "channels": kw.get("in_channels", 3)}
 
 
-def resolve_mode(device_type: str, precision: str = "auto", channels_last: bool | None = None,
-                 compile: bool | None = None) -> dict[str, Any]:
+def resolve_mode(
+    device_type: str, precision: str = "auto", channels_last: bool | None = None, compile: bool | None = None
+) -> dict[str, Any]:
     """The precision and memory layout every library runs in: the training engine's defaults (bf16
     autocast and channels-last on CUDA, fp32 elsewhere) plus ``torch.compile`` on CUDA."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
     cuda = device_type == "cuda"
-    return {"precision": ("bf16" if cuda else "fp32") if precision == "auto" else precision,
-            "channels_last": cuda if channels_last is None else bool(channels_last),
-            "compile": cuda if compile is None else bool(compile)}
+    return {
+        "precision": ("bf16" if cuda else "fp32") if precision == "auto" else precision,
+        "channels_last": cuda if channels_last is None else bool(channels_last),
+        "compile": cuda if compile is None else bool(compile),
+    }
 
 
 def median_rate(per_window: list[float]) -> float:
@@ -182,8 +222,11 @@ def overhead(loop_s: float, bare_s: float) -> float:
 
 def mfu(flops_per_step: float, steps_per_s: float, peak_flops_per_s: float) -> float:
     """Model FLOPs utilisation: counted FLOPs of one step x steps per second / the device's peak FLOP/s."""
-    for name, v in (("flops_per_step", flops_per_step), ("steps_per_s", steps_per_s),
-                    ("peak_flops_per_s", peak_flops_per_s)):
+    for name, v in (
+        ("flops_per_step", flops_per_step),
+        ("steps_per_s", steps_per_s),
+        ("peak_flops_per_s", peak_flops_per_s),
+    ):
         if not v > 0:
             raise ValueError(f"{name} must be positive, got {v!r}")
     return flops_per_step * steps_per_s / peak_flops_per_s
@@ -199,12 +242,20 @@ def peak_bf16_flops(device_name: str | None) -> tuple[float | None, str]:
     return None, f"{device_name!r} is not in PEAK_BF16_TFLOPS (benchmarks/peers/configs.py): add its datasheet peak"
 
 
-def _target(name: str, preset: str | None, value: float | None, threshold: float, higher_is_better: bool,
-            note: str) -> dict[str, Any]:
+def _target(
+    name: str, preset: str | None, value: float | None, threshold: float, higher_is_better: bool, note: str
+) -> dict[str, Any]:
     met = None if value is None else (value >= threshold if higher_is_better else value < threshold)
     margin = None if value is None else (value / threshold - 1.0 if higher_is_better else value - threshold)
-    return {"target": name, "preset": preset, "value": value, "threshold": threshold, "met": met,
-            "margin": margin, "note": note}
+    return {
+        "target": name,
+        "preset": preset,
+        "value": value,
+        "threshold": threshold,
+        "met": met,
+        "margin": margin,
+        "note": note,
+    }
 
 
 def evaluate_targets(data: dict[str, Any], planned_sampling: list[str] | None = None) -> list[dict[str, Any]]:
@@ -219,24 +270,52 @@ def evaluate_targets(data: dict[str, Any], planned_sampling: list[str] | None = 
     out = []
     for preset, t in data.get("training", {}).items():
         peer = t.get("faster_peer")
-        out.append(_target("training images/s >= the faster peer's", preset, t.get("ratio_vs_faster_peer"), 1.0,
-                           True, f"faster peer: {peer}" if peer else "no peer measured"))
+        out.append(
+            _target(
+                "training images/s >= the faster peer's",
+                preset,
+                t.get("ratio_vs_faster_peer"),
+                1.0,
+                True,
+                f"faster peer: {peer}" if peer else "no peer measured",
+            )
+        )
     sampling = data.get("sampling", {})
     for preset in [*sampling, *(p for p in planned_sampling or [] if p not in sampling)]:
         s = sampling.get(preset, {})
         cut = "not measured: the run was cut off first" if not s else None
         pkg = s.get("loops", {}).get("diffusion_edu", {})
-        out.append(_target("package sampler overhead < 5% of the network's time", preset, pkg.get("overhead"),
-                           SAMPLER_OVERHEAD_TARGET, False, cut or "DDIM-50 loop time over 50 bare network calls, minus 1"))
+        out.append(
+            _target(
+                "package sampler overhead < 5% of the network's time",
+                preset,
+                pkg.get("overhead"),
+                SAMPLER_OVERHEAD_TARGET,
+                False,
+                cut or "DDIM-50 loop time over 50 bare network calls, minus 1",
+            )
+        )
         peer = s.get("faster_peer")
-        out.append(_target("DDIM-50 images/s >= the faster peer loop's", preset, s.get("ratio_vs_faster_peer"), 1.0,
-                           True, cut or (f"faster peer loop: {peer}" if peer else "no peer measured")))
+        out.append(
+            _target(
+                "DDIM-50 images/s >= the faster peer loop's",
+                preset,
+                s.get("ratio_vs_faster_peer"),
+                1.0,
+                True,
+                cut or (f"faster peer loop: {peer}" if peer else "no peer measured"),
+            )
+        )
     m = data.get("mfu", {}).get("unet_cifar10", {})
     device = data.get("device_name") or ""
     on_h100 = "H100" in device
     value = m.get("mfu") if on_h100 and data.get("mode", {}).get("precision") == "bf16" else None
-    note = (f"measured on {device}" if on_h100 else
-            f"needs an H100 in bf16; this run: {device or data.get('device', '?')} (unmeasured)")
-    out.append(_target("CIFAR-10 preset training step MFU > 35% (H100, bf16)", "unet_cifar10", value,
-                       MFU_TARGET, True, note))
+    note = (
+        f"measured on {device}"
+        if on_h100
+        else f"needs an H100 in bf16; this run: {device or data.get('device', '?')} (unmeasured)"
+    )
+    out.append(
+        _target("CIFAR-10 preset training step MFU > 35% (H100, bf16)", "unet_cifar10", value, MFU_TARGET, True, note)
+    )
     return out

@@ -14,7 +14,7 @@ products): the counted FLOPs are the model's, whichever kernel the timed steps u
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -31,9 +31,14 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def train_flops_per_image(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model: torch.nn.Module,
-                          shape: tuple[int, int, int], batch: int = 2, T: int = 1000,
-                          device: torch.device | str = "cpu") -> float:
+def train_flops_per_image(
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: torch.nn.Module,
+    shape: tuple[int, int, int],
+    batch: int = 2,
+    T: int = 1000,
+    device: torch.device | str = "cpu",
+) -> float:
     """Counted FLOPs of forward + MSE loss + backward for one image (the count for ``batch`` images / batch).
 
     forward(x, t) -> prediction: the library's own call of its network (eager, not compiled);
@@ -62,8 +67,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_windows(step: Callable[[], object], windows: int, window_s: float,
-                  device: torch.device) -> tuple[list[float], list[float]]:
+def timed_windows(
+    step: Callable[[], object], windows: int, window_s: float, device: torch.device
+) -> tuple[list[float], list[float]]:
     """Run ``step`` in ``windows`` windows of at least ``window_s`` seconds each (whole steps, at least one);
     return the steps per wall-clock second and per second of process CPU time of each window."""
     if windows < 1:

@@ -11,7 +11,8 @@ of the network on the same batch, with no sampler around it: a loop's overhead i
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,8 +42,9 @@ class PeerAdapter(nn.Module):
         return self.net(x, t + 1)
 
 
-def sampling_loops(net: nn.Module, n: int, device: torch.device, mode: dict[str, Any],
-                   libraries: list[str]) -> dict[str, Callable[[], torch.Tensor]]:
+def sampling_loops(
+    net: nn.Module, n: int, device: torch.device, mode: dict[str, Any], libraries: list[str]
+) -> dict[str, Callable[[], torch.Tensor]]:
     """name -> a function that draws n images with DDIM-50 (``bare``: 50 network calls, no sampler)."""
     net = net.to(device).eval()
     if mode["channels_last"]:
@@ -71,8 +73,15 @@ def sampling_loops(net: nn.Module, n: int, device: torch.device, mode: dict[str,
     if "diffusers" in libraries:
         from diffusers import DDIMScheduler
 
-        scheduler = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                                  clip_sample=True, set_alpha_to_one=True, prediction_type="epsilon")
+        scheduler = DDIMScheduler(
+            num_train_timesteps=T,
+            beta_schedule="linear",
+            beta_start=1e-4,
+            beta_end=0.02,
+            clip_sample=True,
+            set_alpha_to_one=True,
+            prediction_type="epsilon",
+        )
 
         def diffusers_loop() -> torch.Tensor:  # DDIMPipeline.__call__, with the model call made directly
             x = torch.randn(n, C, S, S, device=device).contiguous(memory_format=fmt)
@@ -87,9 +96,20 @@ def sampling_loops(net: nn.Module, n: int, device: torch.device, mode: dict[str,
     if "lucidrains" in libraries:
         from denoising_diffusion_pytorch import GaussianDiffusion
 
-        diffusion = GaussianDiffusion(adapter, image_size=S, timesteps=T, sampling_timesteps=STEPS,
-                                      objective="pred_noise", beta_schedule="linear", ddim_sampling_eta=0.0,
-                                      auto_normalize=False).to(device).eval()
+        diffusion = (
+            GaussianDiffusion(
+                adapter,
+                image_size=S,
+                timesteps=T,
+                sampling_timesteps=STEPS,
+                objective="pred_noise",
+                beta_schedule="linear",
+                ddim_sampling_eta=0.0,
+                auto_normalize=False,
+            )
+            .to(device)
+            .eval()
+        )
 
         def lucidrains_loop() -> torch.Tensor:
             with autocast(device, mode):
@@ -99,8 +119,9 @@ def sampling_loops(net: nn.Module, n: int, device: torch.device, mode: dict[str,
     return loops
 
 
-def time_interleaved(loops: dict[str, Callable[[], torch.Tensor]], repeats: int,
-                     device: torch.device) -> dict[str, list[float]]:
+def time_interleaved(
+    loops: dict[str, Callable[[], torch.Tensor]], repeats: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds of each loop per repeat, run interleaved (the order rotates every repeat) after one
     untimed warm-up run each, so that a change in the machine's load hits every loop alike."""
     if repeats < 1:
@@ -111,7 +132,7 @@ def time_interleaved(loops: dict[str, Callable[[], torch.Tensor]], repeats: int,
     sync(device)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             sync(device)
             start = time.perf_counter()
             loops[name]()

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,15 +81,36 @@ def _batcher(data: ImageDataset, batch: int, device: torch.device, channels_last
 def _package(preset: str, kw: dict, data: ImageDataset, batch: int, device: torch.device, mode: dict) -> StepBench:
     overrides = {k: v for k, v in kw.items() if k != "name"}
     cfg = TrainConfig(
-        dataset="mnist-embedded" if data.name.startswith("mnist") else "cifar10", model=preset,
-        model_kwargs=overrides, schedule="linear", T=T, parameterization="eps", loss="l2", optimizer="adam",
-        lr=LR, grad_clip=CLIP, ema_decay=EMA_DECAY, batch_size=batch, steps=10**9, log_every=10**9,
-        checkpoint_every=0, sample_every=0, callback_every=0, device=str(device), precision=mode["precision"],
-        channels_last=mode["channels_last"], compile=mode["compile"])
+        dataset="mnist-embedded" if data.name.startswith("mnist") else "cifar10",
+        model=preset,
+        model_kwargs=overrides,
+        schedule="linear",
+        T=T,
+        parameterization="eps",
+        loss="l2",
+        optimizer="adam",
+        lr=LR,
+        grad_clip=CLIP,
+        ema_decay=EMA_DECAY,
+        batch_size=batch,
+        steps=10**9,
+        log_every=10**9,
+        checkpoint_every=0,
+        sample_every=0,
+        callback_every=0,
+        device=str(device),
+        precision=mode["precision"],
+        channels_last=mode["channels_last"],
+        compile=mode["compile"],
+    )
     run = TrainingRun(cfg, device, dataset=data)
     net = run.model
-    return StepBench(run.train_step, net, lambda x, t: net(x, t + 1),
-                     {"class": "diffusion_edu.models.UNet", "kwargs": overrides, "step": "TrainingRun.train_step"})
+    return StepBench(
+        run.train_step,
+        net,
+        lambda x, t: net(x, t + 1),
+        {"class": "diffusion_edu.models.UNet", "kwargs": overrides, "step": "TrainingRun.train_step"},
+    )
 
 
 def _diffusers(kw: dict, data: ImageDataset, batch: int, device: torch.device, mode: dict) -> StepBench:
@@ -122,20 +144,31 @@ def _diffusers(kw: dict, data: ImageDataset, batch: int, device: torch.device, m
         ema.step(net.parameters())
         return loss.detach()
 
-    return StepBench(step, net, lambda x, t: net(x, t).sample,
-                     {"class": "diffusers.UNet2DModel", "kwargs": dkw, "step": "train_unconditional.py loop"})
+    return StepBench(
+        step,
+        net,
+        lambda x, t: net(x, t).sample,
+        {"class": "diffusers.UNet2DModel", "kwargs": dkw, "step": "train_unconditional.py loop"},
+    )
 
 
-def _lucidrains(preset: str, kw: dict, data: ImageDataset, batch: int, device: torch.device, mode: dict,
-                default: bool) -> StepBench:
+def _lucidrains(
+    preset: str, kw: dict, data: ImageDataset, batch: int, device: torch.device, mode: dict, default: bool
+) -> StepBench:
     from denoising_diffusion_pytorch import GaussianDiffusion, Unet
     from ema_pytorch import EMA
 
     lkw = lucidrains_unet_kwargs(preset, kw, default=default)
     torch.manual_seed(0)
     unet = Unet(**lkw)
-    diffusion = GaussianDiffusion(unet, image_size=kw["image_size"], timesteps=T, objective="pred_noise",
-                                  beta_schedule="linear", auto_normalize=False).to(device)
+    diffusion = GaussianDiffusion(
+        unet,
+        image_size=kw["image_size"],
+        timesteps=T,
+        objective="pred_noise",
+        beta_schedule="linear",
+        auto_normalize=False,
+    ).to(device)
     if mode["channels_last"]:
         diffusion = diffusion.to(memory_format=torch.channels_last)
     ema = EMA(diffusion, beta=EMA_DECAY, update_after_step=0, update_every=1, use_foreach=True).to(device)
@@ -156,13 +189,28 @@ def _lucidrains(preset: str, kw: dict, data: ImageDataset, batch: int, device: t
         ema.update()
         return loss.detach()
 
-    return StepBench(step, unet, lambda x, t: unet(x, t),
-                     {"class": "denoising_diffusion_pytorch.Unet", "kwargs": lkw,
-                      "step": "GaussianDiffusion.forward (its Trainer's step)", "library_default": default})
+    return StepBench(
+        step,
+        unet,
+        lambda x, t: unet(x, t),
+        {
+            "class": "denoising_diffusion_pytorch.Unet",
+            "kwargs": lkw,
+            "step": "GaussianDiffusion.forward (its Trainer's step)",
+            "library_default": default,
+        },
+    )
 
 
-def build_step(library: str, preset: str, kw: dict[str, Any], data: ImageDataset, batch: int,
-               device: torch.device, mode: dict[str, Any]) -> StepBench:
+def build_step(
+    library: str,
+    preset: str,
+    kw: dict[str, Any],
+    data: ImageDataset,
+    batch: int,
+    device: torch.device,
+    mode: dict[str, Any],
+) -> StepBench:
     """The training step of ``library`` (diffusion_edu | diffusers | lucidrains | lucidrains_default)."""
     if library == "diffusion_edu":
         return _package(preset, kw, data, batch, device, mode)
@@ -173,8 +221,9 @@ def build_step(library: str, preset: str, kw: dict[str, Any], data: ImageDataset
     raise ValueError(f"library must be diffusion_edu, diffusers, lucidrains or lucidrains_default, got {library!r}")
 
 
-def attention_diagnostic(device: torch.device, mode: dict[str, Any], batch: int, channels: int = 256,
-                         size: int = 16, repeats: int = 5) -> dict[str, Any]:
+def attention_diagnostic(
+    device: torch.device, mode: dict[str, Any], batch: int, channels: int = 256, size: int = 16, repeats: int = 5
+) -> dict[str, Any]:
     """Which scaled-dot-product-attention kernel the package's attention block (the CIFAR-10 preset's
     16x16 layer) reaches, and its forward + backward time as it is and with q, k, v made contiguous.
 
@@ -215,7 +264,17 @@ def attention_diagnostic(device: torch.device, mode: dict[str, Any], batch: int,
     for name, fn in (("as_is", lambda: block(x)), ("contiguous_qkv", contiguous_variant)):
         with profile(activities=[ProfilerActivity.CPU]) as prof, autocast(device, mode):
             fn().float().sum().backward()
-        kernels[name] = sorted({e.key for e in prof.key_averages() if "scaled_dot_product" in e.key and
-                                e.key != "aten::scaled_dot_product_attention"})
-    return {"channels": channels, "size": size, "batch": batch, "kernels": kernels,
-            "fwd_bwd_s": {"as_is": timed(lambda: block(x)), "contiguous_qkv": timed(contiguous_variant)}}
+        kernels[name] = sorted(
+            {
+                e.key
+                for e in prof.key_averages()
+                if "scaled_dot_product" in e.key and e.key != "aten::scaled_dot_product_attention"
+            }
+        )
+    return {
+        "channels": channels,
+        "size": size,
+        "batch": batch,
+        "kernels": kernels,
+        "fwd_bwd_s": {"as_is": timed(lambda: block(x)), "contiguous_qkv": timed(contiguous_variant)},
+    }

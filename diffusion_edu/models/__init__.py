@@ -193,7 +193,7 @@ def build_model(name: str, **kwargs: Any) -> Denoiser:
     if unknown:
         raise TypeError(f"unknown argument(s) {unknown} for model {name!r}; it accepts {accepted}")
     model = cls(**kwargs)
-    model.model_name = name
+    model.model_name = name  # type: ignore[assignment]  # torch's __setattr__ stub admits only Tensor / Module
     model.model_kwargs = json.loads(json.dumps(kwargs))
     return model
 

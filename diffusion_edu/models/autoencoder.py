@@ -119,6 +119,7 @@ class Autoencoder(Denoiser):
         emb = self.time_embed(t)  # (B, 4 time_dim)
         z = self.bottleneck(self.encode(x, emb))  # (B, latent_dim)
         if self.num_classes is not None:
+            assert y is not None  # a conditional network always gets labels (resolve_labels fills the null label)
             z = torch.cat([z, one_hot_labels(y, self.num_classes, z.dtype)], dim=1)  # (B, latent_dim + K)
         h = self.from_latent(z).view(-1, *self.bottom)  # (B, C_bottom, H_bottom, W_bottom)
         h = self.decoder[0](h, emb)

@@ -126,8 +126,9 @@ class UNet(Denoiser):
 
         self.time_embed = TimeEmbedding(ch, emb_dim)
         self.label_at = label_at
-        conditional_embedding = num_classes is not None and label_at == "embedding"
-        self.label_embed = LabelEmbedding(num_classes, emb_dim) if conditional_embedding else None
+        self.label_embed = (
+            LabelEmbedding(num_classes, emb_dim) if num_classes is not None and label_at == "embedding" else None
+        )
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
 
         # Down path: record the channel count of every skip tensor.
@@ -190,6 +191,7 @@ class UNet(Denoiser):
             h = block(h, emb)
             skips.append(h)
         if self.label_mid is not None:
+            assert y is not None and self.num_classes is not None  # label_mid: conditional; y filled by resolve_labels
             h = h + self.label_mid(one_hot_labels(y, self.num_classes, h.dtype))[:, :, None, None]  # (B, C, 1, 1)
         h = self.mid(h, emb)
         for block in self.up:

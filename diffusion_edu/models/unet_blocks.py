@@ -26,7 +26,8 @@ def zero_init(module: nn.Module) -> nn.Module:
     """
     for p in module.parameters():
         nn.init.zeros_(p)
-    module.zero_init = True  # tells UNet._init_weights to leave it at zero
+    # tells UNet._init_weights to leave it at zero; torch's __setattr__ stub admits only Tensor / Module values
+    module.zero_init = True  # type: ignore[assignment]
     return module
 
 
