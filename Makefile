@@ -1,7 +1,7 @@
 # diffusion-edu: three entry points. On a fresh machine (Python 3.10+, npm; root for apt-get):
 #   make book       # set up .venv, install, fetch the offline JS from npm, build the site into _build/html
 #   make test       # the same set-up, then everything CI runs (.ci/run calls exactly this):
-#                   # unit tests, the site build + browser test, then every notebook at the smoke tier
+#                   # ruff + mypy (make lint), unit tests, the site build + browser test, then every notebook at the smoke tier
 #                   # (nbval) as Colab runs it: alone in an empty folder, from the wheel in a fresh venv
 #   make notebooks  # re-execute every notebook at a real tier (TIER=cpu by default), storing outputs
 #                   # and widget state in place
@@ -42,7 +42,7 @@ chromium:
 # notebook alone in an empty folder, at the smoke tier under nbval (stored outputs of the cells marked
 # NBVAL_CHECK_OUTPUT compared). COLAB_CHECK=0 skips that step.
 COLAB_CHECK ?= 1
-test: $(STAMP) assets chromium
+test: $(STAMP) assets chromium lint
 	DIFFUSION_EDU_TIER=smoke $(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests $(PYTEST_ARGS)
 	test "$(COLAB_CHECK)" = 0 || $(BIN)/python tools/colab_check.py --jobs $(JOBS)
 
