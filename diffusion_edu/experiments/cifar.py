@@ -40,7 +40,7 @@ from .common import check_tier, ensure_trained, final_loss, result_path, runs_ro
 __all__ = [
     "SMOKE_PER_BATCH", "REFERENCE_SPLITS", "Accelerator", "ACCELERATORS", "MEASURED_RUNS", "check_cifar_tier",
     "cifar10", "count_flops", "network_flops", "measured_utilisation", "plan_estimate", "train_cifar_run",
-    "load_snapshot", "sample_images", "to_uint8", "inception_metrics", "not_measured", "pixel_nearest",
+    "snapshot_network", "sample_images", "to_uint8", "inception_metrics", "not_measured", "pixel_nearest",
     "lpips_nearest", "real_result",
 ]
 
@@ -286,7 +286,7 @@ def train_cifar_run(chapter: str, run: str, config: TrainConfig, tier: str, grid
                                                    "snapshot_steps": snapshot_steps}, tier, time.perf_counter() - t0)
 
 
-def load_snapshot(run_dir: Path, step: int, config: TrainConfig, device: str | torch.device | None = None):
+def snapshot_network(run_dir: Path, step: int, config: TrainConfig, device: str | torch.device | None = None):
     """The network saved at ``step`` by :func:`train_cifar_run` (eval mode) and its schedule, on ``device``."""
     from ..checkpoint import build_network, resolve_device
     from ..schedules import make_schedule

@@ -39,7 +39,10 @@ from ..data import EmbeddedMNIST, ImageDataset
 from ..metrics import (IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, MNISTClassifier, WeightsNotAvailableError,
                        _fid_from_features, _is_from_logits, _kid_from_features, check_metric_images,
                        classifier_outputs, inception_fid_is, load_mnist_classifier, noise_images)
-from .common import Part, ensure_trained, runs_root, save_result, tier_results_dir
+from . import figures
+from .common import Part, chapter_parts, runs_root, save_result
+from .evaluation import book_classifier
+from .store import Cache
 
 __all__ = ["CHAPTER", "PARTS", "MeasuringBudget", "BUDGETS", "DEGRADATIONS", "gaussian_blur", "add_noise",
            "shift_images", "degraded_set", "draw_subsets", "fit_inverse_n", "pixel_features",
@@ -281,33 +284,19 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
             "not_estimated": "Inception FID / IS and LPIPS (networks of other libraries, downloaded in Colab)"}
 
 
-def load_measured_model(tier: str):
+def load_measured_model(tier: str, cache: Cache | None = None):
     """Report E's T1000_linear network at ``tier`` (a :class:`~diffusion_edu.training.LoadedModel`) and
-    where it came from. Trains only the few-step stand-in of the smoke tier and, at the colab tier, that
-    one run (shared with chapter 5) when it is missing; elsewhere an unfinished or missing checkpoint
-    raises with the command that trains it."""
+    where it came from. This never trains: the parts need that run (``Part.needs``), which
+    :func:`~.common.ensure_needs` trains first at the smoke and colab tiers (that one run, not the whole
+    of Report E's training) and refuses elsewhere; a missing or unfinished checkpoint raises with the
+    command that trains it."""
     from ..checkpoint import load_checkpoint
-    from ..presets import TrainConfig
-    from ..training import load_model
     from . import report_e
 
-    if tier == "smoke":
-        ensure_trained(CHAPTER, "model_smoke", report_e.config(MODEL_RUN, tier), tier, progress=False)
-        path = runs_root(tier) / CHAPTER / "model_smoke" / "checkpoint.pt"
-    else:
-        path = runs_root(tier) / MODEL_CHAPTER / MODEL_RUN / "checkpoint.pt"
-        if tier == "colab":  # a chapter opened alone in Colab trains the one network it needs (minutes on a T4)
-            ensure_trained(MODEL_CHAPTER, MODEL_RUN, report_e.config(MODEL_RUN, tier), tier, progress=False)
-    command = f"python -m diffusion_edu experiment {MODEL_CHAPTER} --tier {tier} --only training"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}: this chapter measures Report E's {MODEL_RUN} network; "
-                                f"train it first with: {command}")
+    runs = report_e.store(tier)
+    loaded = runs.load(MODEL_RUN, cache)
+    path = runs.checkpoint(MODEL_RUN)
     state = load_checkpoint(path)
-    steps = TrainConfig.from_dict(state["config"]).steps
-    if int(state["step"]) < steps:
-        raise RuntimeError(f"{path} is at step {state['step']} of {steps}: the run is unfinished (or still "
-                           f"training); finish it with: {command}")
-    loaded = load_model(path, ema=state.get("ema") is not None)
     source = {"checkpoint": f"runs/{tier}/{path.parent.relative_to(runs_root(tier))}/checkpoint.pt",
               "step": int(state["step"]), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
               "ema": state.get("ema") is not None, "train_wall_time_s": float(state.get("wall_time_s", 0.0))}
@@ -352,7 +341,7 @@ def _pool_info(pool: dict[str, Any]) -> dict[str, Any]:
 
 def figure_path(name: str, tier: str) -> Path:
     """Where a part's figure lives: ``results/measuring/figures/<name>.png`` (smoke: under runs/smoke)."""
-    return tier_results_dir(tier) / CHAPTER / "figures" / f"{name}.png"
+    return figures.figure_path(CHAPTER, name, tier)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,16 +377,17 @@ def _conditional_accuracy(logits: torch.Tensor, asked: torch.Tensor) -> dict[str
             "conditional_accuracy_per_class": per_class, "confusion": confusion.tolist()}
 
 
-def run_sample_size_bias(tier: str, progress: bool = True) -> Path:
+def run_sample_size_bias(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """FID / KID / IS against the number of samples, ``seeds`` subsets per count, for four pairs of sets."""
     budget = BUDGETS[tier]
     t0 = time.perf_counter()
     pool = model_pool(tier, progress)
     t_measure = time.perf_counter()
     train, heldout = _train_digits(budget), EmbeddedMNIST("heldout")
-    f_train, l_train = classifier_outputs(train.tensors()[0])
-    f_held, l_held = classifier_outputs(heldout.tensors()[0])
-    f_pool, l_pool = classifier_outputs(pool["images"])
+    clf = book_classifier(cache)
+    f_train, l_train = classifier_outputs(train.tensors()[0], clf)
+    f_held, l_held = classifier_outputs(heldout.tensors()[0], clf)
+    f_pool, l_pool = classifier_outputs(pool["images"], clf)
     counts = [n for n in budget.counts if n <= f_pool.shape[0]]
     label = (lambda s: s) if progress else (lambda s: None)
     curves = {
@@ -473,7 +463,7 @@ def _inception(sets: dict[str, torch.Tensor], reference: torch.Tensor, budget: M
             "fid": {k: v["fid_inception"] for k, v in scores.items()}, "is": {k: v["is_inception"] for k, v in scores.items()}}
 
 
-def run_inception_vs_classifier(tier: str, progress: bool = True) -> Path:
+def run_inception_vs_classifier(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """Every degradation of :data:`DEGRADATIONS`, ``seeds`` random sets of ``degrade_n`` digits each,
     scored against the held-out digits in each feature space of :data:`FEATURE_SPACES`."""
     budget = BUDGETS[tier]
@@ -562,7 +552,7 @@ def _lpips(samples: torch.Tensor, train: torch.Tensor, budget: MeasuringBudget) 
     return {"attempted": True, "available": True, "n": int(d.numel()), "mean": float(d.mean()), "net": "alex"}
 
 
-def run_memorisation(tier: str, progress: bool = True) -> Path:
+def run_memorisation(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """Nearest training digit (pixel L2 over 784 pixels in [-1, 1]) of model samples, of held-out digits
     and of near-copies of training digits; distance statistics, shared histograms, examples."""
     from ..memorisation import nearest_neighbours
@@ -638,7 +628,7 @@ def _save_pairs(samples: torch.Tensor, train_x: torch.Tensor, d: torch.Tensor, i
 PR_SETS = ("none", "10 distinct digits", "2 classes", "blur 1.5", "noise 0.4", "shift 2", "pure noise")
 
 
-def run_precision_recall(tier: str, progress: bool = True) -> Path:
+def run_precision_recall(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """Precision and recall (k = 3, classifier features) with percentile-bootstrap intervals over the
     samples, and FID with its interval, for each set of :data:`PR_SETS` (``degrade_n`` digits) against
     the held-out digits."""
@@ -744,13 +734,16 @@ def fid_comparison(values: dict[str, float], n: int, claimed: list[str] | None =
     return out
 
 
-PARTS: dict[str, Part] = {
-    "sample_size_bias": Part("sample_size_bias", "FID / KID / IS against the number of samples (real digits and "
-                             "Report E's T1000_linear samples), five seeds each", run_sample_size_bias),
-    "inception_vs_classifier": Part("inception_vs_classifier", "degraded real digits in three feature spaces: which "
-                                    "degradations each metric catches", run_inception_vs_classifier),
-    "memorisation": Part("memorisation", "nearest training digits (pixel L2) of samples vs held-out digits",
-                         run_memorisation),
-    "precision_recall": Part("precision_recall", "precision and recall (k-NN manifolds) of real, collapsed and "
-                             "degraded digits, with bootstrap intervals", run_precision_recall),
-}
+_MODEL = ([f"{MODEL_CHAPTER}/training"], (MODEL_RUN,))  # what the parts that sample the model need
+
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("sample_size_bias", "FID / KID / IS against the number of samples (real digits and Report E's "
+         "T1000_linear samples), five seeds each", run_sample_size_bias, *_MODEL),
+    Part("inception_vs_classifier", "degraded real digits in three feature spaces: which degradations each metric "
+         "catches", run_inception_vs_classifier),
+    Part("memorisation", "nearest training digits (pixel L2) of samples vs held-out digits", run_memorisation,
+         *_MODEL),
+    Part("precision_recall", "precision and recall (k-NN manifolds) of real, collapsed and degraded digits, with "
+         "bootstrap intervals", run_precision_recall),
+)

@@ -19,13 +19,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..presets import TrainConfig, get_preset
-from .common import Part, by_tier, check_tier, ensure_trained, final_loss, result_path, runs_root, save_result, \
-    training_curve
+from .common import (Part, by_tier, chapter_parts, check_tier, ensure_trained, final_loss, result_path, runs_root,
+                     save_result, training_curve)
+from .figures import save_grid
 
 __all__ = ["CHAPTER", "PARTS", "OwnDataBudget", "BUDGETS", "config", "smoke_data", "grid_path"]
 
@@ -80,13 +82,13 @@ def grid_path(tier: str | None = None) -> Path:
     return result_path(CHAPTER, "fashion_mnist", check_tier(tier)).parent / GRID
 
 
-def _fashion_mnist(tier: str, progress: bool) -> Path:
+def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
+    """The chapter's one part: it trains its own run (a training part) and then measures it."""
     from ..checkpoint import load_model
     from ..classifier import ClassifierConfig, train_classifier
     from ..data import load_dataset
     from ..generate import generate
     from ..metrics import evaluate
-    from ..viz import save_image_grid
 
     t0 = time.perf_counter()
     b = by_tier(BUDGETS, tier)
@@ -100,7 +102,7 @@ def _fashion_mnist(tier: str, progress: bool) -> Path:
         result = ensure_trained(CHAPTER, RUN, cfg, tier, progress=progress)
         loaded = load_model(out / "checkpoint.pt", device="cpu")
         grid, _ = generate(loaded, b.grid_n, method="ddim", steps=b.sample_steps, seed=1)
-        save_image_grid(grid, grid_path(tier), nrow=10)
+        save_grid(grid, grid_path(tier), nrow=10)
         samples, labels = generate(loaded, b.n_samples, method="ddim", steps=b.sample_steps, seed=2)
         clf_cfg = ClassifierConfig(dataset="fashion-mnist", data_path=root, epochs=b.classifier_epochs,
                                    max_steps=b.classifier_max_steps)
@@ -133,5 +135,5 @@ def _fashion_mnist(tier: str, progress: bool) -> Path:
                                                         "classifier": asdict(clf_cfg)}, tier, time.perf_counter() - t0)
 
 
-PARTS = {"fashion_mnist": Part("fashion_mnist", "quick_mnist on Fashion-MNIST: samples, a Fashion-MNIST feature "
-                               "classifier, FID / KID / IS against the test set", _fashion_mnist)}
+PARTS = chapter_parts(CHAPTER, Part("fashion_mnist", "quick_mnist on Fashion-MNIST: samples, a Fashion-MNIST "
+                                    "feature classifier, FID / KID / IS against the test set", _fashion_mnist))

@@ -7,10 +7,9 @@ one-hot in its middle, as the report describes; samples are drawn 100 per class.
 
 Every evaluation part loads the networks that the ``training`` part trained (it never trains), draws
 ``n`` samples per setting (the same seed, so the same x_T, in every setting), measures them against the
-held-out digits (:func:`~.common.measure`) and saves a grid of the first samples of each class under
-``results/report_a/figures/``. Samples drawn once in a process are reused by the later parts that ask
-for the same setting (same network, sampler, n and seed), so a setting has one set of numbers
-everywhere in the chapter.
+held-out digits (:func:`~.evaluation.measure`) and saves a grid of the first samples of each class under
+``results/report_a/figures/``. Draws are seeded, so a setting has one set of numbers everywhere in the
+chapter; within one run of the chapter (one :class:`~.store.Cache`) each setting is drawn once.
 
     python -m diffusion_edu experiment report_a --tier cpu --threads 1
 """
@@ -19,17 +18,19 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from . import common
-from .common import (EVAL_BUDGETS, Part, by_tier, eval_device, final_loss, have_result, load_result, measure, runs_root,
-                     save_result, tier_results_dir, training_curve)
-from .training_runs import RunSpec, make_config, train_runs
+from .common import (EVAL_BUDGETS, Part, by_tier, chapter_parts, final_loss, have_result, load_result, runs_root,
+                     save_result, training_curve)
+from .evaluation import book_classifier, columns, for_metrics, measure
+from .figures import figures_dir as _figures_dir
+from .figures import save_grid as _save_png
+from .store import Cache, RunStore, record_training
+from .training_runs import RunSpec
 
 CHAPTER = "report_a"
 
@@ -81,13 +82,18 @@ KL_IMAGES = {"smoke": 16, "cpu": 300, "colab": 1005, "gpu": 1005}
 DRAW_BATCH = {"smoke": 100, "cpu": 100}
 
 
+def store(tier: str) -> RunStore:
+    """The chapter's runs at ``tier``."""
+    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier)
+
+
 def config(run: str, tier: str):
     """The TrainConfig of one of :data:`RUNS` at ``tier``."""
-    return make_config(RUNS[run], tier, TIER_OVERRIDES)
+    return store(tier).config(run)
 
 
-def _train(tier: str, progress: bool):
-    return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress)
+def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
+    return record_training(store(tier), progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,21 +152,19 @@ def class_labels(n: int) -> torch.Tensor:
 
 
 def checkpoint_path(run: str, tier: str) -> Path:
-    if run not in RUNS:
-        raise ValueError(f"run must be one of {list(RUNS)}, got {run!r}")
-    return runs_root(tier) / CHAPTER / run / "checkpoint.pt"
+    return store(tier).checkpoint(run)
 
 
 def train_command(tier: str, *parts: str) -> str:
     """The command that trains the chapter's runs at ``tier`` (finished runs are loaded, not retrained),
     then runs ``parts``."""
-    return f"python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training" + "".join(f" {p}" for p in parts)
+    return store(tier).train_command(*parts)
 
 
 def run_status(run: str, tier: str) -> str | None:
     """None when ``run``'s checkpoint at ``tier`` reached its config's steps, else "no checkpoint" or
     "step s of S" (a run the training queue is still training, or never started, is not finished)."""
-    return common.run_status(CHAPTER, run, tier, config(run, tier).steps)
+    return store(tier).status(run)
 
 
 def run_finished(run: str, tier: str) -> bool:
@@ -185,17 +189,7 @@ def missing_runs(part: str, tier: str) -> dict[str, str]:
     "step s of S"} (empty when the part can run)."""
     if part not in PART_RUNS:
         raise ValueError(f"part must be one of {list(PART_RUNS)}, got {part!r}")
-    return {run: why for run in PART_RUNS[part] if (why := run_status(run, tier)) is not None}
-
-
-def require_runs(part: str, tier: str) -> None:
-    """Raise (naming the missing runs and the command that trains them) unless every run of ``part`` is
-    finished at ``tier``. Evaluation parts never train."""
-    missing = missing_runs(part, tier)
-    if missing:
-        what = ", ".join(f"{r} ({why})" for r, why in missing.items())
-        raise RuntimeError(f"{CHAPTER} part {part!r} needs unfinished runs at tier {tier}: {what}; train them "
-                           f"first with: {train_command(tier, part)}")
+    return store(tier).missing(PART_RUNS[part])
 
 
 def training_summary(tier: str) -> dict[str, Any]:
@@ -229,93 +223,53 @@ def training_summary(tier: str) -> dict[str, Any]:
             "hardware": hardware_info(), "missing": missing, "source": "runs' logs (training.json not written yet)"}
 
 
-_MODELS: dict[tuple[str, str], Any] = {}
+def load_run(run: str, tier: str, cache: Cache | None = None):
+    """The trained network of ``run`` at ``tier`` (model, schedule, config) on
+    :func:`~.common.eval_device` (the CPU at the smoke and cpu tiers, the GPU at colab and gpu), loaded
+    once per ``cache``. A missing or unfinished checkpoint raises with the command that trains it."""
+    return store(tier).load(run, cache)
 
 
-def load_run(run: str, tier: str):
-    """The trained network of ``run`` at ``tier`` (model, schedule, config), loaded once, on
-    :func:`~.common.eval_device` (the CPU at the smoke and cpu tiers, the GPU at colab and gpu).
-    A missing or unfinished checkpoint raises with the command that trains it (this never trains)."""
-    key = (run, tier)
-    if key not in _MODELS:
-        from ..training import load_model
-
-        path = checkpoint_path(run, tier)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint {path}: train it first with {train_command(tier)}")
-        why = run_status(run, tier)
-        if why is not None:
-            raise RuntimeError(f"{path} is at {why}: the run is unfinished (or still training); finish it "
-                               f"with {train_command(tier)}")
-        with warnings.catch_warnings():  # Report A's runs keep no EMA: the trained weights are the model
-            warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
-            _MODELS[key] = load_model(path, ema=True, device=eval_device(tier))  # the GPU at colab / gpu
-    return _MODELS[key]
-
-
-_SAMPLES: dict[tuple, tuple[torch.Tensor, float]] = {}
-
-
-def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False) -> tuple[torch.Tensor, float]:
+def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False,
+         cache: Cache | None = None) -> tuple[torch.Tensor, float]:
     """n samples (n / 10 per class) of ``run`` with ``sampler`` and :data:`SEED`, unclamped, and the wall
-    seconds they took when first drawn (a later call with the same arguments returns the same tensor)."""
+    seconds they took when first drawn (a later call with the same arguments and ``cache`` returns the
+    same tensor)."""
     from ..samplers import sample
 
-    key = (run, tier, sampler, n)
-    if key not in _SAMPLES:
-        model, schedule, _ = load_run(run, tier)
+    def make() -> tuple[torch.Tensor, float]:
+        model, schedule, _ = load_run(run, tier, cache)
         g = torch.Generator().manual_seed(SEED)
         t0 = time.perf_counter()
         x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=draw_batch(tier), progress=progress,
                    **sampler.kwargs()).cpu()
-        _SAMPLES[key] = (x, time.perf_counter() - t0)
-    return _SAMPLES[key]
+        return x, time.perf_counter() - t0
+
+    return make() if cache is None else cache.get(("samples", run, tier, sampler, n), make)
 
 
 def figures_dir(tier: str) -> Path:
     """``results/report_a/figures`` (smoke: under ``runs/smoke/results``)."""
-    return tier_results_dir(tier) / CHAPTER / "figures"
+    return _figures_dir(CHAPTER, tier)
 
 
 def save_grid(images: torch.Tensor, path: Path, rows: int = GRID_ROWS) -> None:
     """A PNG of the first ``rows`` samples of each class (class-interleaved images: one column per class)."""
-    from PIL import Image
-
-    from ..viz import image_grid
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(images[: 10 * rows], nrow=10)).save(path, optimize=True)
-
-
-def for_metrics(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Samples made measurable (non-finite values zeroed, all clamped to [-1, 1]) and how much that changed:
-    the fractions of non-finite pixels and of pixels outside [-1, 1], and the largest |pixel|."""
-    finite = torch.isfinite(x)
-    out_of_range = finite & (x.abs() > 1.0 + 1e-6)
-    stats = {"non_finite": float((~finite).float().mean()), "out_of_range": float(out_of_range.float().mean()),
-             "max_abs": float(x[finite].abs().max()) if finite.any() else float("nan")}
-    return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0), stats
+    _save_png(images[: 10 * rows], path, nrow=10, grey=True)
 
 
 def evaluate_setting(run: str, tier: str, sampler: Sampler, n: int, figure: str | None = None,
-                     progress: bool = False) -> dict[str, Any]:
+                     progress: bool = False, cache: Cache | None = None) -> dict[str, Any]:
     """Draw, measure and (optionally) save a grid: FID, KID, IS, conditional accuracy, sampling time."""
-    x, seconds = draw(run, tier, sampler, n, progress)
+    x, seconds = draw(run, tier, sampler, n, progress, cache)
     images, stats = for_metrics(x)
-    metrics = measure(images, class_labels(n), generator=torch.Generator().manual_seed(SEED))
+    metrics = measure(images, class_labels(n), cache=cache, generator=torch.Generator().manual_seed(SEED))
     rec = {"run": run, "sampler": asdict(sampler), "n": n, **metrics, **stats, "sample_seconds": round(seconds, 2),
            "seconds_per_1000": round(1000 * seconds / n, 2)}
     if figure is not None:
         save_grid(images, figures_dir(tier) / f"{figure}.png")
         rec["figure"] = f"figures/{figure}.png"
     return rec
-
-
-def _columns(records: dict[str, dict], keys=("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")) -> dict:
-    """{metric: {setting: value}} from {setting: record}."""
-    keys = [*keys, *(k for k in ("precision", "recall") if any(k in r for r in records.values()))]
-    keys += [f"{k}_interval" for k in keys if any(f"{k}_interval" in r for r in records.values())]
-    return {k: {name: rec.get(k) for name, rec in records.items()} for k in keys}
 
 
 def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
@@ -327,8 +281,8 @@ def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
     return save_result(CHAPTER, part, data, cfg, tier, time.perf_counter() - t0)
 
 
-def _run_configs(runs, tier: str) -> dict[str, dict]:
-    return {r: load_run(r, tier)[2].to_dict() for r in runs}
+def _run_configs(runs, tier: str, cache: Cache) -> dict[str, dict]:
+    return {r: load_run(r, tier, cache)[2].to_dict() for r in runs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,19 +292,18 @@ def _run_configs(runs, tier: str) -> dict[str, dict]:
 _TRAINING_KEYS = ("params", "steps", "batch_size", "train_wall_time_s", "img_per_s", "final_loss")
 
 
-def _denoisers(tier: str, progress: bool) -> Path:
+def _denoisers(tier: str, progress: bool, cache: Cache) -> Path:
     """U-Net vs autoencoder vs VAE, trained with the same steps and batch, sampled the same way."""
-    require_runs('denoisers', tier)
     t0 = time.perf_counter()
     training = training_summary(tier)["data"]
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     recs = {}
     for run in ("unet", "autoencoder", "vae"):
-        recs[run] = evaluate_setting(run, tier, sampler, n, f"denoisers_{run}", progress)
+        recs[run] = evaluate_setting(run, tier, sampler, n, f"denoisers_{run}", progress, cache)
         recs[run]["training"] = {k: training.get(run, {}).get(k) for k in _TRAINING_KEYS}
-    data = {"sampler": sampler.describe(), "n": n, "settings": recs, **_columns(recs),
+    data = {"sampler": sampler.describe(), "n": n, "settings": recs, **columns(recs),
             "params": {r: rec["training"]["params"] for r, rec in recs.items()}}
-    return _save("denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier)}, tier, t0)
+    return _save("denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier, cache)}, tier, t0)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -393,24 +346,23 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
     return out
 
 
-def _parameterization(tier: str, progress: bool) -> Path:
+def _parameterization(tier: str, progress: bool, cache: Cache) -> Path:
     """eps-prediction vs posterior-mean (mu) prediction: samples, and the bound's terms per t."""
-    require_runs('parameterization', tier)
     from ..data import EmbeddedMNIST
 
     t0 = time.perf_counter()
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     runs = {"eps": "unet", "mu": "unet_mu"}
-    recs = {name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress) for name, run in runs.items()}
+    recs = {name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress, cache) for name, run in runs.items()}
     x0, y = EmbeddedMNIST("heldout").tensors()
     k = by_tier(KL_IMAGES, tier)
     x0, y = x0[:k], y[:k]
-    terms = {name: bound_terms(load_run(run, tier)[0], load_run(run, tier)[1], x0, y, KL_TIMESTEPS,
+    terms = {name: bound_terms(load_run(run, tier, cache)[0], load_run(run, tier, cache)[1], x0, y, KL_TIMESTEPS,
                                torch.Generator().manual_seed(SEED)) for name, run in runs.items()}
-    data = {"sampler": sampler.describe(), "n": n, "runs": runs, "settings": recs, **_columns(recs),
+    data = {"sampler": sampler.describe(), "n": n, "runs": runs, "settings": recs, **columns(recs),
             "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}}}
     return _save("parameterization", data, {"sampler": asdict(sampler), "n": n, "bound_images": k,
-                                            "runs": _run_configs(runs.values(), tier)}, tier, t0)
+                                            "runs": _run_configs(runs.values(), tier, cache)}, tier, t0)
 
 
 @torch.no_grad()
@@ -425,7 +377,7 @@ def first_step(model, schedule, x_T: torch.Tensor, y: torch.Tensor, clip_x0: boo
     return {"rms": float(out.x_prev.float().square().mean().sqrt()), "gain": float(schedule.alphas[schedule.T] ** -0.5)}
 
 
-def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any]:
+def _schedule_diagnostics(tier: str, steps: int | None, n: int, cache: Cache) -> dict[str, Any]:
     """How each schedule ends at T and what the first reverse step does, at all T steps and respaced."""
     from ..data import EmbeddedMNIST
     from ..schedules import respace
@@ -436,7 +388,7 @@ def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(SEED))
     diag = {}
     for name, run in SCHEDULE_RUNS.items():
-        model, schedule, _ = load_run(run, tier)
+        model, schedule, _ = load_run(run, tier, cache)
         schedule = schedule.to("cpu")
         ab = schedule.alpha_bar
         rec = {"T": schedule.T, "alpha_bar_T": float(ab[-1]), "signal_T": float(ab[-1].sqrt()),
@@ -459,22 +411,21 @@ def schedule_protocols(tier: str) -> dict[str, Sampler]:
             "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
 
 
-def _schedules(tier: str, progress: bool) -> Path:
+def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     """The four schedules under one protocol, then under Report A's (variance 0, unclipped Eq. 11 mean)."""
-    require_runs('schedules', tier)
     t0 = time.perf_counter()
     book, n = book_sampler(tier), samples_per_setting(tier)
     protocols = schedule_protocols(tier)
     settings: dict[str, dict] = {}
     for pname, sampler in protocols.items():
-        settings[pname] = {name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress)
+        settings[pname] = {name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress, cache)
                            for name, run in SCHEDULE_RUNS.items()}
-    cols = {p: _columns(recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite"))
+    cols = {p: columns(recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite"))
             for p, recs in settings.items()}
     data = {"n": n, "protocols": {p: {"sampler": s.describe(), **cols[p]} for p, s in protocols.items()},
-            **cols["book"], "settings": settings, "diagnostics": _schedule_diagnostics(tier, book.steps, n)}
+            **cols["book"], "settings": settings, "diagnostics": _schedule_diagnostics(tier, book.steps, n, cache)}
     return _save("schedules", data, {"protocols": {p: asdict(s) for p, s in protocols.items()}, "n": n,
-                                     "runs": _run_configs(SCHEDULE_RUNS.values(), tier)}, tier, t0)
+                                     "runs": _run_configs(SCHEDULE_RUNS.values(), tier, cache)}, tier, t0)
 
 
 def nearest_neighbour_labels(images: torch.Tensor) -> torch.Tensor:
@@ -492,9 +443,8 @@ def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
     return [float((pred[labels == c] == c).float().mean()) for c in range(10)]
 
 
-def _conditioning(tier: str, progress: bool) -> Path:
+def _conditioning(tier: str, progress: bool, cache: Cache) -> Path:
     """Conditional accuracy with and without the discriminator term, by two judges."""
-    require_runs('conditioning', tier)
     from ..data import EmbeddedMNIST
     from ..metrics import classifier_outputs
 
@@ -503,20 +453,20 @@ def _conditioning(tier: str, progress: bool) -> Path:
     labels = class_labels(n)
     recs = {}
     for run in ("unet", "unet_disc"):
-        rec = evaluate_setting(run, tier, sampler, n, f"conditioning_{run}", progress)
-        images, _ = for_metrics(draw(run, tier, sampler, n)[0])
-        clf = classifier_outputs(images)[1].argmax(1)
+        rec = evaluate_setting(run, tier, sampler, n, f"conditioning_{run}", progress, cache)
+        images, _ = for_metrics(draw(run, tier, sampler, n, cache=cache)[0])
+        clf = classifier_outputs(images, book_classifier(cache))[1].argmax(1)
         knn = nearest_neighbour_labels(images)
         rec.update(knn_accuracy=float((knn == labels).float().mean()), per_class_classifier=_per_class(clf, labels),
-                   per_class_knn=_per_class(knn, labels), disc_weight=load_run(run, tier)[2].disc_weight)
+                   per_class_knn=_per_class(knn, labels), disc_weight=load_run(run, tier, cache)[2].disc_weight)
         recs[run] = rec
     real, real_labels = EmbeddedMNIST("heldout").tensors()
-    judges = {"classifier_heldout": float((classifier_outputs(real)[1].argmax(1) == real_labels).float().mean()),
+    judges = {"classifier_heldout": float((classifier_outputs(real, book_classifier(cache))[1].argmax(1) == real_labels).float().mean()),
               "knn_heldout": float((nearest_neighbour_labels(real) == real_labels).float().mean())}
     data = {"sampler": sampler.describe(), "n": n, "settings": recs, "judges": judges,
-            **_columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight"))}
+            **columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight"))}
     return _save("conditioning", data, {"sampler": asdict(sampler), "n": n, "knn_reference": "mnist-embedded/train",
-                                        "runs": _run_configs(recs, tier)}, tier, t0)
+                                        "runs": _run_configs(recs, tier, cache)}, tier, t0)
 
 
 FAST_SAMPLERS = {"ddim": Sampler("ddim"), "respaced_beta_tilde": Sampler("ddpm", variance="beta_tilde"),
@@ -528,7 +478,8 @@ def at_steps(base: Sampler, K: int) -> Sampler:
     return Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
 
 
-def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool) -> dict:
+def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool,
+           cache: Cache) -> dict:
     """Every sampler at every K (with n = ks[K] samples): per-sampler lists over K, and the records."""
     keys = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "seconds_per_1000")
     by_sampler: dict[str, dict] = {name: {k: [] for k in keys} for name in samplers}
@@ -536,7 +487,7 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
     for K, n in ks.items():
         for name, base in samplers.items():
             s = at_steps(base, K)
-            rec = evaluate_setting("unet", tier, s, n, f"{prefix}_{name}_K{K}", progress)
+            rec = evaluate_setting("unet", tier, s, n, f"{prefix}_{name}_K{K}", progress, cache)
             settings[name][str(K)] = rec
             for k in keys:
                 by_sampler[name][k].append(rec[k])
@@ -544,47 +495,44 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
     return {"K": list(ks), "n": list(ks.values()), "samplers": by_sampler, "by_K": at_k, "settings": settings}
 
 
-def _fast_sampling(tier: str, progress: bool) -> Path:
+def _fast_sampling(tier: str, progress: bool, cache: Cache) -> Path:
     """DDIM vs respaced DDPM (beta_tilde, and variance 0 as Report A samples) at K steps, quality and time."""
-    require_runs('fast_sampling', tier)
     t0 = time.perf_counter()
     ks = by_tier(FAST_K, tier)
     data = {"describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
-            **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress)}
+            **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache)}
     return _save("fast_sampling", data, {"samplers": {k: asdict(s) for k, s in FAST_SAMPLERS.items()},
-                                         "K_to_n": ks, "run": _run_configs(["unet"], tier)}, tier, t0)
+                                         "K_to_n": ks, "run": _run_configs(["unet"], tier, cache)}, tier, t0)
 
 
 VARIANCE_SAMPLERS = {v: Sampler("ddpm", variance=v) for v in ("zero", "beta", "beta_tilde")}
 
 
-def _variance(tier: str, progress: bool) -> Path:
+def _variance(tier: str, progress: bool, cache: Cache) -> Path:
     """The reverse variance sigma_t^2 = 0 (Report A), beta_t or beta_tilde_t, at a few K and at all T steps."""
-    require_runs('variance', tier)
     t0 = time.perf_counter()
     ks = by_tier(VARIANCE_K, tier)
-    sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress)
+    sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress, cache)
     last = str(max(ks))
     data = {"describe": {name: s.kind() for name, s in VARIANCE_SAMPLERS.items()}, **sweep, "full_K": int(last),
             "full": sweep["by_K"][last]}
     return _save("variance", data, {"samplers": {k: asdict(s) for k, s in VARIANCE_SAMPLERS.items()}, "K_to_n": ks,
-                                    "run": _run_configs(["unet"], tier)}, tier, t0)
+                                    "run": _run_configs(["unet"], tier, cache)}, tier, t0)
 
 
-def _pretrained(tier: str, progress: bool) -> Path:
+def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
-    require_runs('pretrained', tier)
     from ..pretrained import PRETRAINED_DIR, export_pretrained
 
     t0 = time.perf_counter()
-    cfg = load_run("unet", tier)[2]
+    cfg = load_run("unet", tier, cache)[2]
     folder = runs_root("smoke") / "pretrained" if tier == "smoke" else PRETRAINED_DIR
     dest = export_pretrained(checkpoint_path("unet", tier), CHAPTER, folder=folder, source={
         "tier": tier, "chapter": CHAPTER, "run": "unet", "preset": RUNS["unet"][0], "dataset": cfg.dataset})
     from ..models import count_parameters
 
     data = {"name": CHAPTER, "file": dest.name, "bytes": dest.stat().st_size, "run": "unet",
-            "params": count_parameters(load_run("unet", tier)[0]), "steps": cfg.steps}
+            "params": count_parameters(load_run("unet", tier, cache)[0]), "steps": cfg.steps}
     return _save("pretrained", data, {"run": cfg.to_dict()}, tier, t0)
 
 
@@ -631,17 +579,20 @@ def planned_evaluations(tier: str) -> dict[str, int]:
             "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n}
 
 
-PARTS: dict[str, Part] = {
-    "training": Part("training", "train the eight Report A networks (T=400) and record their curves", _train),
-    "denoisers": Part("denoisers", "U-Net vs autoencoder vs VAE at the same budget", _denoisers, ["training"]),
-    "parameterization": Part("parameterization", "eps vs posterior-mean prediction; the bound per t", _parameterization,
-                             ["training"]),
-    "schedules": Part("schedules", "four schedules under one protocol, and under Report A's sampler", _schedules,
-                      ["training"]),
-    "conditioning": Part("conditioning", "conditional accuracy with and without the discriminator term", _conditioning,
-                         ["training"]),
-    "fast_sampling": Part("fast_sampling", "DDIM vs respaced DDPM at K = 5..400 steps: quality and time",
-                          _fast_sampling, ["training"]),
-    "variance": Part("variance", "reverse variance 0 vs beta vs beta_tilde", _variance, ["training"]),
-    "pretrained": Part("pretrained", "ship the reference U-Net with the package", _pretrained, ["training"]),
-}
+
+def _evaluation(name: str, description: str, fn) -> Part:
+    """An evaluation part: it needs the training part's runs of :data:`PART_RUNS` and never trains."""
+    return Part(name, description, fn, ["training"], PART_RUNS[name])
+
+
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("training", "train the eight Report A networks (T=400) and record their curves", _train),
+    _evaluation("denoisers", "U-Net vs autoencoder vs VAE at the same budget", _denoisers),
+    _evaluation("parameterization", "eps vs posterior-mean prediction; the bound per t", _parameterization),
+    _evaluation("schedules", "four schedules under one protocol, and under Report A's sampler", _schedules),
+    _evaluation("conditioning", "conditional accuracy with and without the discriminator term", _conditioning),
+    _evaluation("fast_sampling", "DDIM vs respaced DDPM at K = 5..400 steps: quality and time", _fast_sampling),
+    _evaluation("variance", "reverse variance 0 vs beta vs beta_tilde", _variance),
+    _evaluation("pretrained", "ship the reference U-Net with the package", _pretrained),
+)

@@ -27,11 +27,12 @@ import torch
 from ..metrics import WeightsNotAvailableError
 from ..presets import TrainConfig, get_preset
 from .cifar import (
-    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, lpips_nearest, measured_utilisation,
+    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, snapshot_network, lpips_nearest, measured_utilisation,
     network_flops, not_measured, pixel_nearest, plan_estimate, sample_images, single_process, train_cifar_run,
 )
-from .common import Part, result_path, runs_root, save_result
+from .common import Part, chapter_parts, result_path, runs_root, save_result
 
+tier_check = check_cifar_tier  # the tier ensure_needs accepts (never cpu)
 CHAPTER = "report_b"
 RUN = "b_cifar10_cfg"
 
@@ -83,10 +84,8 @@ def colab_plan() -> dict[str, Any]:
 def _model(tier: str, progress: bool, part: str):
     single_process(part)
     cfg = config(tier)
-    run_dir = runs_root(tier) / CHAPTER / RUN
-    if tier == "smoke" and not (run_dir / "checkpoint.pt").is_file():
-        _train(tier, progress)
-    return load_snapshot(run_dir, cfg.steps, cfg)
+    run_dir = runs_root(tier) / CHAPTER / RUN  # trained by the part "training" (Part.needs)
+    return snapshot_network(run_dir, cfg.steps, cfg)
 
 
 def _labels(n: int) -> torch.Tensor:
@@ -121,7 +120,7 @@ def measured_h100_estimate(costs: dict[str, Any], results: Any = None) -> dict[s
 # ---- parts -------------------------------------------------------------------------------------------
 
 
-def _costs(tier: str, progress: bool):
+def _costs(tier: str, progress: bool, cache: Any = None):
     single_process("costs")
     t0 = time.perf_counter()
     cfg = get_preset("b_cifar10_cfg")
@@ -135,14 +134,14 @@ def _costs(tier: str, progress: bool):
                                                 "sampling_colab": SAMPLING["colab"]}, tier, time.perf_counter() - t0)
 
 
-def _train(tier: str, progress: bool):
+def _train(tier: str, progress: bool, cache: Any = None):
     check_cifar_tier(tier)
     cfg = config(tier)
     return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], [cfg.steps], progress,
                            grid_n=100 if tier != "smoke" else 10)
 
 
-def _guidance(tier: str, progress: bool):
+def _guidance(tier: str, progress: bool, cache: Any = None):
     """Samples for each guidance weight w (balanced classes): a grid per w and, online, Inception IS / FID."""
     check_cifar_tier(tier)
     t0 = time.perf_counter()
@@ -182,7 +181,7 @@ def _neighbours(samples: torch.Tensor, train: torch.Tensor) -> dict[str, Any]:
     return out
 
 
-def _nearest(tier: str, progress: bool):
+def _nearest(tier: str, progress: bool, cache: Any = None):
     """Report B's memorisation check on 100 samples, and the same check on 100 held-out test images: the
     distance a new image from the data distribution has to its nearest training image (the baseline)."""
     check_cifar_tier(tier)
@@ -216,7 +215,7 @@ def _nearest(tier: str, progress: bool):
                        time.perf_counter() - t0)
 
 
-def _interpolation(tier: str, progress: bool):
+def _interpolation(tier: str, progress: bool, cache: Any = None):
     """Rows of images decoded by deterministic DDIM from starting noises on the great circle between two
     draws of x_T (``diffusion_edu.guidance.interpolate``), one class per row; plus the norms that show
     why the circle and not the straight line."""
@@ -248,13 +247,14 @@ def _interpolation(tier: str, progress: bool):
                        time.perf_counter() - t0)
 
 
-PARTS: dict[str, Part] = {
-    "costs": Part("costs", "count FLOPs of the improved U-Net; estimate the colab tier on a T4 and 1M steps on a GPU", _costs),
-    "training": Part("training", "train the class-conditional improved U-Net with 10% label dropout, grids at several steps", _train),
-    "guidance": Part("guidance", "guided samples for a sweep of w: grids, and Inception IS / FID online", _guidance,
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("costs", "count FLOPs of the improved U-Net; estimate the colab tier on a T4 and 1M steps on a GPU", _costs),
+    Part("training", "train the class-conditional improved U-Net with 10% label dropout, grids at several steps", _train),
+    Part("guidance", "guided samples for a sweep of w: grids, and Inception IS / FID online", _guidance,
                      needs=["training"]),
-    "nearest_neighbours": Part("nearest_neighbours", "nearest training images of 100 samples and of 100 test images "
+    Part("nearest_neighbours", "nearest training images of 100 samples and of 100 test images "
                                "(LPIPS online, pixel L2 always)", _nearest, needs=["training"]),
-    "interpolation": Part("interpolation", "deterministic DDIM from noises on a great circle between two x_T",
+    Part("interpolation", "deterministic DDIM from noises on a great circle between two x_T",
                           _interpolation, needs=["training"]),
-}
+)

@@ -36,11 +36,13 @@ from ..presets import TrainConfig, get_preset
 from ..results import read_results
 from ..metrics import WeightsNotAvailableError
 from .cifar import (
-    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, measured_utilisation, network_flops,
+    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, snapshot_network, measured_utilisation, network_flops,
     not_measured, plan_estimate, sample_images, single_process, train_cifar_run,
 )
-from .common import Part, result_path, runs_root, save_result
+from .figures import save_grid
+from .common import Part, chapter_parts, result_path, runs_root, save_result
 
+tier_check = check_cifar_tier  # the tier ensure_needs accepts (never cpu)
 CHAPTER = "report_c"
 RUN = "c_cifar10"
 
@@ -105,7 +107,7 @@ def colab_plan() -> dict[str, Any]:
 # ---- parts -------------------------------------------------------------------------------------------
 
 
-def _costs(tier: str, progress: bool):
+def _costs(tier: str, progress: bool, cache: Any = None):
     """FLOPs counted on the actual networks, the utilisation of two published runs, and what they
     imply: the colab tier's duration on a T4, the paper's 800k steps on a current GPU."""
     single_process("costs")
@@ -178,28 +180,26 @@ def _gpu_benchmark(train_images: int) -> dict[str, Any] | None:
             "device": rec["hardware"].get("gpu"), "tier": rec["tier"]}
 
 
-def _train(tier: str, progress: bool):
+def _train(tier: str, progress: bool, cache: Any = None):
     check_cifar_tier(tier)
     cfg = config(tier)
     return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], EVAL[tier]["steps"], progress,
                            grid_n=64 if tier != "smoke" else 4)
 
 
-def _evaluate(tier: str, progress: bool):
+def _evaluate(tier: str, progress: bool, cache: Any = None):
     """Sample from each evaluated checkpoint and measure Inception IS and FID (against the CIFAR-10
     training and test sets) on the first n samples for each n; offline: recorded as not measured."""
     check_cifar_tier(tier)
     single_process("evaluation")
     t0 = time.perf_counter()
     cfg, ev = config(tier), EVAL[tier]
-    run_dir = runs_root(tier) / CHAPTER / RUN
-    if tier == "smoke" and not (run_dir / "checkpoint.pt").is_file():
-        _train(tier, progress)
+    run_dir = runs_root(tier) / CHAPTER / RUN  # trained by the part "training" (Part.needs)
     refs = {name: cifar10(split, tier).images for name, split in REFERENCE_SPLITS.items()}  # uint8
     rows, grids, walls = [], {}, {}
     grid_dir = result_path(CHAPTER, "evaluation", tier).parent / "evaluation_grids"
     for step in ev["steps"]:
-        model, schedule = load_snapshot(run_dir, step, cfg)
+        model, schedule = snapshot_network(run_dir, step, cfg)
         samples, wall = sample_images(model, schedule, max(ev["n"]), method=ev["method"], steps=ev["sampling_steps"],
                                       batch_size=ev["batch_size"], seed=step, progress=progress)
         walls[str(step)] = wall
@@ -217,9 +217,7 @@ def _evaluate(tier: str, progress: bool):
 
 
 def _save_grid(images: torch.Tensor, path) -> str:
-    from ..viz import save_image_grid
-
-    save_image_grid(images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images, path, nrow=8)
+    save_grid(images, path, nrow=8)
     return f"{path.parent.name}/{path.name}"
 
 
@@ -228,9 +226,10 @@ def _closest(rows: list[dict], step: int, n: int) -> dict[str, Any]:
     return dict(min(rows, key=lambda r: (abs(r["step"] - step), abs(r["n"] - n))))
 
 
-PARTS: dict[str, Part] = {
-    "costs": Part("costs", "count FLOPs of the 35.7M U-Net; estimate the colab tier on a T4 and 800k steps on a GPU", _costs),
-    "training": Part("training", "train Ho et al.'s U-Net on CIFAR-10 (colab: 3k steps; gpu: 800k), grids at several steps", _train),
-    "evaluation": Part("evaluation", "Inception IS / FID vs the training and test sets at 1k / 10k / 50k samples",
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("costs", "count FLOPs of the 35.7M U-Net; estimate the colab tier on a T4 and 800k steps on a GPU", _costs),
+    Part("training", "train Ho et al.'s U-Net on CIFAR-10 (colab: 3k steps; gpu: 800k), grids at several steps", _train),
+    Part("evaluation", "Inception IS / FID vs the training and test sets at 1k / 10k / 50k samples",
                        _evaluate, needs=["training"]),
-}
+)

@@ -17,9 +17,10 @@ Parts, each writing ``results/report_d/<part>.json`` and PNG figures under ``res
 - ``pretrained``: the GELU CNN (T=1000) shipped as ``load_pretrained("report_d")``.
 
 Every evaluation compares unconditional samples with the 1,005 held-out digits (classifier-feature FID,
-KID, IS; :func:`~diffusion_edu.experiments.common.measure`). The cpu-tier parts after ``training`` need
-the finished runs they evaluate (not all seven: a part can run while the queue trains the others) and
-never train: they stop with the command to run when a run is missing or unfinished.
+KID, IS; :func:`~diffusion_edu.experiments.evaluation.measure`). The parts after ``training`` need the
+finished runs they evaluate (each part's ``runs``; not all seven: a part can run while the queue trains
+the others) and never train: at the cpu and gpu tiers they stop with the command to run when a run is
+missing or unfinished (:func:`~.common.ensure_needs`).
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from ..forward import q_sample
 from ..metrics import classifier_outputs
 from ..presets import TrainConfig
 from ..samplers import sample
-from ..viz import save_image_grid
-from .common import (EVAL_BUDGETS, Part, by_tier, eval_device, final_loss, have_result, heldout_reference, load_result, measure,
-                     run_status, runs_root, save_result, tier_results_dir, training_curve)
-from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
+from .common import EVAL_BUDGETS, Part, by_tier, chapter_parts, have_result, load_result, runs_root, save_result
+from .evaluation import book_classifier, heldout_reference, measure
+from .figures import figure_path, relative, save_grid
+from .store import Cache, RunStore, load_snapshot, record_training
+from .training_runs import RunSpec
 
 __all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "trained_epochs", "load_run", "load_snapshot",
            "generate", "gaussian_data_prior", "probe_accuracy", "step_change", "run_finished"]
@@ -65,7 +67,6 @@ RUNS: dict[str, RunSpec] = {
     "cold_columns_random_g4": ("d_cold_columns", {"cold_group": 4, "T": 7, **_COLD_CPU}),
     "cold_rows_random": ("d_cold_columns", {"cold_axis": "rows", **_COLD_CPU}),
 }
-DDPM_RUNS = ("cnn", "cnn_selu")
 COLD_RUNS = tuple(r for r in RUNS if r.startswith("cold_"))
 CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID / IS per epoch for these
 COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
@@ -132,13 +133,21 @@ REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
 }
 
 
+SNAPSHOTS = True  # the runs save their weights every epoch (the curves are measured after training)
+
+
+def store(tier: str) -> RunStore:
+    """The chapter's runs at ``tier``."""
+    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier)
+
+
 def config(run: str, tier: str) -> TrainConfig:
     """The TrainConfig of one of :data:`RUNS` at ``tier``."""
-    return make_config(RUNS[run], tier, TIER_OVERRIDES)
+    return store(tier).config(run)
 
 
-def _train(tier: str, progress: bool):
-    return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress, snapshots=True)
+def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
+    return record_training(store(tier), progress, snapshots=SNAPSHOTS)
 
 
 def colab_plan(tier: str = "colab") -> dict[str, Any]:
@@ -172,60 +181,25 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _training(tier: str, progress: bool) -> dict[str, Any]:
-    """training.json's record. The smoke tier trains its tiny runs when they are missing; a real tier
-    never trains here (a run of about 70 minutes must not start as a side effect of an evaluation)."""
-    if not have_result(CHAPTER, "training", tier):
-        if tier != "smoke":
-            raise FileNotFoundError(
-                f"Report D's runs are not trained at tier {tier!r} (no results/{CHAPTER}/training.json). Train them "
-                f"first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
-        _train(tier, progress)
-    return load_result(CHAPTER, "training", tier)
-
-
 def run_finished(run: str, tier: str) -> bool:
     """Whether the run's checkpoint has reached its configured number of steps."""
-    return run_status(CHAPTER, run, tier, config(run, tier).steps) is None
+    return store(tier).finished(run)
 
 
-def _runs_needed(tier: str, runs: tuple[str, ...], progress: bool) -> dict[str, dict[str, Any]]:
-    """The loss curve and final loss of the ``runs`` a part evaluates: from training.json when it exists,
-    else from the runs' own logs once each of them is finished (a part then need not wait for runs it does
-    not use). Never trains at a real tier: an unfinished run stops with the training command."""
-    if tier == "smoke" or have_result(CHAPTER, "training", tier):
-        summary = _training(tier, progress)["data"]
+def _summaries(tier: str, runs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The loss curve and final loss of the ``runs`` a part evaluates (finished: :func:`~.common.ensure_needs`
+    saw to it): from training.json when the training part wrote it, else from the runs' own logs."""
+    if have_result(CHAPTER, "training", tier):
+        summary = load_result(CHAPTER, "training", tier)["data"]
         return {run: summary[run] for run in runs}
-    missing = [run for run in runs if not run_finished(run, tier)]
-    if missing:
-        raise FileNotFoundError(
-            f"Report D's runs {missing} are not finished at tier {tier!r} (and there is no results/{CHAPTER}/"
-            f"training.json). Train them first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
-    out = {}
-    for run in runs:
-        curve = training_curve(runs_root(tier) / CHAPTER / run)
-        out[run] = {"curve": curve, "final_loss": final_loss(curve)}
-    return out
+    return {run: store(tier).summary(run) for run in runs}
 
 
 def load_run(run: str, tier: str, device: str | torch.device | None = None):
     """The finished run's network (eval mode, ``parameterization`` set), schedule or degradation, config,
-    on ``device`` (default :func:`~.common.eval_device`: the CPU at smoke / cpu, the GPU at colab / gpu)."""
-    from ..training import load_model
-
-    path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}: python -m diffusion_edu experiment {CHAPTER} --tier {tier} "
-                                "--only training")
-    return load_model(path, ema=False, device=device or eval_device(tier))  # Report D keeps no EMA
-
-
-def load_snapshot(model: torch.nn.Module, path: str | os.PathLike) -> int:
-    """Load a per-epoch snapshot (``snapshots/step_NNNNNNN.pt``) into ``model``; returns its step."""
-    snap = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
-    model.load_state_dict(snap["state_dict"])
-    model.eval()
-    return int(snap["step"])
+    on ``device`` (default :func:`~.common.eval_device`: the CPU at smoke / cpu, the GPU at colab / gpu).
+    Never cached: the parts load per-epoch snapshots into it."""
+    return store(tier).load(run, device=device)  # Report D keeps no EMA: the trained weights
 
 
 def _epoch_steps(cfg: TrainConfig) -> int:
@@ -258,9 +232,9 @@ def _snapshots(run: str, tier: str) -> list[tuple[float, Path]]:
     """(epoch, path) of every snapshot of the run, in order; epochs may be fractional at the smoke tier."""
     cfg = config(run, tier)
     per = _epoch_steps(cfg)
-    paths = snapshot_paths(CHAPTER, run, tier)
+    paths = store(tier).snapshots(run)
     if not paths:
-        raise FileNotFoundError(f"run {run!r} at tier {tier!r} has no snapshots under {runs_root(tier) / CHAPTER / run}")
+        raise FileNotFoundError(f"run {run!r} at tier {tier!r} has no snapshots under {store(tier).folder(run)}")
     return [(round(int(p.stem.split("_")[1]) / per, 3), p) for p in paths]
 
 
@@ -326,22 +300,19 @@ def _seeded(*keys: Any) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(0, CHAPTER, *[str(k) for k in keys]))
 
 
-def _metrics(images: torch.Tensor, *keys: Any) -> dict[str, Any]:
+def _metrics(images: torch.Tensor, cache: Cache, *keys: Any) -> dict[str, Any]:
     """measure() against the held-out digits, plus the classifier's histogram of the samples' classes."""
-    out = measure(images, generator=_seeded("metrics", *keys))
-    _, logits = classifier_outputs(images)
+    out = measure(images, cache=cache, generator=_seeded("metrics", *keys))
+    _, logits = classifier_outputs(images, book_classifier(cache))
     hist = torch.bincount(logits.argmax(1), minlength=10).double() / images.shape[0]
     out["class_fractions"] = hist.tolist()
     out["class_entropy_bits"] = float(-(hist[hist > 0] * hist[hist > 0].log2()).sum()) + 0.0  # not -0.0
     return out
 
 
-def _figures(tier: str) -> Path:
-    return tier_results_dir(tier) / CHAPTER / "figures"
-
-
-def _rel(path: Path, tier: str) -> str:
-    return str(path.relative_to(tier_results_dir(tier)))
+def _figure(name: str, images: torch.Tensor, tier: str, nrow: int) -> str:
+    """Save a grid ``results/report_d/figures/<name>.png``; its name relative to the results folder."""
+    return relative(save_grid(images, figure_path(CHAPTER, name, tier), nrow=nrow), tier)
 
 
 def _bar(total: int, desc: str, progress: bool):
@@ -394,9 +365,9 @@ def _loss_curve(record: dict[str, Any], per: int) -> dict[str, list]:
             "epoch_index": sorted(by_epoch), "epoch_mean_loss": [sum(v) / len(v) for _, v in sorted(by_epoch.items())]}
 
 
-def _curves(tier: str, progress: bool) -> Path:
+def _curves(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
-    summary = _runs_needed(tier, CURVE_RUNS, progress)
+    summary = _summaries(tier, CURVE_RUNS)
     ev, b = _eval(tier), _budget(tier)
     data: dict[str, Any] = {"runs": {}, "final": {}, "final_fid": {}, "final_is": {}}
     for run in CURVE_RUNS:
@@ -410,7 +381,7 @@ def _curves(tier: str, progress: bool) -> Path:
             # the same x_T and the same sampling noise at every epoch: the curve shows the network changing
             images = generate(model, process, b.curve_n, generator=_seeded("curve", run), steps=ev.steps,
                               prior=prior, batch_size=ev.batch_size)
-            m = _metrics(images, "curve", run)
+            m = _metrics(images, cache, "curve", run)
             rec["epoch"].append(epoch)
             for k in ("fid", "is", "is_std", "kid_mean"):
                 rec[k].append(m[k])
@@ -426,15 +397,14 @@ def _curves(tier: str, progress: bool) -> Path:
         images = generate(model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior,
                           batch_size=ev.batch_size)
         sample_s = time.perf_counter() - start
-        final = _metrics(images, "final", run)
+        final = _metrics(images, cache, "final", run)
         final.update(epoch=rec["epoch"][-1], steps=ev.steps or process.T, sampler=_sampler(process, ev.steps, prior),
                      sample_wall_s=round(sample_s, 2))
         data["final"][run] = final
         data["final_fid"][run], data["final_is"][run] = final["fid"], final["is"]
         if "fid_interval" in final:
             data.setdefault("final_fid_interval", {})[run] = final["fid_interval"]
-        save_image_grid(images[:64], _figures(tier) / f"final_{run}.png", nrow=16)
-        data["final"][run]["figure"] = _rel(_figures(tier) / f"final_{run}.png", tier)
+        data["final"][run]["figure"] = _figure(f"final_{run}", images[:64], tier, nrow=16)
     cfg_out = {"curve_n": b.curve_n, "final_n": ev.n, "steps": ev.steps, "reference": "mnist-embedded/heldout",
                "runs": list(CURVE_RUNS), "prior_components": b.prior_components,
                "note": "every epoch's samples start from the same x_T with the same sampling noise"}
@@ -446,9 +416,8 @@ def _curves(tier: str, progress: bool) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _samples(tier: str, progress: bool) -> Path:
+def _samples(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
-    _runs_needed(tier, CURVE_RUNS, progress)
     b = _budget(tier)
     data: dict[str, Any] = {"runs": {}, "report_epochs": list(REPORT_EPOCHS), "report_total_epochs": REPORT_TOTAL_EPOCHS}
     for run in CURVE_RUNS:
@@ -463,11 +432,9 @@ def _samples(tier: str, progress: bool) -> Path:
             epoch, path = snaps[k - 1]
             load_snapshot(model, path)
             images = generate(model, process, b.grid_n, generator=_seeded("grid", run), steps=b.grid_steps, prior=prior)
-            fig = _figures(tier) / f"samples_{run}_epoch{k:03d}.png"
-            save_image_grid(images, fig, nrow=b.grid_n)
             rec["epochs"].append(epoch)
-            rec["figures"].append(_rel(fig, tier))
-            rec["predicted_classes"].append(classifier_outputs(images)[1].argmax(1).tolist())
+            rec["figures"].append(_figure(f"samples_{run}_epoch{k:03d}", images, tier, nrow=b.grid_n))
+            rec["predicted_classes"].append(classifier_outputs(images, book_classifier(cache))[1].argmax(1).tolist())
             bar.update(1)
         bar.close()
         data["runs"][run] = rec
@@ -524,7 +491,8 @@ def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, tes
 
 
 @torch.no_grad()
-def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[dict, dict]:
+def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, batch: int,
+             classifier: Any = None) -> tuple[dict, dict]:
     """Restore D(x0, T) three ways: R's one-shot guess R(x_T, T), Algorithm 1 and Algorithm 2."""
     x_T = D.degrade(x0, D.T)
     T = torch.full((batch,), D.T, dtype=torch.int64)
@@ -538,7 +506,7 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
     outs = {name: out.clamp(-1, 1) for name, out in raw.items()}
     stats = {}
     for name, out in outs.items():
-        pred = classifier_outputs(out)[1].argmax(1)
+        pred = classifier_outputs(out, classifier)[1].argmax(1)
         stats[name] = {
             "mse": float((out - x0).square().mean()), "l1": float((out - x0).abs().mean()),
             "accuracy": float((pred == y).double().mean()),
@@ -550,9 +518,9 @@ def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, ba
     return stats, {"x_T": x_T, **outs}
 
 
-def _cold(tier: str, progress: bool) -> Path:
+def _cold(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
-    summary = _runs_needed(tier, COLD_RUNS, progress)
+    summary = _summaries(tier, COLD_RUNS)
     ev, b = _eval(tier), _budget(tier)
     n_gen = b.cold_n or ev.n
     heldout = EmbeddedMNIST("heldout").subset(b.restore_n)
@@ -570,10 +538,9 @@ def _cold(tier: str, progress: bool) -> Path:
         rec: dict[str, Any] = {"axis": D.axis, "order": D.order_name, "group": D.group, "T": D.T,
                                "line_order": D.order, "final_loss": summary[run]["final_loss"],
                                "loss": cfg.loss}
-        rec["restoration"], outs = _restore(model, D, x0, y, ev.batch_size)
+        rec["restoration"], outs = _restore(model, D, x0, y, ev.batch_size, book_classifier(cache))
         grid = torch.cat([x0[pick]] + [outs[k][pick] for k in ("x_T", "direct", "alg1", "alg2")])
-        save_image_grid(grid, _figures(tier) / f"cold_restore_{run}.png", nrow=len(pick))
-        rec["restore_figure"] = _rel(_figures(tier) / f"cold_restore_{run}.png", tier)
+        rec["restore_figure"] = _figure(f"cold_restore_{run}", grid, tier, nrow=len(pick))
         prior = _cold_prior(D, run, tier)
         x_T = prior.sample(n_gen, generator=_seeded("generate", run))
         rec["generation"] = {}
@@ -581,15 +548,14 @@ def _cold(tier: str, progress: bool) -> Path:
         for alg in (1, 2):
             raw = generate(model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
             gen[alg] = raw.clamp(-1, 1)
-            m = _metrics(gen[alg], "cold", run)
+            m = _metrics(gen[alg], cache, "cold", run)
             m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
             rec["generation"][f"alg{alg}"] = m
         rec["generation_fid"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
         if "fid_interval" in rec["generation"]["alg1"]:
             rec["generation_fid_interval"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid_interval"] for a in (1, 2)}
-        save_image_grid(torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), _figures(tier) / f"cold_generate_{run}.png",
-                        nrow=10)
-        rec["generate_figure"] = _rel(_figures(tier) / f"cold_generate_{run}.png", tier)
+        rec["generate_figure"] = _figure(f"cold_generate_{run}", torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), tier,
+                                         nrow=10)
         rec["step_change"] = step_change(D, all_held_x)
         key = f"{D.axis}/g{D.group}"
         if key not in data["probe"]:  # D(x, T) does not depend on the order: one probe per axis and group
@@ -613,23 +579,20 @@ def _cold(tier: str, progress: bool) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _comparison(tier: str, progress: bool) -> Path:
+def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
     from ..memorisation import nearest_neighbours
 
     t0 = time.perf_counter()
-    _runs_needed(tier, COMPARISON_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     train_x = EmbeddedMNIST("train").tensors()[0]
     rows: dict[str, dict[str, Any]] = {}
 
     def add(name: str, run: str, images: torch.Tensor, seconds: float, nfe: int, sampler: str, start: str) -> None:
-        m = _metrics(images, "comparison")
+        m = _metrics(images, cache, "comparison")
         dist, _ = nearest_neighbours(images, train_x)
         m.update(run=run, sampler=sampler, start=start, nfe=nfe, sample_s_per_1000=round(1000 * seconds / len(images), 2),
                  nn_distance_mean=float(dist.mean()), nn_distance_median=float(dist.median()))
-        fig = _figures(tier) / f"comparison_{name}.png"
-        save_image_grid(images[:20], fig, nrow=10)
-        m["figure"] = _rel(fig, tier)
+        m["figure"] = _figure(f"comparison_{name}", images[:20], tier, nrow=10)
         rows[name] = m
 
     jobs = [("cnn", K) for K in b.compare_steps] + [("cnn_selu", b.selu_steps)]
@@ -657,8 +620,8 @@ def _comparison(tier: str, progress: bool) -> Path:
     bar.update(1)
     real = EmbeddedMNIST("train")
     idx = torch.randperm(len(real), generator=_seeded("floor"))[:ev.n]
-    floor = _metrics(real.batch(idx)[0], "comparison")
-    held = heldout_reference()
+    floor = _metrics(real.batch(idx)[0], cache, "comparison")
+    held = heldout_reference(cache)
     dist, _ = nearest_neighbours(held, train_x)
     floor.update(nn_distance_mean_heldout=float(dist.mean()), nn_distance_median_heldout=float(dist.median()))
     bar.update(1)
@@ -676,15 +639,14 @@ def _comparison(tier: str, progress: bool) -> Path:
     return save_result(CHAPTER, "comparison", data, cfg_out, tier, time.perf_counter() - t0)
 
 
-def _pretrained(tier: str, progress: bool) -> Path:
+def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the GELU CNN at T=1000 (``load_pretrained("report_d")``); the smoke tier writes a throwaway copy.
     It needs only that run, finished, not the other six."""
     from ..models import count_parameters
     from ..pretrained import export_pretrained
 
     t0 = time.perf_counter()
-    _runs_needed(tier, (PRETRAINED_RUN,), progress)
-    ckpt = runs_root(tier) / CHAPTER / PRETRAINED_RUN / "checkpoint.pt"
+    ckpt = store(tier).checkpoint(PRETRAINED_RUN)
     model, _, cfg = load_run(PRETRAINED_RUN, tier)
     source = {"tier": tier, "chapter": CHAPTER, "run": PRETRAINED_RUN, "preset": RUNS[PRETRAINED_RUN][0],
               "dataset": cfg.dataset, "epochs": run_epochs(PRETRAINED_RUN, tier)}
@@ -695,16 +657,17 @@ def _pretrained(tier: str, progress: bool) -> Path:
     return save_result(CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t0)
 
 
-PARTS: dict[str, Part] = {
-    "training": Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
-    "curves": Part("curves", "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers",
-                   _curves, needs=["training"]),
-    "samples": Part("samples", "sample grids at the report's epochs (1, 20, 40, 60, 100 of 100, scaled)",
-                    _samples, needs=["training"]),
-    "cold": Part("cold", "cold diffusion: restoration, Algorithms 1 vs 2, generation, rows vs columns, orders",
-                 _cold, needs=["training"]),
-    "comparison": Part("comparison", "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)",
-                       _comparison, needs=["training"]),
-    "pretrained": Part("pretrained", "ship the GELU CNN (T=1000) as load_pretrained('report_d')", _pretrained,
-                       needs=["training"]),
-}
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
+    Part("curves", "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers", _curves,
+         ["training"], CURVE_RUNS),
+    Part("samples", "sample grids at the report's epochs (1, 20, 40, 60, 100 of 100, scaled)", _samples,
+         ["training"], CURVE_RUNS),
+    Part("cold", "cold diffusion: restoration, Algorithms 1 vs 2, generation, rows vs columns, orders", _cold,
+         ["training"], COLD_RUNS),
+    Part("comparison", "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)", _comparison,
+         ["training"], COMPARISON_RUNS),
+    Part("pretrained", "ship the GELU CNN (T=1000) as load_pretrained('report_d')", _pretrained, ["training"],
+         (PRETRAINED_RUN,)),
+)

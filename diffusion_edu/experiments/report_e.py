@@ -28,8 +28,12 @@ from typing import Any
 import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
-from .common import EVAL_BUDGETS, Part, ensure_trained, measure, runs_root, save_result, tier_results_dir
-from .training_runs import RunSpec, make_config, train_runs
+from .common import EVAL_BUDGETS, Part, chapter_parts, runs_root, save_result, tier_results_dir
+from .evaluation import columns, measure
+from .figures import class_grid as _class_grid
+from .figures import save_grid
+from .store import Cache, RunStore, record_training
+from .training_runs import RunSpec
 
 CHAPTER = "report_e"
 
@@ -60,13 +64,18 @@ GRID_PER_CLASS = 8  # columns of the saved sample grids (one row per digit)
 SAMPLER = {"method": "ddpm", "variance": "beta_tilde", "clip_x0": True}
 
 
+def store(tier: str) -> RunStore:
+    """The chapter's runs at ``tier``."""
+    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier)
+
+
 def config(run: str, tier: str):
     """The TrainConfig of one of :data:`RUNS` at ``tier``."""
-    return make_config(RUNS[run], tier, TIER_OVERRIDES)
+    return store(tier).config(run)
 
 
-def _train(tier: str, progress: bool):
-    return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress)
+def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
+    return record_training(store(tier), progress)
 
 
 def colab_plan(tier: str = "colab") -> dict[str, Any]:
@@ -95,27 +104,14 @@ def w_key(w: float) -> str:
 
 def class_grid(images: torch.Tensor, labels: torch.Tensor, per_class: int = GRID_PER_CLASS,
                num_classes: int = 10) -> torch.Tensor:
-    """The first ``per_class`` samples of each class, class by class: (num_classes * per_class, C, H, W),
-    which ``image_grid(..., nrow=per_class)`` shows as one row per digit. Every class needs that many."""
-    rows = []
-    for c in range(num_classes):
-        idx = (labels == c).nonzero().flatten()[:per_class]
-        if len(idx) < per_class:
-            raise ValueError(f"class {c} has {len(idx)} samples; per_class={per_class} needs at least that many")
-        rows.append(images[idx])
-    return torch.cat(rows)
+    """:func:`~.figures.class_grid` with the chapter's default of :data:`GRID_PER_CLASS` per digit."""
+    return _class_grid(images, labels, per_class, num_classes)
 
 
-def trained_network(run: str, tier: str, progress: bool = True):
-    """The run's network, schedule and config (``load_model``), trained first when its checkpoint is missing
-    or unfinished (the smoke tier trains 6 steps; the cpu tier about 10 minutes: run the ``training`` part)."""
-    from ..checkpoint import load_checkpoint, load_model
-
-    cfg = config(run, tier)
-    path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
-    if not path.is_file() or int(load_checkpoint(path)["step"]) < cfg.steps:
-        ensure_trained(CHAPTER, run, cfg, tier, progress=progress)
-    return load_model(path, ema=cfg.ema_decay is not None, device="cpu" if tier == "smoke" else None)
+def load_run(run: str, tier: str, cache: Cache | None = None):
+    """The finished run's network, schedule and config (the EMA weights), loaded once per ``cache``; a
+    missing or unfinished run raises with the command that trains it (this never trains)."""
+    return store(tier).load(run, cache)
 
 
 def guided_samples(model, schedule, n: int, w: float, seed: int, tier: str,
@@ -142,25 +138,24 @@ def figure_file(relative: str, tier: str) -> Path:
 
 
 def _save_grid(images: torch.Tensor, labels: torch.Tensor, name: str, tier: str) -> str:
-    from ..viz import save_image_grid
-
     per_class = min(GRID_PER_CLASS, len(images) // 10)
     relative = f"{CHAPTER}/figures/{name}.png"
-    save_image_grid(class_grid(images, labels, per_class), figure_file(relative, tier), nrow=per_class)
+    save_grid(class_grid(images, labels, per_class), figure_file(relative, tier), nrow=per_class)
     return relative
 
 
-def _measure(images: torch.Tensor, labels: torch.Tensor | None, seed: int, tier: str) -> dict[str, Any]:
+def _measure(images: torch.Tensor, labels: torch.Tensor | None, seed: int, tier: str,
+             cache: Cache) -> dict[str, Any]:
     """:func:`~.common.measure` with a seeded generator (KID subsets, IS splits). At the smoke tier FID's
     small-sample warning is silenced: every smoke number is that small, and none is ever shown."""
     with warnings.catch_warnings():
         if tier == "smoke":
             warnings.filterwarnings("ignore", message="FID from", category=UserWarning)
-        return measure(images, labels, generator=torch.Generator().manual_seed(seed))
+        return measure(images, labels, cache=cache, generator=torch.Generator().manual_seed(seed))
 
 
-def _metrics(images: torch.Tensor, labels: torch.Tensor, seed: int, tier: str) -> dict[str, float]:
-    m = _measure(images, labels, seed, tier)
+def _metrics(images: torch.Tensor, labels: torch.Tensor, seed: int, tier: str, cache: Cache) -> dict[str, float]:
+    m = _measure(images, labels, seed, tier, cache)
     keys = ("fid", "is", "is_std", "kid_mean", "kid_std", "conditional_accuracy", "precision", "recall")
     return {k: m[k] for k in m if k in keys or k.endswith("_interval")}
 
@@ -172,48 +167,42 @@ def _sampler_config(tier: str) -> dict[str, Any]:
             "metrics": "book classifier-feature FID, IS, KID and conditional accuracy (diffusion_edu.metrics)"}
 
 
-def _columns(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """{setting: {metric: v}} -> {metric: {setting: v}}: the layout the ledger and the notebook read."""
-    metrics = next(iter(rows.values())).keys()
-    return {m: {k: r[m] for k, r in rows.items()} for m in metrics}
-
-
 # ---------------------------------------------------------------------------------------------
 # The parts.
 # ---------------------------------------------------------------------------------------------
 
 
-def _schedules(tier: str, progress: bool) -> Path:
+def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 2: each T x schedule network at w = 0.2."""
     t_start = time.perf_counter()
     n = EVAL_BUDGETS[tier].n
     rows, meta = {}, {"T": {}, "schedule": {}, "train_steps": {}, "sample_wall_time_s": {}, "figures": {}}
     for run in RUNS:
-        model, schedule, cfg = trained_network(run, tier, progress)
+        model, schedule, cfg = load_run(run, tier, cache)
         images, labels, secs = guided_samples(model, schedule, n, SWEEP_W, SEED, tier, progress)
-        rows[run] = _metrics(images, labels, SEED, tier)
+        rows[run] = _metrics(images, labels, SEED, tier, cache)
         meta["T"][run], meta["schedule"][run], meta["train_steps"][run] = cfg.T, cfg.schedule, cfg.steps
         meta["sample_wall_time_s"][run] = round(secs, 2)
         meta["figures"][run] = _save_grid(images, labels, f"schedules_{run}", tier)
-    data = {"w": SWEEP_W, "runs": list(RUNS), **_columns(rows), **meta}
+    data = {"w": SWEEP_W, "runs": list(RUNS), **columns(rows), **meta}
     cfg_all = {"w": SWEEP_W, "seed": SEED, "sampler": _sampler_config(tier),
                "runs": {r: config(r, tier).to_dict() for r in RUNS}}
     return save_result(CHAPTER, "schedules", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
-def _guidance(tier: str, progress: bool) -> Path:
+def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 3 and beyond: the T=1000 linear network at every w of :data:`GUIDANCE_WEIGHTS`."""
     t_start = time.perf_counter()
     n = EVAL_BUDGETS[tier].n
-    model, schedule, _ = trained_network(GUIDANCE_RUN, tier, progress)
+    model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
     rows, secs_by_w, figures = {}, {}, {}
     for w in GUIDANCE_WEIGHTS:
         images, labels, secs = guided_samples(model, schedule, n, w, SEED, tier, progress)
-        rows[w_key(w)] = _metrics(images, labels, SEED, tier)
+        rows[w_key(w)] = _metrics(images, labels, SEED, tier, cache)
         secs_by_w[w_key(w)] = round(secs, 2)
         figures[w_key(w)] = _save_grid(images, labels, f"guidance_w{w_key(w)}", tier)
     data = {"run": GUIDANCE_RUN, "w": list(GUIDANCE_WEIGHTS), "keys": [w_key(w) for w in GUIDANCE_WEIGHTS],
-            **_columns(rows), "sample_wall_time_s": secs_by_w, "figures": figures}
+            **columns(rows), "sample_wall_time_s": secs_by_w, "figures": figures}
     cfg_all = {"run": GUIDANCE_RUN, "seed": SEED, "sampler": _sampler_config(tier),
                "train_config": config(GUIDANCE_RUN, tier).to_dict()}
     return save_result(CHAPTER, "guidance", data, cfg_all, tier, time.perf_counter() - t_start)
@@ -236,22 +225,22 @@ def _floor(n: int) -> dict[str, Any] | None:
             "created": rec.get("created")}
 
 
-def _repeatability(tier: str, progress: bool) -> Path:
+def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 1: FID of the T=1000 linear network at w = 0.2 over five sampling seeds, plus the FID
     of the pooled samples at growing sample counts (what the spread over seeds cannot show: the bias)."""
     t_start = time.perf_counter()
     n = EVAL_BUDGETS[tier].n
-    model, schedule, _ = trained_network(GUIDANCE_RUN, tier, progress)
+    model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
     runs, pool = [], []
     for seed in REPEAT_SEEDS:
         images, labels, secs = guided_samples(model, schedule, n, SWEEP_W, seed, tier, progress)
-        runs.append({"seed": seed, **_metrics(images, labels, seed, tier), "sample_wall_time_s": round(secs, 2)})
+        runs.append({"seed": seed, **_metrics(images, labels, seed, tier, cache), "sample_wall_time_s": round(secs, 2)})
         pool.append(images)
     fids = [r["fid"] for r in runs]
     pooled = torch.cat(pool)  # (len(REPEAT_SEEDS) * n, 1, 28, 28), each digit equally often
     counts = sorted({max(n // 4, 20), max(n // 2, 20), n, 2 * n, len(pooled)})
     perm = torch.randperm(len(pooled), generator=torch.Generator().manual_seed(SEED))
-    by_n = [_measure(pooled[perm[:k]], None, SEED, tier)["fid"] for k in counts]
+    by_n = [_measure(pooled[perm[:k]], None, SEED, tier, cache)["fid"] for k in counts]
     data = {"run": GUIDANCE_RUN, "w": SWEEP_W, "n": n, "seeds": list(REPEAT_SEEDS), "runs": runs,
             "fid": {"mean": statistics.fmean(fids), "std": statistics.stdev(fids) if len(fids) > 1 else 0.0},
             "fid_by_n": {"n": counts, "fid": by_n}, "floor": _floor(n)}
@@ -260,14 +249,14 @@ def _repeatability(tier: str, progress: bool) -> Path:
     return save_result(CHAPTER, "repeatability", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
-def _pretrained(tier: str, progress: bool) -> Path:
+def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the T=1000 linear network (``load_pretrained("report_e")``); the smoke tier writes a throwaway copy."""
     from ..models import count_parameters
     from ..pretrained import export_pretrained
 
     t_start = time.perf_counter()
-    model, _, cfg = trained_network(GUIDANCE_RUN, tier, progress)
-    ckpt = runs_root(tier) / CHAPTER / GUIDANCE_RUN / "checkpoint.pt"
+    model, _, cfg = load_run(GUIDANCE_RUN, tier, cache)
+    ckpt = store(tier).checkpoint(GUIDANCE_RUN)
     source = {"tier": tier, "chapter": CHAPTER, "run": GUIDANCE_RUN, "preset": RUNS[GUIDANCE_RUN][0],
               "dataset": cfg.dataset}
     folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
@@ -278,14 +267,14 @@ def _pretrained(tier: str, progress: bool) -> Path:
                        time.perf_counter() - t_start)
 
 
-PARTS: dict[str, Part] = {
-    "training": Part("training", "train the four Report E U-Nets (T x schedule) with label dropout", _train),
-    "schedules": Part("schedules", "FID, IS, accuracy of the four networks at w = 0.2 (Table 2)", _schedules,
-                      ["training"]),
-    "guidance": Part("guidance", "FID, IS, accuracy against w in 0..4, T=1000 linear (Table 3)", _guidance,
-                     ["training"]),
-    "repeatability": Part("repeatability", "FID over five sampling seeds vs its sample-size bias (Table 1)",
-                          _repeatability, ["training"]),
-    "pretrained": Part("pretrained", "ship the T=1000 linear network as load_pretrained('report_e')", _pretrained,
-                       ["training"]),
-}
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("training", "train the four Report E U-Nets (T x schedule) with label dropout", _train),
+    Part("schedules", "FID, IS, accuracy of the four networks at w = 0.2 (Table 2)", _schedules, ["training"]),
+    Part("guidance", "FID, IS, accuracy against w in 0..4, T=1000 linear (Table 3)", _guidance, ["training"],
+         (GUIDANCE_RUN,)),
+    Part("repeatability", "FID over five sampling seeds vs its sample-size bias (Table 1)", _repeatability,
+         ["training"], (GUIDANCE_RUN,)),
+    Part("pretrained", "ship the T=1000 linear network as load_pretrained('report_e')", _pretrained, ["training"],
+         (GUIDANCE_RUN,)),
+)

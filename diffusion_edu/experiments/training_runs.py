@@ -17,7 +17,6 @@ The smoke tier trains a few steps on 256 digits: it checks that the code runs, n
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -25,9 +24,8 @@ import torch
 
 from ..checkpoint import derived_seed  # noqa: F401  (re-exported for chapter modules)
 from ..presets import TrainConfig, get_preset
-from .common import ensure_trained, final_loss, runs_root, save_result, training_curve
 
-__all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs", "snapshot_paths"]
+__all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs"]
 
 # (preset name, overrides applied at every tier); the overrides may hold "tier_overrides": {tier: {...}},
 # applied after the chapter's tier overrides for that one run (never at the smoke tier).
@@ -69,38 +67,10 @@ def snapshot_callback(out_dir: str | Path) -> Callable[[int, torch.nn.Module, An
     return save
 
 
-def snapshot_paths(chapter: str, run: str, tier: str) -> list[Path]:
-    """The run's saved snapshots, in step order."""
-    return sorted((runs_root(tier) / chapter / run / "snapshots").glob("step_*.pt"))
-
-
 def train_runs(chapter: str, runs: Mapping[str, RunSpec], tier: str,
                tier_overrides: Mapping[str, Mapping[str, Any]], progress: bool = True,
                snapshots: bool = False, only: list[str] | None = None) -> Path:
-    """Train (or resume, or load when finished) every run, then write ``results/<chapter>/training.json``
-    with each run's config, parameter count, steps, wall time, throughput and loss curve."""
-    from ..models import count_parameters
+    """A chapter's training part: :func:`~.store.record_training` of its :class:`~.store.RunStore`."""
+    from .store import RunStore, record_training
 
-    t0 = time.perf_counter()
-    summary: dict[str, Any] = {}
-    configs: dict[str, Any] = {}
-    for name in (only or list(runs)):
-        cfg = make_config(runs[name], tier, tier_overrides)
-        out = runs_root(tier) / chapter / name
-        kwargs = {"callbacks": snapshot_callback(out)} if snapshots and cfg.callback_every else {}
-        result = ensure_trained(chapter, name, cfg, tier, progress=progress, **kwargs)
-        curve = training_curve(out)
-        summary[name] = {
-            "preset": runs[name][0],
-            "params": count_parameters(result.model),
-            "steps": result.step,
-            "epochs": curve["epoch"][-1] if curve["epoch"] else 0,
-            "batch_size": cfg.batch_size,
-            "precision": result.precision,  # what "auto" resolved to on this device
-            "train_wall_time_s": round(result.wall_time_s, 1),
-            "img_per_s": round(result.step * cfg.batch_size / max(result.wall_time_s, 1e-9), 1),
-            "final_loss": final_loss(curve),
-            "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")},
-        }
-        configs[name] = cfg.to_dict()
-    return save_result(chapter, "training", summary, {"runs": configs}, tier, time.perf_counter() - t0)
+    return record_training(RunStore(chapter, runs, tier_overrides, tier), progress, snapshots, only)
