@@ -284,7 +284,7 @@ def test_an_unfinished_or_missing_network_is_refused(book, tmp_path, monkeypatch
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
     with pytest.raises(FileNotFoundError, match="experiment report_e --tier cpu --only training"):
         measuring.load_measured_model("cpu")
-    state = torch.load(root / "runs" / "smoke" / "measuring" / "model_smoke" / "checkpoint.pt", weights_only=True)
+    state = torch.load(root / "runs" / "smoke" / "report_e" / "T1000_linear" / "checkpoint.pt", weights_only=True)
     state["step"] = 1
     dest = tmp_path / "runs" / "cpu" / "report_e" / "T1000_linear" / "checkpoint.pt"
     dest.parent.mkdir(parents=True)

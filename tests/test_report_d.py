@@ -77,7 +77,7 @@ def test_curves_hold_one_point_per_snapshot_and_the_final_numbers(smoke):
     data = smoke["curves"]["data"]
     assert set(data["runs"]) == set(report_d.CURVE_RUNS)
     for run, rec in data["runs"].items():
-        n_snap = len(report_d.snapshot_paths("report_d", run, "smoke"))
+        n_snap = len(report_d.store("smoke").snapshots(run))
         assert n_snap >= 2 and rec["step"] == sorted(rec["step"])
         assert len(rec["fid"]) == len(rec["is"]) == len(rec["epoch"]) == n_snap
         assert all(1.0 - 1e-6 <= v <= 10.0 + 1e-6 for v in rec["is"])
@@ -147,30 +147,36 @@ def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):
     """A cpu-tier evaluation part must stop with the training command, not start a 70-minute run."""
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
     for part in PARTS:
-        with pytest.raises(FileNotFoundError, match="--only training"):
+        with pytest.raises(RuntimeError, match="--only training"):
             report_d.PARTS[part].run("cpu", False)
     assert not (tmp_path / "runs" / "cpu").exists()
 
 
 def test_a_part_needs_only_its_own_runs_finished(smoke, tmp_path, monkeypatch):
     """Without training.json a real-tier part reads the finished runs it evaluates from their logs, with the
-    same loss numbers train_runs records; an unfinished run stops it with the training command."""
+    same loss numbers the training part records; an unfinished run stops it with the training command."""
     import shutil
 
     from diffusion_edu.experiments.common import runs_root
+    from diffusion_edu.experiments.store import RunStore
+    from diffusion_edu.experiments.training_runs import make_config
+
+    class SmokeSized(RunStore):  # cpu-tier folders, smoke-tier configs: the copied smoke runs are finished
+        def config(self, run):
+            return make_config(self.runs[run], "smoke", {})
 
     smoke_runs = runs_root("smoke") / "report_d"
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setattr(report_d, "config", lambda run, tier: report_d.make_config(report_d.RUNS[run], "smoke", {}))
+    monkeypatch.setattr(report_d, "store", lambda tier: SmokeSized("report_d", report_d.RUNS, {}, tier))
     for run in ("cnn", "cnn_selu"):
         shutil.copytree(smoke_runs / run, runs_root("cpu") / "report_d" / run)
     assert report_d.run_finished("cnn", "cpu") and not report_d.run_finished("cold_columns_random", "cpu")
-    got = report_d._runs_needed("cpu", ("cnn", "cnn_selu"), False)
+    got = report_d._summaries("cpu", ("cnn", "cnn_selu"))
     for run in ("cnn", "cnn_selu"):
         assert got[run]["final_loss"] == pytest.approx(smoke["training"]["data"][run]["final_loss"], rel=1e-12)
         assert got[run]["curve"]["step"] == smoke["training"]["data"][run]["curve"]["step"]
-    with pytest.raises(FileNotFoundError, match=r"\['cold_columns_random'\].*--only training"):
-        report_d._runs_needed("cpu", report_d.CURVE_RUNS, False)
+    with pytest.raises(RuntimeError, match=r"cold_columns_random \(no checkpoint\).*--only training curves"):
+        report_d.PARTS["curves"].run("cpu", False)
 
 
 def test_report_epochs_scale_the_reports_epochs():
