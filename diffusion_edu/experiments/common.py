@@ -13,9 +13,10 @@ Layout on disk (relative to the book's checkout; see :func:`diffusion_edu.result
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -103,11 +104,19 @@ def result_path(chapter: str, part: str, tier: str) -> Path:
     return tier_results_dir(tier) / chapter / f"{part}.json"
 
 
-def save_result(chapter: str, part: str, data: dict[str, Any], config: dict[str, Any], tier: str,
-                wall_time_s: float, device: str | torch.device | None = None) -> Path:
+def save_result(
+    chapter: str,
+    part: str,
+    data: dict[str, Any],
+    config: dict[str, Any],
+    tier: str,
+    wall_time_s: float,
+    device: str | torch.device | None = None,
+) -> Path:
     """Write ``results/<chapter>/<part>.json`` (smoke: under ``runs/smoke/results``)."""
-    return write_results(result_path(chapter, part, tier), f"{chapter}/{part}", data, config, tier,
-                         wall_time_s, device=device)
+    return write_results(
+        result_path(chapter, part, tier), f"{chapter}/{part}", data, config, tier, wall_time_s, device=device
+    )
 
 
 def have_result(chapter: str, part: str, tier: str) -> bool:
@@ -154,7 +163,7 @@ def training_curve(out_dir: str | Path) -> dict[str, list]:
 def final_loss(curve: dict[str, list]) -> float | None:
     """The mean of the last tenth of a :func:`training_curve`'s logged losses (at least one), the
     "final loss" every chapter's training table shows; None when nothing was logged."""
-    tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
+    tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10) :] if v is not None]
     return sum(tail) / len(tail) if tail else None
 
 
@@ -216,9 +225,11 @@ def ensure_needs(part: Part, tier: str, progress: bool = True) -> None:
             if have_result(mod.CHAPTER, name, tier):
                 continue
             if tier not in ("smoke", "colab"):
-                raise RuntimeError(f"{part.chapter} part {part.name!r} needs {mod.CHAPTER}/{name} at tier {tier!r}, "
-                                   f"which has not run. Run it first: python -m diffusion_edu experiment "
-                                   f"{mod.CHAPTER} --tier {tier} --only {name}")
+                raise RuntimeError(
+                    f"{part.chapter} part {part.name!r} needs {mod.CHAPTER}/{name} at tier {tier!r}, "
+                    f"which has not run. Run it first: python -m diffusion_edu experiment "
+                    f"{mod.CHAPTER} --tier {tier} --only {name}"
+                )
             mod.PARTS[name].run(tier, progress)
             continue
         runs = store(tier)
@@ -233,8 +244,14 @@ def ensure_needs(part: Part, tier: str, progress: bool = True) -> None:
             mod.PARTS[name].run(tier, progress)
 
 
-def run_parts(chapter: str, parts: Mapping[str, Part], tier: str, only: list[str] | None = None,
-              force: bool = False, progress: bool = True) -> list[Path]:
+def run_parts(
+    chapter: str,
+    parts: Mapping[str, Part],
+    tier: str,
+    only: list[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> list[Path]:
     """Run the chapter's parts in order (or ``only`` some), skipping those whose results exist at this
     tier unless ``force``; one :class:`~.store.Cache` serves them all (a network is loaded, a setting
     sampled, once). Training runs inside them resume from their checkpoints."""
@@ -255,8 +272,9 @@ def run_parts(chapter: str, parts: Mapping[str, Part], tier: str, only: list[str
     return written
 
 
-def ensure_result(module, part: str, tier: str | None = None, progress: bool = True,
-                  cache: Any = None) -> dict[str, Any]:
+def ensure_result(
+    module, part: str, tier: str | None = None, progress: bool = True, cache: Any = None
+) -> dict[str, Any]:
     """What a chapter notebook calls: the part's results record, running the part first when its
     results file is missing at this tier (always at the smoke tier, whose files are throwaway). What
     the part needs is ensured first (:func:`ensure_needs`): trained at smoke / colab, else refused."""

@@ -10,14 +10,23 @@ ledger and the notebooks read. The classifier and the reference's features come 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
 from ..results import current_tier
 
-__all__ = ["heldout_reference", "book_classifier", "reference_features", "measure", "columns", "for_metrics",
-           "INTERVAL_KEYS"]
+__all__ = [
+    "heldout_reference",
+    "book_classifier",
+    "reference_features",
+    "measure",
+    "columns",
+    "for_metrics",
+    "images_only",
+    "INTERVAL_KEYS",
+]
 
 # the metrics whose percentile-bootstrap interval every results file keeps (<metric>_interval)
 INTERVAL_KEYS = ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")
@@ -52,8 +61,14 @@ def reference_features(classifier: Any = None, cache: Any = None):
     return _memo(cache, ("reference", "heldout_stats"), lambda: reference_stats(heldout_reference(cache), clf))
 
 
-def measure(images: torch.Tensor, labels: torch.Tensor | None = None, intervals: bool = True,
-            level: float = 0.95, cache: Any = None, **kwargs) -> dict[str, Any]:
+def measure(
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    intervals: bool = True,
+    level: float = 0.95,
+    cache: Any = None,
+    **kwargs,
+) -> dict[str, Any]:
     """The evaluation kit on samples vs the held-out digits: classifier-feature FID, KID, IS, precision
     and recall (k = 3), and the conditional accuracy when ``labels`` are given, as plain floats; with
     ``intervals`` also each metric's ``level`` percentile-bootstrap interval over the samples
@@ -73,9 +88,18 @@ def measure(images: torch.Tensor, labels: torch.Tensor | None = None, intervals:
         gen = kwargs.get("generator")
         seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if gen is not None else 0
         n_boot = {k: 50 for k in INTERVAL_KEYS} if current_tier() == "smoke" else None  # smoke numbers are never shown
-        out.update(evaluation_intervals(f, logits, ref.features, y,
-                                        estimates={k: out[k] for k in INTERVAL_KEYS if k in out}, n_boot=n_boot,
-                                        level=level, generator=torch.Generator().manual_seed(seed)))
+        out.update(
+            evaluation_intervals(
+                f,
+                logits,
+                ref.features,
+                y,
+                estimates={k: out[k] for k in INTERVAL_KEYS if k in out},
+                n_boot=n_boot,
+                level=level,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        )
     return out
 
 
@@ -98,6 +122,16 @@ def for_metrics(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     the fractions of non-finite pixels and of pixels outside [-1, 1], and the largest |pixel|."""
     finite = torch.isfinite(x)
     out_of_range = finite & (x.abs() > 1.0 + 1e-6)
-    stats = {"non_finite": float((~finite).float().mean()), "out_of_range": float(out_of_range.float().mean()),
-             "max_abs": float(x[finite].abs().max()) if finite.any() else float("nan")}
+    stats = {
+        "non_finite": float((~finite).float().mean()),
+        "out_of_range": float(out_of_range.float().mean()),
+        "max_abs": float(x[finite].abs().max()) if finite.any() else float("nan"),
+    }
     return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0), stats
+
+
+def images_only(out: Any) -> torch.Tensor:
+    """A sampler's output when no trajectory was asked for: the images (typed for the checker)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"expected the sampler's images, got {type(out).__name__} (was a trajectory asked for?)")
+    return out

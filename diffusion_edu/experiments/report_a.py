@@ -24,9 +24,19 @@ from typing import Any, Literal
 
 import torch
 
-from .common import (EVAL_BUDGETS, Part, by_tier, chapter_parts, final_loss, have_result, load_result, runs_root,
-                     save_result, training_curve)
-from .evaluation import book_classifier, columns, for_metrics, measure
+from .common import (
+    EVAL_BUDGETS,
+    Part,
+    by_tier,
+    chapter_parts,
+    final_loss,
+    have_result,
+    load_result,
+    runs_root,
+    save_result,
+    training_curve,
+)
+from .evaluation import book_classifier, columns, for_metrics, images_only, measure
 from .figures import figures_dir as _figures_dir
 from .figures import save_grid as _save_png
 from .store import Cache, RunStore, record_training
@@ -36,14 +46,14 @@ CHAPTER = "report_a"
 
 _MIDDLE = {"model_kwargs": {"num_classes": 10, "label_at": "middle"}}
 RUNS: dict[str, RunSpec] = {
-    "unet": ("a_unet", _MIDDLE),                       # linear betas, eps: the reference run
-    "unet_mu": ("a_unet_mu", _MIDDLE),                 # predicts the posterior mean instead
+    "unet": ("a_unet", _MIDDLE),  # linear betas, eps: the reference run
+    "unet_mu": ("a_unet_mu", _MIDDLE),  # predicts the posterior mean instead
     "autoencoder": ("a_autoencoder", {}),
     "vae": ("a_vae", {}),
     "unet_quadratic": ("a_unet", {**_MIDDLE, "schedule": "quadratic"}),
     "unet_cosine": ("a_unet", {**_MIDDLE, "schedule": "cosine"}),
     "unet_sigmoid": ("a_unet", {**_MIDDLE, "schedule": "sigmoid"}),
-    "unet_disc": ("a_unet_disc", _MIDDLE),             # + gamma * discriminator term (Eqs. 8-9)
+    "unet_disc": ("a_unet_disc", _MIDDLE),  # + gamma * discriminator term (Eqs. 8-9)
 }
 
 # cpu tier: 1,500 steps of 64 (about 8 minutes for the U-Net on one core, ~200 img/s; the eight runs
@@ -51,10 +61,27 @@ RUNS: dict[str, RunSpec] = {
 # colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_a")): the same
 # recipe on the same digits at the report's batch of 128, 3,000 steps (4x the cpu tier's images).
 TIER_OVERRIDES = {
-    "cpu": dict(dataset="mnist-embedded", batch_size=64, steps=1500, lr=1e-3, warmup_steps=200,
-                lr_schedule="cosine", channels_last=True, log_every=50, checkpoint_every=500),
-    "colab": dict(dataset="mnist-embedded", batch_size=128, steps=3000, lr=1e-3, warmup_steps=200,
-                  lr_schedule="cosine", log_every=100, checkpoint_every=500),
+    "cpu": dict(
+        dataset="mnist-embedded",
+        batch_size=64,
+        steps=1500,
+        lr=1e-3,
+        warmup_steps=200,
+        lr_schedule="cosine",
+        channels_last=True,
+        log_every=50,
+        checkpoint_every=500,
+    ),
+    "colab": dict(
+        dataset="mnist-embedded",
+        batch_size=128,
+        steps=3000,
+        lr=1e-3,
+        warmup_steps=200,
+        lr_schedule="cosine",
+        log_every=100,
+        checkpoint_every=500,
+    ),
 }
 
 SEED = 0  # x_T and every sampling step's noise; also the metrics' random subsets
@@ -71,11 +98,18 @@ SAMPLES = {"cpu": 500, "colab": 2000}
 # At the cpu tier: 500 samples up to K = 20, fewer at large K (about 210,000 network evaluations for the
 # two parts, some 10 minutes on 2 idle cores). At K = 400 that is 50 samples: a grid and a rough KID, not
 # enough to rank samplers by (the ledger judges the 400-step ranking from the colab tier up).
-FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
-          "colab": {5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
-          "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)}}
-VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 500, 400: 50}, "colab": {20: 2000, 400: 2000},
-              "gpu": {20: 10_000, 400: 10_000}}
+FAST_K = {
+    "smoke": {5: 20, 10: 20},
+    "cpu": {5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
+    "colab": {5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
+    "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)},
+}
+VARIANCE_K = {
+    "smoke": {4: 20, 8: 20},
+    "cpu": {20: 500, 400: 50},
+    "colab": {20: 2000, 400: 2000},
+    "gpu": {20: 10_000, 400: 10_000},
+}
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
 KL_IMAGES = {"smoke": 16, "cpu": 300, "colab": 1005, "gpu": 1005}
 # images per sampling batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
@@ -202,8 +236,11 @@ def training_summary(tier: str) -> dict[str, Any]:
 
     if have_result(CHAPTER, "training", tier):
         return {**load_result(CHAPTER, "training", tier), "missing": {}, "source": "training.json"}
-    missing = {run: why for part in ("denoisers", "schedules", "conditioning", "parameterization")
-               for run, why in missing_runs(part, tier).items()}
+    missing = {
+        run: why
+        for part in ("denoisers", "schedules", "conditioning", "parameterization")
+        for run, why in missing_runs(part, tier).items()
+    }
     summary, configs = {}, {}
     for run in RUNS:
         if run in missing:
@@ -212,15 +249,27 @@ def training_summary(tier: str) -> dict[str, Any]:
         steps = config(run, tier).steps  # a finished run stopped there (run_status)
         curve = training_curve(checkpoint_path(run, tier).parent)
         wall = curve["elapsed_s"][-1] if curve["elapsed_s"] else None
-        summary[run] = {"preset": RUNS[run][0], "params": count_parameters(model), "steps": steps,
-                        "epochs": curve["epoch"][-1] if curve["epoch"] else 0, "batch_size": cfg.batch_size,
-                        "train_wall_time_s": wall,
-                        "img_per_s": round(steps * cfg.batch_size / wall, 1) if wall else None,
-                        "final_loss": final_loss(curve),
-                        "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")}}
+        summary[run] = {
+            "preset": RUNS[run][0],
+            "params": count_parameters(model),
+            "steps": steps,
+            "epochs": curve["epoch"][-1] if curve["epoch"] else 0,
+            "batch_size": cfg.batch_size,
+            "train_wall_time_s": wall,
+            "img_per_s": round(steps * cfg.batch_size / wall, 1) if wall else None,
+            "final_loss": final_loss(curve),
+            "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")},
+        }
         configs[run] = cfg.to_dict()
-    return {"name": "training", "tier": tier, "data": summary, "config": {"runs": configs},
-            "hardware": hardware_info(), "missing": missing, "source": "runs' logs (training.json not written yet)"}
+    return {
+        "name": "training",
+        "tier": tier,
+        "data": summary,
+        "config": {"runs": configs},
+        "hardware": hardware_info(),
+        "missing": missing,
+        "source": "runs' logs (training.json not written yet)",
+    }
 
 
 def load_run(run: str, tier: str, cache: Cache | None = None):
@@ -230,8 +279,9 @@ def load_run(run: str, tier: str, cache: Cache | None = None):
     return store(tier).load(run, cache)
 
 
-def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False,
-         cache: Cache | None = None) -> tuple[torch.Tensor, float]:
+def draw(
+    run: str, tier: str, sampler: Sampler, n: int, progress: bool = False, cache: Cache | None = None
+) -> tuple[torch.Tensor, float]:
     """n samples (n / 10 per class) of ``run`` with ``sampler`` and :data:`SEED`, unclamped, and the wall
     seconds they took when first drawn (a later call with the same arguments and ``cache`` returns the
     same tensor)."""
@@ -241,9 +291,17 @@ def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False,
         model, schedule, _ = load_run(run, tier, cache)
         g = torch.Generator().manual_seed(SEED)
         t0 = time.perf_counter()
-        x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=draw_batch(tier), progress=progress,
-                   **sampler.kwargs()).cpu()
-        return x, time.perf_counter() - t0
+        x = sample(
+            model,
+            schedule,
+            n,
+            y=class_labels(n),
+            generator=g,
+            batch_size=draw_batch(tier),
+            progress=progress,
+            **sampler.kwargs(),
+        )
+        return images_only(x).cpu(), time.perf_counter() - t0
 
     return make() if cache is None else cache.get(("samples", run, tier, sampler, n), make)
 
@@ -258,14 +316,28 @@ def save_grid(images: torch.Tensor, path: Path, rows: int = GRID_ROWS) -> None:
     _save_png(images[: 10 * rows], path, nrow=10, grey=True)
 
 
-def evaluate_setting(run: str, tier: str, sampler: Sampler, n: int, figure: str | None = None,
-                     progress: bool = False, cache: Cache | None = None) -> dict[str, Any]:
+def evaluate_setting(
+    run: str,
+    tier: str,
+    sampler: Sampler,
+    n: int,
+    figure: str | None = None,
+    progress: bool = False,
+    cache: Cache | None = None,
+) -> dict[str, Any]:
     """Draw, measure and (optionally) save a grid: FID, KID, IS, conditional accuracy, sampling time."""
     x, seconds = draw(run, tier, sampler, n, progress, cache)
     images, stats = for_metrics(x)
     metrics = measure(images, class_labels(n), cache=cache, generator=torch.Generator().manual_seed(SEED))
-    rec = {"run": run, "sampler": asdict(sampler), "n": n, **metrics, **stats, "sample_seconds": round(seconds, 2),
-           "seconds_per_1000": round(1000 * seconds / n, 2)}
+    rec = {
+        "run": run,
+        "sampler": asdict(sampler),
+        "n": n,
+        **metrics,
+        **stats,
+        "sample_seconds": round(seconds, 2),
+        "seconds_per_1000": round(1000 * seconds / n, 2),
+    }
     if figure is not None:
         save_grid(images, figures_dir(tier) / f"{figure}.png")
         rec["figure"] = f"figures/{figure}.png"
@@ -273,11 +345,20 @@ def evaluate_setting(run: str, tier: str, sampler: Sampler, n: int, figure: str 
 
 
 def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
-    cfg = {**cfg, "seed": SEED, "reference": "mnist-embedded/heldout (1,005 digits)",
-           "chapter_budget": {"samples_per_setting": samples_per_setting(tier), "fast_K_to_n": by_tier(FAST_K, tier),
-                              "variance_K_to_n": by_tier(VARIANCE_K, tier), "bound_images": by_tier(KL_IMAGES, tier),
-                              "planned_evaluations": planned_evaluations(tier)},
-           "threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
+    cfg = {
+        **cfg,
+        "seed": SEED,
+        "reference": "mnist-embedded/heldout (1,005 digits)",
+        "chapter_budget": {
+            "samples_per_setting": samples_per_setting(tier),
+            "fast_K_to_n": by_tier(FAST_K, tier),
+            "variance_K_to_n": by_tier(VARIANCE_K, tier),
+            "bound_images": by_tier(KL_IMAGES, tier),
+            "planned_evaluations": planned_evaluations(tier),
+        },
+        "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+    }
     return save_result(CHAPTER, part, data, cfg, tier, time.perf_counter() - t0)
 
 
@@ -301,9 +382,16 @@ def _denoisers(tier: str, progress: bool, cache: Cache) -> Path:
     for run in ("unet", "autoencoder", "vae"):
         recs[run] = evaluate_setting(run, tier, sampler, n, f"denoisers_{run}", progress, cache)
         recs[run]["training"] = {k: training.get(run, {}).get(k) for k in _TRAINING_KEYS}
-    data = {"sampler": sampler.describe(), "n": n, "settings": recs, **columns(recs),
-            "params": {r: rec["training"]["params"] for r, rec in recs.items()}}
-    return _save("denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier, cache)}, tier, t0)
+    data = {
+        "sampler": sampler.describe(),
+        "n": n,
+        "settings": recs,
+        **columns(recs),
+        "params": {r: rec["training"]["params"] for r, rec in recs.items()},
+    }
+    return _save(
+        "denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier, cache)}, tier, t0
+    )
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -353,16 +441,39 @@ def _parameterization(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     runs = {"eps": "unet", "mu": "unet_mu"}
-    recs = {name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress, cache) for name, run in runs.items()}
+    recs = {
+        name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress, cache)
+        for name, run in runs.items()
+    }
     x0, y = EmbeddedMNIST("heldout").tensors()
     k = by_tier(KL_IMAGES, tier)
     x0, y = x0[:k], y[:k]
-    terms = {name: bound_terms(load_run(run, tier, cache)[0], load_run(run, tier, cache)[1], x0, y, KL_TIMESTEPS,
-                               torch.Generator().manual_seed(SEED)) for name, run in runs.items()}
-    data = {"sampler": sampler.describe(), "n": n, "runs": runs, "settings": recs, **columns(recs),
-            "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}}}
-    return _save("parameterization", data, {"sampler": asdict(sampler), "n": n, "bound_images": k,
-                                            "runs": _run_configs(runs.values(), tier, cache)}, tier, t0)
+    terms = {
+        name: bound_terms(
+            load_run(run, tier, cache)[0],
+            load_run(run, tier, cache)[1],
+            x0,
+            y,
+            KL_TIMESTEPS,
+            torch.Generator().manual_seed(SEED),
+        )
+        for name, run in runs.items()
+    }
+    data = {
+        "sampler": sampler.describe(),
+        "n": n,
+        "runs": runs,
+        "settings": recs,
+        **columns(recs),
+        "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}},
+    }
+    return _save(
+        "parameterization",
+        data,
+        {"sampler": asdict(sampler), "n": n, "bound_images": k, "runs": _run_configs(runs.values(), tier, cache)},
+        tier,
+        t0,
+    )
 
 
 @torch.no_grad()
@@ -372,8 +483,15 @@ def first_step(model, schedule, x_T: torch.Tensor, y: torch.Tensor, clip_x0: boo
     from ..samplers import ddpm_step
 
     dev = _device(model)
-    out = ddpm_step(model, x_T.to(dev), schedule.T, schedule.to(dev), y=None if y is None else y.to(dev),
-                    variance="zero", clip_x0=clip_x0)
+    out = ddpm_step(
+        model,
+        x_T.to(dev),
+        schedule.T,
+        schedule.to(dev),
+        y=None if y is None else y.to(dev),
+        variance="zero",
+        clip_x0=clip_x0,
+    )
     return {"rms": float(out.x_prev.float().square().mean().sqrt()), "gain": float(schedule.alphas[schedule.T] ** -0.5)}
 
 
@@ -391,14 +509,22 @@ def _schedule_diagnostics(tier: str, steps: int | None, n: int, cache: Cache) ->
         model, schedule, _ = load_run(run, tier, cache)
         schedule = schedule.to("cpu")
         ab = schedule.alpha_bar
-        rec = {"T": schedule.T, "alpha_bar_T": float(ab[-1]), "signal_T": float(ab[-1].sqrt()),
-               "beta_T": float(schedule.betas[-1]), "log_snr_T": float(schedule.log_snr[-1]),
-               "half_at_t": int((ab < 0.5).nonzero()[0]) if (ab < 0.5).any() else None}
+        rec = {
+            "T": schedule.T,
+            "alpha_bar_T": float(ab[-1]),
+            "signal_T": float(ab[-1].sqrt()),
+            "beta_T": float(schedule.betas[-1]),
+            "log_snr_T": float(schedule.log_snr[-1]),
+            "half_at_t": int((ab < 0.5).nonzero()[0]) if (ab < 0.5).any() else None,
+        }
         chains = {"full": schedule} | ({f"respaced_{steps}": respace(schedule, steps)} if steps else {})
         for label, sch in chains.items():
             ab_prev = float(sch.alpha_bar[-2])
-            rec[label] = {"rms_expected": (ab_prev * power + 1 - ab_prev) ** 0.5,
-                          "clipped": first_step(model, sch, x_T, y, True), "unclipped": first_step(model, sch, x_T, y, False)}
+            rec[label] = {
+                "rms_expected": (ab_prev * power + 1 - ab_prev) ** 0.5,
+                "clipped": first_step(model, sch, x_T, y, True),
+                "unclipped": first_step(model, sch, x_T, y, False),
+            }
         diag[name] = rec
     return diag
 
@@ -407,8 +533,11 @@ def schedule_protocols(tier: str) -> dict[str, Sampler]:
     """The samplers of the part ``schedules``: the book's, the book's without clipping, and Report A's
     (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps."""
     book = book_sampler(tier)
-    return {"book": book, "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
-            "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
+    return {
+        "book": book,
+        "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
+        "report": Sampler("ddpm", book.steps, "zero", 0.0, False),
+    }
 
 
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
@@ -418,14 +547,32 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     protocols = schedule_protocols(tier)
     settings: dict[str, dict] = {}
     for pname, sampler in protocols.items():
-        settings[pname] = {name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress, cache)
-                           for name, run in SCHEDULE_RUNS.items()}
-    cols = {p: columns(recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite"))
-            for p, recs in settings.items()}
-    data = {"n": n, "protocols": {p: {"sampler": s.describe(), **cols[p]} for p, s in protocols.items()},
-            **cols["book"], "settings": settings, "diagnostics": _schedule_diagnostics(tier, book.steps, n, cache)}
-    return _save("schedules", data, {"protocols": {p: asdict(s) for p, s in protocols.items()}, "n": n,
-                                     "runs": _run_configs(SCHEDULE_RUNS.values(), tier, cache)}, tier, t0)
+        settings[pname] = {
+            name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress, cache)
+            for name, run in SCHEDULE_RUNS.items()
+        }
+    cols = {
+        p: columns(recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite"))
+        for p, recs in settings.items()
+    }
+    data = {
+        "n": n,
+        "protocols": {p: {"sampler": s.describe(), **cols[p]} for p, s in protocols.items()},
+        **cols["book"],
+        "settings": settings,
+        "diagnostics": _schedule_diagnostics(tier, book.steps, n, cache),
+    }
+    return _save(
+        "schedules",
+        data,
+        {
+            "protocols": {p: asdict(s) for p, s in protocols.items()},
+            "n": n,
+            "runs": _run_configs(SCHEDULE_RUNS.values(), tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
 def nearest_neighbour_labels(images: torch.Tensor) -> torch.Tensor:
@@ -457,20 +604,46 @@ def _conditioning(tier: str, progress: bool, cache: Cache) -> Path:
         images, _ = for_metrics(draw(run, tier, sampler, n, cache=cache)[0])
         clf = classifier_outputs(images, book_classifier(cache))[1].argmax(1)
         knn = nearest_neighbour_labels(images)
-        rec.update(knn_accuracy=float((knn == labels).float().mean()), per_class_classifier=_per_class(clf, labels),
-                   per_class_knn=_per_class(knn, labels), disc_weight=load_run(run, tier, cache)[2].disc_weight)
+        rec.update(
+            knn_accuracy=float((knn == labels).float().mean()),
+            per_class_classifier=_per_class(clf, labels),
+            per_class_knn=_per_class(knn, labels),
+            disc_weight=load_run(run, tier, cache)[2].disc_weight,
+        )
         recs[run] = rec
     real, real_labels = EmbeddedMNIST("heldout").tensors()
-    judges = {"classifier_heldout": float((classifier_outputs(real, book_classifier(cache))[1].argmax(1) == real_labels).float().mean()),
-              "knn_heldout": float((nearest_neighbour_labels(real) == real_labels).float().mean())}
-    data = {"sampler": sampler.describe(), "n": n, "settings": recs, "judges": judges,
-            **columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight"))}
-    return _save("conditioning", data, {"sampler": asdict(sampler), "n": n, "knn_reference": "mnist-embedded/train",
-                                        "runs": _run_configs(recs, tier, cache)}, tier, t0)
+    judges = {
+        "classifier_heldout": float(
+            (classifier_outputs(real, book_classifier(cache))[1].argmax(1) == real_labels).float().mean()
+        ),
+        "knn_heldout": float((nearest_neighbour_labels(real) == real_labels).float().mean()),
+    }
+    data = {
+        "sampler": sampler.describe(),
+        "n": n,
+        "settings": recs,
+        "judges": judges,
+        **columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight")),
+    }
+    return _save(
+        "conditioning",
+        data,
+        {
+            "sampler": asdict(sampler),
+            "n": n,
+            "knn_reference": "mnist-embedded/train",
+            "runs": _run_configs(recs, tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
-FAST_SAMPLERS = {"ddim": Sampler("ddim"), "respaced_beta_tilde": Sampler("ddpm", variance="beta_tilde"),
-                 "respaced_zero": Sampler("ddpm", variance="zero")}
+FAST_SAMPLERS = {
+    "ddim": Sampler("ddim"),
+    "respaced_beta_tilde": Sampler("ddpm", variance="beta_tilde"),
+    "respaced_zero": Sampler("ddpm", variance="zero"),
+}
 
 
 def at_steps(base: Sampler, K: int) -> Sampler:
@@ -478,8 +651,9 @@ def at_steps(base: Sampler, K: int) -> Sampler:
     return Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
 
 
-def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool,
-           cache: Cache) -> dict:
+def _sweep(
+    tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool, cache: Cache
+) -> dict:
     """Every sampler at every K (with n = ks[K] samples): per-sampler lists over K, and the records."""
     keys = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "seconds_per_1000")
     by_sampler: dict[str, dict] = {name: {k: [] for k in keys} for name in samplers}
@@ -499,10 +673,21 @@ def _fast_sampling(tier: str, progress: bool, cache: Cache) -> Path:
     """DDIM vs respaced DDPM (beta_tilde, and variance 0 as Report A samples) at K steps, quality and time."""
     t0 = time.perf_counter()
     ks = by_tier(FAST_K, tier)
-    data = {"describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
-            **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache)}
-    return _save("fast_sampling", data, {"samplers": {k: asdict(s) for k, s in FAST_SAMPLERS.items()},
-                                         "K_to_n": ks, "run": _run_configs(["unet"], tier, cache)}, tier, t0)
+    data = {
+        "describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
+        **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache),
+    }
+    return _save(
+        "fast_sampling",
+        data,
+        {
+            "samplers": {k: asdict(s) for k, s in FAST_SAMPLERS.items()},
+            "K_to_n": ks,
+            "run": _run_configs(["unet"], tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
 VARIANCE_SAMPLERS = {v: Sampler("ddpm", variance=v) for v in ("zero", "beta", "beta_tilde")}
@@ -514,10 +699,23 @@ def _variance(tier: str, progress: bool, cache: Cache) -> Path:
     ks = by_tier(VARIANCE_K, tier)
     sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress, cache)
     last = str(max(ks))
-    data = {"describe": {name: s.kind() for name, s in VARIANCE_SAMPLERS.items()}, **sweep, "full_K": int(last),
-            "full": sweep["by_K"][last]}
-    return _save("variance", data, {"samplers": {k: asdict(s) for k, s in VARIANCE_SAMPLERS.items()}, "K_to_n": ks,
-                                    "run": _run_configs(["unet"], tier, cache)}, tier, t0)
+    data = {
+        "describe": {name: s.kind() for name, s in VARIANCE_SAMPLERS.items()},
+        **sweep,
+        "full_K": int(last),
+        "full": sweep["by_K"][last],
+    }
+    return _save(
+        "variance",
+        data,
+        {
+            "samplers": {k: asdict(s) for k, s in VARIANCE_SAMPLERS.items()},
+            "K_to_n": ks,
+            "run": _run_configs(["unet"], tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
 def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
@@ -527,12 +725,22 @@ def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
     cfg = load_run("unet", tier, cache)[2]
     folder = runs_root("smoke") / "pretrained" if tier == "smoke" else PRETRAINED_DIR
-    dest = export_pretrained(checkpoint_path("unet", tier), CHAPTER, folder=folder, source={
-        "tier": tier, "chapter": CHAPTER, "run": "unet", "preset": RUNS["unet"][0], "dataset": cfg.dataset})
+    dest = export_pretrained(
+        checkpoint_path("unet", tier),
+        CHAPTER,
+        folder=folder,
+        source={"tier": tier, "chapter": CHAPTER, "run": "unet", "preset": RUNS["unet"][0], "dataset": cfg.dataset},
+    )
     from ..models import count_parameters
 
-    data = {"name": CHAPTER, "file": dest.name, "bytes": dest.stat().st_size, "run": "unet",
-            "params": count_parameters(load_run("unet", tier, cache)[0]), "steps": cfg.steps}
+    data = {
+        "name": CHAPTER,
+        "file": dest.name,
+        "bytes": dest.stat().st_size,
+        "run": "unet",
+        "params": count_parameters(load_run("unet", tier, cache)[0]),
+        "steps": cfg.steps,
+    }
     return _save("pretrained", data, {"run": cfg.to_dict()}, tier, t0)
 
 
@@ -574,10 +782,12 @@ def planned_evaluations(tier: str) -> dict[str, int]:
     draws = planned_draws(tier)
     steps = {run: config(run, tier).T for run in RUNS}
     n, book = samples_per_setting(tier), book_sampler(tier)
-    return {"sampling": sum(m * (s.steps or steps[run]) for run, s, m in draws), "settings": len(draws),
-            "bound": 2 * by_tier(KL_IMAGES, tier) * len(KL_TIMESTEPS),
-            "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n}
-
+    return {
+        "sampling": sum(m * (s.steps or steps[run]) for run, s, m in draws),
+        "settings": len(draws),
+        "bound": 2 * by_tier(KL_IMAGES, tier) * len(KL_TIMESTEPS),
+        "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n,
+    }
 
 
 def _evaluation(name: str, description: str, fn) -> Part:

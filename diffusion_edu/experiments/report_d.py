@@ -41,13 +41,26 @@ from ..metrics import classifier_outputs
 from ..presets import TrainConfig
 from ..samplers import sample
 from .common import EVAL_BUDGETS, Part, by_tier, chapter_parts, have_result, load_result, runs_root, save_result
-from .evaluation import book_classifier, heldout_reference, measure
+from .evaluation import book_classifier, heldout_reference, images_only, measure
 from .figures import figure_path, relative, save_grid
 from .store import Cache, RunStore, load_snapshot, record_training
 from .training_runs import RunSpec
 
-__all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "trained_epochs", "load_run", "load_snapshot",
-           "generate", "gaussian_data_prior", "probe_accuracy", "step_change", "run_finished"]
+__all__ = [
+    "ReportDBudget",
+    "REPORT_D_BUDGETS",
+    "REPORT_EPOCHS",
+    "report_epochs",
+    "run_epochs",
+    "trained_epochs",
+    "load_run",
+    "load_snapshot",
+    "generate",
+    "gaussian_data_prior",
+    "probe_accuracy",
+    "step_change",
+    "run_finished",
+]
 
 CHAPTER = "report_d"
 
@@ -56,8 +69,12 @@ CHAPTER = "report_d"
 COLD_CPU_EPOCHS = 8
 COLD_COLAB_EPOCHS = 20  # colab tier (a free T4): the restorers' epochs; the DDPMs train COLAB_EPOCHS
 COLAB_EPOCHS = 40
-_COLD_CPU = {"tier_overrides": {"cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)},
-                                "colab": {"steps": COLD_COLAB_EPOCHS * (8995 // 128)}}}
+_COLD_CPU = {
+    "tier_overrides": {
+        "cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)},
+        "colab": {"steps": COLD_COLAB_EPOCHS * (8995 // 128)},
+    }
+}
 RUNS: dict[str, RunSpec] = {
     "cnn": ("d_cnn", {}),
     "cnn_selu": ("d_cnn_selu", {}),
@@ -79,11 +96,20 @@ PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples
 # digits, COLAB_EPOCHS epochs for the DDPMs and COLD_COLAB_EPOCHS for the restorers, a snapshot every epoch.
 EPOCH_STEPS = {"cpu": 8995 // 128, "colab": 8995 // 128, "gpu": 60_000 // 128}
 TIER_OVERRIDES = {
-    "cpu": dict(dataset="mnist-embedded", steps=15 * EPOCH_STEPS["cpu"], callback_every=EPOCH_STEPS["cpu"],
-                checkpoint_every=EPOCH_STEPS["cpu"] * 5, log_every=EPOCH_STEPS["cpu"] // 2),
-    "colab": dict(dataset="mnist-embedded", steps=COLAB_EPOCHS * EPOCH_STEPS["colab"],
-                  callback_every=EPOCH_STEPS["colab"], checkpoint_every=EPOCH_STEPS["colab"] * 5,
-                  log_every=EPOCH_STEPS["colab"] // 2),
+    "cpu": dict(
+        dataset="mnist-embedded",
+        steps=15 * EPOCH_STEPS["cpu"],
+        callback_every=EPOCH_STEPS["cpu"],
+        checkpoint_every=EPOCH_STEPS["cpu"] * 5,
+        log_every=EPOCH_STEPS["cpu"] // 2,
+    ),
+    "colab": dict(
+        dataset="mnist-embedded",
+        steps=COLAB_EPOCHS * EPOCH_STEPS["colab"],
+        callback_every=EPOCH_STEPS["colab"],
+        checkpoint_every=EPOCH_STEPS["colab"] * 5,
+        log_every=EPOCH_STEPS["colab"] // 2,
+    ),
 }
 
 # The report shows samples at epochs 1, 20, 40 and 60 of its 100 (Fig. 1.3, 1.7) and at epoch 100 (Fig. 1.8).
@@ -118,18 +144,52 @@ class ReportDBudget:
 
 
 REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
-    "smoke": ReportDBudget(curve_n=12, grid_n=4, grid_steps=3, compare_steps=(3,), selu_steps=3, restore_n=4,
-                           prior_components=2, probe_n=300, eval_n=12),
+    "smoke": ReportDBudget(
+        curve_n=12,
+        grid_n=4,
+        grid_steps=3,
+        compare_steps=(3,),
+        selu_steps=3,
+        restore_n=4,
+        prior_components=2,
+        probe_n=300,
+        eval_n=12,
+    ),
     # cpu: about 600k CNN evaluations in all (~15 minutes on 2 cores next to other work; the grids use 100
     # respaced steps, since 1,000 steps for batches of 16 took 6 minutes a grid on the loaded machine); 250
     # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
-    "cpu": ReportDBudget(curve_n=250, grid_n=16, grid_steps=100, compare_steps=(28, 100), selu_steps=None,
-                         restore_n=200, prior_components=10, eval_n=500, cold_n=250),
+    "cpu": ReportDBudget(
+        curve_n=250,
+        grid_n=16,
+        grid_steps=100,
+        compare_steps=(28, 100),
+        selu_steps=None,
+        restore_n=200,
+        prior_components=10,
+        eval_n=500,
+        cold_n=250,
+    ),
     # colab: 1,000 samples per epoch for the curves (~100 epochs in all), 5,000 for the final numbers
-    "colab": ReportDBudget(curve_n=1000, grid_n=16, grid_steps=250, compare_steps=(28, 100, None), selu_steps=None,
-                           restore_n=1005, prior_components=10, eval_n=5000, cold_n=2000),
-    "gpu": ReportDBudget(curve_n=2000, grid_n=16, grid_steps=None, compare_steps=(28, 100, None), selu_steps=None,
-                         restore_n=1005, prior_components=10),
+    "colab": ReportDBudget(
+        curve_n=1000,
+        grid_n=16,
+        grid_steps=250,
+        compare_steps=(28, 100, None),
+        selu_steps=None,
+        restore_n=1005,
+        prior_components=10,
+        eval_n=5000,
+        cold_n=2000,
+    ),
+    "gpu": ReportDBudget(
+        curve_n=2000,
+        grid_n=16,
+        grid_steps=None,
+        compare_steps=(28, 100, None),
+        selu_steps=None,
+        restore_n=1005,
+        prior_components=10,
+    ),
 }
 
 
@@ -207,7 +267,7 @@ def _epoch_steps(cfg: TrainConfig) -> int:
     if cfg.subset is not None:
         n = cfg.subset
     elif cfg.dataset == "mnist-embedded":
-        n = len(EmbeddedMNIST(cfg.split))
+        n = len(EmbeddedMNIST(cfg.split))  # type: ignore[arg-type]
     else:
         n = 60_000  # MNIST's training set (the gpu tier)
     return max(1, n // cfg.batch_size)
@@ -256,8 +316,9 @@ def report_epochs(n_epochs: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def gaussian_data_prior(schedule, images: torch.Tensor, n: int, generator: torch.Generator | None = None
-                        ) -> torch.Tensor:
+def gaussian_data_prior(
+    schedule, images: torch.Tensor, n: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """n draws of x_T whose first two moments match the training chain's: x_T = q_sample(x0', T) with
     x0' ~ N(mu, Sigma) fitted to ``images`` (N, C, H, W). Where alpha_bar_T is far from 0 (T=100 with
     linear betas: 0.36) the chain never reaches N(0, I); this start is what the network was trained on.
@@ -275,9 +336,19 @@ def gaussian_data_prior(schedule, images: torch.Tensor, n: int, generator: torch
     return q_sample(x0, schedule.T, schedule.to("cpu"), noise=eps).float()
 
 
-def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Generator | None, steps: int | None = None,
-             algorithm: int = 2, prior=None, x_T: torch.Tensor | None = None, batch_size: int = 500,
-             clamp: bool = True) -> torch.Tensor:
+def generate(
+    model: torch.nn.Module,
+    process,
+    n: int,
+    *,
+    generator: torch.Generator | None,
+    steps: int | None = None,
+    algorithm: int = 2,
+    prior=None,
+    x_T: torch.Tensor | None = None,
+    batch_size: int = 500,
+    clamp: bool = True,
+) -> torch.Tensor:
     """n images from a Report D model: respaced DDPM with ``steps`` (None = all T) for a Gaussian run;
     Bansal et al.'s ``algorithm`` from ``prior`` draws (or ``x_T``) for a cold run. ``clamp``: clip to
     [-1, 1], the image range the metrics read (the cold algorithms' raw output may leave it)."""
@@ -286,11 +357,16 @@ def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Genera
     if isinstance(process, RowColumnAveraging):
         if x_T is None:
             x_T = prior.sample(n, generator=generator)
-        out = torch.cat([cold_sample(model, process, x_T[i:i + batch_size].to(dev), algorithm=algorithm).cpu()
-                         for i in range(0, n, batch_size)])
+        out = torch.cat(
+            [
+                images_only(cold_sample(model, process, x_T[i : i + batch_size].to(dev), algorithm=algorithm)).cpu()  # type: ignore[arg-type]
+                for i in range(0, n, batch_size)
+            ]
+        )
     else:
-        out = sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T,
-                     batch_size=batch_size).cpu()
+        out = images_only(
+            sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T, batch_size=batch_size)
+        ).cpu()
     return out.clamp(-1, 1) if clamp else out
 
 
@@ -336,18 +412,24 @@ def _eval(tier: str):
 def _cold_prior(process: RowColumnAveraging, run: str, tier: str):
     """The Gaussian mixture of fully degraded training digits (how Bansal et al. generate new images)."""
     train = EmbeddedMNIST("train").tensors()[0]
-    return fit_degraded_prior(process, train, n_components=_budget(tier).prior_components,
-                              generator=_seeded("prior", run))
+    return fit_degraded_prior(
+        process, train, n_components=_budget(tier).prior_components, generator=_seeded("prior", run)
+    )
 
 
 def _sampler(process, steps: int | None, prior=None) -> str:
     if isinstance(process, RowColumnAveraging):
-        start = (f"a {prior.weights.numel()}-component Gaussian mixture fitted to the fully degraded training digits"
-                 if prior is not None else "the fully degraded held-out digits")
+        start = (
+            f"a {prior.weights.numel()}-component Gaussian mixture fitted to the fully degraded training digits"
+            if prior is not None
+            else "the fully degraded held-out digits"
+        )
         return f"Bansal et al. Algorithm 2 over all T={process.T} steps, from {start}"
     k = process.T if steps is None else steps
-    return (f"DDPM ancestral sampling (Ho et al. Algorithm 2, variance beta_tilde) on {k} of the T={process.T} "
-            f"steps{' (all of them)' if k == process.T else ' (respaced)'}, from N(0, I)")
+    return (
+        f"DDPM ancestral sampling (Ho et al. Algorithm 2, variance beta_tilde) on {k} of the T={process.T} "
+        f"steps{' (all of them)' if k == process.T else ' (respaced)'}, from N(0, I)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,8 +443,12 @@ def _loss_curve(record: dict[str, Any], per: int) -> dict[str, list]:
     by_epoch: dict[int, list[float]] = {}
     for s, v in zip(steps, losses):
         by_epoch.setdefault(math.ceil(s / per), []).append(v)
-    return {"epoch": [round(s / per, 4) for s in steps], "loss": losses,
-            "epoch_index": sorted(by_epoch), "epoch_mean_loss": [sum(v) / len(v) for _, v in sorted(by_epoch.items())]}
+    return {
+        "epoch": [round(s / per, 4) for s in steps],
+        "loss": losses,
+        "epoch_index": sorted(by_epoch),
+        "epoch_mean_loss": [sum(v) / len(v) for _, v in sorted(by_epoch.items())],
+    }
 
 
 def _curves(tier: str, progress: bool, cache: Cache) -> Path:
@@ -379,8 +465,15 @@ def _curves(tier: str, progress: bool, cache: Cache) -> Path:
         for epoch, path in snaps:
             rec["step"].append(load_snapshot(model, path))
             # the same x_T and the same sampling noise at every epoch: the curve shows the network changing
-            images = generate(model, process, b.curve_n, generator=_seeded("curve", run), steps=ev.steps,
-                              prior=prior, batch_size=ev.batch_size)
+            images = generate(
+                model,
+                process,
+                b.curve_n,
+                generator=_seeded("curve", run),
+                steps=ev.steps,
+                prior=prior,
+                batch_size=ev.batch_size,
+            )
             m = _metrics(images, cache, "curve", run)
             rec["epoch"].append(epoch)
             for k in ("fid", "is", "is_std", "kid_mean"):
@@ -394,20 +487,31 @@ def _curves(tier: str, progress: bool, cache: Cache) -> Path:
         data["runs"][run] = rec
         # the final numbers, on the evaluation budget's larger sample (the last snapshot is the final network)
         start = time.perf_counter()
-        images = generate(model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior,
-                          batch_size=ev.batch_size)
+        images = generate(
+            model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior, batch_size=ev.batch_size
+        )
         sample_s = time.perf_counter() - start
         final = _metrics(images, cache, "final", run)
-        final.update(epoch=rec["epoch"][-1], steps=ev.steps or process.T, sampler=_sampler(process, ev.steps, prior),
-                     sample_wall_s=round(sample_s, 2))
+        final.update(
+            epoch=rec["epoch"][-1],
+            steps=ev.steps or process.T,
+            sampler=_sampler(process, ev.steps, prior),
+            sample_wall_s=round(sample_s, 2),
+        )
         data["final"][run] = final
         data["final_fid"][run], data["final_is"][run] = final["fid"], final["is"]
         if "fid_interval" in final:
             data.setdefault("final_fid_interval", {})[run] = final["fid_interval"]
         data["final"][run]["figure"] = _figure(f"final_{run}", images[:64], tier, nrow=16)
-    cfg_out = {"curve_n": b.curve_n, "final_n": ev.n, "steps": ev.steps, "reference": "mnist-embedded/heldout",
-               "runs": list(CURVE_RUNS), "prior_components": b.prior_components,
-               "note": "every epoch's samples start from the same x_T with the same sampling noise"}
+    cfg_out = {
+        "curve_n": b.curve_n,
+        "final_n": ev.n,
+        "steps": ev.steps,
+        "reference": "mnist-embedded/heldout",
+        "runs": list(CURVE_RUNS),
+        "prior_components": b.prior_components,
+        "note": "every epoch's samples start from the same x_T with the same sampling noise",
+    }
     return save_result(CHAPTER, "curves", data, cfg_out, tier, time.perf_counter() - t0)
 
 
@@ -419,14 +523,24 @@ def _curves(tier: str, progress: bool, cache: Cache) -> Path:
 def _samples(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
     b = _budget(tier)
-    data: dict[str, Any] = {"runs": {}, "report_epochs": list(REPORT_EPOCHS), "report_total_epochs": REPORT_TOTAL_EPOCHS}
+    data: dict[str, Any] = {
+        "runs": {},
+        "report_epochs": list(REPORT_EPOCHS),
+        "report_total_epochs": REPORT_TOTAL_EPOCHS,
+    }
     for run in CURVE_RUNS:
         model, process, cfg = load_run(run, tier)
         prior = _cold_prior(process, run, tier) if isinstance(process, RowColumnAveraging) else None
         snaps = _snapshots(run, tier)
         picks = report_epochs(len(snaps))
-        rec: dict[str, Any] = {"n_epochs": snaps[-1][0], "epochs": [], "figures": [], "predicted_classes": [],
-                               "sampler": _sampler(process, b.grid_steps, prior), "n_samples": b.grid_n}
+        rec: dict[str, Any] = {
+            "n_epochs": snaps[-1][0],
+            "epochs": [],
+            "figures": [],
+            "predicted_classes": [],
+            "sampler": _sampler(process, b.grid_steps, prior),
+            "n_samples": b.grid_n,
+        }
         bar = _bar(len(picks), f"{run}: sample grids", progress)
         for k in picks:
             epoch, path = snaps[k - 1]
@@ -438,9 +552,13 @@ def _samples(tier: str, progress: bool, cache: Cache) -> Path:
             bar.update(1)
         bar.close()
         data["runs"][run] = rec
-    cfg_out = {"grid_n": b.grid_n, "grid_steps": b.grid_steps, "runs": list(CURVE_RUNS),
-               "note": "the report's epochs 1, 20, 40, 60, 100 of 100, scaled to the run's epochs; the same noise "
-                       "at every epoch"}
+    cfg_out = {
+        "grid_n": b.grid_n,
+        "grid_steps": b.grid_steps,
+        "runs": list(CURVE_RUNS),
+        "note": "the report's epochs 1, 20, 40, 60, 100 of 100, scaled to the run's epochs; the same noise "
+        "at every epoch",
+    }
     return save_result(CHAPTER, "samples", data, cfg_out, tier, time.perf_counter() - t0)
 
 
@@ -462,16 +580,24 @@ def step_change(degradation: RowColumnAveraging, images: torch.Tensor) -> list[f
     return out
 
 
-def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                   test_labels: torch.Tensor, l2: float = 1e-3, max_iter: int = 300) -> float:
+def probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    l2: float = 1e-3,
+    max_iter: int = 300,
+) -> float:
     """Held-out accuracy of a linear softmax classifier (L-BFGS, L2 penalty ``l2``) trained on standardised
     features (N, d): how much of a digit's class a representation keeps, read out linearly."""
     for name, f in (("train_features", train_features), ("test_features", test_features)):
         if f.dim() != 2:
             raise ValueError(f"{name} must be a (N, d) matrix, got shape {tuple(f.shape)}")
     if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(f"train_features and test_features must have the same d, got {train_features.shape[1]} "
-                         f"and {test_features.shape[1]}")
+        raise ValueError(
+            f"train_features and test_features must have the same d, got {train_features.shape[1]} "
+            f"and {test_features.shape[1]}"
+        )
     mu, sd = train_features.double().mean(0), train_features.double().std(0).clamp(min=1e-6)
     xtr, xte = (train_features.double() - mu) / sd, (test_features.double() - mu) / sd
     k = int(max(train_labels.max(), test_labels.max())) + 1
@@ -491,27 +617,36 @@ def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, tes
 
 
 @torch.no_grad()
-def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, batch: int,
-             classifier: Any = None) -> tuple[dict, dict]:
+def _restore(
+    model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, batch: int, classifier: Any = None
+) -> tuple[dict, dict]:
     """Restore D(x0, T) three ways: R's one-shot guess R(x_T, T), Algorithm 1 and Algorithm 2."""
     x_T = D.degrade(x0, D.T)
     T = torch.full((batch,), D.T, dtype=torch.int64)
     p = next(iter(model.parameters()), None)
     dev = p.device if p is not None else torch.device("cpu")
-    direct = torch.cat([model(x_T[i:i + batch].to(dev), T[:x_T[i:i + batch].shape[0]].to(dev)).float().cpu()
-                        for i in range(0, len(x0), batch)])
-    raw = {"direct": direct,
-           "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch, clamp=False),
-           "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch, clamp=False)}
+    direct = torch.cat(
+        [
+            model(x_T[i : i + batch].to(dev), T[: x_T[i : i + batch].shape[0]].to(dev)).float().cpu()
+            for i in range(0, len(x0), batch)
+        ]
+    )
+    raw = {
+        "direct": direct,
+        "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch, clamp=False),
+        "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch, clamp=False),
+    }
     outs = {name: out.clamp(-1, 1) for name, out in raw.items()}
     stats = {}
     for name, out in outs.items():
         pred = classifier_outputs(out, classifier)[1].argmax(1)
         stats[name] = {
-            "mse": float((out - x0).square().mean()), "l1": float((out - x0).abs().mean()),
+            "mse": float((out - x0).square().mean()),
+            "l1": float((out - x0).abs().mean()),
             "accuracy": float((pred == y).double().mean()),
-            "accuracy_per_class": [float((pred[y == c] == c).double().mean()) if (y == c).any() else None
-                                   for c in range(10)],
+            "accuracy_per_class": [
+                float((pred[y == c] == c).double().mean()) if (y == c).any() else None for c in range(10)
+            ],
             # how far the (unclipped) result is from agreeing with the observation: max |D(out, T) - x_T|
             "consistency_error": float((D.degrade(raw[name], D.T) - x_T).abs().max()),
         }
@@ -527,17 +662,25 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
     x0, y = heldout.tensors()
     train_x, train_y = EmbeddedMNIST("train").tensors()
     all_held_x, all_held_y = EmbeddedMNIST("heldout").tensors()
-    probe_idx = torch.randperm(len(train_x), generator=_seeded("probe"))[:b.probe_n]
+    probe_idx = torch.randperm(len(train_x), generator=_seeded("probe"))[: b.probe_n]
     px, py = train_x[probe_idx], train_y[probe_idx]
-    data: dict[str, Any] = {"runs": {}, "probe": {"pixels": probe_accuracy(px.flatten(1), py, all_held_x.flatten(1),
-                                                                           all_held_y)}}
+    data: dict[str, Any] = {
+        "runs": {},
+        "probe": {"pixels": probe_accuracy(px.flatten(1), py, all_held_x.flatten(1), all_held_y)},
+    }
     pick = [int((y == c).nonzero()[0]) for c in range(10) if (y == c).any()]  # one digit per class for figures
     bar = _bar(len(COLD_RUNS), "cold-diffusion restorers", progress)
     for run in COLD_RUNS:
         model, D, cfg = load_run(run, tier)
-        rec: dict[str, Any] = {"axis": D.axis, "order": D.order_name, "group": D.group, "T": D.T,
-                               "line_order": D.order, "final_loss": summary[run]["final_loss"],
-                               "loss": cfg.loss}
+        rec: dict[str, Any] = {
+            "axis": D.axis,
+            "order": D.order_name,
+            "group": D.group,
+            "T": D.T,
+            "line_order": D.order,
+            "final_loss": summary[run]["final_loss"],
+            "loss": cfg.loss,
+        }
         rec["restoration"], outs = _restore(model, D, x0, y, ev.batch_size, book_classifier(cache))
         grid = torch.cat([x0[pick]] + [outs[k][pick] for k in ("x_T", "direct", "alg1", "alg2")])
         rec["restore_figure"] = _figure(f"cold_restore_{run}", grid, tier, nrow=len(pick))
@@ -546,7 +689,9 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
         rec["generation"] = {}
         gen = {}
         for alg in (1, 2):
-            raw = generate(model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
+            raw = generate(
+                model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False
+            )
             gen[alg] = raw.clamp(-1, 1)
             m = _metrics(gen[alg], cache, "cold", run)
             m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
@@ -554,8 +699,9 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
         rec["generation_fid"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
         if "fid_interval" in rec["generation"]["alg1"]:
             rec["generation_fid_interval"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid_interval"] for a in (1, 2)}
-        rec["generate_figure"] = _figure(f"cold_generate_{run}", torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), tier,
-                                         nrow=10)
+        rec["generate_figure"] = _figure(
+            f"cold_generate_{run}", torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), tier, nrow=10
+        )
         rec["step_change"] = step_change(D, all_held_x)
         key = f"{D.axis}/g{D.group}"
         if key not in data["probe"]:  # D(x, T) does not depend on the order: one probe per axis and group
@@ -566,11 +712,17 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
     data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
     if all("fid_interval" in data["runs"][run]["generation"]["alg2"] for run in COLD_RUNS):
         data["fid_alg2_interval"] = {run: data["runs"][run]["generation"]["alg2"]["fid_interval"] for run in COLD_RUNS}
-    cfg_out = {"restore_n": len(x0), "generate_n": n_gen, "prior_components": b.prior_components,
-               "probe_n": len(px), "reference": "mnist-embedded/heldout",
-               "figure_rows": {"restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)",
-                                           "Algorithm 1", "Algorithm 2"],
-                               "generate": ["x_T drawn from the prior", "Algorithm 1", "Algorithm 2"]}}
+    cfg_out = {
+        "restore_n": len(x0),
+        "generate_n": n_gen,
+        "prior_components": b.prior_components,
+        "probe_n": len(px),
+        "reference": "mnist-embedded/heldout",
+        "figure_rows": {
+            "restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)", "Algorithm 1", "Algorithm 2"],
+            "generate": ["x_T drawn from the prior", "Algorithm 1", "Algorithm 2"],
+        },
+    }
     return save_result(CHAPTER, "cold", data, cfg_out, tier, time.perf_counter() - t0)
 
 
@@ -590,8 +742,15 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
     def add(name: str, run: str, images: torch.Tensor, seconds: float, nfe: int, sampler: str, start: str) -> None:
         m = _metrics(images, cache, "comparison")
         dist, _ = nearest_neighbours(images, train_x)
-        m.update(run=run, sampler=sampler, start=start, nfe=nfe, sample_s_per_1000=round(1000 * seconds / len(images), 2),
-                 nn_distance_mean=float(dist.mean()), nn_distance_median=float(dist.median()))
+        m.update(
+            run=run,
+            sampler=sampler,
+            start=start,
+            nfe=nfe,
+            sample_s_per_1000=round(1000 * seconds / len(images), 2),
+            nn_distance_mean=float(dist.mean()),
+            nn_distance_median=float(dist.median()),
+        )
         m["figure"] = _figure(f"comparison_{name}", images[:20], tier, nrow=10)
         rows[name] = m
 
@@ -600,26 +759,41 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
     for run, K in jobs:
         model, schedule, _ = load_run(run, tier)
         k = schedule.T if K is None else min(K, schedule.T)
-        starts = {"noise": None}
+        starts: dict[str, torch.Tensor | None] = {"noise": None}
         if run == "cnn_selu":  # its chain ends at alpha_bar_T = 0.36, far from N(0, I): also start where it trained
             starts["matched"] = gaussian_data_prior(schedule, train_x, ev.n, generator=_seeded("matched"))
         for start, x_T in starts.items():
             t1 = time.perf_counter()
-            images = generate(model, schedule, ev.n, generator=_seeded("comparison"), steps=k, x_T=x_T,
-                              batch_size=ev.batch_size)
+            images = generate(
+                model, schedule, ev.n, generator=_seeded("comparison"), steps=k, x_T=x_T, batch_size=ev.batch_size
+            )
             label = "N(0, I)" if x_T is None else "N(sqrt(alpha_bar_T) mu, alpha_bar_T Sigma + (1 - alpha_bar_T) I)"
-            add(f"ddpm_{run}_K{k}" + ("" if start == "noise" else "_matched"), run, images, time.perf_counter() - t1, k,
-                _sampler(schedule, k), label)
+            add(
+                f"ddpm_{run}_K{k}" + ("" if start == "noise" else "_matched"),
+                run,
+                images,
+                time.perf_counter() - t1,
+                k,
+                _sampler(schedule, k),
+                label,
+            )
             bar.update(1)
     model, D, _ = load_run("cold_columns_random", tier)
     prior = _cold_prior(D, "cold_columns_random", tier)
     t1 = time.perf_counter()
     images = generate(model, D, ev.n, generator=_seeded("comparison"), prior=prior, batch_size=ev.batch_size)
-    add("cold_columns_random_alg2", "cold_columns_random", images, time.perf_counter() - t1, D.T,
-        _sampler(D, None, prior), "Gaussian mixture of fully degraded training digits")
+    add(
+        "cold_columns_random_alg2",
+        "cold_columns_random",
+        images,
+        time.perf_counter() - t1,
+        D.T,
+        _sampler(D, None, prior),
+        "Gaussian mixture of fully degraded training digits",
+    )
     bar.update(1)
     real = EmbeddedMNIST("train")
-    idx = torch.randperm(len(real), generator=_seeded("floor"))[:ev.n]
+    idx = torch.randperm(len(real), generator=_seeded("floor"))[: ev.n]
     floor = _metrics(real.batch(idx)[0], cache, "comparison")
     held = heldout_reference(cache)
     dist, _ = nearest_neighbours(held, train_x)
@@ -627,15 +801,27 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
     bar.update(1)
     bar.close()
     best_ddpm = [name for name in rows if name.startswith("ddpm_cnn_K")][-1]  # the most sampling steps
-    data = {"rows": rows, "fid": {k: v["fid"] for k, v in rows.items()}, "is": {k: v["is"] for k, v in rows.items()},
-            "real_digits": floor, "ddpm_row": best_ddpm,
-            "fid_ddpm_vs_cold": {"gaussian_ddpm": rows[best_ddpm]["fid"],
-                                 "cold_diffusion": rows["cold_columns_random_alg2"]["fid"]}}
-    cfg_out = {"n": ev.n, "reference": "mnist-embedded/heldout", "batch_size": ev.batch_size,
-               "compare_steps": list(b.compare_steps), "prior_components": b.prior_components,
-               "load_average": list(os.getloadavg()),
-               "note": "real_digits: n random training digits measured the same way (the floor); their nearest-"
-                       "neighbour distance is that of the held-out digits to the training digits"}
+    data = {
+        "rows": rows,
+        "fid": {k: v["fid"] for k, v in rows.items()},
+        "is": {k: v["is"] for k, v in rows.items()},
+        "real_digits": floor,
+        "ddpm_row": best_ddpm,
+        "fid_ddpm_vs_cold": {
+            "gaussian_ddpm": rows[best_ddpm]["fid"],
+            "cold_diffusion": rows["cold_columns_random_alg2"]["fid"],
+        },
+    }
+    cfg_out = {
+        "n": ev.n,
+        "reference": "mnist-embedded/heldout",
+        "batch_size": ev.batch_size,
+        "compare_steps": list(b.compare_steps),
+        "prior_components": b.prior_components,
+        "load_average": list(os.getloadavg()),
+        "note": "real_digits: n random training digits measured the same way (the floor); their nearest-"
+        "neighbour distance is that of the held-out digits to the training digits",
+    }
     return save_result(CHAPTER, "comparison", data, cfg_out, tier, time.perf_counter() - t0)
 
 
@@ -648,26 +834,63 @@ def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
     ckpt = store(tier).checkpoint(PRETRAINED_RUN)
     model, _, cfg = load_run(PRETRAINED_RUN, tier)
-    source = {"tier": tier, "chapter": CHAPTER, "run": PRETRAINED_RUN, "preset": RUNS[PRETRAINED_RUN][0],
-              "dataset": cfg.dataset, "epochs": run_epochs(PRETRAINED_RUN, tier)}
+    source = {
+        "tier": tier,
+        "chapter": CHAPTER,
+        "run": PRETRAINED_RUN,
+        "preset": RUNS[PRETRAINED_RUN][0],
+        "dataset": cfg.dataset,
+        "epochs": run_epochs(PRETRAINED_RUN, tier),
+    }
     folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
     path = export_pretrained(ckpt, "report_d", source=source, folder=folder)
-    data = {"name": "report_d", "file": path.name, "bytes": path.stat().st_size, "params": count_parameters(model),
-            "source": source, "load": 'diffusion_edu.pretrained.load_pretrained("report_d")'}
+    data = {
+        "name": "report_d",
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "params": count_parameters(model),
+        "source": source,
+        "load": 'diffusion_edu.pretrained.load_pretrained("report_d")',
+    }
     return save_result(CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t0)
 
 
 PARTS: dict[str, Part] = chapter_parts(
     CHAPTER,
     Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
-    Part("curves", "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers", _curves,
-         ["training"], CURVE_RUNS),
-    Part("samples", "sample grids at the report's epochs (1, 20, 40, 60, 100 of 100, scaled)", _samples,
-         ["training"], CURVE_RUNS),
-    Part("cold", "cold diffusion: restoration, Algorithms 1 vs 2, generation, rows vs columns, orders", _cold,
-         ["training"], COLD_RUNS),
-    Part("comparison", "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)", _comparison,
-         ["training"], COMPARISON_RUNS),
-    Part("pretrained", "ship the GELU CNN (T=1000) as load_pretrained('report_d')", _pretrained, ["training"],
-         (PRETRAINED_RUN,)),
+    Part(
+        "curves",
+        "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers",
+        _curves,
+        ["training"],
+        CURVE_RUNS,
+    ),
+    Part(
+        "samples",
+        "sample grids at the report's epochs (1, 20, 40, 60, 100 of 100, scaled)",
+        _samples,
+        ["training"],
+        CURVE_RUNS,
+    ),
+    Part(
+        "cold",
+        "cold diffusion: restoration, Algorithms 1 vs 2, generation, rows vs columns, orders",
+        _cold,
+        ["training"],
+        COLD_RUNS,
+    ),
+    Part(
+        "comparison",
+        "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)",
+        _comparison,
+        ["training"],
+        COMPARISON_RUNS,
+    ),
+    Part(
+        "pretrained",
+        "ship the GELU CNN (T=1000) as load_pretrained('report_d')",
+        _pretrained,
+        ["training"],
+        (PRETRAINED_RUN,),
+    ),
 )

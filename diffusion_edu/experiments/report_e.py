@@ -29,7 +29,7 @@ import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
 from .common import EVAL_BUDGETS, Part, chapter_parts, runs_root, save_result, tier_results_dir
-from .evaluation import columns, measure
+from .evaluation import columns, images_only, measure
 from .figures import class_grid as _class_grid
 from .figures import save_grid
 from .store import Cache, RunStore, record_training
@@ -49,10 +49,26 @@ RUNS: dict[str, RunSpec] = {
 # recipe on the same digits, but batches of 128 (a batch of 32 leaves a GPU idle between kernel launches;
 # the chapter studies T, the schedule and w, not the batch), 6,000 steps = 768k images, 1.4x the cpu tier's.
 TIER_OVERRIDES = {
-    "cpu": dict(dataset="mnist-embedded", steps=17_000, lr=1e-3, warmup_steps=200, lr_schedule="cosine",
-                channels_last=True, log_every=200, checkpoint_every=2000),
-    "colab": dict(dataset="mnist-embedded", batch_size=128, steps=6_000, lr=1e-3, warmup_steps=200,
-                  lr_schedule="cosine", log_every=200, checkpoint_every=1000),
+    "cpu": dict(
+        dataset="mnist-embedded",
+        steps=17_000,
+        lr=1e-3,
+        warmup_steps=200,
+        lr_schedule="cosine",
+        channels_last=True,
+        log_every=200,
+        checkpoint_every=2000,
+    ),
+    "colab": dict(
+        dataset="mnist-embedded",
+        batch_size=128,
+        steps=6_000,
+        lr=1e-3,
+        warmup_steps=200,
+        lr_schedule="cosine",
+        log_every=200,
+        checkpoint_every=1000,
+    ),
 }
 
 SWEEP_W = 0.2  # the guidance weight of Report E's Table 2 (its best)
@@ -61,7 +77,7 @@ GUIDANCE_RUN = "T1000_linear"  # the network of Tables 1 and 3
 REPEAT_SEEDS = (0, 1, 2, 3, 4)  # Table 1: five sampling runs
 SEED = 0  # the sampling seed of the schedules and guidance parts (= the first repeatability seed)
 GRID_PER_CLASS = 8  # columns of the saved sample grids (one row per digit)
-SAMPLER = {"method": "ddpm", "variance": "beta_tilde", "clip_x0": True}
+SAMPLER: dict[str, Any] = {"method": "ddpm", "variance": "beta_tilde", "clip_x0": True}
 
 
 def store(tier: str) -> RunStore:
@@ -102,8 +118,9 @@ def w_key(w: float) -> str:
     return f"{float(w):g}"
 
 
-def class_grid(images: torch.Tensor, labels: torch.Tensor, per_class: int = GRID_PER_CLASS,
-               num_classes: int = 10) -> torch.Tensor:
+def class_grid(
+    images: torch.Tensor, labels: torch.Tensor, per_class: int = GRID_PER_CLASS, num_classes: int = 10
+) -> torch.Tensor:
     """:func:`~.figures.class_grid` with the chapter's default of :data:`GRID_PER_CLASS` per digit."""
     return _class_grid(images, labels, per_class, num_classes)
 
@@ -114,8 +131,9 @@ def load_run(run: str, tier: str, cache: Cache | None = None):
     return store(tier).load(run, cache)
 
 
-def guided_samples(model, schedule, n: int, w: float, seed: int, tier: str,
-                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
+def guided_samples(
+    model, schedule, n: int, w: float, seed: int, tier: str, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """n class-conditional samples (:func:`class_labels`) at guidance weight w with the tier's sampler budget.
     Returns (images (n, 1, 28, 28) in [-1, 1] on the CPU, labels (n,), wall seconds)."""
     from ..samplers import sample
@@ -125,8 +143,19 @@ def guided_samples(model, schedule, n: int, w: float, seed: int, tier: str,
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     t0 = time.perf_counter()
-    x = sample(model, schedule, n, steps=budget.steps, y=labels, w=w, generator=g, batch_size=budget.batch_size,
-               progress=progress, **SAMPLER)
+    x = sample(
+        model,
+        schedule,
+        n,
+        steps=budget.steps,
+        y=labels,
+        w=w,
+        generator=g,
+        batch_size=budget.batch_size,
+        progress=progress,
+        **SAMPLER,
+    )
+    x = images_only(x)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return x.float().cpu().clamp(-1.0, 1.0), labels, time.perf_counter() - t0
@@ -144,8 +173,7 @@ def _save_grid(images: torch.Tensor, labels: torch.Tensor, name: str, tier: str)
     return relative
 
 
-def _measure(images: torch.Tensor, labels: torch.Tensor | None, seed: int, tier: str,
-             cache: Cache) -> dict[str, Any]:
+def _measure(images: torch.Tensor, labels: torch.Tensor | None, seed: int, tier: str, cache: Cache) -> dict[str, Any]:
     """:func:`~.common.measure` with a seeded generator (KID subsets, IS splits). At the smoke tier FID's
     small-sample warning is silenced: every smoke number is that small, and none is ever shown."""
     with warnings.catch_warnings():
@@ -162,9 +190,15 @@ def _metrics(images: torch.Tensor, labels: torch.Tensor, seed: int, tier: str, c
 
 def _sampler_config(tier: str) -> dict[str, Any]:
     b = EVAL_BUDGETS[tier]
-    return {**SAMPLER, "steps": b.steps, "n": b.n, "batch_size": b.batch_size,
-            "labels": "0..9 cycled: n / 10 samples of each digit", "reference": "mnist-embedded/heldout",
-            "metrics": "book classifier-feature FID, IS, KID and conditional accuracy (diffusion_edu.metrics)"}
+    return {
+        **SAMPLER,
+        "steps": b.steps,
+        "n": b.n,
+        "batch_size": b.batch_size,
+        "labels": "0..9 cycled: n / 10 samples of each digit",
+        "reference": "mnist-embedded/heldout",
+        "metrics": "book classifier-feature FID, IS, KID and conditional accuracy (diffusion_edu.metrics)",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +210,14 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 2: each T x schedule network at w = 0.2."""
     t_start = time.perf_counter()
     n = EVAL_BUDGETS[tier].n
-    rows, meta = {}, {"T": {}, "schedule": {}, "train_steps": {}, "sample_wall_time_s": {}, "figures": {}}
+    rows: dict[str, dict[str, Any]] = {}
+    meta: dict[str, dict[str, Any]] = {
+        "T": {},
+        "schedule": {},
+        "train_steps": {},
+        "sample_wall_time_s": {},
+        "figures": {},
+    }
     for run in RUNS:
         model, schedule, cfg = load_run(run, tier, cache)
         images, labels, secs = guided_samples(model, schedule, n, SWEEP_W, SEED, tier, progress)
@@ -185,8 +226,12 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
         meta["sample_wall_time_s"][run] = round(secs, 2)
         meta["figures"][run] = _save_grid(images, labels, f"schedules_{run}", tier)
     data = {"w": SWEEP_W, "runs": list(RUNS), **columns(rows), **meta}
-    cfg_all = {"w": SWEEP_W, "seed": SEED, "sampler": _sampler_config(tier),
-               "runs": {r: config(r, tier).to_dict() for r in RUNS}}
+    cfg_all = {
+        "w": SWEEP_W,
+        "seed": SEED,
+        "sampler": _sampler_config(tier),
+        "runs": {r: config(r, tier).to_dict() for r in RUNS},
+    }
     return save_result(CHAPTER, "schedules", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
@@ -201,10 +246,20 @@ def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
         rows[w_key(w)] = _metrics(images, labels, SEED, tier, cache)
         secs_by_w[w_key(w)] = round(secs, 2)
         figures[w_key(w)] = _save_grid(images, labels, f"guidance_w{w_key(w)}", tier)
-    data = {"run": GUIDANCE_RUN, "w": list(GUIDANCE_WEIGHTS), "keys": [w_key(w) for w in GUIDANCE_WEIGHTS],
-            **columns(rows), "sample_wall_time_s": secs_by_w, "figures": figures}
-    cfg_all = {"run": GUIDANCE_RUN, "seed": SEED, "sampler": _sampler_config(tier),
-               "train_config": config(GUIDANCE_RUN, tier).to_dict()}
+    data = {
+        "run": GUIDANCE_RUN,
+        "w": list(GUIDANCE_WEIGHTS),
+        "keys": [w_key(w) for w in GUIDANCE_WEIGHTS],
+        **columns(rows),
+        "sample_wall_time_s": secs_by_w,
+        "figures": figures,
+    }
+    cfg_all = {
+        "run": GUIDANCE_RUN,
+        "seed": SEED,
+        "sampler": _sampler_config(tier),
+        "train_config": config(GUIDANCE_RUN, tier).to_dict(),
+    }
     return save_result(CHAPTER, "guidance", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
@@ -220,9 +275,16 @@ def _floor(n: int) -> dict[str, Any] | None:
     if n not in rows:
         return None
     big = max(rows)
-    return {"n": n, "fid_mean": rows[n]["fid_mean"], "fid_std": rows[n]["fid_std"], "n_largest": big,
-            "fid_mean_largest": rows[big]["fid_mean"], "source": "metrics/floors.json", "tier": rec["tier"],
-            "created": rec.get("created")}
+    return {
+        "n": n,
+        "fid_mean": rows[n]["fid_mean"],
+        "fid_std": rows[n]["fid_std"],
+        "n_largest": big,
+        "fid_mean_largest": rows[big]["fid_mean"],
+        "source": "metrics/floors.json",
+        "tier": rec["tier"],
+        "created": rec.get("created"),
+    }
 
 
 def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
@@ -241,11 +303,23 @@ def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
     counts = sorted({max(n // 4, 20), max(n // 2, 20), n, 2 * n, len(pooled)})
     perm = torch.randperm(len(pooled), generator=torch.Generator().manual_seed(SEED))
     by_n = [_measure(pooled[perm[:k]], None, SEED, tier, cache)["fid"] for k in counts]
-    data = {"run": GUIDANCE_RUN, "w": SWEEP_W, "n": n, "seeds": list(REPEAT_SEEDS), "runs": runs,
-            "fid": {"mean": statistics.fmean(fids), "std": statistics.stdev(fids) if len(fids) > 1 else 0.0},
-            "fid_by_n": {"n": counts, "fid": by_n}, "floor": _floor(n)}
-    cfg_all = {"run": GUIDANCE_RUN, "w": SWEEP_W, "seeds": list(REPEAT_SEEDS), "sampler": _sampler_config(tier),
-               "fid_by_n": "random subsets (seed 0) of the pooled samples of all seeds"}
+    data = {
+        "run": GUIDANCE_RUN,
+        "w": SWEEP_W,
+        "n": n,
+        "seeds": list(REPEAT_SEEDS),
+        "runs": runs,
+        "fid": {"mean": statistics.fmean(fids), "std": statistics.stdev(fids) if len(fids) > 1 else 0.0},
+        "fid_by_n": {"n": counts, "fid": by_n},
+        "floor": _floor(n),
+    }
+    cfg_all = {
+        "run": GUIDANCE_RUN,
+        "w": SWEEP_W,
+        "seeds": list(REPEAT_SEEDS),
+        "sampler": _sampler_config(tier),
+        "fid_by_n": "random subsets (seed 0) of the pooled samples of all seeds",
+    }
     return save_result(CHAPTER, "repeatability", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
@@ -257,24 +331,51 @@ def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     t_start = time.perf_counter()
     model, _, cfg = load_run(GUIDANCE_RUN, tier, cache)
     ckpt = store(tier).checkpoint(GUIDANCE_RUN)
-    source = {"tier": tier, "chapter": CHAPTER, "run": GUIDANCE_RUN, "preset": RUNS[GUIDANCE_RUN][0],
-              "dataset": cfg.dataset}
+    source = {
+        "tier": tier,
+        "chapter": CHAPTER,
+        "run": GUIDANCE_RUN,
+        "preset": RUNS[GUIDANCE_RUN][0],
+        "dataset": cfg.dataset,
+    }
     folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
     path = export_pretrained(ckpt, "report_e", source=source, folder=folder)
-    data = {"name": "report_e", "file": path.name, "bytes": path.stat().st_size, "params": count_parameters(model),
-            "source": source, "load": 'diffusion_edu.pretrained.load_pretrained("report_e")'}
-    return save_result(CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier,
-                       time.perf_counter() - t_start)
+    data = {
+        "name": "report_e",
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "params": count_parameters(model),
+        "source": source,
+        "load": 'diffusion_edu.pretrained.load_pretrained("report_e")',
+    }
+    return save_result(
+        CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t_start
+    )
 
 
 PARTS: dict[str, Part] = chapter_parts(
     CHAPTER,
     Part("training", "train the four Report E U-Nets (T x schedule) with label dropout", _train),
     Part("schedules", "FID, IS, accuracy of the four networks at w = 0.2 (Table 2)", _schedules, ["training"]),
-    Part("guidance", "FID, IS, accuracy against w in 0..4, T=1000 linear (Table 3)", _guidance, ["training"],
-         (GUIDANCE_RUN,)),
-    Part("repeatability", "FID over five sampling seeds vs its sample-size bias (Table 1)", _repeatability,
-         ["training"], (GUIDANCE_RUN,)),
-    Part("pretrained", "ship the T=1000 linear network as load_pretrained('report_e')", _pretrained, ["training"],
-         (GUIDANCE_RUN,)),
+    Part(
+        "guidance",
+        "FID, IS, accuracy against w in 0..4, T=1000 linear (Table 3)",
+        _guidance,
+        ["training"],
+        (GUIDANCE_RUN,),
+    ),
+    Part(
+        "repeatability",
+        "FID over five sampling seeds vs its sample-size bias (Table 1)",
+        _repeatability,
+        ["training"],
+        (GUIDANCE_RUN,),
+    ),
+    Part(
+        "pretrained",
+        "ship the T=1000 linear network as load_pretrained('report_e')",
+        _pretrained,
+        ["training"],
+        (GUIDANCE_RUN,),
+    ),
 )

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -61,8 +62,9 @@ class RunStore:
     """A chapter's runs at one tier: ``runs/<tier>/<chapter>/<run>/`` for each ``name -> (preset,
     overrides)`` of ``runs``, configured by :func:`~.training_runs.make_config` with ``tier_overrides``."""
 
-    def __init__(self, chapter: str, runs: Mapping[str, RunSpec], tier_overrides: Mapping[str, Mapping[str, Any]],
-                 tier: str) -> None:
+    def __init__(
+        self, chapter: str, runs: Mapping[str, RunSpec], tier_overrides: Mapping[str, Mapping[str, Any]], tier: str
+    ) -> None:
         self.chapter, self.runs, self.tier_overrides, self.tier = chapter, runs, tier_overrides, tier
 
     def _check(self, run: str) -> None:
@@ -84,8 +86,9 @@ class RunStore:
     def train_command(self, *parts: str) -> str:
         """The command that trains the chapter's runs (finished runs are loaded, not retrained), then
         runs ``parts``."""
-        return (f"python -m diffusion_edu experiment {self.chapter} --tier {self.tier} --only training"
-                + "".join(f" {p}" for p in parts))
+        return f"python -m diffusion_edu experiment {self.chapter} --tier {self.tier} --only training" + "".join(
+            f" {p}" for p in parts
+        )
 
     def status(self, run: str) -> str | None:
         """None when the run's checkpoint has reached its config's steps, else why not: "no checkpoint"
@@ -111,8 +114,10 @@ class RunStore:
         if missing:
             what = ", ".join(f"{run} ({why})" for run, why in missing.items())
             after = (part,) if part else ()
-            raise RuntimeError(f"{self.chapter}{f' part {part!r}' if part else ''} needs finished runs at tier "
-                               f"{self.tier!r}; not finished: {what}. Train them first: {self.train_command(*after)}")
+            raise RuntimeError(
+                f"{self.chapter}{f' part {part!r}' if part else ''} needs finished runs at tier "
+                f"{self.tier!r}; not finished: {what}. Train them first: {self.train_command(*after)}"
+            )
 
     def load(self, run: str, cache: Cache | None = None, device: str | torch.device | None = None):
         """The finished run's (model, schedule or degradation, config), in eval mode, on ``device``
@@ -127,8 +132,10 @@ class RunStore:
                 raise FileNotFoundError(f"no checkpoint {path}: train it first with {self.train_command()}")
             why = self.status(run)
             if why is not None:
-                raise RuntimeError(f"{path} is at {why}: the run is unfinished (or still training); finish it "
-                                   f"with {self.train_command()}")
+                raise RuntimeError(
+                    f"{path} is at {why}: the run is unfinished (or still training); finish it "
+                    f"with {self.train_command()}"
+                )
             with warnings.catch_warnings():  # a run without an EMA: the trained weights are the model
                 warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
                 return load_model(path, ema=True, device=device or eval_device(self.tier))
@@ -141,7 +148,7 @@ class RunStore:
         """The run's saved weight snapshots, in step order."""
         return sorted((self.folder(run) / "snapshots").glob("step_*.pt"))
 
-    def summary(self, run: str) -> dict[str, list | float | None]:
+    def summary(self, run: str) -> dict[str, Any]:
         """The run's loss curve and final loss, from its own log (``log.jsonl``)."""
         curve = training_curve(self.folder(run))
         return {"curve": curve, "final_loss": final_loss(curve)}
@@ -154,13 +161,16 @@ class RunStore:
         out = {}
         for name in runs or list(self.runs):
             cfg = self.config(name)
-            kwargs = {"callbacks": snapshot_callback(self.folder(name))} if snapshots and cfg.callback_every else {}
+            kwargs: dict[str, Any] = (
+                {"callbacks": snapshot_callback(self.folder(name))} if snapshots and cfg.callback_every else {}
+            )
             out[name] = train(cfg, self.folder(name), resume=True, progress=progress, **kwargs)
         return out
 
 
-def record_training(store: RunStore, progress: bool = True, snapshots: bool = False,
-                    only: list[str] | None = None) -> Path:
+def record_training(
+    store: RunStore, progress: bool = True, snapshots: bool = False, only: list[str] | None = None
+) -> Path:
     """The training part of a chapter: train (or resume, or load when finished) every run of ``store``
     (or ``only`` some), then write ``results/<chapter>/training.json`` with each run's config, parameter
     count, steps, wall time, throughput and loss curve."""

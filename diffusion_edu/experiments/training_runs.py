@@ -17,8 +17,9 @@ The smoke tier trains a few steps on 256 digits: it checks that the code runs, n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -31,8 +32,18 @@ __all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs"]
 # applied after the chapter's tier overrides for that one run (never at the smoke tier).
 RunSpec = tuple[str, dict[str, Any]]
 
-SMOKE = dict(dataset="mnist-embedded", subset=256, batch_size=16, steps=6, warmup_steps=0, log_every=2,
-             checkpoint_every=0, sample_every=0, callback_every=3, device="cpu")
+SMOKE = dict(
+    dataset="mnist-embedded",
+    subset=256,
+    batch_size=16,
+    steps=6,
+    warmup_steps=0,
+    log_every=2,
+    checkpoint_every=0,
+    sample_every=0,
+    callback_every=3,
+    device="cpu",
+)
 
 
 def make_config(spec: RunSpec, tier: str, tier_overrides: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
@@ -56,8 +67,9 @@ def snapshot_callback(out_dir: str | Path) -> Callable[[int, torch.nn.Module, An
     folder = Path(out_dir) / "snapshots"
 
     def save(step: int, model: torch.nn.Module, ema: torch.nn.Module | None) -> None:
-        from ..results import atomic_write_bytes
         import io
+
+        from ..results import atomic_write_bytes
 
         net = ema if ema is not None else model
         buf = io.BytesIO()
@@ -67,9 +79,15 @@ def snapshot_callback(out_dir: str | Path) -> Callable[[int, torch.nn.Module, An
     return save
 
 
-def train_runs(chapter: str, runs: Mapping[str, RunSpec], tier: str,
-               tier_overrides: Mapping[str, Mapping[str, Any]], progress: bool = True,
-               snapshots: bool = False, only: list[str] | None = None) -> Path:
+def train_runs(
+    chapter: str,
+    runs: Mapping[str, RunSpec],
+    tier: str,
+    tier_overrides: Mapping[str, Mapping[str, Any]],
+    progress: bool = True,
+    snapshots: bool = False,
+    only: list[str] | None = None,
+) -> Path:
     """A chapter's training part: :func:`~.store.record_training` of its :class:`~.store.RunStore`."""
     from .store import RunStore, record_training
 
