@@ -1,3 +1,6 @@
+# Longer than ~400 lines: four experiments on the metrics themselves (degradations, sample-size bias,
+# memorisation, precision / recall) and the interval-based comparison helpers the other chapters import.
+# Three part functions run over 60 lines: each builds one results file top to bottom.
 """Chapter 2, measuring generative models: how the number of samples biases FID, KID and IS, which
 degradations of real digits each metric catches (and why Inception features mislead on MNIST), and
 whether a model's samples copy its training digits.

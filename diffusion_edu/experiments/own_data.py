@@ -1,3 +1,4 @@
+# The one part runs over 60 lines: it trains, samples, trains a feature classifier and measures, in order.
 """The "Train on your own images" page: the quick_mnist recipe trained on Fashion-MNIST (Xiao, Rasul &
 Vollgraf 2017, MIT licence), its samples, and the metrics kit on that data with a feature classifier
 trained on Fashion-MNIST itself.

@@ -1,3 +1,5 @@
+# Longer than ~400 lines: the chapter's seven comparisons each own their sampler settings and diagnostics
+# (the bound's terms, the first reverse step); the shared pieces live in the kernel (store, evaluation, figures).
 """Report A (MNIST DDPM design study): the runs it compares and the chapter's parts.
 
 Report A trains at T=400 with eps-prediction and compares denoisers (U-Net, autoencoder, VAE-style),

@@ -1,3 +1,4 @@
+# Slightly over ~400 lines after formatting: the chapter's five parts and its quoted report facts.
 """Report B (CIFAR-10 with classifier-free guidance): the run's cost, training with label dropout, a sweep
 of the guidance weight, nearest training neighbours (memorisation) and interpolation through x_T.
 

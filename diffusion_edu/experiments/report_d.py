@@ -1,3 +1,6 @@
+# Longer than ~400 lines: the chapter holds two kinds of model (Gaussian DDPM and cold diffusion), their
+# per-epoch snapshots and Bansal et al.'s two algorithms; the shared pieces live in the kernel. The parts
+# curves, cold and comparison run over 60 lines: each builds one results file top to bottom, in the report's order.
 """Report D (small-CNN DDPM and cold diffusion): the runs and the chapter's parts.
 
 Report D trains a plain 7x7 CNN (16, 32, 32, 16; GELU) as a DDPM at T=1000, a harder variant (T=100,
