@@ -15,7 +15,8 @@ import argparse
 import importlib
 from types import ModuleType
 
-from .common import EVAL_BUDGETS, EvalBudget, Part, by_tier, ensure_result, load_result, run_parts
+from .common import EVAL_BUDGETS, EvalBudget, Part, by_tier, ensure_needs, ensure_result, load_result, run_parts
+from .store import Cache, RunStore
 
 __all__ = [
     "CHAPTERS",
@@ -27,6 +28,9 @@ __all__ = [
     "Part",
     "by_tier",
     "ensure_result",
+    "ensure_needs",
+    "Cache",
+    "RunStore",
     "add_cli",
 ]
 

@@ -18,7 +18,8 @@ Parts, each writing ``results/measuring/<part>.json``:
 
 The model measured is Report E's ``T1000_linear`` network, trained by
 ``python -m diffusion_edu experiment report_e --tier TIER --only training``; this chapter only loads
-its finished checkpoint (a few-step stand-in is trained at the smoke tier). Its samples come from one
+its finished checkpoint (the parts that sample it need that one run: at the smoke and colab tiers it is
+trained first when missing, elsewhere they stop with the command). Its samples come from one
 pool drawn once per tier (respaced DDPM, beta_tilde variance, labels 0..9 in turn, no guidance),
 cached in ``runs/<tier>/measuring/pool.pt`` and subsampled by every part.
 """
