@@ -61,6 +61,10 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     d = smoke_results["denoisers"]["data"]
     assert set(d["fid"]) == {"unet", "autoencoder", "vae"} and d["params"]["unet"] > 0
     assert all(d["settings"][r]["training"]["steps"] == 6 for r in d["fid"])
+    for part in ("denoisers", "parameterization", "conditioning"):  # the metric columns never replace the header
+        head = smoke_results[part]["data"]
+        assert head["n"] == A.samples_per_setting("smoke") and isinstance(head["sampler"], str), part
+        assert "run" not in head and "figure" not in head, part
     p = smoke_results["parameterization"]["data"]
     assert set(p["fid"]) == {"eps", "mu"} and p["bound"]["t"] == list(A.KL_TIMESTEPS)
     assert all(len(p["bound"][k]["L"]) == len(A.KL_TIMESTEPS) for k in ("eps", "mu"))

@@ -88,6 +88,7 @@ TIER_OVERRIDES = {
 
 SEED = 0  # x_T and every sampling step's noise; also the metrics' random subsets
 GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one column per class
+COLUMNS = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")  # the metric columns of a comparison
 SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
 # Evaluation budgets. At the cpu tier the evaluation parts must fit in about 12 minutes on 2 cores after
 # the training runs; the U-Net evaluates ~650 images per second there (results/benchmarks/models_cpu.json),
@@ -388,7 +389,7 @@ def _denoisers(tier: str, progress: bool, cache: Cache) -> Path:
         "sampler": sampler.describe(),
         "n": n,
         "settings": recs,
-        **columns(recs),
+        **columns(recs, COLUMNS),
         "params": {r: rec["training"]["params"] for r, rec in recs.items()},
     }
     return _save(
@@ -466,7 +467,7 @@ def _parameterization(tier: str, progress: bool, cache: Cache) -> Path:
         "n": n,
         "runs": runs,
         "settings": recs,
-        **columns(recs),
+        **columns(recs, COLUMNS),
         "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}},
     }
     return _save(
