@@ -11,7 +11,7 @@ import pytest
 
 from diffusion_edu.experiments import CHAPTERS, common, ensure_result
 from diffusion_edu.experiments.common import Part, chapter_parts
-from diffusion_edu.experiments.evaluation import columns
+from diffusion_edu.experiments.evaluation import metric_columns
 from diffusion_edu.experiments.store import Cache, RunStore
 
 
@@ -122,8 +122,8 @@ def test_run_store_names_unknown_runs_and_the_training_command(tmp_path, monkeyp
 
 def test_columns_transpose_records_the_two_ways():
     recs = {"a": {"fid": 1.0, "is": 2.0, "fid_interval": {"low": 0}}, "b": {"fid": 3.0, "is": 4.0}}
-    assert columns({"a": {"x": 1}, "b": {"x": 2}}) == {"x": {"a": 1, "b": 2}}
-    out = columns(recs, ("fid", "is"))
+    assert metric_columns({"a": {"x": 1}, "b": {"x": 2}}) == {"x": {"a": 1, "b": 2}}
+    out = metric_columns(recs, ("fid", "is"))
     assert out == {"fid": {"a": 1.0, "b": 3.0}, "is": {"a": 2.0, "b": 4.0},
                    "fid_interval": {"a": {"low": 0}, "b": None}}
 

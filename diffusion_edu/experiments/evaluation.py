@@ -3,7 +3,7 @@ columns a results file holds.
 
 :func:`measure` scores samples against the 1,005 held-out digits with the book's kit (classifier-
 feature FID, KID, IS, precision and recall, conditional accuracy) and adds each metric's bootstrap
-interval; :func:`columns` turns {setting: record} into the {metric: {setting: value}} layout that the
+interval; :func:`metric_columns` turns {setting: record} into the {metric: {setting: value}} layout that the
 ledger and the notebooks read. The classifier and the reference's features come from an explicit
 :class:`~.store.Cache` when one is passed (computed once per chapter run), else are made per call.
 """
@@ -22,7 +22,7 @@ __all__ = [
     "book_classifier",
     "reference_features",
     "measure",
-    "columns",
+    "metric_columns",
     "for_metrics",
     "images_only",
     "INTERVAL_KEYS",
@@ -103,7 +103,7 @@ def measure(
     return out
 
 
-def columns(records: dict[str, dict], keys: Iterable[str] | None = None) -> dict[str, dict]:
+def metric_columns(records: dict[str, dict], keys: Iterable[str] | None = None) -> dict[str, dict]:
     """{setting: record} -> {metric: {setting: value}}: the layout the ledger and the notebooks read.
 
     ``keys`` None: every key of the first record (all records hold the same keys). Else those keys, then

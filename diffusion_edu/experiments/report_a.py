@@ -38,7 +38,7 @@ from .common import (
     save_result,
     training_curve,
 )
-from .evaluation import book_classifier, columns, for_metrics, images_only, measure
+from .evaluation import book_classifier, for_metrics, images_only, measure, metric_columns
 from .figures import figures_dir as _figures_dir
 from .figures import save_grid as _save_png
 from .store import Cache, RunStore, record_training
@@ -389,7 +389,7 @@ def _denoisers(tier: str, progress: bool, cache: Cache) -> Path:
         "sampler": sampler.describe(),
         "n": n,
         "settings": recs,
-        **columns(recs, COLUMNS),
+        **metric_columns(recs, COLUMNS),
         "params": {r: rec["training"]["params"] for r, rec in recs.items()},
     }
     return _save(
@@ -467,7 +467,7 @@ def _parameterization(tier: str, progress: bool, cache: Cache) -> Path:
         "n": n,
         "runs": runs,
         "settings": recs,
-        **columns(recs, COLUMNS),
+        **metric_columns(recs, COLUMNS),
         "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}},
     }
     return _save(
@@ -555,7 +555,9 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
             for name, run in SCHEDULE_RUNS.items()
         }
     cols = {
-        p: columns(recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite"))
+        p: metric_columns(
+            recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite")
+        )
         for p, recs in settings.items()
     }
     data = {
@@ -626,7 +628,7 @@ def _conditioning(tier: str, progress: bool, cache: Cache) -> Path:
         "n": n,
         "settings": recs,
         "judges": judges,
-        **columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight")),
+        **metric_columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight")),
     }
     return _save(
         "conditioning",

@@ -29,7 +29,7 @@ import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
 from .common import EVAL_BUDGETS, Part, chapter_parts, runs_root, save_result, tier_results_dir
-from .evaluation import columns, images_only, measure
+from .evaluation import images_only, measure, metric_columns
 from .figures import class_grid as _class_grid
 from .figures import save_grid
 from .store import Cache, RunStore, record_training
@@ -225,7 +225,7 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
         meta["T"][run], meta["schedule"][run], meta["train_steps"][run] = cfg.T, cfg.schedule, cfg.steps
         meta["sample_wall_time_s"][run] = round(secs, 2)
         meta["figures"][run] = _save_grid(images, labels, f"schedules_{run}", tier)
-    data = {"w": SWEEP_W, "runs": list(RUNS), **columns(rows), **meta}
+    data = {"w": SWEEP_W, "runs": list(RUNS), **metric_columns(rows), **meta}
     cfg_all = {
         "w": SWEEP_W,
         "seed": SEED,
@@ -250,7 +250,7 @@ def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
         "run": GUIDANCE_RUN,
         "w": list(GUIDANCE_WEIGHTS),
         "keys": [w_key(w) for w in GUIDANCE_WEIGHTS],
-        **columns(rows),
+        **metric_columns(rows),
         "sample_wall_time_s": secs_by_w,
         "figures": figures,
     }
