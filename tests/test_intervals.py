@@ -12,8 +12,16 @@ import math
 import pytest
 import torch
 
-from diffusion_edu.intervals import (Interval, bootstrap, compare, evaluation_intervals, interval_from, judge_order,
-                                     seed_spread, t_quantile)
+from diffusion_edu.intervals import (
+    Interval,
+    bootstrap,
+    compare,
+    evaluation_intervals,
+    interval_from,
+    judge_order,
+    seed_spread,
+    t_quantile,
+)
 from diffusion_edu.metrics import frechet_distance, mmd2_unbiased
 
 
@@ -46,8 +54,10 @@ def test_bca_interval_of_a_skewed_mean_covers_about_95_percent():
 def test_width_shrinks_like_one_over_sqrt_n():
     """Four times the samples, half the width (the mean's standard error is sigma / sqrt(n))."""
     gen = torch.Generator().manual_seed(2)
-    widths = {n: sum(bootstrap(_mean, torch.randn(n, generator=gen), n_boot=300, generator=gen).width
-                     for _ in range(10)) / 10 for n in (100, 400)}
+    widths = {
+        n: sum(bootstrap(_mean, torch.randn(n, generator=gen), n_boot=300, generator=gen).width for _ in range(10)) / 10
+        for n in (100, 400)
+    }
     assert 1.7 <= widths[100] / widths[400] <= 2.3, widths
     assert 0.8 * 2 * 1.96 / 10 <= widths[100] <= 1.2 * 2 * 1.96 / 10  # 2 * 1.96 * sigma / sqrt(n)
 
@@ -74,8 +84,11 @@ def test_seed_spread_is_the_t_interval_and_covers():
 
 def test_judge_order_needs_separated_intervals():
     """Overlap: inconclusive; separated in the claimed order: reproduced; separated the other way: not."""
-    a, b, c = Interval(10, 9, 11, 0.95, "m", 100, 500), Interval(12, 10.5, 13.5, 0.95, "m", 100, 500), \
-        Interval(20, 18, 22, 0.95, "m", 100, 500)
+    a, b, c = (
+        Interval(10, 9, 11, 0.95, "m", 100, 500),
+        Interval(12, 10.5, 13.5, 0.95, "m", 100, 500),
+        Interval(20, 18, 22, 0.95, "m", 100, 500),
+    )
     assert compare(a, b) == "overlap" and compare(a, c) == "lower" and compare(c, a) == "higher"
     assert judge_order({"a": a, "b": b}, ["a", "b"])[0] == "inconclusive"
     assert judge_order({"a": a, "c": c}, ["a", "c"])[0] == "reproduced"
@@ -150,15 +163,28 @@ def test_evaluation_intervals_records_every_metric():
     f, fr = _features(120, 8, 0.0, 2), _features(150, 8, 0.5, 3)
     logits = torch.randn(120, 10, generator=torch.Generator().manual_seed(4))
     labels = logits.argmax(1)
-    out = evaluation_intervals(f, logits, fr, labels, estimates={"fid": 123.0}, n_boot={k: 20 for k in
-                               ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")},
-                               generator=torch.Generator().manual_seed(0))
-    assert set(out) == {f"{k}_interval" for k in ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")}
+    out = evaluation_intervals(
+        f,
+        logits,
+        fr,
+        labels,
+        estimates={"fid": 123.0},
+        n_boot={k: 20 for k in ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")},
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert set(out) == {
+        f"{k}_interval" for k in ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")
+    }
     assert out["fid_interval"]["estimate"] == 123.0 and out["conditional_accuracy_interval"]["estimate"] == 1.0
     pr = precision_recall_from_features(f, fr)
-    assert out["precision_interval"]["estimate"] == pr["precision"] and out["recall_interval"]["estimate"] == pr["recall"]
+    assert (
+        out["precision_interval"]["estimate"] == pr["precision"] and out["recall_interval"]["estimate"] == pr["recall"]
+    )
     assert all(r["level"] == 0.95 for r in out.values())
-    assert out["fid_interval"]["method"] == "bootstrap-centred" and out["kid_mean_interval"]["method"] == "bootstrap-percentile"
+    assert (
+        out["fid_interval"]["method"] == "bootstrap-centred"
+        and out["kid_mean_interval"]["method"] == "bootstrap-percentile"
+    )
     assert out["recall_interval"]["n"] == 150 and out["precision_interval"]["n"] == 120  # each redraws its queries
 
 
@@ -174,11 +200,19 @@ def test_every_interval_holds_its_estimate_on_real_digits():
     x, y = train.batch(torch.randperm(len(train), generator=torch.Generator().manual_seed(6))[:300])
     f, logits = classifier_outputs(x)
     f_ref, _ = classifier_outputs(load_embedded_mnist("heldout").tensors()[0])
-    out = evaluation_intervals(f, logits, f_ref, y, n_boot={k: 100 for k in ("fid", "kid_mean", "is", "precision",
-                               "recall", "conditional_accuracy")}, generator=torch.Generator().manual_seed(0))
+    out = evaluation_intervals(
+        f,
+        logits,
+        f_ref,
+        y,
+        n_boot={k: 100 for k in ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")},
+        generator=torch.Generator().manual_seed(0),
+    )
     for name, rec in out.items():
         assert rec["low"] <= rec["estimate"] <= rec["high"], (name, rec)
-    plain = bootstrap(frechet_distance, f, f_ref, resample=(True, False), n_boot=100, generator=torch.Generator().manual_seed(0))
+    plain = bootstrap(
+        frechet_distance, f, f_ref, resample=(True, False), n_boot=100, generator=torch.Generator().manual_seed(0)
+    )
     assert plain.low > plain.estimate  # why FID's interval is centred
 
 
@@ -197,9 +231,15 @@ def test_fid_bootstrap_width_matches_the_spread_between_disjoint_sets():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 128 x 128 matrices: one thread is several times faster on a busy machine
     try:
-        fids = torch.tensor([frechet_distance(f[i * 500:(i + 1) * 500], f_ref) for i in range(12)])
-        iv = bootstrap(frechet_distance, f[:500], f_ref, resample=(True, False), n_boot=150,
-                       generator=torch.Generator().manual_seed(1))
+        fids = torch.tensor([frechet_distance(f[i * 500 : (i + 1) * 500], f_ref) for i in range(12)])
+        iv = bootstrap(
+            frechet_distance,
+            f[:500],
+            f_ref,
+            resample=(True, False),
+            n_boot=150,
+            generator=torch.Generator().manual_seed(1),
+        )
     finally:
         torch.set_num_threads(threads)
     assert 0.6 <= iv.width / (2 * 1.96 * float(fids.std())) <= 1.6

@@ -14,8 +14,17 @@ import torch
 from diffusion_edu.data import load_embedded_mnist
 from diffusion_edu.experiments import measuring
 from diffusion_edu.experiments.common import result_path
-from diffusion_edu.experiments.measuring import (DEGRADATIONS, add_noise, degraded_set, draw_subsets, fit_inverse_n,
-                                                 gaussian_blur, pixel_features, random_classifier, shift_images)
+from diffusion_edu.experiments.measuring import (
+    DEGRADATIONS,
+    add_noise,
+    degraded_set,
+    draw_subsets,
+    fit_inverse_n,
+    gaussian_blur,
+    pixel_features,
+    random_classifier,
+    shift_images,
+)
 from diffusion_edu.metrics import classifier_outputs, evaluate, load_mnist_classifier
 
 
@@ -47,7 +56,7 @@ def test_blur_of_a_dot_is_the_sampled_gaussian():
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
     k = k / k.sum()
     expected = torch.zeros(28, 28, dtype=torch.float64)
-    expected[14 - r:15 + r, 14 - r:15 + r] = torch.outer(k, k)
+    expected[14 - r : 15 + r, 14 - r : 15 + r] = torch.outer(k, k)
     assert torch.allclose((out[0, 0] + 1).double() / 2, expected, atol=1e-6)
 
 
@@ -84,14 +93,17 @@ def test_shift_moves_the_centre_of_mass_and_round_trips(digits):
     assert bool((back[..., 27, :] == -1).all()) and bool((back[..., :, 26:] == -1).all())
 
 
-@pytest.mark.parametrize("call, fragment", [
-    (lambda x: gaussian_blur(x, -1.0), "sigma"),
-    (lambda x: gaussian_blur(x, float("nan")), "sigma"),
-    (lambda x: add_noise(x, -0.1), "sigma"),
-    (lambda x: shift_images(x, 28), "dx"),
-    (lambda x: shift_images(x, 1, 1.5), "dy"),
-    (lambda x: gaussian_blur(x[:, :, :20], 1.0), "(B, 1, 28, 28)"),
-])
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda x: gaussian_blur(x, -1.0), "sigma"),
+        (lambda x: gaussian_blur(x, float("nan")), "sigma"),
+        (lambda x: add_noise(x, -0.1), "sigma"),
+        (lambda x: shift_images(x, 28), "dx"),
+        (lambda x: shift_images(x, 1, 1.5), "dy"),
+        (lambda x: gaussian_blur(x[:, :, :20], 1.0), "(B, 1, 28, 28)"),
+    ],
+)
 def test_degradations_reject_bad_input(digits, call, fragment):
     with pytest.raises(ValueError, match=re.escape(fragment)):
         call(digits[0][:2])
@@ -228,14 +240,31 @@ def test_sample_size_bias_holds_what_the_notebook_reads(book):
     for curve in data["curves"].values():
         assert {"set", "reference", "reference_size", "rows", "fit"} <= set(curve)
         for row in curve["rows"]:
-            assert {"n", "fid_mean", "fid_std", "kid_mean", "kid_std", "is_mean", "is_std", "disjoint",
-                    "identical", "runs"} <= set(row)
+            assert {
+                "n",
+                "fid_mean",
+                "fid_std",
+                "kid_mean",
+                "kid_std",
+                "is_mean",
+                "is_std",
+                "disjoint",
+                "identical",
+                "runs",
+            } <= set(row)
             assert len(row["runs"]) == budget.seeds
     model = data["curves"]["model_vs_heldout"]["rows"]
     assert [r["n"] for r in model] == list(budget.counts) and model[-1]["identical"]
     assert model[-1]["fid_std"] == pytest.approx(0.0, abs=1e-6)  # the whole pool every time: one FID
-    assert {"n", "steps", "wall_time_s", "conditional_accuracy", "conditional_accuracy_per_class", "confusion",
-            "model"} <= set(data["pool"])
+    assert {
+        "n",
+        "steps",
+        "wall_time_s",
+        "conditional_accuracy",
+        "conditional_accuracy_per_class",
+        "confusion",
+        "model",
+    } <= set(data["pool"])
     assert sum(map(sum, data["pool"]["confusion"])) == budget.pool
     assert {"mean", "std", "n", "disjoint"} <= set(data["repeatability"])  # the ledger's Report E row
 
@@ -284,7 +313,7 @@ def test_an_unfinished_or_missing_network_is_refused(book, tmp_path, monkeypatch
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
     with pytest.raises(FileNotFoundError, match="experiment report_e --tier cpu --only training"):
         measuring.load_measured_model("cpu")
-    state = torch.load(root / "runs" / "smoke" / "measuring" / "model_smoke" / "checkpoint.pt", weights_only=True)
+    state = torch.load(root / "runs" / "smoke" / "report_e" / "T1000_linear" / "checkpoint.pt", weights_only=True)
     state["step"] = 1
     dest = tmp_path / "runs" / "cpu" / "report_e" / "T1000_linear" / "checkpoint.pt"
     dest.parent.mkdir(parents=True)

@@ -12,10 +12,17 @@ from PIL import Image
 
 from diffusion_edu.classifier import ClassifierConfig, FeatureClassifier, load_classifier, train_classifier
 from diffusion_edu.cli import main
-from diffusion_edu.data import (BadDataError, DatasetNotAvailableError, fit_images, load_dataset, load_fashion_mnist,
-                                to_model_range, write_idx_files)
-from diffusion_edu.data_fit import fit_to_data
+from diffusion_edu.data import (
+    BadDataError,
+    DatasetNotAvailableError,
+    fit_images,
+    load_dataset,
+    load_fashion_mnist,
+    to_model_range,
+    write_idx_files,
+)
 from diffusion_edu.data_files import load_array_file, load_image_folder, split_indices
+from diffusion_edu.data_fit import fit_to_data
 from diffusion_edu.metrics import evaluate, fid
 from diffusion_edu.presets import training_preset
 from diffusion_edu.training import train
@@ -50,11 +57,15 @@ def test_fashion_mnist_reads_idx_files_gzipped_or_not(tmp_path, gz):
     write_idx_files(raw, x_test, y_test, "t10k", gz=gz)
     train_ds = load_fashion_mnist(True, tmp_path, download=False)
     test_ds = load_dataset("fashion-mnist", "heldout", path=tmp_path, download=False)
-    assert torch.equal(train_ds.images[:, 0], torch.from_numpy(x_train)) and train_ds.labels.tolist() == y_train.tolist()
+    assert (
+        torch.equal(train_ds.images[:, 0], torch.from_numpy(x_train)) and train_ds.labels.tolist() == y_train.tolist()
+    )
     assert torch.equal(test_ds.images[:, 0], torch.from_numpy(x_test)) and test_ds.name == "fashion-mnist/test"
     assert train_ds.classes[0] == "T-shirt/top" and train_ds.num_classes == 10
     if gz:
-        assert (raw / "train-images-idx3-ubyte").read_bytes() == gzip.decompress((raw / "train-images-idx3-ubyte.gz").read_bytes())
+        assert (raw / "train-images-idx3-ubyte").read_bytes() == gzip.decompress(
+            (raw / "train-images-idx3-ubyte.gz").read_bytes()
+        )
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
@@ -147,18 +158,21 @@ def test_bad_folders_fail_clearly(tmp_path):
         load_dataset("image-folder")
 
 
-@pytest.mark.parametrize("images, labels, match", [
-    (np.zeros((4, 8, 8, 5), np.uint8), None, r"images must have shape \(N, H, W\)"),
-    (np.zeros((4, 8), np.uint8), None, r"images must have shape"),
-    (np.zeros((4, 8, 8), np.int64), None, "must be uint8 pixels .* got dtype int64"),
-    (np.full((4, 8, 8), 2.0), None, r"float images must lie in \[0, 1\] or \[-1, 1\]"),
-    (np.full((4, 8, 8), np.nan), None, "NaN"),
-    (np.zeros((4, 8, 8), np.uint8), np.zeros(4, np.float32), "labels must be integers"),
-    (np.zeros((4, 8, 8), np.uint8), np.array([0, 1, -1, 0]), "labels must be class indices >= 0"),
-    (np.zeros((4, 8, 8), np.uint8), np.zeros(3, np.int64), r"labels must have shape \(4,\)"),
-    (np.zeros((0, 8, 8), np.uint8), None, "holds no images"),
-    (np.zeros((4, 8, 6), np.uint8), None, "not square.*set image_size"),
-])
+@pytest.mark.parametrize(
+    "images, labels, match",
+    [
+        (np.zeros((4, 8, 8, 5), np.uint8), None, r"images must have shape \(N, H, W\)"),
+        (np.zeros((4, 8), np.uint8), None, r"images must have shape"),
+        (np.zeros((4, 8, 8), np.int64), None, "must be uint8 pixels .* got dtype int64"),
+        (np.full((4, 8, 8), 2.0), None, r"float images must lie in \[0, 1\] or \[-1, 1\]"),
+        (np.full((4, 8, 8), np.nan), None, "NaN"),
+        (np.zeros((4, 8, 8), np.uint8), np.zeros(4, np.float32), "labels must be integers"),
+        (np.zeros((4, 8, 8), np.uint8), np.array([0, 1, -1, 0]), "labels must be class indices >= 0"),
+        (np.zeros((4, 8, 8), np.uint8), np.zeros(3, np.int64), r"labels must have shape \(4,\)"),
+        (np.zeros((0, 8, 8), np.uint8), None, "holds no images"),
+        (np.zeros((4, 8, 6), np.uint8), None, "not square.*set image_size"),
+    ],
+)
 def test_bad_arrays_fail_clearly(tmp_path, images, labels, match):
     path = tmp_path / "x.npz"
     np.savez(path, images=images, **({} if labels is None else {"labels": labels}))
@@ -207,13 +221,20 @@ def test_quick_mnist_follows_the_data(tmp_path):
         fit_to_data(base.replace(model_kwargs={"num_classes": 1}), rgb)
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"batch_size": 32}, "has 10 images, fewer than one batch .* set batch_size=10"),
-    ({"image_size": 18}, "cannot be trained on .* image_size=18 is not divisible.*Change image_size"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"batch_size": 32}, "has 10 images, fewer than one batch .* set batch_size=10"),
+        ({"image_size": 18}, "cannot be trained on .* image_size=18 is not divisible.*Change image_size"),
+    ],
+)
 def test_impossible_runs_fail_before_anything_is_written(tmp_path, changes, match):
-    cfg = training_preset("quick_mnist", dataset="array-file", data_path=str(_array_dataset(tmp_path)),
-                     **{"batch_size": 4, "steps": 1, **changes})
+    cfg = training_preset(
+        "quick_mnist",
+        dataset="array-file",
+        data_path=str(_array_dataset(tmp_path)),
+        **{"batch_size": 4, "steps": 1, **changes},
+    )
     with pytest.raises(BadDataError, match=match):
         train(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
@@ -224,8 +245,9 @@ def test_impossible_runs_fail_before_anything_is_written(tmp_path, changes, matc
 
 def test_feature_classifier_for_colour_and_its_errors(tmp_path):
     path = _array_dataset(tmp_path, n=24)
-    clf, summary = train_classifier(ClassifierConfig(dataset="array-file", data_path=str(path), epochs=1, max_steps=2),
-                                    progress=False)
+    clf, summary = train_classifier(
+        ClassifierConfig(dataset="array-file", data_path=str(path), epochs=1, max_steps=2), progress=False
+    )
     assert clf.input_shape == (3, 16, 16) and clf.num_classes == 2 and summary["heldout_n"] == 4
     x = to_model_range(load_array_file(path, "all").images)
     scores = evaluate(x[:12], x[12:], classifier=clf, is_splits=2)
@@ -243,19 +265,72 @@ def test_cli_trains_samples_and_scores_a_folder_of_rgb_images(tmp_path, capsys):
     _png_folder(tmp_path / "photos", n=10, size=(20, 18))
     data = ["--set", "dataset=image-folder", "--set", f"data_path={tmp_path / 'photos'}", "--set", "image_size=16"]
     run = tmp_path / "run"
-    assert main(["train", "--preset", "quick_mnist", *data, "--steps", "2", "--set", "batch_size=4", "--out", str(run),
-                 "--device", "cpu", "--no-progress", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "quick_mnist",
+                *data,
+                "--steps",
+                "2",
+                "--set",
+                "batch_size=4",
+                "--out",
+                str(run),
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["model_kwargs"] == {"in_channels": 3, "image_size": 16, "num_classes": 2}
-    assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--n", "8", "--steps", "2", "--out",
-                 str(tmp_path / "grid.png"), "--tensor", str(tmp_path / "s.pt"), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(run / "checkpoint.pt"),
+                "--n",
+                "8",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "grid.png"),
+                "--tensor",
+                str(tmp_path / "s.pt"),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "grid.png").mode in ("RGB", "RGBA")
     opts = ["--dataset", "image-folder", "--data-path", str(tmp_path / "photos"), "--image-size", "16"]
     assert main(["train-classifier", *opts, "--max-steps", "2", "--out", str(tmp_path / "clf.pt"), "--quiet"]) == 0
     assert load_classifier(tmp_path / "clf.pt").input_shape == (3, 16, 16)
     capsys.readouterr()
-    assert main(["score", str(tmp_path / "s.pt"), *opts, "--classifier", str(tmp_path / "clf.pt"), "--is-splits", "2",
-                 "--out", str(tmp_path / "scores.json")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "s.pt"),
+                *opts,
+                "--classifier",
+                str(tmp_path / "clf.pt"),
+                "--is-splits",
+                "2",
+                "--out",
+                str(tmp_path / "scores.json"),
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "scores.json").read_text())
     assert record["data"]["feature_extractor"].startswith("diffusion_edu feature classifier trained on image-folder")
     assert record["data"]["classifier_file"] == str(tmp_path / "clf.pt") and record["data"]["n_samples"] == 8
@@ -266,8 +341,20 @@ def test_cli_trains_samples_and_scores_a_folder_of_rgb_images(tmp_path, capsys):
 def test_cli_bad_data_exits_2_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "run"
-    code = main(["train", "--preset", "quick_mnist", "--set", "dataset=image-folder", "--set",
-                 f"data_path={tmp_path / 'empty'}", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "quick_mnist",
+            "--set",
+            "dataset=image-folder",
+            "--set",
+            f"data_path={tmp_path / 'empty'}",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "holds no image files" in capsys.readouterr().err and not out.exists()
     code = main(["train", "--preset", "quick_mnist", "--set", "dataset=array-file", "--out", str(out), "--no-progress"])
     assert code == 2 and "set data_path" in capsys.readouterr().err

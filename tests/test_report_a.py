@@ -16,6 +16,7 @@ from torch import nn
 from diffusion_edu import make_schedule, q_posterior
 from diffusion_edu.experiments import report_a as A
 from diffusion_edu.experiments.common import result_path
+from diffusion_edu.experiments.store import Cache
 from diffusion_edu.ledger import ENTRIES, _lookup
 from diffusion_edu.results import read_results
 
@@ -30,22 +31,21 @@ def smoke_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("book")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DIFFUSION_EDU_RESULTS", str(root / "results"))
-        A._MODELS.clear()
-        A._SAMPLES.clear()
         torch.set_num_threads(1)
+        cache = Cache()  # one chapter run: each network loaded, each setting drawn, once
         images = []  # the batch size of every network call made by the evaluation parts
         for name, part in A.PARTS.items():
-            part.run("smoke", False)
+            part.run("smoke", False, cache)
             if name == "training":
                 for run in A.RUNS:
-                    A.load_run(run, "smoke")[0].register_forward_hook(lambda m, args, out: images.append(len(args[0])))
+                    A.load_run(run, "smoke", cache)[0].register_forward_hook(
+                        lambda m, args, out: images.append(len(args[0]))
+                    )
         records = {p: read_results(result_path(A.CHAPTER, p, "smoke")) for p in A.PARTS}
         records["_root"] = root
         records["_network_images"] = sum(images)
-        records["_draws"] = {key for key in A._SAMPLES if key[1] == "smoke"}
+        records["_draws"] = {(run, sampler, n) for _, run, tier, sampler, n in cache.keys("samples") if tier == "smoke"}
         yield records
-        A._MODELS.clear()
-        A._SAMPLES.clear()
 
 
 def test_parts_write_smoke_results_outside_results(smoke_results):
@@ -62,6 +62,10 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     d = smoke_results["denoisers"]["data"]
     assert set(d["fid"]) == {"unet", "autoencoder", "vae"} and d["params"]["unet"] > 0
     assert all(d["settings"][r]["training"]["steps"] == 6 for r in d["fid"])
+    for part in ("denoisers", "parameterization", "conditioning"):  # the metric columns never replace the header
+        head = smoke_results[part]["data"]
+        assert head["n"] == A.samples_per_setting("smoke") and isinstance(head["sampler"], str), part
+        assert "run" not in head and "figure" not in head, part
     p = smoke_results["parameterization"]["data"]
     assert set(p["fid"]) == {"eps", "mu"} and p["bound"]["t"] == list(A.KL_TIMESTEPS)
     assert all(len(p["bound"][k]["L"]) == len(A.KL_TIMESTEPS) for k in ("eps", "mu"))
@@ -101,7 +105,7 @@ def test_planned_evaluations_count_what_the_parts_do(smoke_results):
     parts really pass through the networks, and planned_draws lists exactly the settings they draw."""
     planned = A.planned_evaluations("smoke")
     assert smoke_results["_network_images"] == planned["sampling"] + planned["bound"] + planned["first_step"]
-    drawn = {(run, sampler, n) for run, _, sampler, n in smoke_results["_draws"]}
+    drawn = smoke_results["_draws"]
     assert drawn == A.planned_draws("smoke") and planned["settings"] == len(drawn)
     budget = smoke_results["schedules"]["config"]["chapter_budget"]
     assert budget["planned_evaluations"] == planned and budget["samples_per_setting"] == A.samples_per_setting("smoke")
@@ -116,7 +120,8 @@ def test_cpu_budget_counts_whole_classes_and_every_k():
 
 
 def test_same_setting_same_samples(smoke_results):
-    """A setting is drawn once per process: the parts that share it report the same numbers."""
+    """A setting is drawn once per chapter run (one cache), with the same seed: the parts that share it
+    report the same numbers."""
     fid = smoke_results["denoisers"]["data"]["fid"]["unet"]
     assert smoke_results["parameterization"]["data"]["fid"]["eps"] == fid
     assert smoke_results["schedules"]["data"]["fid"]["linear"] == fid
@@ -136,9 +141,18 @@ def test_class_labels_are_balanced_and_interleaved():
 
 def test_sampler_kwargs_follow_the_method():
     """DDPM takes a variance and no eta, DDIM an eta and no variance (sample() refuses the mix)."""
-    assert A.Sampler("ddpm", 20, "zero").kwargs() == {"method": "ddpm", "steps": 20, "clip_x0": True, "variance": "zero"}
-    assert A.Sampler("ddim", 5, eta=0.5, clip_x0=False).kwargs() == {"method": "ddim", "steps": 5, "clip_x0": False,
-                                                                       "eta": 0.5}
+    assert A.Sampler("ddpm", 20, "zero").kwargs() == {
+        "method": "ddpm",
+        "steps": 20,
+        "clip_x0": True,
+        "variance": "zero",
+    }
+    assert A.Sampler("ddim", 5, eta=0.5, clip_x0=False).kwargs() == {
+        "method": "ddim",
+        "steps": 5,
+        "clip_x0": False,
+        "eta": 0.5,
+    }
     assert A.Sampler("ddpm", None, "beta").describe() == "DDPM, variance beta, clipped x0, all steps"
 
 
@@ -213,7 +227,6 @@ def test_nearest_neighbour_judge_returns_a_training_digit_its_own_label():
 
 def test_missing_checkpoint_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
-    A._MODELS.pop(("unet", "cpu"), None)
     with pytest.raises(FileNotFoundError, match="experiment report_a --tier cpu --only training"):
         A.load_run("unet", "cpu")
     with pytest.raises(ValueError, match="run must be one of"):
@@ -247,26 +260,20 @@ def test_unfinished_runs_are_refused_and_named(smoke_results, tmp_path, monkeypa
         dest.mkdir(parents=True)
         torch.save({**state, "step": step}, dest / "checkpoint.pt")
         shutil.copy(src / "log.jsonl", dest / "log.jsonl")
-    for run in A.RUNS:
-        A._MODELS.pop((run, "cpu"), None)
-    try:
-        assert A.run_finished("unet", "cpu") and not A.run_finished("vae", "cpu") and not A.run_finished("unet_mu", "cpu")
-        assert A.missing_runs("fast_sampling", "cpu") == {} and A.missing_runs("variance", "cpu") == {}
-        assert A.missing_runs("denoisers", "cpu") == {"autoencoder": "no checkpoint", "vae": f"step 1 of {steps:,}"}
-        with pytest.raises(RuntimeError, match=r"vae \(step 1 of .*--only training denoisers"):
-            A.PARTS["denoisers"].run("cpu", False)
-        with pytest.raises(RuntimeError, match=r"unet_quadratic \(no checkpoint\).*--only training schedules"):
-            A.PARTS["schedules"].run("cpu", False)
-        assert not (tmp_path / "results" / "report_a").exists()  # nothing measured, nothing written
-        with pytest.raises(RuntimeError, match="unfinished"):
-            A.load_run("vae", "cpu")
-        summary = A.training_summary("cpu")
-        assert list(summary["data"]) == ["unet"] and set(summary["missing"]) == set(A.RUNS) - {"unet"}
-        assert summary["data"]["unet"]["steps"] == steps and summary["tier"] == "cpu"
-        assert summary["data"]["unet"]["curve"]["loss"] == A.training_curve(src)["loss"]
-    finally:
-        for run in A.RUNS:
-            A._MODELS.pop((run, "cpu"), None)
+    assert A.run_finished("unet", "cpu") and not A.run_finished("vae", "cpu") and not A.run_finished("unet_mu", "cpu")
+    assert A.missing_runs("fast_sampling", "cpu") == {} and A.missing_runs("variance", "cpu") == {}
+    assert A.missing_runs("denoisers", "cpu") == {"autoencoder": "no checkpoint", "vae": f"step 1 of {steps:,}"}
+    with pytest.raises(RuntimeError, match=r"vae \(step 1 of .*--only training denoisers"):
+        A.PARTS["denoisers"].run("cpu", False)
+    with pytest.raises(RuntimeError, match=r"unet_quadratic \(no checkpoint\).*--only training schedules"):
+        A.PARTS["schedules"].run("cpu", False)
+    assert not (tmp_path / "results" / "report_a").exists()  # nothing measured, nothing written
+    with pytest.raises(RuntimeError, match="unfinished"):
+        A.load_run("vae", "cpu")
+    summary = A.training_summary("cpu")
+    assert list(summary["data"]) == ["unet"] and set(summary["missing"]) == set(A.RUNS) - {"unet"}
+    assert summary["data"]["unet"]["steps"] == steps and summary["tier"] == "cpu"
+    assert summary["data"]["unet"]["curve"]["loss"] == A.training_curve(src)["loss"]
 
 
 class _EpsNet(nn.Module):
@@ -283,6 +290,7 @@ class _EpsNet(nn.Module):
 
 class _MuNet(nn.Module):
     """The posterior mean (Ho et al. Eq. 11, full chain) that an eps network implies: a mu network."""
+
     parameterization = "mu"
 
     def __init__(self, eps_net, schedule):

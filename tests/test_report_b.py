@@ -69,9 +69,9 @@ def test_lpips_nearest_picks_the_best_candidate_by_the_given_distance():
     """With a stand-in distance (mean absolute difference of the red channel only), the winner is the
     candidate that distance prefers, not the pixel-nearest one; candidates come from the pixel search."""
     train = torch.zeros(4, 3, 2, 2)
-    train[1, 0] = 0.5                      # same red as the sample, other channels off by 0.4
-    train[2, 0], train[2, 1:] = 0.2, 0.4   # pixel-nearest (off by 0.3 in red only)
-    train[3] = -1.0                        # far in every way
+    train[1, 0] = 0.5  # same red as the sample, other channels off by 0.4
+    train[2, 0], train[2, 1:] = 0.2, 0.4  # pixel-nearest (off by 0.3 in red only)
+    train[3] = -1.0  # far in every way
     sample = torch.zeros(1, 3, 2, 2)
     sample[0, 0], sample[0, 1:] = 0.5, 0.4
     red = lambda a, b: (a[:, 0] - b[:, 0]).abs().flatten(1).mean(1)  # noqa: E731
@@ -101,14 +101,19 @@ def test_parts_run_end_to_end_at_the_smoke_tier_offline(results_tmp, offline):
     root = report_b.PARTS["training"].run("smoke", False).parent
     guid = json.loads(report_b.PARTS["guidance"].run("smoke", False).read_text())["data"]
     assert guid["w"] == report_b.SAMPLING["smoke"]["w"] and all((root / f).is_file() for f in guid["grids"].values())
-    assert all(m["status"] == "not measured: needs internet" and m["fid_train"] is None for m in guid["metrics"].values())
+    assert all(
+        m["status"] == "not measured: needs internet" and m["fid_train"] is None for m in guid["metrics"].values()
+    )
     nn_ = json.loads(report_b.PARTS["nearest_neighbours"].run("smoke", False).read_text())["data"]
     assert nn_["lpips_mean"] is None and nn_["lpips_baseline_mean"] is None
     assert nn_["pixel_l2_baseline_mean"] > 0 and len(nn_["baseline_test"]["pixel_l2"]) == nn_["n"]
     interp = json.loads(report_b.PARTS["interpolation"].run("smoke", False).read_text())["data"]
     assert interp["repeat_max_abs_diff"] == 0.0  # DDIM with eta = 0 decodes the same x_T to the same image
     for n in interp["norms"]:  # slerp keeps |x_T| near sqrt(d); the straight line's midpoint shrinks by ~1/sqrt(2)
-        assert abs(n["slerp_mid"] / interp["sqrt_d"] - 1) < 0.05 and abs(n["lerp_mid"] / interp["sqrt_d"] - 0.5 ** 0.5) < 0.05
+        assert (
+            abs(n["slerp_mid"] / interp["sqrt_d"] - 1) < 0.05
+            and abs(n["lerp_mid"] / interp["sqrt_d"] - 0.5**0.5) < 0.05
+        )
     assert (root / interp["grid"]).is_file()
 
 
@@ -147,6 +152,8 @@ def test_report_runs_estimate_uses_the_utilisation_measured_on_the_h100(tmp_path
     est = report_b.measured_h100_estimate(costs, results)
     peers = read_results(results / "benchmarks" / "peers_cuda.json")["data"]["mfu"]["unet_cifar10"]
     assert est["mfu"] == peers["mfu"] and 0.01 < est["mfu"] < 0.5
-    assert est["hours"] * 3600 == pytest.approx(costs["report_run"]["flops_total"] / (est["mfu"] * peers["peak_bf16_tflops"] * 1e12))
+    assert est["hours"] * 3600 == pytest.approx(
+        costs["report_run"]["flops_total"] / (est["mfu"] * peers["peak_bf16_tflops"] * 1e12)
+    )
     assert est["floor_hours"] > est["hours"] > max(costs["report_run"]["seconds"].values()) / 3600
     assert report_b.measured_h100_estimate(costs, tmp_path) is None

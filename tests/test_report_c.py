@@ -35,6 +35,7 @@ def results_tmp(tmp_path, monkeypatch):
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """No network: every connection and name lookup fails at once, and torch's weight cache is empty."""
+
     def refuse(*args, **kwargs):
         raise OSError("network disabled by the test")
 
@@ -112,7 +113,9 @@ def test_estimates_follow_from_counted_flops():
     util = cifar.measured_utilisation(flops)
     for name, run in cifar.MEASURED_RUNS.items():
         per = 3e9 if run["kind"] == "train" else 1e9
-        assert util[name]["utilisation"] == pytest.approx(run["images_per_s"] * per / cifar.ACCELERATORS[run["device"]].peak_flops)
+        assert util[name]["utilisation"] == pytest.approx(
+            run["images_per_s"] * per / cifar.ACCELERATORS[run["device"]].peak_flops
+        )
     plan = {"train_images": 1000, "sample_evals": 500, "inception_images": 10}
     est = cifar.plan_estimate(flops, plan, util, device="t4")
     total = 1000 * 3e9 + 500 * 1e9 + 10 * 2e9
@@ -139,8 +142,20 @@ def test_colab_tiers_fit_about_an_hour_on_a_t4():
 def test_colab_tier_keeps_what_the_chapter_studies():
     """Budget changes only: Ho et al.'s network, schedule, optimiser, batch, dropout, flips and clipping stay."""
     paper, colab = report_c.config("gpu"), report_c.config("colab")
-    for field in ("model", "model_kwargs", "schedule", "T", "optimizer", "lr", "batch_size", "hflip", "grad_clip",
-                  "parameterization", "loss", "dataset"):
+    for field in (
+        "model",
+        "model_kwargs",
+        "schedule",
+        "T",
+        "optimizer",
+        "lr",
+        "batch_size",
+        "hflip",
+        "grad_clip",
+        "parameterization",
+        "loss",
+        "dataset",
+    ):
         assert getattr(colab, field) == getattr(paper, field), field
     assert paper.steps == report_c.PAPER["steps"] and paper.ema_decay == 0.9999 and colab.precision == "fp32"
 
@@ -172,12 +187,14 @@ def test_inception_offline_without_torch_fidelity_or_weights(offline, monkeypatc
 
     samples = torch.zeros(12, 3, 32, 32, dtype=torch.uint8)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch_fidelity" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch_fidelity" else real_find_spec(name, *a)
+    )
     with pytest.raises(WeightsNotAvailableError, match="torch-fidelity"):
         cifar.inception_metrics(samples, {"train": samples}, [12])
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "torch_fidelity" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "torch_fidelity" else real_find_spec(name, *a)
+    )
 
     def no_download(*args, **kwargs):
         raise urllib.error.URLError("name resolution failed")
@@ -205,13 +222,34 @@ def test_training_part_under_torchrun_on_two_processes(tmp_path):
     with sock.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-           "DIFFUSION_EDU_RESULTS": str(tmp_path / "results")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "DIFFUSION_EDU_RESULTS": str(tmp_path / "results"),
+    }
 
     def torchrun(*parts):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(port), "-m", "diffusion_edu", "experiment", "report_c", "--tier", "smoke",
-               "--no-progress", "--only", *parts]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "-m",
+            "diffusion_edu",
+            "experiment",
+            "report_c",
+            "--tier",
+            "smoke",
+            "--no-progress",
+            "--only",
+            *parts,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
     proc = torchrun("training")
@@ -256,15 +294,36 @@ def test_gpu_cost_of_the_papers_run_comes_from_a_gpu_benchmark(tmp_path, monkeyp
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path))
     images = 800_000 * 128
     assert report_c._gpu_benchmark(images) is None
-    data = {"mode": {"precision": "bf16", "channels_last": True, "compile": True},
-            "training": {"unet_cifar10": {"rows": {"diffusion_edu": {"img_s": 2000.0, "batch": 128}}}},
-            "mfu": {"unet_cifar10": {"mfu": 0.08}}}
-    write_results(tmp_path / "benchmarks" / "peers_cuda.json", "benchmarks/peers_cuda", data, {}, "gpu", 1.0,
-                  hardware={"gpu": "NVIDIA H100 80GB HBM3"})
+    data = {
+        "mode": {"precision": "bf16", "channels_last": True, "compile": True},
+        "training": {"unet_cifar10": {"rows": {"diffusion_edu": {"img_s": 2000.0, "batch": 128}}}},
+        "mfu": {"unet_cifar10": {"mfu": 0.08}},
+    }
+    write_results(
+        tmp_path / "benchmarks" / "peers_cuda.json",
+        "benchmarks/peers_cuda",
+        data,
+        {},
+        "gpu",
+        1.0,
+        hardware={"gpu": "NVIDIA H100 80GB HBM3"},
+    )
     b = report_c._gpu_benchmark(images)
     assert b["hours"] == pytest.approx(images / 2000.0 / 3600) and b["source"].endswith("peers_cuda.json")
-    assert (b["mode"], b["device"], b["mfu"], b["tier"]) == ("bf16, channels-last, compile", "NVIDIA H100 80GB HBM3", 0.08, "gpu")
+    assert (b["mode"], b["device"], b["mfu"], b["tier"]) == (
+        "bf16, channels-last, compile",
+        "NVIDIA H100 80GB HBM3",
+        0.08,
+        "gpu",
+    )
     rows = [{"preset": "unet_cifar10", "mode": "bf16", "train_img_s": 2500.0, "batch": 128}]
-    write_results(tmp_path / "benchmarks" / "models_cuda.json", "benchmarks/models", {"rows": rows}, {}, "gpu", 1.0,
-                  hardware={"gpu": "x"})
+    write_results(
+        tmp_path / "benchmarks" / "models_cuda.json",
+        "benchmarks/models",
+        {"rows": rows},
+        {},
+        "gpu",
+        1.0,
+        hardware={"gpu": "x"},
+    )
     assert report_c._gpu_benchmark(images)["source"].endswith("models_cuda.json")

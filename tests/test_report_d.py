@@ -77,7 +77,7 @@ def test_curves_hold_one_point_per_snapshot_and_the_final_numbers(smoke):
     data = smoke["curves"]["data"]
     assert set(data["runs"]) == set(report_d.CURVE_RUNS)
     for run, rec in data["runs"].items():
-        n_snap = len(report_d.snapshot_paths("report_d", run, "smoke"))
+        n_snap = len(report_d.store("smoke").snapshots(run))
         assert n_snap >= 2 and rec["step"] == sorted(rec["step"])
         assert len(rec["fid"]) == len(rec["is"]) == len(rec["epoch"]) == n_snap
         assert all(1.0 - 1e-6 <= v <= 10.0 + 1e-6 for v in rec["is"])
@@ -90,7 +90,7 @@ def test_curves_hold_one_point_per_snapshot_and_the_final_numbers(smoke):
 
 def test_samples_follow_the_reports_epochs(smoke):
     data = smoke["samples"]["data"]
-    for run, rec in data["runs"].items():
+    for rec in data["runs"].values():
         assert len(rec["figures"]) == len(rec["epochs"]) == len(rec["predicted_classes"])
         assert rec["epochs"] == sorted(rec["epochs"]) and rec["epochs"][-1] == rec["n_epochs"]
         assert all((tier_results_dir("smoke") / f).is_file() for f in rec["figures"])
@@ -100,7 +100,7 @@ def test_cold_part_covers_every_restorer_both_algorithms(smoke):
     data = smoke["cold"]["data"]
     assert set(data["runs"]) == set(report_d.COLD_RUNS)
     assert {"pixels", "columns/g1", "columns/g4", "rows/g1"} <= set(data["probe"])
-    for run, rec in data["runs"].items():
+    for rec in data["runs"].values():
         assert set(rec["restoration"]) == {"direct", "alg1", "alg2"}
         assert set(rec["generation"]) == {"alg1", "alg2"}
         assert len(rec["step_change"]) == rec["T"]
@@ -135,8 +135,11 @@ def test_pretrained_export_is_the_trained_cnn_and_never_touches_the_shipped_file
     assert path.is_file() and data["bytes"] == path.stat().st_size
     shipped_net, schedule, cfg = load_model(path, ema=False, device="cpu")
     trained_net, _, _ = report_d.load_run("cnn", "smoke")
-    assert schedule.T == 1000 and cfg.model == "cnn_mnist" and data["params"] == sum(
-        p.numel() for p in shipped_net.parameters())
+    assert (
+        schedule.T == 1000
+        and cfg.model == "cnn_mnist"
+        and data["params"] == sum(p.numel() for p in shipped_net.parameters())
+    )
     for (k, a), (_, b) in zip(shipped_net.state_dict().items(), trained_net.state_dict().items()):
         assert torch.equal(a, b), k
     out = sample(shipped_net, schedule, 2, steps=3, generator=torch.Generator().manual_seed(0))
@@ -147,30 +150,36 @@ def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):
     """A cpu-tier evaluation part must stop with the training command, not start a 70-minute run."""
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
     for part in PARTS:
-        with pytest.raises(FileNotFoundError, match="--only training"):
+        with pytest.raises(RuntimeError, match="--only training"):
             report_d.PARTS[part].run("cpu", False)
     assert not (tmp_path / "runs" / "cpu").exists()
 
 
 def test_a_part_needs_only_its_own_runs_finished(smoke, tmp_path, monkeypatch):
     """Without training.json a real-tier part reads the finished runs it evaluates from their logs, with the
-    same loss numbers train_runs records; an unfinished run stops it with the training command."""
+    same loss numbers the training part records; an unfinished run stops it with the training command."""
     import shutil
 
     from diffusion_edu.experiments.common import runs_root
+    from diffusion_edu.experiments.store import RunStore
+    from diffusion_edu.experiments.training_runs import make_config
+
+    class SmokeSized(RunStore):  # cpu-tier folders, smoke-tier configs: the copied smoke runs are finished
+        def config(self, run):
+            return make_config(self.runs[run], "smoke", {})
 
     smoke_runs = runs_root("smoke") / "report_d"
     monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setattr(report_d, "config", lambda run, tier: report_d.make_config(report_d.RUNS[run], "smoke", {}))
+    monkeypatch.setattr(report_d, "store", lambda tier: SmokeSized("report_d", report_d.RUNS, {}, tier))
     for run in ("cnn", "cnn_selu"):
         shutil.copytree(smoke_runs / run, runs_root("cpu") / "report_d" / run)
     assert report_d.run_finished("cnn", "cpu") and not report_d.run_finished("cold_columns_random", "cpu")
-    got = report_d._runs_needed("cpu", ("cnn", "cnn_selu"), False)
+    got = report_d._summaries("cpu", ("cnn", "cnn_selu"))
     for run in ("cnn", "cnn_selu"):
         assert got[run]["final_loss"] == pytest.approx(smoke["training"]["data"][run]["final_loss"], rel=1e-12)
         assert got[run]["curve"]["step"] == smoke["training"]["data"][run]["curve"]["step"]
-    with pytest.raises(FileNotFoundError, match=r"\['cold_columns_random'\].*--only training"):
-        report_d._runs_needed("cpu", report_d.CURVE_RUNS, False)
+    with pytest.raises(RuntimeError, match=r"cold_columns_random \(no checkpoint\).*--only training curves"):
+        report_d.PARTS["curves"].run("cpu", False)
 
 
 def test_report_epochs_scale_the_reports_epochs():
@@ -184,8 +193,9 @@ def test_report_epochs_scale_the_reports_epochs():
             report_d.report_epochs(bad)
 
 
-@pytest.mark.parametrize("axis,order,group", [("columns", "random", 1), ("rows", "inside-out", 1),
-                                              ("columns", "outside-in", 4)])
+@pytest.mark.parametrize(
+    "axis,order,group", [("columns", "random", 1), ("rows", "inside-out", 1), ("columns", "outside-in", 4)]
+)
 def test_step_changes_add_up_to_the_total_loss_of_information(axis, order, group):
     """The D(., t) are nested orthogonal projections, so by Pythagoras the per-step changes sum to
     ||x - D(x, t)||^2 for every t."""
@@ -264,8 +274,11 @@ def test_algorithm_2_stays_consistent_with_the_observation(axis, group):
     for k, s in enumerate(traj.t[:-1]):  # step s: x_s -> x_{s-1}
         changed = (traj.xt[k + 1] - traj.xt[k]).abs().amax(dim=(0, 1))  # (H, W)
         line = D.order[s - 1] - 1  # 0-based block restored at step s
-        lines = changed.reshape(D.n_lines, group, 28).amax((1, 2)) if axis == "rows" else \
-            changed.reshape(28, D.n_lines, group).amax((0, 2))
+        lines = (
+            changed.reshape(D.n_lines, group, 28).amax((1, 2))
+            if axis == "rows"
+            else changed.reshape(28, D.n_lines, group).amax((0, 2))
+        )
         assert lines[line] > 1e-3 and all(lines[b] < 1e-5 for b in range(D.n_lines) if b != line)
     out1 = cold_sample(R, D, x_T, algorithm=1)
     assert (D.degrade(out1, D.T) - x_T).abs().max() > 1e-2

@@ -15,10 +15,24 @@ import argparse
 import importlib
 from types import ModuleType
 
-from .common import EVAL_BUDGETS, EvalBudget, Part, by_tier, ensure_result, load_result, run_parts
+from .common import EVAL_BUDGETS, EvalBudget, Part, by_tier, ensure_needs, ensure_result, load_result, run_parts
+from .store import Cache, RunStore
 
-__all__ = ["CHAPTERS", "get_chapter", "run_chapter", "load_result", "EVAL_BUDGETS", "EvalBudget", "Part",
-           "by_tier", "ensure_result", "add_cli"]
+__all__ = [
+    "CHAPTERS",
+    "get_chapter",
+    "run_chapter",
+    "load_result",
+    "EVAL_BUDGETS",
+    "EvalBudget",
+    "Part",
+    "by_tier",
+    "ensure_result",
+    "ensure_needs",
+    "Cache",
+    "RunStore",
+    "add_cli",
+]
 
 # chapter name -> module (imported lazily: each pulls in torch models and the metrics kit)
 CHAPTERS: dict[str, str] = {
@@ -38,8 +52,9 @@ def get_chapter(name: str) -> ModuleType:
     return importlib.import_module(CHAPTERS[name])
 
 
-def run_chapter(name: str, tier: str | None = None, only: list[str] | None = None, force: bool = False,
-                progress: bool = True):
+def run_chapter(
+    name: str, tier: str | None = None, only: list[str] | None = None, force: bool = False, progress: bool = True
+):
     """Run a chapter's experiments (those whose results are missing, or ``only`` some)."""
     from .common import check_tier
 
@@ -59,8 +74,10 @@ def _cmd(args: argparse.Namespace) -> int:
             for part in mod.PARTS.values():
                 print(f"  {part.name:<18} {part.description}")
         return 0
-    args.on_failure = ("results files already written are complete; training runs resume from their "
-                       "checkpoints when the same command runs again")
+    args.on_failure = (
+        "results files already written are complete; training runs resume from their "
+        "checkpoints when the same command runs again"
+    )
     run_chapter(args.chapter, args.tier, args.only or None, args.force, progress=not args.no_progress)
     return 0
 
@@ -70,8 +87,12 @@ def add_cli(subparsers) -> None:
 
     p = subparsers.add_parser("experiment", help="run a chapter's experiments and write its results files")
     p.add_argument("chapter", nargs="?", help=f"one of: {', '.join(sorted(CHAPTERS)) or '(none yet)'}")
-    p.add_argument("--tier", choices=["smoke", "cpu", "colab", "gpu"], default=None,
-                   help="compute tier (default: $DIFFUSION_EDU_TIER, else cpu)")
+    p.add_argument(
+        "--tier",
+        choices=["smoke", "cpu", "colab", "gpu"],
+        default=None,
+        help="compute tier (default: $DIFFUSION_EDU_TIER, else cpu)",
+    )
     p.add_argument("--only", nargs="*", default=None, help="run only these parts (in this order)")
     p.add_argument("--force", action="store_true", help="re-run parts whose results already exist")
     p.add_argument("--list", action="store_true", help="list chapters and their parts")

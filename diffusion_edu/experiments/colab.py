@@ -29,14 +29,22 @@ from typing import Any
 from ..presets import TrainConfig
 from ..results import read_results, results_dir
 
-__all__ = ["T4_MINUTES", "step_overhead_s", "t4_flop_rate", "train_step_s", "forward_s", "training_estimate", "chapter_estimate",
-           "describe"]
+__all__ = [
+    "T4_MINUTES",
+    "step_overhead_s",
+    "t4_flop_rate",
+    "train_step_s",
+    "forward_s",
+    "training_estimate",
+    "chapter_estimate",
+    "describe",
+]
 
 T4_MINUTES = 30  # what a chapter's colab tier may take on a free T4, all parts together
 SOURCE = "benchmarks/peers_cuda.json"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _peers() -> dict[str, Any]:
     return read_results(results_dir() / SOURCE)["data"]["mfu"]
 
@@ -47,7 +55,7 @@ def step_overhead_s() -> float:
     return 1.0 / float(_peers()["unet_mnist"]["libraries"]["diffusion_edu"]["steps_per_s"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def t4_flop_rate() -> float:
     """The T4's estimated FLOP/s for the package's networks, as chapter 6 estimates it: the T4's fp32
     peak (:data:`~.cifar.ACCELERATORS`; conservative, since the colab tier trains in fp16 there) times
@@ -61,7 +69,7 @@ def t4_flop_rate() -> float:
     return ACCELERATORS["t4"].peak_flops * achieved / ACCELERATORS[run["device"]].peak_flops
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _network_flops(model: str, kwargs: str) -> tuple[float, float]:
     """(training FLOPs, forward FLOPs) per image of a network, counted on the meta device."""
     import json
@@ -72,7 +80,7 @@ def _network_flops(model: str, kwargs: str) -> tuple[float, float]:
     from .cifar import count_flops
 
     with torch.device("meta"):
-        net = build_network(TrainConfig(model=model, model_kwargs=json.loads(kwargs))).train()
+        net: Any = build_network(TrainConfig(model=model, model_kwargs=json.loads(kwargs))).train()
         x = torch.zeros(1, net.in_channels, net.image_size, net.image_size)
         t = torch.ones(1, dtype=torch.int64)
         y = torch.zeros(1, dtype=torch.int64) if getattr(net, "num_classes", None) else None
@@ -101,8 +109,15 @@ def forward_s(config: TrainConfig, batch: int) -> float:
 
 def training_estimate(configs: dict[str, TrainConfig]) -> dict[str, Any]:
     """Each run's estimated T4 minutes (steps x :func:`train_step_s`) and their sum."""
-    runs = {name: {"steps": cfg.steps, "batch_size": cfg.batch_size, "s_per_step": train_step_s(cfg),
-                   "minutes": cfg.steps * train_step_s(cfg) / 60} for name, cfg in configs.items()}
+    runs = {
+        name: {
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "s_per_step": train_step_s(cfg),
+            "minutes": cfg.steps * train_step_s(cfg) / 60,
+        }
+        for name, cfg in configs.items()
+    }
     return {"runs": runs, "minutes": sum(r["minutes"] for r in runs.values())}
 
 
@@ -113,17 +128,26 @@ def chapter_estimate(chapter: str) -> dict[str, Any]:
 
     mod = import_module(f"diffusion_edu.experiments.{chapter}")
     if not hasattr(mod, "colab_plan"):
-        raise ValueError(f"chapter {chapter!r} has no colab_plan(); chapters with one: report_a, report_d, "
-                         "report_e, measuring")
+        raise ValueError(
+            f"chapter {chapter!r} has no colab_plan(); chapters with one: report_a, report_d, report_e, measuring"
+        )
     plan = mod.colab_plan()
     train = training_estimate(plan["train"])
     sampling = sum(forward_s(cfg, batch) * calls for cfg, batch, calls in plan["sampling"]) / 60
-    return {"estimate": True, "device": "NVIDIA T4 (free Colab)", "training": train,
-            "not_estimated": plan.get("not_estimated"),
-            "sampling_minutes": sampling, "minutes": train["minutes"] + sampling, "budget_minutes": T4_MINUTES,
-            "sources": {"step_overhead": f"results/{SOURCE} (measured, {step_overhead_s() * 1e3:.1f} ms a step)",
-                        "flop_rate": f"{t4_flop_rate() / 1e12:.1f} TFLOP/s (chapter 6's T4 estimate: its fp32 peak "
-                                     "times a published Turing GPU run's utilisation)"}}
+    return {
+        "estimate": True,
+        "device": "NVIDIA T4 (free Colab)",
+        "training": train,
+        "not_estimated": plan.get("not_estimated"),
+        "sampling_minutes": sampling,
+        "minutes": train["minutes"] + sampling,
+        "budget_minutes": T4_MINUTES,
+        "sources": {
+            "step_overhead": f"results/{SOURCE} (measured, {step_overhead_s() * 1e3:.1f} ms a step)",
+            "flop_rate": f"{t4_flop_rate() / 1e12:.1f} TFLOP/s (chapter 6's T4 estimate: its fp32 peak "
+            "times a published Turing GPU run's utilisation)",
+        },
+    }
 
 
 def describe(chapter: str) -> str:
@@ -134,17 +158,21 @@ def describe(chapter: str) -> str:
     e = chapter_estimate(chapter)
     runs = e["training"]["runs"]
     steps = sorted({r["steps"] for r in runs.values()})
-    text = (f"**Colab tier (`DIFFUSION_EDU_TIER=colab`), on a free T4: about {e['minutes']:.0f} minutes, estimated** "
-            f"(budget {T4_MINUTES}): training {len(runs)} network{'s' if len(runs) > 1 else ''} "
-            f"({'/'.join(f'{s:,}' for s in steps)} steps) about {e['training']['minutes']:.0f} minutes, sampling "
-            f"about {e['sampling_minutes']:.0f}. Not measured on a T4 yet: the estimate adds the fixed cost of a "
-            f"training step of the package's MNIST U-Net, {e['sources']['step_overhead']}, to the arithmetic at "
-            f"{e['sources']['flop_rate']}; see `diffusion_edu.experiments.colab` for its assumptions.")
+    text = (
+        f"**Colab tier (`DIFFUSION_EDU_TIER=colab`), on a free T4: about {e['minutes']:.0f} minutes, estimated** "
+        f"(budget {T4_MINUTES}): training {len(runs)} network{'s' if len(runs) > 1 else ''} "
+        f"({'/'.join(f'{s:,}' for s in steps)} steps) about {e['training']['minutes']:.0f} minutes, sampling "
+        f"about {e['sampling_minutes']:.0f}. Not measured on a T4 yet: the estimate adds the fixed cost of a "
+        f"training step of the package's MNIST U-Net, {e['sources']['step_overhead']}, to the arithmetic at "
+        f"{e['sources']['flop_rate']}; see `diffusion_edu.experiments.colab` for its assumptions."
+    )
     if e["not_estimated"]:
         text += f" Not in the estimate: {e['not_estimated']}."
     train_chapter = "report_e" if chapter == "measuring" else chapter
     if have_result(train_chapter, "training", "colab"):
         rec = load_result(train_chapter, "training", "colab")
         wall = sum(r["train_wall_time_s"] for r in rec["data"].values()) / 60
-        text += f" Measured at tier {rec['tier']}: training took {wall:.0f} minutes ({rec['hardware'].get('gpu', 'CPU')})."
+        text += (
+            f" Measured at tier {rec['tier']}: training took {wall:.0f} minutes ({rec['hardware'].get('gpu', 'CPU')})."
+        )
     return text

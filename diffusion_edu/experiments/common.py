@@ -1,5 +1,6 @@
-"""What every chapter's experiments share: tiers, where runs and results live, train-or-resume,
-sampling with a wall clock, and measuring samples with the evaluation kit.
+"""What every chapter's experiments share: tiers, where runs and results live, results files, and
+the parts of a chapter with the one policy that runs them (:class:`Part`, :func:`ensure_needs`).
+The run store is :mod:`.store`, the evaluation pipeline :mod:`.evaluation`, figures :mod:`.figures`.
 
 Layout on disk (relative to the book's checkout; see :func:`diffusion_edu.results.results_dir`):
 
@@ -12,14 +13,13 @@ Layout on disk (relative to the book's checkout; see :func:`diffusion_edu.result
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
-from ..data import load_embedded_mnist
 from ..results import TIERS, current_tier, read_results, results_dir, write_results
 
 __all__ = [
@@ -36,10 +36,11 @@ __all__ = [
     "have_result",
     "ensure_trained",
     "training_curve",
-    "timed_sample",
     "heldout_reference",
     "measure",
     "Part",
+    "chapter_parts",
+    "ensure_needs",
     "run_parts",
     "ensure_result",
 ]
@@ -103,11 +104,19 @@ def result_path(chapter: str, part: str, tier: str) -> Path:
     return tier_results_dir(tier) / chapter / f"{part}.json"
 
 
-def save_result(chapter: str, part: str, data: dict[str, Any], config: dict[str, Any], tier: str,
-                wall_time_s: float, device: str | torch.device | None = None) -> Path:
+def save_result(
+    chapter: str,
+    part: str,
+    data: dict[str, Any],
+    config: dict[str, Any],
+    tier: str,
+    wall_time_s: float,
+    device: str | torch.device | None = None,
+) -> Path:
     """Write ``results/<chapter>/<part>.json`` (smoke: under ``runs/smoke/results``)."""
-    return write_results(result_path(chapter, part, tier), f"{chapter}/{part}", data, config, tier,
-                         wall_time_s, device=device)
+    return write_results(
+        result_path(chapter, part, tier), f"{chapter}/{part}", data, config, tier, wall_time_s, device=device
+    )
 
 
 def have_result(chapter: str, part: str, tier: str) -> bool:
@@ -154,103 +163,125 @@ def training_curve(out_dir: str | Path) -> dict[str, list]:
 def final_loss(curve: dict[str, list]) -> float | None:
     """The mean of the last tenth of a :func:`training_curve`'s logged losses (at least one), the
     "final loss" every chapter's training table shows; None when nothing was logged."""
-    tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10):] if v is not None]
+    tail = [v for v in curve["loss"][-max(1, len(curve["loss"]) // 10) :] if v is not None]
     return sum(tail) / len(tail) if tail else None
-
-
-def run_status(chapter: str, run: str, tier: str, steps: int) -> str | None:
-    """None when ``runs/<tier>/<chapter>/<run>/checkpoint.pt`` has reached ``steps``, else why not:
-    "no checkpoint" or "step s of S" (a run never started, stopped, or still training)."""
-    from ..checkpoint import load_checkpoint
-
-    path = runs_root(tier) / chapter / run / "checkpoint.pt"
-    if not path.is_file():
-        return "no checkpoint"
-    step = int(load_checkpoint(path)["step"])
-    return None if step >= steps else f"step {step:,} of {steps:,}"
-
-
-def timed_sample(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    """Run a sampling function and return (images, wall seconds)."""
-    t0 = time.perf_counter()
-    images = fn()
-    return images, time.perf_counter() - t0
-
-
-_REFERENCE: dict[str, torch.Tensor] = {}
-
-
-def heldout_reference() -> torch.Tensor:
-    """The 1,005 held-out embedded digits in [-1, 1]: the reference set of every MNIST FID in the book."""
-    if "heldout" not in _REFERENCE:
-        _REFERENCE["heldout"] = load_embedded_mnist("heldout").tensors()[0]
-    return _REFERENCE["heldout"]
-
-
-def measure(images: torch.Tensor, labels: torch.Tensor | None = None, intervals: bool = True,
-            level: float = 0.95, **kwargs) -> dict[str, Any]:
-    """The evaluation kit on samples vs the held-out digits: classifier-feature FID, KID, IS, precision
-    and recall (k = 3), and the conditional accuracy when ``labels`` are given, as plain floats; with
-    ``intervals`` also each metric's ``level`` percentile-bootstrap interval over the samples
-    (``fid_interval``, ...: {estimate, low, high, level, method, n_boot, n};
-    :func:`diffusion_edu.intervals.evaluation_intervals`), so every results file keeps its noise."""
-    from ..intervals import evaluation_intervals
-    from ..metrics import classifier_outputs, evaluate, precision_recall_from_features, reference_stats
-
-    x, y = images.float().cpu(), None if labels is None else labels.cpu()
-    out = evaluate(x, heldout_reference(), labels=y, **kwargs)
-    clf = kwargs.get("classifier")
-    if clf is not None:
-        f_ref = reference_stats(heldout_reference(), clf).features
-    else:
-        if "heldout_stats" not in _REFERENCE:
-            _REFERENCE["heldout_stats"] = reference_stats(heldout_reference()).features
-        f_ref = _REFERENCE["heldout_stats"]
-    f, logits = classifier_outputs(x, clf)
-    out.update(precision_recall_from_features(f, f_ref), pr_k=3)
-    if intervals:
-        gen = kwargs.get("generator")
-        seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if gen is not None else 0
-        keys = ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")
-        n_boot = {k: 50 for k in keys} if current_tier() == "smoke" else None  # smoke numbers are never shown
-        out.update(evaluation_intervals(f, logits, f_ref, y, estimates={k: out[k] for k in keys if k in out},
-                                        n_boot=n_boot, level=level, generator=torch.Generator().manual_seed(seed)))
-    return out
 
 
 @dataclass
 class Part:
-    """One experiment of a chapter: ``run(tier, progress)`` writes ``results/<chapter>/<name>.json``."""
+    """One experiment of a chapter: ``fn(tier, progress, cache)`` writes ``results/<chapter>/<name>.json``.
+
+    ``needs``: the training parts it reads ("training" of its own chapter, or "report_e/training" of
+    another); ``runs``: the runs of that training part it loads (empty: all of them). :meth:`run`
+    enforces them (:func:`ensure_needs`) before the part runs; the part itself never trains.
+    """
 
     name: str
     description: str
-    run: Callable[[str, bool], Path]
+    fn: Callable[..., Path]
     needs: list[str] = field(default_factory=list)
+    runs: tuple[str, ...] = ()
+    chapter: str = ""
+
+    def run(self, tier: str, progress: bool = True, cache: Any = None) -> Path:
+        """Ensure what the part needs (:func:`ensure_needs`), then run it with ``cache`` (an explicit
+        :class:`~.store.Cache`; a fresh one when None) and return the results file it wrote."""
+        from .store import Cache
+
+        tier = check_tier(tier)
+        ensure_needs(self, tier, progress)
+        return self.fn(tier, progress, Cache() if cache is None else cache)
 
 
-def run_parts(chapter: str, parts: Mapping[str, Part], tier: str, only: list[str] | None = None,
-              force: bool = False, progress: bool = True) -> list[Path]:
+def chapter_parts(chapter: str, *parts: Part) -> dict[str, Part]:
+    """A chapter's ``PARTS`` (name -> part, in order), each part told its chapter."""
+    for part in parts:
+        part.chapter = chapter
+    return {part.name: part for part in parts}
+
+
+def _need(part: Part, need: str) -> tuple[Any, str]:
+    from . import get_chapter
+
+    chapter, _, name = need.rpartition("/")
+    mod = get_chapter(chapter or part.chapter)
+    if name not in mod.PARTS:
+        raise ValueError(f"part {part.name!r} of {part.chapter} needs {need!r}, which is not a part")
+    return mod, name
+
+
+def ensure_needs(part: Part, tier: str, progress: bool = True) -> None:
+    """The one training policy. For each training part that ``part`` needs: when the runs it loads are
+    finished, nothing happens; when they are not, the smoke and colab tiers (a chapter opened alone)
+    train them first, and the cpu and gpu tiers refuse with a :class:`RuntimeError` naming the runs and
+    the command that trains them (an evaluation never starts a long training run as a side effect).
+    A chapter without a run store (``store``) counts its training part's results file instead; a chapter
+    that runs at some tiers only checks the tier first (its ``tier_check``)."""
+    for need in part.needs:
+        mod, name = _need(part, need)
+        getattr(mod, "tier_check", check_tier)(tier)
+        store = getattr(mod, "store", None)
+        if store is None:
+            if have_result(mod.CHAPTER, name, tier):
+                continue
+            if tier not in ("smoke", "colab"):
+                raise RuntimeError(
+                    f"{part.chapter} part {part.name!r} needs {mod.CHAPTER}/{name} at tier {tier!r}, "
+                    f"which has not run. Run it first: python -m diffusion_edu experiment "
+                    f"{mod.CHAPTER} --tier {tier} --only {name}"
+                )
+            mod.PARTS[name].run(tier, progress)
+            continue
+        runs = store(tier)
+        missing = runs.missing(list(part.runs) or None)
+        if not missing:
+            continue
+        if tier not in ("smoke", "colab"):
+            runs.require(list(missing), part.name if mod.CHAPTER == part.chapter else None)
+        if mod.CHAPTER != part.chapter and part.runs:  # another chapter's runs: only those this part loads
+            runs.train(list(missing), progress=progress, snapshots=getattr(mod, "SNAPSHOTS", False))
+        else:
+            mod.PARTS[name].run(tier, progress)
+
+
+def run_parts(
+    chapter: str,
+    parts: Mapping[str, Part],
+    tier: str,
+    only: list[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> list[Path]:
     """Run the chapter's parts in order (or ``only`` some), skipping those whose results exist at this
-    tier unless ``force``; training runs inside them resume from their checkpoints."""
+    tier unless ``force``; one :class:`~.store.Cache` serves them all (a network is loaded, a setting
+    sampled, once). Training runs inside them resume from their checkpoints."""
+    from .store import Cache
+
     tier = check_tier(tier)
     names = list(parts) if not only else only
     unknown = [n for n in names if n not in parts]
     if unknown:
         raise ValueError(f"unknown part(s) {unknown} of {chapter}; valid: {list(parts)}")
-    written = []
+    written, cache = [], Cache()
     for n in names:
         if not force and tier != "smoke" and have_result(chapter, n, tier):
             print(f"[{chapter}] {n}: results exist at tier {tier} (use --force to re-run)")
             continue
         print(f"[{chapter}] {n}: {parts[n].description}")
-        written.append(parts[n].run(tier, progress))
+        written.append(parts[n].run(tier, progress, cache))
     return written
 
 
-def ensure_result(module, part: str, tier: str | None = None, progress: bool = True) -> dict[str, Any]:
+def ensure_result(
+    module, part: str, tier: str | None = None, progress: bool = True, cache: Any = None
+) -> dict[str, Any]:
     """What a chapter notebook calls: the part's results record, running the part first when its
-    results file is missing at this tier (always at the smoke tier, whose files are throwaway)."""
+    results file is missing at this tier (always at the smoke tier, whose files are throwaway). What
+    the part needs is ensured first (:func:`ensure_needs`): trained at smoke / colab, else refused."""
     tier = check_tier(tier)
     if tier == "smoke" or not have_result(module.CHAPTER, part, tier):
-        module.PARTS[part].run(tier, progress)
+        module.PARTS[part].run(tier, progress, cache)
     return load_result(module.CHAPTER, part, tier)
+
+
+from .evaluation import heldout_reference, measure  # noqa: E402  (re-exported: the evaluation pipeline)

@@ -1,3 +1,6 @@
+# Longer than ~400 lines: four experiments on the metrics themselves (degradations, sample-size bias,
+# memorisation, precision / recall) and the interval-based comparison helpers the other chapters import.
+# Three part functions run over 60 lines: each builds one results file top to bottom.
 """Chapter 2, measuring generative models: how the number of samples biases FID, KID and IS, which
 degradations of real digits each metric catches (and why Inception features mislead on MNIST), and
 whether a model's samples copy its training digits.
@@ -15,7 +18,8 @@ Parts, each writing ``results/measuring/<part>.json``:
 
 The model measured is Report E's ``T1000_linear`` network, trained by
 ``python -m diffusion_edu experiment report_e --tier TIER --only training``; this chapter only loads
-its finished checkpoint (a few-step stand-in is trained at the smoke tier). Its samples come from one
+its finished checkpoint (the parts that sample it need that one run: at the smoke and colab tiers it is
+trained first when missing, elsewhere they stop with the command). Its samples come from one
 pool drawn once per tier (respaced DDPM, beta_tilde variance, labels 0..9 in turn, no guidance),
 cached in ``runs/<tier>/measuring/pool.pt`` and subsampled by every part.
 """
@@ -28,23 +32,58 @@ import os
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..data import load_embedded_mnist, ImageDataset
-from ..metrics import (IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, MNISTClassifier, WeightsNotAvailableError,
-                       _fid_from_features, _is_from_logits, _kid_from_features, check_metric_images,
-                       classifier_outputs, inception_fid_is, load_mnist_classifier, noise_images)
-from .common import Part, ensure_trained, runs_root, save_result, tier_results_dir
+from ..data import ImageDataset, load_embedded_mnist
+from ..metrics import (
+    IS_SPLITS,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    MNISTClassifier,
+    WeightsNotAvailableError,
+    _fid_from_features,
+    _is_from_logits,
+    _kid_from_features,
+    check_metric_images,
+    classifier_outputs,
+    inception_fid_is,
+    load_mnist_classifier,
+    noise_images,
+)
+from . import figures
+from .common import Part, chapter_parts, runs_root, save_result
+from .evaluation import book_classifier, images_only
+from .store import Cache
 
-__all__ = ["CHAPTER", "PARTS", "MeasuringBudget", "BUDGETS", "DEGRADATIONS", "gaussian_blur", "add_noise",
-           "shift_images", "degraded_set", "draw_subsets", "fit_inverse_n", "pixel_features",
-           "random_classifier", "load_measured_model", "model_pool", "figure_path", "fid_spread", "fid_gap_threshold", "fid_comparison",
-           "PR_SETS", "run_precision_recall"]
+__all__ = [
+    "CHAPTER",
+    "PARTS",
+    "MeasuringBudget",
+    "BUDGETS",
+    "DEGRADATIONS",
+    "gaussian_blur",
+    "add_noise",
+    "shift_images",
+    "degraded_set",
+    "draw_subsets",
+    "fit_inverse_n",
+    "pixel_features",
+    "random_classifier",
+    "load_measured_model",
+    "model_pool",
+    "figure_path",
+    "fid_spread",
+    "fid_gap_threshold",
+    "fid_comparison",
+    "PR_SETS",
+    "run_precision_recall",
+]
 
 CHAPTER = "measuring"
 MODEL_CHAPTER, MODEL_RUN = "report_e", "T1000_linear"
@@ -70,14 +109,33 @@ class MeasuringBudget:
 
 
 BUDGETS: dict[str, MeasuringBudget] = {
-    "smoke": MeasuringBudget(pool=40, steps=4, counts=(20, 40), seeds=2, degrade_n=30, memo_n=20,
-                             train_digits=300, batch_size=40),
-    "cpu": MeasuringBudget(pool=5000, steps=20, counts=(100, 250, 500, 1000, 2000, 5000), seeds=5,
-                           degrade_n=750, memo_n=1000),
-    "colab": MeasuringBudget(pool=10_000, steps=100, counts=(100, 250, 500, 1000, 2000, 5000, 10_000), seeds=5,
-                             degrade_n=750, memo_n=1000, inception=True, lpips=True),
-    "gpu": MeasuringBudget(pool=10_000, steps=None, counts=(100, 250, 500, 1000, 2000, 5000, 10_000), seeds=5,
-                           degrade_n=750, memo_n=1000, batch_size=2000, inception=True, lpips=True),
+    "smoke": MeasuringBudget(
+        pool=40, steps=4, counts=(20, 40), seeds=2, degrade_n=30, memo_n=20, train_digits=300, batch_size=40
+    ),
+    "cpu": MeasuringBudget(
+        pool=5000, steps=20, counts=(100, 250, 500, 1000, 2000, 5000), seeds=5, degrade_n=750, memo_n=1000
+    ),
+    "colab": MeasuringBudget(
+        pool=10_000,
+        steps=100,
+        counts=(100, 250, 500, 1000, 2000, 5000, 10_000),
+        seeds=5,
+        degrade_n=750,
+        memo_n=1000,
+        inception=True,
+        lpips=True,
+    ),
+    "gpu": MeasuringBudget(
+        pool=10_000,
+        steps=None,
+        counts=(100, 250, 500, 1000, 2000, 5000, 10_000),
+        seeds=5,
+        degrade_n=750,
+        memo_n=1000,
+        batch_size=2000,
+        inception=True,
+        lpips=True,
+    ),
 }
 POOL_SEED = 0
 BACKGROUND = -1.0  # the value of an empty MNIST pixel in [-1, 1]
@@ -143,8 +201,9 @@ DEGRADATIONS: dict[str, tuple[str, float]] = {
 }
 
 
-def degraded_set(train: ImageDataset, name: str, n: int,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def degraded_set(
+    train: ImageDataset, name: str, n: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` training digits degraded as :data:`DEGRADATIONS` ``[name]`` says, with their labels.
 
     blur / noise / shift: n random digits, blurred (sigma pixels), noised (sigma) or shifted (k pixels
@@ -162,8 +221,14 @@ def degraded_set(train: ImageDataset, name: str, n: int,
         pool = torch.nonzero(labels < level).squeeze(1)
     elif family == "copies":
         per_class = int(level) // 10
-        pool = torch.cat([torch.nonzero(labels == c).squeeze(1)[torch.randperm(int((labels == c).sum()),
-                          generator=generator)[:per_class]] for c in range(10)])
+        pool = torch.cat(
+            [
+                torch.nonzero(labels == c).squeeze(1)[
+                    torch.randperm(int((labels == c).sum()), generator=generator)[:per_class]
+                ]
+                for c in range(10)
+            ]
+        )
     else:
         pool = torch.arange(len(train))
     if family == "copies":
@@ -202,7 +267,9 @@ def random_classifier(seed: int = 0) -> MNISTClassifier:
         return MNISTClassifier().eval()
 
 
-def draw_subsets(size: int, n: int, seeds: int, generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], bool]:
+def draw_subsets(
+    size: int, n: int, seeds: int, generator: torch.Generator | None = None
+) -> tuple[list[torch.Tensor], bool]:
     """``seeds`` index sets of ``n`` distinct items out of ``size``: disjoint blocks of one random
     permutation when n * seeds <= size (independent sets), else one random draw per seed (the sets
     overlap; with n == size every set is the whole pool). Returns (index tensors, disjoint)."""
@@ -212,7 +279,7 @@ def draw_subsets(size: int, n: int, seeds: int, generator: torch.Generator | Non
         raise ValueError(f"seeds must be a positive int, got {seeds}")
     if n * seeds <= size:
         perm = torch.randperm(size, generator=generator)
-        return [perm[i * n:(i + 1) * n] for i in range(seeds)], True
+        return [perm[i * n : (i + 1) * n] for i in range(seeds)], True
     return [torch.randperm(size, generator=generator)[:n] for _ in range(seeds)], False
 
 
@@ -233,8 +300,13 @@ def _quiet_fid(f: torch.Tensor, f_ref: torch.Tensor) -> float:
         return _fid_from_features(f, f_ref)
 
 
-def _scores(f: torch.Tensor, f_ref: torch.Tensor, logits: torch.Tensor | None, generator: torch.Generator,
-            labels: torch.Tensor | None = None) -> dict[str, float]:
+def _scores(
+    f: torch.Tensor,
+    f_ref: torch.Tensor,
+    logits: torch.Tensor | None,
+    generator: torch.Generator,
+    labels: torch.Tensor | None = None,
+) -> dict[str, float]:
     """FID and KID of features f against f_ref, IS from logits, accuracy against labels (the random
     subsets and splits drawn from ``generator`` in the order :func:`~diffusion_edu.metrics.evaluate` uses)."""
     out: dict[str, float] = {}
@@ -276,41 +348,33 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
     from . import report_e
 
     b, cfg = BUDGETS[tier], report_e.config(MODEL_RUN, tier)
-    return {"train": {MODEL_RUN: cfg},
-            "sampling": [(cfg, b.batch_size, -(-b.pool // b.batch_size) * (b.steps or cfg.T))],
-            "not_estimated": "Inception FID / IS and LPIPS (networks of other libraries, downloaded in Colab)"}
+    return {
+        "train": {MODEL_RUN: cfg},
+        "sampling": [(cfg, b.batch_size, -(-b.pool // b.batch_size) * (b.steps or cfg.T))],
+        "not_estimated": "Inception FID / IS and LPIPS (networks of other libraries, downloaded in Colab)",
+    }
 
 
-def load_measured_model(tier: str):
+def load_measured_model(tier: str, cache: Cache | None = None):
     """Report E's T1000_linear network at ``tier`` (a :class:`~diffusion_edu.training.LoadedModel`) and
-    where it came from. Trains only the few-step stand-in of the smoke tier and, at the colab tier, that
-    one run (shared with chapter 5) when it is missing; elsewhere an unfinished or missing checkpoint
-    raises with the command that trains it."""
+    where it came from. This never trains: the parts need that run (``Part.needs``), which
+    :func:`~.common.ensure_needs` trains first at the smoke and colab tiers (that one run, not the whole
+    of Report E's training) and refuses elsewhere; a missing or unfinished checkpoint raises with the
+    command that trains it."""
     from ..checkpoint import load_checkpoint
-    from ..presets import TrainConfig
-    from ..training import load_model
     from . import report_e
 
-    if tier == "smoke":
-        ensure_trained(CHAPTER, "model_smoke", report_e.config(MODEL_RUN, tier), tier, progress=False)
-        path = runs_root(tier) / CHAPTER / "model_smoke" / "checkpoint.pt"
-    else:
-        path = runs_root(tier) / MODEL_CHAPTER / MODEL_RUN / "checkpoint.pt"
-        if tier == "colab":  # a chapter opened alone in Colab trains the one network it needs (minutes on a T4)
-            ensure_trained(MODEL_CHAPTER, MODEL_RUN, report_e.config(MODEL_RUN, tier), tier, progress=False)
-    command = f"python -m diffusion_edu experiment {MODEL_CHAPTER} --tier {tier} --only training"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}: this chapter measures Report E's {MODEL_RUN} network; "
-                                f"train it first with: {command}")
+    runs = report_e.store(tier)
+    loaded = runs.load(MODEL_RUN, cache)
+    path = runs.checkpoint(MODEL_RUN)
     state = load_checkpoint(path)
-    steps = TrainConfig.from_dict(state["config"]).steps
-    if int(state["step"]) < steps:
-        raise RuntimeError(f"{path} is at step {state['step']} of {steps}: the run is unfinished (or still "
-                           f"training); finish it with: {command}")
-    loaded = load_model(path, ema=state.get("ema") is not None)
-    source = {"checkpoint": f"runs/{tier}/{path.parent.relative_to(runs_root(tier))}/checkpoint.pt",
-              "step": int(state["step"]), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-              "ema": state.get("ema") is not None, "train_wall_time_s": float(state.get("wall_time_s", 0.0))}
+    source = {
+        "checkpoint": f"runs/{tier}/{path.parent.relative_to(runs_root(tier))}/checkpoint.pt",
+        "step": int(state["step"]),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "ema": state.get("ema") is not None,
+        "train_wall_time_s": float(state.get("wall_time_s", 0.0)),
+    }
     return loaded, source
 
 
@@ -322,9 +386,18 @@ def model_pool(tier: str, progress: bool = True) -> dict[str, Any]:
 
     budget = BUDGETS[tier]
     (model, schedule, config), source = load_measured_model(tier)
-    settings = {"n": budget.pool, "method": "ddpm", "variance": "beta_tilde", "steps": budget.steps,
-                "T": int(schedule.T), "w": 0.0, "labels": "0..9 in turn", "seed": POOL_SEED, "clip_x0": True,
-                "model": source}
+    settings = {
+        "n": budget.pool,
+        "method": "ddpm",
+        "variance": "beta_tilde",
+        "steps": budget.steps,
+        "T": int(schedule.T),
+        "w": 0.0,
+        "labels": "0..9 in turn",
+        "seed": POOL_SEED,
+        "clip_x0": True,
+        "model": source,
+    }
     path = runs_root(tier) / CHAPTER / "pool.pt"
     if path.is_file():
         cached = torch.load(path, weights_only=True)
@@ -334,25 +407,46 @@ def model_pool(tier: str, progress: bool = True) -> dict[str, Any]:
     labels = torch.arange(budget.pool) % 10
     gen = torch.Generator(device=device).manual_seed(POOL_SEED)
     t0 = time.perf_counter()
-    images = sample(model, schedule, budget.pool, method="ddpm", steps=budget.steps, variance="beta_tilde",
-                    y=labels.to(device), generator=gen, batch_size=budget.batch_size, progress=progress)
+    images = sample(
+        model,
+        schedule,
+        budget.pool,
+        method="ddpm",
+        steps=budget.steps,
+        variance="beta_tilde",
+        y=labels.to(device),
+        generator=gen,
+        batch_size=budget.batch_size,
+        progress=progress,
+    )
     wall = time.perf_counter() - t0
-    pool = {"images": images.float().cpu().clamp(-1, 1), "labels": labels, "settings": settings,
-            "wall_time_s": wall, "threads": torch.get_num_threads(), "device": str(device),
-            "load_average": list(os.getloadavg())}
+    pool = {
+        "images": images_only(images).float().cpu().clamp(-1, 1),
+        "labels": labels,
+        "settings": settings,
+        "wall_time_s": wall,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "load_average": list(os.getloadavg()),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(pool, path)
     return pool
 
 
 def _pool_info(pool: dict[str, Any]) -> dict[str, Any]:
-    return {**pool["settings"], "wall_time_s": round(pool["wall_time_s"], 1), "threads": pool["threads"],
-            "device": pool["device"], "load_average": pool["load_average"]}
+    return {
+        **pool["settings"],
+        "wall_time_s": round(pool["wall_time_s"], 1),
+        "threads": pool["threads"],
+        "device": pool["device"],
+        "load_average": pool["load_average"],
+    }
 
 
 def figure_path(name: str, tier: str) -> Path:
     """Where a part's figure lives: ``results/measuring/figures/<name>.png`` (smoke: under runs/smoke)."""
-    return tier_results_dir(tier) / CHAPTER / "figures" / f"{name}.png"
+    return figures.figure_path(CHAPTER, name, tier)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,8 +454,15 @@ def figure_path(name: str, tier: str) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _curve(f_src: torch.Tensor, logits_src: torch.Tensor, f_ref: torch.Tensor, counts: list[int], seeds: int,
-           seed: int, progress_label: str | None = None) -> list[dict[str, Any]]:
+def _curve(
+    f_src: torch.Tensor,
+    logits_src: torch.Tensor,
+    f_ref: torch.Tensor,
+    counts: list[int],
+    seeds: int,
+    seed: int,
+    progress_label: str | None = None,
+) -> list[dict[str, Any]]:
     """Scores of ``seeds`` subsets of each size in ``counts`` drawn from a source set (features (N, d),
     logits (N, 10)) against a fixed reference (features (M, d))."""
     rows = []
@@ -369,11 +470,12 @@ def _curve(f_src: torch.Tensor, logits_src: torch.Tensor, f_ref: torch.Tensor, c
     for n in counts:
         subsets, disjoint = draw_subsets(f_src.shape[0], n, seeds, gen)
         runs = [_scores(f_src[idx], f_ref, logits_src[idx], gen) for idx in subsets]
-        rows.append({"n": n, **_summary(runs), "disjoint": disjoint, "identical": n == f_src.shape[0],
-                     "runs": runs})
+        rows.append({"n": n, **_summary(runs), "disjoint": disjoint, "identical": n == f_src.shape[0], "runs": runs})
         if progress_label:
-            print(f"  {progress_label:<18} n={n:>6}: FID {rows[-1]['fid_mean']:8.3f} +- {rows[-1]['fid_std']:.3f}",
-                  flush=True)
+            print(
+                f"  {progress_label:<18} n={n:>6}: FID {rows[-1]['fid_mean']:8.3f} +- {rows[-1]['fid_std']:.3f}",
+                flush=True,
+            )
     return rows
 
 
@@ -384,54 +486,98 @@ def _conditional_accuracy(logits: torch.Tensor, asked: torch.Tensor) -> dict[str
     confusion = torch.zeros(10, 10, dtype=torch.int64)
     confusion.index_put_((asked.long(), got), torch.ones_like(got), accumulate=True)
     per_class = (confusion.diagonal().double() / confusion.sum(1).clamp(min=1).double()).tolist()
-    return {"conditional_accuracy": float((got == asked).float().mean()),
-            "conditional_accuracy_per_class": per_class, "confusion": confusion.tolist()}
+    return {
+        "conditional_accuracy": float((got == asked).float().mean()),
+        "conditional_accuracy_per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
 
 
-def run_sample_size_bias(tier: str, progress: bool = True) -> Path:
+def run_sample_size_bias(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """FID / KID / IS against the number of samples, ``seeds`` subsets per count, for four pairs of sets."""
     budget = BUDGETS[tier]
     t0 = time.perf_counter()
     pool = model_pool(tier, progress)
     t_measure = time.perf_counter()
     train, heldout = _train_digits(budget), load_embedded_mnist("heldout")
-    f_train, l_train = classifier_outputs(train.tensors()[0])
-    f_held, l_held = classifier_outputs(heldout.tensors()[0])
-    f_pool, l_pool = classifier_outputs(pool["images"])
+    clf = book_classifier(cache)
+    f_train, l_train = classifier_outputs(train.tensors()[0], clf)
+    f_held, l_held = classifier_outputs(heldout.tensors()[0], clf)
+    f_pool, l_pool = classifier_outputs(pool["images"], clf)
     counts = [n for n in budget.counts if n <= f_pool.shape[0]]
     label = (lambda s: s) if progress else (lambda s: None)
-    curves = {
-        "real_vs_heldout": {"set": f"{train.name} ({len(train)} digits)", "reference": heldout.name,
-                            "rows": _curve(f_train, l_train, f_held, [n for n in counts if n <= len(train)],
-                                           budget.seeds, 1, label("real vs held-out"))},
-        "model_vs_heldout": {"set": f"model pool ({f_pool.shape[0]} samples)", "reference": heldout.name,
-                             "rows": _curve(f_pool, l_pool, f_held, counts, budget.seeds, 2, label("model vs held-out"))},
-        "model_vs_train": {"set": f"model pool ({f_pool.shape[0]} samples)", "reference": train.name,
-                           "rows": _curve(f_pool, l_pool, f_train, counts, budget.seeds, 3, label("model vs train"))},
-        "real_vs_train": {"set": f"{heldout.name} ({len(heldout)} digits)", "reference": train.name,
-                          "rows": _curve(f_held, l_held, f_train, [n for n in counts if n <= len(heldout)],
-                                         budget.seeds, 4, label("real vs train"))},
+    curves: dict[str, dict[str, Any]] = {
+        "real_vs_heldout": {
+            "set": f"{train.name} ({len(train)} digits)",
+            "reference": heldout.name,
+            "rows": _curve(
+                f_train,
+                l_train,
+                f_held,
+                [n for n in counts if n <= len(train)],
+                budget.seeds,
+                1,
+                label("real vs held-out"),
+            ),
+        },
+        "model_vs_heldout": {
+            "set": f"model pool ({f_pool.shape[0]} samples)",
+            "reference": heldout.name,
+            "rows": _curve(f_pool, l_pool, f_held, counts, budget.seeds, 2, label("model vs held-out")),
+        },
+        "model_vs_train": {
+            "set": f"model pool ({f_pool.shape[0]} samples)",
+            "reference": train.name,
+            "rows": _curve(f_pool, l_pool, f_train, counts, budget.seeds, 3, label("model vs train")),
+        },
+        "real_vs_train": {
+            "set": f"{heldout.name} ({len(heldout)} digits)",
+            "reference": train.name,
+            "rows": _curve(
+                f_held,
+                l_held,
+                f_train,
+                [n for n in counts if n <= len(heldout)],
+                budget.seeds,
+                4,
+                label("real vs train"),
+            ),
+        },
     }
     d = f_held.shape[1]
     for c in curves.values():  # FID = FID_inf + slope / n over the counts with a full-rank covariance
         rows = [r for r in c["rows"] if r["n"] > d and not r["identical"]] or c["rows"]
         c["reference_size"] = int((f_held if c["reference"] == heldout.name else f_train).shape[0])
-        c["fit"] = {**fit_inverse_n([r["n"] for r in rows], [r["fid_mean"] for r in rows]),
-                    "counts": [r["n"] for r in rows]} if len(rows) >= 2 else None
+        c["fit"] = (
+            {**fit_inverse_n([r["n"] for r in rows], [r["fid_mean"] for r in rows]), "counts": [r["n"] for r in rows]}
+            if len(rows) >= 2
+            else None
+        )
     disjoint = [r for r in curves["model_vs_heldout"]["rows"] if r["disjoint"]] or curves["model_vs_heldout"]["rows"]
     rep = disjoint[-1]  # Report E's Table 1, at the largest count whose seeds are independent sample sets
     data = {
         "curves": curves,
-        "repeatability": {"mean": rep["fid_mean"], "std": rep["fid_std"], "n": rep["n"], "seeds": budget.seeds,
-                          "disjoint": rep["disjoint"], "curve": "model_vs_heldout"},
+        "repeatability": {
+            "mean": rep["fid_mean"],
+            "std": rep["fid_std"],
+            "n": rep["n"],
+            "seeds": budget.seeds,
+            "disjoint": rep["disjoint"],
+            "curve": "model_vs_heldout",
+        },
         "num_features": d,
         "pool": {**_pool_info(pool), **_conditional_accuracy(l_pool, pool["labels"])},
         "measure_wall_time_s": round(time.perf_counter() - t_measure, 1),
     }
-    config = {"budget": asdict(budget), "kid_subsets": KID_SUBSETS, "kid_subset_size": f"min({KID_SUBSET_SIZE}, n, m)",
-              "is_splits": IS_SPLITS, "features": "the shipped MNIST classifier's 128 penultimate features",
-              "subsets": "disjoint blocks of one permutation when n * seeds <= pool size, else one draw per seed",
-              "threads": torch.get_num_threads()}
+    config = {
+        "budget": asdict(budget),
+        "kid_subsets": KID_SUBSETS,
+        "kid_subset_size": f"min({KID_SUBSET_SIZE}, n, m)",
+        "is_splits": IS_SPLITS,
+        "features": "the shipped MNIST classifier's 128 penultimate features",
+        "subsets": "disjoint blocks of one permutation when n * seeds <= pool size, else one draw per seed",
+        "threads": torch.get_num_threads(),
+    }
     return save_result(CHAPTER, "sample_size_bias", data, config, tier, time.perf_counter() - t0)
 
 
@@ -448,9 +594,11 @@ FEATURE_SPACES = {
 
 def _feature_fns() -> dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]]:
     clf, rnd = load_mnist_classifier(), random_classifier(0)
-    return {"classifier": lambda x: classifier_outputs(x, clf),
-            "random_cnn": lambda x: (classifier_outputs(x, rnd)[0], None),
-            "pixels": lambda x: (pixel_features(x), None)}
+    return {
+        "classifier": lambda x: classifier_outputs(x, clf),
+        "random_cnn": lambda x: (classifier_outputs(x, rnd)[0], None),
+        "pixels": lambda x: (pixel_features(x), None),
+    }
 
 
 def _catches(row: dict[str, Any], floor: dict[str, Any], metric: str, worse: str, sigmas: float = 3.0) -> bool:
@@ -463,17 +611,24 @@ def _catches(row: dict[str, Any], floor: dict[str, Any], metric: str, worse: str
 
 def _inception(sets: dict[str, torch.Tensor], reference: torch.Tensor, budget: MeasuringBudget) -> dict[str, Any]:
     if not budget.inception:
-        return {"attempted": False, "reason": "Inception-v3 runs only at the colab and gpu tiers: it needs downloaded "
-                "weights and 299x299 inputs (offline it raises WeightsNotAvailableError)"}
+        return {
+            "attempted": False,
+            "reason": "Inception-v3 runs only at the colab and gpu tiers: it needs downloaded "
+            "weights and 299x299 inputs (offline it raises WeightsNotAvailableError)",
+        }
     try:
         scores = {name: inception_fid_is(x, reference) for name, x in sets.items()}
     except WeightsNotAvailableError as e:
         return {"attempted": True, "available": False, "error": str(e)}
-    return {"attempted": True, "available": True,
-            "fid": {k: v["fid_inception"] for k, v in scores.items()}, "is": {k: v["is_inception"] for k, v in scores.items()}}
+    return {
+        "attempted": True,
+        "available": True,
+        "fid": {k: v["fid_inception"] for k, v in scores.items()},
+        "is": {k: v["is_inception"] for k, v in scores.items()},
+    }
 
 
-def run_inception_vs_classifier(tier: str, progress: bool = True) -> Path:
+def run_inception_vs_classifier(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """Every degradation of :data:`DEGRADATIONS`, ``seeds`` random sets of ``degrade_n`` digits each,
     scored against the held-out digits in each feature space of :data:`FEATURE_SPACES`."""
     budget = BUDGETS[tier]
@@ -482,7 +637,8 @@ def run_inception_vs_classifier(tier: str, progress: bool = True) -> Path:
     fns = _feature_fns()
     refs = {space: fn(heldout)[0] for space, fn in fns.items()}
     gen = torch.Generator().manual_seed(5)
-    rows, first_sets = {}, {}
+    rows: dict[str, dict[str, Any]] = {}
+    first_sets: dict[str, torch.Tensor] = {}
     for name in DEGRADATIONS:
         runs: dict[str, list] = {space: [] for space in fns}
         for s in range(budget.seeds):
@@ -492,30 +648,54 @@ def run_inception_vs_classifier(tier: str, progress: bool = True) -> Path:
             for space, fn in fns.items():
                 f, logits = fn(x)
                 runs[space].append(_scores(f, refs[space], logits, gen, y))
-        rows[name] = {"family": DEGRADATIONS[name][0], "level": DEGRADATIONS[name][1],
-                      **{space: {**_summary(r), "runs": r} for space, r in runs.items()}}
+        rows[name] = {
+            "family": DEGRADATIONS[name][0],
+            "level": DEGRADATIONS[name][1],
+            **{space: {**_summary(r), "runs": r} for space, r in runs.items()},
+        }
         if progress:
             c = rows[name]["classifier"]
-            print(f"  {name:<18} FID {c['fid_mean']:9.2f}  IS {c['is_mean']:5.2f}  "
-                  f"random-CNN FID {rows[name]['random_cnn']['fid_mean']:9.3g}  "
-                  f"pixel FID {rows[name]['pixels']['fid_mean']:8.3g}", flush=True)
+            print(
+                f"  {name:<18} FID {c['fid_mean']:9.2f}  IS {c['is_mean']:5.2f}  "
+                f"random-CNN FID {rows[name]['random_cnn']['fid_mean']:9.3g}  "
+                f"pixel FID {rows[name]['pixels']['fid_mean']:8.3g}",
+                flush=True,
+            )
     floor, ceiling = rows["none"], rows["pure noise"]
-    checks = [(space, m, "higher") for space in fns for m in ("fid", "kid")] + \
-             [("classifier", "is", "lower"), ("classifier", "accuracy", "lower")]
-    for name, row in rows.items():
-        row["caught"] = {f"{space}.{m}": _catches(row[space], floor[space], m, worse)
-                         for space, m, worse in checks if f"{m}_mean" in row[space]}
+    checks = [(space, m, "higher") for space in fns for m in ("fid", "kid")] + [
+        ("classifier", "is", "lower"),
+        ("classifier", "accuracy", "lower"),
+    ]
+    for row in rows.values():
+        row["caught"] = {
+            f"{space}.{m}": _catches(row[space], floor[space], m, worse)
+            for space, m, worse in checks
+            if f"{m}_mean" in row[space]
+        }
         row["fraction_of_ceiling"] = {  # 0 = real digits, 1 = pure noise
             space: (row[space]["fid_mean"] - floor[space]["fid_mean"])
-            / (ceiling[space]["fid_mean"] - floor[space]["fid_mean"]) for space in fns}
-    data = {"degradations": rows, "feature_spaces": FEATURE_SPACES, "n": budget.degrade_n, "seeds": budget.seeds,
-            "reference": "mnist-embedded/heldout", "n_reference": int(heldout.shape[0]),
-            "inception": _inception(first_sets, heldout, budget)}
+            / (ceiling[space]["fid_mean"] - floor[space]["fid_mean"])
+            for space in fns
+        }
+    data = {
+        "degradations": rows,
+        "feature_spaces": FEATURE_SPACES,
+        "n": budget.degrade_n,
+        "seeds": budget.seeds,
+        "reference": "mnist-embedded/heldout",
+        "n_reference": int(heldout.shape[0]),
+        "inception": _inception(first_sets, heldout, budget),
+    }
     figure = figure_path("degradations", tier)
     _save_examples(first_sets, figure)
-    config = {"budget": asdict(budget), "degradations": {k: list(v) for k, v in DEGRADATIONS.items()},
-              "source": train.name, "caught": "mean worse than the undegraded sets' mean by > 3 of their std over seeds",
-              "threads": torch.get_num_threads(), "figure": f"{CHAPTER}/figures/{figure.name}"}
+    config = {
+        "budget": asdict(budget),
+        "degradations": {k: list(v) for k, v in DEGRADATIONS.items()},
+        "source": train.name,
+        "caught": "mean worse than the undegraded sets' mean by > 3 of their std over seeds",
+        "threads": torch.get_num_threads(),
+        "figure": f"{CHAPTER}/figures/{figure.name}",
+    }
     return save_result(CHAPTER, "inception_vs_classifier", data, config, tier, time.perf_counter() - t0)
 
 
@@ -545,16 +725,28 @@ CONTROL_SIGMA = 0.1  # the near-copies: training digits with N(0, 0.1^2) noise p
 
 def _distance_stats(d: torch.Tensor) -> dict[str, float]:
     q = torch.quantile(d.double(), torch.tensor([0.01, 0.05, 0.5, 0.95], dtype=torch.float64))
-    return {"n": int(d.numel()), "mean": float(d.mean()), "std": float(d.std()), "min": float(d.min()),
-            "p01": float(q[0]), "p05": float(q[1]), "median": float(q[2]), "p95": float(q[3]), "max": float(d.max())}
+    return {
+        "n": int(d.numel()),
+        "mean": float(d.mean()),
+        "std": float(d.std()),
+        "min": float(d.min()),
+        "p01": float(q[0]),
+        "p05": float(q[1]),
+        "median": float(q[2]),
+        "p95": float(q[3]),
+        "max": float(d.max()),
+    }
 
 
 def _lpips(samples: torch.Tensor, train: torch.Tensor, budget: MeasuringBudget) -> dict[str, Any]:
     from ..memorisation import lpips_nearest_neighbours
 
     if not budget.lpips:
-        return {"attempted": False, "reason": "LPIPS runs only at the colab and gpu tiers: it needs downloaded "
-                "AlexNet weights (offline it raises WeightsNotAvailableError)"}
+        return {
+            "attempted": False,
+            "reason": "LPIPS runs only at the colab and gpu tiers: it needs downloaded "
+            "AlexNet weights (offline it raises WeightsNotAvailableError)",
+        }
     try:
         d, _ = lpips_nearest_neighbours(samples[:100], train, net_type="alex")
     except WeightsNotAvailableError as e:
@@ -562,7 +754,7 @@ def _lpips(samples: torch.Tensor, train: torch.Tensor, budget: MeasuringBudget) 
     return {"attempted": True, "available": True, "n": int(d.numel()), "mean": float(d.mean()), "net": "alex"}
 
 
-def run_memorisation(tier: str, progress: bool = True) -> Path:
+def run_memorisation(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """Nearest training digit (pixel L2 over 784 pixels in [-1, 1]) of model samples, of held-out digits
     and of near-copies of training digits; distance statistics, shared histograms, examples."""
     from ..memorisation import nearest_neighbours
@@ -587,26 +779,47 @@ def run_memorisation(tier: str, progress: bool = True) -> Path:
     train_labels = train.labels
     groups = {}
     for name, d in dist.items():
-        groups[name] = {**_distance_stats(d),
-                        "histogram": torch.histogram(d.double(), bins=edges.double()).hist.tolist(),
-                        "below_heldout_p01": float((d < threshold).float().mean())}
-    groups["model samples"]["neighbour_has_asked_label"] = float((train_labels[nn["model samples"][1][:, 0]] == asked).float().mean())
-    groups["held-out digits"]["neighbour_has_true_label"] = float((train_labels[nn["held-out digits"][1][:, 0]] == heldout_y).float().mean())
+        groups[name] = {
+            **_distance_stats(d),
+            "histogram": torch.histogram(d.double(), bins=edges.double()).hist.tolist(),
+            "below_heldout_p01": float((d < threshold).float().mean()),
+        }
+    groups["model samples"]["neighbour_has_asked_label"] = float(
+        (train_labels[nn["model samples"][1][:, 0]] == asked).float().mean()
+    )
+    groups["held-out digits"]["neighbour_has_true_label"] = float(
+        (train_labels[nn["held-out digits"][1][:, 0]] == heldout_y).float().mean()
+    )
     figure = figure_path("nearest_neighbours", tier)
     _save_pairs(samples, train_x, dist["model samples"], nn["model samples"][1][:, 0], figure)
-    data = {"groups": groups, "histogram_edges": edges.tolist(), "heldout_p01": threshold,
-            "train_size": len(train), "control_sigma": CONTROL_SIGMA, "pixels": 784,
-            "pool": _pool_info(pool), "lpips": _lpips(samples, train_x, budget),
-            "distance": "||x - x_train||_2 over the 784 pixels in [-1, 1]; divide by 28 for the RMS per pixel"}
-    config = {"budget": asdict(budget), "samples": f"the first {n} of the model pool", "train": train.name,
-              "controls": {"held-out digits": "the 1,005 held-out real digits (never trained on)",
-                           "near-copies": f"{n} random training digits + N(0, {CONTROL_SIGMA}^2) per pixel, clamped"},
-              "threads": torch.get_num_threads(), "figure": f"{CHAPTER}/figures/{figure.name}"}
+    data = {
+        "groups": groups,
+        "histogram_edges": edges.tolist(),
+        "heldout_p01": threshold,
+        "train_size": len(train),
+        "control_sigma": CONTROL_SIGMA,
+        "pixels": 784,
+        "pool": _pool_info(pool),
+        "lpips": _lpips(samples, train_x, budget),
+        "distance": "||x - x_train||_2 over the 784 pixels in [-1, 1]; divide by 28 for the RMS per pixel",
+    }
+    config = {
+        "budget": asdict(budget),
+        "samples": f"the first {n} of the model pool",
+        "train": train.name,
+        "controls": {
+            "held-out digits": "the 1,005 held-out real digits (never trained on)",
+            "near-copies": f"{n} random training digits + N(0, {CONTROL_SIGMA}^2) per pixel, clamped",
+        },
+        "threads": torch.get_num_threads(),
+        "figure": f"{CHAPTER}/figures/{figure.name}",
+    }
     return save_result(CHAPTER, "memorisation", data, config, tier, time.perf_counter() - t0)
 
 
-def _save_pairs(samples: torch.Tensor, train_x: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, path: Path,
-                k: int = 8) -> None:
+def _save_pairs(
+    samples: torch.Tensor, train_x: torch.Tensor, d: torch.Tensor, idx: torch.Tensor, path: Path, k: int = 8
+) -> None:
     """A PNG of the k samples closest to a training digit and k random ones, each above its neighbour."""
     from matplotlib.figure import Figure
 
@@ -638,7 +851,7 @@ def _save_pairs(samples: torch.Tensor, train_x: torch.Tensor, d: torch.Tensor, i
 PR_SETS = ("none", "10 distinct digits", "2 classes", "blur 1.5", "noise 0.4", "shift 2", "pure noise")
 
 
-def run_precision_recall(tier: str, progress: bool = True) -> Path:
+def run_precision_recall(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """Precision and recall (k = 3, classifier features) with percentile-bootstrap intervals over the
     samples, and FID with its interval, for each set of :data:`PR_SETS` (``degrade_n`` digits) against
     the held-out digits."""
@@ -651,24 +864,47 @@ def run_precision_recall(tier: str, progress: bool = True) -> Path:
     clf = load_mnist_classifier()
     f_ref, _ = classifier_outputs(heldout, clf)
     gen = torch.Generator().manual_seed(8)
-    n_boot = {"fid": 200, "precision": 200, "recall": 200} if tier != "smoke" else {"fid": 20, "precision": 20, "recall": 20}
-    rows = {}
+    n_boot = (
+        {"fid": 200, "precision": 200, "recall": 200} if tier != "smoke" else {"fid": 20, "precision": 20, "recall": 20}
+    )
+    rows: dict[str, dict[str, Any]] = {}
     for name in PR_SETS:
         x, _ = degraded_set(train, name, budget.degrade_n, gen)
         f, logits = classifier_outputs(x, clf)
         pr = precision_recall_from_features(f, f_ref, PR_K)
         est = {**pr, "fid": _quiet_fid(f, f_ref)}
-        ivs = evaluation_intervals(f, logits, f_ref, estimates=est, n_boot=n_boot, k=PR_K,
-                                   metrics=("fid", "precision", "recall"), generator=gen)
+        ivs = evaluation_intervals(
+            f,
+            logits,
+            f_ref,
+            estimates=est,
+            n_boot=n_boot,
+            k=PR_K,
+            metrics=("fid", "precision", "recall"),
+            generator=gen,
+        )
         rows[name] = {"family": DEGRADATIONS[name][0], "level": DEGRADATIONS[name][1], **est, **ivs}
         if progress:
-            print(f"  {name:<18} precision {pr['precision']:.3f}  recall {pr['recall']:.3f}  FID {est['fid']:8.2f}",
-                  flush=True)
-    data = {"sets": rows, "n": budget.degrade_n, "n_reference": int(heldout.shape[0]), "k": PR_K,
-            "reference": "mnist-embedded/heldout", "features": "the shipped MNIST classifier's 128 penultimate features"}
-    config = {"budget": asdict(budget), "sets": list(PR_SETS), "source": train.name, "n_boot": n_boot,
-              "interval": "95% percentile bootstrap over the set's images; the reference held fixed",
-              "threads": torch.get_num_threads()}
+            print(
+                f"  {name:<18} precision {pr['precision']:.3f}  recall {pr['recall']:.3f}  FID {est['fid']:8.2f}",
+                flush=True,
+            )
+    data = {
+        "sets": rows,
+        "n": budget.degrade_n,
+        "n_reference": int(heldout.shape[0]),
+        "k": PR_K,
+        "reference": "mnist-embedded/heldout",
+        "features": "the shipped MNIST classifier's 128 penultimate features",
+    }
+    config = {
+        "budget": asdict(budget),
+        "sets": list(PR_SETS),
+        "source": train.name,
+        "n_boot": n_boot,
+        "interval": "95% percentile bootstrap over the set's images; the reference held fixed",
+        "threads": torch.get_num_threads(),
+    }
     return save_result(CHAPTER, "precision_recall", data, config, tier, time.perf_counter() - t0)
 
 
@@ -691,13 +927,19 @@ def fid_spread(n: int, results: str | Path | None = None, curve: str = "model_vs
         return None
     for row in record["data"]["curves"].get(curve, {}).get("rows", []):
         if row["n"] == n and row.get("disjoint"):
-            return {"n": n, "mean": row["fid_mean"], "std": row["fid_std"], "seeds": len(row.get("runs", [])),
-                    "curve": curve}
+            return {
+                "n": n,
+                "mean": row["fid_mean"],
+                "std": row["fid_std"],
+                "seeds": len(row.get("runs", [])),
+                "curve": curve,
+            }
     return None
 
 
-def fid_gap_threshold(a: float, b: float, n: int, results: str | Path | None = None,
-                      sigmas: float = 2.0) -> float | None:
+def fid_gap_threshold(
+    a: float, b: float, n: int, results: str | Path | None = None, sigmas: float = 2.0
+) -> float | None:
     """How far apart two FIDs at ``n`` samples must be before the book calls one lower, when neither has an
     interval of its own: ``sigmas`` standard deviations of a difference of two independent FIDs,
     sigmas * sqrt(2) * sd, with sd the spread of :func:`fid_spread` at ``n``, scaled up in proportion when
@@ -709,8 +951,13 @@ def fid_gap_threshold(a: float, b: float, n: int, results: str | Path | None = N
     return sigmas * math.sqrt(2) * spread["std"] * max(1.0, max(a, b) / spread["mean"])
 
 
-def fid_comparison(values: dict[str, float], n: int, claimed: list[str] | None = None,
-                   results: str | Path | None = None, sigmas: float = 2.0) -> dict[str, Any]:
+def fid_comparison(
+    values: dict[str, float],
+    n: int,
+    claimed: list[str] | None = None,
+    results: str | Path | None = None,
+    sigmas: float = 2.0,
+) -> dict[str, Any]:
     """Rank FIDs at ``n`` samples that carry no interval, deciding each neighbouring pair with
     :func:`fid_gap_threshold`. Returns the point ``order`` (best first), ``pairs`` ({better, worse, gap,
     threshold, decided}), ``ranking`` ("a < b ~ c": "~" where the gap is inside the noise or no spread was
@@ -719,16 +966,28 @@ def fid_comparison(values: dict[str, float], n: int, claimed: list[str] | None =
     decided against it, else "inconclusive at this tier"."""
     if len(values) < 2:
         raise ValueError(f"values must hold at least 2 entries, got {values!r}")
-    order = sorted(values, key=values.get)
+    order = sorted(values, key=lambda k: values[k])
 
     def pair(x: str, y: str) -> dict[str, Any]:
         thr = fid_gap_threshold(values[x], values[y], n, results, sigmas)
         gap = values[y] - values[x]
-        return {"better": x, "worse": y, "gap": gap, "threshold": thr, "decided": None if thr is None else abs(gap) > thr}
+        return {
+            "better": x,
+            "worse": y,
+            "gap": gap,
+            "threshold": thr,
+            "decided": None if thr is None else abs(gap) > thr,
+        }
 
     pairs = [pair(x, y) for x, y in zip(order, order[1:])]
-    out: dict[str, Any] = {"order": order, "pairs": pairs, "spread": fid_spread(n, results), "sigmas": sigmas, "n": n,
-                           "ranking": order[0] + "".join((" < " if p["decided"] else " ~ ") + p["worse"] for p in pairs)}
+    out: dict[str, Any] = {
+        "order": order,
+        "pairs": pairs,
+        "spread": fid_spread(n, results),
+        "sigmas": sigmas,
+        "n": n,
+        "ranking": order[0] + "".join((" < " if p["decided"] else " ~ ") + p["worse"] for p in pairs),
+    }
     if claimed is not None:
         missing = [c for c in claimed if c not in values]
         if missing or len(claimed) < 2:
@@ -744,13 +1003,26 @@ def fid_comparison(values: dict[str, float], n: int, claimed: list[str] | None =
     return out
 
 
-PARTS: dict[str, Part] = {
-    "sample_size_bias": Part("sample_size_bias", "FID / KID / IS against the number of samples (real digits and "
-                             "Report E's T1000_linear samples), five seeds each", run_sample_size_bias),
-    "inception_vs_classifier": Part("inception_vs_classifier", "degraded real digits in three feature spaces: which "
-                                    "degradations each metric catches", run_inception_vs_classifier),
-    "memorisation": Part("memorisation", "nearest training digits (pixel L2) of samples vs held-out digits",
-                         run_memorisation),
-    "precision_recall": Part("precision_recall", "precision and recall (k-NN manifolds) of real, collapsed and "
-                             "degraded digits, with bootstrap intervals", run_precision_recall),
-}
+_MODEL = ([f"{MODEL_CHAPTER}/training"], (MODEL_RUN,))  # what the parts that sample the model need
+
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part(
+        "sample_size_bias",
+        "FID / KID / IS against the number of samples (real digits and Report E's "
+        "T1000_linear samples), five seeds each",
+        run_sample_size_bias,
+        *_MODEL,
+    ),
+    Part(
+        "inception_vs_classifier",
+        "degraded real digits in three feature spaces: which degradations each metric catches",
+        run_inception_vs_classifier,
+    ),
+    Part("memorisation", "nearest training digits (pixel L2) of samples vs held-out digits", run_memorisation, *_MODEL),
+    Part(
+        "precision_recall",
+        "precision and recall (k-NN manifolds) of real, collapsed and degraded digits, with bootstrap intervals",
+        run_precision_recall,
+    ),
+)

@@ -1,3 +1,4 @@
+# The one part runs over 60 lines: it trains, samples, trains a feature classifier and measures, in order.
 """The "Train on your own images" page: the quick_mnist recipe trained on Fashion-MNIST (Xiao, Rasul &
 Vollgraf 2017, MIT licence), its samples, and the metrics kit on that data with a feature classifier
 trained on Fashion-MNIST itself.
@@ -19,13 +20,25 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..presets import TrainConfig, training_preset
-from .common import Part, by_tier, check_tier, ensure_trained, final_loss, result_path, runs_root, save_result, \
-    training_curve
+from .common import (
+    Part,
+    by_tier,
+    chapter_parts,
+    check_tier,
+    ensure_trained,
+    final_loss,
+    result_path,
+    runs_root,
+    save_result,
+    training_curve,
+)
+from .figures import save_grid
 
 __all__ = ["CHAPTER", "PARTS", "OwnDataBudget", "BUDGETS", "config", "smoke_data", "grid_path"]
 
@@ -48,11 +61,14 @@ class OwnDataBudget:
 
 
 BUDGETS = {
-    "smoke": OwnDataBudget(steps=4, batch_size=8, sample_steps=3, grid_n=20, n_samples=20, classifier_epochs=1,
-                           classifier_max_steps=3),
+    "smoke": OwnDataBudget(
+        steps=4, batch_size=8, sample_steps=3, grid_n=20, n_samples=20, classifier_epochs=1, classifier_max_steps=3
+    ),
     # 1,000 x 32 images (about half a pass over the 60,000): about 10 minutes of one CPU thread on a shared machine
     "cpu": OwnDataBudget(steps=1000, batch_size=32, sample_steps=20, grid_n=100, n_samples=1000, classifier_epochs=2),
-    "gpu": OwnDataBudget(steps=20_000, batch_size=128, sample_steps=50, grid_n=100, n_samples=10_000, classifier_epochs=10),
+    "gpu": OwnDataBudget(
+        steps=20_000, batch_size=128, sample_steps=50, grid_n=100, n_samples=10_000, classifier_epochs=10
+    ),
 }
 
 
@@ -63,16 +79,25 @@ def smoke_data(root: str | Path, n_train: int = 60, n_test: int = 30, seed: int 
     rng = np.random.default_rng(seed)
     raw = Path(root) / "FashionMNIST" / "raw"
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx_files(raw, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-                        (np.arange(n) % 10).astype(np.uint8), prefix=prefix)
+        write_idx_files(
+            raw, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), (np.arange(n) % 10).astype(np.uint8), prefix=prefix
+        )
     return Path(root)
 
 
 def config(tier: str, data_path: str | None = None) -> TrainConfig:
     """quick_mnist on Fashion-MNIST, with the tier's steps and batch; no grids during training."""
     b = by_tier(BUDGETS, tier)
-    return training_preset("quick_mnist", dataset="fashion-mnist", data_path=data_path, steps=b.steps,
-                      batch_size=b.batch_size, sample_every=0, checkpoint_every=100, log_every=50)
+    return training_preset(
+        "quick_mnist",
+        dataset="fashion-mnist",
+        data_path=data_path,
+        steps=b.steps,
+        batch_size=b.batch_size,
+        sample_every=0,
+        checkpoint_every=100,
+        log_every=50,
+    )
 
 
 def grid_path(tier: str | None = None) -> Path:
@@ -80,13 +105,13 @@ def grid_path(tier: str | None = None) -> Path:
     return result_path(CHAPTER, "fashion_mnist", check_tier(tier)).parent / GRID
 
 
-def _fashion_mnist(tier: str, progress: bool) -> Path:
+def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
+    """The chapter's one part: it trains its own run (a training part) and then measures it."""
     from ..checkpoint import load_model
     from ..classifier import ClassifierConfig, train_classifier
     from ..data import load_dataset
     from ..generate import generate
     from ..metrics import evaluate
-    from ..viz import save_image_grid
 
     t0 = time.perf_counter()
     b = by_tier(BUDGETS, tier)
@@ -100,38 +125,66 @@ def _fashion_mnist(tier: str, progress: bool) -> Path:
         result = ensure_trained(CHAPTER, RUN, cfg, tier, progress=progress)
         loaded = load_model(out / "checkpoint.pt", device="cpu")
         grid, _ = generate(loaded, b.grid_n, method="ddim", steps=b.sample_steps, seed=1)
-        save_image_grid(grid, grid_path(tier), nrow=10)
+        save_grid(grid, grid_path(tier), nrow=10)
         samples, labels = generate(loaded, b.n_samples, method="ddim", steps=b.sample_steps, seed=2)
-        clf_cfg = ClassifierConfig(dataset="fashion-mnist", data_path=root, epochs=b.classifier_epochs,
-                                   max_steps=b.classifier_max_steps)
+        clf_cfg = ClassifierConfig(
+            dataset="fashion-mnist", data_path=root, epochs=b.classifier_epochs, max_steps=b.classifier_max_steps
+        )
         clf, clf_summary = train_classifier(clf_cfg, progress=progress)
-        train_set, test_set = load_dataset("fashion-mnist", "train", path=root), load_dataset("fashion-mnist", "test", path=root)
+        train_set, test_set = (
+            load_dataset("fashion-mnist", "train", path=root),
+            load_dataset("fashion-mnist", "test", path=root),
+        )
         g = torch.Generator().manual_seed(3)
-        real_idx = torch.randperm(len(train_set), generator=g)[:b.n_samples]
+        real_idx = torch.randperm(len(train_set), generator=g)[: b.n_samples]
         real, real_labels = train_set.batch(real_idx)
         splits = min(10, b.n_samples // 2)
-        model_scores = evaluate(samples, test_set, labels, classifier=clf, is_splits=splits,
-                                generator=torch.Generator().manual_seed(4))
-        floor = evaluate(real, test_set, real_labels, classifier=clf, is_splits=splits,
-                         generator=torch.Generator().manual_seed(4))
+        model_scores = evaluate(
+            samples, test_set, labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
+        )
+        floor = evaluate(
+            real, test_set, real_labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
+        )
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     curve = training_curve(out)
     data = {
-        "dataset": "fake Fashion-MNIST-format noise (smoke)" if tier == "smoke" else
-                   f"Fashion-MNIST training set ({len(train_set):,} images), test set ({len(test_set):,}) as reference",
-        "classes": train_set.classes, "image_shape": list(train_set.image_shape),
-        "model_kwargs_fitted": result.config.model_kwargs, "params": sum(p.numel() for p in result.model.parameters()),
-        "steps": result.step, "batch_size": cfg.batch_size, "train_wall_time_s": round(result.wall_time_s, 1),
-        "img_per_s": result.step * cfg.batch_size / max(result.wall_time_s, 1e-9), "final_loss": final_loss(curve),
-        "curve": {"step": curve["step"], "loss": curve["loss"]}, "grid": GRID, "grid_n": b.grid_n,
-        "sampler": f"DDIM, {b.sample_steps} steps, eta 0", "classifier": clf_summary,
+        "dataset": "fake Fashion-MNIST-format noise (smoke)"
+        if tier == "smoke"
+        else f"Fashion-MNIST training set ({len(train_set):,} images), test set ({len(test_set):,}) as reference",
+        "classes": train_set.classes,
+        "image_shape": list(train_set.image_shape),
+        "model_kwargs_fitted": result.config.model_kwargs,
+        "params": sum(p.numel() for p in result.model.parameters()),
+        "steps": result.step,
+        "batch_size": cfg.batch_size,
+        "train_wall_time_s": round(result.wall_time_s, 1),
+        "img_per_s": result.step * cfg.batch_size / max(result.wall_time_s, 1e-9),
+        "final_loss": final_loss(curve),
+        "curve": {"step": curve["step"], "loss": curve["loss"]},
+        "grid": GRID,
+        "grid_n": b.grid_n,
+        "sampler": f"DDIM, {b.sample_steps} steps, eta 0",
+        "classifier": clf_summary,
         "metrics": {"model": model_scores, "real_training_images": floor},
     }
-    return save_result(CHAPTER, "fashion_mnist", data, {"run": cfg.to_dict(), "budget": asdict(b),
-                                                        "classifier": asdict(clf_cfg)}, tier, time.perf_counter() - t0)
+    return save_result(
+        CHAPTER,
+        "fashion_mnist",
+        data,
+        {"run": cfg.to_dict(), "budget": asdict(b), "classifier": asdict(clf_cfg)},
+        tier,
+        time.perf_counter() - t0,
+    )
 
 
-PARTS = {"fashion_mnist": Part("fashion_mnist", "quick_mnist on Fashion-MNIST: samples, a Fashion-MNIST feature "
-                               "classifier, FID / KID / IS against the test set", _fashion_mnist)}
+PARTS = chapter_parts(
+    CHAPTER,
+    Part(
+        "fashion_mnist",
+        "quick_mnist on Fashion-MNIST: samples, a Fashion-MNIST "
+        "feature classifier, FID / KID / IS against the test set",
+        _fashion_mnist,
+    ),
+)

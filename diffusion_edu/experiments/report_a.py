@@ -1,3 +1,5 @@
+# Longer than ~400 lines: the chapter's seven comparisons each own their sampler settings and diagnostics
+# (the bound's terms, the first reverse step); the shared pieces live in the kernel (store, evaluation, figures).
 """Report A (MNIST DDPM design study): the runs it compares and the chapter's parts.
 
 Report A trains at T=400 with eps-prediction and compares denoisers (U-Net, autoencoder, VAE-style),
@@ -7,10 +9,9 @@ one-hot in its middle, as the report describes; samples are drawn 100 per class.
 
 Every evaluation part loads the networks that the ``training`` part trained (it never trains), draws
 ``n`` samples per setting (the same seed, so the same x_T, in every setting), measures them against the
-held-out digits (:func:`~.common.measure`) and saves a grid of the first samples of each class under
-``results/report_a/figures/``. Samples drawn once in a process are reused by the later parts that ask
-for the same setting (same network, sampler, n and seed), so a setting has one set of numbers
-everywhere in the chapter.
+held-out digits (:func:`~.evaluation.measure`) and saves a grid of the first samples of each class under
+``results/report_a/figures/``. Draws are seeded, so a setting has one set of numbers everywhere in the
+chapter; within one run of the chapter (one :class:`~.store.Cache`) each setting is drawn once.
 
     python -m diffusion_edu experiment report_a --tier cpu --threads 1
 """
@@ -19,30 +20,42 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from . import common
-from .common import (EVAL_BUDGETS, Part, by_tier, eval_device, final_loss, have_result, load_result, measure, runs_root,
-                     save_result, tier_results_dir, training_curve)
-from .training_runs import RunSpec, make_config, train_runs
+from .common import (
+    EVAL_BUDGETS,
+    Part,
+    by_tier,
+    chapter_parts,
+    final_loss,
+    have_result,
+    load_result,
+    runs_root,
+    save_result,
+    training_curve,
+)
+from .evaluation import book_classifier, for_metrics, images_only, measure, metric_columns
+from .figures import figures_dir as _figures_dir
+from .figures import save_grid as _save_png
+from .store import Cache, RunStore, record_training
+from .training_runs import RunSpec
 
 CHAPTER = "report_a"
 
 _MIDDLE = {"model_kwargs": {"num_classes": 10, "label_at": "middle"}}
 RUNS: dict[str, RunSpec] = {
-    "unet": ("a_unet", _MIDDLE),                       # linear betas, eps: the reference run
-    "unet_mu": ("a_unet_mu", _MIDDLE),                 # predicts the posterior mean instead
+    "unet": ("a_unet", _MIDDLE),  # linear betas, eps: the reference run
+    "unet_mu": ("a_unet_mu", _MIDDLE),  # predicts the posterior mean instead
     "autoencoder": ("a_autoencoder", {}),
     "vae": ("a_vae", {}),
     "unet_quadratic": ("a_unet", {**_MIDDLE, "schedule": "quadratic"}),
     "unet_cosine": ("a_unet", {**_MIDDLE, "schedule": "cosine"}),
     "unet_sigmoid": ("a_unet", {**_MIDDLE, "schedule": "sigmoid"}),
-    "unet_disc": ("a_unet_disc", _MIDDLE),             # + gamma * discriminator term (Eqs. 8-9)
+    "unet_disc": ("a_unet_disc", _MIDDLE),  # + gamma * discriminator term (Eqs. 8-9)
 }
 
 # cpu tier: 1,500 steps of 64 (about 8 minutes for the U-Net on one core, ~200 img/s; the eight runs
@@ -50,14 +63,32 @@ RUNS: dict[str, RunSpec] = {
 # colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_a")): the same
 # recipe on the same digits at the report's batch of 128, 3,000 steps (4x the cpu tier's images).
 TIER_OVERRIDES = {
-    "cpu": dict(dataset="mnist-embedded", batch_size=64, steps=1500, lr=1e-3, warmup_steps=200,
-                lr_schedule="cosine", channels_last=True, log_every=50, checkpoint_every=500),
-    "colab": dict(dataset="mnist-embedded", batch_size=128, steps=3000, lr=1e-3, warmup_steps=200,
-                  lr_schedule="cosine", log_every=100, checkpoint_every=500),
+    "cpu": dict(
+        dataset="mnist-embedded",
+        batch_size=64,
+        steps=1500,
+        lr=1e-3,
+        warmup_steps=200,
+        lr_schedule="cosine",
+        channels_last=True,
+        log_every=50,
+        checkpoint_every=500,
+    ),
+    "colab": dict(
+        dataset="mnist-embedded",
+        batch_size=128,
+        steps=3000,
+        lr=1e-3,
+        warmup_steps=200,
+        lr_schedule="cosine",
+        log_every=100,
+        checkpoint_every=500,
+    ),
 }
 
 SEED = 0  # x_T and every sampling step's noise; also the metrics' random subsets
 GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one column per class
+COLUMNS = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")  # the metric columns of a comparison
 SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
 # Evaluation budgets. At the cpu tier the evaluation parts must fit in about 12 minutes on 2 cores after
 # the training runs; the U-Net evaluates ~650 images per second there (results/benchmarks/models_cpu.json),
@@ -70,24 +101,36 @@ SAMPLES = {"cpu": 500, "colab": 2000}
 # At the cpu tier: 500 samples up to K = 20, fewer at large K (about 210,000 network evaluations for the
 # two parts, some 10 minutes on 2 idle cores). At K = 400 that is 50 samples: a grid and a rough KID, not
 # enough to rank samplers by (the ledger judges the 400-step ranking from the colab tier up).
-FAST_K = {"smoke": {5: 20, 10: 20}, "cpu": {5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
-          "colab": {5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
-          "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)}}
-VARIANCE_K = {"smoke": {4: 20, 8: 20}, "cpu": {20: 500, 400: 50}, "colab": {20: 2000, 400: 2000},
-              "gpu": {20: 10_000, 400: 10_000}}
+FAST_K = {
+    "smoke": {5: 20, 10: 20},
+    "cpu": {5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
+    "colab": {5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
+    "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)},
+}
+VARIANCE_K = {
+    "smoke": {4: 20, 8: 20},
+    "cpu": {20: 500, 400: 50},
+    "colab": {20: 2000, 400: 2000},
+    "gpu": {20: 10_000, 400: 10_000},
+}
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
 KL_IMAGES = {"smoke": 16, "cpu": 300, "colab": 1005, "gpu": 1005}
 # images per sampling batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
 DRAW_BATCH = {"smoke": 100, "cpu": 100}
 
 
+def store(tier: str) -> RunStore:
+    """The chapter's runs at ``tier``."""
+    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier)
+
+
 def config(run: str, tier: str):
     """The TrainConfig of one of :data:`RUNS` at ``tier``."""
-    return make_config(RUNS[run], tier, TIER_OVERRIDES)
+    return store(tier).config(run)
 
 
-def _train(tier: str, progress: bool):
-    return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress)
+def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
+    return record_training(store(tier), progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,21 +189,19 @@ def class_labels(n: int) -> torch.Tensor:
 
 
 def checkpoint_path(run: str, tier: str) -> Path:
-    if run not in RUNS:
-        raise ValueError(f"run must be one of {list(RUNS)}, got {run!r}")
-    return runs_root(tier) / CHAPTER / run / "checkpoint.pt"
+    return store(tier).checkpoint(run)
 
 
 def train_command(tier: str, *parts: str) -> str:
     """The command that trains the chapter's runs at ``tier`` (finished runs are loaded, not retrained),
     then runs ``parts``."""
-    return f"python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training" + "".join(f" {p}" for p in parts)
+    return store(tier).train_command(*parts)
 
 
 def run_status(run: str, tier: str) -> str | None:
     """None when ``run``'s checkpoint at ``tier`` reached its config's steps, else "no checkpoint" or
     "step s of S" (a run the training queue is still training, or never started, is not finished)."""
-    return common.run_status(CHAPTER, run, tier, config(run, tier).steps)
+    return store(tier).status(run)
 
 
 def run_finished(run: str, tier: str) -> bool:
@@ -185,17 +226,7 @@ def missing_runs(part: str, tier: str) -> dict[str, str]:
     "step s of S"} (empty when the part can run)."""
     if part not in PART_RUNS:
         raise ValueError(f"part must be one of {list(PART_RUNS)}, got {part!r}")
-    return {run: why for run in PART_RUNS[part] if (why := run_status(run, tier)) is not None}
-
-
-def require_runs(part: str, tier: str) -> None:
-    """Raise (naming the missing runs and the command that trains them) unless every run of ``part`` is
-    finished at ``tier``. Evaluation parts never train."""
-    missing = missing_runs(part, tier)
-    if missing:
-        what = ", ".join(f"{r} ({why})" for r, why in missing.items())
-        raise RuntimeError(f"{CHAPTER} part {part!r} needs unfinished runs at tier {tier}: {what}; train them "
-                           f"first with: {train_command(tier, part)}")
+    return store(tier).missing(PART_RUNS[part])
 
 
 def training_summary(tier: str) -> dict[str, Any]:
@@ -208,8 +239,11 @@ def training_summary(tier: str) -> dict[str, Any]:
 
     if have_result(CHAPTER, "training", tier):
         return {**load_result(CHAPTER, "training", tier), "missing": {}, "source": "training.json"}
-    missing = {run: why for part in ("denoisers", "schedules", "conditioning", "parameterization")
-               for run, why in missing_runs(part, tier).items()}
+    missing = {
+        run: why
+        for part in ("denoisers", "schedules", "conditioning", "parameterization")
+        for run, why in missing_runs(part, tier).items()
+    }
     summary, configs = {}, {}
     for run in RUNS:
         if run in missing:
@@ -218,117 +252,121 @@ def training_summary(tier: str) -> dict[str, Any]:
         steps = config(run, tier).steps  # a finished run stopped there (run_status)
         curve = training_curve(checkpoint_path(run, tier).parent)
         wall = curve["elapsed_s"][-1] if curve["elapsed_s"] else None
-        summary[run] = {"preset": RUNS[run][0], "params": count_parameters(model), "steps": steps,
-                        "epochs": curve["epoch"][-1] if curve["epoch"] else 0, "batch_size": cfg.batch_size,
-                        "train_wall_time_s": wall,
-                        "img_per_s": round(steps * cfg.batch_size / wall, 1) if wall else None,
-                        "final_loss": final_loss(curve),
-                        "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")}}
+        summary[run] = {
+            "preset": RUNS[run][0],
+            "params": count_parameters(model),
+            "steps": steps,
+            "epochs": curve["epoch"][-1] if curve["epoch"] else 0,
+            "batch_size": cfg.batch_size,
+            "train_wall_time_s": wall,
+            "img_per_s": round(steps * cfg.batch_size / wall, 1) if wall else None,
+            "final_loss": final_loss(curve),
+            "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")},
+        }
         configs[run] = cfg.to_dict()
-    return {"name": "training", "tier": tier, "data": summary, "config": {"runs": configs},
-            "hardware": hardware_info(), "missing": missing, "source": "runs' logs (training.json not written yet)"}
+    return {
+        "name": "training",
+        "tier": tier,
+        "data": summary,
+        "config": {"runs": configs},
+        "hardware": hardware_info(),
+        "missing": missing,
+        "source": "runs' logs (training.json not written yet)",
+    }
 
 
-_MODELS: dict[tuple[str, str], Any] = {}
+def load_run(run: str, tier: str, cache: Cache | None = None):
+    """The trained network of ``run`` at ``tier`` (model, schedule, config) on
+    :func:`~.common.eval_device` (the CPU at the smoke and cpu tiers, the GPU at colab and gpu), loaded
+    once per ``cache``. A missing or unfinished checkpoint raises with the command that trains it."""
+    return store(tier).load(run, cache)
 
 
-def load_run(run: str, tier: str):
-    """The trained network of ``run`` at ``tier`` (model, schedule, config), loaded once, on
-    :func:`~.common.eval_device` (the CPU at the smoke and cpu tiers, the GPU at colab and gpu).
-    A missing or unfinished checkpoint raises with the command that trains it (this never trains)."""
-    key = (run, tier)
-    if key not in _MODELS:
-        from ..training import load_model
-
-        path = checkpoint_path(run, tier)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint {path}: train it first with {train_command(tier)}")
-        why = run_status(run, tier)
-        if why is not None:
-            raise RuntimeError(f"{path} is at {why}: the run is unfinished (or still training); finish it "
-                               f"with {train_command(tier)}")
-        with warnings.catch_warnings():  # Report A's runs keep no EMA: the trained weights are the model
-            warnings.filterwarnings("ignore", message=".*holds no EMA weights.*")
-            _MODELS[key] = load_model(path, ema=True, device=eval_device(tier))  # the GPU at colab / gpu
-    return _MODELS[key]
-
-
-_SAMPLES: dict[tuple, tuple[torch.Tensor, float]] = {}
-
-
-def draw(run: str, tier: str, sampler: Sampler, n: int, progress: bool = False) -> tuple[torch.Tensor, float]:
+def draw(
+    run: str, tier: str, sampler: Sampler, n: int, progress: bool = False, cache: Cache | None = None
+) -> tuple[torch.Tensor, float]:
     """n samples (n / 10 per class) of ``run`` with ``sampler`` and :data:`SEED`, unclamped, and the wall
-    seconds they took when first drawn (a later call with the same arguments returns the same tensor)."""
+    seconds they took when first drawn (a later call with the same arguments and ``cache`` returns the
+    same tensor)."""
     from ..samplers import sample
 
-    key = (run, tier, sampler, n)
-    if key not in _SAMPLES:
-        model, schedule, _ = load_run(run, tier)
+    def make() -> tuple[torch.Tensor, float]:
+        model, schedule, _ = load_run(run, tier, cache)
         g = torch.Generator().manual_seed(SEED)
         t0 = time.perf_counter()
-        x = sample(model, schedule, n, y=class_labels(n), generator=g, batch_size=draw_batch(tier), progress=progress,
-                   **sampler.kwargs()).cpu()
-        _SAMPLES[key] = (x, time.perf_counter() - t0)
-    return _SAMPLES[key]
+        x = sample(
+            model,
+            schedule,
+            n,
+            y=class_labels(n),
+            generator=g,
+            batch_size=draw_batch(tier),
+            progress=progress,
+            **sampler.kwargs(),
+        )
+        return images_only(x).cpu(), time.perf_counter() - t0
+
+    return make() if cache is None else cache.get(("samples", run, tier, sampler, n), make)
 
 
 def figures_dir(tier: str) -> Path:
     """``results/report_a/figures`` (smoke: under ``runs/smoke/results``)."""
-    return tier_results_dir(tier) / CHAPTER / "figures"
+    return _figures_dir(CHAPTER, tier)
 
 
 def save_grid(images: torch.Tensor, path: Path, rows: int = GRID_ROWS) -> None:
     """A PNG of the first ``rows`` samples of each class (class-interleaved images: one column per class)."""
-    from PIL import Image
-
-    from ..viz import image_grid
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(images[: 10 * rows], nrow=10)).save(path, optimize=True)
+    _save_png(images[: 10 * rows], path, nrow=10, grey=True)
 
 
-def for_metrics(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Samples made measurable (non-finite values zeroed, all clamped to [-1, 1]) and how much that changed:
-    the fractions of non-finite pixels and of pixels outside [-1, 1], and the largest |pixel|."""
-    finite = torch.isfinite(x)
-    out_of_range = finite & (x.abs() > 1.0 + 1e-6)
-    stats = {"non_finite": float((~finite).float().mean()), "out_of_range": float(out_of_range.float().mean()),
-             "max_abs": float(x[finite].abs().max()) if finite.any() else float("nan")}
-    return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0), stats
-
-
-def evaluate_setting(run: str, tier: str, sampler: Sampler, n: int, figure: str | None = None,
-                     progress: bool = False) -> dict[str, Any]:
+def evaluate_setting(
+    run: str,
+    tier: str,
+    sampler: Sampler,
+    n: int,
+    figure: str | None = None,
+    progress: bool = False,
+    cache: Cache | None = None,
+) -> dict[str, Any]:
     """Draw, measure and (optionally) save a grid: FID, KID, IS, conditional accuracy, sampling time."""
-    x, seconds = draw(run, tier, sampler, n, progress)
+    x, seconds = draw(run, tier, sampler, n, progress, cache)
     images, stats = for_metrics(x)
-    metrics = measure(images, class_labels(n), generator=torch.Generator().manual_seed(SEED))
-    rec = {"run": run, "sampler": asdict(sampler), "n": n, **metrics, **stats, "sample_seconds": round(seconds, 2),
-           "seconds_per_1000": round(1000 * seconds / n, 2)}
+    metrics = measure(images, class_labels(n), cache=cache, generator=torch.Generator().manual_seed(SEED))
+    rec = {
+        "run": run,
+        "sampler": asdict(sampler),
+        "n": n,
+        **metrics,
+        **stats,
+        "sample_seconds": round(seconds, 2),
+        "seconds_per_1000": round(1000 * seconds / n, 2),
+    }
     if figure is not None:
         save_grid(images, figures_dir(tier) / f"{figure}.png")
         rec["figure"] = f"figures/{figure}.png"
     return rec
 
 
-def _columns(records: dict[str, dict], keys=("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")) -> dict:
-    """{metric: {setting: value}} from {setting: record}."""
-    keys = [*keys, *(k for k in ("precision", "recall") if any(k in r for r in records.values()))]
-    keys += [f"{k}_interval" for k in keys if any(f"{k}_interval" in r for r in records.values())]
-    return {k: {name: rec.get(k) for name, rec in records.items()} for k in keys}
-
-
 def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
-    cfg = {**cfg, "seed": SEED, "reference": "mnist-embedded/heldout (1,005 digits)",
-           "chapter_budget": {"samples_per_setting": samples_per_setting(tier), "fast_K_to_n": by_tier(FAST_K, tier),
-                              "variance_K_to_n": by_tier(VARIANCE_K, tier), "bound_images": by_tier(KL_IMAGES, tier),
-                              "planned_evaluations": planned_evaluations(tier)},
-           "threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
+    cfg = {
+        **cfg,
+        "seed": SEED,
+        "reference": "mnist-embedded/heldout (1,005 digits)",
+        "chapter_budget": {
+            "samples_per_setting": samples_per_setting(tier),
+            "fast_K_to_n": by_tier(FAST_K, tier),
+            "variance_K_to_n": by_tier(VARIANCE_K, tier),
+            "bound_images": by_tier(KL_IMAGES, tier),
+            "planned_evaluations": planned_evaluations(tier),
+        },
+        "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+    }
     return save_result(CHAPTER, part, data, cfg, tier, time.perf_counter() - t0)
 
 
-def _run_configs(runs, tier: str) -> dict[str, dict]:
-    return {r: load_run(r, tier)[2].to_dict() for r in runs}
+def _run_configs(runs, tier: str, cache: Cache) -> dict[str, dict]:
+    return {r: load_run(r, tier, cache)[2].to_dict() for r in runs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,19 +376,25 @@ def _run_configs(runs, tier: str) -> dict[str, dict]:
 _TRAINING_KEYS = ("params", "steps", "batch_size", "train_wall_time_s", "img_per_s", "final_loss")
 
 
-def _denoisers(tier: str, progress: bool) -> Path:
+def _denoisers(tier: str, progress: bool, cache: Cache) -> Path:
     """U-Net vs autoencoder vs VAE, trained with the same steps and batch, sampled the same way."""
-    require_runs('denoisers', tier)
     t0 = time.perf_counter()
     training = training_summary(tier)["data"]
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     recs = {}
     for run in ("unet", "autoencoder", "vae"):
-        recs[run] = evaluate_setting(run, tier, sampler, n, f"denoisers_{run}", progress)
+        recs[run] = evaluate_setting(run, tier, sampler, n, f"denoisers_{run}", progress, cache)
         recs[run]["training"] = {k: training.get(run, {}).get(k) for k in _TRAINING_KEYS}
-    data = {"sampler": sampler.describe(), "n": n, "settings": recs, **_columns(recs),
-            "params": {r: rec["training"]["params"] for r, rec in recs.items()}}
-    return _save("denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier)}, tier, t0)
+    data = {
+        "sampler": sampler.describe(),
+        "n": n,
+        "settings": recs,
+        **metric_columns(recs, COLUMNS),
+        "params": {r: rec["training"]["params"] for r, rec in recs.items()},
+    }
+    return _save(
+        "denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier, cache)}, tier, t0
+    )
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -365,8 +409,8 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
     L_{t-1} = E ||mu_tilde_t(x_t, x_0) - mu_theta(x_t, t)||^2 / (2 beta_t), in nats per image, and the
     mean squared errors of the eps and x_0 that the output implies, at each t in ``ts``.
 
-    x0: (B, 1, 28, 28) in [-1, 1]; y: (B,) labels or None. The network's parameterization is read from
-    ``model.parameterization``; one noise draw per image and t from ``generator``.
+    x0: (B, 1, 28, 28) in [-1, 1]; y: (B,) labels or None. What the network outputs is what it declares
+    (:func:`diffusion_edu.forward.declared_parameterization`); one noise draw per image and t from ``generator``.
     """
     from ..forward import declared_parameterization, eps_from_x0
     from ..losses import DiffusionTables
@@ -385,7 +429,9 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
         mu = tables.mu_from_output(output, xt, t, p)
         mu_tilde = tables.posterior_mean(x0, xt, t)  # Ho et al. Eq. 7
         x0_pred = tables.x0_from_output(output, xt, t, p)
-        eps_pred = eps_from_x0(xt, x0_pred, tables.at(tables.sqrt_alpha_bar, t), tables.at(tables.sqrt_one_minus_alpha_bar, t))
+        eps_pred = eps_from_x0(
+            xt, x0_pred, tables.at(tables.sqrt_alpha_bar, t), tables.at(tables.sqrt_one_minus_alpha_bar, t)
+        )
         beta = float(schedule.betas[t_int])
         out["t"].append(int(t_int))
         out["L"].append(float((mu_tilde - mu).square().flatten(1).sum(1).mean() / (2 * beta)))
@@ -394,24 +440,46 @@ def bound_terms(model, schedule, x0: torch.Tensor, y: torch.Tensor | None, ts, g
     return out
 
 
-def _parameterization(tier: str, progress: bool) -> Path:
+def _parameterization(tier: str, progress: bool, cache: Cache) -> Path:
     """eps-prediction vs posterior-mean (mu) prediction: samples, and the bound's terms per t."""
-    require_runs('parameterization', tier)
     from ..data import load_embedded_mnist
 
     t0 = time.perf_counter()
     sampler, n = book_sampler(tier), samples_per_setting(tier)
     runs = {"eps": "unet", "mu": "unet_mu"}
-    recs = {name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress) for name, run in runs.items()}
+    recs = {
+        name: evaluate_setting(run, tier, sampler, n, f"parameterization_{name}", progress, cache)
+        for name, run in runs.items()
+    }
     x0, y = load_embedded_mnist("heldout").tensors()
     k = by_tier(KL_IMAGES, tier)
     x0, y = x0[:k], y[:k]
-    terms = {name: bound_terms(load_run(run, tier)[0], load_run(run, tier)[1], x0, y, KL_TIMESTEPS,
-                               torch.Generator().manual_seed(SEED)) for name, run in runs.items()}
-    data = {"sampler": sampler.describe(), "n": n, "runs": runs, "settings": recs, **_columns(recs),
-            "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}}}
-    return _save("parameterization", data, {"sampler": asdict(sampler), "n": n, "bound_images": k,
-                                            "runs": _run_configs(runs.values(), tier)}, tier, t0)
+    terms = {
+        name: bound_terms(
+            load_run(run, tier, cache)[0],
+            load_run(run, tier, cache)[1],
+            x0,
+            y,
+            KL_TIMESTEPS,
+            torch.Generator().manual_seed(SEED),
+        )
+        for name, run in runs.items()
+    }
+    data = {
+        "sampler": sampler.describe(),
+        "n": n,
+        "runs": runs,
+        "settings": recs,
+        **metric_columns(recs, COLUMNS),
+        "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}},
+    }
+    return _save(
+        "parameterization",
+        data,
+        {"sampler": asdict(sampler), "n": n, "bound_images": k, "runs": _run_configs(runs.values(), tier, cache)},
+        tier,
+        t0,
+    )
 
 
 @torch.no_grad()
@@ -421,12 +489,19 @@ def first_step(model, schedule, x_T: torch.Tensor, y: torch.Tensor, clip_x0: boo
     from ..samplers import ddpm_step
 
     dev = _device(model)
-    out = ddpm_step(model, x_T.to(dev), schedule.T, schedule.to(dev), y=None if y is None else y.to(dev),
-                    variance="zero", clip_x0=clip_x0)
+    out = ddpm_step(
+        model,
+        x_T.to(dev),
+        schedule.T,
+        schedule.to(dev),
+        y=None if y is None else y.to(dev),
+        variance="zero",
+        clip_x0=clip_x0,
+    )
     return {"rms": float(out.x_prev.float().square().mean().sqrt()), "gain": float(schedule.alphas[schedule.T] ** -0.5)}
 
 
-def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any]:
+def _schedule_diagnostics(tier: str, steps: int | None, n: int, cache: Cache) -> dict[str, Any]:
     """How each schedule ends at T and what the first reverse step does, at all T steps and respaced."""
     from ..data import load_embedded_mnist
     from ..schedules import respace
@@ -437,17 +512,25 @@ def _schedule_diagnostics(tier: str, steps: int | None, n: int) -> dict[str, Any
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(SEED))
     diag = {}
     for name, run in SCHEDULE_RUNS.items():
-        model, schedule, _ = load_run(run, tier)
+        model, schedule, _ = load_run(run, tier, cache)
         schedule = schedule.to("cpu")
         ab = schedule.alpha_bar
-        rec = {"T": schedule.T, "alpha_bar_T": float(ab[-1]), "signal_T": float(ab[-1].sqrt()),
-               "beta_T": float(schedule.betas[-1]), "log_snr_T": float(schedule.log_snr[-1]),
-               "half_at_t": int((ab < 0.5).nonzero()[0]) if (ab < 0.5).any() else None}
+        rec = {
+            "T": schedule.T,
+            "alpha_bar_T": float(ab[-1]),
+            "signal_T": float(ab[-1].sqrt()),
+            "beta_T": float(schedule.betas[-1]),
+            "log_snr_T": float(schedule.log_snr[-1]),
+            "half_at_t": int((ab < 0.5).nonzero()[0]) if (ab < 0.5).any() else None,
+        }
         chains = {"full": schedule} | ({f"respaced_{steps}": respace(schedule, steps)} if steps else {})
         for label, sch in chains.items():
             ab_prev = float(sch.alpha_bar[-2])
-            rec[label] = {"rms_expected": (ab_prev * power + 1 - ab_prev) ** 0.5,
-                          "clipped": first_step(model, sch, x_T, y, True), "unclipped": first_step(model, sch, x_T, y, False)}
+            rec[label] = {
+                "rms_expected": (ab_prev * power + 1 - ab_prev) ** 0.5,
+                "clipped": first_step(model, sch, x_T, y, True),
+                "unclipped": first_step(model, sch, x_T, y, False),
+            }
         diag[name] = rec
     return diag
 
@@ -456,26 +539,48 @@ def schedule_protocols(tier: str) -> dict[str, Sampler]:
     """The samplers of the part ``schedules``: the book's, the book's without clipping, and Report A's
     (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps."""
     book = book_sampler(tier)
-    return {"book": book, "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
-            "report": Sampler("ddpm", book.steps, "zero", 0.0, False)}
+    return {
+        "book": book,
+        "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
+        "report": Sampler("ddpm", book.steps, "zero", 0.0, False),
+    }
 
 
-def _schedules(tier: str, progress: bool) -> Path:
+def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     """The four schedules under one protocol, then under Report A's (variance 0, unclipped Eq. 11 mean)."""
-    require_runs('schedules', tier)
     t0 = time.perf_counter()
     book, n = book_sampler(tier), samples_per_setting(tier)
     protocols = schedule_protocols(tier)
     settings: dict[str, dict] = {}
     for pname, sampler in protocols.items():
-        settings[pname] = {name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress)
-                           for name, run in SCHEDULE_RUNS.items()}
-    cols = {p: _columns(recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite"))
-            for p, recs in settings.items()}
-    data = {"n": n, "protocols": {p: {"sampler": s.describe(), **cols[p]} for p, s in protocols.items()},
-            **cols["book"], "settings": settings, "diagnostics": _schedule_diagnostics(tier, book.steps, n)}
-    return _save("schedules", data, {"protocols": {p: asdict(s) for p, s in protocols.items()}, "n": n,
-                                     "runs": _run_configs(SCHEDULE_RUNS.values(), tier)}, tier, t0)
+        settings[pname] = {
+            name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress, cache)
+            for name, run in SCHEDULE_RUNS.items()
+        }
+    cols = {
+        p: metric_columns(
+            recs, ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "out_of_range", "non_finite")
+        )
+        for p, recs in settings.items()
+    }
+    data = {
+        "n": n,
+        "protocols": {p: {"sampler": s.describe(), **cols[p]} for p, s in protocols.items()},
+        **cols["book"],
+        "settings": settings,
+        "diagnostics": _schedule_diagnostics(tier, book.steps, n, cache),
+    }
+    return _save(
+        "schedules",
+        data,
+        {
+            "protocols": {p: asdict(s) for p, s in protocols.items()},
+            "n": n,
+            "runs": _run_configs(SCHEDULE_RUNS.values(), tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
 def nearest_neighbour_labels(images: torch.Tensor) -> torch.Tensor:
@@ -493,9 +598,8 @@ def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
     return [float((pred[labels == c] == c).float().mean()) for c in range(10)]
 
 
-def _conditioning(tier: str, progress: bool) -> Path:
+def _conditioning(tier: str, progress: bool, cache: Cache) -> Path:
     """Conditional accuracy with and without the discriminator term, by two judges."""
-    require_runs('conditioning', tier)
     from ..data import load_embedded_mnist
     from ..metrics import classifier_outputs
 
@@ -504,24 +608,50 @@ def _conditioning(tier: str, progress: bool) -> Path:
     labels = class_labels(n)
     recs = {}
     for run in ("unet", "unet_disc"):
-        rec = evaluate_setting(run, tier, sampler, n, f"conditioning_{run}", progress)
-        images, _ = for_metrics(draw(run, tier, sampler, n)[0])
-        clf = classifier_outputs(images)[1].argmax(1)
+        rec = evaluate_setting(run, tier, sampler, n, f"conditioning_{run}", progress, cache)
+        images, _ = for_metrics(draw(run, tier, sampler, n, cache=cache)[0])
+        clf = classifier_outputs(images, book_classifier(cache))[1].argmax(1)
         knn = nearest_neighbour_labels(images)
-        rec.update(knn_accuracy=float((knn == labels).float().mean()), per_class_classifier=_per_class(clf, labels),
-                   per_class_knn=_per_class(knn, labels), disc_weight=load_run(run, tier)[2].disc_weight)
+        rec.update(
+            knn_accuracy=float((knn == labels).float().mean()),
+            per_class_classifier=_per_class(clf, labels),
+            per_class_knn=_per_class(knn, labels),
+            disc_weight=load_run(run, tier, cache)[2].disc_weight,
+        )
         recs[run] = rec
     real, real_labels = load_embedded_mnist("heldout").tensors()
-    judges = {"classifier_heldout": float((classifier_outputs(real)[1].argmax(1) == real_labels).float().mean()),
-              "knn_heldout": float((nearest_neighbour_labels(real) == real_labels).float().mean())}
-    data = {"sampler": sampler.describe(), "n": n, "settings": recs, "judges": judges,
-            **_columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight"))}
-    return _save("conditioning", data, {"sampler": asdict(sampler), "n": n, "knn_reference": "mnist-embedded/train",
-                                        "runs": _run_configs(recs, tier)}, tier, t0)
+    judges = {
+        "classifier_heldout": float(
+            (classifier_outputs(real, book_classifier(cache))[1].argmax(1) == real_labels).float().mean()
+        ),
+        "knn_heldout": float((nearest_neighbour_labels(real) == real_labels).float().mean()),
+    }
+    data = {
+        "sampler": sampler.describe(),
+        "n": n,
+        "settings": recs,
+        "judges": judges,
+        **metric_columns(recs, ("fid", "kid_mean", "is", "conditional_accuracy", "knn_accuracy", "disc_weight")),
+    }
+    return _save(
+        "conditioning",
+        data,
+        {
+            "sampler": asdict(sampler),
+            "n": n,
+            "knn_reference": "mnist-embedded/train",
+            "runs": _run_configs(recs, tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
-FAST_SAMPLERS = {"ddim": Sampler("ddim"), "respaced_beta_tilde": Sampler("ddpm", variance="beta_tilde"),
-                 "respaced_zero": Sampler("ddpm", variance="zero")}
+FAST_SAMPLERS = {
+    "ddim": Sampler("ddim"),
+    "respaced_beta_tilde": Sampler("ddpm", variance="beta_tilde"),
+    "respaced_zero": Sampler("ddpm", variance="zero"),
+}
 
 
 def at_steps(base: Sampler, K: int) -> Sampler:
@@ -529,7 +659,9 @@ def at_steps(base: Sampler, K: int) -> Sampler:
     return Sampler(base.method, K, base.variance, base.eta, base.clip_x0)
 
 
-def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool) -> dict:
+def _sweep(
+    tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: str, progress: bool, cache: Cache
+) -> dict:
     """Every sampler at every K (with n = ks[K] samples): per-sampler lists over K, and the records."""
     keys = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "seconds_per_1000")
     by_sampler: dict[str, dict] = {name: {k: [] for k in keys} for name in samplers}
@@ -537,7 +669,7 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
     for K, n in ks.items():
         for name, base in samplers.items():
             s = at_steps(base, K)
-            rec = evaluate_setting("unet", tier, s, n, f"{prefix}_{name}_K{K}", progress)
+            rec = evaluate_setting("unet", tier, s, n, f"{prefix}_{name}_K{K}", progress, cache)
             settings[name][str(K)] = rec
             for k in keys:
                 by_sampler[name][k].append(rec[k])
@@ -545,47 +677,78 @@ def _sweep(tier: str, samplers: dict[str, Sampler], ks: dict[int, int], prefix: 
     return {"K": list(ks), "n": list(ks.values()), "samplers": by_sampler, "by_K": at_k, "settings": settings}
 
 
-def _fast_sampling(tier: str, progress: bool) -> Path:
+def _fast_sampling(tier: str, progress: bool, cache: Cache) -> Path:
     """DDIM vs respaced DDPM (beta_tilde, and variance 0 as Report A samples) at K steps, quality and time."""
-    require_runs('fast_sampling', tier)
     t0 = time.perf_counter()
     ks = by_tier(FAST_K, tier)
-    data = {"describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
-            **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress)}
-    return _save("fast_sampling", data, {"samplers": {k: asdict(s) for k, s in FAST_SAMPLERS.items()},
-                                         "K_to_n": ks, "run": _run_configs(["unet"], tier)}, tier, t0)
+    data = {
+        "describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
+        **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache),
+    }
+    return _save(
+        "fast_sampling",
+        data,
+        {
+            "samplers": {k: asdict(s) for k, s in FAST_SAMPLERS.items()},
+            "K_to_n": ks,
+            "run": _run_configs(["unet"], tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
 VARIANCE_SAMPLERS = {v: Sampler("ddpm", variance=v) for v in ("zero", "beta", "beta_tilde")}
 
 
-def _variance(tier: str, progress: bool) -> Path:
+def _variance(tier: str, progress: bool, cache: Cache) -> Path:
     """The reverse variance sigma_t^2 = 0 (Report A), beta_t or beta_tilde_t, at a few K and at all T steps."""
-    require_runs('variance', tier)
     t0 = time.perf_counter()
     ks = by_tier(VARIANCE_K, tier)
-    sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress)
+    sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress, cache)
     last = str(max(ks))
-    data = {"describe": {name: s.kind() for name, s in VARIANCE_SAMPLERS.items()}, **sweep, "full_K": int(last),
-            "full": sweep["by_K"][last]}
-    return _save("variance", data, {"samplers": {k: asdict(s) for k, s in VARIANCE_SAMPLERS.items()}, "K_to_n": ks,
-                                    "run": _run_configs(["unet"], tier)}, tier, t0)
+    data = {
+        "describe": {name: s.kind() for name, s in VARIANCE_SAMPLERS.items()},
+        **sweep,
+        "full_K": int(last),
+        "full": sweep["by_K"][last],
+    }
+    return _save(
+        "variance",
+        data,
+        {
+            "samplers": {k: asdict(s) for k, s in VARIANCE_SAMPLERS.items()},
+            "K_to_n": ks,
+            "run": _run_configs(["unet"], tier, cache),
+        },
+        tier,
+        t0,
+    )
 
 
-def _pretrained(tier: str, progress: bool) -> Path:
+def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
-    require_runs('pretrained', tier)
     from ..pretrained import PRETRAINED_DIR, export_pretrained
 
     t0 = time.perf_counter()
-    cfg = load_run("unet", tier)[2]
+    cfg = load_run("unet", tier, cache)[2]
     folder = runs_root("smoke") / "pretrained" if tier == "smoke" else PRETRAINED_DIR
-    dest = export_pretrained(checkpoint_path("unet", tier), CHAPTER, folder=folder, source={
-        "tier": tier, "chapter": CHAPTER, "run": "unet", "preset": RUNS["unet"][0], "dataset": cfg.dataset})
+    dest = export_pretrained(
+        checkpoint_path("unet", tier),
+        CHAPTER,
+        folder=folder,
+        source={"tier": tier, "chapter": CHAPTER, "run": "unet", "preset": RUNS["unet"][0], "dataset": cfg.dataset},
+    )
     from ..models import count_parameters
 
-    data = {"name": CHAPTER, "file": dest.name, "bytes": dest.stat().st_size, "run": "unet",
-            "params": count_parameters(load_run("unet", tier)[0]), "steps": cfg.steps}
+    data = {
+        "name": CHAPTER,
+        "file": dest.name,
+        "bytes": dest.stat().st_size,
+        "run": "unet",
+        "params": count_parameters(load_run("unet", tier, cache)[0]),
+        "steps": cfg.steps,
+    }
     return _save("pretrained", data, {"run": cfg.to_dict()}, tier, t0)
 
 
@@ -627,22 +790,27 @@ def planned_evaluations(tier: str) -> dict[str, int]:
     draws = planned_draws(tier)
     steps = {run: config(run, tier).T for run in RUNS}
     n, book = samples_per_setting(tier), book_sampler(tier)
-    return {"sampling": sum(m * (s.steps or steps[run]) for run, s, m in draws), "settings": len(draws),
-            "bound": 2 * by_tier(KL_IMAGES, tier) * len(KL_TIMESTEPS),
-            "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n}
+    return {
+        "sampling": sum(m * (s.steps or steps[run]) for run, s, m in draws),
+        "settings": len(draws),
+        "bound": 2 * by_tier(KL_IMAGES, tier) * len(KL_TIMESTEPS),
+        "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n,
+    }
 
 
-PARTS: dict[str, Part] = {
-    "training": Part("training", "train the eight Report A networks (T=400) and record their curves", _train),
-    "denoisers": Part("denoisers", "U-Net vs autoencoder vs VAE at the same budget", _denoisers, ["training"]),
-    "parameterization": Part("parameterization", "eps vs posterior-mean prediction; the bound per t", _parameterization,
-                             ["training"]),
-    "schedules": Part("schedules", "four schedules under one protocol, and under Report A's sampler", _schedules,
-                      ["training"]),
-    "conditioning": Part("conditioning", "conditional accuracy with and without the discriminator term", _conditioning,
-                         ["training"]),
-    "fast_sampling": Part("fast_sampling", "DDIM vs respaced DDPM at K = 5..400 steps: quality and time",
-                          _fast_sampling, ["training"]),
-    "variance": Part("variance", "reverse variance 0 vs beta vs beta_tilde", _variance, ["training"]),
-    "pretrained": Part("pretrained", "ship the reference U-Net with the package", _pretrained, ["training"]),
-}
+def _evaluation(name: str, description: str, fn) -> Part:
+    """An evaluation part: it needs the training part's runs of :data:`PART_RUNS` and never trains."""
+    return Part(name, description, fn, ["training"], PART_RUNS[name])
+
+
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("training", "train the eight Report A networks (T=400) and record their curves", _train),
+    _evaluation("denoisers", "U-Net vs autoencoder vs VAE at the same budget", _denoisers),
+    _evaluation("parameterization", "eps vs posterior-mean prediction; the bound per t", _parameterization),
+    _evaluation("schedules", "four schedules under one protocol, and under Report A's sampler", _schedules),
+    _evaluation("conditioning", "conditional accuracy with and without the discriminator term", _conditioning),
+    _evaluation("fast_sampling", "DDIM vs respaced DDPM at K = 5..400 steps: quality and time", _fast_sampling),
+    _evaluation("variance", "reverse variance 0 vs beta vs beta_tilde", _variance),
+    _evaluation("pretrained", "ship the reference U-Net with the package", _pretrained),
+)

@@ -1,3 +1,4 @@
+# Slightly over ~400 lines after formatting: the chapter's five parts and its quoted report facts.
 """Report B (CIFAR-10 with classifier-free guidance): the run's cost, training with label dropout, a sweep
 of the guidance weight, nearest training neighbours (memorisation) and interpolation through x_T.
 
@@ -27,39 +28,100 @@ import torch
 from ..metrics import WeightsNotAvailableError
 from ..presets import TrainConfig, training_preset
 from .cifar import (
-    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, lpips_nearest, measured_utilisation,
-    network_flops, not_measured, pixel_nearest, plan_estimate, sample_images, single_process, train_cifar_run,
+    REFERENCE_SPLITS,
+    check_cifar_tier,
+    cifar10,
+    inception_metrics,
+    lpips_nearest,
+    measured_utilisation,
+    network_flops,
+    not_measured,
+    pixel_nearest,
+    plan_estimate,
+    sample_images,
+    single_process,
+    snapshot_network,
+    train_cifar_run,
 )
-from .common import Part, result_path, runs_root, save_result
+from .common import Part, chapter_parts, result_path, runs_root, save_result
 
+tier_check = check_cifar_tier  # the tier ensure_needs accepts (never cpu)
 CHAPTER = "report_b"
 RUN = "b_cifar10_cfg"
 
 REPORT: dict[str, Any] = {
-    "steps": 1_000_000, "batch": 14, "lr": 3e-4, "p_uncond": 0.1, "lpips_mean": 0.13, "lpips_n": 100,
+    "steps": 1_000_000,
+    "batch": 14,
+    "lr": 3e-4,
+    "p_uncond": 0.1,
+    "lpips_mean": 0.13,
+    "lpips_n": 100,
     "source": "Report B, Secs. 1.3, 1.5 and 2",
 }
 COLAB_STEPS = 20_000
-GRID_STEPS = {"smoke": [3, 6], "colab": [1000, 5000, 10_000, 20_000],
-              "gpu": [10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000]}
+GRID_STEPS = {
+    "smoke": [3, 6],
+    "colab": [1000, 5000, 10_000, 20_000],
+    "gpu": [10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000],
+}
 TIER_OVERRIDES: dict[str, dict[str, Any]] = {
-    "smoke": dict(model_kwargs={"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16],
-                                "norm_groups": 8, "num_head_channels": 16, "num_classes": 10},
-                  batch_size=4, steps=6, log_every=2, checkpoint_every=0, sample_every=0, callback_every=3,
-                  device="cpu", precision="fp32"),
+    "smoke": dict(
+        model_kwargs={
+            "ch": 16,
+            "ch_mult": [1, 2],
+            "num_res_blocks": 1,
+            "attn_resolutions": [16],
+            "norm_groups": 8,
+            "num_head_channels": 16,
+            "num_classes": 10,
+        },
+        batch_size=4,
+        steps=6,
+        log_every=2,
+        checkpoint_every=0,
+        sample_every=0,
+        callback_every=3,
+        device="cpu",
+        precision="fp32",
+    ),
     # EMA 0.9999 over 20k steps would still hold 0.9999^20000 = 14% of the random initial weights.
-    "colab": dict(steps=COLAB_STEPS, ema_decay=0.999, precision="fp32", log_every=100, checkpoint_every=2000,
-                  sample_every=0, callback_every=1000),
+    "colab": dict(
+        steps=COLAB_STEPS,
+        ema_decay=0.999,
+        precision="fp32",
+        log_every=100,
+        checkpoint_every=2000,
+        sample_every=0,
+        callback_every=1000,
+    ),
     "gpu": dict(sample_every=0, callback_every=10_000),
 }
 # Sampling for the parts: the guidance weights swept, samples per weight, the sampler.
 SAMPLING: dict[str, dict[str, Any]] = {
-    "smoke": dict(w=[0.0, 1.0], n=12, method="ddim", steps=4, batch_size=24, nn_w=[0.0], interp_rows=2, interp_points=4),
-    "colab": dict(w=[0.0, 0.3, 1.0, 3.0], n=1000, method="ddim", steps=50, batch_size=500, nn_w=[0.0, 3.0],
-                  interp_rows=5, interp_points=9),
+    "smoke": dict(
+        w=[0.0, 1.0], n=12, method="ddim", steps=4, batch_size=24, nn_w=[0.0], interp_rows=2, interp_points=4
+    ),
+    "colab": dict(
+        w=[0.0, 0.3, 1.0, 3.0],
+        n=1000,
+        method="ddim",
+        steps=50,
+        batch_size=500,
+        nn_w=[0.0, 3.0],
+        interp_rows=5,
+        interp_points=9,
+    ),
     # Report B samples with Ho et al.'s Algorithm 2 (all 1000 steps) and a guided mix at every step.
-    "gpu": dict(w=[0.0, 0.3, 1.0, 2.0, 4.0], n=10_000, method="ddpm", steps=None, batch_size=2000, nn_w=[0.0, 4.0],
-                interp_rows=5, interp_points=9),
+    "gpu": dict(
+        w=[0.0, 0.3, 1.0, 2.0, 4.0],
+        n=10_000,
+        method="ddpm",
+        steps=None,
+        batch_size=2000,
+        nn_w=[0.0, 4.0],
+        interp_rows=5,
+        interp_points=9,
+    ),
 }
 INTERP_CLASSES = [1, 3, 7, 8, 9]  # automobile, cat, horse, ship, truck
 
@@ -76,17 +138,18 @@ def colab_plan() -> dict[str, Any]:
     per_w = [s["n"] * s["steps"] * (1 if w == 0 else 2) for w in s["w"]]
     nn_evals = sum(100 * s["steps"] * (1 if w == 0 else 2) for w in s["nn_w"])
     interp = s["interp_rows"] * s["interp_points"] * s["steps"]
-    return {"train_images": cfg.steps * cfg.batch_size, "sample_evals": sum(per_w) + nn_evals + interp,
-            "inception_images": 60_000 + 3 * s["n"] * len(s["w"])}
+    return {
+        "train_images": cfg.steps * cfg.batch_size,
+        "sample_evals": sum(per_w) + nn_evals + interp,
+        "inception_images": 60_000 + 3 * s["n"] * len(s["w"]),
+    }
 
 
 def _model(tier: str, progress: bool, part: str):
     single_process(part)
     cfg = config(tier)
-    run_dir = runs_root(tier) / CHAPTER / RUN
-    if tier == "smoke" and not (run_dir / "checkpoint.pt").is_file():
-        _train(tier, progress)
-    return load_snapshot(run_dir, cfg.steps, cfg)
+    run_dir = runs_root(tier) / CHAPTER / RUN  # trained by the part "training" (Part.needs)
+    return snapshot_network(run_dir, cfg.steps, cfg)
 
 
 def _labels(n: int) -> torch.Tensor:
@@ -112,37 +175,55 @@ def measured_h100_estimate(costs: dict[str, Any], results: Any = None) -> dict[s
     cifar, mnist = mfu["unet_cifar10"], mfu["unet_mnist"]["libraries"]["diffusion_edu"]
     batch = rec["data"]["training"]["unet_cifar10"]["rows"]["diffusion_edu"]["batch"]
     seconds = costs["report_run"]["flops_total"] / (cifar["mfu"] * cifar["peak_bf16_tflops"] * 1e12)
-    return {"mfu": cifar["mfu"], "mfu_batch": batch, "peak_tflops": cifar["peak_bf16_tflops"], "hours": seconds / 3600,
-            "floor_step_s": 1 / mnist["steps_per_s"], "floor_hours": REPORT["steps"] / mnist["steps_per_s"] / 3600,
-            "flops_ratio": cifar["libraries"]["diffusion_edu"]["flops_per_step"] / mnist["flops_per_step"],
-            "device": rec["hardware"].get("gpu"), "source": "results/benchmarks/peers_cuda.json"}
+    return {
+        "mfu": cifar["mfu"],
+        "mfu_batch": batch,
+        "peak_tflops": cifar["peak_bf16_tflops"],
+        "hours": seconds / 3600,
+        "floor_step_s": 1 / mnist["steps_per_s"],
+        "floor_hours": REPORT["steps"] / mnist["steps_per_s"] / 3600,
+        "flops_ratio": cifar["libraries"]["diffusion_edu"]["flops_per_step"] / mnist["flops_per_step"],
+        "device": rec["hardware"].get("gpu"),
+        "source": "results/benchmarks/peers_cuda.json",
+    }
 
 
 # ---- parts -------------------------------------------------------------------------------------------
 
 
-def _costs(tier: str, progress: bool):
+def _costs(tier: str, progress: bool, cache: Any = None):
     single_process("costs")
     t0 = time.perf_counter()
     cfg = training_preset("b_cifar10_cfg")
     flops = network_flops(cfg)
     util = measured_utilisation(flops)
-    data = {"params": flops.pop("params"), "flops": flops, "utilisation": util,
-            "colab_plan": plan_estimate(flops, colab_plan(), util),
-            "report_run": plan_estimate(flops, {"train_images": REPORT["steps"] * REPORT["batch"]}, util, device="h100"),
-            "images_seen": {"report_b": REPORT["steps"] * REPORT["batch"], "ho2020": 800_000 * 128}}
-    return save_result(CHAPTER, "costs", data, {"preset": cfg.to_dict(), "colab": config("colab").to_dict(),
-                                                "sampling_colab": SAMPLING["colab"]}, tier, time.perf_counter() - t0)
+    data = {
+        "params": flops.pop("params"),
+        "flops": flops,
+        "utilisation": util,
+        "colab_plan": plan_estimate(flops, colab_plan(), util),
+        "report_run": plan_estimate(flops, {"train_images": REPORT["steps"] * REPORT["batch"]}, util, device="h100"),
+        "images_seen": {"report_b": REPORT["steps"] * REPORT["batch"], "ho2020": 800_000 * 128},
+    }
+    return save_result(
+        CHAPTER,
+        "costs",
+        data,
+        {"preset": cfg.to_dict(), "colab": config("colab").to_dict(), "sampling_colab": SAMPLING["colab"]},
+        tier,
+        time.perf_counter() - t0,
+    )
 
 
-def _train(tier: str, progress: bool):
+def _train(tier: str, progress: bool, cache: Any = None):
     check_cifar_tier(tier)
     cfg = config(tier)
-    return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], [cfg.steps], progress,
-                           grid_n=100 if tier != "smoke" else 10)
+    return train_cifar_run(
+        CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], [cfg.steps], progress, grid_n=100 if tier != "smoke" else 10
+    )
 
 
-def _guidance(tier: str, progress: bool):
+def _guidance(tier: str, progress: bool, cache: Any = None):
     """Samples for each guidance weight w (balanced classes): a grid per w and, online, Inception IS / FID."""
     check_cifar_tier(tier)
     t0 = time.perf_counter()
@@ -154,8 +235,18 @@ def _guidance(tier: str, progress: bool):
     from ..viz import save_image_grid
 
     for w in s["w"]:
-        images, walls[str(w)] = sample_images(model, schedule, s["n"], method=s["method"], steps=s["steps"],
-                                              batch_size=s["batch_size"], y=_labels(s["n"]), w=w, seed=1, progress=progress)
+        images, walls[str(w)] = sample_images(
+            model,
+            schedule,
+            s["n"],
+            method=s["method"],
+            steps=s["steps"],
+            batch_size=s["batch_size"],
+            y=_labels(s["n"]),
+            w=w,
+            seed=1,
+            progress=progress,
+        )
         path = folder / f"w_{w:g}.png"
         save_image_grid(images[:100].float() / 127.5 - 1, path, nrow=10)
         grids[str(w)] = f"guidance_grids/{path.name}"
@@ -163,26 +254,42 @@ def _guidance(tier: str, progress: bool):
             metrics[str(w)] = inception_metrics(images, refs, [s["n"]])[s["n"]]
         except WeightsNotAvailableError as e:
             metrics[str(w)] = not_measured(e)
-    data = {"w": s["w"], "n": s["n"], "grids": grids, "metrics": metrics, "sample_wall_s": walls,
-            "sampler": {"method": s["method"], "steps": s["steps"]}}
-    return save_result(CHAPTER, "guidance", data, {"train": config(tier).to_dict(), "sampling": s}, tier,
-                       time.perf_counter() - t0)
+    data = {
+        "w": s["w"],
+        "n": s["n"],
+        "grids": grids,
+        "metrics": metrics,
+        "sample_wall_s": walls,
+        "sampler": {"method": s["method"], "steps": s["steps"]},
+    }
+    return save_result(
+        CHAPTER, "guidance", data, {"train": config(tier).to_dict(), "sampling": s}, tier, time.perf_counter() - t0
+    )
 
 
 def _neighbours(samples: torch.Tensor, train: torch.Tensor) -> dict[str, Any]:
     d_pix, i_pix = pixel_nearest(samples, train)
-    out: dict[str, Any] = {"pixel_l2": d_pix[:, 0].tolist(), "pixel_index": i_pix[:, 0].tolist(),
-                           "pixel_l2_mean": float(d_pix.mean()), "pixel_l2_min": float(d_pix.min())}
+    out: dict[str, Any] = {
+        "pixel_l2": d_pix[:, 0].tolist(),
+        "pixel_index": i_pix[:, 0].tolist(),
+        "pixel_l2_mean": float(d_pix.mean()),
+        "pixel_l2_min": float(d_pix.min()),
+    }
     try:
         d, idx = lpips_nearest(samples, train)
-        out.update(lpips=d.tolist(), lpips_index=idx.tolist(), lpips_mean=float(d.mean()), lpips_min=float(d.min()),
-                   lpips_status="measured")
+        out.update(
+            lpips=d.tolist(),
+            lpips_index=idx.tolist(),
+            lpips_mean=float(d.mean()),
+            lpips_min=float(d.min()),
+            lpips_status="measured",
+        )
     except WeightsNotAvailableError as e:
         out.update(lpips_mean=None, lpips_min=None, lpips_status=not_measured(e)["status"], lpips_reason=str(e))
     return out
 
 
-def _nearest(tier: str, progress: bool):
+def _nearest(tier: str, progress: bool, cache: Any = None):
     """Report B's memorisation check on 100 samples, and the same check on 100 held-out test images: the
     distance a new image from the data distribution has to its nearest training image (the baseline)."""
     check_cifar_tier(tier)
@@ -198,8 +305,18 @@ def _nearest(tier: str, progress: bool):
     from ..viz import save_image_grid
 
     for w in s["nn_w"]:
-        images, _ = sample_images(model, schedule, n, method=s["method"], steps=s["steps"], batch_size=s["batch_size"],
-                                  y=_labels(n), w=w, seed=2, progress=progress)
+        images, _ = sample_images(
+            model,
+            schedule,
+            n,
+            method=s["method"],
+            steps=s["steps"],
+            batch_size=s["batch_size"],
+            y=_labels(n),
+            w=w,
+            seed=2,
+            progress=progress,
+        )
         x = images.float() / 127.5 - 1
         by_w[str(w)] = _neighbours(x, train)
         k = min(10, n)
@@ -208,15 +325,31 @@ def _nearest(tier: str, progress: bool):
         save_image_grid(torch.cat([x[:k], nearest]), path, nrow=k)  # top: samples; bottom: nearest by pixels
         pairs[str(w)] = f"nearest_grids/{path.name}"
     first = by_w[str(s["nn_w"][0])]
-    data = {"n": n, "w": s["nn_w"], "by_w": by_w, "baseline_test": baseline, "grids": pairs,
-            "lpips_mean": first["lpips_mean"], "lpips_baseline_mean": baseline["lpips_mean"],
-            "pixel_l2_mean": first["pixel_l2_mean"], "pixel_l2_baseline_mean": baseline["pixel_l2_mean"],
-            "lpips_net": "alex", "lpips_size": 32, "candidates": 50}
-    return save_result(CHAPTER, "nearest_neighbours", data, {"train": config(tier).to_dict(), "sampling": s}, tier,
-                       time.perf_counter() - t0)
+    data = {
+        "n": n,
+        "w": s["nn_w"],
+        "by_w": by_w,
+        "baseline_test": baseline,
+        "grids": pairs,
+        "lpips_mean": first["lpips_mean"],
+        "lpips_baseline_mean": baseline["lpips_mean"],
+        "pixel_l2_mean": first["pixel_l2_mean"],
+        "pixel_l2_baseline_mean": baseline["pixel_l2_mean"],
+        "lpips_net": "alex",
+        "lpips_size": 32,
+        "candidates": 50,
+    }
+    return save_result(
+        CHAPTER,
+        "nearest_neighbours",
+        data,
+        {"train": config(tier).to_dict(), "sampling": s},
+        tier,
+        time.perf_counter() - t0,
+    )
 
 
-def _interpolation(tier: str, progress: bool):
+def _interpolation(tier: str, progress: bool, cache: Any = None):
     """Rows of images decoded by deterministic DDIM from starting noises on the great circle between two
     draws of x_T (``diffusion_edu.guidance.interpolate``), one class per row; plus the norms that show
     why the circle and not the straight line."""
@@ -236,25 +369,55 @@ def _interpolation(tier: str, progress: bool):
         label = INTERP_CLASSES[r % len(INTERP_CLASSES)]
         rows.append(interpolate(model, schedule, a.to(dev), b.to(dev), s["interp_points"], steps=steps, y=label).cpu())
         mid_lerp, mid_slerp = (a + b) / 2, slerp(a, b, 0.5)
-        norms.append({"a": float(a.norm()), "b": float(b.norm()), "lerp_mid": float(mid_lerp.norm()),
-                      "slerp_mid": float(mid_slerp.norm()), "label": label})
+        norms.append(
+            {
+                "a": float(a.norm()),
+                "b": float(b.norm()),
+                "lerp_mid": float(mid_lerp.norm()),
+                "slerp_mid": float(mid_slerp.norm()),
+                "label": label,
+            }
+        )
     again = interpolate(model, schedule, a.to(dev), b.to(dev), s["interp_points"], steps=steps, y=label).cpu()
     path = result_path(CHAPTER, "interpolation", tier).parent / "interpolation.png"
     save_image_grid(torch.cat(rows), path, nrow=s["interp_points"])
-    data = {"rows": len(rows), "points": s["interp_points"], "ddim_steps": steps, "classes": [n["label"] for n in norms],
-            "norms": norms, "sqrt_d": 3072 ** 0.5, "repeat_max_abs_diff": float((again - rows[-1]).abs().max()),
-            "grid": path.name}
-    return save_result(CHAPTER, "interpolation", data, {"train": config(tier).to_dict(), "sampling": s}, tier,
-                       time.perf_counter() - t0)
+    data = {
+        "rows": len(rows),
+        "points": s["interp_points"],
+        "ddim_steps": steps,
+        "classes": [n["label"] for n in norms],
+        "norms": norms,
+        "sqrt_d": 3072**0.5,
+        "repeat_max_abs_diff": float((again - rows[-1]).abs().max()),
+        "grid": path.name,
+    }
+    return save_result(
+        CHAPTER, "interpolation", data, {"train": config(tier).to_dict(), "sampling": s}, tier, time.perf_counter() - t0
+    )
 
 
-PARTS: dict[str, Part] = {
-    "costs": Part("costs", "count FLOPs of the improved U-Net; estimate the colab tier on a T4 and 1M steps on a GPU", _costs),
-    "training": Part("training", "train the class-conditional improved U-Net with 10% label dropout, grids at several steps", _train),
-    "guidance": Part("guidance", "guided samples for a sweep of w: grids, and Inception IS / FID online", _guidance,
-                     needs=["training"]),
-    "nearest_neighbours": Part("nearest_neighbours", "nearest training images of 100 samples and of 100 test images "
-                               "(LPIPS online, pixel L2 always)", _nearest, needs=["training"]),
-    "interpolation": Part("interpolation", "deterministic DDIM from noises on a great circle between two x_T",
-                          _interpolation, needs=["training"]),
-}
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("costs", "count FLOPs of the improved U-Net; estimate the colab tier on a T4 and 1M steps on a GPU", _costs),
+    Part(
+        "training", "train the class-conditional improved U-Net with 10% label dropout, grids at several steps", _train
+    ),
+    Part(
+        "guidance",
+        "guided samples for a sweep of w: grids, and Inception IS / FID online",
+        _guidance,
+        needs=["training"],
+    ),
+    Part(
+        "nearest_neighbours",
+        "nearest training images of 100 samples and of 100 test images (LPIPS online, pixel L2 always)",
+        _nearest,
+        needs=["training"],
+    ),
+    Part(
+        "interpolation",
+        "deterministic DDIM from noises on a great circle between two x_T",
+        _interpolation,
+        needs=["training"],
+    ),
+)

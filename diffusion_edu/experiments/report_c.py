@@ -32,32 +32,71 @@ from typing import Any
 
 import torch
 
+from ..metrics import WeightsNotAvailableError
 from ..presets import TrainConfig, training_preset
 from ..results import read_results
-from ..metrics import WeightsNotAvailableError
 from .cifar import (
-    REFERENCE_SPLITS, check_cifar_tier, cifar10, inception_metrics, load_snapshot, measured_utilisation, network_flops,
-    not_measured, plan_estimate, sample_images, single_process, train_cifar_run,
+    REFERENCE_SPLITS,
+    check_cifar_tier,
+    cifar10,
+    inception_metrics,
+    measured_utilisation,
+    network_flops,
+    not_measured,
+    plan_estimate,
+    sample_images,
+    single_process,
+    snapshot_network,
+    train_cifar_run,
 )
-from .common import Part, result_path, runs_root, save_result
+from .common import Part, chapter_parts, result_path, runs_root, save_result
+from .figures import save_grid
 
+tier_check = check_cifar_tier  # the tier ensure_needs accepts (never cpu)
 CHAPTER = "report_c"
 RUN = "c_cifar10"
 
 # Facts quoted from Report C ("Our Results") and from Ho et al. (2020) as Report C quotes them.
 REPORT: dict[str, Any] = {
-    "steps": 100_000, "it_per_s": 1.64, "bar_loss": 0.0301, "bar_elapsed": "1:35:05", "bar_remaining": "118:14:14",
-    "bar_total": 800_000, "is": 5.75, "is_std": 0.40, "fid": 44.47, "n_samples": 1000,
+    "steps": 100_000,
+    "it_per_s": 1.64,
+    "bar_loss": 0.0301,
+    "bar_elapsed": "1:35:05",
+    "bar_remaining": "118:14:14",
+    "bar_total": 800_000,
+    "is": 5.75,
+    "is_std": 0.40,
+    "fid": 44.47,
+    "n_samples": 1000,
     "grid_steps": [3000, 15000, 30000, 45000, 60000, 75000, 90000, 100000],
     "source": "Report C, 'The images generated during our training' and 'Our Results'",
 }
 PAPER: dict[str, Any] = {
-    "steps": 800_000, "batch": 128, "steps_per_s": 21, "hours": 10.6, "params": 35.7e6, "is": 9.46,
-    "is_std": 0.11, "fid": 3.17, "n_samples": 50_000, "device": "tpu_v3_8",
+    "steps": 800_000,
+    "batch": 128,
+    "steps_per_s": 21,
+    "hours": 10.6,
+    "params": 35.7e6,
+    "is": 9.46,
+    "is_std": 0.11,
+    "fid": 3.17,
+    "n_samples": 50_000,
+    "device": "tpu_v3_8",
     "source": "Ho et al. (2020), Sec. 4, Table 1 and App. B (quoted in Report C's Table 1)",
 }
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # CIFAR-10's labels
+CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)  # CIFAR-10's labels
 COLAB_STEPS = 3000  # the first step at which Report C shows samples
 GRID_STEPS: dict[str, list[int]] = {
     "smoke": [3, 6],
@@ -66,14 +105,37 @@ GRID_STEPS: dict[str, list[int]] = {
 }
 TIER_OVERRIDES: dict[str, dict[str, Any]] = {
     # A tiny U-Net on fake data: checks that the code runs, nothing else.
-    "smoke": dict(model_kwargs={"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16],
-                                "norm_groups": 8, "dropout": 0.1},
-                  batch_size=4, steps=6, warmup_steps=2, log_every=2, checkpoint_every=0, sample_every=0,
-                  callback_every=3, device="cpu", precision="fp32"),
+    "smoke": dict(
+        model_kwargs={
+            "ch": 16,
+            "ch_mult": [1, 2],
+            "num_res_blocks": 1,
+            "attn_resolutions": [16],
+            "norm_groups": 8,
+            "dropout": 0.1,
+        },
+        batch_size=4,
+        steps=6,
+        warmup_steps=2,
+        log_every=2,
+        checkpoint_every=0,
+        sample_every=0,
+        callback_every=3,
+        device="cpu",
+        precision="fp32",
+    ),
     # The paper's network and optimiser; warm-up and EMA shortened to fit 3k steps (EMA 0.9999 would
     # still hold 0.9999^3000 = 74% of the random initial weights); fp32 because the T4 has no bf16.
-    "colab": dict(steps=COLAB_STEPS, warmup_steps=300, ema_decay=0.999, precision="fp32", log_every=50,
-                  checkpoint_every=500, sample_every=0, callback_every=250),
+    "colab": dict(
+        steps=COLAB_STEPS,
+        warmup_steps=300,
+        ema_decay=0.999,
+        precision="fp32",
+        log_every=50,
+        checkpoint_every=500,
+        sample_every=0,
+        callback_every=250,
+    ),
     "gpu": dict(sample_every=0, callback_every=1000),
 }
 
@@ -82,8 +144,9 @@ EVAL: dict[str, dict[str, Any]] = {
     "smoke": dict(steps=[6], n=[12], method="ddim", sampling_steps=4, batch_size=12),
     "colab": dict(steps=[COLAB_STEPS], n=[1000, 10_000], method="ddim", sampling_steps=50, batch_size=500),
     # Ho et al. sample with the full 1000-step ancestral sampler (their Algorithm 2).
-    "gpu": dict(steps=[100_000, 800_000], n=[1000, 10_000, 50_000], method="ddpm", sampling_steps=None,
-                batch_size=2000),
+    "gpu": dict(
+        steps=[100_000, 800_000], n=[1000, 10_000, 50_000], method="ddpm", sampling_steps=None, batch_size=2000
+    ),
 }
 
 
@@ -98,14 +161,17 @@ def colab_plan() -> dict[str, Any]:
     cfg, ev = config("colab"), EVAL["colab"]
     n = max(ev["n"])
     # Inception: the 50k training and 10k test references once, each sample prefix through 2 FIDs and IS.
-    return {"train_images": cfg.steps * cfg.batch_size, "sample_evals": n * ev["sampling_steps"],
-            "inception_images": 60_000 + 3 * sum(ev["n"])}
+    return {
+        "train_images": cfg.steps * cfg.batch_size,
+        "sample_evals": n * ev["sampling_steps"],
+        "inception_images": 60_000 + 3 * sum(ev["n"]),
+    }
 
 
 # ---- parts -------------------------------------------------------------------------------------------
 
 
-def _costs(tier: str, progress: bool):
+def _costs(tier: str, progress: bool, cache: Any = None):
     """FLOPs counted on the actual networks, the utilisation of two published runs, and what they
     imply: the colab tier's duration on a T4, the paper's 800k steps on a current GPU."""
     single_process("costs")
@@ -124,8 +190,14 @@ def _costs(tier: str, progress: bool):
     }
     data["cpu_check"] = _cpu_check(flops)
     data["gpu_benchmark"] = _gpu_benchmark(PAPER["steps"] * PAPER["batch"])
-    return save_result(CHAPTER, "costs", data, {"preset": cfg.to_dict(), "colab": config("colab").to_dict(),
-                                                "eval_colab": EVAL["colab"]}, tier, time.perf_counter() - t0)
+    return save_result(
+        CHAPTER,
+        "costs",
+        data,
+        {"preset": cfg.to_dict(), "colab": config("colab").to_dict(), "eval_colab": EVAL["colab"]},
+        tier,
+        time.perf_counter() - t0,
+    )
 
 
 def _benchmark_rows(device: str) -> list[dict]:
@@ -144,9 +216,14 @@ def _cpu_check(flops: dict[str, float]) -> dict[str, Any] | None:
     if not rows:
         return None
     r = rows[0]
-    return {"train_img_s": r["train_img_s"], "threads": 1, "mode": "fp32", "batch": r["batch"],
-            "achieved_flops": r["train_img_s"] * flops["train_per_image"],
-            "source": "results/benchmarks/models_cpu.json"}
+    return {
+        "train_img_s": r["train_img_s"],
+        "threads": 1,
+        "mode": "fp32",
+        "batch": r["batch"],
+        "achieved_flops": r["train_img_s"] * flops["train_per_image"],
+        "source": "results/benchmarks/models_cpu.json",
+    }
 
 
 def _gpu_benchmark(train_images: int) -> dict[str, Any] | None:
@@ -158,9 +235,14 @@ def _gpu_benchmark(train_images: int) -> dict[str, Any] | None:
     rows = _benchmark_rows("cuda")
     if rows:
         best = max(rows, key=lambda r: r.get("train_img_s", 0.0))
-        return {"train_img_s": best["train_img_s"], "mode": best.get("mode"), "batch": best.get("batch"),
-                "hours": train_images / best["train_img_s"] / 3600, "source": "results/benchmarks/models_cuda.json",
-                "device": None}
+        return {
+            "train_img_s": best["train_img_s"],
+            "mode": best.get("mode"),
+            "batch": best.get("batch"),
+            "hours": train_images / best["train_img_s"] / 3600,
+            "source": "results/benchmarks/models_cuda.json",
+            "device": None,
+        }
     from ..results import results_dir
 
     path = results_dir() / "benchmarks" / "peers_cuda.json"
@@ -173,35 +255,49 @@ def _gpu_benchmark(train_images: int) -> dict[str, Any] | None:
     mode = rec["data"]["mode"]
     mode_s = ", ".join([mode["precision"]] + [k.replace("_", "-") for k in ("channels_last", "compile") if mode.get(k)])
     mfu = rec["data"].get("mfu", {}).get("unet_cifar10", {}).get("mfu")
-    return {"train_img_s": row["img_s"], "mode": mode_s, "batch": row["batch"], "mfu": mfu,
-            "hours": train_images / row["img_s"] / 3600, "source": "results/benchmarks/peers_cuda.json",
-            "device": rec["hardware"].get("gpu"), "tier": rec["tier"]}
+    return {
+        "train_img_s": row["img_s"],
+        "mode": mode_s,
+        "batch": row["batch"],
+        "mfu": mfu,
+        "hours": train_images / row["img_s"] / 3600,
+        "source": "results/benchmarks/peers_cuda.json",
+        "device": rec["hardware"].get("gpu"),
+        "tier": rec["tier"],
+    }
 
 
-def _train(tier: str, progress: bool):
+def _train(tier: str, progress: bool, cache: Any = None):
     check_cifar_tier(tier)
     cfg = config(tier)
-    return train_cifar_run(CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], EVAL[tier]["steps"], progress,
-                           grid_n=64 if tier != "smoke" else 4)
+    return train_cifar_run(
+        CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], EVAL[tier]["steps"], progress, grid_n=64 if tier != "smoke" else 4
+    )
 
 
-def _evaluate(tier: str, progress: bool):
+def _evaluate(tier: str, progress: bool, cache: Any = None):
     """Sample from each evaluated checkpoint and measure Inception IS and FID (against the CIFAR-10
     training and test sets) on the first n samples for each n; offline: recorded as not measured."""
     check_cifar_tier(tier)
     single_process("evaluation")
     t0 = time.perf_counter()
     cfg, ev = config(tier), EVAL[tier]
-    run_dir = runs_root(tier) / CHAPTER / RUN
-    if tier == "smoke" and not (run_dir / "checkpoint.pt").is_file():
-        _train(tier, progress)
+    run_dir = runs_root(tier) / CHAPTER / RUN  # trained by the part "training" (Part.needs)
     refs = {name: cifar10(split, tier).images for name, split in REFERENCE_SPLITS.items()}  # uint8
     rows, grids, walls = [], {}, {}
     grid_dir = result_path(CHAPTER, "evaluation", tier).parent / "evaluation_grids"
     for step in ev["steps"]:
-        model, schedule = load_snapshot(run_dir, step, cfg)
-        samples, wall = sample_images(model, schedule, max(ev["n"]), method=ev["method"], steps=ev["sampling_steps"],
-                                      batch_size=ev["batch_size"], seed=step, progress=progress)
+        model, schedule = snapshot_network(run_dir, step, cfg)
+        samples, wall = sample_images(
+            model,
+            schedule,
+            max(ev["n"]),
+            method=ev["method"],
+            steps=ev["sampling_steps"],
+            batch_size=ev["batch_size"],
+            seed=step,
+            progress=progress,
+        )
         walls[str(step)] = wall
         grids[str(step)] = _save_grid(samples[:64], grid_dir / f"step_{step:07d}.png")
         try:
@@ -209,17 +305,21 @@ def _evaluate(tier: str, progress: bool):
         except WeightsNotAvailableError as e:  # offline: recorded as not measured, never a number
             metrics = {n: not_measured(e) for n in ev["n"]}
         rows += [{"step": step, "n": n, **metrics[n]} for n in ev["n"]]
-    data = {"rows": rows, "sample_wall_s": walls, "grids": grids,
-            "sampler": {k: ev[k] for k in ("method", "sampling_steps")},
-            "vs_report": _closest(rows, REPORT["steps"], REPORT["n_samples"]),
-            "vs_paper": _closest(rows, PAPER["steps"], PAPER["n_samples"])}
-    return save_result(CHAPTER, "evaluation", data, {"train": cfg.to_dict(), "eval": ev}, tier, time.perf_counter() - t0)
+    data = {
+        "rows": rows,
+        "sample_wall_s": walls,
+        "grids": grids,
+        "sampler": {k: ev[k] for k in ("method", "sampling_steps")},
+        "vs_report": _closest(rows, REPORT["steps"], REPORT["n_samples"]),
+        "vs_paper": _closest(rows, PAPER["steps"], PAPER["n_samples"]),
+    }
+    return save_result(
+        CHAPTER, "evaluation", data, {"train": cfg.to_dict(), "eval": ev}, tier, time.perf_counter() - t0
+    )
 
 
 def _save_grid(images: torch.Tensor, path) -> str:
-    from ..viz import save_image_grid
-
-    save_image_grid(images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images, path, nrow=8)
+    save_grid(images, path, nrow=8)
     return f"{path.parent.name}/{path.name}"
 
 
@@ -228,9 +328,16 @@ def _closest(rows: list[dict], step: int, n: int) -> dict[str, Any]:
     return dict(min(rows, key=lambda r: (abs(r["step"] - step), abs(r["n"] - n))))
 
 
-PARTS: dict[str, Part] = {
-    "costs": Part("costs", "count FLOPs of the 35.7M U-Net; estimate the colab tier on a T4 and 800k steps on a GPU", _costs),
-    "training": Part("training", "train Ho et al.'s U-Net on CIFAR-10 (colab: 3k steps; gpu: 800k), grids at several steps", _train),
-    "evaluation": Part("evaluation", "Inception IS / FID vs the training and test sets at 1k / 10k / 50k samples",
-                       _evaluate, needs=["training"]),
-}
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("costs", "count FLOPs of the 35.7M U-Net; estimate the colab tier on a T4 and 800k steps on a GPU", _costs),
+    Part(
+        "training", "train Ho et al.'s U-Net on CIFAR-10 (colab: 3k steps; gpu: 800k), grids at several steps", _train
+    ),
+    Part(
+        "evaluation",
+        "Inception IS / FID vs the training and test sets at 1k / 10k / 50k samples",
+        _evaluate,
+        needs=["training"],
+    ),
+)

@@ -1,3 +1,6 @@
+# Longer than ~400 lines: the chapter holds two kinds of model (Gaussian DDPM and cold diffusion), their
+# per-epoch snapshots and Bansal et al.'s two algorithms; the shared pieces live in the kernel. The parts
+# curves, cold and comparison run over 60 lines: each builds one results file top to bottom, in the report's order.
 """Report D (small-CNN DDPM and cold diffusion): the runs and the chapter's parts.
 
 Report D trains a plain 7x7 CNN (16, 32, 32, 16; GELU) as a DDPM at T=1000, a harder variant (T=100,
@@ -17,9 +20,10 @@ Parts, each writing ``results/report_d/<part>.json`` and PNG figures under ``res
 - ``pretrained``: the GELU CNN (T=1000) shipped as ``load_pretrained("report_d")``.
 
 Every evaluation compares unconditional samples with the 1,005 held-out digits (classifier-feature FID,
-KID, IS; :func:`~diffusion_edu.experiments.common.measure`). The cpu-tier parts after ``training`` need
-the finished runs they evaluate (not all seven: a part can run while the queue trains the others) and
-never train: they stop with the command to run when a run is missing or unfinished.
+KID, IS; :func:`~diffusion_edu.experiments.evaluation.measure`). The parts after ``training`` need the
+finished runs they evaluate (each part's ``runs``; not all seven: a part can run while the queue trains
+the others) and never train: at the cpu and gpu tiers they stop with the command to run when a run is
+missing or unfinished (:func:`~.common.ensure_needs`).
 """
 
 from __future__ import annotations
@@ -39,13 +43,27 @@ from ..forward import q_sample
 from ..metrics import classifier_outputs
 from ..presets import TrainConfig
 from ..samplers import sample
-from ..viz import save_image_grid
-from .common import (EVAL_BUDGETS, Part, by_tier, eval_device, final_loss, have_result, heldout_reference, load_result, measure,
-                     run_status, runs_root, save_result, tier_results_dir, training_curve)
-from .training_runs import RunSpec, make_config, snapshot_paths, train_runs
+from .common import EVAL_BUDGETS, Part, by_tier, chapter_parts, have_result, load_result, runs_root, save_result
+from .evaluation import book_classifier, heldout_reference, images_only, measure
+from .figures import figure_path, relative, save_grid
+from .store import Cache, RunStore, load_snapshot, record_training
+from .training_runs import RunSpec
 
-__all__ = ["ReportDBudget", "REPORT_D_BUDGETS", "REPORT_EPOCHS", "report_epochs", "run_epochs", "trained_epochs", "load_run", "load_snapshot",
-           "generate", "gaussian_data_prior", "probe_accuracy", "step_change", "run_finished"]
+__all__ = [
+    "ReportDBudget",
+    "REPORT_D_BUDGETS",
+    "REPORT_EPOCHS",
+    "report_epochs",
+    "run_epochs",
+    "trained_epochs",
+    "load_run",
+    "load_snapshot",
+    "generate",
+    "gaussian_data_prior",
+    "probe_accuracy",
+    "step_change",
+    "run_finished",
+]
 
 CHAPTER = "report_d"
 
@@ -54,8 +72,12 @@ CHAPTER = "report_d"
 COLD_CPU_EPOCHS = 8
 COLD_COLAB_EPOCHS = 20  # colab tier (a free T4): the restorers' epochs; the DDPMs train COLAB_EPOCHS
 COLAB_EPOCHS = 40
-_COLD_CPU = {"tier_overrides": {"cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)},
-                                "colab": {"steps": COLD_COLAB_EPOCHS * (8995 // 128)}}}
+_COLD_CPU = {
+    "tier_overrides": {
+        "cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)},
+        "colab": {"steps": COLD_COLAB_EPOCHS * (8995 // 128)},
+    }
+}
 RUNS: dict[str, RunSpec] = {
     "cnn": ("d_cnn", {}),
     "cnn_selu": ("d_cnn_selu", {}),
@@ -77,11 +99,20 @@ PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples
 # digits, COLAB_EPOCHS epochs for the DDPMs and COLD_COLAB_EPOCHS for the restorers, a snapshot every epoch.
 EPOCH_STEPS = {"cpu": 8995 // 128, "colab": 8995 // 128, "gpu": 60_000 // 128}
 TIER_OVERRIDES = {
-    "cpu": dict(dataset="mnist-embedded", steps=15 * EPOCH_STEPS["cpu"], callback_every=EPOCH_STEPS["cpu"],
-                checkpoint_every=EPOCH_STEPS["cpu"] * 5, log_every=EPOCH_STEPS["cpu"] // 2),
-    "colab": dict(dataset="mnist-embedded", steps=COLAB_EPOCHS * EPOCH_STEPS["colab"],
-                  callback_every=EPOCH_STEPS["colab"], checkpoint_every=EPOCH_STEPS["colab"] * 5,
-                  log_every=EPOCH_STEPS["colab"] // 2),
+    "cpu": dict(
+        dataset="mnist-embedded",
+        steps=15 * EPOCH_STEPS["cpu"],
+        callback_every=EPOCH_STEPS["cpu"],
+        checkpoint_every=EPOCH_STEPS["cpu"] * 5,
+        log_every=EPOCH_STEPS["cpu"] // 2,
+    ),
+    "colab": dict(
+        dataset="mnist-embedded",
+        steps=COLAB_EPOCHS * EPOCH_STEPS["colab"],
+        callback_every=EPOCH_STEPS["colab"],
+        checkpoint_every=EPOCH_STEPS["colab"] * 5,
+        log_every=EPOCH_STEPS["colab"] // 2,
+    ),
 }
 
 # The report shows samples at epochs 1, 20, 40 and 60 of its 100 (Fig. 1.3, 1.7) and at epoch 100 (Fig. 1.8).
@@ -116,28 +147,70 @@ class ReportDBudget:
 
 
 REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
-    "smoke": ReportDBudget(curve_n=12, grid_n=4, grid_steps=3, compare_steps=(3,), selu_steps=3, restore_n=4,
-                           prior_components=2, probe_n=300, eval_n=12),
+    "smoke": ReportDBudget(
+        curve_n=12,
+        grid_n=4,
+        grid_steps=3,
+        compare_steps=(3,),
+        selu_steps=3,
+        restore_n=4,
+        prior_components=2,
+        probe_n=300,
+        eval_n=12,
+    ),
     # cpu: about 600k CNN evaluations in all (~15 minutes on 2 cores next to other work; the grids use 100
     # respaced steps, since 1,000 steps for batches of 16 took 6 minutes a grid on the loaded machine); 250
     # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
-    "cpu": ReportDBudget(curve_n=250, grid_n=16, grid_steps=100, compare_steps=(28, 100), selu_steps=None,
-                         restore_n=200, prior_components=10, eval_n=500, cold_n=250),
+    "cpu": ReportDBudget(
+        curve_n=250,
+        grid_n=16,
+        grid_steps=100,
+        compare_steps=(28, 100),
+        selu_steps=None,
+        restore_n=200,
+        prior_components=10,
+        eval_n=500,
+        cold_n=250,
+    ),
     # colab: 1,000 samples per epoch for the curves (~100 epochs in all), 5,000 for the final numbers
-    "colab": ReportDBudget(curve_n=1000, grid_n=16, grid_steps=250, compare_steps=(28, 100, None), selu_steps=None,
-                           restore_n=1005, prior_components=10, eval_n=5000, cold_n=2000),
-    "gpu": ReportDBudget(curve_n=2000, grid_n=16, grid_steps=None, compare_steps=(28, 100, None), selu_steps=None,
-                         restore_n=1005, prior_components=10),
+    "colab": ReportDBudget(
+        curve_n=1000,
+        grid_n=16,
+        grid_steps=250,
+        compare_steps=(28, 100, None),
+        selu_steps=None,
+        restore_n=1005,
+        prior_components=10,
+        eval_n=5000,
+        cold_n=2000,
+    ),
+    "gpu": ReportDBudget(
+        curve_n=2000,
+        grid_n=16,
+        grid_steps=None,
+        compare_steps=(28, 100, None),
+        selu_steps=None,
+        restore_n=1005,
+        prior_components=10,
+    ),
 }
+
+
+SNAPSHOTS = True  # the runs save their weights every epoch (the curves are measured after training)
+
+
+def store(tier: str) -> RunStore:
+    """The chapter's runs at ``tier``."""
+    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier)
 
 
 def config(run: str, tier: str) -> TrainConfig:
     """The TrainConfig of one of :data:`RUNS` at ``tier``."""
-    return make_config(RUNS[run], tier, TIER_OVERRIDES)
+    return store(tier).config(run)
 
 
-def _train(tier: str, progress: bool):
-    return train_runs(CHAPTER, RUNS, tier, TIER_OVERRIDES, progress=progress, snapshots=True)
+def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
+    return record_training(store(tier), progress, snapshots=SNAPSHOTS)
 
 
 def colab_plan(tier: str = "colab") -> dict[str, Any]:
@@ -171,60 +244,25 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _training(tier: str, progress: bool) -> dict[str, Any]:
-    """training.json's record. The smoke tier trains its tiny runs when they are missing; a real tier
-    never trains here (a run of about 70 minutes must not start as a side effect of an evaluation)."""
-    if not have_result(CHAPTER, "training", tier):
-        if tier != "smoke":
-            raise FileNotFoundError(
-                f"Report D's runs are not trained at tier {tier!r} (no results/{CHAPTER}/training.json). Train them "
-                f"first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
-        _train(tier, progress)
-    return load_result(CHAPTER, "training", tier)
-
-
 def run_finished(run: str, tier: str) -> bool:
     """Whether the run's checkpoint has reached its configured number of steps."""
-    return run_status(CHAPTER, run, tier, config(run, tier).steps) is None
+    return store(tier).finished(run)
 
 
-def _runs_needed(tier: str, runs: tuple[str, ...], progress: bool) -> dict[str, dict[str, Any]]:
-    """The loss curve and final loss of the ``runs`` a part evaluates: from training.json when it exists,
-    else from the runs' own logs once each of them is finished (a part then need not wait for runs it does
-    not use). Never trains at a real tier: an unfinished run stops with the training command."""
-    if tier == "smoke" or have_result(CHAPTER, "training", tier):
-        summary = _training(tier, progress)["data"]
+def _summaries(tier: str, runs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The loss curve and final loss of the ``runs`` a part evaluates (finished: :func:`~.common.ensure_needs`
+    saw to it): from training.json when the training part wrote it, else from the runs' own logs."""
+    if have_result(CHAPTER, "training", tier):
+        summary = load_result(CHAPTER, "training", tier)["data"]
         return {run: summary[run] for run in runs}
-    missing = [run for run in runs if not run_finished(run, tier)]
-    if missing:
-        raise FileNotFoundError(
-            f"Report D's runs {missing} are not finished at tier {tier!r} (and there is no results/{CHAPTER}/"
-            f"training.json). Train them first: python -m diffusion_edu experiment {CHAPTER} --tier {tier} --only training")
-    out = {}
-    for run in runs:
-        curve = training_curve(runs_root(tier) / CHAPTER / run)
-        out[run] = {"curve": curve, "final_loss": final_loss(curve)}
-    return out
+    return {run: store(tier).summary(run) for run in runs}
 
 
 def load_run(run: str, tier: str, device: str | torch.device | None = None):
     """The finished run's network (eval mode, ``parameterization`` set), schedule or degradation, config,
-    on ``device`` (default :func:`~.common.eval_device`: the CPU at smoke / cpu, the GPU at colab / gpu)."""
-    from ..training import load_model
-
-    path = runs_root(tier) / CHAPTER / run / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}: python -m diffusion_edu experiment {CHAPTER} --tier {tier} "
-                                "--only training")
-    return load_model(path, ema=False, device=device or eval_device(tier))  # Report D keeps no EMA
-
-
-def load_snapshot(model: torch.nn.Module, path: str | os.PathLike) -> int:
-    """Load a per-epoch snapshot (``snapshots/step_NNNNNNN.pt``) into ``model``; returns its step."""
-    snap = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
-    model.load_state_dict(snap["state_dict"])
-    model.eval()
-    return int(snap["step"])
+    on ``device`` (default :func:`~.common.eval_device`: the CPU at smoke / cpu, the GPU at colab / gpu).
+    Never cached: the parts load per-epoch snapshots into it."""
+    return store(tier).load(run, device=device)  # Report D keeps no EMA: the trained weights
 
 
 def _epoch_steps(cfg: TrainConfig) -> int:
@@ -232,7 +270,7 @@ def _epoch_steps(cfg: TrainConfig) -> int:
     if cfg.subset is not None:
         n = cfg.subset
     elif cfg.dataset == "mnist-embedded":
-        n = len(load_embedded_mnist(cfg.split))
+        n = len(load_embedded_mnist(cfg.split))  # type: ignore[arg-type]
     else:
         n = 60_000  # MNIST's training set (the gpu tier)
     return max(1, n // cfg.batch_size)
@@ -257,9 +295,9 @@ def _snapshots(run: str, tier: str) -> list[tuple[float, Path]]:
     """(epoch, path) of every snapshot of the run, in order; epochs may be fractional at the smoke tier."""
     cfg = config(run, tier)
     per = _epoch_steps(cfg)
-    paths = snapshot_paths(CHAPTER, run, tier)
+    paths = store(tier).snapshots(run)
     if not paths:
-        raise FileNotFoundError(f"run {run!r} at tier {tier!r} has no snapshots under {runs_root(tier) / CHAPTER / run}")
+        raise FileNotFoundError(f"run {run!r} at tier {tier!r} has no snapshots under {store(tier).folder(run)}")
     return [(round(int(p.stem.split("_")[1]) / per, 3), p) for p in paths]
 
 
@@ -281,8 +319,9 @@ def report_epochs(n_epochs: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def gaussian_data_prior(schedule, images: torch.Tensor, n: int, generator: torch.Generator | None = None
-                        ) -> torch.Tensor:
+def gaussian_data_prior(
+    schedule, images: torch.Tensor, n: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """n draws of x_T whose first two moments match the training chain's: x_T = q_sample(x0', T) with
     x0' ~ N(mu, Sigma) fitted to ``images`` (N, C, H, W). Where alpha_bar_T is far from 0 (T=100 with
     linear betas: 0.36) the chain never reaches N(0, I); this start is what the network was trained on.
@@ -300,9 +339,19 @@ def gaussian_data_prior(schedule, images: torch.Tensor, n: int, generator: torch
     return q_sample(x0, schedule.T, schedule.to("cpu"), noise=eps).float()
 
 
-def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Generator | None, steps: int | None = None,
-             algorithm: int = 2, prior=None, x_T: torch.Tensor | None = None, batch_size: int = 500,
-             clamp: bool = True) -> torch.Tensor:
+def generate(
+    model: torch.nn.Module,
+    process,
+    n: int,
+    *,
+    generator: torch.Generator | None,
+    steps: int | None = None,
+    algorithm: int = 2,
+    prior=None,
+    x_T: torch.Tensor | None = None,
+    batch_size: int = 500,
+    clamp: bool = True,
+) -> torch.Tensor:
     """n images from a Report D model: respaced DDPM with ``steps`` (None = all T) for a Gaussian run;
     Bansal et al.'s ``algorithm`` from ``prior`` draws (or ``x_T``) for a cold run. ``clamp``: clip to
     [-1, 1], the image range the metrics read (the cold algorithms' raw output may leave it)."""
@@ -311,11 +360,16 @@ def generate(model: torch.nn.Module, process, n: int, *, generator: torch.Genera
     if isinstance(process, RowColumnAveraging):
         if x_T is None:
             x_T = prior.sample(n, generator=generator)
-        out = torch.cat([cold_sample(model, process, x_T[i:i + batch_size].to(dev), algorithm=algorithm).cpu()
-                         for i in range(0, n, batch_size)])
+        out = torch.cat(
+            [
+                images_only(cold_sample(model, process, x_T[i : i + batch_size].to(dev), algorithm=algorithm)).cpu()  # type: ignore[arg-type]
+                for i in range(0, n, batch_size)
+            ]
+        )
     else:
-        out = sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T,
-                     batch_size=batch_size).cpu()
+        out = images_only(
+            sample(model, process, n, method="ddpm", steps=steps, generator=generator, x_T=x_T, batch_size=batch_size)
+        ).cpu()
     return out.clamp(-1, 1) if clamp else out
 
 
@@ -325,22 +379,19 @@ def _seeded(*keys: Any) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(0, CHAPTER, *[str(k) for k in keys]))
 
 
-def _metrics(images: torch.Tensor, *keys: Any) -> dict[str, Any]:
+def _metrics(images: torch.Tensor, cache: Cache, *keys: Any) -> dict[str, Any]:
     """measure() against the held-out digits, plus the classifier's histogram of the samples' classes."""
-    out = measure(images, generator=_seeded("metrics", *keys))
-    _, logits = classifier_outputs(images)
+    out = measure(images, cache=cache, generator=_seeded("metrics", *keys))
+    _, logits = classifier_outputs(images, book_classifier(cache))
     hist = torch.bincount(logits.argmax(1), minlength=10).double() / images.shape[0]
     out["class_fractions"] = hist.tolist()
     out["class_entropy_bits"] = float(-(hist[hist > 0] * hist[hist > 0].log2()).sum()) + 0.0  # not -0.0
     return out
 
 
-def _figures(tier: str) -> Path:
-    return tier_results_dir(tier) / CHAPTER / "figures"
-
-
-def _rel(path: Path, tier: str) -> str:
-    return str(path.relative_to(tier_results_dir(tier)))
+def _figure(name: str, images: torch.Tensor, tier: str, nrow: int) -> str:
+    """Save a grid ``results/report_d/figures/<name>.png``; its name relative to the results folder."""
+    return relative(save_grid(images, figure_path(CHAPTER, name, tier), nrow=nrow), tier)
 
 
 def _bar(total: int, desc: str, progress: bool):
@@ -364,18 +415,24 @@ def _eval(tier: str):
 def _cold_prior(process: RowColumnAveraging, run: str, tier: str):
     """The Gaussian mixture of fully degraded training digits (how Bansal et al. generate new images)."""
     train = load_embedded_mnist("train").tensors()[0]
-    return fit_degraded_prior(process, train, n_components=_budget(tier).prior_components,
-                              generator=_seeded("prior", run))
+    return fit_degraded_prior(
+        process, train, n_components=_budget(tier).prior_components, generator=_seeded("prior", run)
+    )
 
 
 def _sampler(process, steps: int | None, prior=None) -> str:
     if isinstance(process, RowColumnAveraging):
-        start = (f"a {prior.weights.numel()}-component Gaussian mixture fitted to the fully degraded training digits"
-                 if prior is not None else "the fully degraded held-out digits")
+        start = (
+            f"a {prior.weights.numel()}-component Gaussian mixture fitted to the fully degraded training digits"
+            if prior is not None
+            else "the fully degraded held-out digits"
+        )
         return f"Bansal et al. Algorithm 2 over all T={process.T} steps, from {start}"
     k = process.T if steps is None else steps
-    return (f"DDPM ancestral sampling (Ho et al. Algorithm 2, variance beta_tilde) on {k} of the T={process.T} "
-            f"steps{' (all of them)' if k == process.T else ' (respaced)'}, from N(0, I)")
+    return (
+        f"DDPM ancestral sampling (Ho et al. Algorithm 2, variance beta_tilde) on {k} of the T={process.T} "
+        f"steps{' (all of them)' if k == process.T else ' (respaced)'}, from N(0, I)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,13 +446,17 @@ def _loss_curve(record: dict[str, Any], per: int) -> dict[str, list]:
     by_epoch: dict[int, list[float]] = {}
     for s, v in zip(steps, losses):
         by_epoch.setdefault(math.ceil(s / per), []).append(v)
-    return {"epoch": [round(s / per, 4) for s in steps], "loss": losses,
-            "epoch_index": sorted(by_epoch), "epoch_mean_loss": [sum(v) / len(v) for _, v in sorted(by_epoch.items())]}
+    return {
+        "epoch": [round(s / per, 4) for s in steps],
+        "loss": losses,
+        "epoch_index": sorted(by_epoch),
+        "epoch_mean_loss": [sum(v) / len(v) for _, v in sorted(by_epoch.items())],
+    }
 
 
-def _curves(tier: str, progress: bool) -> Path:
+def _curves(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
-    summary = _runs_needed(tier, CURVE_RUNS, progress)
+    summary = _summaries(tier, CURVE_RUNS)
     ev, b = _eval(tier), _budget(tier)
     data: dict[str, Any] = {"runs": {}, "final": {}, "final_fid": {}, "final_is": {}}
     for run in CURVE_RUNS:
@@ -407,9 +468,16 @@ def _curves(tier: str, progress: bool) -> Path:
         for epoch, path in snaps:
             rec["step"].append(load_snapshot(model, path))
             # the same x_T and the same sampling noise at every epoch: the curve shows the network changing
-            images = generate(model, process, b.curve_n, generator=_seeded("curve", run), steps=ev.steps,
-                              prior=prior, batch_size=ev.batch_size)
-            m = _metrics(images, "curve", run)
+            images = generate(
+                model,
+                process,
+                b.curve_n,
+                generator=_seeded("curve", run),
+                steps=ev.steps,
+                prior=prior,
+                batch_size=ev.batch_size,
+            )
+            m = _metrics(images, cache, "curve", run)
             rec["epoch"].append(epoch)
             for k in ("fid", "is", "is_std", "kid_mean"):
                 rec[k].append(m[k])
@@ -422,21 +490,31 @@ def _curves(tier: str, progress: bool) -> Path:
         data["runs"][run] = rec
         # the final numbers, on the evaluation budget's larger sample (the last snapshot is the final network)
         start = time.perf_counter()
-        images = generate(model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior,
-                          batch_size=ev.batch_size)
+        images = generate(
+            model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior, batch_size=ev.batch_size
+        )
         sample_s = time.perf_counter() - start
-        final = _metrics(images, "final", run)
-        final.update(epoch=rec["epoch"][-1], steps=ev.steps or process.T, sampler=_sampler(process, ev.steps, prior),
-                     sample_wall_s=round(sample_s, 2))
+        final = _metrics(images, cache, "final", run)
+        final.update(
+            epoch=rec["epoch"][-1],
+            steps=ev.steps or process.T,
+            sampler=_sampler(process, ev.steps, prior),
+            sample_wall_s=round(sample_s, 2),
+        )
         data["final"][run] = final
         data["final_fid"][run], data["final_is"][run] = final["fid"], final["is"]
         if "fid_interval" in final:
             data.setdefault("final_fid_interval", {})[run] = final["fid_interval"]
-        save_image_grid(images[:64], _figures(tier) / f"final_{run}.png", nrow=16)
-        data["final"][run]["figure"] = _rel(_figures(tier) / f"final_{run}.png", tier)
-    cfg_out = {"curve_n": b.curve_n, "final_n": ev.n, "steps": ev.steps, "reference": "mnist-embedded/heldout",
-               "runs": list(CURVE_RUNS), "prior_components": b.prior_components,
-               "note": "every epoch's samples start from the same x_T with the same sampling noise"}
+        data["final"][run]["figure"] = _figure(f"final_{run}", images[:64], tier, nrow=16)
+    cfg_out = {
+        "curve_n": b.curve_n,
+        "final_n": ev.n,
+        "steps": ev.steps,
+        "reference": "mnist-embedded/heldout",
+        "runs": list(CURVE_RUNS),
+        "prior_components": b.prior_components,
+        "note": "every epoch's samples start from the same x_T with the same sampling noise",
+    }
     return save_result(CHAPTER, "curves", data, cfg_out, tier, time.perf_counter() - t0)
 
 
@@ -445,34 +523,45 @@ def _curves(tier: str, progress: bool) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _samples(tier: str, progress: bool) -> Path:
+def _samples(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
-    _runs_needed(tier, CURVE_RUNS, progress)
     b = _budget(tier)
-    data: dict[str, Any] = {"runs": {}, "report_epochs": list(REPORT_EPOCHS), "report_total_epochs": REPORT_TOTAL_EPOCHS}
+    data: dict[str, Any] = {
+        "runs": {},
+        "report_epochs": list(REPORT_EPOCHS),
+        "report_total_epochs": REPORT_TOTAL_EPOCHS,
+    }
     for run in CURVE_RUNS:
         model, process, cfg = load_run(run, tier)
         prior = _cold_prior(process, run, tier) if isinstance(process, RowColumnAveraging) else None
         snaps = _snapshots(run, tier)
         picks = report_epochs(len(snaps))
-        rec: dict[str, Any] = {"n_epochs": snaps[-1][0], "epochs": [], "figures": [], "predicted_classes": [],
-                               "sampler": _sampler(process, b.grid_steps, prior), "n_samples": b.grid_n}
+        rec: dict[str, Any] = {
+            "n_epochs": snaps[-1][0],
+            "epochs": [],
+            "figures": [],
+            "predicted_classes": [],
+            "sampler": _sampler(process, b.grid_steps, prior),
+            "n_samples": b.grid_n,
+        }
         bar = _bar(len(picks), f"{run}: sample grids", progress)
         for k in picks:
             epoch, path = snaps[k - 1]
             load_snapshot(model, path)
             images = generate(model, process, b.grid_n, generator=_seeded("grid", run), steps=b.grid_steps, prior=prior)
-            fig = _figures(tier) / f"samples_{run}_epoch{k:03d}.png"
-            save_image_grid(images, fig, nrow=b.grid_n)
             rec["epochs"].append(epoch)
-            rec["figures"].append(_rel(fig, tier))
-            rec["predicted_classes"].append(classifier_outputs(images)[1].argmax(1).tolist())
+            rec["figures"].append(_figure(f"samples_{run}_epoch{k:03d}", images, tier, nrow=b.grid_n))
+            rec["predicted_classes"].append(classifier_outputs(images, book_classifier(cache))[1].argmax(1).tolist())
             bar.update(1)
         bar.close()
         data["runs"][run] = rec
-    cfg_out = {"grid_n": b.grid_n, "grid_steps": b.grid_steps, "runs": list(CURVE_RUNS),
-               "note": "the report's epochs 1, 20, 40, 60, 100 of 100, scaled to the run's epochs; the same noise "
-                       "at every epoch"}
+    cfg_out = {
+        "grid_n": b.grid_n,
+        "grid_steps": b.grid_steps,
+        "runs": list(CURVE_RUNS),
+        "note": "the report's epochs 1, 20, 40, 60, 100 of 100, scaled to the run's epochs; the same noise "
+        "at every epoch",
+    }
     return save_result(CHAPTER, "samples", data, cfg_out, tier, time.perf_counter() - t0)
 
 
@@ -494,16 +583,24 @@ def step_change(degradation: RowColumnAveraging, images: torch.Tensor) -> list[f
     return out
 
 
-def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                   test_labels: torch.Tensor, l2: float = 1e-3, max_iter: int = 300) -> float:
+def probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    l2: float = 1e-3,
+    max_iter: int = 300,
+) -> float:
     """Held-out accuracy of a linear softmax classifier (L-BFGS, L2 penalty ``l2``) trained on standardised
     features (N, d): how much of a digit's class a representation keeps, read out linearly."""
     for name, f in (("train_features", train_features), ("test_features", test_features)):
         if f.dim() != 2:
             raise ValueError(f"{name} must be a (N, d) matrix, got shape {tuple(f.shape)}")
     if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(f"train_features and test_features must have the same d, got {train_features.shape[1]} "
-                         f"and {test_features.shape[1]}")
+        raise ValueError(
+            f"train_features and test_features must have the same d, got {train_features.shape[1]} "
+            f"and {test_features.shape[1]}"
+        )
     mu, sd = train_features.double().mean(0), train_features.double().std(0).clamp(min=1e-6)
     xtr, xte = (train_features.double() - mu) / sd, (test_features.double() - mu) / sd
     k = int(max(train_labels.max(), test_labels.max())) + 1
@@ -523,72 +620,91 @@ def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, tes
 
 
 @torch.no_grad()
-def _restore(model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[dict, dict]:
+def _restore(
+    model, D: RowColumnAveraging, x0: torch.Tensor, y: torch.Tensor, batch: int, classifier: Any = None
+) -> tuple[dict, dict]:
     """Restore D(x0, T) three ways: R's one-shot guess R(x_T, T), Algorithm 1 and Algorithm 2."""
     x_T = D.degrade(x0, D.T)
     T = torch.full((batch,), D.T, dtype=torch.int64)
     p = next(iter(model.parameters()), None)
     dev = p.device if p is not None else torch.device("cpu")
-    direct = torch.cat([model(x_T[i:i + batch].to(dev), T[:x_T[i:i + batch].shape[0]].to(dev)).float().cpu()
-                        for i in range(0, len(x0), batch)])
-    raw = {"direct": direct,
-           "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch, clamp=False),
-           "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch, clamp=False)}
+    direct = torch.cat(
+        [
+            model(x_T[i : i + batch].to(dev), T[: x_T[i : i + batch].shape[0]].to(dev)).float().cpu()
+            for i in range(0, len(x0), batch)
+        ]
+    )
+    raw = {
+        "direct": direct,
+        "alg1": generate(model, D, len(x0), generator=None, algorithm=1, x_T=x_T, batch_size=batch, clamp=False),
+        "alg2": generate(model, D, len(x0), generator=None, algorithm=2, x_T=x_T, batch_size=batch, clamp=False),
+    }
     outs = {name: out.clamp(-1, 1) for name, out in raw.items()}
     stats = {}
     for name, out in outs.items():
-        pred = classifier_outputs(out)[1].argmax(1)
+        pred = classifier_outputs(out, classifier)[1].argmax(1)
         stats[name] = {
-            "mse": float((out - x0).square().mean()), "l1": float((out - x0).abs().mean()),
+            "mse": float((out - x0).square().mean()),
+            "l1": float((out - x0).abs().mean()),
             "accuracy": float((pred == y).double().mean()),
-            "accuracy_per_class": [float((pred[y == c] == c).double().mean()) if (y == c).any() else None
-                                   for c in range(10)],
+            "accuracy_per_class": [
+                float((pred[y == c] == c).double().mean()) if (y == c).any() else None for c in range(10)
+            ],
             # how far the (unclipped) result is from agreeing with the observation: max |D(out, T) - x_T|
             "consistency_error": float((D.degrade(raw[name], D.T) - x_T).abs().max()),
         }
     return stats, {"x_T": x_T, **outs}
 
 
-def _cold(tier: str, progress: bool) -> Path:
+def _cold(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
-    summary = _runs_needed(tier, COLD_RUNS, progress)
+    summary = _summaries(tier, COLD_RUNS)
     ev, b = _eval(tier), _budget(tier)
     n_gen = b.cold_n or ev.n
     heldout = load_embedded_mnist("heldout").subset(b.restore_n)
     x0, y = heldout.tensors()
     train_x, train_y = load_embedded_mnist("train").tensors()
     all_held_x, all_held_y = load_embedded_mnist("heldout").tensors()
-    probe_idx = torch.randperm(len(train_x), generator=_seeded("probe"))[:b.probe_n]
+    probe_idx = torch.randperm(len(train_x), generator=_seeded("probe"))[: b.probe_n]
     px, py = train_x[probe_idx], train_y[probe_idx]
-    data: dict[str, Any] = {"runs": {}, "probe": {"pixels": probe_accuracy(px.flatten(1), py, all_held_x.flatten(1),
-                                                                           all_held_y)}}
+    data: dict[str, Any] = {
+        "runs": {},
+        "probe": {"pixels": probe_accuracy(px.flatten(1), py, all_held_x.flatten(1), all_held_y)},
+    }
     pick = [int((y == c).nonzero()[0]) for c in range(10) if (y == c).any()]  # one digit per class for figures
     bar = _bar(len(COLD_RUNS), "cold-diffusion restorers", progress)
     for run in COLD_RUNS:
         model, D, cfg = load_run(run, tier)
-        rec: dict[str, Any] = {"axis": D.axis, "order": D.order_name, "group": D.group, "T": D.T,
-                               "line_order": D.order, "final_loss": summary[run]["final_loss"],
-                               "loss": cfg.loss}
-        rec["restoration"], outs = _restore(model, D, x0, y, ev.batch_size)
+        rec: dict[str, Any] = {
+            "axis": D.axis,
+            "order": D.order_name,
+            "group": D.group,
+            "T": D.T,
+            "line_order": D.order,
+            "final_loss": summary[run]["final_loss"],
+            "loss": cfg.loss,
+        }
+        rec["restoration"], outs = _restore(model, D, x0, y, ev.batch_size, book_classifier(cache))
         grid = torch.cat([x0[pick]] + [outs[k][pick] for k in ("x_T", "direct", "alg1", "alg2")])
-        save_image_grid(grid, _figures(tier) / f"cold_restore_{run}.png", nrow=len(pick))
-        rec["restore_figure"] = _rel(_figures(tier) / f"cold_restore_{run}.png", tier)
+        rec["restore_figure"] = _figure(f"cold_restore_{run}", grid, tier, nrow=len(pick))
         prior = _cold_prior(D, run, tier)
         x_T = prior.sample(n_gen, generator=_seeded("generate", run))
         rec["generation"] = {}
         gen = {}
         for alg in (1, 2):
-            raw = generate(model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
+            raw = generate(
+                model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False
+            )
             gen[alg] = raw.clamp(-1, 1)
-            m = _metrics(gen[alg], "cold", run)
+            m = _metrics(gen[alg], cache, "cold", run)
             m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
             rec["generation"][f"alg{alg}"] = m
         rec["generation_fid"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
         if "fid_interval" in rec["generation"]["alg1"]:
             rec["generation_fid_interval"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid_interval"] for a in (1, 2)}
-        save_image_grid(torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), _figures(tier) / f"cold_generate_{run}.png",
-                        nrow=10)
-        rec["generate_figure"] = _rel(_figures(tier) / f"cold_generate_{run}.png", tier)
+        rec["generate_figure"] = _figure(
+            f"cold_generate_{run}", torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), tier, nrow=10
+        )
         rec["step_change"] = step_change(D, all_held_x)
         key = f"{D.axis}/g{D.group}"
         if key not in data["probe"]:  # D(x, T) does not depend on the order: one probe per axis and group
@@ -599,11 +715,17 @@ def _cold(tier: str, progress: bool) -> Path:
     data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
     if all("fid_interval" in data["runs"][run]["generation"]["alg2"] for run in COLD_RUNS):
         data["fid_alg2_interval"] = {run: data["runs"][run]["generation"]["alg2"]["fid_interval"] for run in COLD_RUNS}
-    cfg_out = {"restore_n": len(x0), "generate_n": n_gen, "prior_components": b.prior_components,
-               "probe_n": len(px), "reference": "mnist-embedded/heldout",
-               "figure_rows": {"restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)",
-                                           "Algorithm 1", "Algorithm 2"],
-                               "generate": ["x_T drawn from the prior", "Algorithm 1", "Algorithm 2"]}}
+    cfg_out = {
+        "restore_n": len(x0),
+        "generate_n": n_gen,
+        "prior_components": b.prior_components,
+        "probe_n": len(px),
+        "reference": "mnist-embedded/heldout",
+        "figure_rows": {
+            "restore": ["original x0", "degraded x_T = D(x0, T)", "direct R(x_T, T)", "Algorithm 1", "Algorithm 2"],
+            "generate": ["x_T drawn from the prior", "Algorithm 1", "Algorithm 2"],
+        },
+    }
     return save_result(CHAPTER, "cold", data, cfg_out, tier, time.perf_counter() - t0)
 
 
@@ -612,23 +734,27 @@ def _cold(tier: str, progress: bool) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _comparison(tier: str, progress: bool) -> Path:
+def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
     from ..memorisation import nearest_neighbours
 
     t0 = time.perf_counter()
-    _runs_needed(tier, COMPARISON_RUNS, progress)
     ev, b = _eval(tier), _budget(tier)
     train_x = load_embedded_mnist("train").tensors()[0]
     rows: dict[str, dict[str, Any]] = {}
 
     def add(name: str, run: str, images: torch.Tensor, seconds: float, nfe: int, sampler: str, start: str) -> None:
-        m = _metrics(images, "comparison")
+        m = _metrics(images, cache, "comparison")
         dist, _ = nearest_neighbours(images, train_x)
-        m.update(run=run, sampler=sampler, start=start, nfe=nfe, sample_s_per_1000=round(1000 * seconds / len(images), 2),
-                 nn_distance_mean=float(dist.mean()), nn_distance_median=float(dist.median()))
-        fig = _figures(tier) / f"comparison_{name}.png"
-        save_image_grid(images[:20], fig, nrow=10)
-        m["figure"] = _rel(fig, tier)
+        m.update(
+            run=run,
+            sampler=sampler,
+            start=start,
+            nfe=nfe,
+            sample_s_per_1000=round(1000 * seconds / len(images), 2),
+            nn_distance_mean=float(dist.mean()),
+            nn_distance_median=float(dist.median()),
+        )
+        m["figure"] = _figure(f"comparison_{name}", images[:20], tier, nrow=10)
         rows[name] = m
 
     jobs = [("cnn", K) for K in b.compare_steps] + [("cnn_selu", b.selu_steps)]
@@ -636,74 +762,138 @@ def _comparison(tier: str, progress: bool) -> Path:
     for run, K in jobs:
         model, schedule, _ = load_run(run, tier)
         k = schedule.T if K is None else min(K, schedule.T)
-        starts = {"noise": None}
+        starts: dict[str, torch.Tensor | None] = {"noise": None}
         if run == "cnn_selu":  # its chain ends at alpha_bar_T = 0.36, far from N(0, I): also start where it trained
             starts["matched"] = gaussian_data_prior(schedule, train_x, ev.n, generator=_seeded("matched"))
         for start, x_T in starts.items():
             t1 = time.perf_counter()
-            images = generate(model, schedule, ev.n, generator=_seeded("comparison"), steps=k, x_T=x_T,
-                              batch_size=ev.batch_size)
+            images = generate(
+                model, schedule, ev.n, generator=_seeded("comparison"), steps=k, x_T=x_T, batch_size=ev.batch_size
+            )
             label = "N(0, I)" if x_T is None else "N(sqrt(alpha_bar_T) mu, alpha_bar_T Sigma + (1 - alpha_bar_T) I)"
-            add(f"ddpm_{run}_K{k}" + ("" if start == "noise" else "_matched"), run, images, time.perf_counter() - t1, k,
-                _sampler(schedule, k), label)
+            add(
+                f"ddpm_{run}_K{k}" + ("" if start == "noise" else "_matched"),
+                run,
+                images,
+                time.perf_counter() - t1,
+                k,
+                _sampler(schedule, k),
+                label,
+            )
             bar.update(1)
     model, D, _ = load_run("cold_columns_random", tier)
     prior = _cold_prior(D, "cold_columns_random", tier)
     t1 = time.perf_counter()
     images = generate(model, D, ev.n, generator=_seeded("comparison"), prior=prior, batch_size=ev.batch_size)
-    add("cold_columns_random_alg2", "cold_columns_random", images, time.perf_counter() - t1, D.T,
-        _sampler(D, None, prior), "Gaussian mixture of fully degraded training digits")
+    add(
+        "cold_columns_random_alg2",
+        "cold_columns_random",
+        images,
+        time.perf_counter() - t1,
+        D.T,
+        _sampler(D, None, prior),
+        "Gaussian mixture of fully degraded training digits",
+    )
     bar.update(1)
     real = load_embedded_mnist("train")
-    idx = torch.randperm(len(real), generator=_seeded("floor"))[:ev.n]
-    floor = _metrics(real.batch(idx)[0], "comparison")
-    held = heldout_reference()
+    idx = torch.randperm(len(real), generator=_seeded("floor"))[: ev.n]
+    floor = _metrics(real.batch(idx)[0], cache, "comparison")
+    held = heldout_reference(cache)
     dist, _ = nearest_neighbours(held, train_x)
     floor.update(nn_distance_mean_heldout=float(dist.mean()), nn_distance_median_heldout=float(dist.median()))
     bar.update(1)
     bar.close()
     best_ddpm = [name for name in rows if name.startswith("ddpm_cnn_K")][-1]  # the most sampling steps
-    data = {"rows": rows, "fid": {k: v["fid"] for k, v in rows.items()}, "is": {k: v["is"] for k, v in rows.items()},
-            "real_digits": floor, "ddpm_row": best_ddpm,
-            "fid_ddpm_vs_cold": {"gaussian_ddpm": rows[best_ddpm]["fid"],
-                                 "cold_diffusion": rows["cold_columns_random_alg2"]["fid"]}}
-    cfg_out = {"n": ev.n, "reference": "mnist-embedded/heldout", "batch_size": ev.batch_size,
-               "compare_steps": list(b.compare_steps), "prior_components": b.prior_components,
-               "load_average": list(os.getloadavg()),
-               "note": "real_digits: n random training digits measured the same way (the floor); their nearest-"
-                       "neighbour distance is that of the held-out digits to the training digits"}
+    data = {
+        "rows": rows,
+        "fid": {k: v["fid"] for k, v in rows.items()},
+        "is": {k: v["is"] for k, v in rows.items()},
+        "real_digits": floor,
+        "ddpm_row": best_ddpm,
+        "fid_ddpm_vs_cold": {
+            "gaussian_ddpm": rows[best_ddpm]["fid"],
+            "cold_diffusion": rows["cold_columns_random_alg2"]["fid"],
+        },
+    }
+    cfg_out = {
+        "n": ev.n,
+        "reference": "mnist-embedded/heldout",
+        "batch_size": ev.batch_size,
+        "compare_steps": list(b.compare_steps),
+        "prior_components": b.prior_components,
+        "load_average": list(os.getloadavg()),
+        "note": "real_digits: n random training digits measured the same way (the floor); their nearest-"
+        "neighbour distance is that of the held-out digits to the training digits",
+    }
     return save_result(CHAPTER, "comparison", data, cfg_out, tier, time.perf_counter() - t0)
 
 
-def _pretrained(tier: str, progress: bool) -> Path:
+def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the GELU CNN at T=1000 (``load_pretrained("report_d")``); the smoke tier writes a throwaway copy.
     It needs only that run, finished, not the other six."""
     from ..models import count_parameters
     from ..pretrained import export_pretrained
 
     t0 = time.perf_counter()
-    _runs_needed(tier, (PRETRAINED_RUN,), progress)
-    ckpt = runs_root(tier) / CHAPTER / PRETRAINED_RUN / "checkpoint.pt"
+    ckpt = store(tier).checkpoint(PRETRAINED_RUN)
     model, _, cfg = load_run(PRETRAINED_RUN, tier)
-    source = {"tier": tier, "chapter": CHAPTER, "run": PRETRAINED_RUN, "preset": RUNS[PRETRAINED_RUN][0],
-              "dataset": cfg.dataset, "epochs": run_epochs(PRETRAINED_RUN, tier)}
+    source = {
+        "tier": tier,
+        "chapter": CHAPTER,
+        "run": PRETRAINED_RUN,
+        "preset": RUNS[PRETRAINED_RUN][0],
+        "dataset": cfg.dataset,
+        "epochs": run_epochs(PRETRAINED_RUN, tier),
+    }
     folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
     path = export_pretrained(ckpt, "report_d", source=source, folder=folder)
-    data = {"name": "report_d", "file": path.name, "bytes": path.stat().st_size, "params": count_parameters(model),
-            "source": source, "load": 'diffusion_edu.pretrained.load_pretrained("report_d")'}
+    data = {
+        "name": "report_d",
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "params": count_parameters(model),
+        "source": source,
+        "load": 'diffusion_edu.pretrained.load_pretrained("report_d")',
+    }
     return save_result(CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t0)
 
 
-PARTS: dict[str, Part] = {
-    "training": Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
-    "curves": Part("curves", "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers",
-                   _curves, needs=["training"]),
-    "samples": Part("samples", "sample grids at the report's epochs (1, 20, 40, 60, 100 of 100, scaled)",
-                    _samples, needs=["training"]),
-    "cold": Part("cold", "cold diffusion: restoration, Algorithms 1 vs 2, generation, rows vs columns, orders",
-                 _cold, needs=["training"]),
-    "comparison": Part("comparison", "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)",
-                       _comparison, needs=["training"]),
-    "pretrained": Part("pretrained", "ship the GELU CNN (T=1000) as load_pretrained('report_d')", _pretrained,
-                       needs=["training"]),
-}
+PARTS: dict[str, Part] = chapter_parts(
+    CHAPTER,
+    Part("training", "train the CNN DDPMs and the cold-diffusion restorers, one snapshot per epoch", _train),
+    Part(
+        "curves",
+        "loss, FID and IS per epoch (cnn, cnn_selu, cold columns) and the final numbers",
+        _curves,
+        ["training"],
+        CURVE_RUNS,
+    ),
+    Part(
+        "samples",
+        "sample grids at the report's epochs (1, 20, 40, 60, 100 of 100, scaled)",
+        _samples,
+        ["training"],
+        CURVE_RUNS,
+    ),
+    Part(
+        "cold",
+        "cold diffusion: restoration, Algorithms 1 vs 2, generation, rows vs columns, orders",
+        _cold,
+        ["training"],
+        COLD_RUNS,
+    ),
+    Part(
+        "comparison",
+        "Gaussian DDPM vs cold diffusion under one protocol (the report's Sec. 2.3)",
+        _comparison,
+        ["training"],
+        COMPARISON_RUNS,
+    ),
+    Part(
+        "pretrained",
+        "ship the GELU CNN (T=1000) as load_pretrained('report_d')",
+        _pretrained,
+        ["training"],
+        (PRETRAINED_RUN,),
+    ),
+)

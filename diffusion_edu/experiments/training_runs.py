@@ -17,24 +17,33 @@ The smoke tier trains a few steps on 256 digits: it checks that the code runs, n
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
-from ..seeding import derived_seed  # noqa: F401  (re-exported for chapter modules)
 from ..presets import TrainConfig, training_preset
-from .common import ensure_trained, final_loss, runs_root, save_result, training_curve
+from ..seeding import derived_seed  # noqa: F401  (re-exported for chapter modules)
 
-__all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs", "snapshot_paths"]
+__all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs"]
 
 # (preset name, overrides applied at every tier); the overrides may hold "tier_overrides": {tier: {...}},
 # applied after the chapter's tier overrides for that one run (never at the smoke tier).
 RunSpec = tuple[str, dict[str, Any]]
 
-SMOKE = dict(dataset="mnist-embedded", subset=256, batch_size=16, steps=6, warmup_steps=0, log_every=2,
-             checkpoint_every=0, sample_every=0, callback_every=3, device="cpu")
+SMOKE = dict(
+    dataset="mnist-embedded",
+    subset=256,
+    batch_size=16,
+    steps=6,
+    warmup_steps=0,
+    log_every=2,
+    checkpoint_every=0,
+    sample_every=0,
+    callback_every=3,
+    device="cpu",
+)
 
 
 def make_config(spec: RunSpec, tier: str, tier_overrides: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
@@ -58,8 +67,9 @@ def snapshot_callback(out_dir: str | Path) -> Callable[[int, torch.nn.Module, An
     folder = Path(out_dir) / "snapshots"
 
     def save(step: int, model: torch.nn.Module, ema: torch.nn.Module | None) -> None:
-        from ..results import atomic_write_bytes
         import io
+
+        from ..results import atomic_write_bytes
 
         net = ema if ema is not None else model
         buf = io.BytesIO()
@@ -69,38 +79,16 @@ def snapshot_callback(out_dir: str | Path) -> Callable[[int, torch.nn.Module, An
     return save
 
 
-def snapshot_paths(chapter: str, run: str, tier: str) -> list[Path]:
-    """The run's saved snapshots, in step order."""
-    return sorted((runs_root(tier) / chapter / run / "snapshots").glob("step_*.pt"))
+def train_runs(
+    chapter: str,
+    runs: Mapping[str, RunSpec],
+    tier: str,
+    tier_overrides: Mapping[str, Mapping[str, Any]],
+    progress: bool = True,
+    snapshots: bool = False,
+    only: list[str] | None = None,
+) -> Path:
+    """A chapter's training part: :func:`~.store.record_training` of its :class:`~.store.RunStore`."""
+    from .store import RunStore, record_training
 
-
-def train_runs(chapter: str, runs: Mapping[str, RunSpec], tier: str,
-               tier_overrides: Mapping[str, Mapping[str, Any]], progress: bool = True,
-               snapshots: bool = False, only: list[str] | None = None) -> Path:
-    """Train (or resume, or load when finished) every run, then write ``results/<chapter>/training.json``
-    with each run's config, parameter count, steps, wall time, throughput and loss curve."""
-    from ..models import count_parameters
-
-    t0 = time.perf_counter()
-    summary: dict[str, Any] = {}
-    configs: dict[str, Any] = {}
-    for name in (only or list(runs)):
-        cfg = make_config(runs[name], tier, tier_overrides)
-        out = runs_root(tier) / chapter / name
-        kwargs = {"callbacks": snapshot_callback(out)} if snapshots and cfg.callback_every else {}
-        result = ensure_trained(chapter, name, cfg, tier, progress=progress, **kwargs)
-        curve = training_curve(out)
-        summary[name] = {
-            "preset": runs[name][0],
-            "params": count_parameters(result.model),
-            "steps": result.step,
-            "epochs": curve["epoch"][-1] if curve["epoch"] else 0,
-            "batch_size": cfg.batch_size,
-            "precision": result.precision,  # what "auto" resolved to on this device
-            "train_wall_time_s": round(result.wall_time_s, 1),
-            "img_per_s": round(result.step * cfg.batch_size / max(result.wall_time_s, 1e-9), 1),
-            "final_loss": final_loss(curve),
-            "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")},
-        }
-        configs[name] = cfg.to_dict()
-    return save_result(chapter, "training", summary, {"runs": configs}, tier, time.perf_counter() - t0)
+    return record_training(RunStore(chapter, runs, tier_overrides, tier), progress, snapshots, only)

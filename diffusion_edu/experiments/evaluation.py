@@ -1,0 +1,137 @@
+"""The evaluation pipeline of the MNIST chapters: samples -> metrics (with their intervals) -> the
+columns a results file holds.
+
+:func:`measure` scores samples against the 1,005 held-out digits with the book's kit (classifier-
+feature FID, KID, IS, precision and recall, conditional accuracy) and adds each metric's bootstrap
+interval; :func:`metric_columns` turns {setting: record} into the {metric: {setting: value}} layout that the
+ledger and the notebooks read. The classifier and the reference's features come from an explicit
+:class:`~.store.Cache` when one is passed (computed once per chapter run), else are made per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..results import current_tier
+
+__all__ = [
+    "heldout_reference",
+    "book_classifier",
+    "reference_features",
+    "measure",
+    "metric_columns",
+    "for_metrics",
+    "images_only",
+    "INTERVAL_KEYS",
+]
+
+# the metrics whose percentile-bootstrap interval every results file keeps (<metric>_interval)
+INTERVAL_KEYS = ("fid", "kid_mean", "is", "precision", "recall", "conditional_accuracy")
+
+
+def _memo(cache: Any, key: tuple, make):
+    return make() if cache is None else cache.get(key, make)
+
+
+def heldout_reference(cache: Any = None) -> torch.Tensor:
+    """The 1,005 held-out embedded digits in [-1, 1]: the reference set of every MNIST FID in the book."""
+    from ..data import load_embedded_mnist
+
+    return _memo(cache, ("reference", "heldout"), lambda: load_embedded_mnist("heldout").tensors()[0])
+
+
+def book_classifier(cache: Any = None):
+    """The shipped MNIST classifier on the CPU (the feature extractor of every MNIST metric)."""
+    from ..metrics import load_mnist_classifier
+
+    return _memo(cache, ("classifier", "cpu"), lambda: load_mnist_classifier(torch.device("cpu")))
+
+
+def reference_features(classifier: Any = None, cache: Any = None):
+    """:func:`~diffusion_edu.metrics.reference_stats` of the held-out digits through ``classifier``
+    (default :func:`book_classifier`)."""
+    from ..metrics import reference_stats
+
+    if classifier is not None:  # a caller's own classifier: its features are not cached
+        return reference_stats(heldout_reference(cache), classifier)
+    clf = book_classifier(cache)
+    return _memo(cache, ("reference", "heldout_stats"), lambda: reference_stats(heldout_reference(cache), clf))
+
+
+def measure(
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    intervals: bool = True,
+    level: float = 0.95,
+    cache: Any = None,
+    **kwargs,
+) -> dict[str, Any]:
+    """The evaluation kit on samples vs the held-out digits: classifier-feature FID, KID, IS, precision
+    and recall (k = 3), and the conditional accuracy when ``labels`` are given, as plain floats; with
+    ``intervals`` also each metric's ``level`` percentile-bootstrap interval over the samples
+    (``fid_interval``, ...: {estimate, low, high, level, method, n_boot, n};
+    :func:`diffusion_edu.intervals.evaluation_intervals`), so every results file keeps its noise.
+    ``kwargs`` go to :func:`diffusion_edu.metrics.evaluate` (``classifier``, ``generator``, ...)."""
+    from ..intervals import evaluation_intervals
+    from ..metrics import classifier_outputs, evaluate, precision_recall_from_features
+
+    x, y = images.float().cpu(), None if labels is None else labels.cpu()
+    clf = kwargs.pop("classifier", None)
+    ref = reference_features(clf, cache)
+    out = evaluate(x, ref, labels=y, **kwargs)
+    f, logits = classifier_outputs(x, ref.classifier)
+    out.update(precision_recall_from_features(f, ref.features), pr_k=3)
+    if intervals:
+        gen = kwargs.get("generator")
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if gen is not None else 0
+        n_boot = {k: 50 for k in INTERVAL_KEYS} if current_tier() == "smoke" else None  # smoke numbers are never shown
+        out.update(
+            evaluation_intervals(
+                f,
+                logits,
+                ref.features,
+                y,
+                estimates={k: out[k] for k in INTERVAL_KEYS if k in out},
+                n_boot=n_boot,
+                level=level,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        )
+    return out
+
+
+def metric_columns(records: dict[str, dict], keys: Iterable[str] | None = None) -> dict[str, dict]:
+    """{setting: record} -> {metric: {setting: value}}: the layout the ledger and the notebooks read.
+
+    ``keys`` None: every key of the first record (all records hold the same keys). Else those keys, then
+    ``precision`` / ``recall`` where a record holds them, then the ``<key>_interval`` of each key that
+    has one; a record without a key gives None."""
+    if keys is None:
+        metrics = next(iter(records.values())).keys()
+        return {m: {k: r[m] for k, r in records.items()} for m in metrics}
+    keys = [*keys, *(k for k in ("precision", "recall") if any(k in r for r in records.values()))]
+    keys += [f"{k}_interval" for k in keys if any(f"{k}_interval" in r for r in records.values())]
+    return {k: {name: rec.get(k) for name, rec in records.items()} for k in keys}
+
+
+def for_metrics(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Samples made measurable (non-finite values zeroed, all clamped to [-1, 1]) and how much that changed:
+    the fractions of non-finite pixels and of pixels outside [-1, 1], and the largest |pixel|."""
+    finite = torch.isfinite(x)
+    out_of_range = finite & (x.abs() > 1.0 + 1e-6)
+    stats = {
+        "non_finite": float((~finite).float().mean()),
+        "out_of_range": float(out_of_range.float().mean()),
+        "max_abs": float(x[finite].abs().max()) if finite.any() else float("nan"),
+    }
+    return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0), stats
+
+
+def images_only(out: Any) -> torch.Tensor:
+    """A sampler's output when no trajectory was asked for: the images (typed for the checker)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"expected the sampler's images, got {type(out).__name__} (was a trajectory asked for?)")
+    return out

@@ -1,0 +1,144 @@
+"""The experiments kernel: the one training policy (Part.needs / Part.runs, ensure_needs), the explicit
+cache, the run store's refusals and the columns of a results file. The policy is pinned on a stand-in
+chapter whose store records what it is asked to train, so nothing trains here."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from diffusion_edu.experiments import CHAPTERS, common, ensure_result
+from diffusion_edu.experiments.common import Part, chapter_parts
+from diffusion_edu.experiments.evaluation import metric_columns
+from diffusion_edu.experiments.store import Cache, RunStore
+
+
+class _Store:
+    """A run store whose runs are finished once trained; it records every call to train."""
+
+    trained: list[list[str]] = []
+    done: set[str] = set()
+
+    def __init__(self, tier: str):
+        self.tier = tier
+
+    def missing(self, runs=None):
+        return {r: "no checkpoint" for r in (runs or ["a", "b"]) if r not in _Store.done}
+
+    def require(self, runs, part=None):
+        raise RuntimeError(f"not finished: {runs}; --only training {part or ''}")
+
+    def train(self, runs, progress=True, snapshots=False):
+        _Store.trained.append(list(runs))
+        _Store.done.update(runs)
+
+
+@pytest.fixture
+def chapters(monkeypatch, tmp_path):
+    """Two stand-in chapters: "fake" (a training part and an evaluation part that loads run "a"), and
+    "other" whose part needs run "b" of fake's training."""
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    calls: list[str] = []
+    _Store.trained, _Store.done = [], set()
+
+    def train_part(tier, progress, cache):
+        _Store.done.update({"a", "b"})
+        calls.append("training")
+        return common.save_result("fake", "training", {}, {}, tier, 0.0)
+
+    def evaluate(tier, progress, cache):
+        calls.append("evaluate")
+        return common.save_result("fake", "evaluate", {"cache": type(cache).__name__}, {}, tier, 0.0)
+
+    def other(tier, progress, cache):
+        calls.append("other")
+        return common.save_result("other", "other", {}, {}, tier, 0.0)
+
+    fake = types.ModuleType("fake_chapter")
+    fake.CHAPTER, fake.store = "fake", _Store
+    fake.PARTS = chapter_parts(
+        "fake", Part("training", "", train_part), Part("evaluate", "", evaluate, ["training"], ("a",))
+    )
+    oth = types.ModuleType("other_chapter")
+    oth.CHAPTER = "other"
+    oth.PARTS = chapter_parts("other", Part("other", "", other, ["fake/training"], ("b",)))
+    for name, mod in (("fake", fake), ("other", oth)):
+        monkeypatch.setitem(sys.modules, f"{name}_chapter", mod)
+        monkeypatch.setitem(CHAPTERS, name, f"{name}_chapter")
+    return fake, oth, calls
+
+
+def test_smoke_trains_the_needed_part_first_then_loads(chapters):
+    fake, _, calls = chapters
+    rec = ensure_result(fake, "evaluate", "smoke")
+    assert calls == ["training", "evaluate"] and rec["data"]["cache"] == "Cache"
+    ensure_result(fake, "evaluate", "smoke")  # the runs are finished now: evaluated again, not retrained
+    assert calls == ["training", "evaluate", "evaluate"]
+
+
+def test_another_chapters_runs_train_alone_without_its_training_part(chapters):
+    """A part that needs one run of another chapter trains that run only (at smoke / colab), not the other
+    chapter's whole training part."""
+    _, oth, calls = chapters
+    ensure_result(oth, "other", "colab")
+    assert _Store.trained == [["b"]] and calls == ["other"]
+
+
+@pytest.mark.parametrize("tier", ["cpu", "gpu"])
+def test_real_tiers_refuse_and_name_the_training_part(chapters, tier):
+    fake, oth, calls = chapters
+    with pytest.raises(RuntimeError, match="--only training evaluate"):
+        fake.PARTS["evaluate"].run(tier, False)
+    with pytest.raises(RuntimeError, match="not finished"):
+        ensure_result(oth, "other", tier)
+    assert calls == [] and _Store.trained == []
+
+
+def test_a_need_that_is_not_a_part_is_named():
+    part = Part("p", "", lambda *a: None, ["nonsense"], chapter="report_e")
+    with pytest.raises(ValueError, match="needs 'nonsense', which is not a part"):
+        common.ensure_needs(part, "smoke")
+
+
+def test_cache_makes_each_key_once():
+    cache, made = Cache(), []
+    for _ in range(3):
+        assert cache.get(("model", "x"), lambda: made.append(1) or len(made)) == 1
+    cache.get(("samples", "y"), lambda: 0)
+    assert made == [1] and cache.keys("samples") == [("samples", "y")] and len(cache.keys()) == 2
+
+
+def test_run_store_names_unknown_runs_and_the_training_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    store = RunStore("report_e", {"r": ("e_unet", {})}, {}, "cpu")
+    with pytest.raises(ValueError, match="run must be one of \\['r'\\]"):
+        store.config("typo")
+    assert store.missing() == {"r": "no checkpoint"}
+    with pytest.raises(RuntimeError, match=r"r \(no checkpoint\).*experiment report_e --tier cpu --only training p"):
+        store.require(["r"], "p")
+    with pytest.raises(FileNotFoundError, match="--only training"):
+        store.load("r")
+
+
+def test_columns_transpose_records_the_two_ways():
+    recs = {"a": {"fid": 1.0, "is": 2.0, "fid_interval": {"low": 0}}, "b": {"fid": 3.0, "is": 4.0}}
+    assert metric_columns({"a": {"x": 1}, "b": {"x": 2}}) == {"x": {"a": 1, "b": 2}}
+    out = metric_columns(recs, ("fid", "is"))
+    assert out == {
+        "fid": {"a": 1.0, "b": 3.0},
+        "is": {"a": 2.0, "b": 4.0},
+        "fid_interval": {"a": {"low": 0}, "b": None},
+    }
+
+
+def test_no_module_level_caches_in_the_experiments():
+    """Every chapter module holds no dict or list that fills up as parts run (the caches that used to
+    decide numbers): a cache is an object passed in."""
+    import importlib
+
+    for name in ("common", "evaluation", "store", "figures", "report_a", "report_d", "report_e", "measuring"):
+        mod = importlib.import_module(f"diffusion_edu.experiments.{name}")
+        for attr in ("_MODELS", "_SAMPLES", "_REFERENCE"):
+            assert not hasattr(mod, attr), (name, attr)
