@@ -68,9 +68,10 @@ class TrainConfig:
     which the book's short cpu-tier runs use), ``grad_clip`` (max global gradient norm or None), ``ema_decay`` (None = no EMA)
     and ``ema_start`` (the EMA copies the weights until this step), ``batch_size``, ``steps``.
     Wall-clock budget: ``minutes`` (None = train ``steps`` steps). With a budget the run times its first
-    ``budget_probe_steps`` steps, then fixes ``steps`` so that the learning-rate schedule ends when the
-    budget does (:func:`diffusion_edu.training.steps_for_budget`), records that step count in
-    ``steps`` and the step at which it was fixed in ``budget_fixed_at``, and keeps both on resume.
+    ``budget_probe_steps`` steps, fixes ``steps`` so that the learning-rate schedule ends when the
+    budget does (:func:`diffusion_edu.training.steps_for_budget`), re-times once a tenth of the way to
+    that count (periodic costs and a slowing machine included) and fixes it for good, records that
+    step count in ``steps`` and the step of the last fix in ``budget_fixed_at``, and keeps both on resume.
     Bookkeeping (0 = never): ``log_every``, ``checkpoint_every``, ``sample_every`` (grids of
     ``sample_n`` images, DDIM with ``sample_steps`` steps), ``callback_every``; ``seed``.
     Hardware: ``device`` (auto | cpu | cuda | cuda:N | mps), ``precision`` (auto = bf16 autocast on

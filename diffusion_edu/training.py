@@ -577,23 +577,37 @@ def _budget_of(previous: dict[str, Any], config: TrainConfig) -> TrainConfig:
 
 
 class _BudgetProbe:
-    """Times ``probe`` steps (after two untimed ones: first-call allocations and compilation) of a run with
-    a wall-clock budget and returns the step count :func:`steps_for_budget` gives."""
+    """Times the first steps of a run with a wall-clock budget and fixes its step count, twice.
+
+    First from ``budget_probe_steps`` steps (after two untimed ones: first-call allocations and
+    compilation); then once more a tenth of the way to that count, from the mean time per step since the
+    probe, which by then includes the run's periodic costs (logs, checkpoints, sample grids) and any
+    slowdown of the machine. Each fix is :func:`steps_for_budget`; the second is final."""
 
     def __init__(self, cfg: TrainConfig, first_step: int):
         self.minutes, self.start = float(cfg.minutes or 0.0), first_step + 2
         self.end = self.start + cfg.budget_probe_steps
-        self.t_start = 0.0
+        self.t_start = self.t_end = 0.0
+        self.refine_at: int | None = None  # the step of the second fix, once the first is made
+        self.final = False
 
     def observe(self, step: int, loss: torch.Tensor, elapsed: Callable[[], float]) -> int | None:
-        if step not in (self.start, self.end):
+        """The new step count when ``step`` is a fixing point, else None."""
+        if step not in (self.start, self.end, self.refine_at):
             return None
         float(loss)  # a read-back: the device has finished the step
         now = time.perf_counter()
         if step == self.start:
             self.t_start = now
             return None
-        return steps_for_budget(self.minutes, elapsed(), step, (now - self.t_start) / (self.end - self.start))
+        if step == self.end:
+            self.t_end = now
+            steps = steps_for_budget(self.minutes, elapsed(), step, (now - self.t_start) / (self.end - self.start))
+            self.refine_at = step + (steps - step) // 10 if steps - step >= 10 else None
+            self.final = self.refine_at is None
+            return steps
+        self.final = True
+        return steps_for_budget(self.minutes, elapsed(), step, (now - self.t_end) / (step - self.end))
 
 
 def _loop(
@@ -638,7 +652,7 @@ def _loop(
     )
     step = run.step
     try:
-        while probe is not None or step < cfg.steps:
+        while step < cfg.steps or (probe is not None and probe.refine_at is None):
             step += 1
             loss = run.train_step()
             loss_sum += loss
@@ -652,12 +666,12 @@ def _loop(
                 if fixed is not None:
                     fixed = fixed if ctx is None else ctx.broadcast_int(fixed)  # process 0's clock decides
                     cfg = run.config = cfg.replace(steps=max(fixed, step), budget_fixed_at=step)
-                    probe = None
+                    probe = None if probe.final else probe
                     bar.total = cfg.steps
                     bar.refresh()
                     if main:
                         atomic_write_bytes(out / "config.json", (json.dumps(cfg.to_dict(), indent=1) + "\n").encode())
-            last = probe is None and step == cfg.steps
+            last = step == cfg.steps and (probe is None or probe.refine_at is not None)
             do_log = step % cfg.log_every == 0 or last
             do_ckpt = last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             do_samples = cfg.sample_every and step % cfg.sample_every == 0

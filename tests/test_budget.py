@@ -24,16 +24,18 @@ SECONDS_PER_STEP = 1.0
 
 @pytest.fixture
 def step_clock(monkeypatch):
-    """A clock for the training loop that reads SECONDS_PER_STEP x (training steps taken so far)."""
-    state = {"steps": 0}
+    """A clock for the training loop that advances by ``state["cost"](step)`` seconds per training step
+    (SECONDS_PER_STEP unless a test changes it)."""
+    state = {"steps": 0, "t": 0.0, "cost": lambda step: SECONDS_PER_STEP}
     real_step = TrainingRun.train_step
 
     def counted(self):
         state["steps"] += 1
+        state["t"] += state["cost"](state["steps"])
         return real_step(self)
 
     monkeypatch.setattr(TrainingRun, "train_step", counted)
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: SECONDS_PER_STEP * state["steps"]))
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: state["t"]))
     return state
 
 
@@ -53,10 +55,11 @@ def test_a_budget_fixes_the_steps_after_the_probe_and_records_them(tmp_path, ste
         minutes=0.5, steps=5, budget_probe_steps=10, lr_schedule="cosine", warmup_steps=12, checkpoint_every=50
     )
     result = train(cfg, tmp_path / "run", progress=False, model=tiny_net())
-    # timed from step 2 to step 12 at 1 s a step; 12 s gone at step 12: (30 - 12) / 1 = 18 more steps
+    # timed from step 2 to step 12 at 1 s a step; 12 s gone at step 12: (30 - 12) / 1 = 18 more steps;
+    # re-timed a tenth of the way on, at step 13: still 1 s a step, so still 30 (fixed for good there)
     assert result.step == 12 + 18
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (saved["steps"], saved["budget_fixed_at"], saved["minutes"]) == (30, 12, 0.5)
+    assert (saved["steps"], saved["budget_fixed_at"], saved["minutes"]) == (30, 13, 0.5)
     assert result.config.steps == 30 and result.wall_time_s == pytest.approx(30.0)
     # the schedule was built for the fixed steps: the cosine decay reaches 0 at the last step
     run = TrainingRun(result.config, model=tiny_net())
@@ -75,9 +78,20 @@ def test_a_resumed_budget_keeps_its_steps(tmp_path, step_clock):
     with pytest.raises(_Stop):
         train(cfg.replace(callback_every=20), tmp_path / "run", progress=False, model=tiny_net(), callbacks=stop)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 30
-    step_clock["steps"] += 1000  # a later session: a re-timed probe would now find the budget spent
+    step_clock["t"] += 1000.0  # a later session: a re-timed probe would now find the budget spent
     result = train(cfg, tmp_path / "run", progress=False, model=tiny_net())
-    assert result.step == 30 and result.config.budget_fixed_at == 12
+    assert result.step == 30 and result.config.budget_fixed_at == 13
+
+
+def test_a_machine_that_slows_down_after_the_probe_gets_fewer_steps(tmp_path, step_clock):
+    """Steps after the probe cost 2 s instead of 1 (periodic costs, or the machine's other jobs): the
+    second fix, at step 12 + 18 // 10 = 13, sees it and ends the run with the budget."""
+    step_clock["cost"] = lambda step: 1.0 if step <= 12 else 2.0
+    cfg = tiny_config(minutes=0.5, steps=5, budget_probe_steps=10, checkpoint_every=50)
+    result = train(cfg, tmp_path / "run", progress=False, model=tiny_net())
+    # at step 13, 14 s gone at 2 s a step: 13 + floor(16 / 2) = 21 steps, 14 + 8 x 2 = 30 s
+    assert (result.step, result.config.budget_fixed_at) == (21, 13)
+    assert result.wall_time_s == pytest.approx(30.0)
 
 
 def test_a_budget_smaller_than_the_probe_stops_at_the_probe(tmp_path, step_clock):
