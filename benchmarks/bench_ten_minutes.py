@@ -38,14 +38,14 @@ SAMPLE_SECONDS_TARGET = 10.0
 
 
 def floor_at(n: int) -> dict:
-    """The real-data FID floor at ``n`` samples (mean and spread over the floor's seeds)."""
-    from diffusion_edu.results import read_results, results_dir
+    """The real-data FID floor at ``n`` samples (:func:`diffusion_edu.experiments.evaluation.real_data_floor`);
+    an error when results/metrics/floors.json has none at that n."""
+    from diffusion_edu.experiments.evaluation import real_data_floor
 
-    floors = read_results(results_dir() / "metrics" / "floors.json")["data"]["floor"]
-    row = next((r for r in floors if r["n"] == n), None)
-    if row is None:
-        raise ValueError(f"results/metrics/floors.json has no floor at n = {n}; measured at {[r['n'] for r in floors]}")
-    return {"n": n, "fid_mean": row["fid_mean"], "fid_std": row["fid_std"]}
+    floor = real_data_floor(n)
+    if floor is None:
+        raise ValueError(f"results/metrics/floors.json has no floor at n = {n}")
+    return floor
 
 
 def targets(metrics: dict, sample_seconds: float, floor: dict) -> dict:

@@ -25,6 +25,7 @@ __all__ = [
     "metric_columns",
     "for_metrics",
     "images_only",
+    "real_data_floor",
     "INTERVAL_KEYS",
 ]
 
@@ -135,3 +136,28 @@ def images_only(out: Any) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"expected the sampler's images, got {type(out).__name__} (was a trajectory asked for?)")
     return out
+
+
+def real_data_floor(n: int) -> dict[str, Any] | None:
+    """The real-vs-real FID floor at n samples (mean and spread over its seeds) and at the largest n
+    measured, from results/metrics/floors.json; None when that file or that n is missing."""
+    from ..results import read_results, results_dir
+
+    path = results_dir() / "metrics" / "floors.json"
+    if not path.is_file():
+        return None
+    rec = read_results(path)
+    rows = {int(r["n"]): r for r in rec["data"]["floor"]}
+    if n not in rows:
+        return None
+    big = max(rows)
+    return {
+        "n": n,
+        "fid_mean": rows[n]["fid_mean"],
+        "fid_std": rows[n]["fid_std"],
+        "n_largest": big,
+        "fid_mean_largest": rows[big]["fid_mean"],
+        "source": "metrics/floors.json",
+        "tier": rec["tier"],
+        "created": rec.get("created"),
+    }

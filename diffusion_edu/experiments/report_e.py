@@ -29,7 +29,7 @@ import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
 from .common import EVAL_BUDGETS, Part, chapter_parts, runs_root, save_result, tier_results_dir
-from .evaluation import images_only, measure, metric_columns
+from .evaluation import images_only, measure, metric_columns, real_data_floor
 from .figures import class_grid as _class_grid
 from .figures import save_grid
 from .store import Cache, RunStore, record_training
@@ -263,30 +263,6 @@ def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
     return save_result(CHAPTER, "guidance", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
-def _floor(n: int) -> dict[str, Any] | None:
-    """The real-vs-real FID floor at n samples and at the largest n measured (results/metrics/floors.json)."""
-    from ..results import read_results, results_dir
-
-    path = results_dir() / "metrics" / "floors.json"
-    if not path.is_file():
-        return None
-    rec = read_results(path)
-    rows = {int(r["n"]): r for r in rec["data"]["floor"]}
-    if n not in rows:
-        return None
-    big = max(rows)
-    return {
-        "n": n,
-        "fid_mean": rows[n]["fid_mean"],
-        "fid_std": rows[n]["fid_std"],
-        "n_largest": big,
-        "fid_mean_largest": rows[big]["fid_mean"],
-        "source": "metrics/floors.json",
-        "tier": rec["tier"],
-        "created": rec.get("created"),
-    }
-
-
 def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 1: FID of the T=1000 linear network at w = 0.2 over five sampling seeds, plus the FID
     of the pooled samples at growing sample counts (what the spread over seeds cannot show: the bias)."""
@@ -311,7 +287,7 @@ def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
         "runs": runs,
         "fid": {"mean": statistics.fmean(fids), "std": statistics.stdev(fids) if len(fids) > 1 else 0.0},
         "fid_by_n": {"n": counts, "fid": by_n},
-        "floor": _floor(n),
+        "floor": real_data_floor(n),
     }
     cfg_all = {
         "run": GUIDANCE_RUN,
