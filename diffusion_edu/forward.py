@@ -34,6 +34,9 @@ __all__ = [
     "x0_from_posterior_mean",
     "mean_from_eps",
     "eps_from_mean",
+    "v_from_eps_x0",
+    "eps_from_v",
+    "x0_from_v",
     "eps_and_x0",
     "randn_on",
     "randn_like",
@@ -48,10 +51,12 @@ __all__ = [
     "eps_and_x0_from_output",
 ]
 
-Parameterization = Literal["eps", "x0", "mu"]
-"""What the network outputs: the noise eps (Ho et al.'s choice), the clean image x0, or the
-posterior mean mu (Report A compares eps and mu)."""
-PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "mu")
+Parameterization = Literal["eps", "x0", "mu", "v"]
+"""What the network outputs: the noise eps (Ho et al.'s choice), the clean image x0, the
+posterior mean mu (Report A compares eps and mu), or the velocity v = sqrt(alpha_bar_t) eps -
+sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022, Sec. 4)."""
+PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "mu", "v")
+_VALID = "valid: 'eps', 'x0', 'mu', 'v'"
 
 
 def declared_parameterization(model: object, parameterization: str | None = None) -> Parameterization:
@@ -65,7 +70,7 @@ def declared_parameterization(model: object, parameterization: str | None = None
         (declared, f"{type(model).__name__}.parameterization"),
     ):
         if value is not None and value not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown {where} {value!r}; valid: 'eps', 'x0', 'mu'")
+            raise ValueError(f"unknown {where} {value!r}; {_VALID}")
     if parameterization is not None and declared is not None and parameterization != declared:
         raise ValueError(
             f"parameterization={parameterization!r} but the network declares {declared!r} "
@@ -75,7 +80,7 @@ def declared_parameterization(model: object, parameterization: str | None = None
     if chosen is None:
         raise ValueError(
             f"the network {type(model).__name__} does not declare what it outputs: pass "
-            "parameterization='eps', 'x0' or 'mu', or give its class a parameterization attribute "
+            "parameterization='eps', 'x0', 'mu' or 'v', or give its class a parameterization attribute "
             "(the package's networks take parameterization=... when built)"
         )
     return chosen  # type: ignore[return-value]
@@ -137,10 +142,26 @@ def eps_from_mean(
     return (xt - sqrt_alpha * mu) * sqrt_1m_ab / beta
 
 
+def v_from_eps_x0(eps: torch.Tensor, x0: torch.Tensor, sqrt_ab: Coefficient, sqrt_1m_ab: Coefficient) -> torch.Tensor:
+    """Salimans & Ho (2022) Sec. 4: the velocity v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0."""
+    return sqrt_ab * eps - sqrt_1m_ab * x0
+
+
+def eps_from_v(xt: torch.Tensor, v: torch.Tensor, sqrt_ab: Coefficient, sqrt_1m_ab: Coefficient) -> torch.Tensor:
+    """Eq. 4 and the velocity solved for the noise: eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v
+    (the two weights' squares sum to 1)."""
+    return sqrt_1m_ab * xt + sqrt_ab * v
+
+
+def x0_from_v(xt: torch.Tensor, v: torch.Tensor, sqrt_ab: Coefficient, sqrt_1m_ab: Coefficient) -> torch.Tensor:
+    """Eq. 4 and the velocity solved for the clean image: x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
+    return sqrt_ab * xt - sqrt_1m_ab * v
+
+
 def eps_and_x0(
     output: torch.Tensor, xt: torch.Tensor, parameterization: str, alpha_bar: Coefficient, model_beta: Coefficient
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eps, x0) from a network's output, whichever of eps, x0 or mu it predicts (Eqs. 4 and 11 solved).
+    """(eps, x0) from a network's output, whichever of eps, x0, mu or v it predicts (Eqs. 4 and 11 solved).
 
     alpha_bar: alpha_bar_t; model_beta: beta of the network's own step (``schedule.model_betas`` at t:
     on a respaced schedule the original step t_k -> t_k - 1 the network was trained on; used for mu).
@@ -148,10 +169,12 @@ def eps_and_x0(
     sqrt_ab, sqrt_1m_ab = _sqrt(alpha_bar), _sqrt(1.0 - alpha_bar)
     if parameterization == "x0":
         return eps_from_x0(xt, output, sqrt_ab, sqrt_1m_ab), output
+    if parameterization == "v":
+        return eps_from_v(xt, output, sqrt_ab, sqrt_1m_ab), x0_from_v(xt, output, sqrt_ab, sqrt_1m_ab)
     if parameterization == "mu":
         output = eps_from_mean(xt, output, _sqrt(1.0 - model_beta), model_beta, sqrt_1m_ab)
     elif parameterization != "eps":
-        raise ValueError(f"unknown parameterization {parameterization!r}; valid: 'eps', 'x0', 'mu'")
+        raise ValueError(f"unknown parameterization {parameterization!r}; {_VALID}")
     return output, x0_from_eps(xt, output, sqrt_ab, sqrt_1m_ab)
 
 
@@ -324,12 +347,13 @@ def eps_and_x0_from_output(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn a network's output into (eps, x0) whichever quantity it predicts.
 
-    parameterization: ``"eps"`` (output is the noise), ``"x0"`` (the clean image) or ``"mu"``
-    (the posterior mean, Ho et al. Eq. 11 inverted with the network's own step ``model_betas``).
+    parameterization: ``"eps"`` (output is the noise), ``"x0"`` (the clean image), ``"mu"``
+    (the posterior mean, Ho et al. Eq. 11 inverted with the network's own step ``model_betas``) or
+    ``"v"`` (the velocity, Salimans & Ho 2022).
     Shapes: all (B, C, H, W).
     """
     if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"unknown parameterization {parameterization!r}; valid: 'eps', 'x0', 'mu'")
+        raise ValueError(f"unknown parameterization {parameterization!r}; {_VALID}")
     t = check_timesteps(t, schedule.T, batch=xt.shape[0])
     assert schedule.model_betas is not None  # NoiseSchedule fills it (betas for an ordinary schedule)
     ab, beta = schedule.at(schedule.alpha_bar, t, xt), schedule.at(schedule.model_betas, t, xt)

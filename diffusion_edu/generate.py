@@ -13,14 +13,48 @@ Bansal et al.'s Algorithm 2 started from a Gaussian fitted to the fully degraded
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
 if TYPE_CHECKING:
     from .samplers import Method, Variance
 
-__all__ = ["generate", "class_labels", "default_labels"]
+__all__ = ["generate", "class_labels", "default_labels", "BOOK_SAMPLER", "sampler_defaults", "check_sample_defaults"]
+
+BOOK_SAMPLER: dict[str, Any] = {"method": "ddpm", "steps": 20, "variance": "beta_tilde", "eta": 0.0, "w": 0.0}
+"""The ``sample`` command's settings for a network whose run recommends none: respaced DDPM, 20 steps,
+sigma_t^2 = beta-tilde, no guidance."""
+
+
+def check_sample_defaults(values: Any, name: str = "sample_defaults") -> dict[str, Any]:
+    """``values`` if it is a dict of valid sampler settings (keys of :data:`BOOK_SAMPLER`), else an error
+    naming the bad key or value."""
+    from .samplers import METHODS
+
+    if not isinstance(values, dict):
+        raise TypeError(f"{name} must be a dict of sampler settings, got {type(values).__name__}")
+    unknown = set(values) - set(BOOK_SAMPLER)
+    if unknown:
+        raise ValueError(f"{name}: unknown setting(s) {sorted(unknown)}; valid: {sorted(BOOK_SAMPLER)}")
+    checks = {
+        "method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
+        "steps": (lambda v: v is None or (type(v) is int and v >= 1), "an int >= 1, or None for all T"),
+        "variance": (lambda v: v in ("beta", "beta_tilde", "zero"), "'beta', 'beta_tilde' or 'zero'"),
+        "eta": (lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number in [0, 1]"),
+        "w": (lambda v: type(v) in (int, float) and v >= 0, "a guidance weight >= 0"),
+    }
+    for key, value in values.items():
+        ok, expected = checks[key]
+        if not ok(value):
+            raise ValueError(f"{name}[{key!r}] must be {expected}, got {value!r}")
+    return values
+
+
+def sampler_defaults(config: Any) -> dict[str, Any]:
+    """The sampler settings for a network trained with ``config``: :data:`BOOK_SAMPLER`, overridden by the
+    ``sample_defaults`` its run recommends (a recipe stores them; older checkpoints have none)."""
+    return {**BOOK_SAMPLER, **(getattr(config, "sample_defaults", None) or {})}
 
 
 def class_labels(n: int, num_classes: int = 10) -> torch.Tensor:

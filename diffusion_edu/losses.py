@@ -19,12 +19,22 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .forward import PARAMETERIZATIONS, posterior_mean, x0_from_eps, x0_from_posterior_mean, xt_from_x0
+from .forward import (
+    PARAMETERIZATIONS,
+    posterior_mean,
+    v_from_eps_x0,
+    x0_from_eps,
+    x0_from_posterior_mean,
+    x0_from_v,
+    xt_from_x0,
+)
 from .schedules import NoiseSchedule
 
 __all__ = [
     "DiffusionTables",
     "pixel_loss",
+    "LOSS_WEIGHTINGS",
+    "snr_weight",
     "sample_timesteps",
     "augment_batch",
     "gaussian_loss",
@@ -82,25 +92,34 @@ class DiffusionTables:
     @staticmethod
     def _check(parameterization: str) -> None:
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be 'eps', 'x0' or 'mu', got {parameterization!r}")
+            raise ValueError(f"parameterization must be 'eps', 'x0', 'mu' or 'v', got {parameterization!r}")
 
     def target(
         self, parameterization: str, x0: torch.Tensor, eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
-        """What the network should output: eps, x_0, or mu_tilde(x_t, x_0) (Ho et al. Eq. 7)."""
+        """What the network should output: eps, x_0, mu_tilde(x_t, x_0) (Ho et al. Eq. 7) or the velocity
+        v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022)."""
         self._check(parameterization)
         if parameterization == "eps":
             return eps
+        if parameterization == "v":
+            return v_from_eps_x0(eps, x0, self.at(self.sqrt_alpha_bar, t), self.at(self.sqrt_one_minus_alpha_bar, t))
         return x0 if parameterization == "x0" else self.posterior_mean(x0, xt, t)
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """The signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) at t, shaped (B, 1, 1, 1)."""
+        return (self.at(self.sqrt_alpha_bar, t) / self.at(self.sqrt_one_minus_alpha_bar, t)).square()
 
     def x0_from_output(
         self, output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, parameterization: str
     ) -> torch.Tensor:
-        """The clean image the output implies: Eq. 4 solved for x_0 (eps), the output itself (x0), or
+        """The clean image the output implies: Eq. 4 solved for x_0 (eps, v), the output itself (x0), or
         Eq. 7 solved for x_0 (mu). t: 1..T (posterior_mean_coef_x0 > 0 there)."""
         self._check(parameterization)
         if parameterization == "eps":
             return x0_from_eps(xt, output, self.at(self.sqrt_alpha_bar, t), self.at(self.sqrt_one_minus_alpha_bar, t))
+        if parameterization == "v":
+            return x0_from_v(xt, output, self.at(self.sqrt_alpha_bar, t), self.at(self.sqrt_one_minus_alpha_bar, t))
         if parameterization == "x0":
             return output
         return x0_from_posterior_mean(
@@ -116,15 +135,46 @@ class DiffusionTables:
         return self.posterior_mean(self.x0_from_output(output, xt, t, parameterization), xt, t)
 
 
-def pixel_loss(output: torch.Tensor, target: torch.Tensor, loss: Literal["l2", "l1"] = "l2") -> torch.Tensor:
+def pixel_loss(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    loss: Literal["l2", "l1"] = "l2",
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean over batch and pixels of (output - target)^2 (``l2``, Ho et al. Eq. 14) or |output - target|
-    (``l1``, Report E and Bansal et al.). Computed in float32 whatever the autocast precision."""
+    (``l1``, Report E and Bansal et al.); with ``weight`` (B, 1, 1, 1) each image's error is scaled by its
+    weight first. Computed in float32 whatever the autocast precision."""
     diff = output.float() - target.float()
     if loss == "l2":
-        return diff.square().mean()
-    if loss == "l1":
-        return diff.abs().mean()
-    raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
+        err = diff.square()
+    elif loss == "l1":
+        err = diff.abs()
+    else:
+        raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
+    return (err if weight is None else err * weight.float()).mean()
+
+
+LOSS_WEIGHTINGS: tuple[str, ...] = ("uniform", "min_snr")
+
+
+def snr_weight(snr: torch.Tensor, parameterization: str, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma weighting (Hang et al. 2023, Eq. 6 and Sec. 3.4) on the regression of ``parameterization``.
+
+    Their weight on the x_0 error is min(SNR_t, gamma). Since x_0 - x0_pred = (eps - eps_pred) / sqrt(SNR_t)
+    (Eq. 4) and = sqrt(1 - alpha_bar_t) (v - v_pred), the same weight on the network's own error is
+    min(SNR_t, gamma) / SNR_t for eps, min(SNR_t, gamma) for x0, and min(SNR_t, gamma) / (SNR_t + 1) for v.
+    It stops the many low-noise steps, whose x_0 is nearly given, from dominating the gradient.
+    """
+    if not gamma > 0:
+        raise ValueError(f"min_snr_gamma must be > 0, got {gamma!r}")
+    clipped = snr.clamp(max=gamma)
+    if parameterization == "eps":
+        return clipped / snr
+    if parameterization == "x0":
+        return clipped
+    if parameterization == "v":
+        return clipped / (snr + 1)
+    raise ValueError(f"Min-SNR weighting is defined for eps, x0 and v predictions, not {parameterization!r}")
 
 
 def sample_timesteps(
@@ -168,15 +218,24 @@ def gaussian_loss(
     parameterization: str = "eps",
     loss: Literal["l2", "l1"] = "l2",
     y: torch.Tensor | None = None,
+    weighting: str = "uniform",
+    min_snr_gamma: float = 5.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ho et al. Algorithm 1: loss(model(x_t, t, y), target) with x_t from Eq. 4.
 
     x0, eps: (B, C, H, W); t: (B,) int64 in 1..T (the model time: training never respaces);
-    y: (B,) labels or None. Returns (scalar loss, output (B, C, H, W), x_t (B, C, H, W)).
+    y: (B,) labels or None. weighting: ``uniform`` (every t alike, Ho et al.'s L_simple) or ``min_snr``
+    (:func:`snr_weight` with ``min_snr_gamma``). Returns (scalar loss, output (B, C, H, W), x_t (B, C, H, W)).
     """
     xt = tables.q_sample(x0, t, eps)
     output = model(xt, t) if y is None else model(xt, t, y)
-    return pixel_loss(output, tables.target(parameterization, x0, eps, xt, t), loss), output, xt
+    if weighting == "uniform":
+        weight = None
+    elif weighting == "min_snr":
+        weight = snr_weight(tables.snr(t), parameterization, min_snr_gamma)
+    else:
+        raise ValueError(f"weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+    return pixel_loss(output, tables.target(parameterization, x0, eps, xt, t), loss, weight), output, xt
 
 
 def cold_loss(

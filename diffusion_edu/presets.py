@@ -19,8 +19,9 @@ __all__ = ["TrainConfig", "TrainingPreset", "TRAINING_PRESETS", "training_preset
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "process": ("gaussian", "cold"),
-    "parameterization": ("eps", "x0", "mu"),
+    "parameterization": ("eps", "x0", "mu", "v"),
     "loss": ("l2", "l1"),
+    "loss_weighting": ("uniform", "min_snr"),
     "optimizer": ("adam", "adamw"),
     "lr_schedule": ("constant", "cosine"),
     "disc_input": ("x0", "mu"),
@@ -57,9 +58,11 @@ class TrainConfig:
     or ``process="cold"`` (Bansal et al. 2022; Report D) with ``cold_axis``, ``cold_order``,
     ``cold_group`` (lines averaged per step; T = size / group, doubled for axis "both") and
     ``cold_seed`` (the random order).
-    Objective: ``parameterization`` (what the network outputs: eps, x0 or the posterior mean mu; cold
-    diffusion predicts x0), ``loss`` (l2 = mean squared error, Ho et al. Eq. 14; l1 = mean absolute
-    error, Report E and Bansal et al.), ``p_uncond`` (probability of replacing a label by the null
+    Objective: ``parameterization`` (what the network outputs: eps, x0, the posterior mean mu, or the
+    velocity v of Salimans & Ho 2022; cold diffusion predicts x0), ``loss`` (l2 = mean squared error,
+    Ho et al. Eq. 14; l1 = mean absolute error, Report E and Bansal et al.), ``loss_weighting``
+    (``uniform``, Ho et al.'s L_simple; or ``min_snr``, Hang et al. 2023, with ``min_snr_gamma``; see
+    :func:`diffusion_edu.losses.snr_weight`), ``p_uncond`` (probability of replacing a label by the null
     label, Ho & Salimans 2022), ``hflip`` (random horizontal flips), ``disc_weight`` (Report A's gamma,
     Eqs. 8-9; see :func:`diffusion_edu.losses.discriminator_term`) with ``disc_input``, and
     ``aux_weight`` (weight of a network's ``aux_loss``, e.g. the VAE's KL term).
@@ -77,6 +80,9 @@ class TrainConfig:
     Hardware: ``device`` (auto | cpu | cuda | cuda:N | mps), ``precision`` (auto = bf16 autocast on
     GPUs with native bf16, fp16 autocast with a gradient scaler on other CUDA GPUs such as the T4, fp32
     elsewhere; see :mod:`diffusion_edu.precision`), ``channels_last`` (None = on for CUDA), ``compile`` (torch.compile).
+    Sampling: ``sample_defaults``, the sampler settings recommended for this network (any of ``method``,
+    ``steps``, ``w``, ``variance``, ``eta``), stored with the run: the ``sample`` command uses them where
+    its options are not given (:func:`diffusion_edu.generate.sampler_defaults`).
     """
 
     dataset: str = "mnist-embedded"
@@ -95,8 +101,10 @@ class TrainConfig:
     cold_order: Literal["random", "outside-in", "inside-out"] = "random"
     cold_group: int = 1
     cold_seed: int = 0
-    parameterization: Literal["eps", "x0", "mu"] = "eps"
+    parameterization: Literal["eps", "x0", "mu", "v"] = "eps"
     loss: Literal["l2", "l1"] = "l2"
+    loss_weighting: Literal["uniform", "min_snr"] = "uniform"
+    min_snr_gamma: float = 5.0
     p_uncond: float = 0.0
     hflip: bool = False
     disc_weight: float = 0.0
@@ -126,6 +134,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None
     compile: bool = False
+    sample_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -180,6 +189,9 @@ class TrainConfig:
                 json.dumps(v, allow_nan=False)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"TrainConfig.{name} must hold JSON-able values ({e})") from None
+        from .generate import check_sample_defaults
+
+        check_sample_defaults(self.sample_defaults, "TrainConfig.sample_defaults")
         for name in ("dataset", "split", "model", "schedule", "device"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise bad(name, "a non-empty string")
@@ -226,6 +238,13 @@ class TrainConfig:
             raise bad("budget_fixed_at", "the step at which a budget fixed `steps` (an int >= 0), or None")
         if self.ema_decay is not None and not 0 <= number("ema_decay") < 1:
             raise bad("ema_decay", "a decay in [0, 1), or None for no EMA")
+        if not number("min_snr_gamma") > 0:
+            raise bad("min_snr_gamma", "a positive SNR cap (Hang et al. use 5)")
+        if self.loss_weighting == "min_snr" and self.parameterization not in ("eps", "x0", "v"):
+            raise ValueError(
+                f"loss_weighting='min_snr' is defined for eps, x0 and v predictions, not "
+                f"parameterization={self.parameterization!r}"
+            )
         if self.process == "cold":
             if self.parameterization != "x0":
                 raise ValueError(

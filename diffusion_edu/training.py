@@ -99,6 +99,7 @@ Callback = Callable[[int, torch.nn.Module, "torch.nn.Module | None"], Any]
 # Fields that may change between a run and its resumption (they do not change the trained state).
 _RESUMABLE = {
     "steps",
+    "sample_defaults",
     "budget_fixed_at",
     "log_every",
     "checkpoint_every",
@@ -289,7 +290,16 @@ class TrainingRun:
             if self.tables is not None:
                 assert eps is not None  # drawn above whenever tables is set
                 loss, output, xt = gaussian_loss(
-                    self.forward, x0, t, eps, self.tables, cfg.parameterization, cfg.loss, labels
+                    self.forward,
+                    x0,
+                    t,
+                    eps,
+                    self.tables,
+                    cfg.parameterization,
+                    cfg.loss,
+                    labels,
+                    cfg.loss_weighting,
+                    cfg.min_snr_gamma,
                 )
                 if self.discriminator is not None:
                     tab, p = self.tables, cfg.parameterization

@@ -10,11 +10,14 @@ from diffusion_edu import make_schedule, respace
 from diffusion_edu.forward import (
     eps_and_x0,
     eps_from_mean,
+    eps_from_v,
     eps_from_x0,
     mean_from_eps,
     posterior_mean,
+    v_from_eps_x0,
     x0_from_eps,
     x0_from_posterior_mean,
+    x0_from_v,
     xt_from_x0,
 )
 
@@ -99,7 +102,7 @@ def test_eq_11_is_eq_7_at_the_predicted_x0(t, as_tensor):
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
-@pytest.mark.parametrize("parameterization", ["eps", "x0", "mu"])
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "mu", "v"])
 def test_eps_and_x0_recover_the_truth_on_a_respaced_schedule(parameterization, as_tensor):
     """On a respaced schedule a mu-network predicts the mean of its own (original) step, so Eq. 11 is
     inverted with model_betas; whichever quantity the exact network outputs, (eps, x0) come out right.
@@ -114,7 +117,8 @@ def test_eps_and_x0_recover_the_truth_on_a_respaced_schedule(parameterization, a
     xt = xt_from_x0(x0, eps, a, b)
     orig = _coefficients(base, t0, as_tensor)  # the network's own step t0 -> t0 - 1 of the base chain
     mu_true = mean_from_eps(xt, eps, _sqrt(orig["alphas"]), orig["betas"], b)
-    out = {"eps": eps, "x0": x0, "mu": mu_true}[parameterization]
+    v_true = a * eps - b * x0  # Salimans & Ho (2022) Sec. 4, written out here independently of the core
+    out = {"eps": eps, "x0": x0, "mu": mu_true, "v": v_true}[parameterization]
     e, x = eps_and_x0(out, xt, parameterization, v["alpha_bar"], v["model_betas"])
     assert torch.allclose(e, eps, atol=1e-6) and torch.allclose(x, x0, atol=1e-6)
     if parameterization == "mu":
@@ -124,5 +128,22 @@ def test_eps_and_x0_recover_the_truth_on_a_respaced_schedule(parameterization, a
 
 def test_eps_and_x0_refuses_an_unknown_output_type():
     xt, out = _pair()
-    with pytest.raises(ValueError, match="unknown parameterization 'v'"):
-        eps_and_x0(out, xt, "v", 0.5, 0.01)
+    with pytest.raises(ValueError, match="unknown parameterization 'score'"):
+        eps_and_x0(out, xt, "score", 0.5, 0.01)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("t", [1, 37, 999])
+def test_velocity_is_the_rotation_of_eps_and_x0(t, as_tensor):
+    """(x_t, v) is (x_0, eps) rotated by the angle phi_t with cos phi = sqrt(alpha_bar), sin phi =
+    sqrt(1 - alpha_bar): x_t = cos x_0 + sin eps, v = cos eps - sin x_0 (Salimans & Ho 2022). A rotation
+    keeps norms, and the inverse rotation gives x_0 and eps back."""
+    s = make_schedule("cosine", 1000)
+    v = _coefficients(s, t, as_tensor)
+    a, b = _sqrt(v["alpha_bar"]), _sqrt(1.0 - v["alpha_bar"])
+    x0, eps = _pair(t)
+    xt = xt_from_x0(x0, eps, a, b)
+    vel = v_from_eps_x0(eps, x0, a, b)
+    assert torch.allclose(xt.square() + vel.square(), x0.square() + eps.square(), atol=1e-10)
+    assert torch.allclose(x0_from_v(xt, vel, a, b), x0, atol=1e-10)
+    assert torch.allclose(eps_from_v(xt, vel, a, b), eps, atol=1e-10)

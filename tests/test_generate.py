@@ -129,3 +129,46 @@ def test_bad_n_is_refused(gaussian_run):
     loaded = load_model(gaussian_run, ema=False, device="cpu")
     with pytest.raises(ValueError, match="n .the number of images. must be an int >= 1"):
         generate(loaded, 0)
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    """A run whose config recommends its own sampler settings (as the ten-minute recipe does)."""
+    cfg = TrainConfig(
+        model="small_unet",
+        model_kwargs=dict(in_channels=1, image_size=28, ch=8, depth=1, time_dim=16, num_classes=10),
+        T=20,
+        p_uncond=0.1,
+        sample_defaults={"method": "dpm_solver_2m", "steps": 3, "w": 0.5},
+        **TINY,
+    )
+    return train(cfg, tmp_path_factory.mktemp("recipe") / "run", progress=False).checkpoint
+
+
+def _summary(capsys, checkpoint, tmp_path, *extra):
+    args = ["sample", "--checkpoint", str(checkpoint), "--n", "4", "--out", str(tmp_path / "g.png")]
+    assert main([*args, "--no-progress", "--device", "cpu", *extra]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_sample_uses_the_settings_the_run_recommends(recipe_run, gaussian_run, tmp_path, capsys):
+    s = _summary(capsys, recipe_run, tmp_path)
+    assert (s["sampler"], s["steps"], s["w"]) == ("dpm_solver_2m", 3, 0.5)
+    assert "recommended" in s["settings_from"]
+    s = _summary(capsys, recipe_run, tmp_path, "--method", "ddim", "--w", "0")  # the command line wins
+    assert (s["sampler"], s["steps"], s["w"]) == ("ddim", 3, 0.0)
+    s = _summary(capsys, gaussian_run, tmp_path)  # a run without recommendations: the book's settings
+    assert (s["sampler"], s["steps"], s["w"]) == ("ddpm", 20, 0.0) and "book" in s["settings_from"]
+
+
+def test_sampler_defaults_merge_and_validate():
+    from diffusion_edu.generate import BOOK_SAMPLER, sampler_defaults
+
+    assert sampler_defaults(TrainConfig()) == BOOK_SAMPLER
+    assert sampler_defaults(TrainConfig(sample_defaults={"steps": 10}))["steps"] == 10
+    with pytest.raises(ValueError, match="unknown setting"):
+        TrainConfig(sample_defaults={"stepz": 10})
+    with pytest.raises(ValueError, match=r"sample_defaults\['method'\] must be one of"):
+        TrainConfig(sample_defaults={"method": "euler"})
+    with pytest.raises(ValueError, match=r"\['w'\] must be a guidance weight"):
+        TrainConfig(sample_defaults={"w": -1})

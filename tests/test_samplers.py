@@ -51,6 +51,8 @@ class GaussianOracle(torch.nn.Module):
             return predict_x0_from_eps(x, t, eps, self.schedule)
         if self.parameterization == "mu":
             return posterior_mean_from_eps(x, t, eps, self.schedule)
+        if self.parameterization == "v":  # v = sqrt(ab) eps - sqrt(1 - ab) x0, x0 from Eq. 4
+            return ab.sqrt() * eps - (1 - ab).sqrt() * predict_x0_from_eps(x, t, eps, self.schedule)
         return eps
 
 
@@ -158,8 +160,8 @@ def test_batch_of_different_t_matches_one_t_at_a_time(step, kw):
 
 
 def test_parameterization_is_read_from_the_model():
-    """An oracle predicting eps, x0 or mu describes the same reverse process: with one generator seed
-    the three must produce the same samples (the sampler reads model.parameterization)."""
+    """An oracle predicting eps, x0, mu or v describes the same reverse process: with one generator seed
+    the four must produce the same samples (the sampler reads model.parameterization)."""
     s = make_schedule("cosine", 25)
     outs = [
         sample(
@@ -170,9 +172,9 @@ def test_parameterization_is_read_from_the_model():
             clip_x0=False,
             generator=torch.Generator().manual_seed(0),
         )
-        for p in ("eps", "x0", "mu")
+        for p in ("eps", "x0", "mu", "v")
     ]
-    assert torch.allclose(outs[0], outs[1], atol=1e-8) and torch.allclose(outs[0], outs[2], atol=1e-8)
+    assert all(torch.allclose(outs[0], o, atol=1e-8) for o in outs[1:])
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -312,9 +314,9 @@ def test_a_mean_network_samples_like_an_eps_network_after_respacing(kw):
             generator=torch.Generator().manual_seed(0),
             **kw,
         )
-        for p in ("eps", "x0", "mu")
+        for p in ("eps", "x0", "mu", "v")
     ]
-    assert torch.allclose(outs[0], outs[1], atol=1e-8) and torch.allclose(outs[0], outs[2], atol=1e-8)
+    assert all(torch.allclose(outs[0], o, atol=1e-8) for o in outs[1:])
 
 
 def test_trajectory_has_every_kth_state_and_the_end():
@@ -536,10 +538,10 @@ def test_steps_reject_bad_input(call, exc, match):
 
 
 def test_unknown_parameterization_is_refused():
-    model = Tiny(parameterization="v")
-    with pytest.raises(ValueError, match="unknown Tiny.parameterization 'v'"):
+    model = Tiny(parameterization="score")
+    with pytest.raises(ValueError, match="unknown Tiny.parameterization 'score'"):
         sample(model, S10, 2)
-    with pytest.raises(ValueError, match="unknown Tiny.parameterization 'v'"):
+    with pytest.raises(ValueError, match="unknown Tiny.parameterization 'score'"):
         ddpm_step(model, _x(), 3, S10)
     with pytest.raises(ValueError, match="unknown parameterization 'score'"):
         sample(Tiny(), S10, 2, parameterization="score")
@@ -584,7 +586,7 @@ def test_the_package_networks_declare_their_output():
     assert build_model_preset("cnn_mnist").parameterization == "eps"
     assert build_model_preset("cnn_mnist", parameterization="x0").parameterization == "x0"
     with pytest.raises(ValueError, match="parameterization must be one of"):
-        build_model_preset("cnn_mnist", parameterization="v")
+        build_model_preset("cnn_mnist", parameterization="score")
 
 
 def test_benchmark_script_runs_and_writes_a_results_file(tmp_path):

@@ -14,7 +14,7 @@ from diffusion_edu.devices import resolve_device
     "field, value, message",
     [
         ("process", "blur", r"process must be one of 'gaussian', 'cold'"),
-        ("parameterization", "v", r"parameterization must be one of 'eps', 'x0', 'mu'"),
+        ("parameterization", "score", r"parameterization must be one of 'eps', 'x0', 'mu', 'v'"),
         ("loss", "huber", r"loss must be one of 'l2', 'l1'"),
         ("optimizer", "sgd", r"optimizer must be one of 'adam', 'adamw'"),
         ("precision", "fp8", r"precision must be one of 'auto', 'fp32', 'bf16', 'fp16'"),

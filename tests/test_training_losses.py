@@ -50,8 +50,8 @@ def test_targets_are_eps_x0_and_the_posterior_mean(setting):
     assert torch.equal(tab.target("x0", x0, eps, xt, t), x0)
     mu, _ = q_posterior(x0, xt, t, s)
     assert torch.allclose(tab.target("mu", x0, eps, xt, t), mu.float(), atol=1e-6)
-    with pytest.raises(ValueError, match="parameterization must be 'eps', 'x0' or 'mu', got 'v'"):
-        tab.target("v", x0, eps, xt, t)
+    with pytest.raises(ValueError, match="parameterization must be 'eps', 'x0', 'mu' or 'v', got 'score'"):
+        tab.target("score", x0, eps, xt, t)
 
 
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "mu"])

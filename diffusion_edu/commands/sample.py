@@ -29,6 +29,21 @@ _DESCRIPTION = """Draw samples from a shipped network or a checkpoint into a PNG
     python -m diffusion_edu sample --checkpoint runs/cpu/report_d/cnn/checkpoint.pt --out cnn.png"""
 
 
+def _settings(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    """The sampler settings: each option given on the command line, else the one the network's run
+    recommends (``TrainConfig.sample_defaults``), else the book's (:data:`~diffusion_edu.generate.BOOK_SAMPLER`)."""
+    from ..generate import sampler_defaults
+
+    out = sampler_defaults(config)
+    given = {k: getattr(args, k) for k in ("method", "steps", "eta", "variance", "w") if getattr(args, k) is not None}
+    if "steps" in given:
+        given["steps"] = given["steps"] or None  # --steps 0 = all T
+    out.update(given)
+    recommended = set(getattr(config, "sample_defaults", None) or {}) - set(given)
+    out["_from"] = "the run's recommended sample_defaults" if recommended else "command line and book defaults"
+    return out
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .._errors import IMAGE_SUFFIXES, check_output_file
     from ..checkpoint import load_model
@@ -53,15 +68,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         loaded = load_model(args.checkpoint, ema=not args.raw_weights, device=args.device)
         source = {"checkpoint": str(args.checkpoint)}
     args.on_failure = f"nothing was written to {args.out}"
+    settings = _settings(args, loaded.config)
     t0 = time.perf_counter()
     images, labels = generate(
         loaded,
         args.n,
-        method=args.method,
-        steps=args.steps or None,
-        eta=args.eta,
-        variance=args.variance,
-        w=args.w,
+        method=settings["method"],
+        steps=settings["steps"],
+        eta=settings["eta"],
+        variance=settings["variance"],
+        w=settings["w"],
         labels=args.label,
         algorithm=args.algorithm,
         seed=args.seed,
@@ -86,9 +102,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 "out": str(args.out),
                 "n": args.n,
                 "seconds": round(seconds, 3),
-                "sampler": f"cold algorithm {args.algorithm}" if cold else args.method,
-                "steps": None if cold else (args.steps or loaded.config.T),
-                "w": None if cold else args.w,
+                "sampler": f"cold algorithm {args.algorithm}" if cold else settings["method"],
+                "steps": None if cold else (settings["steps"] or loaded.config.T),
+                "w": None if cold else settings["w"],
+                "settings_from": None if cold else settings["_from"],
             }
         )
     )
@@ -113,18 +130,19 @@ def add_cli(subparsers) -> None:
     p.add_argument(
         "--method",
         choices=list(METHODS),
-        default="ddpm",
-        help="Gaussian sampler: ddpm, ddim, or the ODE solvers dpm_solver_2m and heun (default ddpm)",
+        default=None,
+        help="Gaussian sampler: ddpm, ddim, or the ODE solvers dpm_solver_2m and heun. Options left out take "
+        "the settings the network's run recommends (its sample_defaults), else ddpm, 20 steps, beta_tilde, w 0",
     )
-    p.add_argument("--steps", type=int_at_least(0), default=20, help="respaced steps; 0 = all T (default 20)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
+    p.add_argument("--steps", type=int_at_least(0), default=None, help="respaced steps; 0 = all T (default 20)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default 0)")
     p.add_argument(
         "--variance",
         choices=["beta", "beta_tilde", "zero"],
-        default="beta_tilde",
+        default=None,
         help="DDPM reverse variance (default beta_tilde)",
     )
-    p.add_argument("--w", type=float, default=0.0, help="classifier-free guidance weight (conditional networks)")
+    p.add_argument("--w", type=float, default=None, help="classifier-free guidance weight (default 0)")
     p.add_argument("--label", type=int, default=None, help="one class for every image (default: 0..9 in turn)")
     p.add_argument("--algorithm", type=int, choices=[1, 2], default=2, help="cold diffusion: Bansal et al.'s Algorithm")
     p.add_argument("--seed", type=int, default=0)

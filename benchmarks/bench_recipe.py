@@ -1,0 +1,310 @@
+"""The ten-minute recipe, found by measurement: what buys sample quality per CPU-minute on MNIST.
+
+    PYTHONPATH=. python benchmarks/bench_recipe.py speed                 # per-step cost of each variant
+    PYTHONPATH=. python benchmarks/bench_recipe.py screen base l2 x0     # train + measure these variants
+    PYTHONPATH=. python benchmarks/bench_recipe.py samplers --checkpoint runs/.../checkpoint.pt
+
+One factor at a time around a *base* recipe (``quick_mnist`` with the book's cpu-tier optimisation:
+200 warm-up steps and a cosine decay of the learning rate), each variant changes one thing
+(:data:`VARIANTS`). Two stages, both written into one results file
+(``results/benchmarks/recipe_<device>.json``), keyed by variant:
+
+- ``speed``: what one training step of each variant costs, measured side by side: the variants train
+  in turn (``--rounds`` rounds of ``--probe-steps`` steps each, interleaved, so that a change in the
+  machine's load hits every variant alike) and each is reported as its throughput relative to *base*
+  (a ratio; the absolute images/s of a shared machine mean little). Variants that change only what is
+  computed from the same network and batch (loss, target, EMA, learning rate) cost the same per step
+  and are not probed: their ratio is 1.
+- ``screen``: each variant trains for ``--steps`` x its speed ratio steps (the same CPU time as *base*'s
+  ``--steps``; about a quarter of what ten idle minutes buy, see ``ten_minutes_cpu.json``), then draws
+  ``--n`` class-balanced samples with one fixed sampler (respaced DDPM, 20 steps, sigma_t^2 = beta-tilde,
+  w = 0: the ``sample`` command's defaults before this study) and is measured with the book's kit
+  (classifier-feature FID, conditional accuracy, precision, recall, each with its 95% bootstrap
+  interval over the samples). Training runs single-threaded (``--threads``) so that two screening
+  workers can share the 2-core machine; the step counts, not the wall time, make the comparison fair.
+  One training seed per variant: the intervals cover the sampling noise, not the seed-to-seed spread.
+- ``samplers``: for one checkpoint, FID and accuracy against the number of sampler steps for each
+  method (DDPM, DDIM, DPM-Solver++(2M), Heun) and guidance weight, with the seconds that ``--n``
+  samples take: the data behind the ``sample`` defaults that the recipe stores with its run.
+
+Several workers may run at once: each result is merged into the file under a lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BASE = ["warmup_steps=200", "lr_schedule=cosine"]
+
+#: label -> ``--set`` overrides of the ``quick_mnist`` preset (as it shipped before this study), and
+#: whether the variant changes the per-step cost (then ``speed`` measures it).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "shipped": {"sets": [], "costs": False, "what": "quick_mnist as it shipped (constant lr, no warm-up)"},
+    "base": {"sets": BASE, "costs": False, "what": "200 warm-up steps, cosine decay to 0"},
+    "l2": {"sets": [*BASE, "loss=l2"], "costs": False, "what": "L2 loss (Ho et al. Eq. 14) instead of L1"},
+    "x0": {"sets": [*BASE, "parameterization=x0"], "costs": False, "what": "x0-prediction"},
+    "v": {"sets": [*BASE, "parameterization=v"], "costs": False, "what": "v-prediction (Salimans & Ho 2022)"},
+    "min_snr": {
+        "sets": [*BASE, "loss_weighting=min_snr"],
+        "costs": False,
+        "what": "Min-SNR-5 weighting (Hang et al. 2023)",
+    },
+    "ema_0.999": {"sets": [*BASE, "ema_decay=0.999"], "costs": False, "what": "EMA decay 0.999"},
+    "ema_0.98": {"sets": [*BASE, "ema_decay=0.98"], "costs": False, "what": "EMA decay 0.98"},
+    "lr_2e-3": {"sets": [*BASE, "lr=0.002"], "costs": False, "what": "learning rate 2e-3"},
+    "lr_5e-4": {"sets": [*BASE, "lr=0.0005"], "costs": False, "what": "learning rate 5e-4"},
+    "p_uncond_0": {"sets": [*BASE, "p_uncond=0.0"], "costs": False, "what": "no label dropout (no guidance)"},
+    "batch_64": {"sets": [*BASE, "batch_size=64"], "costs": True, "what": "batch 64"},
+    "batch_16": {"sets": [*BASE, "batch_size=16"], "costs": True, "what": "batch 16"},
+    "ch_24": {"sets": [*BASE, "model_kwargs.ch=24"], "costs": True, "what": "width 24-48-96"},
+    "ch_12": {"sets": [*BASE, "model_kwargs.ch=12"], "costs": True, "what": "width 12-24-48"},
+    "time_dim_16": {"sets": [*BASE, "model_kwargs.time_dim=16"], "costs": True, "what": "time features 16"},
+}
+
+#: settings that change only the speed (the same arithmetic): measured by ``speed`` alone.
+SPEED_ONLY: dict[str, dict[str, Any]] = {
+    "threads_1": {"sets": BASE, "threads": 1, "what": "1 torch thread instead of 2"},
+    "channels_last": {"sets": [*BASE, "channels_last=true"], "what": "channels-last memory format"},
+    "compile": {"sets": [*BASE, "compile=true"], "what": "torch.compile (inductor on CPU)"},
+}
+
+SAMPLER_GRID: dict[str, dict[str, Any]] = {
+    "ddpm": {"steps": [5, 10, 20, 50], "w": [0.0, 1.0]},
+    "ddim": {"steps": [5, 10, 20, 50], "w": [0.0]},
+    "dpm_solver_2m": {"steps": [5, 10, 20], "w": [0.0, 1.0]},
+    "heun": {"steps": [3, 5, 10], "w": [0.0]},
+}
+
+
+def config_for(sets: list[str], extra: list[str] = ()):
+    from diffusion_edu.commands.train import _apply_sets
+    from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
+
+    return TrainConfig.from_dict(_apply_sets(TRAINING_PRESETS["quick_mnist"].config.to_dict(), [*sets, *extra]))
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def merge(out: Path, stage: str, label: str, entry: dict, config: dict, wall: float, device: str) -> None:
+    """Add ``entry`` under data[stage][label] of the results file, under a lock (workers run at once)."""
+    from diffusion_edu.results import current_tier, write_results
+
+    with locked(out):
+        data: dict[str, Any] = {"speed": {}, "screen": {}, "samplers": {}}
+        total = 0.0
+        if out.is_file():
+            old = json.loads(out.read_text())
+            data.update(old["data"])
+            total = old.get("wall_time_s", 0.0)
+        data.setdefault(stage, {})[label] = entry
+        write_results(out, "benchmarks/recipe", data, config, current_tier(), total + wall, device)
+
+
+def read(out: Path) -> dict:
+    return json.loads(out.read_text())["data"] if out.is_file() else {}
+
+
+def _img_per_s(run_dir: Path) -> list[float]:
+    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    return [r["img_per_s"] for r in log]
+
+
+def cmd_speed(args) -> int:
+    """Interleaved throughput of base and every variant whose step costs differ."""
+    from diffusion_edu.training import train
+
+    probes = {"base": {"sets": BASE}} | {k: v for k, v in VARIANTS.items() if v["costs"]} | SPEED_ONLY
+    if args.labels:
+        unknown = set(args.labels) - set(probes)
+        if unknown:
+            raise ValueError(f"unknown speed probe(s) {sorted(unknown)}; known: {sorted(probes)}")
+        probes = {k: v for k, v in probes.items() if k == "base" or k in args.labels}
+    rates: dict[str, list[float]] = {k: [] for k in probes}
+    t0 = time.perf_counter()
+    for r in range(args.rounds):
+        for label, spec in probes.items():
+            torch.set_num_threads(spec.get("threads", args.threads))
+            steps = args.probe_steps
+            cfg = config_for(
+                spec["sets"], [f"steps={steps}", f"log_every={steps // 3}", "checkpoint_every=0", "sample_every=0"]
+            )
+            run = Path(args.runs) / "speed" / label
+            train(cfg, run, overwrite=True, progress=False)
+            got = _img_per_s(run)[1:]  # the first interval holds the start-up (and compilation)
+            rates[label] += got
+            print(f"round {r + 1} {label:<14} img/s {got}", flush=True)
+    base = sorted(rates["base"])[len(rates["base"]) // 2]
+    for label, spec in probes.items():
+        med = sorted(rates[label])[len(rates[label]) // 2]
+        bs = config_for(spec["sets"]).batch_size
+        entry = {
+            "what": spec.get("what", "base recipe"),
+            "sets": spec["sets"],
+            "threads": spec.get("threads", args.threads),
+            "img_per_s_median": med,
+            "img_per_s_all": rates[label],
+            "img_per_s_ratio": med / base,
+            "steps_ratio": (med / bs) / (base / config_for(BASE).batch_size),
+        }
+        merge(args.out, "speed", label, entry, _config(args), 0.0, "cpu")
+    merge(
+        args.out,
+        "speed",
+        "_probe",
+        {
+            "rounds": args.rounds,
+            "probe_steps": args.probe_steps,
+            "threads": args.threads,
+            "load_average": os.getloadavg(),
+        },
+        _config(args),
+        time.perf_counter() - t0,
+        "cpu",
+    )
+    return 0
+
+
+def _config(args) -> dict:
+    return {
+        "preset": "quick_mnist",
+        "base": BASE,
+        "variants": {k: v["sets"] for k, v in VARIANTS.items()},
+        "speed_only": {k: v["sets"] for k, v in SPEED_ONLY.items()},
+        "screen_steps_base": getattr(args, "steps", None),
+        "n": getattr(args, "n", None),
+        "screen_sampler": {"method": "ddpm", "steps": 20, "variance": "beta_tilde", "w": 0.0},
+        "threads": args.threads,
+        "reference": "mnist-embedded/heldout",
+    }
+
+
+def cmd_screen(args) -> int:
+    from diffusion_edu.experiments.common import measure
+    from diffusion_edu.generate import generate
+    from diffusion_edu.training import load_model, train
+
+    torch.set_num_threads(args.threads)
+    speed = read(args.out).get("speed", {})
+    for label in args.labels:
+        if label not in VARIANTS:
+            raise ValueError(f"unknown variant {label!r}; known: {sorted(VARIANTS)}")
+        spec = VARIANTS[label]
+        if spec["costs"] and label not in speed:
+            raise ValueError(f"variant {label!r} changes the step cost: run the 'speed' stage first")
+        ratio = speed[label]["steps_ratio"] if spec["costs"] else 1.0
+        steps = max(1, round(args.steps * ratio))
+        cfg = config_for(spec["sets"], [f"steps={steps}", "sample_every=0", f"checkpoint_every={steps}"])
+        run = Path(args.runs) / "screen" / label
+        t0 = time.perf_counter()
+        result = train(cfg, run, overwrite=True, progress=False)
+        loaded = load_model(result.checkpoint, device="cpu")
+        images, labels = generate(loaded, args.n, seed=args.seed)
+        metrics = measure(images, labels, generator=torch.Generator().manual_seed(args.seed))
+        entry = {
+            "what": spec["what"],
+            "sets": spec["sets"],
+            "steps": steps,
+            "steps_ratio": ratio,
+            "train_wall_time_s": result.wall_time_s,
+            "config": result.config.to_dict(),
+            "metrics": metrics,
+            "load_average": os.getloadavg(),
+        }
+        merge(args.out, "screen", label, entry, _config(args), time.perf_counter() - t0, "cpu")
+        print(
+            json.dumps(
+                {
+                    "label": label,
+                    "steps": steps,
+                    "fid": metrics["fid"],
+                    "fid_interval": [metrics["fid_interval"]["low"], metrics["fid_interval"]["high"]],
+                    "acc": metrics.get("conditional_accuracy"),
+                }
+            ),
+            flush=True,
+        )
+    return 0
+
+
+def cmd_samplers(args) -> int:
+    from diffusion_edu.experiments.common import measure
+    from diffusion_edu.generate import generate
+    from diffusion_edu.training import load_model
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.checkpoint, device="cpu")
+    generate(loaded, 10, seed=args.seed)  # warm-up
+    for method, grid in SAMPLER_GRID.items():
+        for w in grid["w"]:
+            for steps in grid["steps"]:
+                t0 = time.perf_counter()
+                images, labels = generate(loaded, args.n, method=method, steps=steps, w=w, seed=args.seed)
+                seconds = time.perf_counter() - t0
+                metrics = measure(images, labels, generator=torch.Generator().manual_seed(args.seed))
+                label = f"{args.label}/{method}/w{w:g}/steps{steps}"
+                entry = {
+                    "checkpoint": str(args.checkpoint),
+                    "method": method,
+                    "steps": steps,
+                    "w": w,
+                    "n": args.n,
+                    "sample_seconds": seconds,
+                    "metrics": metrics,
+                    "load_average": os.getloadavg(),
+                }
+                merge(args.out, "samplers", label, entry, _config(args), seconds, "cpu")
+                print(
+                    f"{label:<40} {seconds:6.1f} s  FID {metrics['fid']:6.1f}  "
+                    f"acc {metrics.get('conditional_accuracy', float('nan')):.3f}",
+                    flush=True,
+                )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from diffusion_edu.results import results_dir
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=None, help="results file (default results/benchmarks/recipe_cpu.json)")
+    p.add_argument("--runs", default="runs/bench_recipe", help="folder for the training runs")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    sub = p.add_subparsers(dest="stage", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("labels", nargs="*", help="the variants to probe (default: every one whose step cost differs)")
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--probe-steps", type=int, default=60)
+    s = sub.add_parser("screen")
+    s.add_argument("labels", nargs="+")
+    s.add_argument("--steps", type=int, default=2000, help="base's training steps (the others: x their speed ratio)")
+    s.add_argument("--n", type=int, default=1000)
+    s = sub.add_parser("samplers")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--label", default="recipe")
+    s.add_argument("--n", type=int, default=1000)
+    args = p.parse_args(argv)
+    args.out = args.out or results_dir() / "benchmarks" / "recipe_cpu.json"
+    args.threads = args.threads or (2 if args.stage == "speed" else 1)
+    return {"speed": cmd_speed, "screen": cmd_screen, "samplers": cmd_samplers}[args.stage](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
