@@ -5,8 +5,9 @@
 
 It trains ``--preset`` with ``TrainConfig.minutes`` (``train --minutes``: the run times its first steps and
 fixes its step count so that the learning-rate schedule ends with the budget), then draws ``--n``
-class-balanced samples with the ``sample`` command's defaults (respaced DDPM, 20 steps,
-sigma_t^2 = beta-tilde, w = 0), timing them, and measures them with the book's evaluation kit
+class-balanced samples with the ``sample`` command's defaults for that run (the sampler settings its
+preset recommends, ``TrainConfig.sample_defaults``; else respaced DDPM, 20 steps, sigma_t^2 =
+beta-tilde, w = 0), timing them, and measures them with the book's evaluation kit
 (:func:`diffusion_edu.experiments.common.measure`: classifier-feature FID, conditional accuracy,
 precision and recall, each with its 95% bootstrap interval over the samples). It sets them against
 the targets of the ten-minute recipe:
@@ -15,6 +16,11 @@ the targets of the ten-minute recipe:
   same n, ``results/metrics/floors.json``), judged on the upper end of the FID's interval;
 - conditional accuracy >= 98%, judged on the lower end of its interval;
 - the n samples in at most 10 seconds on the machine that trained.
+
+With ``--snapshots K`` the run also keeps its EMA weights every K steps, with the minutes trained so
+far, and each snapshot is measured the same way afterwards: FID against training minutes. With
+``--reuse`` an existing run of the same recipe is sampled again (new sampler defaults) without
+retraining. A grid of 100 samples (one column per class) goes to ``results/benchmarks/figures/``.
 
 Each target's entry in the results file says whether it was met and by how much it was missed. Wall
 times depend on the machine's load: the file records the load average before and after, and the
@@ -87,10 +93,85 @@ def targets(metrics: dict, sample_seconds: float, floor: dict) -> dict:
     return out
 
 
+def snapshot_callback(folder: Path, t_start: float):
+    """A training callback that saves the EMA weights (the raw ones without EMA) and the minutes so far."""
+
+    def save(step: int, model, ema) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        net = ema if ema is not None else model
+        state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        minutes = (time.perf_counter() - t_start) / 60
+        torch.save({"step": step, "minutes": minutes, "state_dict": state}, folder / f"step_{step:07d}.pt")
+
+    return save
+
+
+def measure_snapshots(folder: Path, loaded, draw: dict, n: int, seed: int) -> list[dict]:
+    """Each snapshot's samples measured as the final network's are: FID against training minutes."""
+    from diffusion_edu.experiments.common import measure
+    from diffusion_edu.generate import generate
+
+    model, process, config = loaded
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    out = []
+    for path in sorted(folder.glob("step_*.pt")):
+        snap = torch.load(path, weights_only=True)
+        model.load_state_dict(snap["state_dict"])
+        images, labels = generate((model, process, config), n, seed=seed, **draw)
+        m = measure(images, labels, generator=torch.Generator().manual_seed(seed))
+        keep = ("fid", "fid_interval", "conditional_accuracy", "conditional_accuracy_interval", "precision", "recall")
+        out.append({"step": snap["step"], "minutes": snap["minutes"], **{k: m.get(k) for k in keep}})
+        print(f"snapshot step {snap['step']} ({snap['minutes']:.1f} min): FID {m['fid']:.1f}", flush=True)
+    model.load_state_dict(final)
+    return out
+
+
+def save_grid(loaded, draw: dict, args, tier: str) -> str | None:
+    """100 samples (labels 0..9 in turn, one class per column) as a PNG next to the results file."""
+    from diffusion_edu.generate import generate
+    from diffusion_edu.results import results_dir
+    from diffusion_edu.viz import save_image_grid
+
+    if tier == "smoke":
+        return None
+    images, _ = generate(loaded, 100, seed=args.seed, **draw)
+    path = results_dir() / "benchmarks" / "figures" / f"ten_minutes_{args.label}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image_grid(images, path, nrow=10)
+    return str(path.relative_to(results_dir()))
+
+
+def reused_run(run_dir: Path, config):
+    """The finished run in ``run_dir`` when it trained this recipe (``sample_defaults`` may differ)."""
+    from types import SimpleNamespace
+
+    from diffusion_edu.checkpoint import load_checkpoint
+    from diffusion_edu.presets import TrainConfig
+
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"--reuse: no run at {run_dir}; train it first (without --reuse)")
+    record = load_checkpoint(ckpt)
+    saved = record["config"]
+    ignore = {"sample_defaults", "steps", "budget_fixed_at", "callback_every", "device"}
+    mine = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    theirs = {k: v for k, v in saved.items() if k not in ignore}
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(f"--reuse: the run at {run_dir} trained another recipe (differs in {diff})")
+    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    return SimpleNamespace(
+        checkpoint=ckpt,
+        step=log[-1]["step"],
+        wall_time_s=float(record.get("wall_time_s", log[-1]["elapsed_s"])),
+        config=TrainConfig.from_dict(saved),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from diffusion_edu.commands.train import _apply_sets
     from diffusion_edu.experiments.common import measure
-    from diffusion_edu.generate import generate
+    from diffusion_edu.generate import generate, sampler_defaults
     from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
     from diffusion_edu.results import current_tier, results_dir, write_results
     from diffusion_edu.training import load_model, train
@@ -106,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--runs", default="runs/bench_ten_minutes", help="folder for the training runs")
     p.add_argument("--out", default=None, help="results file (default results/benchmarks/ten_minutes_<device>.json)")
+    p.add_argument("--snapshots", type=int, default=0, help="keep the EMA weights every K steps and measure each")
+    p.add_argument("--reuse", action="store_true", help="sample an existing run of this recipe again, no training")
     args = p.parse_args(argv)
     tier = current_tier()
     torch.set_num_threads(args.threads)
@@ -116,13 +199,24 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     run_dir = Path(args.runs) / f"{args.preset}-{args.label}"
     t_start = time.perf_counter()
-    result = train(config, run_dir, overwrite=True)
+    snapshots = run_dir / "snapshots"
+    if args.reuse:
+        result = reused_run(run_dir, config)
+    else:
+        if args.snapshots:
+            config.callback_every = args.snapshots
+        callbacks = [snapshot_callback(snapshots, time.perf_counter())] if args.snapshots else None
+        result = train(config, run_dir, overwrite=True, callbacks=callbacks)
+    settings = sampler_defaults(config)  # the preset's recommendation (the run's own config may predate it)
     loaded = load_model(result.checkpoint, device=args.device)
-    generate(loaded, 10, seed=args.seed)  # warm-up: first-call allocations are not the sampler's speed
+    draw = {k: settings[k] for k in ("method", "steps", "eta", "variance", "w")}
+    generate(loaded, 10, seed=args.seed, **draw)  # warm-up: first-call allocations are not the sampler's speed
     t0 = time.perf_counter()
-    images, labels = generate(loaded, n, seed=args.seed)  # the sample command's defaults
+    images, labels = generate(loaded, n, seed=args.seed, **draw)  # the sample command's defaults
     sample_seconds = time.perf_counter() - t0
     metrics = measure(images, labels, generator=torch.Generator().manual_seed(args.seed))
+    grid = save_grid(loaded, draw, args, tier)
+    curve = measure_snapshots(snapshots, loaded, draw, n, args.seed) if snapshots.is_dir() else []
     floor = floor_at(1000) if tier != "smoke" else {"n": n, "fid_mean": float("nan"), "fid_std": float("nan")}
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     entry = {
@@ -134,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         "budget_fixed_at": result.config.budget_fixed_at,
         "train_wall_time_s": result.wall_time_s,
         "img_per_s_logged": [r["img_per_s"] for r in log][-5:],
-        "sampler": {"method": "ddpm", "steps": 20, "variance": "beta_tilde", "w": 0.0, "n": n},
+        "sampler": {**draw, "n": n, "from": "preset sample_defaults" if config.sample_defaults else "book defaults"},
         "sample_seconds": sample_seconds,
+        "grid": grid,
+        "curve": curve,
+        "reused_run": bool(args.reuse),
         "metrics": metrics,
         "floor": floor,
         "targets": targets(metrics, sample_seconds, floor) if tier != "smoke" else None,

@@ -1,0 +1,92 @@
+"""The ten-minute recipe's decision rules (diffusion_edu.experiments.ten_minutes) on known cases."""
+
+import pytest
+
+from diffusion_edu.experiments.ten_minutes import factor_verdicts, recipe_sets, recommend_sampler, screen_rows
+
+BASE = ["warmup_steps=200", "lr_schedule=cosine"]
+
+
+def _iv(est, lo, hi):
+    return {
+        "estimate": est,
+        "low": lo,
+        "high": hi,
+        "level": 0.95,
+        "method": "bootstrap-centred",
+        "n_boot": 100,
+        "n": 1000,
+    }
+
+
+def _entry(sets, fid, lo, hi, **extra):
+    return {"sets": sets, "what": "", "steps": 100, "metrics": {"fid": fid, "fid_interval": _iv(fid, lo, hi)}, **extra}
+
+
+SCREEN = {
+    "base": _entry(BASE, 30, 27, 33),
+    "l2": _entry([*BASE, "loss=l2"], 20, 18, 22),  # separated below: better
+    "lr_2e-3": _entry([*BASE, "lr=0.002"], 25, 23, 27.5),  # touches base's interval: inconclusive
+    "lr_5e-4": _entry([*BASE, "lr=0.0005"], 40, 36, 44),  # separated above: worse
+    "ema_0.999": _entry([*BASE, "ema_decay=0.999"], 24, 22, 26),  # better
+    "ema_0.98": _entry([*BASE, "ema_decay=0.98"], 22, 20, 24.5),  # better, same field, lower upper end
+}
+
+
+def test_verdicts_come_from_the_intervals_only():
+    v = factor_verdicts(SCREEN)
+    assert {k: x["verdict"] for k, x in v.items()} == {
+        "l2": "better",
+        "lr_2e-3": "inconclusive",
+        "lr_5e-4": "worse",
+        "ema_0.999": "better",
+        "ema_0.98": "better",
+    }
+
+
+def test_recipe_keeps_the_better_variants_one_per_field():
+    sets = recipe_sets(SCREEN)
+    assert sets[:2] == BASE and "loss=l2" in sets and "ema_decay=0.98" in sets
+    assert "ema_decay=0.999" not in sets and not any(s.startswith("lr=") for s in sets)
+
+
+def test_recipe_of_an_all_inconclusive_screen_is_the_base():
+    screen = {"base": SCREEN["base"], "lr_2e-3": SCREEN["lr_2e-3"]}
+    assert recipe_sets(screen) == BASE
+
+
+def test_a_screen_without_base_or_intervals_is_refused():
+    with pytest.raises(ValueError, match="no base entry"):
+        factor_verdicts({"l2": SCREEN["l2"]})
+    with pytest.raises(ValueError, match="no fid_interval"):
+        factor_verdicts({"base": SCREEN["base"], "x": {"sets": [], "metrics": {"fid": 3.0}}})
+
+
+def _s(method, steps, w, seconds, fid, lo, hi):
+    return {
+        "method": method,
+        "steps": steps,
+        "w": w,
+        "sample_seconds": seconds,
+        "metrics": {"fid": fid, "fid_interval": _iv(fid, lo, hi)},
+    }
+
+
+def test_sampler_choice_is_the_lowest_fid_within_the_time_target():
+    sweep = {
+        "a": _s("ddpm", 20, 0.0, 19.0, 10, 9, 11),  # best FID but too slow
+        "b": _s("dpm_solver_2m", 10, 0.0, 9.0, 14, 12, 16),
+        "c": _s("ddim", 10, 0.0, 9.5, 15, 13.5, 17),  # overlaps b
+        "d": _s("ddpm", 5, 0.0, 4.0, 30, 27, 33),
+    }
+    r = recommend_sampler(sweep, max_seconds=10.0)
+    assert r["label"] == "b" and r["settings"] == {"method": "dpm_solver_2m", "steps": 10, "w": 0.0}
+    assert r["not_separated"] == ["c"] and r["within_time"] == ["b", "c", "d"]
+    with pytest.raises(ValueError, match="within 1 s .*fastest: 4.0 s"):
+        recommend_sampler(sweep, max_seconds=1.0)
+
+
+def test_screen_rows_put_the_base_first_with_verdicts():
+    rows = screen_rows(SCREEN)
+    assert rows[0]["label"] == "base" and rows[0]["verdict"] == "base"
+    assert {r["label"]: r["verdict"] for r in rows}["lr_5e-4"] == "worse"
