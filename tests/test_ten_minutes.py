@@ -2,7 +2,13 @@
 
 import pytest
 
-from diffusion_edu.experiments.ten_minutes import factor_verdicts, recipe_sets, recommend_sampler, screen_rows
+from diffusion_edu.experiments.ten_minutes import (
+    factor_verdicts,
+    parent_of,
+    recipe_sets,
+    recommend_sampler,
+    screen_rows,
+)
 
 BASE = ["warmup_steps=200", "lr_schedule=cosine"]
 
@@ -50,6 +56,20 @@ def test_recipe_keeps_the_better_variants_one_per_field():
     assert "ema_decay=0.999" not in sets and not any(s.startswith("lr=") for s in sets)
 
 
+def test_a_chained_variant_is_judged_against_its_parent():
+    """l2 + Min-SNR changes one thing of l2: it is kept only if better than l2, and only if l2 is kept."""
+    screen = dict(SCREEN)
+    screen["l2_min_snr"] = _entry([*BASE, "loss=l2", "loss_weighting=min_snr"], 19, 17, 21)  # overlaps l2
+    assert parent_of(screen, "l2_min_snr") == "l2" and parent_of(screen, "l2") == "base"
+    v = factor_verdicts(screen)["l2_min_snr"]
+    assert v["parent"] == "l2" and v["verdict"] == "inconclusive"  # better than base, not than l2
+    assert "loss_weighting=min_snr" not in recipe_sets(screen)
+    screen["l2_min_snr"] = _entry([*BASE, "loss=l2", "loss_weighting=min_snr"], 12, 10, 14)  # below l2
+    assert "loss_weighting=min_snr" in recipe_sets(screen) and "loss=l2" in recipe_sets(screen)
+    screen["l2"] = _entry([*BASE, "loss=l2"], 30, 27, 33)  # the parent no longer kept: neither is
+    assert not any(s.startswith("loss") for s in recipe_sets(screen))
+
+
 def test_recipe_of_an_all_inconclusive_screen_is_the_base():
     screen = {"base": SCREEN["base"], "lr_2e-3": SCREEN["lr_2e-3"]}
     assert recipe_sets(screen) == BASE
@@ -90,3 +110,27 @@ def test_screen_rows_put_the_base_first_with_verdicts():
     rows = screen_rows(SCREEN)
     assert rows[0]["label"] == "base" and rows[0]["verdict"] == "base"
     assert {r["label"]: r["verdict"] for r in rows}["lr_5e-4"] == "worse"
+
+
+def test_recipe_benchmark_screens_a_variant_into_its_results_file(tmp_path, monkeypatch):
+    """benchmarks/bench_recipe.py at toy size: a screened variant lands in the file with its interval,
+    starts from quick_mnist as it shipped whatever the preset is now, and an unknown variant is refused."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recipe.py"
+    spec = importlib.util.spec_from_file_location("bench_recipe", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "recipe.json"
+    common = ["--out", str(out), "--runs", str(tmp_path / "runs"), "--threads", "1"]
+    assert bench.main([*common, "screen", "l2", "--steps", "3", "--n", "20"]) == 0
+    entry = json.loads(out.read_text())["data"]["screen"]["l2"]
+    assert entry["steps"] == 3 and "fid_interval" in entry["metrics"]
+    cfg = entry["config"]
+    assert (cfg["loss"], cfg["lr_schedule"], cfg["warmup_steps"], cfg["ema_decay"]) == ("l2", "cosine", 200, 0.995)
+    with pytest.raises(ValueError, match="unknown variant 'l3'"):
+        bench.main([*common, "screen", "l3"])
+    with pytest.raises(ValueError, match="run the 'speed' stage first"):
+        bench.main([*common, "screen", "ch_24"])

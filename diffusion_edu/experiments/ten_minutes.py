@@ -6,10 +6,11 @@ screen around a base recipe, the per-step cost of each variant and a sampler swe
 the book's targets). This module holds what the chapter and the scripts both need, so that the chapter
 shows the same decision the scripts made:
 
-- :func:`factor_verdicts`: each variant against the base, from the FID intervals alone ("better" only
-  when the variant's interval lies wholly below the base's, "worse" wholly above, else "inconclusive");
-- :func:`recipe_sets`: the base plus every variant judged better, one per field (where two variants set
-  the same field, the one with the lower interval's upper end);
+- :func:`factor_verdicts`: each variant against its parent (the variant it changes one thing of; the
+  base for most), from the FID intervals alone ("better" only when the variant's interval lies wholly
+  below the parent's, "worse" wholly above, else "inconclusive");
+- :func:`recipe_sets`: the base plus every variant judged better than a kept parent, one value per
+  field (where two variants set the same field, the one with the lower interval's upper end);
 - :func:`recommend_sampler`: among the sampler settings whose ``n`` samples took at most the time
   target, the one with the lowest FID, and which others its interval does not separate from.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "RECIPE_FILE",
     "TEN_MINUTES_FILE",
     "load_benchmark",
+    "parent_of",
     "factor_verdicts",
     "recipe_sets",
     "recommend_sampler",
@@ -51,22 +53,42 @@ def _fid(entry: Mapping[str, Any]):
     return iv
 
 
-def factor_verdicts(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> dict[str, dict[str, Any]]:
-    """Each screened variant against ``base`` on FID (lower is better), from the intervals only.
+def parent_of(screen: Mapping[str, Mapping[str, Any]], label: str, base: str = "base") -> str:
+    """The variant that ``label`` changes one thing of: the screened variant whose ``--set`` overrides are
+    the largest strict subset of ``label``'s (``base`` when none is; e.g. "L2 with Min-SNR" is judged
+    against "L2", and "L2" against the base)."""
+    mine = set(screen[label].get("sets", []))
+    best, size = base, len(set(screen[base].get("sets", [])))
+    for other, entry in screen.items():
+        theirs = set(entry.get("sets", []))
+        if other != label and not other.startswith("_") and theirs < mine and len(theirs) > size:
+            best, size = other, len(theirs)
+    return best
 
-    Returns {label: {"verdict": "better" | "worse" | "inconclusive", "fid": Interval, "base_fid": Interval,
-    "sets": [...]}} for every label but the base."""
+
+def factor_verdicts(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> dict[str, dict[str, Any]]:
+    """Each screened variant against its parent (:func:`parent_of`) on FID (lower is better), from the
+    intervals only.
+
+    Returns {label: {"verdict": "better" | "worse" | "inconclusive", "parent": label, "fid": Interval,
+    "parent_fid": Interval, "sets": [...]}} for every label but the base."""
     if base not in screen:
         raise ValueError(f"the screen has no base entry {base!r}; entries: {sorted(screen)}")
-    ref = _fid(screen[base])
     out: dict[str, dict[str, Any]] = {}
     for label, entry in screen.items():
         if label == base or label.startswith("_"):
             continue
-        iv = _fid(entry)
+        parent = parent_of(screen, label, base)
+        iv, ref = _fid(entry), _fid(screen[parent])
         c = compare(iv, ref)
         verdict = "better" if c == "lower" else "worse" if c == "higher" else "inconclusive"
-        out[label] = {"verdict": verdict, "fid": iv, "base_fid": ref, "sets": list(entry.get("sets", []))}
+        out[label] = {
+            "verdict": verdict,
+            "parent": parent,
+            "fid": iv,
+            "parent_fid": ref,
+            "sets": list(entry.get("sets", [])),
+        }
     return out
 
 
@@ -75,21 +97,27 @@ def _field(assignment: str) -> str:
 
 
 def recipe_sets(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> list[str]:
-    """The recipe the screen supports: ``base``'s ``--set`` overrides plus those of every variant judged
-    "better"; where two better variants set the same field, the one whose FID interval ends lower wins."""
+    """The recipe the screen supports: ``base``'s ``--set`` overrides plus the changes of every variant
+    judged "better" than its parent, where the parent is itself kept (the base always is). Where two kept
+    variants set the same field differently, the one whose FID interval ends lower wins."""
+    verdicts = factor_verdicts(screen, base)
+    kept = {base}
+    for label in sorted(verdicts, key=lambda k: len(verdicts[k]["sets"])):  # parents before children
+        v = verdicts[label]
+        if v["verdict"] == "better" and v["parent"] in kept:
+            kept.add(label)
+    chosen: dict[str, tuple[float, str]] = {}  # field -> (upper end, assignment)
     base_sets = list(screen[base].get("sets", []))
-    chosen: dict[str, tuple[float, list[str]]] = {}
-    for v in factor_verdicts(screen, base).values():
-        if v["verdict"] != "better":
-            continue
-        extra = [s for s in v["sets"] if s not in base_sets]
-        for field in {_field(s) for s in extra}:
-            if field not in chosen or v["fid"].high < chosen[field][0]:
-                chosen[field] = (v["fid"].high, [s for s in extra if _field(s) == field])
-    out = list(base_sets)
-    for field in sorted(chosen):
-        out = [s for s in out if _field(s) != field] + chosen[field][1]
-    return out
+    for label in kept - {base}:
+        v = verdicts[label]
+        for a in v["sets"]:
+            if a in base_sets:
+                continue
+            f = _field(a)
+            if f not in chosen or (chosen[f][1] != a and v["fid"].high < chosen[f][0]):
+                chosen[f] = (v["fid"].high, a)
+    out = [a for a in base_sets if _field(a) not in chosen]
+    return out + [chosen[f][1] for f in sorted(chosen)]
 
 
 def recommend_sampler(samplers: Mapping[str, Mapping[str, Any]], max_seconds: float) -> dict[str, Any]:
