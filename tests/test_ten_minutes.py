@@ -70,6 +70,21 @@ def test_a_chained_variant_is_judged_against_its_parent():
     assert not any(s.startswith("loss") for s in recipe_sets(screen))
 
 
+def _with_acc(entry, est, lo, hi):
+    e = {**entry, "metrics": {**entry["metrics"], "conditional_accuracy_interval": _iv(est, lo, hi)}}
+    return e
+
+
+def test_accuracy_separating_in_favour_makes_a_variant_better_and_against_makes_it_mixed():
+    screen = {"base": _with_acc(SCREEN["base"], 0.80, 0.78, 0.82)}
+    screen["a"] = _with_acc(_entry([*BASE, "loss=l2"], 29, 26, 32), 0.90, 0.88, 0.92)  # FID overlaps, acc up
+    screen["b"] = _with_acc(_entry([*BASE, "lr=0.002"], 20, 18, 22), 0.70, 0.68, 0.72)  # FID better, acc worse
+    screen["c"] = _with_acc(_entry([*BASE, "ema_decay=0.9"], 31, 28, 34), 0.79, 0.77, 0.81)  # both overlap
+    v = {k: x["verdict"] for k, x in factor_verdicts(screen).items()}
+    assert v == {"a": "better", "b": "mixed", "c": "inconclusive"}
+    assert recipe_sets(screen) == [*BASE, "loss=l2"]
+
+
 def test_recipe_of_an_all_inconclusive_screen_is_the_base():
     screen = {"base": SCREEN["base"], "lr_2e-3": SCREEN["lr_2e-3"]}
     assert recipe_sets(screen) == BASE

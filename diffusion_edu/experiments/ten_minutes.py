@@ -7,8 +7,8 @@ the book's targets). This module holds what the chapter and the scripts both nee
 shows the same decision the scripts made:
 
 - :func:`factor_verdicts`: each variant against its parent (the variant it changes one thing of; the
-  base for most), from the FID intervals alone ("better" only when the variant's interval lies wholly
-  below the parent's, "worse" wholly above, else "inconclusive");
+  base for most), on FID and conditional accuracy, from the intervals alone ("better" only when an
+  interval separates in the variant's favour and none against it);
 - :func:`recipe_sets`: the base plus every variant judged better than a kept parent, one value per
   field (where two variants set the same field, the one with the lower interval's upper end);
 - :func:`recommend_sampler`: among the sampler settings whose ``n`` samples took at most the time
@@ -67,11 +67,13 @@ def parent_of(screen: Mapping[str, Mapping[str, Any]], label: str, base: str = "
 
 
 def factor_verdicts(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> dict[str, dict[str, Any]]:
-    """Each screened variant against its parent (:func:`parent_of`) on FID (lower is better), from the
-    intervals only.
+    """Each screened variant against its parent (:func:`parent_of`) on the two measures the ten-minute
+    targets judge: FID (lower is better) and, where both have one, the conditional accuracy (higher is
+    better), from the intervals only. "better": some interval separates in the variant's favour and none
+    against it; "worse": the reverse; "mixed": one of each; else "inconclusive".
 
-    Returns {label: {"verdict": "better" | "worse" | "inconclusive", "parent": label, "fid": Interval,
-    "parent_fid": Interval, "sets": [...]}} for every label but the base."""
+    Returns {label: {"verdict", "parent", "fid", "parent_fid", "accuracy", "parent_accuracy" (Intervals or
+    None), "sets": [...]}} for every label but the base."""
     if base not in screen:
         raise ValueError(f"the screen has no base entry {base!r}; entries: {sorted(screen)}")
     out: dict[str, dict[str, Any]] = {}
@@ -80,16 +82,33 @@ def factor_verdicts(screen: Mapping[str, Mapping[str, Any]], base: str = "base")
             continue
         parent = parent_of(screen, label, base)
         iv, ref = _fid(entry), _fid(screen[parent])
-        c = compare(iv, ref)
-        verdict = "better" if c == "lower" else "worse" if c == "higher" else "inconclusive"
+        acc, acc_ref = _accuracy(entry), _accuracy(screen[parent])
+        votes = [{"lower": 1, "higher": -1, "overlap": 0}[compare(iv, ref)]]  # lower FID is better
+        if acc is not None and acc_ref is not None:
+            votes.append({"higher": 1, "lower": -1, "overlap": 0}[compare(acc, acc_ref)])  # higher accuracy is
+        verdict = (
+            "mixed"
+            if 1 in votes and -1 in votes
+            else "better"
+            if 1 in votes
+            else "worse"
+            if -1 in votes
+            else "inconclusive"
+        )
         out[label] = {
             "verdict": verdict,
             "parent": parent,
             "fid": iv,
             "parent_fid": ref,
+            "accuracy": acc,
+            "parent_accuracy": acc_ref,
             "sets": list(entry.get("sets", [])),
         }
     return out
+
+
+def _accuracy(entry: Mapping[str, Any]):
+    return interval_from(entry.get("metrics", {}).get("conditional_accuracy_interval"))
 
 
 def _field(assignment: str) -> str:
