@@ -33,7 +33,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from ..metrics import (
     noise_images,
 )
 from . import figures
-from .common import Part, chapter_parts, runs_root, save_result
+from .common import Budget, BudgetTable, Part, chapter_parts, runs_root, save_result
 from .evaluation import book_classifier, images_only
 from .store import Cache
 
@@ -90,7 +90,7 @@ MODEL_CHAPTER, MODEL_RUN = "report_e", "T1000_linear"
 
 
 @dataclass(frozen=True)
-class MeasuringBudget:
+class MeasuringBudget(Budget):
     """Sizes at one tier: the model's sample ``pool`` (drawn with ``steps`` respaced DDPM steps; None =
     all T), the sample ``counts`` and ``seeds`` of the bias curves, the size of each degraded set, the
     number of samples checked for memorisation, how many training digits are used (None = all 8,995),
@@ -108,35 +108,38 @@ class MeasuringBudget:
     lpips: bool = False
 
 
-BUDGETS: dict[str, MeasuringBudget] = {
-    "smoke": MeasuringBudget(
-        pool=40, steps=4, counts=(20, 40), seeds=2, degrade_n=30, memo_n=20, train_digits=300, batch_size=40
-    ),
-    "cpu": MeasuringBudget(
-        pool=5000, steps=20, counts=(100, 250, 500, 1000, 2000, 5000), seeds=5, degrade_n=750, memo_n=1000
-    ),
-    "colab": MeasuringBudget(
-        pool=10_000,
-        steps=100,
-        counts=(100, 250, 500, 1000, 2000, 5000, 10_000),
-        seeds=5,
-        degrade_n=750,
-        memo_n=1000,
-        inception=True,
-        lpips=True,
-    ),
-    "gpu": MeasuringBudget(
-        pool=10_000,
-        steps=None,
-        counts=(100, 250, 500, 1000, 2000, 5000, 10_000),
-        seeds=5,
-        degrade_n=750,
-        memo_n=1000,
-        batch_size=2000,
-        inception=True,
-        lpips=True,
-    ),
-}
+BUDGETS: BudgetTable[MeasuringBudget] = BudgetTable(
+    "measuring.BUDGETS",
+    {
+        "smoke": MeasuringBudget(
+            pool=40, steps=4, counts=(20, 40), seeds=2, degrade_n=30, memo_n=20, train_digits=300, batch_size=40
+        ),
+        "cpu": MeasuringBudget(
+            pool=5000, steps=20, counts=(100, 250, 500, 1000, 2000, 5000), seeds=5, degrade_n=750, memo_n=1000
+        ),
+        "colab": MeasuringBudget(
+            pool=10_000,
+            steps=100,
+            counts=(100, 250, 500, 1000, 2000, 5000, 10_000),
+            seeds=5,
+            degrade_n=750,
+            memo_n=1000,
+            inception=True,
+            lpips=True,
+        ),
+        "gpu": MeasuringBudget(
+            pool=10_000,
+            steps=None,
+            counts=(100, 250, 500, 1000, 2000, 5000, 10_000),
+            seeds=5,
+            degrade_n=750,
+            memo_n=1000,
+            batch_size=2000,
+            inception=True,
+            lpips=True,
+        ),
+    },
+)
 POOL_SEED = 0
 BACKGROUND = -1.0  # the value of an empty MNIST pixel in [-1, 1]
 
@@ -570,7 +573,7 @@ def run_sample_size_bias(tier: str, progress: bool = True, cache: Cache | None =
         "measure_wall_time_s": round(time.perf_counter() - t_measure, 1),
     }
     config = {
-        "budget": asdict(budget),
+        "budget": budget.as_config(),
         "kid_subsets": KID_SUBSETS,
         "kid_subset_size": f"min({KID_SUBSET_SIZE}, n, m)",
         "is_splits": IS_SPLITS,
@@ -689,7 +692,7 @@ def run_inception_vs_classifier(tier: str, progress: bool = True, cache: Cache |
     figure = figure_path("degradations", tier)
     _save_examples(first_sets, figure)
     config = {
-        "budget": asdict(budget),
+        "budget": budget.as_config(),
         "degradations": {k: list(v) for k, v in DEGRADATIONS.items()},
         "source": train.name,
         "caught": "mean worse than the undegraded sets' mean by > 3 of their std over seeds",
@@ -804,7 +807,7 @@ def run_memorisation(tier: str, progress: bool = True, cache: Cache | None = Non
         "distance": "||x - x_train||_2 over the 784 pixels in [-1, 1]; divide by 28 for the RMS per pixel",
     }
     config = {
-        "budget": asdict(budget),
+        "budget": budget.as_config(),
         "samples": f"the first {n} of the model pool",
         "train": train.name,
         "controls": {
@@ -898,7 +901,7 @@ def run_precision_recall(tier: str, progress: bool = True, cache: Cache | None =
         "features": "the shipped MNIST classifier's 128 penultimate features",
     }
     config = {
-        "budget": asdict(budget),
+        "budget": budget.as_config(),
         "sets": list(PR_SETS),
         "source": train.name,
         "n_boot": n_boot,

@@ -27,8 +27,9 @@ import torch
 
 from ..presets import TrainConfig, training_preset
 from .common import (
+    Budget,
+    BudgetTable,
     Part,
-    by_tier,
     chapter_parts,
     check_tier,
     ensure_trained,
@@ -48,7 +49,7 @@ GRID = "fashion_samples.png"
 
 
 @dataclass(frozen=True)
-class OwnDataBudget:
+class OwnDataBudget(Budget):
     """Training steps, sampler steps, samples in the grid and for the metrics, classifier epochs (or steps)."""
 
     steps: int
@@ -60,16 +61,22 @@ class OwnDataBudget:
     classifier_max_steps: int | None = None
 
 
-BUDGETS = {
-    "smoke": OwnDataBudget(
-        steps=4, batch_size=8, sample_steps=3, grid_n=20, n_samples=20, classifier_epochs=1, classifier_max_steps=3
-    ),
-    # 1,000 x 32 images (about half a pass over the 60,000): about 10 minutes of one CPU thread on a shared machine
-    "cpu": OwnDataBudget(steps=1000, batch_size=32, sample_steps=20, grid_n=100, n_samples=1000, classifier_epochs=2),
-    "gpu": OwnDataBudget(
-        steps=20_000, batch_size=128, sample_steps=50, grid_n=100, n_samples=10_000, classifier_epochs=10
-    ),
-}
+# no colab entry: the colab tier uses the gpu budget (the rule of .budgets)
+BUDGETS: BudgetTable[OwnDataBudget] = BudgetTable(
+    "own_data.BUDGETS",
+    {
+        "smoke": OwnDataBudget(
+            steps=4, batch_size=8, sample_steps=3, grid_n=20, n_samples=20, classifier_epochs=1, classifier_max_steps=3
+        ),
+        # 1,000 x 32 images (about half a pass over the 60,000): about 10 minutes of one CPU thread on a shared machine
+        "cpu": OwnDataBudget(
+            steps=1000, batch_size=32, sample_steps=20, grid_n=100, n_samples=1000, classifier_epochs=2
+        ),
+        "gpu": OwnDataBudget(
+            steps=20_000, batch_size=128, sample_steps=50, grid_n=100, n_samples=10_000, classifier_epochs=10
+        ),
+    },
+)
 
 
 def smoke_data(root: str | Path, n_train: int = 60, n_test: int = 30, seed: int = 0) -> Path:
@@ -87,7 +94,7 @@ def smoke_data(root: str | Path, n_train: int = 60, n_test: int = 30, seed: int 
 
 def config(tier: str, data_path: str | None = None) -> TrainConfig:
     """quick_mnist on Fashion-MNIST, with the tier's steps and batch; no grids during training."""
-    b = by_tier(BUDGETS, tier)
+    b = BUDGETS[tier]
     return training_preset(
         "quick_mnist",
         dataset="fashion-mnist",
@@ -114,7 +121,7 @@ def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
     from ..metrics import evaluate
 
     t0 = time.perf_counter()
-    b = by_tier(BUDGETS, tier)
+    b = BUDGETS[tier]
     tmp = tempfile.mkdtemp() if tier == "smoke" else None
     try:
         root = str(smoke_data(tmp)) if tmp else None
@@ -173,7 +180,7 @@ def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
         CHAPTER,
         "fashion_mnist",
         data,
-        {"run": cfg.to_dict(), "budget": asdict(b), "classifier": asdict(clf_cfg)},
+        {"run": cfg.to_dict(), "budget": b.as_config(), "classifier": asdict(clf_cfg)},
         tier,
         time.perf_counter() - t0,
     )

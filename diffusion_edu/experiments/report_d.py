@@ -43,7 +43,17 @@ from ..forward import q_sample
 from ..metrics import classifier_outputs
 from ..presets import TrainConfig
 from ..samplers import sample
-from .common import EVAL_BUDGETS, Part, by_tier, chapter_parts, have_result, load_result, runs_root, save_result
+from .common import (
+    EVAL_BUDGETS,
+    Budget,
+    BudgetTable,
+    Part,
+    chapter_parts,
+    have_result,
+    load_result,
+    runs_root,
+    save_result,
+)
 from .evaluation import book_classifier, heldout_reference, images_only, measure
 from .figures import figure_path, relative, save_grid
 from .store import Cache, RunStore, load_snapshot, record_training
@@ -51,7 +61,7 @@ from .training_runs import RunSpec
 
 __all__ = [
     "ReportDBudget",
-    "REPORT_D_BUDGETS",
+    "BUDGETS",
     "REPORT_EPOCHS",
     "report_epochs",
     "run_epochs",
@@ -121,7 +131,7 @@ REPORT_TOTAL_EPOCHS = 100
 
 
 @dataclass(frozen=True)
-class ReportDBudget:
+class ReportDBudget(Budget):
     """What the evaluation parts draw at a tier (the final numbers use :data:`EVAL_BUDGETS`):
 
     curve_n: samples per epoch for the FID / IS curves (respaced DDPM with ``EVAL_BUDGETS[tier].steps``
@@ -146,54 +156,57 @@ class ReportDBudget:
     cold_n: int | None = None
 
 
-REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
-    "smoke": ReportDBudget(
-        curve_n=12,
-        grid_n=4,
-        grid_steps=3,
-        compare_steps=(3,),
-        selu_steps=3,
-        restore_n=4,
-        prior_components=2,
-        probe_n=300,
-        eval_n=12,
-    ),
-    # cpu: about 600k CNN evaluations in all (~15 minutes on 2 cores next to other work; the grids use 100
-    # respaced steps, since 1,000 steps for batches of 16 took 6 minutes a grid on the loaded machine); 250
-    # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
-    "cpu": ReportDBudget(
-        curve_n=250,
-        grid_n=16,
-        grid_steps=100,
-        compare_steps=(28, 100),
-        selu_steps=None,
-        restore_n=200,
-        prior_components=10,
-        eval_n=500,
-        cold_n=250,
-    ),
-    # colab: 1,000 samples per epoch for the curves (~100 epochs in all), 5,000 for the final numbers
-    "colab": ReportDBudget(
-        curve_n=1000,
-        grid_n=16,
-        grid_steps=250,
-        compare_steps=(28, 100, None),
-        selu_steps=None,
-        restore_n=1005,
-        prior_components=10,
-        eval_n=5000,
-        cold_n=2000,
-    ),
-    "gpu": ReportDBudget(
-        curve_n=2000,
-        grid_n=16,
-        grid_steps=None,
-        compare_steps=(28, 100, None),
-        selu_steps=None,
-        restore_n=1005,
-        prior_components=10,
-    ),
-}
+BUDGETS: BudgetTable[ReportDBudget] = BudgetTable(
+    "report_d.BUDGETS",
+    {
+        "smoke": ReportDBudget(
+            curve_n=12,
+            grid_n=4,
+            grid_steps=3,
+            compare_steps=(3,),
+            selu_steps=3,
+            restore_n=4,
+            prior_components=2,
+            probe_n=300,
+            eval_n=12,
+        ),
+        # cpu: about 600k CNN evaluations in all (~15 minutes on 2 cores next to other work; the grids use 100
+        # respaced steps, since 1,000 steps for batches of 16 took 6 minutes a grid on the loaded machine); 250
+        # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
+        "cpu": ReportDBudget(
+            curve_n=250,
+            grid_n=16,
+            grid_steps=100,
+            compare_steps=(28, 100),
+            selu_steps=None,
+            restore_n=200,
+            prior_components=10,
+            eval_n=500,
+            cold_n=250,
+        ),
+        # colab: 1,000 samples per epoch for the curves (~100 epochs in all), 5,000 for the final numbers
+        "colab": ReportDBudget(
+            curve_n=1000,
+            grid_n=16,
+            grid_steps=250,
+            compare_steps=(28, 100, None),
+            selu_steps=None,
+            restore_n=1005,
+            prior_components=10,
+            eval_n=5000,
+            cold_n=2000,
+        ),
+        "gpu": ReportDBudget(
+            curve_n=2000,
+            grid_n=16,
+            grid_steps=None,
+            compare_steps=(28, 100, None),
+            selu_steps=None,
+            restore_n=1005,
+            prior_components=10,
+        ),
+    },
+)
 
 
 SNAPSHOTS = True  # the runs save their weights every epoch (the curves are measured after training)
@@ -401,14 +414,14 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 def _budget(tier: str) -> ReportDBudget:
-    return by_tier(REPORT_D_BUDGETS, tier)
+    return BUDGETS[tier]
 
 
 def _eval(tier: str):
     """The tier's :data:`EVAL_BUDGETS` entry, with Report D's own sample count where it sets one."""
     from dataclasses import replace
 
-    ev, b = by_tier(EVAL_BUDGETS, tier), _budget(tier)
+    ev, b = EVAL_BUDGETS[tier], _budget(tier)
     return replace(ev, n=b.eval_n) if b.eval_n is not None else ev
 
 

@@ -36,6 +36,7 @@ from .store import Cache, RunStore, record_training
 from .training_runs import RunSpec
 
 CHAPTER = "report_e"
+BUDGETS = EVAL_BUDGETS  # the chapter samples with the kernel's budget: nothing particular to it
 
 RUNS: dict[str, RunSpec] = {
     "T1000_linear": ("e_unet", {}),
@@ -99,7 +100,7 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
     the sampling calls (config, batch, calls): schedules (every network at w = 0.2), guidance (every w)
     and repeatability (every seed), each n samples with the respaced sampler; a guided batch runs the
     conditional and unconditional halves in one forward pass."""
-    b = EVAL_BUDGETS[tier]
+    b = BUDGETS[tier]
     chunks = -(-b.n // b.batch_size)
     calls = chunks * (b.steps or config(GUIDANCE_RUN, tier).T)
     sampling = [(config(run, tier), 2 * b.batch_size, calls) for run in RUNS]
@@ -138,7 +139,7 @@ def guided_samples(
     Returns (images (n, 1, 28, 28) in [-1, 1] on the CPU, labels (n,), wall seconds)."""
     from ..samplers import sample
 
-    budget = EVAL_BUDGETS[tier]
+    budget = BUDGETS[tier]
     labels = class_labels(n)
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -189,7 +190,7 @@ def _metrics(images: torch.Tensor, labels: torch.Tensor, seed: int, tier: str, c
 
 
 def _sampler_config(tier: str) -> dict[str, Any]:
-    b = EVAL_BUDGETS[tier]
+    b = BUDGETS[tier]
     return {
         **SAMPLER,
         "steps": b.steps,
@@ -209,7 +210,7 @@ def _sampler_config(tier: str) -> dict[str, Any]:
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 2: each T x schedule network at w = 0.2."""
     t_start = time.perf_counter()
-    n = EVAL_BUDGETS[tier].n
+    n = BUDGETS[tier].n
     rows: dict[str, dict[str, Any]] = {}
     meta: dict[str, dict[str, Any]] = {
         "T": {},
@@ -238,7 +239,7 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
 def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 3 and beyond: the T=1000 linear network at every w of :data:`GUIDANCE_WEIGHTS`."""
     t_start = time.perf_counter()
-    n = EVAL_BUDGETS[tier].n
+    n = BUDGETS[tier].n
     model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
     rows, secs_by_w, figures = {}, {}, {}
     for w in GUIDANCE_WEIGHTS:
@@ -267,7 +268,7 @@ def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 1: FID of the T=1000 linear network at w = 0.2 over five sampling seeds, plus the FID
     of the pooled samples at growing sample counts (what the spread over seeds cannot show: the bias)."""
     t_start = time.perf_counter()
-    n = EVAL_BUDGETS[tier].n
+    n = BUDGETS[tier].n
     model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
     runs, pool = [], []
     for seed in REPEAT_SEEDS:
