@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from ..results import TIERS
 
 __all__ = ["Budget", "BudgetTable", "FALLBACK", "resolve_tier"]
 
-# a tier a table does not define uses this tier's entry instead
-FALLBACK: dict[str, str] = {"colab": "gpu"}
+# a tier a table does not define uses this tier's entry instead (read-only: the rule is not a setting)
+FALLBACK: Mapping[str, str] = MappingProxyType({"colab": "gpu"})
 
 
 def resolve_tier(tier: str, defined: Iterable[str], what: str = "this table") -> str:

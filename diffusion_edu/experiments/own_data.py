@@ -118,7 +118,7 @@ def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
     from ..classifier import ClassifierConfig, train_classifier
     from ..data import load_dataset
     from ..generate import generate
-    from ..metrics import evaluate
+    from ..metrics import evaluate, reference_stats
 
     t0 = time.perf_counter()
     b = BUDGETS[tier]
@@ -146,11 +146,12 @@ def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
         real_idx = torch.randperm(len(train_set), generator=g)[: b.n_samples]
         real, real_labels = train_set.batch(real_idx)
         splits = min(10, b.n_samples // 2)
+        ref = reference_stats(test_set, clf)  # the test set's features, once for both sets
         model_scores = evaluate(
-            samples, test_set, labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
+            samples, ref, labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
         )
         floor = evaluate(
-            real, test_set, real_labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
+            real, ref, real_labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
         )
     finally:
         if tmp:
