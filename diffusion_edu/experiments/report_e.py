@@ -28,11 +28,11 @@ from typing import Any
 import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
-from .common import EVAL_BUDGETS, Part, chapter_parts, runs_root, save_result, tier_results_dir
+from .common import EVAL_BUDGETS, Part, chapter_parts, save_result, tier_results_dir
 from .evaluation import images_only, measure, metric_columns, real_data_floor
 from .figures import class_grid as _class_grid
 from .figures import save_grid
-from .store import Cache, RunStore, record_training
+from .store import Cache, RunStore, record_training, ship_pretrained
 from .training_runs import RunSpec
 
 CHAPTER = "report_e"
@@ -302,29 +302,8 @@ def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
 
 def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the T=1000 linear network (``load_pretrained("report_e")``); the smoke tier writes a throwaway copy."""
-    from ..models import count_parameters
-    from ..pretrained import export_pretrained
-
     t_start = time.perf_counter()
-    model, _, cfg = load_run(GUIDANCE_RUN, tier, cache)
-    ckpt = store(tier).checkpoint(GUIDANCE_RUN)
-    source = {
-        "tier": tier,
-        "chapter": CHAPTER,
-        "run": GUIDANCE_RUN,
-        "preset": RUNS[GUIDANCE_RUN][0],
-        "dataset": cfg.dataset,
-    }
-    folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
-    path = export_pretrained(ckpt, "report_e", source=source, folder=folder)
-    data = {
-        "name": "report_e",
-        "file": path.name,
-        "bytes": path.stat().st_size,
-        "params": count_parameters(model),
-        "source": source,
-        "load": 'diffusion_edu.pretrained.load_pretrained("report_e")',
-    }
+    data, cfg = ship_pretrained(store(tier), GUIDANCE_RUN, cache)
     return save_result(
         CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t_start
     )
