@@ -156,8 +156,13 @@ def check_metric_images(
 
 def _classifier(classifier: FeatureExtractor | None, device: torch.device) -> FeatureExtractor:
     """The given classifier, or the shipped one loaded on ``device`` (no module-level cache: a caller
-    that scores many sets passes one classifier, or a :func:`reference_stats`, to every call)."""
-    return classifier if classifier is not None else load_mnist_classifier(device)
+    that scores many sets passes one classifier, or a :func:`reference_stats`, to every call). Loading
+    leaves the global random state as it was (building the network draws initial weights that the
+    shipped ones replace), so a metric's random subsets never depend on whether it loaded one."""
+    if classifier is not None:
+        return classifier
+    with torch.random.fork_rng(devices=[]):
+        return load_mnist_classifier(device)
 
 
 @contextlib.contextmanager

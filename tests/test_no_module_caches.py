@@ -36,11 +36,17 @@ def test_no_mutable_module_globals(name):
 
 
 def test_the_default_classifier_is_loaded_per_call_not_kept():
-    """Without a classifier the metrics load the shipped one for that call: two calls get two objects."""
+    """Without a classifier the metrics load the shipped one for that call (two calls get two objects),
+    and loading it leaves the global random state alone, so what a metric draws from it (KID's subsets)
+    does not depend on whether an earlier call loaded one."""
     import torch
 
     from diffusion_edu import metrics
 
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
     a, b = metrics._classifier(None, torch.device("cpu")), metrics._classifier(None, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), want)
     assert a is not b
     assert metrics._classifier(a, torch.device("cpu")) is a
