@@ -496,6 +496,62 @@ def _conditional_accuracy(logits: torch.Tensor, asked: torch.Tensor) -> dict[str
     }
 
 
+# The four pairs of sets: (curve, the set subsampled, the reference, seed offset, progress label).
+BIAS_PAIRS = (
+    ("real_vs_heldout", "train", "heldout", 1, "real vs held-out"),
+    ("model_vs_heldout", "pool", "heldout", 2, "model vs held-out"),
+    ("model_vs_train", "pool", "train", 3, "model vs train"),
+    ("real_vs_train", "heldout", "train", 4, "real vs train"),
+)
+
+
+def _bias_curves(
+    sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    names: dict[str, tuple[str, str]],
+    counts: list[int],
+    seeds: int,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """Each pair's curve (:data:`BIAS_PAIRS`): the set's features and logits ``sets[key]`` subsampled at
+    every count it holds, against the reference's features; ``names[key]``: (the set described, its name
+    as a reference)."""
+    curves: dict[str, dict[str, Any]] = {}
+    for curve, key, ref, offset, what in BIAS_PAIRS:
+        (f, logits), f_ref = sets[key], sets[ref][0]
+        ns = [n for n in counts if n <= f.shape[0]]
+        rows = _curve(f, logits, f_ref, ns, seeds, offset, what if progress else None)
+        curves[curve] = {"set": names[key][0], "reference": names[ref][1], "rows": rows}
+        curves[curve]["reference_size"] = int(f_ref.shape[0])
+    return curves
+
+
+def _fit_curves(curves: dict[str, dict[str, Any]], d: int) -> None:
+    """Add to each curve the fit FID = FID_inf + slope / n over its counts with a full-rank covariance
+    (n > d features; all counts when fewer than two are), or None."""
+    for c in curves.values():
+        rows = [r for r in c["rows"] if r["n"] > d and not r["identical"]] or c["rows"]
+        c["fit"] = (
+            {**fit_inverse_n([r["n"] for r in rows], [r["fid_mean"] for r in rows]), "counts": [r["n"] for r in rows]}
+            if len(rows) >= 2
+            else None
+        )
+
+
+def _repeatability(curves: dict[str, dict[str, Any]], seeds: int) -> dict[str, Any]:
+    """Report E's Table 1: the model's FID over seeds at the largest count whose seeds are independent
+    sample sets (else the largest count)."""
+    rows = curves["model_vs_heldout"]["rows"]
+    rep = ([r for r in rows if r["disjoint"]] or rows)[-1]
+    return {
+        "mean": rep["fid_mean"],
+        "std": rep["fid_std"],
+        "n": rep["n"],
+        "seeds": seeds,
+        "disjoint": rep["disjoint"],
+        "curve": "model_vs_heldout",
+    }
+
+
 def run_sample_size_bias(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """FID / KID / IS against the number of samples, ``seeds`` subsets per count, for four pairs of sets."""
     budget = BUDGETS[tier]
@@ -504,72 +560,25 @@ def run_sample_size_bias(tier: str, progress: bool = True, cache: Cache | None =
     t_measure = time.perf_counter()
     train, heldout = _train_digits(budget), load_embedded_mnist("heldout")
     clf = book_classifier(cache)
-    f_train, l_train = classifier_outputs(train.tensors()[0], clf)
-    f_held, l_held = classifier_outputs(heldout.tensors()[0], clf)
-    f_pool, l_pool = classifier_outputs(pool["images"], clf)
-    counts = [n for n in budget.counts if n <= f_pool.shape[0]]
-    label = (lambda s: s) if progress else (lambda s: None)
-    curves: dict[str, dict[str, Any]] = {
-        "real_vs_heldout": {
-            "set": f"{train.name} ({len(train)} digits)",
-            "reference": heldout.name,
-            "rows": _curve(
-                f_train,
-                l_train,
-                f_held,
-                [n for n in counts if n <= len(train)],
-                budget.seeds,
-                1,
-                label("real vs held-out"),
-            ),
-        },
-        "model_vs_heldout": {
-            "set": f"model pool ({f_pool.shape[0]} samples)",
-            "reference": heldout.name,
-            "rows": _curve(f_pool, l_pool, f_held, counts, budget.seeds, 2, label("model vs held-out")),
-        },
-        "model_vs_train": {
-            "set": f"model pool ({f_pool.shape[0]} samples)",
-            "reference": train.name,
-            "rows": _curve(f_pool, l_pool, f_train, counts, budget.seeds, 3, label("model vs train")),
-        },
-        "real_vs_train": {
-            "set": f"{heldout.name} ({len(heldout)} digits)",
-            "reference": train.name,
-            "rows": _curve(
-                f_held,
-                l_held,
-                f_train,
-                [n for n in counts if n <= len(heldout)],
-                budget.seeds,
-                4,
-                label("real vs train"),
-            ),
-        },
+    sets = {
+        "train": classifier_outputs(train.tensors()[0], clf),
+        "heldout": classifier_outputs(heldout.tensors()[0], clf),
+        "pool": classifier_outputs(pool["images"], clf),
     }
-    d = f_held.shape[1]
-    for c in curves.values():  # FID = FID_inf + slope / n over the counts with a full-rank covariance
-        rows = [r for r in c["rows"] if r["n"] > d and not r["identical"]] or c["rows"]
-        c["reference_size"] = int((f_held if c["reference"] == heldout.name else f_train).shape[0])
-        c["fit"] = (
-            {**fit_inverse_n([r["n"] for r in rows], [r["fid_mean"] for r in rows]), "counts": [r["n"] for r in rows]}
-            if len(rows) >= 2
-            else None
-        )
-    disjoint = [r for r in curves["model_vs_heldout"]["rows"] if r["disjoint"]] or curves["model_vs_heldout"]["rows"]
-    rep = disjoint[-1]  # Report E's Table 1, at the largest count whose seeds are independent sample sets
+    names = {
+        "train": (f"{train.name} ({len(train)} digits)", train.name),
+        "heldout": (f"{heldout.name} ({len(heldout)} digits)", heldout.name),
+        "pool": (f"model pool ({sets['pool'][0].shape[0]} samples)", "model pool"),
+    }
+    counts = [n for n in budget.counts if n <= sets["pool"][0].shape[0]]
+    curves = _bias_curves(sets, names, counts, budget.seeds, progress)
+    d = sets["heldout"][0].shape[1]
+    _fit_curves(curves, d)
     data = {
         "curves": curves,
-        "repeatability": {
-            "mean": rep["fid_mean"],
-            "std": rep["fid_std"],
-            "n": rep["n"],
-            "seeds": budget.seeds,
-            "disjoint": rep["disjoint"],
-            "curve": "model_vs_heldout",
-        },
+        "repeatability": _repeatability(curves, budget.seeds),
         "num_features": d,
-        "pool": {**_pool_info(pool), **_conditional_accuracy(l_pool, pool["labels"])},
+        "pool": {**_pool_info(pool), **_conditional_accuracy(sets["pool"][1], pool["labels"])},
         "measure_wall_time_s": round(time.perf_counter() - t_measure, 1),
     }
     config = {
@@ -631,13 +640,11 @@ def _inception(sets: dict[str, torch.Tensor], reference: torch.Tensor, budget: M
     }
 
 
-def run_inception_vs_classifier(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
-    """Every degradation of :data:`DEGRADATIONS`, ``seeds`` random sets of ``degrade_n`` digits each,
-    scored against the held-out digits in each feature space of :data:`FEATURE_SPACES`."""
-    budget = BUDGETS[tier]
-    t0 = time.perf_counter()
-    train, heldout = _train_digits(budget), load_embedded_mnist("heldout").tensors()[0]
-    fns = _feature_fns()
+def _degradation_rows(
+    train: ImageDataset, heldout: torch.Tensor, fns: dict[str, Callable], budget: MeasuringBudget, progress: bool
+) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+    """Every degradation's scores in every feature space (``seeds`` sets each, from one generator), and
+    the first set of each degradation (for the figure and the Inception scores)."""
     refs = {space: fn(heldout)[0] for space, fn in fns.items()}
     gen = torch.Generator().manual_seed(5)
     rows: dict[str, dict[str, Any]] = {}
@@ -664,8 +671,14 @@ def run_inception_vs_classifier(tier: str, progress: bool = True, cache: Cache |
                 f"pixel FID {rows[name]['pixels']['fid_mean']:8.3g}",
                 flush=True,
             )
+    return rows, first_sets
+
+
+def _judge_rows(rows: dict[str, dict[str, Any]], spaces: list[str]) -> None:
+    """Add to each degradation's row which metrics catch it (:func:`_catches` against the undegraded
+    sets) and how far its FID lies from the real digits' towards pure noise's, in each space."""
     floor, ceiling = rows["none"], rows["pure noise"]
-    checks = [(space, m, "higher") for space in fns for m in ("fid", "kid")] + [
+    checks = [(space, m, "higher") for space in spaces for m in ("fid", "kid")] + [
         ("classifier", "is", "lower"),
         ("classifier", "accuracy", "lower"),
     ]
@@ -678,8 +691,19 @@ def run_inception_vs_classifier(tier: str, progress: bool = True, cache: Cache |
         row["fraction_of_ceiling"] = {  # 0 = real digits, 1 = pure noise
             space: (row[space]["fid_mean"] - floor[space]["fid_mean"])
             / (ceiling[space]["fid_mean"] - floor[space]["fid_mean"])
-            for space in fns
+            for space in spaces
         }
+
+
+def run_inception_vs_classifier(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
+    """Every degradation of :data:`DEGRADATIONS`, ``seeds`` random sets of ``degrade_n`` digits each,
+    scored against the held-out digits in each feature space of :data:`FEATURE_SPACES`."""
+    budget = BUDGETS[tier]
+    t0 = time.perf_counter()
+    train, heldout = _train_digits(budget), load_embedded_mnist("heldout").tensors()[0]
+    fns = _feature_fns()
+    rows, first_sets = _degradation_rows(train, heldout, fns, budget, progress)
+    _judge_rows(rows, list(fns))
     data = {
         "degradations": rows,
         "feature_spaces": FEATURE_SPACES,
@@ -757,6 +781,22 @@ def _lpips(samples: torch.Tensor, train: torch.Tensor, budget: MeasuringBudget) 
     return {"attempted": True, "available": True, "n": int(d.numel()), "mean": float(d.mean()), "net": "alex"}
 
 
+def _distance_groups(dist: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, Any]], torch.Tensor, float]:
+    """Each set's nearest-neighbour distance statistics, its histogram on 40 bins shared by all sets, and
+    the fraction below the held-out digits' 1% quantile; with those bin edges and that quantile."""
+    top = float(max(d.max() for d in dist.values()))
+    edges = torch.linspace(0.0, math.ceil(top), 41)
+    threshold = float(torch.quantile(dist["held-out digits"].double(), 0.01))
+    groups = {}
+    for name, d in dist.items():
+        groups[name] = {
+            **_distance_stats(d),
+            "histogram": torch.histogram(d.double(), bins=edges.double()).hist.tolist(),
+            "below_heldout_p01": float((d < threshold).float().mean()),
+        }
+    return groups, edges, threshold
+
+
 def run_memorisation(tier: str, progress: bool = True, cache: Cache | None = None) -> Path:
     """Nearest training digit (pixel L2 over 784 pixels in [-1, 1]) of model samples, of held-out digits
     and of near-copies of training digits; distance statistics, shared histograms, examples."""
@@ -776,22 +816,13 @@ def run_memorisation(tier: str, progress: bool = True, cache: Cache | None = Non
     sets = {"model samples": samples, "held-out digits": heldout_x, "near-copies": copies}
     nn = {name: nearest_neighbours(x, train_x) for name, x in sets.items()}  # (d (B, 1), idx (B, 1))
     dist = {name: d[:, 0] for name, (d, _) in nn.items()}
-    top = float(max(d.max() for d in dist.values()))
-    edges = torch.linspace(0.0, math.ceil(top), 41)
-    threshold = float(torch.quantile(dist["held-out digits"].double(), 0.01))
-    train_labels = train.labels
-    groups = {}
-    for name, d in dist.items():
-        groups[name] = {
-            **_distance_stats(d),
-            "histogram": torch.histogram(d.double(), bins=edges.double()).hist.tolist(),
-            "below_heldout_p01": float((d < threshold).float().mean()),
-        }
+    groups, edges, threshold = _distance_groups(dist)
+    labels = train.labels
     groups["model samples"]["neighbour_has_asked_label"] = float(
-        (train_labels[nn["model samples"][1][:, 0]] == asked).float().mean()
+        (labels[nn["model samples"][1][:, 0]] == asked).float().mean()
     )
     groups["held-out digits"]["neighbour_has_true_label"] = float(
-        (train_labels[nn["held-out digits"][1][:, 0]] == heldout_y).float().mean()
+        (labels[nn["held-out digits"][1][:, 0]] == heldout_y).float().mean()
     )
     figure = figure_path("nearest_neighbours", tier)
     _save_pairs(samples, train_x, dist["model samples"], nn["model samples"][1][:, 0], figure)
