@@ -35,7 +35,7 @@ def test_every_chapter_exposes_one_budget_table(name):
     as a results file stores them."""
     table = get_chapter(name).BUDGETS
     assert isinstance(table, BudgetTable) and issubclass(table.type, Budget)
-    for tier, budget in table.items():
+    for _tier, budget in table.items():
         assert type(budget) is table.type and dataclasses.is_dataclass(budget)
         with pytest.raises(dataclasses.FrozenInstanceError):
             budget.__setattr__(dataclasses.fields(budget)[0].name, None)
