@@ -1,7 +1,7 @@
 """Measuring samples: FID, IS and KID with the package's MNIST classifier, conditional accuracy, floors.
 
 (Longer than the package's usual ~400 lines: FID, KID, IS, precision / recall and the Inception kit
-share the feature pass, the reference cache and the input checks defined here; splitting them would
+share the feature pass, the reference features and the input checks defined here; splitting them would
 make every metric import the others' private helpers.)
 
 All functions take images (B, C, H, W) in [-1, 1], the package's convention, and return plain floats.
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -155,17 +154,15 @@ def check_metric_images(
     return x
 
 
-_DEFAULT_CLASSIFIERS: dict[str, MNISTClassifier] = {}
-
-
 def _classifier(classifier: FeatureExtractor | None, device: torch.device) -> FeatureExtractor:
-    """The given classifier, or the shipped one on ``device`` (loaded once per device)."""
+    """The given classifier, or the shipped one loaded on ``device`` (no module-level cache: a caller
+    that scores many sets passes one classifier, or a :func:`reference_stats`, to every call). Loading
+    leaves the global random state as it was (building the network draws initial weights that the
+    shipped ones replace), so a metric's random subsets never depend on whether it loaded one."""
     if classifier is not None:
         return classifier
-    key = str(device)
-    if key not in _DEFAULT_CLASSIFIERS:
-        _DEFAULT_CLASSIFIERS[key] = load_mnist_classifier(device)
-    return _DEFAULT_CLASSIFIERS[key]
+    with torch.random.fork_rng(devices=[]):
+        return load_mnist_classifier(device)
 
 
 @contextlib.contextmanager
@@ -266,39 +263,12 @@ def reference_stats(
     return ReferenceStats(feats, name, clf)
 
 
-_LAST_REFERENCE: dict[str, Any] = {}
-
-
-def _reference_for(reference: Any, classifier: FeatureExtractor | None, batch_size: int) -> ReferenceStats:
-    """:func:`reference_stats`, cached for the last reference seen (same object, unchanged, same classifier)."""
-    from .data import ImageDataset
-
-    if isinstance(reference, ReferenceStats):
-        return reference
-    version: Any
-    if isinstance(reference, ImageDataset):
-        version = reference.images._version
-    else:
-        version = getattr(reference, "_version", None)
-    c = _LAST_REFERENCE
-    if (
-        c
-        and c["classifier"] is classifier
-        and c["version"] == version
-        and (c["ref"] == reference if isinstance(reference, str) else (callable(c["ref"]) and c["ref"]() is reference))
-    ):
-        return c["stats"]
-    stats = reference_stats(reference, classifier, batch_size)
-    ref = reference if isinstance(reference, str) else weakref.ref(reference)
-    c.update(ref=ref, version=version, classifier=classifier, stats=stats)
-    return stats
-
-
 def _features(
     samples: torch.Tensor, reference: Any, classifier: FeatureExtractor | None, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, ReferenceStats]:
-    """Sample features (N, d), sample logits (N, 10) and the (cached) reference, through one classifier."""
-    ref = _reference_for(reference, classifier, batch_size)
+    """Sample features (N, d), sample logits (N, 10) and the reference's features, through one classifier
+    (the reference's are computed here unless it is a :func:`reference_stats` already)."""
+    ref = reference_stats(reference, classifier, batch_size)
     if classifier is not None and classifier is not ref.classifier:
         raise ValueError(
             "reference was computed with a different classifier than `classifier`: "
@@ -478,8 +448,9 @@ def evaluate(
     """FID, IS, KID (and conditional accuracy when ``labels`` are given) of samples against a reference.
 
     samples: (N, 1, 28, 28) in [-1, 1], N >= max(2, is_splits). reference: images, an ``ImageDataset``, a
-    dataset name (``"mnist-embedded/heldout"``) or :func:`reference_stats`; its features are cached, so
-    calling this every K training steps costs one classifier pass over the samples plus the metrics.
+    dataset name (``"mnist-embedded/heldout"``) or :func:`reference_stats`. Pass a :func:`reference_stats`
+    when calling this repeatedly (every K training steps): each call then costs one classifier pass over
+    the samples plus the metrics; images or a dataset name are passed through the classifier each call.
     Returns plain numbers: fid, is, is_std, kid_mean, kid_std, [conditional_accuracy], n_samples,
     n_reference, reference, feature_extractor.
     """

@@ -42,9 +42,8 @@ def test_the_colab_tier_is_its_own_not_the_reports_scale(module):
 
 
 def test_report_a_budgets_define_colab():
-    for table in (report_a.FAST_K, report_a.VARIANCE_K, report_a.KL_IMAGES, report_a.SAMPLES):
-        assert "colab" in table
-    assert "colab" in report_d.REPORT_D_BUDGETS and "colab" in measuring.BUDGETS
+    for module in (report_a, report_d, measuring):  # defined for colab itself, not by the gpu fallback
+        assert "colab" in module.BUDGETS
 
 
 def test_the_estimate_reads_the_committed_benchmark(monkeypatch, tmp_path):

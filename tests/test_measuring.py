@@ -180,7 +180,7 @@ def test_scores_on_precomputed_features_match_the_public_kit(digits, train_small
     ref = digits[0]
     f, logits = classifier_outputs(samples)
     f_ref, _ = classifier_outputs(ref)
-    ours = measuring._scores(f, f_ref, logits, torch.Generator().manual_seed(3), labels)
+    ours = measuring.kit._scores(f, f_ref, logits, torch.Generator().manual_seed(3), labels)
     kit = evaluate(samples, ref, labels, generator=torch.Generator().manual_seed(3))
     assert ours["fid"] == pytest.approx(kit["fid"], rel=1e-9)
     assert ours["is"] == pytest.approx(kit["is"], rel=1e-9)
@@ -198,7 +198,7 @@ def test_conditional_accuracy_counts_each_asked_label():
     got = asked.clone()
     got[[1, 4, 16]] = torch.tensor([7, 2, 3])  # one wrong sample each for labels 0, 1 and 9
     logits = torch.nn.functional.one_hot(got, 10).float() * 5.0 - 1.0  # (18, 10), argmax = got
-    out = measuring._conditional_accuracy(logits, asked)
+    out = measuring.bias._conditional_accuracy(logits, asked)
     assert out["conditional_accuracy"] == pytest.approx(15 / 18)
     assert out["conditional_accuracy_per_class"][:3] == pytest.approx([3 / 4, 1 / 2, 1.0])
     assert out["conditional_accuracy_per_class"][9] == pytest.approx(1 / 2)

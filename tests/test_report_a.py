@@ -78,10 +78,10 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     assert set(c["conditional_accuracy"]) == set(c["knn_accuracy"]) == {"unet", "unet_disc"}
     assert c["disc_weight"]["unet"] == 0 and c["disc_weight"]["unet_disc"] > 0 and 0.5 < c["judges"]["knn_heldout"] <= 1
     f = smoke_results["fast_sampling"]["data"]
-    assert f["K"] == list(A.FAST_K["smoke"]) and set(f["samplers"]) == set(A.FAST_SAMPLERS)
+    assert f["K"] == list(A.BUDGETS["smoke"].fast_k) and set(f["samplers"]) == set(A.FAST_SAMPLERS)
     assert all(len(f["samplers"][k]["fid"]) == len(f["K"]) for k in f["samplers"])
     v = smoke_results["variance"]["data"]
-    assert v["full_K"] == max(A.VARIANCE_K["smoke"]) and set(v["full"]["fid"]) == {"zero", "beta", "beta_tilde"}
+    assert v["full_K"] == max(A.BUDGETS["smoke"].variance_k) and set(v["full"]["fid"]) == {"zero", "beta", "beta_tilde"}
     assert smoke_results["pretrained"]["data"]["bytes"] > 0
     figures = smoke_results["_root"] / "runs" / "smoke" / "results" / "report_a"
     for part in ("denoisers", "parameterization", "conditioning"):
@@ -113,10 +113,11 @@ def test_planned_evaluations_count_what_the_parts_do(smoke_results):
 
 def test_cpu_budget_counts_whole_classes_and_every_k():
     """The cpu tier measures every K of the issue (5 to 400) and draws whole classes in every setting."""
-    assert list(A.FAST_K["cpu"]) == [5, 10, 20, 50, 100, 400] and max(A.VARIANCE_K["cpu"]) == 400
-    counts = [A.samples_per_setting("cpu"), *A.FAST_K["cpu"].values(), *A.VARIANCE_K["cpu"].values()]
+    cpu = A.BUDGETS["cpu"]
+    assert list(cpu.fast_k) == [5, 10, 20, 50, 100, 400] and max(cpu.variance_k) == 400
+    counts = [A.samples_per_setting("cpu"), *cpu.fast_k.values(), *cpu.variance_k.values()]
     assert all(n >= 10 and n % 10 == 0 for n in counts)
-    assert A.samples_per_setting("cpu") == A.SAMPLES["cpu"]
+    assert A.samples_per_setting("cpu") == cpu.samples
 
 
 def test_same_setting_same_samples(smoke_results):

@@ -100,7 +100,7 @@ def test_parts_run_end_to_end_at_the_smoke_tier_offline(results_tmp, offline):
     images, and interpolation, all on fake data with a tiny network; no number is invented offline."""
     root = report_b.PARTS["training"].run("smoke", False).parent
     guid = json.loads(report_b.PARTS["guidance"].run("smoke", False).read_text())["data"]
-    assert guid["w"] == report_b.SAMPLING["smoke"]["w"] and all((root / f).is_file() for f in guid["grids"].values())
+    assert guid["w"] == list(report_b.BUDGETS["smoke"].w) and all((root / f).is_file() for f in guid["grids"].values())
     assert all(
         m["status"] == "not measured: needs internet" and m["fid_train"] is None for m in guid["metrics"].values()
     )

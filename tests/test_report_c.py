@@ -174,7 +174,7 @@ def test_parts_run_end_to_end_at_the_smoke_tier_offline(results_tmp, offline):
     assert sorted(int(s) for s in data["grids"]) == report_c.GRID_STEPS["smoke"]
     assert all((path.parent / f).is_file() for f in data["grids"].values())
     ev = json.loads(report_c.PARTS["evaluation"].run("smoke", False).read_text())["data"]
-    assert [r["n"] for r in ev["rows"]] == report_c.EVAL["smoke"]["n"]
+    assert [r["n"] for r in ev["rows"]] == list(report_c.BUDGETS["smoke"].n)
     for row in ev["rows"] + [ev["vs_report"], ev["vs_paper"]]:
         assert row["status"] == "not measured: needs internet" and row["is"] is None and row["fid_train"] is None
     assert (path.parent / ev["grids"]["6"]).is_file()

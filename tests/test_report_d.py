@@ -83,7 +83,7 @@ def test_curves_hold_one_point_per_snapshot_and_the_final_numbers(smoke):
         assert all(1.0 - 1e-6 <= v <= 10.0 + 1e-6 for v in rec["is"])
         assert len(rec["loss"]["epoch_mean_loss"]) == len(rec["loss"]["epoch_index"]) >= 1
         final = data["final"][run]
-        assert final["n_samples"] == report_d.REPORT_D_BUDGETS["smoke"].eval_n
+        assert final["n_samples"] == report_d.BUDGETS["smoke"].eval_n
         assert abs(sum(final["class_fractions"]) - 1) < 1e-9
         assert (tier_results_dir("smoke") / final["figure"]).is_file()
 
@@ -116,7 +116,7 @@ def test_comparison_measures_every_model_the_same_way(smoke):
     assert "cold_columns_random_alg2" in data["rows"] and data["ddpm_row"] in data["rows"]
     assert any(k.endswith("_matched") for k in data["rows"])
     for row in data["rows"].values():
-        assert row["n_samples"] == report_d.REPORT_D_BUDGETS["smoke"].eval_n
+        assert row["n_samples"] == report_d.BUDGETS["smoke"].eval_n
         assert row["nn_distance_mean"] > 0 and row["nfe"] >= 1
     assert set(data["fid_ddpm_vs_cold"]) == {"gaussian_ddpm", "cold_diffusion"}
 

@@ -2,7 +2,8 @@
 
 The same run works from a notebook cell, from ``python -m diffusion_edu experiment CHAPTER`` (on a
 laptop, a GPU box or in Colab) and in tests at the smoke tier. Each chapter module defines
-``CHAPTER`` (its results folder) and ``PARTS`` (ordered name -> :class:`~.common.Part`).
+``CHAPTER`` (its results folder), ``PARTS`` (ordered name -> :class:`~.common.Part`) and ``BUDGETS``
+(a :class:`~.budgets.BudgetTable`: what it spends at each tier).
 
     python -m diffusion_edu experiment --list
     python -m diffusion_edu experiment report_e --tier cpu              # every part not yet run
@@ -15,6 +16,7 @@ import argparse
 import importlib
 from types import ModuleType
 
+from .budgets import Budget, BudgetTable
 from .common import EVAL_BUDGETS, EvalBudget, Part, by_tier, ensure_needs, ensure_result, load_result, run_parts
 from .store import Cache, RunStore
 
@@ -23,6 +25,8 @@ __all__ = [
     "get_chapter",
     "run_chapter",
     "load_result",
+    "Budget",
+    "BudgetTable",
     "EVAL_BUDGETS",
     "EvalBudget",
     "Part",

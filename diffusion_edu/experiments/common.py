@@ -21,8 +21,12 @@ from typing import Any
 import torch
 
 from ..results import TIERS, current_tier, read_results, results_dir, write_results
+from .budgets import FALLBACK, Budget, BudgetTable, resolve_tier
 
 __all__ = [
+    "Budget",
+    "BudgetTable",
+    "FALLBACK",
     "EvalBudget",
     "EVAL_BUDGETS",
     "by_tier",
@@ -54,18 +58,17 @@ def check_tier(tier: str | None) -> str:
     return tier
 
 
-def by_tier(values: Mapping[str, Any], tier: str) -> Any:
-    """Pick a tier's value from ``{"smoke": ..., "cpu": ..., "gpu": ...}``; ``colab`` falls back to
-    ``gpu``'s entry when it has none of its own (both run on a GPU)."""
-    if tier in values:
+def by_tier(values: Mapping[str, Any] | BudgetTable, tier: str) -> Any:
+    """Pick a tier's value from ``{"smoke": ..., "cpu": ..., "gpu": ...}`` (or a :class:`BudgetTable`) by
+    the one rule of :mod:`.budgets`: ``colab`` falls back to ``gpu``'s entry when it has none of its own
+    (both run on a GPU); an unknown tier, or one with no entry, raises a :class:`ValueError`."""
+    if isinstance(values, BudgetTable):
         return values[tier]
-    if tier == "colab" and "gpu" in values:
-        return values["gpu"]
-    raise ValueError(f"no setting for tier {tier!r}; this experiment defines {sorted(values)}")
+    return values[resolve_tier(tier, values, "this experiment")]
 
 
 @dataclass(frozen=True)
-class EvalBudget:
+class EvalBudget(Budget):
     """How samples are drawn and measured at a tier: ``n`` samples, with the DDIM / respaced sampler
     at ``steps`` steps (None = every step of the schedule), in chunks of ``batch_size``."""
 
@@ -74,12 +77,15 @@ class EvalBudget:
     batch_size: int = 500
 
 
-EVAL_BUDGETS: dict[str, EvalBudget] = {
-    "smoke": EvalBudget(n=64, steps=4, batch_size=64),
-    "cpu": EvalBudget(n=1000, steps=20),
-    "colab": EvalBudget(n=10_000, steps=100),
-    "gpu": EvalBudget(n=10_000, steps=None, batch_size=2000),
-}
+EVAL_BUDGETS: BudgetTable[EvalBudget] = BudgetTable(
+    "EVAL_BUDGETS",
+    {
+        "smoke": EvalBudget(n=64, steps=4, batch_size=64),
+        "cpu": EvalBudget(n=1000, steps=20),
+        "colab": EvalBudget(n=10_000, steps=100),
+        "gpu": EvalBudget(n=10_000, steps=None, batch_size=2000),
+    },
+)
 
 
 def eval_device(tier: str) -> torch.device:

@@ -27,8 +27,9 @@ import torch
 
 from ..presets import TrainConfig, training_preset
 from .common import (
+    Budget,
+    BudgetTable,
     Part,
-    by_tier,
     chapter_parts,
     check_tier,
     ensure_trained,
@@ -48,7 +49,7 @@ GRID = "fashion_samples.png"
 
 
 @dataclass(frozen=True)
-class OwnDataBudget:
+class OwnDataBudget(Budget):
     """Training steps, sampler steps, samples in the grid and for the metrics, classifier epochs (or steps)."""
 
     steps: int
@@ -60,16 +61,22 @@ class OwnDataBudget:
     classifier_max_steps: int | None = None
 
 
-BUDGETS = {
-    "smoke": OwnDataBudget(
-        steps=4, batch_size=8, sample_steps=3, grid_n=20, n_samples=20, classifier_epochs=1, classifier_max_steps=3
-    ),
-    # 1,000 x 32 images (about half a pass over the 60,000): about 10 minutes of one CPU thread on a shared machine
-    "cpu": OwnDataBudget(steps=1000, batch_size=32, sample_steps=20, grid_n=100, n_samples=1000, classifier_epochs=2),
-    "gpu": OwnDataBudget(
-        steps=20_000, batch_size=128, sample_steps=50, grid_n=100, n_samples=10_000, classifier_epochs=10
-    ),
-}
+# no colab entry: the colab tier uses the gpu budget (the rule of .budgets)
+BUDGETS: BudgetTable[OwnDataBudget] = BudgetTable(
+    "own_data.BUDGETS",
+    {
+        "smoke": OwnDataBudget(
+            steps=4, batch_size=8, sample_steps=3, grid_n=20, n_samples=20, classifier_epochs=1, classifier_max_steps=3
+        ),
+        # 1,000 x 32 images (about half a pass over the 60,000): about 10 minutes of one CPU thread on a shared machine
+        "cpu": OwnDataBudget(
+            steps=1000, batch_size=32, sample_steps=20, grid_n=100, n_samples=1000, classifier_epochs=2
+        ),
+        "gpu": OwnDataBudget(
+            steps=20_000, batch_size=128, sample_steps=50, grid_n=100, n_samples=10_000, classifier_epochs=10
+        ),
+    },
+)
 
 
 def smoke_data(root: str | Path, n_train: int = 60, n_test: int = 30, seed: int = 0) -> Path:
@@ -87,7 +94,7 @@ def smoke_data(root: str | Path, n_train: int = 60, n_test: int = 30, seed: int 
 
 def config(tier: str, data_path: str | None = None) -> TrainConfig:
     """quick_mnist on Fashion-MNIST, with the tier's steps and batch; no grids during training."""
-    b = by_tier(BUDGETS, tier)
+    b = BUDGETS[tier]
     return training_preset(
         "quick_mnist",
         dataset="fashion-mnist",
@@ -105,46 +112,67 @@ def grid_path(tier: str | None = None) -> Path:
     return result_path(CHAPTER, "fashion_mnist", check_tier(tier)).parent / GRID
 
 
-def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
-    """The chapter's one part: it trains its own run (a training part) and then measures it."""
+def _train_and_draw(tier: str, root: str | None, progress: bool):
+    """Train (or load) the run at ``tier``, save its sample grid and draw the measured samples.
+    Returns the config, the run's folder, the training result, the samples and their labels."""
     from ..checkpoint import load_model
+    from ..generate import generate
+
+    b = BUDGETS[tier]
+    cfg = config(tier, root)
+    out = runs_root(tier) / CHAPTER / RUN
+    if tier == "smoke":
+        shutil.rmtree(out, ignore_errors=True)
+    result = ensure_trained(CHAPTER, RUN, cfg, tier, progress=progress)
+    loaded = load_model(out / "checkpoint.pt", device="cpu")
+    grid, _ = generate(loaded, b.grid_n, method="ddim", steps=b.sample_steps, seed=1)
+    save_grid(grid, grid_path(tier), nrow=10)
+    samples, labels = generate(loaded, b.n_samples, method="ddim", steps=b.sample_steps, seed=2)
+    return cfg, out, result, samples, labels
+
+
+def _measure(tier: str, root: str | None, samples: torch.Tensor, labels: torch.Tensor, progress: bool):
+    """Train the Fashion-MNIST feature classifier and score the samples, and as the floor as many random
+    training images, against the test set in its features. Returns the classifier's config and summary,
+    the two splits and the two sets of scores."""
     from ..classifier import ClassifierConfig, train_classifier
     from ..data import load_dataset
-    from ..generate import generate
-    from ..metrics import evaluate
+    from ..metrics import evaluate, reference_stats
 
+    b = BUDGETS[tier]
+    clf_cfg = ClassifierConfig(
+        dataset="fashion-mnist", data_path=root, epochs=b.classifier_epochs, max_steps=b.classifier_max_steps
+    )
+    clf, clf_summary = train_classifier(clf_cfg, progress=progress)
+    train_set, test_set = (
+        load_dataset("fashion-mnist", "train", path=root),
+        load_dataset("fashion-mnist", "test", path=root),
+    )
+    g = torch.Generator().manual_seed(3)
+    real_idx = torch.randperm(len(train_set), generator=g)[: b.n_samples]
+    real, real_labels = train_set.batch(real_idx)
+    splits = min(10, b.n_samples // 2)
+    ref = reference_stats(test_set, clf)  # the test set's features, once for both sets
+    scores = {
+        "model": evaluate(
+            samples, ref, labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
+        ),
+        "real_training_images": evaluate(
+            real, ref, real_labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
+        ),
+    }
+    return clf_cfg, clf_summary, train_set, test_set, scores
+
+
+def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
+    """The chapter's one part: it trains its own run (a training part) and then measures it."""
     t0 = time.perf_counter()
-    b = by_tier(BUDGETS, tier)
+    b = BUDGETS[tier]
     tmp = tempfile.mkdtemp() if tier == "smoke" else None
     try:
         root = str(smoke_data(tmp)) if tmp else None
-        cfg = config(tier, root)
-        out = runs_root(tier) / CHAPTER / RUN
-        if tier == "smoke":
-            shutil.rmtree(out, ignore_errors=True)
-        result = ensure_trained(CHAPTER, RUN, cfg, tier, progress=progress)
-        loaded = load_model(out / "checkpoint.pt", device="cpu")
-        grid, _ = generate(loaded, b.grid_n, method="ddim", steps=b.sample_steps, seed=1)
-        save_grid(grid, grid_path(tier), nrow=10)
-        samples, labels = generate(loaded, b.n_samples, method="ddim", steps=b.sample_steps, seed=2)
-        clf_cfg = ClassifierConfig(
-            dataset="fashion-mnist", data_path=root, epochs=b.classifier_epochs, max_steps=b.classifier_max_steps
-        )
-        clf, clf_summary = train_classifier(clf_cfg, progress=progress)
-        train_set, test_set = (
-            load_dataset("fashion-mnist", "train", path=root),
-            load_dataset("fashion-mnist", "test", path=root),
-        )
-        g = torch.Generator().manual_seed(3)
-        real_idx = torch.randperm(len(train_set), generator=g)[: b.n_samples]
-        real, real_labels = train_set.batch(real_idx)
-        splits = min(10, b.n_samples // 2)
-        model_scores = evaluate(
-            samples, test_set, labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
-        )
-        floor = evaluate(
-            real, test_set, real_labels, classifier=clf, is_splits=splits, generator=torch.Generator().manual_seed(4)
-        )
+        cfg, out, result, samples, labels = _train_and_draw(tier, root, progress)
+        clf_cfg, clf_summary, train_set, test_set, scores = _measure(tier, root, samples, labels, progress)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -167,13 +195,13 @@ def _fashion_mnist(tier: str, progress: bool, cache: Any = None) -> Path:
         "grid_n": b.grid_n,
         "sampler": f"DDIM, {b.sample_steps} steps, eta 0",
         "classifier": clf_summary,
-        "metrics": {"model": model_scores, "real_training_images": floor},
+        "metrics": scores,
     }
     return save_result(
         CHAPTER,
         "fashion_mnist",
         data,
-        {"run": cfg.to_dict(), "budget": asdict(b), "classifier": asdict(clf_cfg)},
+        {"run": cfg.to_dict(), "budget": b.as_config(), "classifier": asdict(clf_cfg)},
         tier,
         time.perf_counter() - t0,
     )

@@ -28,8 +28,9 @@ import torch
 
 from .common import (
     EVAL_BUDGETS,
+    Budget,
+    BudgetTable,
     Part,
-    by_tier,
     chapter_parts,
     final_loss,
     have_result,
@@ -90,33 +91,60 @@ SEED = 0  # x_T and every sampling step's noise; also the metrics' random subset
 GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one column per class
 COLUMNS = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")  # the metric columns of a comparison
 SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
-# Evaluation budgets. At the cpu tier the evaluation parts must fit in about 12 minutes on 2 cores after
-# the training runs; the U-Net evaluates ~650 images per second there (results/benchmarks/models_cpu.json),
-# and planned_evaluations() counts what these budgets ask for.
-# SAMPLES: samples per setting of the comparisons (denoisers, parameterization, schedules, conditioning);
-# a tier not listed uses EVAL_BUDGETS[tier].n.
-SAMPLES = {"cpu": 500, "colab": 2000}
-# fast_sampling: K -> samples. Fewer samples at large K keep the cpu tier within its budget; KID is
-# unbiased in the number of samples, FID is not (compare FID only at equal n; floors.json has the floor per n).
-# At the cpu tier: 500 samples up to K = 20, fewer at large K (about 210,000 network evaluations for the
-# two parts, some 10 minutes on 2 idle cores). At K = 400 that is 50 samples: a grid and a rough KID, not
-# enough to rank samplers by (the ledger judges the 400-step ranking from the colab tier up).
-FAST_K = {
-    "smoke": {5: 20, 10: 20},
-    "cpu": {5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
-    "colab": {5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
-    "gpu": {k: 10_000 for k in (5, 10, 20, 50, 100, 400)},
-}
-VARIANCE_K = {
-    "smoke": {4: 20, 8: 20},
-    "cpu": {20: 500, 400: 50},
-    "colab": {20: 2000, 400: 2000},
-    "gpu": {20: 10_000, 400: 10_000},
-}
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
-KL_IMAGES = {"smoke": 16, "cpu": 300, "colab": 1005, "gpu": 1005}
-# images per sampling batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
-DRAW_BATCH = {"smoke": 100, "cpu": 100}
+
+
+@dataclass(frozen=True)
+class ReportABudget(Budget):
+    """What the evaluation parts draw at a tier. At the cpu tier the evaluation parts must fit in about
+    12 minutes on 2 cores after the training runs; the U-Net evaluates ~650 images per second there
+    (results/benchmarks/models_cpu.json), and :func:`planned_evaluations` counts what a budget asks for.
+
+    samples: samples per setting of the comparisons (denoisers, parameterization, schedules,
+    conditioning), rounded down to whole classes (None = the tier's :data:`~.common.EVAL_BUDGETS` n);
+    fast_k: fast_sampling's K -> samples; variance_k: the same for the variance part; bound_images:
+    held-out digits of the bound's terms (parameterization, at :data:`KL_TIMESTEPS`); draw_batch: images
+    per sampling batch (None = the tier's EVAL_BUDGETS batch).
+
+    Fewer samples at large K keep the cpu tier within its budget; KID is unbiased in the number of
+    samples, FID is not (compare FID only at equal n; floors.json has the floor per n). At the cpu tier:
+    500 samples up to K = 20, fewer at large K (about 210,000 network evaluations for the two parts, some
+    10 minutes on 2 idle cores). At K = 400 that is 50 samples: a grid and a rough KID, not enough to
+    rank samplers by (the ledger judges the 400-step ranking from the colab tier up).
+    """
+
+    fast_k: dict[int, int]
+    variance_k: dict[int, int]
+    bound_images: int
+    samples: int | None = None
+    draw_batch: int | None = None
+
+
+# draw_batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
+BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
+    "report_a.BUDGETS",
+    {
+        "smoke": ReportABudget(fast_k={5: 20, 10: 20}, variance_k={4: 20, 8: 20}, bound_images=16, draw_batch=100),
+        "cpu": ReportABudget(
+            fast_k={5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
+            variance_k={20: 500, 400: 50},
+            bound_images=300,
+            samples=500,
+            draw_batch=100,
+        ),
+        "colab": ReportABudget(
+            fast_k={5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
+            variance_k={20: 2000, 400: 2000},
+            bound_images=1005,
+            samples=2000,
+        ),
+        "gpu": ReportABudget(
+            fast_k={k: 10_000 for k in (5, 10, 20, 50, 100, 400)},
+            variance_k={20: 10_000, 400: 10_000},
+            bound_images=1005,
+        ),
+    },
+)
 
 
 def store(tier: str) -> RunStore:
@@ -175,8 +203,9 @@ def book_sampler(tier: str) -> Sampler:
 
 
 def samples_per_setting(tier: str) -> int:
-    """The tier's sample count (:data:`SAMPLES`, else :data:`EVAL_BUDGETS`) rounded down to whole classes."""
-    return max(10, SAMPLES.get(tier, EVAL_BUDGETS[tier].n) // 10 * 10)
+    """The tier's sample count (:data:`BUDGETS`, else :data:`EVAL_BUDGETS`) rounded down to whole classes."""
+    n = BUDGETS[tier].samples
+    return max(10, (EVAL_BUDGETS[tier].n if n is None else n) // 10 * 10)
 
 
 def class_labels(n: int) -> torch.Tensor:
@@ -354,9 +383,9 @@ def _save(part: str, data: dict, cfg: dict, tier: str, t0: float) -> Path:
         "reference": "mnist-embedded/heldout (1,005 digits)",
         "chapter_budget": {
             "samples_per_setting": samples_per_setting(tier),
-            "fast_K_to_n": by_tier(FAST_K, tier),
-            "variance_K_to_n": by_tier(VARIANCE_K, tier),
-            "bound_images": by_tier(KL_IMAGES, tier),
+            "fast_K_to_n": BUDGETS[tier].fast_k,
+            "variance_K_to_n": BUDGETS[tier].variance_k,
+            "bound_images": BUDGETS[tier].bound_images,
             "planned_evaluations": planned_evaluations(tier),
         },
         "threads": torch.get_num_threads(),
@@ -452,7 +481,7 @@ def _parameterization(tier: str, progress: bool, cache: Cache) -> Path:
         for name, run in runs.items()
     }
     x0, y = load_embedded_mnist("heldout").tensors()
-    k = by_tier(KL_IMAGES, tier)
+    k = BUDGETS[tier].bound_images
     x0, y = x0[:k], y[:k]
     terms = {
         name: bound_terms(
@@ -680,7 +709,7 @@ def _sweep(
 def _fast_sampling(tier: str, progress: bool, cache: Cache) -> Path:
     """DDIM vs respaced DDPM (beta_tilde, and variance 0 as Report A samples) at K steps, quality and time."""
     t0 = time.perf_counter()
-    ks = by_tier(FAST_K, tier)
+    ks = BUDGETS[tier].fast_k
     data = {
         "describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
         **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache),
@@ -704,7 +733,7 @@ VARIANCE_SAMPLERS = {v: Sampler("ddpm", variance=v) for v in ("zero", "beta", "b
 def _variance(tier: str, progress: bool, cache: Cache) -> Path:
     """The reverse variance sigma_t^2 = 0 (Report A), beta_t or beta_tilde_t, at a few K and at all T steps."""
     t0 = time.perf_counter()
-    ks = by_tier(VARIANCE_K, tier)
+    ks = BUDGETS[tier].variance_k
     sweep = _sweep(tier, VARIANCE_SAMPLERS, ks, "variance", progress, cache)
     last = str(max(ks))
     data = {
@@ -758,14 +787,15 @@ def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
     book, n = book_sampler(tier), samples_per_setting(tier)
     draws = {(run, book, n) for run in ("unet", "autoencoder", "vae", "unet_mu", "unet_disc")}
     draws |= {(run, s, n) for s in schedule_protocols(tier).values() for run in SCHEDULE_RUNS.values()}
-    for samplers, ks in ((FAST_SAMPLERS, by_tier(FAST_K, tier)), (VARIANCE_SAMPLERS, by_tier(VARIANCE_K, tier))):
+    for samplers, ks in ((FAST_SAMPLERS, BUDGETS[tier].fast_k), (VARIANCE_SAMPLERS, BUDGETS[tier].variance_k)):
         draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
     return draws
 
 
 def draw_batch(tier: str) -> int:
-    """Images per sampling batch at ``tier`` (:data:`DRAW_BATCH`, else the tier's EVAL_BUDGETS batch)."""
-    return DRAW_BATCH.get(tier, EVAL_BUDGETS[tier].batch_size)
+    """Images per sampling batch at ``tier`` (:data:`BUDGETS`, else the tier's EVAL_BUDGETS batch)."""
+    b = BUDGETS[tier].draw_batch
+    return EVAL_BUDGETS[tier].batch_size if b is None else b
 
 
 def colab_plan(tier: str = "colab") -> dict[str, Any]:
@@ -786,14 +816,14 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
 def planned_evaluations(tier: str) -> dict[str, int]:
     """What the evaluation parts cost at ``tier``, in images passed through a network (one image at one
     step is one): drawing the samples, the bound terms of ``parameterization`` and the first-step
-    diagnostics of ``schedules``. The cpu tier's budgets are chosen with it (:data:`SAMPLES`)."""
+    diagnostics of ``schedules``. The cpu tier's budgets are chosen with it (:data:`BUDGETS`)."""
     draws = planned_draws(tier)
     steps = {run: config(run, tier).T for run in RUNS}
     n, book = samples_per_setting(tier), book_sampler(tier)
     return {
         "sampling": sum(m * (s.steps or steps[run]) for run, s, m in draws),
         "settings": len(draws),
-        "bound": 2 * by_tier(KL_IMAGES, tier) * len(KL_TIMESTEPS),
+        "bound": 2 * BUDGETS[tier].bound_images * len(KL_TIMESTEPS),
         "first_step": len(SCHEDULE_RUNS) * (2 if book.steps else 1) * 2 * n,
     }
 

@@ -21,6 +21,7 @@ then the other parts with plain ``python -m diffusion_edu experiment report_b --
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ from .cifar import (
     snapshot_network,
     train_cifar_run,
 )
-from .common import Part, chapter_parts, result_path, runs_root, save_result
+from .common import Budget, BudgetTable, Part, chapter_parts, result_path, runs_root, save_result
 
 tier_check = check_cifar_tier  # the tier ensure_needs accepts (never cpu)
 CHAPTER = "report_b"
@@ -96,33 +97,54 @@ TIER_OVERRIDES: dict[str, dict[str, Any]] = {
     ),
     "gpu": dict(sample_every=0, callback_every=10_000),
 }
-# Sampling for the parts: the guidance weights swept, samples per weight, the sampler.
-SAMPLING: dict[str, dict[str, Any]] = {
-    "smoke": dict(
-        w=[0.0, 1.0], n=12, method="ddim", steps=4, batch_size=24, nn_w=[0.0], interp_rows=2, interp_points=4
-    ),
-    "colab": dict(
-        w=[0.0, 0.3, 1.0, 3.0],
-        n=1000,
-        method="ddim",
-        steps=50,
-        batch_size=500,
-        nn_w=[0.0, 3.0],
-        interp_rows=5,
-        interp_points=9,
-    ),
-    # Report B samples with Ho et al.'s Algorithm 2 (all 1000 steps) and a guided mix at every step.
-    "gpu": dict(
-        w=[0.0, 0.3, 1.0, 2.0, 4.0],
-        n=10_000,
-        method="ddpm",
-        steps=None,
-        batch_size=2000,
-        nn_w=[0.0, 4.0],
-        interp_rows=5,
-        interp_points=9,
-    ),
-}
+
+
+@dataclass(frozen=True)
+class ReportBBudget(Budget):
+    """Sampling for the parts at a tier: the guidance weights ``w`` swept, ``n`` samples per weight, the
+    sampler (``method``, ``steps``: None = all T; ``batch_size``), the weights of the nearest-neighbour
+    check (``nn_w``) and the interpolation's rows and points."""
+
+    w: tuple[float, ...]
+    n: int
+    method: str
+    steps: int | None
+    batch_size: int
+    nn_w: tuple[float, ...]
+    interp_rows: int
+    interp_points: int
+
+
+# no cpu entry: the CIFAR chapters run at the smoke, colab and gpu tiers only (check_cifar_tier)
+BUDGETS: BudgetTable[ReportBBudget] = BudgetTable(
+    "report_b.BUDGETS",
+    {
+        "smoke": ReportBBudget(
+            w=(0.0, 1.0), n=12, method="ddim", steps=4, batch_size=24, nn_w=(0.0,), interp_rows=2, interp_points=4
+        ),
+        "colab": ReportBBudget(
+            w=(0.0, 0.3, 1.0, 3.0),
+            n=1000,
+            method="ddim",
+            steps=50,
+            batch_size=500,
+            nn_w=(0.0, 3.0),
+            interp_rows=5,
+            interp_points=9,
+        ),
+        # Report B samples with Ho et al.'s Algorithm 2 (all 1000 steps) and a guided mix at every step.
+        "gpu": ReportBBudget(
+            w=(0.0, 0.3, 1.0, 2.0, 4.0),
+            n=10_000,
+            method="ddpm",
+            steps=None,
+            batch_size=2000,
+            nn_w=(0.0, 4.0),
+            interp_rows=5,
+            interp_points=9,
+        ),
+    },
+)
 INTERP_CLASSES = [1, 3, 7, 8, 9]  # automobile, cat, horse, ship, truck
 
 
@@ -134,14 +156,15 @@ def config(tier: str) -> TrainConfig:
 
 def colab_plan() -> dict[str, Any]:
     """The colab tier's work in network evaluations (guided ones count twice), for ``plan_estimate``."""
-    cfg, s = config("colab"), SAMPLING["colab"]
-    per_w = [s["n"] * s["steps"] * (1 if w == 0 else 2) for w in s["w"]]
-    nn_evals = sum(100 * s["steps"] * (1 if w == 0 else 2) for w in s["nn_w"])
-    interp = s["interp_rows"] * s["interp_points"] * s["steps"]
+    cfg, s = config("colab"), BUDGETS["colab"]
+    steps = s.steps or cfg.T  # None: every step
+    per_w = [s.n * steps * (1 if w == 0 else 2) for w in s.w]
+    nn_evals = sum(100 * steps * (1 if w == 0 else 2) for w in s.nn_w)
+    interp = s.interp_rows * s.interp_points * steps
     return {
         "train_images": cfg.steps * cfg.batch_size,
         "sample_evals": sum(per_w) + nn_evals + interp,
-        "inception_images": 60_000 + 3 * s["n"] * len(s["w"]),
+        "inception_images": 60_000 + 3 * s.n * len(s.w),
     }
 
 
@@ -209,7 +232,7 @@ def _costs(tier: str, progress: bool, cache: Any = None):
         CHAPTER,
         "costs",
         data,
-        {"preset": cfg.to_dict(), "colab": config("colab").to_dict(), "sampling_colab": SAMPLING["colab"]},
+        {"preset": cfg.to_dict(), "colab": config("colab").to_dict(), "sampling_colab": BUDGETS["colab"].as_config()},
         tier,
         time.perf_counter() - t0,
     )
@@ -227,22 +250,22 @@ def _guidance(tier: str, progress: bool, cache: Any = None):
     """Samples for each guidance weight w (balanced classes): a grid per w and, online, Inception IS / FID."""
     check_cifar_tier(tier)
     t0 = time.perf_counter()
-    s = SAMPLING[tier]
+    s = BUDGETS[tier]
     model, schedule = _model(tier, progress, "guidance")
     refs = {name: cifar10(split, tier).images for name, split in REFERENCE_SPLITS.items()}  # uint8
     folder = result_path(CHAPTER, "guidance", tier).parent / "guidance_grids"
     grids, metrics, walls = {}, {}, {}
     from ..viz import save_image_grid
 
-    for w in s["w"]:
+    for w in s.w:
         images, walls[str(w)] = sample_images(
             model,
             schedule,
-            s["n"],
-            method=s["method"],
-            steps=s["steps"],
-            batch_size=s["batch_size"],
-            y=_labels(s["n"]),
+            s.n,
+            method=s.method,
+            steps=s.steps,
+            batch_size=s.batch_size,
+            y=_labels(s.n),
             w=w,
             seed=1,
             progress=progress,
@@ -251,19 +274,24 @@ def _guidance(tier: str, progress: bool, cache: Any = None):
         save_image_grid(images[:100].float() / 127.5 - 1, path, nrow=10)
         grids[str(w)] = f"guidance_grids/{path.name}"
         try:
-            metrics[str(w)] = inception_metrics(images, refs, [s["n"]])[s["n"]]
+            metrics[str(w)] = inception_metrics(images, refs, [s.n])[s.n]
         except WeightsNotAvailableError as e:
             metrics[str(w)] = not_measured(e)
     data = {
-        "w": s["w"],
-        "n": s["n"],
+        "w": s.w,
+        "n": s.n,
         "grids": grids,
         "metrics": metrics,
         "sample_wall_s": walls,
-        "sampler": {"method": s["method"], "steps": s["steps"]},
+        "sampler": {"method": s.method, "steps": s.steps},
     }
     return save_result(
-        CHAPTER, "guidance", data, {"train": config(tier).to_dict(), "sampling": s}, tier, time.perf_counter() - t0
+        CHAPTER,
+        "guidance",
+        data,
+        {"train": config(tier).to_dict(), "sampling": s.as_config()},
+        tier,
+        time.perf_counter() - t0,
     )
 
 
@@ -294,7 +322,7 @@ def _nearest(tier: str, progress: bool, cache: Any = None):
     distance a new image from the data distribution has to its nearest training image (the baseline)."""
     check_cifar_tier(tier)
     t0 = time.perf_counter()
-    s = SAMPLING[tier]
+    s = BUDGETS[tier]
     model, schedule = _model(tier, progress, "nearest_neighbours")
     train = cifar10("train", tier).tensors()[0]
     test = cifar10("test", tier)
@@ -304,14 +332,14 @@ def _nearest(tier: str, progress: bool, cache: Any = None):
     by_w, pairs = {}, {}
     from ..viz import save_image_grid
 
-    for w in s["nn_w"]:
+    for w in s.nn_w:
         images, _ = sample_images(
             model,
             schedule,
             n,
-            method=s["method"],
-            steps=s["steps"],
-            batch_size=s["batch_size"],
+            method=s.method,
+            steps=s.steps,
+            batch_size=s.batch_size,
             y=_labels(n),
             w=w,
             seed=2,
@@ -324,10 +352,10 @@ def _nearest(tier: str, progress: bool, cache: Any = None):
         path = result_path(CHAPTER, "nearest_neighbours", tier).parent / "nearest_grids" / f"w_{w:g}.png"
         save_image_grid(torch.cat([x[:k], nearest]), path, nrow=k)  # top: samples; bottom: nearest by pixels
         pairs[str(w)] = f"nearest_grids/{path.name}"
-    first = by_w[str(s["nn_w"][0])]
+    first = by_w[str(s.nn_w[0])]
     data = {
         "n": n,
-        "w": s["nn_w"],
+        "w": s.nn_w,
         "by_w": by_w,
         "baseline_test": baseline,
         "grids": pairs,
@@ -343,7 +371,7 @@ def _nearest(tier: str, progress: bool, cache: Any = None):
         CHAPTER,
         "nearest_neighbours",
         data,
-        {"train": config(tier).to_dict(), "sampling": s},
+        {"train": config(tier).to_dict(), "sampling": s.as_config()},
         tier,
         time.perf_counter() - t0,
     )
@@ -358,16 +386,16 @@ def _interpolation(tier: str, progress: bool, cache: Any = None):
 
     check_cifar_tier(tier)
     t0 = time.perf_counter()
-    s = SAMPLING[tier]
+    s = BUDGETS[tier]
     model, schedule = _model(tier, progress, "interpolation")
     dev = next(model.parameters()).device
     gen = torch.Generator().manual_seed(3)
-    steps = s["steps"] or 100  # interpolation needs DDIM (eta = 0); at the gpu tier 100 steps
+    steps = s.steps or 100  # interpolation needs DDIM (eta = 0); at the gpu tier 100 steps
     rows, norms = [], []
-    for r in range(s["interp_rows"]):
+    for r in range(s.interp_rows):
         a, b = (torch.randn(3, 32, 32, generator=gen) for _ in range(2))
         label = INTERP_CLASSES[r % len(INTERP_CLASSES)]
-        rows.append(interpolate(model, schedule, a.to(dev), b.to(dev), s["interp_points"], steps=steps, y=label).cpu())
+        rows.append(interpolate(model, schedule, a.to(dev), b.to(dev), s.interp_points, steps=steps, y=label).cpu())
         mid_lerp, mid_slerp = (a + b) / 2, slerp(a, b, 0.5)
         norms.append(
             {
@@ -378,12 +406,12 @@ def _interpolation(tier: str, progress: bool, cache: Any = None):
                 "label": label,
             }
         )
-    again = interpolate(model, schedule, a.to(dev), b.to(dev), s["interp_points"], steps=steps, y=label).cpu()
+    again = interpolate(model, schedule, a.to(dev), b.to(dev), s.interp_points, steps=steps, y=label).cpu()
     path = result_path(CHAPTER, "interpolation", tier).parent / "interpolation.png"
-    save_image_grid(torch.cat(rows), path, nrow=s["interp_points"])
+    save_image_grid(torch.cat(rows), path, nrow=s.interp_points)
     data = {
         "rows": len(rows),
-        "points": s["interp_points"],
+        "points": s.interp_points,
         "ddim_steps": steps,
         "classes": [n["label"] for n in norms],
         "norms": norms,
@@ -392,7 +420,12 @@ def _interpolation(tier: str, progress: bool, cache: Any = None):
         "grid": path.name,
     }
     return save_result(
-        CHAPTER, "interpolation", data, {"train": config(tier).to_dict(), "sampling": s}, tier, time.perf_counter() - t0
+        CHAPTER,
+        "interpolation",
+        data,
+        {"train": config(tier).to_dict(), "sampling": s.as_config()},
+        tier,
+        time.perf_counter() - t0,
     )
 
 

@@ -28,6 +28,7 @@ process trains its slice of each global batch, process 0 alone writes grids, sna
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,7 +50,7 @@ from .cifar import (
     snapshot_network,
     train_cifar_run,
 )
-from .common import Part, chapter_parts, result_path, runs_root, save_result
+from .common import Budget, BudgetTable, Part, chapter_parts, result_path, runs_root, save_result
 from .figures import save_grid
 
 tier_check = check_cifar_tier  # the tier ensure_needs accepts (never cpu)
@@ -139,15 +140,33 @@ TIER_OVERRIDES: dict[str, dict[str, Any]] = {
     "gpu": dict(sample_every=0, callback_every=1000),
 }
 
-# Evaluation: which checkpoints, how many samples, which sampler.
-EVAL: dict[str, dict[str, Any]] = {
-    "smoke": dict(steps=[6], n=[12], method="ddim", sampling_steps=4, batch_size=12),
-    "colab": dict(steps=[COLAB_STEPS], n=[1000, 10_000], method="ddim", sampling_steps=50, batch_size=500),
-    # Ho et al. sample with the full 1000-step ancestral sampler (their Algorithm 2).
-    "gpu": dict(
-        steps=[100_000, 800_000], n=[1000, 10_000, 50_000], method="ddpm", sampling_steps=None, batch_size=2000
-    ),
-}
+
+@dataclass(frozen=True)
+class ReportCBudget(Budget):
+    """Evaluation at a tier: the checkpoints (training ``steps``) evaluated, the sample counts ``n`` (the
+    first n of one draw), the sampler (``method``, ``sampling_steps``: None = all T) and its batch."""
+
+    steps: tuple[int, ...]
+    n: tuple[int, ...]
+    method: str
+    sampling_steps: int | None
+    batch_size: int
+
+
+# no cpu entry: the CIFAR chapters run at the smoke, colab and gpu tiers only (check_cifar_tier)
+BUDGETS: BudgetTable[ReportCBudget] = BudgetTable(
+    "report_c.BUDGETS",
+    {
+        "smoke": ReportCBudget(steps=(6,), n=(12,), method="ddim", sampling_steps=4, batch_size=12),
+        "colab": ReportCBudget(
+            steps=(COLAB_STEPS,), n=(1000, 10_000), method="ddim", sampling_steps=50, batch_size=500
+        ),
+        # Ho et al. sample with the full 1000-step ancestral sampler (their Algorithm 2).
+        "gpu": ReportCBudget(
+            steps=(100_000, 800_000), n=(1000, 10_000, 50_000), method="ddpm", sampling_steps=None, batch_size=2000
+        ),
+    },
+)
 
 
 def config(tier: str) -> TrainConfig:
@@ -158,13 +177,13 @@ def config(tier: str) -> TrainConfig:
 
 def colab_plan() -> dict[str, Any]:
     """The colab tier's work, as counts of network evaluations, for :func:`plan_estimate`."""
-    cfg, ev = config("colab"), EVAL["colab"]
-    n = max(ev["n"])
+    cfg, ev = config("colab"), BUDGETS["colab"]
+    n = max(ev.n)
     # Inception: the 50k training and 10k test references once, each sample prefix through 2 FIDs and IS.
     return {
         "train_images": cfg.steps * cfg.batch_size,
-        "sample_evals": n * ev["sampling_steps"],
-        "inception_images": 60_000 + 3 * sum(ev["n"]),
+        "sample_evals": n * (ev.sampling_steps or cfg.T),  # None: every step
+        "inception_images": 60_000 + 3 * sum(ev.n),
     }
 
 
@@ -194,7 +213,7 @@ def _costs(tier: str, progress: bool, cache: Any = None):
         CHAPTER,
         "costs",
         data,
-        {"preset": cfg.to_dict(), "colab": config("colab").to_dict(), "eval_colab": EVAL["colab"]},
+        {"preset": cfg.to_dict(), "colab": config("colab").to_dict(), "eval_colab": BUDGETS["colab"].as_config()},
         tier,
         time.perf_counter() - t0,
     )
@@ -271,7 +290,14 @@ def _train(tier: str, progress: bool, cache: Any = None):
     check_cifar_tier(tier)
     cfg = config(tier)
     return train_cifar_run(
-        CHAPTER, RUN, cfg, tier, GRID_STEPS[tier], EVAL[tier]["steps"], progress, grid_n=64 if tier != "smoke" else 4
+        CHAPTER,
+        RUN,
+        cfg,
+        tier,
+        GRID_STEPS[tier],
+        list(BUDGETS[tier].steps),
+        progress,
+        grid_n=64 if tier != "smoke" else 4,
     )
 
 
@@ -281,40 +307,40 @@ def _evaluate(tier: str, progress: bool, cache: Any = None):
     check_cifar_tier(tier)
     single_process("evaluation")
     t0 = time.perf_counter()
-    cfg, ev = config(tier), EVAL[tier]
+    cfg, ev = config(tier), BUDGETS[tier]
     run_dir = runs_root(tier) / CHAPTER / RUN  # trained by the part "training" (Part.needs)
     refs = {name: cifar10(split, tier).images for name, split in REFERENCE_SPLITS.items()}  # uint8
     rows, grids, walls = [], {}, {}
     grid_dir = result_path(CHAPTER, "evaluation", tier).parent / "evaluation_grids"
-    for step in ev["steps"]:
+    for step in ev.steps:
         model, schedule = snapshot_network(run_dir, step, cfg)
         samples, wall = sample_images(
             model,
             schedule,
-            max(ev["n"]),
-            method=ev["method"],
-            steps=ev["sampling_steps"],
-            batch_size=ev["batch_size"],
+            max(ev.n),
+            method=ev.method,
+            steps=ev.sampling_steps,
+            batch_size=ev.batch_size,
             seed=step,
             progress=progress,
         )
         walls[str(step)] = wall
         grids[str(step)] = _save_grid(samples[:64], grid_dir / f"step_{step:07d}.png")
         try:
-            metrics = inception_metrics(samples, refs, ev["n"])
+            metrics = inception_metrics(samples, refs, list(ev.n))
         except WeightsNotAvailableError as e:  # offline: recorded as not measured, never a number
-            metrics = {n: not_measured(e) for n in ev["n"]}
-        rows += [{"step": step, "n": n, **metrics[n]} for n in ev["n"]]
+            metrics = {n: not_measured(e) for n in ev.n}
+        rows += [{"step": step, "n": n, **metrics[n]} for n in ev.n]
     data = {
         "rows": rows,
         "sample_wall_s": walls,
         "grids": grids,
-        "sampler": {k: ev[k] for k in ("method", "sampling_steps")},
+        "sampler": {"method": ev.method, "sampling_steps": ev.sampling_steps},
         "vs_report": _closest(rows, REPORT["steps"], REPORT["n_samples"]),
         "vs_paper": _closest(rows, PAPER["steps"], PAPER["n_samples"]),
     }
     return save_result(
-        CHAPTER, "evaluation", data, {"train": cfg.to_dict(), "eval": ev}, tier, time.perf_counter() - t0
+        CHAPTER, "evaluation", data, {"train": cfg.to_dict(), "eval": ev.as_config()}, tier, time.perf_counter() - t0
     )
 
 

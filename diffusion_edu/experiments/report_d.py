@@ -43,15 +43,24 @@ from ..forward import q_sample
 from ..metrics import classifier_outputs
 from ..presets import TrainConfig
 from ..samplers import sample
-from .common import EVAL_BUDGETS, Part, by_tier, chapter_parts, have_result, load_result, runs_root, save_result
+from .common import (
+    EVAL_BUDGETS,
+    Budget,
+    BudgetTable,
+    Part,
+    chapter_parts,
+    have_result,
+    load_result,
+    save_result,
+)
 from .evaluation import book_classifier, heldout_reference, images_only, measure
 from .figures import figure_path, relative, save_grid
-from .store import Cache, RunStore, load_snapshot, record_training
+from .store import Cache, RunStore, load_snapshot, record_training, ship_pretrained
 from .training_runs import RunSpec
 
 __all__ = [
     "ReportDBudget",
-    "REPORT_D_BUDGETS",
+    "BUDGETS",
     "REPORT_EPOCHS",
     "report_epochs",
     "run_epochs",
@@ -121,7 +130,7 @@ REPORT_TOTAL_EPOCHS = 100
 
 
 @dataclass(frozen=True)
-class ReportDBudget:
+class ReportDBudget(Budget):
     """What the evaluation parts draw at a tier (the final numbers use :data:`EVAL_BUDGETS`):
 
     curve_n: samples per epoch for the FID / IS curves (respaced DDPM with ``EVAL_BUDGETS[tier].steps``
@@ -146,54 +155,57 @@ class ReportDBudget:
     cold_n: int | None = None
 
 
-REPORT_D_BUDGETS: dict[str, ReportDBudget] = {
-    "smoke": ReportDBudget(
-        curve_n=12,
-        grid_n=4,
-        grid_steps=3,
-        compare_steps=(3,),
-        selu_steps=3,
-        restore_n=4,
-        prior_components=2,
-        probe_n=300,
-        eval_n=12,
-    ),
-    # cpu: about 600k CNN evaluations in all (~15 minutes on 2 cores next to other work; the grids use 100
-    # respaced steps, since 1,000 steps for batches of 16 took 6 minutes a grid on the loaded machine); 250
-    # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
-    "cpu": ReportDBudget(
-        curve_n=250,
-        grid_n=16,
-        grid_steps=100,
-        compare_steps=(28, 100),
-        selu_steps=None,
-        restore_n=200,
-        prior_components=10,
-        eval_n=500,
-        cold_n=250,
-    ),
-    # colab: 1,000 samples per epoch for the curves (~100 epochs in all), 5,000 for the final numbers
-    "colab": ReportDBudget(
-        curve_n=1000,
-        grid_n=16,
-        grid_steps=250,
-        compare_steps=(28, 100, None),
-        selu_steps=None,
-        restore_n=1005,
-        prior_components=10,
-        eval_n=5000,
-        cold_n=2000,
-    ),
-    "gpu": ReportDBudget(
-        curve_n=2000,
-        grid_n=16,
-        grid_steps=None,
-        compare_steps=(28, 100, None),
-        selu_steps=None,
-        restore_n=1005,
-        prior_components=10,
-    ),
-}
+BUDGETS: BudgetTable[ReportDBudget] = BudgetTable(
+    "report_d.BUDGETS",
+    {
+        "smoke": ReportDBudget(
+            curve_n=12,
+            grid_n=4,
+            grid_steps=3,
+            compare_steps=(3,),
+            selu_steps=3,
+            restore_n=4,
+            prior_components=2,
+            probe_n=300,
+            eval_n=12,
+        ),
+        # cpu: about 600k CNN evaluations in all (~15 minutes on 2 cores next to other work; the grids use 100
+        # respaced steps, since 1,000 steps for batches of 16 took 6 minutes a grid on the loaded machine); 250
+        # and 500 samples are sizes whose real-digit floor results/metrics/floors.json holds
+        "cpu": ReportDBudget(
+            curve_n=250,
+            grid_n=16,
+            grid_steps=100,
+            compare_steps=(28, 100),
+            selu_steps=None,
+            restore_n=200,
+            prior_components=10,
+            eval_n=500,
+            cold_n=250,
+        ),
+        # colab: 1,000 samples per epoch for the curves (~100 epochs in all), 5,000 for the final numbers
+        "colab": ReportDBudget(
+            curve_n=1000,
+            grid_n=16,
+            grid_steps=250,
+            compare_steps=(28, 100, None),
+            selu_steps=None,
+            restore_n=1005,
+            prior_components=10,
+            eval_n=5000,
+            cold_n=2000,
+        ),
+        "gpu": ReportDBudget(
+            curve_n=2000,
+            grid_n=16,
+            grid_steps=None,
+            compare_steps=(28, 100, None),
+            selu_steps=None,
+            restore_n=1005,
+            prior_components=10,
+        ),
+    },
+)
 
 
 SNAPSHOTS = True  # the runs save their weights every epoch (the curves are measured after training)
@@ -401,14 +413,14 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 def _budget(tier: str) -> ReportDBudget:
-    return by_tier(REPORT_D_BUDGETS, tier)
+    return BUDGETS[tier]
 
 
 def _eval(tier: str):
     """The tier's :data:`EVAL_BUDGETS` entry, with Report D's own sample count where it sets one."""
     from dataclasses import replace
 
-    ev, b = by_tier(EVAL_BUDGETS, tier), _budget(tier)
+    ev, b = EVAL_BUDGETS[tier], _budget(tier)
     return replace(ev, n=b.eval_n) if b.eval_n is not None else ev
 
 
@@ -454,6 +466,53 @@ def _loss_curve(record: dict[str, Any], per: int) -> dict[str, list]:
     }
 
 
+def _epoch_curve(run: str, model, process, prior, tier: str, progress: bool, cache: Cache) -> dict[str, Any]:
+    """FID, IS and KID of ``run`` at every epoch's snapshot (loaded into ``model`` in turn, so the last
+    one is left there): the same x_T and the same sampling noise at every epoch, so the curve shows the
+    network changing."""
+    ev, b = _eval(tier), _budget(tier)
+    snaps = _snapshots(run, tier)
+    rec: dict[str, Any] = {"epoch": [], "step": [], "fid": [], "is": [], "is_std": [], "kid_mean": []}
+    bar = _bar(len(snaps), f"{run}: FID / IS per epoch", progress)
+    for epoch, path in snaps:
+        rec["step"].append(load_snapshot(model, path))
+        images = generate(
+            model,
+            process,
+            b.curve_n,
+            generator=_seeded("curve", run),
+            steps=ev.steps,
+            prior=prior,
+            batch_size=ev.batch_size,
+        )
+        m = _metrics(images, cache, "curve", run)
+        rec["epoch"].append(epoch)
+        for k in ("fid", "is", "is_std", "kid_mean"):
+            rec[k].append(m[k])
+        bar.update(1)
+    bar.close()
+    return rec
+
+
+def _final_numbers(run: str, model, process, prior, epoch: int, tier: str, cache: Cache) -> dict[str, Any]:
+    """The final numbers of ``run``, on the evaluation budget's larger sample, with its grid."""
+    ev = _eval(tier)
+    start = time.perf_counter()
+    images = generate(
+        model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior, batch_size=ev.batch_size
+    )
+    sample_s = time.perf_counter() - start
+    final = _metrics(images, cache, "final", run)
+    final.update(
+        epoch=epoch,
+        steps=ev.steps or process.T,
+        sampler=_sampler(process, ev.steps, prior),
+        sample_wall_s=round(sample_s, 2),
+    )
+    final["figure"] = _figure(f"final_{run}", images[:64], tier, nrow=16)
+    return final
+
+
 def _curves(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
     summary = _summaries(tier, CURVE_RUNS)
@@ -462,50 +521,17 @@ def _curves(tier: str, progress: bool, cache: Cache) -> Path:
     for run in CURVE_RUNS:
         model, process, cfg = load_run(run, tier)
         prior = _cold_prior(process, run, tier) if isinstance(process, RowColumnAveraging) else None
-        snaps = _snapshots(run, tier)
-        rec: dict[str, Any] = {"epoch": [], "step": [], "fid": [], "is": [], "is_std": [], "kid_mean": []}
-        bar = _bar(len(snaps), f"{run}: FID / IS per epoch", progress)
-        for epoch, path in snaps:
-            rec["step"].append(load_snapshot(model, path))
-            # the same x_T and the same sampling noise at every epoch: the curve shows the network changing
-            images = generate(
-                model,
-                process,
-                b.curve_n,
-                generator=_seeded("curve", run),
-                steps=ev.steps,
-                prior=prior,
-                batch_size=ev.batch_size,
-            )
-            m = _metrics(images, cache, "curve", run)
-            rec["epoch"].append(epoch)
-            for k in ("fid", "is", "is_std", "kid_mean"):
-                rec[k].append(m[k])
-            bar.update(1)
-        bar.close()
+        rec = _epoch_curve(run, model, process, prior, tier, progress, cache)
         rec["sampler"] = _sampler(process, ev.steps, prior)
         rec["n_samples"] = b.curve_n
         rec["loss"] = _loss_curve(summary[run], _epoch_steps(cfg))
         rec["final_loss"] = summary[run]["final_loss"]
         data["runs"][run] = rec
-        # the final numbers, on the evaluation budget's larger sample (the last snapshot is the final network)
-        start = time.perf_counter()
-        images = generate(
-            model, process, ev.n, generator=_seeded("final", run), steps=ev.steps, prior=prior, batch_size=ev.batch_size
-        )
-        sample_s = time.perf_counter() - start
-        final = _metrics(images, cache, "final", run)
-        final.update(
-            epoch=rec["epoch"][-1],
-            steps=ev.steps or process.T,
-            sampler=_sampler(process, ev.steps, prior),
-            sample_wall_s=round(sample_s, 2),
-        )
-        data["final"][run] = final
+        # the last snapshot is the final network
+        final = data["final"][run] = _final_numbers(run, model, process, prior, rec["epoch"][-1], tier, cache)
         data["final_fid"][run], data["final_is"][run] = final["fid"], final["is"]
         if "fid_interval" in final:
             data.setdefault("final_fid_interval", {})[run] = final["fid_interval"]
-        data["final"][run]["figure"] = _figure(f"final_{run}", images[:64], tier, nrow=16)
     cfg_out = {
         "curve_n": b.curve_n,
         "final_n": ev.n,
@@ -656,13 +682,65 @@ def _restore(
     return stats, {"x_T": x_T, **outs}
 
 
+def _cold_generation(model, D: RowColumnAveraging, run: str, tier: str, cache: Cache) -> dict[str, Any]:
+    """New digits from the prior of fully degraded digits with Algorithms 1 and 2: their metrics, the
+    consistency error (before clipping) and a figure of x_T and both algorithms' results."""
+    ev, b = _eval(tier), _budget(tier)
+    n_gen = b.cold_n or ev.n
+    prior = _cold_prior(D, run, tier)
+    x_T = prior.sample(n_gen, generator=_seeded("generate", run))
+    out: dict[str, Any] = {"generation": {}}
+    gen = {}
+    for alg in (1, 2):
+        raw = generate(model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False)
+        gen[alg] = raw.clamp(-1, 1)
+        m = _metrics(gen[alg], cache, "cold", run)
+        m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
+        out["generation"][f"alg{alg}"] = m
+    out["generation_fid"] = {f"alg{a}": out["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
+    if "fid_interval" in out["generation"]["alg1"]:
+        out["generation_fid_interval"] = {f"alg{a}": out["generation"][f"alg{a}"]["fid_interval"] for a in (1, 2)}
+    out["generate_figure"] = _figure(
+        f"cold_generate_{run}", torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), tier, nrow=10
+    )
+    return out
+
+
+def _cold_run(
+    run: str,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    pick: list[int],
+    held_x: torch.Tensor,
+    summary: dict,
+    tier: str,
+    cache: Cache,
+):
+    """One restorer: what it is, its restorations of ``x0`` (and their figure), its generations, and the
+    per-step change of the held-out digits ``held_x``. Returns the record and the degradation."""
+    model, D, cfg = load_run(run, tier)
+    rec: dict[str, Any] = {
+        "axis": D.axis,
+        "order": D.order_name,
+        "group": D.group,
+        "T": D.T,
+        "line_order": D.order,
+        "final_loss": summary[run]["final_loss"],
+        "loss": cfg.loss,
+    }
+    rec["restoration"], outs = _restore(model, D, x0, y, _eval(tier).batch_size, book_classifier(cache))
+    grid = torch.cat([x0[pick]] + [outs[k][pick] for k in ("x_T", "direct", "alg1", "alg2")])
+    rec["restore_figure"] = _figure(f"cold_restore_{run}", grid, tier, nrow=len(pick))
+    rec.update(_cold_generation(model, D, run, tier, cache))
+    rec["step_change"] = step_change(D, held_x)
+    return rec, D
+
+
 def _cold(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
     summary = _summaries(tier, COLD_RUNS)
     ev, b = _eval(tier), _budget(tier)
-    n_gen = b.cold_n or ev.n
-    heldout = load_embedded_mnist("heldout").subset(b.restore_n)
-    x0, y = heldout.tensors()
+    x0, y = load_embedded_mnist("heldout").subset(b.restore_n).tensors()
     train_x, train_y = load_embedded_mnist("train").tensors()
     all_held_x, all_held_y = load_embedded_mnist("heldout").tensors()
     probe_idx = torch.randperm(len(train_x), generator=_seeded("probe"))[: b.probe_n]
@@ -674,42 +752,10 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
     pick = [int((y == c).nonzero()[0]) for c in range(10) if (y == c).any()]  # one digit per class for figures
     bar = _bar(len(COLD_RUNS), "cold-diffusion restorers", progress)
     for run in COLD_RUNS:
-        model, D, cfg = load_run(run, tier)
-        rec: dict[str, Any] = {
-            "axis": D.axis,
-            "order": D.order_name,
-            "group": D.group,
-            "T": D.T,
-            "line_order": D.order,
-            "final_loss": summary[run]["final_loss"],
-            "loss": cfg.loss,
-        }
-        rec["restoration"], outs = _restore(model, D, x0, y, ev.batch_size, book_classifier(cache))
-        grid = torch.cat([x0[pick]] + [outs[k][pick] for k in ("x_T", "direct", "alg1", "alg2")])
-        rec["restore_figure"] = _figure(f"cold_restore_{run}", grid, tier, nrow=len(pick))
-        prior = _cold_prior(D, run, tier)
-        x_T = prior.sample(n_gen, generator=_seeded("generate", run))
-        rec["generation"] = {}
-        gen = {}
-        for alg in (1, 2):
-            raw = generate(
-                model, D, n_gen, generator=None, algorithm=alg, x_T=x_T, batch_size=ev.batch_size, clamp=False
-            )
-            gen[alg] = raw.clamp(-1, 1)
-            m = _metrics(gen[alg], cache, "cold", run)
-            m["consistency_error"] = float((D.degrade(raw, D.T) - x_T).abs().max())  # before clipping
-            rec["generation"][f"alg{alg}"] = m
-        rec["generation_fid"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
-        if "fid_interval" in rec["generation"]["alg1"]:
-            rec["generation_fid_interval"] = {f"alg{a}": rec["generation"][f"alg{a}"]["fid_interval"] for a in (1, 2)}
-        rec["generate_figure"] = _figure(
-            f"cold_generate_{run}", torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), tier, nrow=10
-        )
-        rec["step_change"] = step_change(D, all_held_x)
+        data["runs"][run], D = _cold_run(run, x0, y, pick, all_held_x, summary, tier, cache)
         key = f"{D.axis}/g{D.group}"
         if key not in data["probe"]:  # D(x, T) does not depend on the order: one probe per axis and group
             data["probe"][key] = probe_accuracy(D.degraded_coords(px), py, D.degraded_coords(all_held_x), all_held_y)
-        data["runs"][run] = rec
         bar.update(1)
     bar.close()
     data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
@@ -717,7 +763,7 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
         data["fid_alg2_interval"] = {run: data["runs"][run]["generation"]["alg2"]["fid_interval"] for run in COLD_RUNS}
     cfg_out = {
         "restore_n": len(x0),
-        "generate_n": n_gen,
+        "generate_n": b.cold_n or ev.n,
         "prior_components": b.prior_components,
         "probe_n": len(px),
         "reference": "mnist-embedded/heldout",
@@ -734,32 +780,44 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
+def _comparison_row(
+    name: str,
+    run: str,
+    images: torch.Tensor,
+    seconds: float,
+    nfe: int,
+    sampler: str,
+    start: str,
+    *,
+    train_x: torch.Tensor,
+    tier: str,
+    cache: Cache,
+) -> dict[str, Any]:
+    """One setting of the comparison: the metrics, what drew it, its cost and the distances of its
+    samples to their nearest training digits ``train_x``, with a figure of the first 20."""
     from ..memorisation import nearest_neighbours
 
-    t0 = time.perf_counter()
+    m = _metrics(images, cache, "comparison")
+    dist, _ = nearest_neighbours(images, train_x)
+    m.update(
+        run=run,
+        sampler=sampler,
+        start=start,
+        nfe=nfe,
+        sample_s_per_1000=round(1000 * seconds / len(images), 2),
+        nn_distance_mean=float(dist.mean()),
+        nn_distance_median=float(dist.median()),
+    )
+    m["figure"] = _figure(f"comparison_{name}", images[:20], tier, nrow=10)
+    return m
+
+
+def _ddpm_rows(train_x: torch.Tensor, tier: str, cache: Cache, bar) -> dict[str, dict[str, Any]]:
+    """The Gaussian DDPMs of the comparison: the GELU CNN at each of the budget's step counts, the SELU
+    CNN (T=100) from N(0, I) and from the distribution its chain really ends at."""
     ev, b = _eval(tier), _budget(tier)
-    train_x = load_embedded_mnist("train").tensors()[0]
     rows: dict[str, dict[str, Any]] = {}
-
-    def add(name: str, run: str, images: torch.Tensor, seconds: float, nfe: int, sampler: str, start: str) -> None:
-        m = _metrics(images, cache, "comparison")
-        dist, _ = nearest_neighbours(images, train_x)
-        m.update(
-            run=run,
-            sampler=sampler,
-            start=start,
-            nfe=nfe,
-            sample_s_per_1000=round(1000 * seconds / len(images), 2),
-            nn_distance_mean=float(dist.mean()),
-            nn_distance_median=float(dist.median()),
-        )
-        m["figure"] = _figure(f"comparison_{name}", images[:20], tier, nrow=10)
-        rows[name] = m
-
-    jobs = [("cnn", K) for K in b.compare_steps] + [("cnn_selu", b.selu_steps)]
-    bar = _bar(len(jobs) + 2, "comparison", progress)
-    for run, K in jobs:
+    for run, K in [("cnn", K) for K in b.compare_steps] + [("cnn_selu", b.selu_steps)]:
         model, schedule, _ = load_run(run, tier)
         k = schedule.T if K is None else min(K, schedule.T)
         starts: dict[str, torch.Tensor | None] = {"noise": None}
@@ -771,21 +829,23 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
                 model, schedule, ev.n, generator=_seeded("comparison"), steps=k, x_T=x_T, batch_size=ev.batch_size
             )
             label = "N(0, I)" if x_T is None else "N(sqrt(alpha_bar_T) mu, alpha_bar_T Sigma + (1 - alpha_bar_T) I)"
-            add(
-                f"ddpm_{run}_K{k}" + ("" if start == "noise" else "_matched"),
-                run,
-                images,
-                time.perf_counter() - t1,
-                k,
-                _sampler(schedule, k),
-                label,
+            name = f"ddpm_{run}_K{k}" + ("" if start == "noise" else "_matched")
+            seconds = time.perf_counter() - t1
+            rows[name] = _comparison_row(
+                name, run, images, seconds, k, _sampler(schedule, k), label, train_x=train_x, tier=tier, cache=cache
             )
             bar.update(1)
+    return rows
+
+
+def _cold_row(train_x: torch.Tensor, tier: str, cache: Cache) -> dict[str, Any]:
+    """The cold-diffusion setting of the comparison: columns in random order, Algorithm 2 from the prior."""
+    ev = _eval(tier)
     model, D, _ = load_run("cold_columns_random", tier)
     prior = _cold_prior(D, "cold_columns_random", tier)
     t1 = time.perf_counter()
     images = generate(model, D, ev.n, generator=_seeded("comparison"), prior=prior, batch_size=ev.batch_size)
-    add(
+    return _comparison_row(
         "cold_columns_random_alg2",
         "cold_columns_random",
         images,
@@ -793,14 +853,34 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
         D.T,
         _sampler(D, None, prior),
         "Gaussian mixture of fully degraded training digits",
+        train_x=train_x,
+        tier=tier,
+        cache=cache,
     )
-    bar.update(1)
+
+
+def _real_floor(tier: str, cache: Cache) -> dict[str, Any]:
+    """n random training digits measured the same way (the floor), with the held-out digits' distances
+    to their nearest training digits."""
+    from ..memorisation import nearest_neighbours
+
     real = load_embedded_mnist("train")
-    idx = torch.randperm(len(real), generator=_seeded("floor"))[: ev.n]
+    idx = torch.randperm(len(real), generator=_seeded("floor"))[: _eval(tier).n]
     floor = _metrics(real.batch(idx)[0], cache, "comparison")
-    held = heldout_reference(cache)
-    dist, _ = nearest_neighbours(held, train_x)
+    dist, _ = nearest_neighbours(heldout_reference(cache), real.tensors()[0])
     floor.update(nn_distance_mean_heldout=float(dist.mean()), nn_distance_median_heldout=float(dist.median()))
+    return floor
+
+
+def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
+    t0 = time.perf_counter()
+    ev, b = _eval(tier), _budget(tier)
+    bar = _bar(len(b.compare_steps) + 1 + 2, "comparison", progress)
+    train_x = load_embedded_mnist("train").tensors()[0]
+    rows = _ddpm_rows(train_x, tier, cache, bar)
+    rows["cold_columns_random_alg2"] = _cold_row(train_x, tier, cache)
+    bar.update(1)
+    floor = _real_floor(tier, cache)
     bar.update(1)
     bar.close()
     best_ddpm = [name for name in rows if name.startswith("ddpm_cnn_K")][-1]  # the most sampling steps
@@ -831,30 +911,8 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
 def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the GELU CNN at T=1000 (``load_pretrained("report_d")``); the smoke tier writes a throwaway copy.
     It needs only that run, finished, not the other six."""
-    from ..models import count_parameters
-    from ..pretrained import export_pretrained
-
     t0 = time.perf_counter()
-    ckpt = store(tier).checkpoint(PRETRAINED_RUN)
-    model, _, cfg = load_run(PRETRAINED_RUN, tier)
-    source = {
-        "tier": tier,
-        "chapter": CHAPTER,
-        "run": PRETRAINED_RUN,
-        "preset": RUNS[PRETRAINED_RUN][0],
-        "dataset": cfg.dataset,
-        "epochs": run_epochs(PRETRAINED_RUN, tier),
-    }
-    folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
-    path = export_pretrained(ckpt, "report_d", source=source, folder=folder)
-    data = {
-        "name": "report_d",
-        "file": path.name,
-        "bytes": path.stat().st_size,
-        "params": count_parameters(model),
-        "source": source,
-        "load": 'diffusion_edu.pretrained.load_pretrained("report_d")',
-    }
+    data, cfg = ship_pretrained(store(tier), PRETRAINED_RUN, epochs=run_epochs(PRETRAINED_RUN, tier))
     return save_result(CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t0)
 
 

@@ -28,14 +28,15 @@ from typing import Any
 import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
-from .common import EVAL_BUDGETS, Part, chapter_parts, runs_root, save_result, tier_results_dir
+from .common import EVAL_BUDGETS, Part, chapter_parts, save_result, tier_results_dir
 from .evaluation import images_only, measure, metric_columns, real_data_floor
 from .figures import class_grid as _class_grid
 from .figures import save_grid
-from .store import Cache, RunStore, record_training
+from .store import Cache, RunStore, record_training, ship_pretrained
 from .training_runs import RunSpec
 
 CHAPTER = "report_e"
+BUDGETS = EVAL_BUDGETS  # the chapter samples with the kernel's budget: nothing particular to it
 
 RUNS: dict[str, RunSpec] = {
     "T1000_linear": ("e_unet", {}),
@@ -99,7 +100,7 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
     the sampling calls (config, batch, calls): schedules (every network at w = 0.2), guidance (every w)
     and repeatability (every seed), each n samples with the respaced sampler; a guided batch runs the
     conditional and unconditional halves in one forward pass."""
-    b = EVAL_BUDGETS[tier]
+    b = BUDGETS[tier]
     chunks = -(-b.n // b.batch_size)
     calls = chunks * (b.steps or config(GUIDANCE_RUN, tier).T)
     sampling = [(config(run, tier), 2 * b.batch_size, calls) for run in RUNS]
@@ -138,7 +139,7 @@ def guided_samples(
     Returns (images (n, 1, 28, 28) in [-1, 1] on the CPU, labels (n,), wall seconds)."""
     from ..samplers import sample
 
-    budget = EVAL_BUDGETS[tier]
+    budget = BUDGETS[tier]
     labels = class_labels(n)
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -189,7 +190,7 @@ def _metrics(images: torch.Tensor, labels: torch.Tensor, seed: int, tier: str, c
 
 
 def _sampler_config(tier: str) -> dict[str, Any]:
-    b = EVAL_BUDGETS[tier]
+    b = BUDGETS[tier]
     return {
         **SAMPLER,
         "steps": b.steps,
@@ -209,7 +210,7 @@ def _sampler_config(tier: str) -> dict[str, Any]:
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 2: each T x schedule network at w = 0.2."""
     t_start = time.perf_counter()
-    n = EVAL_BUDGETS[tier].n
+    n = BUDGETS[tier].n
     rows: dict[str, dict[str, Any]] = {}
     meta: dict[str, dict[str, Any]] = {
         "T": {},
@@ -238,7 +239,7 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
 def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 3 and beyond: the T=1000 linear network at every w of :data:`GUIDANCE_WEIGHTS`."""
     t_start = time.perf_counter()
-    n = EVAL_BUDGETS[tier].n
+    n = BUDGETS[tier].n
     model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
     rows, secs_by_w, figures = {}, {}, {}
     for w in GUIDANCE_WEIGHTS:
@@ -267,7 +268,7 @@ def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 1: FID of the T=1000 linear network at w = 0.2 over five sampling seeds, plus the FID
     of the pooled samples at growing sample counts (what the spread over seeds cannot show: the bias)."""
     t_start = time.perf_counter()
-    n = EVAL_BUDGETS[tier].n
+    n = BUDGETS[tier].n
     model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
     runs, pool = [], []
     for seed in REPEAT_SEEDS:
@@ -301,29 +302,8 @@ def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
 
 def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the T=1000 linear network (``load_pretrained("report_e")``); the smoke tier writes a throwaway copy."""
-    from ..models import count_parameters
-    from ..pretrained import export_pretrained
-
     t_start = time.perf_counter()
-    model, _, cfg = load_run(GUIDANCE_RUN, tier, cache)
-    ckpt = store(tier).checkpoint(GUIDANCE_RUN)
-    source = {
-        "tier": tier,
-        "chapter": CHAPTER,
-        "run": GUIDANCE_RUN,
-        "preset": RUNS[GUIDANCE_RUN][0],
-        "dataset": cfg.dataset,
-    }
-    folder = runs_root("smoke") / "pretrained" if tier == "smoke" else None
-    path = export_pretrained(ckpt, "report_e", source=source, folder=folder)
-    data = {
-        "name": "report_e",
-        "file": path.name,
-        "bytes": path.stat().st_size,
-        "params": count_parameters(model),
-        "source": source,
-        "load": 'diffusion_edu.pretrained.load_pretrained("report_e")',
-    }
+    data, cfg = ship_pretrained(store(tier), GUIDANCE_RUN, cache)
     return save_result(
         CHAPTER, "pretrained", data, {"train_config": cfg.to_dict()}, tier, time.perf_counter() - t_start
     )

@@ -25,7 +25,7 @@ import torch
 from .common import final_loss, runs_root, save_result, training_curve
 from .training_runs import RunSpec, make_config, snapshot_callback
 
-__all__ = ["Cache", "RunStore", "load_snapshot", "record_training"]
+__all__ = ["Cache", "RunStore", "load_snapshot", "record_training", "ship_pretrained"]
 
 
 class Cache:
@@ -196,3 +196,33 @@ def record_training(
         }
         configs[name] = cfg.to_dict()
     return save_result(store.chapter, "training", summary, {"runs": configs}, store.tier, time.perf_counter() - t0)
+
+
+def ship_pretrained(store: RunStore, run: str, cache: Cache | None = None, **source: Any) -> tuple[dict[str, Any], Any]:
+    """Ship ``run``'s finished network with the package as ``load_pretrained(<chapter>)`` (the smoke tier
+    writes a throwaway copy under ``runs/smoke/pretrained``). Returns the record a chapter's
+    ``pretrained`` part writes (name, file, bytes, params, source: where the weights come from, plus
+    ``source``'s items; load: the call that loads them) and the run's config."""
+    from ..models import count_parameters
+    from ..pretrained import export_pretrained
+
+    model, _, cfg = store.load(run, cache)
+    where = {
+        "tier": store.tier,
+        "chapter": store.chapter,
+        "run": run,
+        "preset": store.runs[run][0],
+        "dataset": cfg.dataset,
+        **source,
+    }
+    folder = runs_root("smoke") / "pretrained" if store.tier == "smoke" else None
+    path = export_pretrained(store.checkpoint(run), store.chapter, source=where, folder=folder)
+    data = {
+        "name": store.chapter,
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "params": count_parameters(model),
+        "source": where,
+        "load": f'diffusion_edu.pretrained.load_pretrained("{store.chapter}")',
+    }
+    return data, cfg
