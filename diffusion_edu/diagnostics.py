@@ -97,7 +97,9 @@ class MixturePosterior:
 def _mixture(weights: Sequence[float], means: Sequence[float], stds: Sequence[float]):
     w, m, s = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in (weights, means, stds))
     if not (w.numel() == m.numel() == s.numel() >= 1):
-        raise ValueError(f"weights, means and stds must have one entry per component, got {w.numel()}, {m.numel()}, {s.numel()}")
+        raise ValueError(
+            f"weights, means and stds must have one entry per component, got {w.numel()}, {m.numel()}, {s.numel()}"
+        )
     if (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-9:
         raise ValueError(f"weights must be >= 0 and sum to 1, got {w.tolist()}")
     if (s <= 0).any():

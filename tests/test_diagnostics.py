@@ -7,9 +7,9 @@ import torch
 
 from diffusion_edu import make_schedule, respace
 from diffusion_edu.diagnostics import (
+    ema_weights,
     eps_minimisers,
     eps_posterior,
-    ema_weights,
     mean_within_class_diversity,
     within_class_diversity,
     zero_variance_noise_scale,
@@ -68,8 +68,10 @@ def test_eps_mean_is_the_score_and_minimises_the_squared_error():
     def log_p(x):
         v = [ab * s**2 + b**2 for s in MIX["stds"]]
         return math.log(
-            sum(w * math.exp(-0.5 * (x - a * m) ** 2 / vk) / math.sqrt(2 * math.pi * vk)
-                for w, m, vk in zip(MIX["weights"], MIX["means"], v))
+            sum(
+                w * math.exp(-0.5 * (x - a * m) ** 2 / vk) / math.sqrt(2 * math.pi * vk)
+                for w, m, vk in zip(MIX["weights"], MIX["means"], v)
+            )
         )
 
     h = 1e-5

@@ -830,7 +830,7 @@ DETERMINISTIC_K = {
 }
 DETERMINISTIC_VARIANCES = ("zero", "beta_tilde", "beta")
 FIGURE_CLASS = 4  # the grid of the part: one row per variance, samples of this digit
-DIVERSITY_N_BOOT = 1000
+DIVERSITY_N_BOOT = {"smoke": 50, "cpu": 1000, "colab": 1000, "gpu": 1000}  # bootstrap replicates
 PART_RUNS["deterministic"] = ("unet",)  # the shipped network is the cpu tier's unet run, exported
 
 
@@ -845,7 +845,9 @@ def shipped_network(cache: Cache | None = None):
     return make() if cache is None else cache.get(("pretrained", CHAPTER), make)
 
 
-def diversity_record(features: torch.Tensor, labels: torch.Tensor, seed: int = SEED) -> dict[str, Any]:
+def diversity_record(
+    features: torch.Tensor, labels: torch.Tensor, n_boot: int = 1000, seed: int = SEED
+) -> dict[str, Any]:
     """Within-class diversity (:func:`diffusion_edu.diagnostics.within_class_diversity`: the mean
     distance between two samples of one class, in the classifier's features), per class and averaged
     over the classes, with a 95% bootstrap interval over the samples ("centred": a resample's duplicates
@@ -858,7 +860,7 @@ def diversity_record(features: torch.Tensor, labels: torch.Tensor, seed: int = S
     iv = bootstrap(
         mean_within_class_diversity,
         both,
-        n_boot=DIVERSITY_N_BOOT,
+        n_boot=n_boot,
         method="centred",
         generator=torch.Generator().manual_seed(seed),
     )
@@ -899,7 +901,8 @@ def _deterministic_setting(variance: str, K: int, n: int, tier: str, progress: b
     labels = class_labels(n)
     rec = measure(images, labels, cache=cache, generator=torch.Generator().manual_seed(SEED))
     features = classifier_outputs(images, book_classifier(cache))[0]
-    rec.update(diversity_record(features, labels), **stats, n=n, K=K, sample_seconds=round(seconds, 2))
+    rec.update(diversity_record(features, labels, by_tier(DIVERSITY_N_BOOT, tier)), **stats, n=n, K=K)
+    rec["sample_seconds"] = round(seconds, 2)
     return rec
 
 
@@ -917,7 +920,8 @@ def _deterministic(tier: str, progress: bool, cache: Cache) -> Path:
     ks = by_tier(DETERMINISTIC_K, tier)
     (_, schedule, cfg), source = shipped_network(cache)
     real, real_labels = load_embedded_mnist("heldout").tensors()
-    real_rec = {"n": len(real_labels), **diversity_record(classifier_outputs(real, book_classifier(cache))[0], real_labels)}
+    real_features = classifier_outputs(real, book_classifier(cache))[0]
+    real_rec = {"n": len(real_labels), **diversity_record(real_features, real_labels, by_tier(DIVERSITY_N_BOOT, tier))}
     settings: dict[str, dict] = {v: {} for v in DETERMINISTIC_VARIANCES}
     figures = {}
     for K, n in ks.items():
