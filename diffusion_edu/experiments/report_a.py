@@ -834,15 +834,16 @@ DIVERSITY_N_BOOT = {"smoke": 50, "cpu": 1000, "colab": 1000, "gpu": 1000}  # boo
 PART_RUNS["deterministic"] = ("unet",)  # the shipped network is the cpu tier's unet run, exported
 
 
-def shipped_network(cache: Cache | None = None):
+def shipped_network(tier: str, cache: Cache | None = None):
     """The network the package ships for this chapter (``load_pretrained("report_a")``, the cpu tier's
-    ``unet`` run) on the CPU, loaded once per ``cache``, and where it came from."""
+    ``unet`` run) on :func:`~.common.eval_device`, loaded once per ``cache``, and where it came from."""
     from ..pretrained import load_pretrained, pretrained_source
+    from .common import eval_device
 
     def make():
-        return load_pretrained(CHAPTER, device="cpu"), pretrained_source(CHAPTER)
+        return load_pretrained(CHAPTER, device=eval_device(tier)), pretrained_source(CHAPTER)
 
-    return make() if cache is None else cache.get(("pretrained", CHAPTER), make)
+    return make() if cache is None else cache.get(("pretrained", CHAPTER, tier), make)
 
 
 def diversity_record(
@@ -873,7 +874,7 @@ def _draw_shipped(variance: str, K: int, n: int, tier: str, progress: bool, cach
     from ..samplers import sample
 
     def make():
-        (model, schedule, _), _ = shipped_network(cache)
+        (model, schedule, _), _ = shipped_network(tier, cache)
         t0 = time.perf_counter()
         x = sample(
             model,
@@ -918,7 +919,7 @@ def _deterministic(tier: str, progress: bool, cache: Cache) -> Path:
 
     t0 = time.perf_counter()
     ks = by_tier(DETERMINISTIC_K, tier)
-    (_, schedule, cfg), source = shipped_network(cache)
+    (_, schedule, cfg), source = shipped_network(tier, cache)
     real, real_labels = load_embedded_mnist("heldout").tensors()
     real_features = classifier_outputs(real, book_classifier(cache))[0]
     real_rec = {"n": len(real_labels), **diversity_record(real_features, real_labels, by_tier(DIVERSITY_N_BOOT, tier))}
