@@ -167,6 +167,11 @@ NOT_MEASURED_A = NotComparable(
     "Report A says it never saw a sample of the wrong class but did not measure the error; the book's value fills the gap"
 )
 
+NOT_MEASURED_DIVERSITY = NotComparable(
+    "Report A did not measure diversity; it noted that denoising was 'basically settled from the first steps' "
+    "with variance 0, and the book's value measures how alike that sampler's digits of one class are"
+)
+
 # A table, one report fact per line: the formatter leaves it as written.
 # fmt: off
 ENTRIES: list[Entry] = [
@@ -186,6 +191,10 @@ ENTRIES: list[Entry] = [
     Entry("A", "FID ranking at 5 steps (best first): DDIM vs sub-sampled DDPM with variance 0", "ddim < respaced_zero", "Sec. 3.4", "report_a/fast_sampling.json", ("by_K", "5", "fid"), SameOrder()),
     # The cpu tier draws only a few samples at all 400 steps (results' config), too few to rank.
     Entry("A", "FID ranking of the reverse variance at all 400 steps (best first), Report A's test server", "zero < beta_tilde", "Sec. 3.5", "report_a/variance.json", "full.fid", SameOrder(), min_tier="colab"),
+    # The shipped network at all 400 steps (part deterministic): the test server's precision and recall fell with a variance.
+    Entry("A", "precision ranking of the reverse variance at all 400 steps (best first), Report A's test server", "zero < beta_tilde", "Sec. 3.5", "report_a/deterministic.json", "full.precision", SameOrder(higher_is_better=True)),
+    Entry("A", "recall ranking of the reverse variance at all 400 steps (best first), Report A's test server", "zero < beta_tilde", "Sec. 3.5", "report_a/deterministic.json", "full.recall", SameOrder(higher_is_better=True)),
+    Entry("A", "within-class diversity with variance 0, all 400 steps, as a fraction of the real digits'", "not measured", "Sec. 4", "report_a/deterministic.json", "full.diversity_ratio.zero", NOT_MEASURED_DIVERSITY),
     # Report B: CIFAR-10 with classifier-free guidance.
     Entry("B", "mean LPIPS (alex) to the nearest training image, 100 samples, ~1M steps", 0.13, "Sec. 2", "report_b/nearest_neighbours.json", "lpips_mean", Within(rel=0.25), min_tier="gpu"),
     Entry("B", "mean LPIPS (alex) of 100 test images to their nearest training image", None, "Sec. 2", "report_b/nearest_neighbours.json", "lpips_baseline_mean", NotComparable("the report gives no baseline: this is the value its 0.13 should be held against"), min_tier="gpu"),

@@ -324,3 +324,36 @@ def test_mu_network_is_sampled_through_the_full_chains_eps():
                 want = ddpm_step(eps_net, x, k, short, variance="beta_tilde", clip_x0=True, noise=noise).x_prev
                 got = ddpm_step(mu_net, x, k, short, variance="beta_tilde", clip_x0=True, noise=noise).x_prev
                 assert torch.allclose(got, want, atol=1e-3), (steps, k)
+
+
+def test_deterministic_part_holds_what_the_chapter_reads(smoke_results):
+    """The part on sigma_t = 0: every variance at every K with its intervals, the real digits' diversity,
+    the grids; the network it measures is the shipped one, and its draws are not the chapter's runs'."""
+    rec = smoke_results["deterministic"]
+    d = rec["data"]
+    assert d["K"] == list(A.DETERMINISTIC_K["smoke"]) and d["full_K"] == max(d["K"])
+    assert d["network"]["chapter"] == "report_a" and d["network"]["run"] == "unet"
+    for K in map(str, d["K"]):
+        b = d["by_K"][K]
+        for metric in ("fid", "precision", "recall", "diversity", "diversity_ratio", "conditional_accuracy"):
+            assert set(b[metric]) == set(A.DETERMINISTIC_VARIANCES), (K, metric)
+        for metric in ("precision", "recall", "diversity"):
+            for v, iv in b[f"{metric}_interval"].items():
+                assert iv["low"] <= b[metric][v] <= iv["high"], (K, metric, v)
+        assert b["diversity_ratio"]["zero"] == pytest.approx(b["diversity"]["zero"] / d["real"]["diversity"])
+    real = d["real"]
+    assert real["n"] == 1005 and real["diversity_interval"]["low"] < real["diversity"] < real["diversity_interval"]["high"]
+    figures = smoke_results["_root"] / "runs" / "smoke" / "results" / "report_a"
+    assert all((figures / path).read_bytes()[:4] == b"\x89PNG" for path in d["figures"].values())
+    assert d["full"] == d["by_K"][str(d["full_K"])]
+
+
+def test_diversity_record_is_zero_for_copies_and_grows_with_spread():
+    """Within-class diversity: identical samples of each class score 0; spreading them scales it."""
+    labels = torch.arange(10).repeat(4)
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(10, 8, generator=g)[labels]  # four copies of one point per class
+    assert A.diversity_record(base, labels, n_boot=20)["diversity"] == 0.0
+    noise = torch.randn(40, 8, generator=g)
+    one, two = (A.diversity_record(base + s * noise, labels, n_boot=20)["diversity"] for s in (1.0, 2.0))
+    assert two == pytest.approx(2 * one)

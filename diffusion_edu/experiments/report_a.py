@@ -844,3 +844,156 @@ PARTS: dict[str, Part] = chapter_parts(
     _evaluation("variance", "reverse variance 0 vs beta vs beta_tilde", _variance),
     _evaluation("pretrained", "ship the reference U-Net with the package", _pretrained),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# The part ``deterministic``: what sigma_t = 0 does to the samples' diversity, on the shipped network.
+# ---------------------------------------------------------------------------------------------
+
+# K -> samples per variance. At the cpu tier the 400-step draws are the cost (3 x 50 x 400 network
+# evaluations, about 3 minutes on one idle core); 20 steps are cheap, so they get 200 samples.
+DETERMINISTIC_K = {
+    "smoke": {4: 20, 8: 20},
+    "cpu": {20: 200, 400: 50},
+    "colab": {20: 2000, 400: 1000},
+    "gpu": {20: 10_000, 400: 10_000},
+}
+DETERMINISTIC_VARIANCES = ("zero", "beta_tilde", "beta")
+FIGURE_CLASS = 4  # the grid of the part: one row per variance, samples of this digit
+DIVERSITY_N_BOOT = {"smoke": 50, "cpu": 1000, "colab": 1000, "gpu": 1000}  # bootstrap replicates
+PART_RUNS["deterministic"] = ("unet",)  # the shipped network is the cpu tier's unet run, exported
+
+
+def shipped_network(tier: str, cache: Cache | None = None):
+    """The network the package ships for this chapter (``load_pretrained("report_a")``, the cpu tier's
+    ``unet`` run) on :func:`~.common.eval_device`, loaded once per ``cache``, and where it came from."""
+    from ..pretrained import load_pretrained, pretrained_source
+    from .common import eval_device
+
+    def make():
+        return load_pretrained(CHAPTER, device=eval_device(tier)), pretrained_source(CHAPTER)
+
+    return make() if cache is None else cache.get(("pretrained", CHAPTER, tier), make)
+
+
+def diversity_record(
+    features: torch.Tensor, labels: torch.Tensor, n_boot: int = 1000, seed: int = SEED
+) -> dict[str, Any]:
+    """Within-class diversity (:func:`diffusion_edu.diagnostics.within_class_diversity`: the mean
+    distance between two samples of one class, in the classifier's features), per class and averaged
+    over the classes, with a 95% bootstrap interval over the samples ("centred": a resample's duplicates
+    pull every distance to zero together)."""
+    from ..diagnostics import mean_within_class_diversity, within_class_diversity
+    from ..intervals import bootstrap
+
+    both = torch.cat([features.double(), labels.double()[:, None]], 1)  # (N, d + 1): resampled together
+    per_class = within_class_diversity(features, labels)
+    iv = bootstrap(
+        mean_within_class_diversity,
+        both,
+        n_boot=n_boot,
+        method="centred",
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return {"diversity": iv.estimate, "diversity_interval": iv.to_dict(), "diversity_per_class": per_class.tolist()}
+
+
+def _draw_shipped(variance: str, K: int, n: int, tier: str, progress: bool, cache: Cache):
+    """n samples (n / 10 per class) of the shipped network, respaced DDPM at K steps (all T when K = T),
+    with ``variance`` and the clipped x0, from :data:`SEED`; and the seconds they took."""
+    from ..samplers import sample
+
+    def make():
+        (model, schedule, _), _ = shipped_network(tier, cache)
+        t0 = time.perf_counter()
+        x = sample(
+            model,
+            schedule,
+            n,
+            steps=None if K == schedule.T else K,
+            variance=variance,
+            clip_x0=True,
+            y=class_labels(n),
+            generator=torch.Generator().manual_seed(SEED),
+            batch_size=draw_batch(tier),
+            progress=progress,
+        )
+        return images_only(x).cpu(), time.perf_counter() - t0
+
+    return cache.get(("pretrained_samples", CHAPTER, variance, K, n), make)
+
+
+def _deterministic_setting(variance: str, K: int, n: int, tier: str, progress: bool, cache: Cache) -> dict:
+    """One setting of the part: the evaluation kit (with intervals) and the within-class diversity."""
+    from ..metrics import classifier_outputs
+
+    x, seconds = _draw_shipped(variance, K, n, tier, progress, cache)
+    images, stats = for_metrics(x)
+    labels = class_labels(n)
+    rec = measure(images, labels, cache=cache, generator=torch.Generator().manual_seed(SEED))
+    features = classifier_outputs(images, book_classifier(cache))[0]
+    rec.update(diversity_record(features, labels, by_tier(DIVERSITY_N_BOOT, tier)), **stats, n=n, K=K)
+    rec["sample_seconds"] = round(seconds, 2)
+    return rec
+
+
+def _class_rows(images: torch.Tensor, labels: torch.Tensor, digit: int, per_row: int) -> torch.Tensor:
+    return images[(labels == digit).nonzero().flatten()[:per_row]]
+
+
+def _deterministic(tier: str, progress: bool, cache: Cache) -> Path:
+    """The reverse variance sigma_t^2 in {0, beta_tilde, beta} at 20 respaced steps and at all 400:
+    precision and recall, and each class's diversity against the real digits', on the shipped network."""
+    from ..data import load_embedded_mnist
+    from ..metrics import classifier_outputs
+
+    t0 = time.perf_counter()
+    ks = by_tier(DETERMINISTIC_K, tier)
+    (_, schedule, cfg), source = shipped_network(tier, cache)
+    real, real_labels = load_embedded_mnist("heldout").tensors()
+    real_features = classifier_outputs(real, book_classifier(cache))[0]
+    real_rec = {"n": len(real_labels), **diversity_record(real_features, real_labels, by_tier(DIVERSITY_N_BOOT, tier))}
+    settings: dict[str, dict] = {v: {} for v in DETERMINISTIC_VARIANCES}
+    figures = {}
+    for K, n in ks.items():
+        rows = []
+        for v in DETERMINISTIC_VARIANCES:
+            rec = _deterministic_setting(v, K, n, tier, progress, cache)
+            rec["diversity_ratio"] = rec["diversity"] / real_rec["diversity"]
+            settings[v][str(K)] = rec
+            images = for_metrics(_draw_shipped(v, K, n, tier, progress, cache)[0])[0]
+            rows.append(_class_rows(images, class_labels(n), FIGURE_CLASS, min(10, n // 10)))
+        path = figures_dir(tier) / f"deterministic_K{K}.png"
+        _save_png(torch.cat(rows), path, nrow=len(rows[0]), grey=True)
+        figures[str(K)] = f"figures/{path.name}"
+    keys = ("fid", "kid_mean", "is", "conditional_accuracy", "diversity", "diversity_ratio")
+    by_k = {str(K): metric_columns({v: settings[v][str(K)] for v in settings}, keys) for K in ks}
+    full = str(max(ks))
+    data = {
+        "network": source,
+        "T": schedule.T,
+        "K": list(ks),
+        "n": list(ks.values()),
+        "full_K": int(full),
+        "variances": list(DETERMINISTIC_VARIANCES),
+        "by_K": by_k,
+        "full": by_k[full],
+        "settings": settings,
+        "real": real_rec,
+        "figure_class": FIGURE_CLASS,
+        "figures": figures,
+    }
+    config_ = {"K_to_n": ks, "variances": list(DETERMINISTIC_VARIANCES), "clip_x0": True, "network": cfg.to_dict()}
+    return _save("deterministic", data, config_, tier, t0)
+
+
+PARTS.update(
+    chapter_parts(
+        CHAPTER,
+        Part(
+            "deterministic",
+            "sigma_t = 0 vs beta_tilde vs beta on the shipped network: precision, recall, within-class diversity",
+            _deterministic,
+        ),
+    )
+)
