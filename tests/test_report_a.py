@@ -342,7 +342,9 @@ def test_deterministic_part_holds_what_the_chapter_reads(smoke_results):
                 assert iv["low"] <= b[metric][v] <= iv["high"], (K, metric, v)
         assert b["diversity_ratio"]["zero"] == pytest.approx(b["diversity"]["zero"] / d["real"]["diversity"])
     real = d["real"]
-    assert real["n"] == 1005 and real["diversity_interval"]["low"] < real["diversity"] < real["diversity_interval"]["high"]
+    assert (
+        real["n"] == 1005 and real["diversity_interval"]["low"] < real["diversity"] < real["diversity_interval"]["high"]
+    )
     figures = smoke_results["_root"] / "runs" / "smoke" / "results" / "report_a"
     assert all((figures / path).read_bytes()[:4] == b"\x89PNG" for path in d["figures"].values())
     assert d["full"] == d["by_K"][str(d["full_K"])]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,30 +118,42 @@ class ReportABudget(Budget):
     bound_images: int
     samples: int | None = None
     draw_batch: int | None = None
+    deterministic_k: dict[int, int] = field(default_factory=dict)
+    diversity_n_boot: int = 1000
 
 
 # draw_batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
 BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
     "report_a.BUDGETS",
     {
-        "smoke": ReportABudget(fast_k={5: 20, 10: 20}, variance_k={4: 20, 8: 20}, bound_images=16, draw_batch=100),
+        "smoke": ReportABudget(
+            fast_k={5: 20, 10: 20},
+            variance_k={4: 20, 8: 20},
+            bound_images=16,
+            draw_batch=100,
+            deterministic_k={4: 20, 8: 20},
+            diversity_n_boot=50,
+        ),
         "cpu": ReportABudget(
             fast_k={5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
             variance_k={20: 500, 400: 50},
             bound_images=300,
             samples=500,
             draw_batch=100,
+            deterministic_k={20: 200, 400: 50},
         ),
         "colab": ReportABudget(
             fast_k={5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
             variance_k={20: 2000, 400: 2000},
             bound_images=1005,
             samples=2000,
+            deterministic_k={20: 2000, 400: 1000},
         ),
         "gpu": ReportABudget(
             fast_k={k: 10_000 for k in (5, 10, 20, 50, 100, 400)},
             variance_k={20: 10_000, 400: 10_000},
             bound_images=1005,
+            deterministic_k={20: 10_000, 400: 10_000},
         ),
     },
 )
@@ -850,17 +862,9 @@ PARTS: dict[str, Part] = chapter_parts(
 # The part ``deterministic``: what sigma_t = 0 does to the samples' diversity, on the shipped network.
 # ---------------------------------------------------------------------------------------------
 
-# K -> samples per variance. At the cpu tier the 400-step draws are the cost (3 x 50 x 400 network
-# evaluations, about 3 minutes on one idle core); 20 steps are cheap, so they get 200 samples.
-DETERMINISTIC_K = {
-    "smoke": {4: 20, 8: 20},
-    "cpu": {20: 200, 400: 50},
-    "colab": {20: 2000, 400: 1000},
-    "gpu": {20: 10_000, 400: 10_000},
-}
+# K -> samples per variance: ReportABudget.deterministic_k (20 steps are cheap, so they get more samples).
 DETERMINISTIC_VARIANCES = ("zero", "beta_tilde", "beta")
 FIGURE_CLASS = 4  # the grid of the part: one row per variance, samples of this digit
-DIVERSITY_N_BOOT = {"smoke": 50, "cpu": 1000, "colab": 1000, "gpu": 1000}  # bootstrap replicates
 PART_RUNS["deterministic"] = ("unet",)  # the shipped network is the cpu tier's unet run, exported
 
 
@@ -932,7 +936,7 @@ def _deterministic_setting(variance: str, K: int, n: int, tier: str, progress: b
     labels = class_labels(n)
     rec = measure(images, labels, cache=cache, generator=torch.Generator().manual_seed(SEED))
     features = classifier_outputs(images, book_classifier(cache))[0]
-    rec.update(diversity_record(features, labels, by_tier(DIVERSITY_N_BOOT, tier)), **stats, n=n, K=K)
+    rec.update(diversity_record(features, labels, BUDGETS[tier].diversity_n_boot), **stats, n=n, K=K)
     rec["sample_seconds"] = round(seconds, 2)
     return rec
 
@@ -948,11 +952,11 @@ def _deterministic(tier: str, progress: bool, cache: Cache) -> Path:
     from ..metrics import classifier_outputs
 
     t0 = time.perf_counter()
-    ks = by_tier(DETERMINISTIC_K, tier)
+    ks = BUDGETS[tier].deterministic_k
     (_, schedule, cfg), source = shipped_network(tier, cache)
     real, real_labels = load_embedded_mnist("heldout").tensors()
     real_features = classifier_outputs(real, book_classifier(cache))[0]
-    real_rec = {"n": len(real_labels), **diversity_record(real_features, real_labels, by_tier(DIVERSITY_N_BOOT, tier))}
+    real_rec = {"n": len(real_labels), **diversity_record(real_features, real_labels, BUDGETS[tier].diversity_n_boot)}
     settings: dict[str, dict] = {v: {} for v in DETERMINISTIC_VARIANCES}
     figures = {}
     for K, n in ks.items():
