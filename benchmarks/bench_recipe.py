@@ -276,7 +276,12 @@ def cmd_samplers(args) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.checkpoint, device="cpu")
     generate(loaded, 10, seed=args.seed)  # warm-up
-    for method, grid in SAMPLER_GRID.items():
+    grid_ = SAMPLER_GRID
+    if args.method:  # one method at the given steps and weights instead of the grid
+        grid_ = {
+            args.method: {"steps": args.steps_list or SAMPLER_GRID[args.method]["steps"], "w": args.w_list or [0.0]}
+        }
+    for method, grid in grid_.items():
         for w in grid["w"]:
             for steps in grid["steps"]:
                 t0 = time.perf_counter()
@@ -323,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("samplers")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--label", default="recipe")
+    s.add_argument("--method", default=None, help="one method only (with --steps-list, --w-list)")
+    s.add_argument("--steps-list", type=lambda v: [int(x) for x in v.split(",")], default=None)
+    s.add_argument("--w-list", type=lambda v: [float(x) for x in v.split(",")], default=None)
     s.add_argument("--n", type=int, default=1000)
     args = p.parse_args(argv)
     args.out = args.out or results_dir() / "benchmarks" / "recipe_cpu.json"
