@@ -30,10 +30,12 @@ sigma_t^2 = beta-tilde, no guidance."""
 def check_sample_defaults(values: Any, name: str = "sample_defaults") -> dict[str, Any]:
     """``values`` if it is a dict of valid sampler settings (keys of :data:`BOOK_SAMPLER`), else an error
     naming the bad key or value."""
-    from .samplers import METHODS
-
     if not isinstance(values, dict):
         raise TypeError(f"{name} must be a dict of sampler settings, got {type(values).__name__}")
+    if not values:
+        return values
+    from .samplers import METHODS
+
     unknown = set(values) - set(BOOK_SAMPLER)
     if unknown:
         raise ValueError(f"{name}: unknown setting(s) {sorted(unknown)}; valid: {sorted(BOOK_SAMPLER)}")

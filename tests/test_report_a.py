@@ -331,7 +331,7 @@ def test_deterministic_part_holds_what_the_chapter_reads(smoke_results):
     the grids; the network it measures is the shipped one, and its draws are not the chapter's runs'."""
     rec = smoke_results["deterministic"]
     d = rec["data"]
-    assert d["K"] == list(A.DETERMINISTIC_K["smoke"]) and d["full_K"] == max(d["K"])
+    assert d["K"] == list(A.BUDGETS["smoke"].deterministic_k) and d["full_K"] == max(d["K"])
     assert d["network"]["chapter"] == "report_a" and d["network"]["run"] == "unet"
     for K in map(str, d["K"]):
         b = d["by_K"][K]

@@ -27,13 +27,17 @@ from ..common import Part, chapter_parts
 from .bias import run_sample_size_bias
 from .comparison import fid_comparison, fid_gap_threshold, fid_spread
 from .kit import (
+    BACKGROUND,
     BUDGETS,
     CHAPTER,
     DEGRADATIONS,
     MODEL_CHAPTER,
     MODEL_RUN,
+    MNIST_SHAPE,
+    POOL_SEED,
     MeasuringBudget,
     add_noise,
+    colab_plan,
     degraded_set,
     draw_subsets,
     figure_path,
@@ -45,9 +49,9 @@ from .kit import (
     random_classifier,
     shift_images,
 )
-from .memorisation import run_memorisation
+from .memorisation import CONTROL_SIGMA, run_memorisation
 from .precision_recall import PR_SETS, run_precision_recall
-from .spaces import run_inception_vs_classifier
+from .spaces import FEATURE_SPACES, run_inception_vs_classifier
 
 __all__ = [
     "CHAPTER",
@@ -71,6 +75,8 @@ __all__ = [
     "fid_comparison",
     "PR_SETS",
     "run_precision_recall",
+    "colab_plan",
+    "FEATURE_SPACES",
 ]
 
 _MODEL = ([f"{MODEL_CHAPTER}/training"], (MODEL_RUN,))  # what the parts that sample the model need
