@@ -31,9 +31,9 @@ from .kit import (
     BUDGETS,
     CHAPTER,
     DEGRADATIONS,
+    MNIST_SHAPE,
     MODEL_CHAPTER,
     MODEL_RUN,
-    MNIST_SHAPE,
     POOL_SEED,
     MeasuringBudget,
     add_noise,
@@ -77,6 +77,10 @@ __all__ = [
     "run_precision_recall",
     "colab_plan",
     "FEATURE_SPACES",
+    "BACKGROUND",
+    "MNIST_SHAPE",
+    "POOL_SEED",
+    "CONTROL_SIGMA",
 ]
 
 _MODEL = ([f"{MODEL_CHAPTER}/training"], (MODEL_RUN,))  # what the parts that sample the model need
