@@ -145,13 +145,9 @@ def read(out: Path) -> dict:
     return json.loads(out.read_text())["data"] if out.is_file() else {}
 
 
-def _img_per_s(run_dir: Path) -> list[float]:
-    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
-    return [r["img_per_s"] for r in log]
-
-
 def cmd_speed(args) -> int:
     """Interleaved throughput of base and every variant whose step costs differ."""
+    from diffusion_edu.experiments.common import training_curve
     from diffusion_edu.training import train
 
     probes = {"base": {"sets": BASE}} | {k: v for k, v in VARIANTS.items() if v["costs"]} | SPEED_ONLY
@@ -171,7 +167,7 @@ def cmd_speed(args) -> int:
             )
             run = Path(args.runs) / "speed" / label
             train(cfg, run, overwrite=True, progress=False)
-            got = _img_per_s(run)[1:]  # the first interval holds the start-up (and compilation)
+            got = training_curve(run)["img_per_s"][1:]  # the first interval holds the start-up (and compilation)
             rates[label] += got
             print(f"round {r + 1} {label:<14} img/s {got}", flush=True)
     base = sorted(rates["base"])[len(rates["base"]) // 2]

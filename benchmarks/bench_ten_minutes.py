@@ -146,6 +146,7 @@ def reused_run(run_dir: Path, config):
     from types import SimpleNamespace
 
     from diffusion_edu.checkpoint import load_checkpoint
+    from diffusion_edu.experiments.common import training_curve
     from diffusion_edu.presets import TrainConfig
 
     ckpt = run_dir / "checkpoint.pt"
@@ -159,18 +160,18 @@ def reused_run(run_dir: Path, config):
     if mine != theirs:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise ValueError(f"--reuse: the run at {run_dir} trained another recipe (differs in {diff})")
-    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    curve = training_curve(run_dir)
     return SimpleNamespace(
         checkpoint=ckpt,
-        step=log[-1]["step"],
-        wall_time_s=float(record.get("wall_time_s", log[-1]["elapsed_s"])),
+        step=curve["step"][-1],
+        wall_time_s=float(record.get("wall_time_s", curve["elapsed_s"][-1])),
         config=TrainConfig.from_dict(saved),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     from diffusion_edu.commands.train import _apply_sets
-    from diffusion_edu.experiments.common import measure
+    from diffusion_edu.experiments.common import measure, training_curve
     from diffusion_edu.generate import generate, sampler_defaults
     from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
     from diffusion_edu.results import current_tier, results_dir, write_results
@@ -218,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     grid = save_grid(loaded, draw, args, tier)
     curve = measure_snapshots(snapshots, loaded, draw, n, args.seed) if snapshots.is_dir() else []
     floor = floor_at(1000) if tier != "smoke" else {"n": n, "fid_mean": float("nan"), "fid_std": float("nan")}
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     entry = {
         "label": args.label,
         "preset": args.preset,
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": result.step,
         "budget_fixed_at": result.config.budget_fixed_at,
         "train_wall_time_s": result.wall_time_s,
-        "img_per_s_logged": [r["img_per_s"] for r in log][-5:],
+        "img_per_s_logged": training_curve(run_dir)["img_per_s"][-5:],
         "sampler": {**draw, "n": n, "from": "preset sample_defaults" if config.sample_defaults else "book defaults"},
         "sample_seconds": sample_seconds,
         "grid": grid,

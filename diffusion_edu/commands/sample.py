@@ -29,9 +29,10 @@ _DESCRIPTION = """Draw samples from a shipped network or a checkpoint into a PNG
     python -m diffusion_edu sample --checkpoint runs/cpu/report_d/cnn/checkpoint.pt --out cnn.png"""
 
 
-def _settings(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, config: Any) -> tuple[dict[str, Any], str]:
     """The sampler settings: each option given on the command line, else the one the network's run
-    recommends (``TrainConfig.sample_defaults``), else the book's (:data:`~diffusion_edu.generate.BOOK_SAMPLER`)."""
+    recommends (``TrainConfig.sample_defaults``), else the book's (:data:`~diffusion_edu.generate.BOOK_SAMPLER`);
+    and where they came from."""
     from ..generate import sampler_defaults
 
     out = sampler_defaults(config)
@@ -40,8 +41,7 @@ def _settings(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         given["steps"] = given["steps"] or None  # --steps 0 = all T
     out.update(given)
     recommended = set(getattr(config, "sample_defaults", None) or {}) - set(given)
-    out["_from"] = "the run's recommended sample_defaults" if recommended else "command line and book defaults"
-    return out
+    return out, "the run's recommended sample_defaults" if recommended else "command line and book defaults"
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -68,7 +68,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         loaded = load_model(args.checkpoint, ema=not args.raw_weights, device=args.device)
         source = {"checkpoint": str(args.checkpoint)}
     args.on_failure = f"nothing was written to {args.out}"
-    settings = _settings(args, loaded.config)
+    settings, settings_from = _settings(args, loaded.config)
     t0 = time.perf_counter()
     images, labels = generate(
         loaded,
@@ -105,7 +105,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 "sampler": f"cold algorithm {args.algorithm}" if cold else settings["method"],
                 "steps": None if cold else (settings["steps"] or loaded.config.T),
                 "w": None if cold else settings["w"],
-                "settings_from": None if cold else settings["_from"],
+                "settings_from": None if cold else settings_from,
             }
         )
     )
