@@ -54,6 +54,7 @@ __all__ = [
     "t_quantile",
     "compare",
     "judge_order",
+    "rank_intervals",
     "interval_from",
     "evaluation_intervals",
     "MEASURE_N_BOOT",
@@ -318,6 +319,48 @@ def judge_order(
     if overlap:
         return "inconclusive", "intervals overlap: " + "; ".join(overlap)
     return "reproduced", "the intervals separate every adjacent pair: " + "; ".join(agree)
+
+
+def rank_intervals(
+    intervals: Mapping[str, Interval],
+    claimed: Sequence[str] | None = None,
+    higher_is_better: bool = False,
+) -> dict[str, Any]:
+    """The ranking that a chapter's prose states, read from intervals only.
+
+    Returns ``order`` (the point estimates, best first), ``pairs`` (each neighbouring pair of that order:
+    {better, worse, better_interval, worse_interval, decided}; decided when the two intervals are disjoint),
+    ``ranking`` ("a < b ~ c": "<" where the pair is decided, "~" where the intervals overlap), ``best``
+    (the names whose interval overlaps the first one's: which of them is best is not decided) and, for a
+    ``claimed`` order (best first), ``verdict`` and ``why`` from :func:`judge_order`.
+    """
+    if len(intervals) < 2:
+        raise ValueError(f"intervals must hold at least 2 entries, got {list(intervals)}")
+    bad = [k for k, v in intervals.items() if not isinstance(v, Interval)]
+    if bad:
+        raise TypeError(f"every value must be an Interval (see interval_from); not for {bad}")
+    order = sorted(intervals, key=lambda k: intervals[k].estimate, reverse=higher_is_better)
+    pairs: list[dict[str, Any]] = [
+        {
+            "better": x,
+            "worse": y,
+            "better_interval": intervals[x],
+            "worse_interval": intervals[y],
+            "decided": not intervals[x].overlaps(intervals[y]),
+        }
+        for x, y in zip(order, order[1:])
+    ]
+    first = intervals[order[0]]
+    out: dict[str, Any] = {
+        "order": order,
+        "pairs": pairs,
+        "ranking": order[0] + "".join((" < " if p["decided"] else " ~ ") + p["worse"] for p in pairs),
+        "best": [k for k in order if intervals[k].overlaps(first)],
+        "level": first.level,
+    }
+    if claimed is not None:
+        out["verdict"], out["why"] = judge_order(intervals, list(claimed), higher_is_better)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

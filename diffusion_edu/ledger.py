@@ -133,7 +133,9 @@ class Entry:
     ``data``; judge: how to compare; min_tier: the smallest tier at which the row is judged at all
     (below it: "not comparable"); scale_free: the quantity does not depend on the tier (a parameter
     count), so :func:`tier_rule` judges it at any tier from ``min_tier`` up; fmt: the format of both
-    numbers (the report's too, so give it the report's precision).
+    numbers (the report's too, so give it the report's precision); absent: when the key may be missing
+    from a file of some tier, why (the row then reads "not yet re-run" with that reason; without it a
+    missing key raises, so that a renamed key is caught).
     """
 
     report: str
@@ -146,6 +148,7 @@ class Entry:
     min_tier: str = "cpu"
     fmt: str = ".2f"
     scale_free: bool = False
+    absent: str = ""
 
     def __post_init__(self) -> None:
         if self.report not in ("A", "B", "C", "D", "E"):
@@ -225,7 +228,9 @@ ENTRIES: list[Entry] = [
     Entry("E", "FID, T=1000, cosine, w=0.2", 26.82, "Table 2", "report_e/schedules.json", ("fid", "T1000_cosine"), FID_FEATURES),
     Entry("E", "FID, T=4000, cosine, w=0.2", 21.70, "Table 2", "report_e/schedules.json", ("fid", "T4000_cosine"), FID_FEATURES),
     Entry("E", "IS (an MNIST classifier), T=1000, linear, w=0.2", 9.56, "Table 2", "report_e/schedules.json", ("is", "T1000_linear"), NotComparable("both use an MNIST classifier instead of Inception, but not the same one: the report's own CNN and the book's classifier give the same images different scores")),
+    Entry("E", "FID ranking of T x schedule at w=0.2 (best first), the largest step count the tier samples (cpu: 100 respaced steps; gpu: all T, as the report)", "T1000_linear < T4000_linear < T4000_cosine < T1000_cosine", "Table 2", "report_e/steps.json", ("largest", "fid"), SameOrder()),
     Entry("E", "FID ranking of guidance weights (best first), T=1000, linear", "0.2 < 0 < 0.5", "Table 3", "report_e/guidance.json", "fid", SameOrder()),
+    Entry("E", "FID ranking of guidance weights (best first), T=1000, linear, mean over 3 training seeds (t interval)", "0.2 < 0 < 0.5", "Table 3", "report_e/guidance.json", ("seeds", "fid"), SameOrder(), absent="the colab tier trains one seed, and files written before the seeds were added hold none"),
     Entry("E", "FID, T=1000, linear, w=0", 21.12, "Table 3", "report_e/guidance.json", ("fid", "0"), FID_FEATURES),
     Entry("E", "FID, T=1000, linear, w=0.5", 24.67, "Table 3", "report_e/guidance.json", ("fid", "0.5"), FID_FEATURES),
     Entry("E", "FID over five sampling runs (mean ± std), T=1000, linear, w=0.2", "16.04 ± 0.11", "Table 1", "report_e/repeatability.json", "fid", NotComparable("Inception features and 10,000 samples in the report; the book's classifier features and its tier's sample count")),
@@ -333,6 +338,10 @@ def ledger_rows(entries: Sequence[Entry] = (), results: str | Path | None = None
         try:
             value = _lookup(record["data"], e.key)
         except KeyError as err:
+            if e.absent:
+                why = f"results/{e.results} (tier {record['tier']}) holds no {e.key}: {e.absent}"
+                rows.append(LedgerRow(e, None, None, None, "not yet re-run", why))
+                continue
             raise KeyError(f"ledger entry (Report {e.report}: {e.quantity}): {err.args[0]} in {path}") from None
         try:
             intervals = _lookup(record["data"], interval_key(e.key))

@@ -98,4 +98,11 @@ def test_a_table_is_checked_when_built():
 
 def test_the_kernel_budget_is_the_same_type():
     assert EVAL_BUDGETS.type is EvalBudget and issubclass(EvalBudget, Budget)
-    assert get_chapter("report_e").BUDGETS is EVAL_BUDGETS  # Report E samples with the kernel's budget
+    # Report E samples with the kernel's budget, plus the step counts of its steps part
+    e = get_chapter("report_e").BUDGETS
+    assert e.tiers == EVAL_BUDGETS.tiers
+    for tier in e.tiers:
+        assert {
+            k: v for k, v in e[tier].as_config().items() if k not in ("step_counts", "training_seeds")
+        } == EVAL_BUDGETS[tier].as_config()
+        assert e[tier].steps in e[tier].step_counts  # the parts' own step count is one of the study's

@@ -19,6 +19,7 @@ from diffusion_edu.intervals import (
     evaluation_intervals,
     interval_from,
     judge_order,
+    rank_intervals,
     seed_spread,
     t_quantile,
 )
@@ -100,6 +101,26 @@ def test_judge_order_needs_separated_intervals():
     assert judge_order({"a": a, "b": b, "c": c}, ["a", "c", "b"])[0] == "not reproduced"
     with pytest.raises(ValueError, match="missing"):
         judge_order({"a": a}, ["a", "z"])
+
+
+def test_rank_intervals_marks_only_separated_neighbours():
+    """The prose's ranking: "<" only between neighbours whose intervals are disjoint, "~" otherwise; the
+    entries tied with the best are named; a claim is judged as judge_order judges it."""
+    a, b, c = (
+        Interval(10, 9, 11, 0.95, "m", 100, 500),
+        Interval(12, 10.5, 13.5, 0.95, "m", 100, 500),
+        Interval(20, 18, 22, 0.95, "m", 100, 500),
+    )
+    r = rank_intervals({"c": c, "b": b, "a": a}, claimed=["c", "a", "b"])
+    assert r["order"] == ["a", "b", "c"] and r["ranking"] == "a ~ b < c"
+    assert [p["decided"] for p in r["pairs"]] == [False, True] and r["best"] == ["a", "b"]
+    assert r["verdict"] == "not reproduced" and "c 20 [18, 22] vs a 10 [9, 11]" in r["why"]
+    up = rank_intervals({"a": a, "c": c}, higher_is_better=True)
+    assert up["order"] == ["c", "a"] and up["ranking"] == "c < a" and up["best"] == ["c"] and "verdict" not in up
+    with pytest.raises(ValueError, match="at least 2"):
+        rank_intervals({"a": a})
+    with pytest.raises(TypeError, match="Interval"):
+        rank_intervals({"a": a, "b": {"estimate": 1.0}})
 
 
 def test_interval_records_round_trip_and_bad_input_is_named():

@@ -293,3 +293,15 @@ def test_a_value_is_only_held_against_the_same_metric():
             or "LPIPS" in q
             or (e.results == "report_c/evaluation.json" and e.min_tier == "gpu")
         ), e.quantity
+
+
+def test_a_key_that_may_be_absent_reads_not_yet_re_run_and_others_still_raise(tmp_path):
+    """An entry that declares why its key may be missing (a tier that does not measure it) reads "not yet
+    re-run" with that reason; an entry without one raises on a missing key, naming it (a renamed key)."""
+    _results(tmp_path, "r.json", {"fid": {"a": 10.0, "b": 12.0}})
+    optional = Entry("E", "seed order", "a < b", "Sec. 1", "r.json", ("seeds", "fid"), SameOrder(), absent="one seed")
+    (row,) = ledger_rows([optional], tmp_path)
+    assert row.verdict == "not yet re-run" and "holds no ('seeds', 'fid'): one seed" in row.why
+    required = Entry("E", "seed order", "a < b", "Sec. 1", "r.json", ("seeds", "fid"), SameOrder())
+    with pytest.raises(KeyError, match="seed order"):
+        ledger_rows([required], tmp_path)

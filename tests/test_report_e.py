@@ -21,7 +21,7 @@ from diffusion_edu.ledger import ENTRIES, ledger_rows
 from diffusion_edu.pretrained import PRETRAINED_DIR
 from diffusion_edu.results import read_results
 
-PARTS = ("schedules", "guidance", "repeatability", "pretrained")
+PARTS = ("schedules", "steps", "guidance", "repeatability", "pretrained")
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def test_parts_write_smoke_results_outside_the_book(smoke):
 def test_schedules_has_every_run_and_metric(smoke):
     """Table 2 needs FID, IS and conditional accuracy for all four T x schedule networks, at w = 0.2."""
     data = smoke[1]["schedules"]["data"]
-    assert data["w"] == report_e.SWEEP_W == 0.2 and data["runs"] == list(report_e.RUNS)
+    assert data["w"] == report_e.SWEEP_W == 0.2 and data["runs"] == list(report_e.SWEEP_RUNS)
     for key in ("fid", "is", "kid_mean", "conditional_accuracy", "T", "schedule", "figures", "sample_wall_time_s"):
-        assert set(data[key]) == set(report_e.RUNS), key
+        assert set(data[key]) == set(report_e.SWEEP_RUNS), key
     assert data["T"] == {"T1000_linear": 1000, "T4000_linear": 4000, "T1000_cosine": 1000, "T4000_cosine": 4000}
     assert all(0.0 <= a <= 1.0 for a in data["conditional_accuracy"].values())
     assert smoke[1]["schedules"]["config"]["sampler"]["n"] == EVAL_BUDGETS["smoke"].n
@@ -68,6 +68,44 @@ def test_guidance_curve_covers_report_and_beyond(smoke):
     assert data["keys"] == ["0", "0.2", "0.5", "1", "2", "4"]
     for key in ("fid", "is", "is_std", "kid_mean", "conditional_accuracy", "figures", "sample_wall_time_s"):
         assert list(data[key]) == data["keys"], key
+
+
+def test_guidance_is_measured_on_every_training_seed(smoke):
+    """The seeds block holds each metric of every training seed's network at every w, their mean and the t
+    interval over seeds; seed 0 is the network of the curve, so its values are the curve's."""
+    from diffusion_edu.intervals import interval_from, seed_spread
+
+    data = smoke[1]["guidance"]["data"]
+    seeds = data["seeds"]
+    assert seeds["training_seeds"] == [0, 1, 2] and seeds["runs"] == list(report_e.SEED_RUNS.values())
+    assert len({report_e.config(r, "smoke").seed for r in seeds["runs"]}) == 3
+    for metric in report_e.SEED_METRICS:
+        for k in data["keys"]:
+            values = seeds[f"{metric}_per_seed"][k]
+            assert len(values) == 3 and values[0] == data[metric][k]
+            iv = interval_from(seeds[f"{metric}_interval"][k])
+            assert iv == seed_spread(values) and seeds[metric][k] == pytest.approx(statistics.fmean(values))
+    # other seeds draw other networks: their FIDs differ from seed 0's
+    assert any(v[1] != v[0] for v in seeds["fid_per_seed"].values())
+
+
+def test_steps_part_samples_every_network_at_each_step_count(smoke):
+    """Table 2 again at each step count of the tier: the smallest count's samples are the schedules part's
+    (same network, seed and steps), and the largest count is the one the ledger judges."""
+    data = smoke[1]["steps"]["data"]
+    counts = report_e.BUDGETS["smoke"].step_counts
+    assert data["keys"] == [report_e.steps_key(k) for k in counts] and data["runs"] == list(report_e.SWEEP_RUNS)
+    for key, steps in zip(data["keys"], counts):
+        row = data["by_steps"][key]
+        assert row["steps"] == {r: steps for r in report_e.SWEEP_RUNS}
+        assert set(row["fid"]) == set(report_e.SWEEP_RUNS) and set(row["fid_interval"]) == set(report_e.SWEEP_RUNS)
+    assert (
+        data["largest"]["key"] == data["keys"][-1]
+        and data["largest"]["fid"] == data["by_steps"][data["keys"][-1]]["fid"]
+    )
+    same = data["by_steps"][report_e.steps_key(report_e.BUDGETS["smoke"].steps)]
+    assert same["fid"] == smoke[1]["schedules"]["data"]["fid"]
+    assert report_e.steps_key(None) == "all"
 
 
 def test_common_random_numbers_across_parts(smoke):

@@ -4,9 +4,13 @@ Report E trains a two-level U-Net with time and label in every block, L1 loss, b
 dropout for classifier-free guidance, and sweeps T in {1000, 4000} x {linear, cosine} and the
 guidance weight w. The chapter's parts, in order:
 
-- ``training``: the four networks (T x schedule), each with label dropout;
+- ``training``: the four networks (T x schedule), each with label dropout, and the T=1000 linear
+  network from two more training seeds;
 - ``schedules``: the T x schedule sweep at the report's w = 0.2 (Report E Table 2);
-- ``guidance``: w in {0, 0.2, 0.5} (Table 3) and beyond (1, 2, 4) on the T=1000 linear network;
+- ``steps``: the same sweep at each sampler step count of the tier's ``step_counts`` (the report
+  sampled all T steps; the cpu tier affords 20 and 100): how much the step count moves Table 2;
+- ``guidance``: w in {0, 0.2, 0.5} (Table 3) and beyond (1, 2, 4) on the T=1000 linear network, for
+  each of its three training seeds (the ranking of w is judged over seeds as well as samples);
 - ``repeatability``: FID over five sampling seeds (Table 1), next to FID's sample-size bias;
 - ``pretrained``: the T=1000 linear network shipped as ``load_pretrained("report_e")``.
 
@@ -22,13 +26,16 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
-from .common import EVAL_BUDGETS, Part, chapter_parts, save_result, tier_results_dir
+from ..intervals import seed_spread
+from .budgets import BudgetTable
+from .common import EVAL_BUDGETS, EvalBudget, Part, chapter_parts, save_result, tier_results_dir
 from .evaluation import images_only, measure, metric_columns, real_data_floor
 from .figures import class_grid as _class_grid
 from .figures import save_grid
@@ -36,14 +43,63 @@ from .store import Cache, RunStore, record_training, ship_pretrained
 from .training_runs import RunSpec
 
 CHAPTER = "report_e"
-BUDGETS = EVAL_BUDGETS  # the chapter samples with the kernel's budget: nothing particular to it
 
-RUNS: dict[str, RunSpec] = {
+
+@dataclass(frozen=True)
+class ReportEBudget(EvalBudget):
+    """The kernel's sampling budget (:data:`~.common.EVAL_BUDGETS`: ``n``, ``steps``, ``batch_size``), the
+    sampler step counts of the ``steps`` part (None = all T steps, the report's protocol) and how many
+    training seeds of the guidance network the ``guidance`` part measures (:data:`SEED_RUNS`)."""
+
+    step_counts: tuple[int | None, ...] = ()
+    training_seeds: int = 1
+
+
+# (step counts, training seeds) per tier: what each tier affords for four networks of 1,000 (cpu) or
+# 10,000 (colab, gpu) guided samples (at the cpu tier 100 steps cost 5x the parts' 20). The colab tier
+# keeps one training seed: two more networks and their guidance curves would take its chapter past the
+# half hour of a free T4 (tests/test_colab_tier.py); the cpu tier, whose short runs the chapter's
+# verdicts rest on, and the gpu tier train three.
+_EXTRA: dict[str, tuple[tuple[int | None, ...], int]] = {
+    "smoke": ((2, 4), 3),
+    "cpu": ((20, 100), 3),
+    "colab": ((20, 100), 1),
+    "gpu": ((100, None), 3),
+}
+BUDGETS: BudgetTable[ReportEBudget] = BudgetTable(
+    "report_e.BUDGETS",
+    {
+        tier: ReportEBudget(**EVAL_BUDGETS[tier].as_config(), step_counts=counts, training_seeds=seeds)
+        for tier, (counts, seeds) in _EXTRA.items()
+    },
+)
+
+SWEEP_RUNS: dict[str, RunSpec] = {
     "T1000_linear": ("e_unet", {}),
     "T4000_linear": ("e_unet_linear_T4000", {}),
     "T1000_cosine": ("e_unet_cosine_T1000", {}),
     "T4000_cosine": ("e_unet_cosine_T4000", {}),
 }
+# the network of Tables 1 and 3 again from other training seeds (initialisation, data order, noise), so
+# that the guidance ranking is judged over training seeds as well as over samples: training seed -> run
+# (a tier trains the first BUDGETS[tier].training_seeds of them: seed_runs)
+SEED_RUNS: dict[int, str] = {0: "T1000_linear", 1: "T1000_linear_seed1", 2: "T1000_linear_seed2"}
+RUNS: dict[str, RunSpec] = {
+    **SWEEP_RUNS,
+    **{run: ("e_unet", {"seed": seed}) for seed, run in SEED_RUNS.items() if run not in SWEEP_RUNS},
+}
+
+
+def seed_runs(tier: str) -> dict[int, str]:
+    """The training seeds (seed -> run) of the guidance network that ``tier`` trains and measures."""
+    return dict(list(SEED_RUNS.items())[: BUDGETS[tier].training_seeds])
+
+
+def runs_at(tier: str) -> dict[str, RunSpec]:
+    """The runs the chapter trains at ``tier``: the four sweep networks and :func:`seed_runs`."""
+    seeded = set(seed_runs(tier).values())
+    return {name: spec for name, spec in RUNS.items() if name in SWEEP_RUNS or name in seeded}
+
 
 # cpu tier: 17,000 steps of 32 (about 10 minutes on 2 cores, measured: ~900 img/s).
 # colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_e")): the same
@@ -83,12 +139,12 @@ SAMPLER: dict[str, Any] = {"method": "ddpm", "variance": "beta_tilde", "clip_x0"
 
 def store(tier: str) -> RunStore:
     """The chapter's runs at ``tier``."""
-    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier)
+    return RunStore(CHAPTER, runs_at(tier), TIER_OVERRIDES, tier)
 
 
 def config(run: str, tier: str):
-    """The TrainConfig of one of :data:`RUNS` at ``tier``."""
-    return store(tier).config(run)
+    """The TrainConfig of one of :data:`RUNS` at ``tier`` (also of a seed run that the tier does not train)."""
+    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier).config(run)
 
 
 def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
@@ -97,16 +153,25 @@ def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
 
 def colab_plan(tier: str = "colab") -> dict[str, Any]:
     """What the chapter runs at ``tier``, for :func:`~.colab.chapter_estimate`: the training configs and
-    the sampling calls (config, batch, calls): schedules (every network at w = 0.2), guidance (every w)
-    and repeatability (every seed), each n samples with the respaced sampler; a guided batch runs the
-    conditional and unconditional halves in one forward pass."""
+    the sampling calls (config, batch, calls): schedules (every sweep network at w = 0.2), steps (each
+    sweep network at each of the tier's step counts), guidance (every w, every training seed) and
+    repeatability (every sampling seed), each n samples with the respaced sampler; a guided batch runs
+    the conditional and unconditional halves in one forward pass."""
     b = BUDGETS[tier]
     chunks = -(-b.n // b.batch_size)
-    calls = chunks * (b.steps or config(GUIDANCE_RUN, tier).T)
-    sampling = [(config(run, tier), 2 * b.batch_size, calls) for run in RUNS]
-    sampling += [(config(GUIDANCE_RUN, tier), b.batch_size * (2 if w else 1), calls) for w in GUIDANCE_WEIGHTS]
-    sampling += [(config(GUIDANCE_RUN, tier), 2 * b.batch_size, calls) for _ in REPEAT_SEEDS]
-    return {"train": {run: config(run, tier) for run in RUNS}, "sampling": sampling}
+
+    def calls(run: str, steps: int | None = b.steps) -> int:
+        return chunks * (steps or config(run, tier).T)
+
+    sampling = [(config(run, tier), 2 * b.batch_size, calls(run)) for run in SWEEP_RUNS]
+    sampling += [(config(r, tier), 2 * b.batch_size, calls(r, k)) for k in b.step_counts for r in SWEEP_RUNS]
+    sampling += [
+        (config(run, tier), b.batch_size * (2 if w else 1), calls(run))
+        for run in seed_runs(tier).values()
+        for w in GUIDANCE_WEIGHTS
+    ]
+    sampling += [(config(GUIDANCE_RUN, tier), 2 * b.batch_size, calls(GUIDANCE_RUN)) for _ in REPEAT_SEEDS]
+    return {"train": {run: config(run, tier) for run in runs_at(tier)}, "sampling": sampling}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,13 +198,25 @@ def load_run(run: str, tier: str, cache: Cache | None = None):
 
 
 def guided_samples(
-    model, schedule, n: int, w: float, seed: int, tier: str, progress: bool = False
+    model,
+    schedule,
+    n: int,
+    w: float,
+    seed: int,
+    tier: str,
+    progress: bool = False,
+    steps: int | None | str = "tier",
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """n class-conditional samples (:func:`class_labels`) at guidance weight w with the tier's sampler budget.
+    """n class-conditional samples (:func:`class_labels`) at guidance weight w with the tier's sampler budget
+    (``steps``: the budget's step count by default, else this many respaced steps, None = all T).
     Returns (images (n, 1, 28, 28) in [-1, 1] on the CPU, labels (n,), wall seconds)."""
     from ..samplers import sample
 
     budget = BUDGETS[tier]
+    if steps == "tier":
+        steps = budget.steps
+    elif steps is not None and not isinstance(steps, int):
+        raise ValueError(f"steps must be 'tier', None (all T) or an int, got {steps!r}")
     labels = class_labels(n)
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -148,7 +225,7 @@ def guided_samples(
         model,
         schedule,
         n,
-        steps=budget.steps,
+        steps=steps,
         y=labels,
         w=w,
         generator=g,
@@ -160,6 +237,24 @@ def guided_samples(
     if device.type == "cuda":
         torch.cuda.synchronize()
     return x.float().cpu().clamp(-1.0, 1.0), labels, time.perf_counter() - t0
+
+
+def drawn_samples(
+    run: str,
+    w: float,
+    seed: int,
+    tier: str,
+    cache: Cache,
+    progress: bool = False,
+    steps: int | None | str = "tier",
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """:func:`guided_samples` of a finished run, drawn once per ``cache``: the parts that share a setting
+    (schedules' T=1000 linear row, guidance's w = 0.2 point, the first repeatability seed, the steps part's
+    row at the tier's step count) measure the same samples. Returns (images, labels, wall seconds of the
+    draw that made them)."""
+    model, schedule, _ = load_run(run, tier, cache)
+    key = ("samples", CHAPTER, run, float(w), seed, tier, BUDGETS[tier].steps if steps == "tier" else steps)
+    return cache.get(key, lambda: guided_samples(model, schedule, BUDGETS[tier].n, w, seed, tier, progress, steps))
 
 
 def figure_file(relative: str, tier: str) -> Path:
@@ -210,7 +305,6 @@ def _sampler_config(tier: str) -> dict[str, Any]:
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 2: each T x schedule network at w = 0.2."""
     t_start = time.perf_counter()
-    n = BUDGETS[tier].n
     rows: dict[str, dict[str, Any]] = {}
     meta: dict[str, dict[str, Any]] = {
         "T": {},
@@ -219,19 +313,19 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
         "sample_wall_time_s": {},
         "figures": {},
     }
-    for run in RUNS:
-        model, schedule, cfg = load_run(run, tier, cache)
-        images, labels, secs = guided_samples(model, schedule, n, SWEEP_W, SEED, tier, progress)
+    for run in SWEEP_RUNS:
+        _, _, cfg = load_run(run, tier, cache)
+        images, labels, secs = drawn_samples(run, SWEEP_W, SEED, tier, cache, progress)
         rows[run] = _metrics(images, labels, SEED, tier, cache)
         meta["T"][run], meta["schedule"][run], meta["train_steps"][run] = cfg.T, cfg.schedule, cfg.steps
         meta["sample_wall_time_s"][run] = round(secs, 2)
         meta["figures"][run] = _save_grid(images, labels, f"schedules_{run}", tier)
-    data = {"w": SWEEP_W, "runs": list(RUNS), **metric_columns(rows), **meta}
+    data = {"w": SWEEP_W, "runs": list(SWEEP_RUNS), **metric_columns(rows), **meta}
     cfg_all = {
         "w": SWEEP_W,
         "seed": SEED,
         "sampler": _sampler_config(tier),
-        "runs": {r: config(r, tier).to_dict() for r in RUNS},
+        "runs": {r: config(r, tier).to_dict() for r in SWEEP_RUNS},
     }
     return save_result(CHAPTER, "schedules", data, cfg_all, tier, time.perf_counter() - t_start)
 
@@ -239,29 +333,93 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
 def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 3 and beyond: the T=1000 linear network at every w of :data:`GUIDANCE_WEIGHTS`."""
     t_start = time.perf_counter()
-    n = BUDGETS[tier].n
-    model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
-    rows, secs_by_w, figures = {}, {}, {}
-    for w in GUIDANCE_WEIGHTS:
-        images, labels, secs = guided_samples(model, schedule, n, w, SEED, tier, progress)
-        rows[w_key(w)] = _metrics(images, labels, SEED, tier, cache)
-        secs_by_w[w_key(w)] = round(secs, 2)
-        figures[w_key(w)] = _save_grid(images, labels, f"guidance_w{w_key(w)}", tier)
+    keys = [w_key(w) for w in GUIDANCE_WEIGHTS]
+    per_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    secs_by_w, figures = {}, {}
+    for train_seed, run in seed_runs(tier).items():
+        per_seed[train_seed] = {}
+        for w in GUIDANCE_WEIGHTS:
+            images, labels, secs = drawn_samples(run, w, SEED, tier, cache, progress)
+            per_seed[train_seed][w_key(w)] = _metrics(images, labels, SEED, tier, cache)
+            if run == GUIDANCE_RUN:  # the curve and grids of the network that Tables 1-3 share
+                secs_by_w[w_key(w)] = round(secs, 2)
+                figures[w_key(w)] = _save_grid(images, labels, f"guidance_w{w_key(w)}", tier)
     data = {
         "run": GUIDANCE_RUN,
         "w": list(GUIDANCE_WEIGHTS),
-        "keys": [w_key(w) for w in GUIDANCE_WEIGHTS],
-        **metric_columns(rows),
+        "keys": keys,
+        **metric_columns(per_seed[0]),
         "sample_wall_time_s": secs_by_w,
         "figures": figures,
     }
+    if len(per_seed) >= 2:  # an interval over training seeds needs at least two of them
+        data["seeds"] = seed_columns(per_seed, keys)
     cfg_all = {
         "run": GUIDANCE_RUN,
         "seed": SEED,
+        "seed_runs": {str(k): v for k, v in seed_runs(tier).items()},
+        "seeds": "each w sampled with the same sampling seed on each training seed's network; the seed "
+        "interval is Student's t over the training seeds (diffusion_edu.intervals.seed_spread)",
         "sampler": _sampler_config(tier),
         "train_config": config(GUIDANCE_RUN, tier).to_dict(),
     }
     return save_result(CHAPTER, "guidance", data, cfg_all, tier, time.perf_counter() - t_start)
+
+
+SEED_METRICS = ("fid", "is", "conditional_accuracy")
+
+
+def seed_columns(per_seed: dict[int, dict[str, dict[str, Any]]], keys: list[str]) -> dict[str, Any]:
+    """{training seed: {setting: metrics}} -> the layout of the guidance file's ``seeds``: for each metric
+    of :data:`SEED_METRICS`, ``<metric>`` {setting: mean over seeds}, ``<metric>_interval`` {setting: t
+    interval over seeds} and ``<metric>_per_seed`` {setting: [value of each seed]}, plus
+    ``training_seeds``."""
+    seeds = sorted(per_seed)
+    out: dict[str, Any] = {"training_seeds": seeds, "runs": [SEED_RUNS[s] for s in seeds]}
+    for metric in SEED_METRICS:
+        values = {k: [float(per_seed[s][k][metric]) for s in seeds] for k in keys}
+        spreads = {k: seed_spread(v) for k, v in values.items()}
+        out[metric] = {k: iv.estimate for k, iv in spreads.items()}
+        out[f"{metric}_interval"] = {k: iv.to_dict() for k, iv in spreads.items()}
+        out[f"{metric}_per_seed"] = values
+    return out
+
+
+def steps_key(steps: int | None) -> str:
+    """The results-file key of a sampler step count: 100 -> "100", None (all T) -> "all"."""
+    return "all" if steps is None else str(steps)
+
+
+def _steps(tier: str, progress: bool, cache: Cache) -> Path:
+    """Table 2 at each sampler step count of the tier's ``step_counts`` (the report sampled all T steps):
+    every sweep network at w = 0.2, the same samples' seed at every count."""
+    t_start = time.perf_counter()
+    b = BUDGETS[tier]
+    by_steps: dict[str, dict[str, Any]] = {}
+    for steps in b.step_counts:
+        rows, secs_by_run, used = {}, {}, {}
+        for run in SWEEP_RUNS:
+            _, _, cfg = load_run(run, tier, cache)
+            images, labels, secs = drawn_samples(run, SWEEP_W, SEED, tier, cache, progress, steps)
+            rows[run] = _metrics(images, labels, SEED, tier, cache)
+            secs_by_run[run], used[run] = round(secs, 2), steps or cfg.T
+        by_steps[steps_key(steps)] = {**metric_columns(rows), "steps": used, "sample_wall_time_s": secs_by_run}
+    keys = [steps_key(k) for k in b.step_counts]
+    data = {
+        "w": SWEEP_W,
+        "runs": list(SWEEP_RUNS),
+        "keys": keys,
+        "by_steps": by_steps,
+        "largest": {"key": keys[-1], **by_steps[keys[-1]]},
+    }
+    cfg_all = {
+        "w": SWEEP_W,
+        "seed": SEED,
+        "step_counts": keys,
+        "sampler": {**_sampler_config(tier), "steps": "each of step_counts"},
+        "runs": {r: config(r, tier).to_dict() for r in SWEEP_RUNS},
+    }
+    return save_result(CHAPTER, "steps", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
 def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
@@ -269,10 +427,9 @@ def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
     of the pooled samples at growing sample counts (what the spread over seeds cannot show: the bias)."""
     t_start = time.perf_counter()
     n = BUDGETS[tier].n
-    model, schedule, _ = load_run(GUIDANCE_RUN, tier, cache)
     runs, pool = [], []
     for seed in REPEAT_SEEDS:
-        images, labels, secs = guided_samples(model, schedule, n, SWEEP_W, seed, tier, progress)
+        images, labels, secs = drawn_samples(GUIDANCE_RUN, SWEEP_W, seed, tier, cache, progress)
         runs.append({"seed": seed, **_metrics(images, labels, seed, tier, cache), "sample_wall_time_s": round(secs, 2)})
         pool.append(images)
     fids = [r["fid"] for r in runs]
@@ -311,14 +468,30 @@ def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
 
 PARTS: dict[str, Part] = chapter_parts(
     CHAPTER,
-    Part("training", "train the four Report E U-Nets (T x schedule) with label dropout", _train),
-    Part("schedules", "FID, IS, accuracy of the four networks at w = 0.2 (Table 2)", _schedules, ["training"]),
+    Part(
+        "training",
+        "train the four Report E U-Nets (T x schedule) with label dropout, and T=1000 linear from 2 more seeds",
+        _train,
+    ),
+    Part(
+        "schedules",
+        "FID, IS, accuracy of the four networks at w = 0.2 (Table 2)",
+        _schedules,
+        ["training"],
+        tuple(SWEEP_RUNS),
+    ),
+    Part(
+        "steps",
+        "Table 2 at each of the tier's sampler step counts (the report: all T)",
+        _steps,
+        ["training"],
+        tuple(SWEEP_RUNS),
+    ),
     Part(
         "guidance",
-        "FID, IS, accuracy against w in 0..4, T=1000 linear (Table 3)",
+        "FID, IS, accuracy against w in 0..4, T=1000 linear, each training seed of the tier (Table 3)",
         _guidance,
         ["training"],
-        (GUIDANCE_RUN,),
     ),
     Part(
         "repeatability",
