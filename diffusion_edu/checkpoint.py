@@ -207,8 +207,6 @@ def load_model(
             f"the weights in {path} do not fit the network {type(net).__name__} (config.model={config.model!r}): {e}"
         ) from e
     net.to(dev).eval()
-    if config.channels_last:  # the memory format the run trained in (faster CPU convolutions)
-        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     # sample() warns for a schedule of another length; torch's __setattr__ stub admits only Tensor / Module values
     net.trained_T = config.T  # type: ignore[assignment]
     if degradation is not None:

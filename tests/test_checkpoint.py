@@ -164,27 +164,3 @@ def test_checkpoints_are_not_pickled_objects(trained):
     ops = [(op.name, arg) for op, arg, _ in pickletools.genops(data) if "GLOBAL" in op.name]
     assert ops and all(name == "GLOBAL" for name, _ in ops)  # protocol 2: every global is named
     assert all(arg.startswith(("torch ", "torch._utils ", "collections OrderedDict")) for _, arg in ops), ops
-
-
-def test_a_run_trained_channels_last_loads_channels_last_with_the_same_outputs(tmp_path):
-    """A run trained in the channels-last memory format loads in it (faster CPU convolutions); the weights
-    and, to float rounding, the outputs are those of the same network in the default format."""
-    result = train(tiny_config(steps=2, channels_last=True), tmp_path, model=TinyNet(), progress=False)
-    net = load_model(result.checkpoint, model=TinyNet(), device="cpu").model
-    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    plain = TinyNet()
-    plain.load_state_dict(net.state_dict())
-    plain.eval()
-    assert not all(
-        m.weight.is_contiguous(memory_format=torch.channels_last)
-        for m in plain.modules()
-        if isinstance(m, torch.nn.Conv2d)
-    )
-    x, t = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 10, 25, 50])
-    with torch.no_grad():
-        torch.testing.assert_close(net(x, t), plain(x, t), rtol=1e-5, atol=1e-5)
-    default = load_model(
-        train(tiny_config(steps=2), tmp_path / "b", model=TinyNet(), progress=False).checkpoint, model=TinyNet()
-    ).model
-    assert all(m.weight.is_contiguous() for m in default.modules() if isinstance(m, torch.nn.Conv2d))
