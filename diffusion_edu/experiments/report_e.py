@@ -101,7 +101,7 @@ def runs_at(tier: str) -> dict[str, RunSpec]:
     return {name: spec for name, spec in RUNS.items() if name in SWEEP_RUNS or name in seeded}
 
 
-# cpu tier: 17,000 steps of 32 (about 10 minutes on 2 cores, measured: ~900 img/s).
+# cpu tier: 17,000 steps of 32 (results/report_e/training.json records the minutes and images/s of each run).
 # colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_e")): the same
 # recipe on the same digits, but batches of 128 (a batch of 32 leaves a GPU idle between kernel launches;
 # the chapter studies T, the schedule and w, not the batch), 6,000 steps = 768k images, 1.4x the cpu tier's.
