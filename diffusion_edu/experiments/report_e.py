@@ -10,7 +10,8 @@ guidance weight w. The chapter's parts, in order:
 - ``steps``: the same sweep at each sampler step count of the tier's ``step_counts`` (the report
   sampled all T steps; the cpu tier affords 20 and 100): how much the step count moves Table 2;
 - ``guidance``: w in {0, 0.2, 0.5} (Table 3) and beyond (1, 2, 4) on the T=1000 linear network, for
-  each of its three training seeds (the ranking of w is judged over seeds as well as samples);
+  each of the tier's training seeds of it (``BUDGETS[tier].training_seeds``; with two or more, the
+  ranking of w is judged over seeds as well as samples);
 - ``repeatability``: FID over five sampling seeds (Table 1), next to FID's sample-size bias;
 - ``pretrained``: the T=1000 linear network shipped as ``load_pretrained("report_e")``.
 
@@ -220,10 +221,7 @@ def guided_samples(
     from ..samplers import sample
 
     budget = BUDGETS[tier]
-    if steps == "tier":
-        steps = budget.steps
-    elif steps is not None and not isinstance(steps, int):
-        raise ValueError(f"steps must be 'tier', None (all T) or an int, got {steps!r}")
+    steps = _sampler_steps(steps, tier)
     labels = class_labels(n)
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -246,6 +244,15 @@ def guided_samples(
     return x.float().cpu().clamp(-1.0, 1.0), labels, time.perf_counter() - t0
 
 
+def _sampler_steps(steps: int | None | str, tier: str) -> int | None:
+    """The respaced step count that ``steps`` names: "tier" = the tier's budget, an int, or None (all T)."""
+    if steps == "tier":
+        return BUDGETS[tier].steps
+    if steps is not None and not isinstance(steps, int):
+        raise ValueError(f"steps must be 'tier', None (all T) or an int, got {steps!r}")
+    return steps
+
+
 def drawn_samples(
     run: str,
     w: float,
@@ -260,8 +267,9 @@ def drawn_samples(
     row at the tier's step count) measure the same samples. Returns (images, labels, wall seconds of the
     draw that made them)."""
     model, schedule, _ = load_run(run, tier, cache)
-    key = ("samples", CHAPTER, run, float(w), seed, tier, BUDGETS[tier].steps if steps == "tier" else steps)
-    return cache.get(key, lambda: guided_samples(model, schedule, BUDGETS[tier].n, w, seed, tier, progress, steps))
+    k = _sampler_steps(steps, tier)
+    key = ("samples", CHAPTER, run, float(w), seed, tier, k)
+    return cache.get(key, lambda: guided_samples(model, schedule, BUDGETS[tier].n, w, seed, tier, progress, k))
 
 
 def figure_file(relative: str, tier: str) -> Path:
