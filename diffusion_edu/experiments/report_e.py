@@ -59,13 +59,12 @@ class ReportEBudget(EvalBudget):
 # (step counts, training seeds) per tier: what each tier affords for four networks of 1,000 (cpu) or
 # 10,000 (colab, gpu) guided samples (at the cpu tier 100 steps cost 5x the parts' 20). The colab tier
 # keeps one training seed: two more networks and their guidance curves would take its chapter past the
-# half hour of a free T4 (tests/test_colab_tier.py). The cpu tier keeps one for now: the two more networks
-# train in about 50 minutes each here (one thread, two runs at a time), but their twelve guidance settings
-# cost about 2.5 minutes each on the shared cores, which the book's last cpu re-run could not fit; set 3
-# and run "experiment report_e --tier cpu --only training guidance --force" to judge w over seeds here.
+# half hour of a free T4 (tests/test_colab_tier.py). The cpu tier measures all three: the two more networks
+# train in about 50 minutes each here (one thread, two runs at a time) and their twelve guidance settings
+# add about 2.5 minutes each (results/report_e/guidance.json records the part's wall time).
 _EXTRA: dict[str, tuple[tuple[int | None, ...], int]] = {
     "smoke": ((2, 4), 3),
-    "cpu": ((20, 100), 1),
+    "cpu": ((20, 100), 3),
     "colab": ((20, 100), 1),
     "gpu": ((100, None), 3),
 }
