@@ -25,6 +25,12 @@ intervals: "reproduced at the cpu tier" / "not reproduced at the cpu tier" where
 the entries that decide it (:func:`diffusion_edu.intervals.judge_order`), otherwise "inconclusive at
 this tier (intervals overlap)", or "inconclusive at this tier (no interval)" where the results file
 holds none. Below an entry's ``min_tier`` nothing is judged.
+
+No ranking of failures: where the results file stores a baseline next to a ranking (``<key>_baseline``:
+:func:`diffusion_edu.experiments.evaluation.gaussian_baseline`, a Gaussian fitted to the training pixels,
+with ``beats``: which entries' FID intervals lie wholly below the baseline's), a ranking whose entries all
+fail to beat it reads "inconclusive at this tier (no network beats the baseline)": networks that have not
+learned digits rank nothing the reports claimed. Entries that fail in a ranking that is judged are named.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ __all__ = [
     "REPORT_TIER",
     "INCONCLUSIVE_OVERLAP",
     "INCONCLUSIVE_NO_INTERVAL",
+    "INCONCLUSIVE_FAILED",
     "interval_key",
+    "baseline_key",
     "tier_rule",
     "LedgerRow",
     "ledger_rows",
@@ -61,6 +69,7 @@ Verdict = str  # "reproduced", "not reproduced", "... at the cpu tier", "inconcl
 REPORT_TIER = "gpu"  # the reports' own scale (book/intro.md's table of tiers)
 INCONCLUSIVE_OVERLAP = "inconclusive at this tier (intervals overlap)"
 INCONCLUSIVE_NO_INTERVAL = "inconclusive at this tier (no interval)"
+INCONCLUSIVE_FAILED = "inconclusive at this tier (no network beats the baseline)"
 
 
 @dataclass(frozen=True)
@@ -93,12 +102,15 @@ class SameOrder:
 
     higher_is_better: bool = False
 
-    def __call__(self, book: Any, report: Any, intervals: Any = None) -> tuple[Verdict, str]:
+    def __call__(self, book: Any, report: Any, intervals: Any = None, baseline: Any = None) -> tuple[Verdict, str]:
         names = [n.strip() for n in str(report).replace(">", "<").split("<")]
         if not isinstance(book, dict) or any(n not in book for n in names):
             return "not comparable", f"the results do not hold all of {names}"
         ours = sorted(names, key=lambda n: book[n], reverse=self.higher_is_better)
         order = "same order" if ours == names else "the book's order is " + " < ".join(ours)
+        failed = _failed(names, baseline)
+        if failed and len(failed) == len(names):
+            return INCONCLUSIVE_FAILED, f"{order} in point values, but {_baseline_text(failed, baseline)}"
         read = {n: interval_from(intervals.get(n)) for n in names} if isinstance(intervals, dict) else {}
         found = {n: v for n, v in read.items() if v is not None}
         if not found or len(found) < len(read):
@@ -106,7 +118,26 @@ class SameOrder:
         verdict, why = judge_order(found, names, self.higher_is_better)
         level = next(iter(found.values())).level
         why = f"{order}; {why} ({level:.0%} intervals)"
+        if failed:
+            why += f"; {_baseline_text(failed, baseline)}"
         return (INCONCLUSIVE_OVERLAP if verdict == "inconclusive" else verdict), why
+
+
+def _failed(names: Sequence[str], baseline: Any) -> list[str]:
+    """The ranked entries that the stored baseline record says do not beat it (beats: False)."""
+    beats = baseline.get("beats", {}) if isinstance(baseline, dict) else {}
+    return [n for n in names if beats.get(n) is False]
+
+
+def _baseline_text(failed: Sequence[str], baseline: dict[str, Any]) -> str:
+    one = interval_from(baseline.get("fid_interval"))
+    score = f"FID {_num(baseline['fid'])}" + (f" [{_num(one.low)}, {_num(one.high)}]" if one else "")
+    who = ", ".join(failed)
+    return (
+        f"{who} {'does' if len(failed) == 1 else 'do'} not beat the baseline, {baseline.get('what', 'a baseline')} "
+        f"({score} at n = {baseline.get('n')}): {'its' if len(failed) == 1 else 'their'} FID interval does not lie "
+        "wholly below the baseline's, so the ranking rests on networks that have not learned digits"
+    )
 
 
 @dataclass(frozen=True)
@@ -298,7 +329,13 @@ def tier_rule(entry: Entry, tier: str) -> Literal["judge", "judge at this tier",
     return "judge at this tier" if isinstance(entry.judge, SameOrder) else "not comparable"
 
 
-def _judge(e: Entry, value: Any, intervals: Any, tier: str) -> tuple[Verdict, str]:
+def baseline_key(key: str | Sequence[str]) -> tuple[str, ...]:
+    """Where the baseline record of a ranking at ``key`` lives: ``<last part>_baseline`` beside it."""
+    parts = key.split(".") if isinstance(key, str) else list(key)
+    return (*parts[:-1], parts[-1] + "_baseline")
+
+
+def _judge(e: Entry, value: Any, intervals: Any, tier: str, baseline: Any = None) -> tuple[Verdict, str]:
     rule = tier_rule(e, tier)
     if rule == "not comparable":
         if isinstance(e.judge, NotComparable):
@@ -309,7 +346,10 @@ def _judge(e: Entry, value: Any, intervals: Any, tier: str) -> tuple[Verdict, st
             f"a {tier}-tier re-run of a number that depends on the scale; comparable from "
             f"the {REPORT_TIER} tier up (the reports' own scale)"
         )
-    verdict, why = e.judge(value, e.report_value, intervals)
+    if isinstance(e.judge, SameOrder):
+        verdict, why = e.judge(value, e.report_value, intervals, baseline)
+    else:
+        verdict, why = e.judge(value, e.report_value, intervals)
     if rule == "judge at this tier" and verdict in ("reproduced", "not reproduced"):
         verdict = f"{verdict} at the {tier} tier"
     if rule == "judge at this tier" and not isinstance(e.judge, NotComparable):
@@ -347,7 +387,11 @@ def ledger_rows(entries: Sequence[Entry] = (), results: str | Path | None = None
             intervals = _lookup(record["data"], interval_key(e.key))
         except KeyError:
             intervals = None
-        verdict, why = _judge(e, value, intervals, record["tier"])
+        try:
+            baseline = _lookup(record["data"], baseline_key(e.key))
+        except KeyError:
+            baseline = None
+        verdict, why = _judge(e, value, intervals, record["tier"], baseline)
         if verdict == INCONCLUSIVE_NO_INTERVAL:
             why += _noise_note(e, value, record, root)
         rows.append(LedgerRow(e, value, record["tier"], _hardware(record.get("hardware", {})), verdict, why, intervals))

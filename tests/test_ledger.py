@@ -15,6 +15,7 @@ import pytest
 from diffusion_edu import cli
 from diffusion_edu.ledger import (
     ENTRIES,
+    INCONCLUSIVE_FAILED,
     INCONCLUSIVE_NO_INTERVAL,
     INCONCLUSIVE_OVERLAP,
     REPORT_TIER,
@@ -22,6 +23,7 @@ from diffusion_edu.ledger import (
     NotComparable,
     SameOrder,
     Within,
+    baseline_key,
     interval_key,
     ledger_rows,
     render_ledger,
@@ -305,3 +307,26 @@ def test_a_key_that_may_be_absent_reads_not_yet_re_run_and_others_still_raise(tm
     required = Entry("E", "seed order", "a < b", "Sec. 1", "r.json", ("seeds", "fid"), SameOrder())
     with pytest.raises(KeyError, match="seed order"):
         ledger_rows([required], tmp_path)
+
+
+def test_no_ranking_of_networks_that_all_fail_the_baseline(tmp_path):
+    """A ranking whose entries all fail the stored baseline (beats: False) is not judged, however far apart
+    their intervals; where only some fail, the ranking is judged from the intervals and the failures named."""
+    base = {"what": "a fitted Gaussian", "n": 500, "fid": 300.0, "fid_interval": _iv(300.0, 8.0)}
+    data = {
+        "fid": {"a": 400.0, "b": 500.0, "c": 100.0},
+        "fid_interval": {"a": _iv(400.0, 5.0), "b": _iv(500.0, 5.0), "c": _iv(100.0, 5.0)},
+        "fid_baseline": {**base, "beats": {"a": False, "b": False, "c": True}},
+    }
+    _results(tmp_path, "r.json", data)
+    both_fail = Entry("D", "order a b", "a < b", "Sec. 1", "r.json", "fid", SameOrder())
+    one_fails = Entry("D", "order c b", "c < b", "Sec. 1", "r.json", "fid", SameOrder())
+    rows = ledger_rows([both_fail, one_fails], tmp_path)
+    assert rows[0].verdict == INCONCLUSIVE_FAILED
+    assert "a, b do not beat the baseline, a fitted Gaussian (FID 300 [292, 308] at n = 500)" in rows[0].why
+    assert rows[1].verdict == "reproduced at the cpu tier" and "b does not beat the baseline" in rows[1].why
+    # without the baseline record the same intervals give a verdict: the rule reads the stored flags only
+    del data["fid_baseline"]
+    _results(tmp_path, "r.json", data)
+    assert ledger_rows([both_fail], tmp_path)[0].verdict == "reproduced at the cpu tier"
+    assert baseline_key("runs.x.generation_fid") == ("runs", "x", "generation_fid_baseline")

@@ -11,7 +11,7 @@ import torch
 
 from diffusion_edu import RowColumnAveraging, cold_sample, make_schedule
 from diffusion_edu.data import load_embedded_mnist
-from diffusion_edu.experiments import report_d
+from diffusion_edu.experiments import evaluation, report_d
 from diffusion_edu.experiments.common import result_path, tier_results_dir
 from diffusion_edu.ledger import ENTRIES, _lookup
 from diffusion_edu.pretrained import PRETRAINED_DIR
@@ -86,6 +86,11 @@ def test_curves_hold_one_point_per_snapshot_and_the_final_numbers(smoke):
         assert final["n_samples"] == report_d.BUDGETS["smoke"].eval_n
         assert abs(sum(final["class_fractions"]) - 1) < 1e-9
         assert (tier_results_dir("smoke") / final["figure"]).is_file()
+        assert final["beats_baseline"] in (True, False) and "fid_interval" in final
+        assert "fid_interval" not in rec  # the per-epoch points are a trend; only the final numbers carry intervals
+    base = data["final_fid_baseline"]
+    assert base["n"] == report_d.BUDGETS["smoke"].eval_n and "fitted to the training digits" in base["what"]
+    assert set(base["beats"]) == set(report_d.CURVE_RUNS) and "fid_interval" in base
 
 
 def test_samples_follow_the_reports_epochs(smoke):
@@ -109,6 +114,15 @@ def test_cold_part_covers_every_restorer_both_algorithms(smoke):
         assert rec["generation"]["alg2"]["consistency_error"] < 1e-4
         for key in ("restore_figure", "generate_figure"):
             assert (tier_results_dir("smoke") / rec[key]).is_file()
+        # every restoration error carries its interval; the differences between ways are paired intervals
+        for way in rec["restoration"].values():
+            iv = way["mse_interval"]
+            assert iv["low"] <= way["mse"] <= iv["high"] and "fid_interval" in way
+        diff = rec["restoration_mse_difference"]
+        a1, a2 = rec["restoration"]["alg1"]["mse"], rec["restoration"]["alg2"]["mse"]
+        assert diff["alg2_minus_alg1"]["estimate"] == pytest.approx(a2 - a1, abs=1e-6)
+        assert set(rec["generation_fid_baseline"]["beats"]) == {"alg1", "alg2"}
+    assert set(data["fid_alg2_baseline"]["beats"]) == set(report_d.COLD_RUNS)
 
 
 def test_comparison_measures_every_model_the_same_way(smoke):
@@ -119,6 +133,8 @@ def test_comparison_measures_every_model_the_same_way(smoke):
         assert row["n_samples"] == report_d.BUDGETS["smoke"].eval_n
         assert row["nn_distance_mean"] > 0 and row["nfe"] >= 1
     assert set(data["fid_ddpm_vs_cold"]) == {"gaussian_ddpm", "cold_diffusion"}
+    assert set(data["fid_ddpm_vs_cold_interval"]) == set(data["fid_ddpm_vs_cold_baseline"]["beats"])
+    assert all("beats_baseline" in row for row in data["rows"].values())
 
 
 def test_pretrained_export_is_the_trained_cnn_and_never_touches_the_shipped_file(smoke):
@@ -244,6 +260,28 @@ def test_gaussian_data_prior_matches_the_chains_end():
     assert torch.allclose(xT.var(0), ab * var + 1 - ab, rtol=0.05)
     with pytest.raises(ValueError, match="n"):
         report_d.gaussian_data_prior(schedule, images, 0)
+
+
+def test_fitted_gaussian_has_the_images_mean_and_covariance():
+    """The baseline's draws have the images' empirical mean and (biased) covariance, pixel pairs included;
+    it is a yardstick and beats_baseline compares intervals, not point values."""
+    g = torch.Generator().manual_seed(2)
+    base = torch.rand(200, 1, 2, 2, generator=g)
+    images = torch.cat([base[:, :, :1] * 2, base[:, :, :1] + 0.1 * base[:, :, 1:]], dim=2) - 0.5  # correlated
+    draws = evaluation.fitted_gaussian(images, 60_000, generator=g)
+    X, Y = images.flatten(1).double(), draws.flatten(1)
+    assert draws.shape == (60_000, 1, 2, 2) and draws.dtype == torch.float64
+    assert torch.allclose(Y.mean(0), X.mean(0), atol=0.01)
+    cov_x = torch.cov(X.T, correction=0)
+    assert torch.allclose(torch.cov(Y.T, correction=0), cov_x, atol=0.01)
+    assert cov_x[0, 2] > 0.1  # the test would not see a diagonal-only fit otherwise
+    with pytest.raises(ValueError, match="n"):
+        evaluation.fitted_gaussian(images, 0)
+    iv = {"estimate": 1.0, "level": 0.95, "method": "m", "n_boot": 10, "n": 5}
+    base_rec = {"fid_interval": {**iv, "low": 10.0, "high": 12.0}}
+    assert evaluation.beats_baseline({"fid_interval": {**iv, "low": 5.0, "high": 9.9}}, base_rec) is True
+    assert evaluation.beats_baseline({"fid_interval": {**iv, "low": 5.0, "high": 10.0}}, base_rec) is False
+    assert evaluation.beats_baseline({"fid": 1.0}, base_rec) is None
 
 
 class _RandomRestorer(torch.nn.Module):

@@ -26,6 +26,10 @@ __all__ = [
     "for_metrics",
     "images_only",
     "real_data_floor",
+    "fitted_gaussian",
+    "gaussian_baseline",
+    "beats_baseline",
+    "BASELINE",
     "INTERVAL_KEYS",
 ]
 
@@ -161,3 +165,51 @@ def real_data_floor(n: int) -> dict[str, Any] | None:
         "tier": rec["tier"],
         "created": rec.get("created"),
     }
+
+
+BASELINE = "a Gaussian fitted to the training digits' pixels (their mean and covariance)"
+
+
+def fitted_gaussian(images: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n draws x = mu + (X - mu)^T w / sqrt(N), w ~ N(0, I_N), from ``images`` X (N, C, H, W): a Gaussian
+    with exactly the images' empirical mean mu and covariance, in float64, shaped like the images.
+
+    The yardstick of "has the network learned digits at all": these draws know every pixel's mean,
+    spread and pairwise correlation, and nothing more (grey blurs in the shape of an average digit)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (the number of draws) must be an int >= 1, got {n!r}")
+    if images.dim() < 2 or images.shape[0] < 2:
+        raise ValueError(f"images must hold at least 2 images (N, ...), got shape {tuple(images.shape)}")
+    import math
+
+    X = images.flatten(1).double()  # (N, D)
+    mu = X.mean(0)
+    w = torch.randn(n, X.shape[0], generator=generator, dtype=torch.float64)  # (n, N)
+    return (mu + w @ (X - mu) / math.sqrt(X.shape[0])).reshape(n, *images.shape[1:])
+
+
+def gaussian_baseline(n: int, cache: Any = None, seed: int = 0) -> dict[str, Any]:
+    """:func:`measure` of n draws of :func:`fitted_gaussian` fitted to the embedded training digits, clipped
+    to [-1, 1] like samples: the score of a model that learned the pixels' first two moments only
+    (:data:`BASELINE`). A network whose FID interval does not lie wholly below this one's has not been
+    shown to draw digits (:func:`beats_baseline`); the chapters rank no such networks."""
+    from ..data import load_embedded_mnist
+
+    def make() -> dict[str, Any]:
+        gen = torch.Generator().manual_seed(seed)
+        x = fitted_gaussian(load_embedded_mnist("train").tensors()[0], n, gen).float().clamp(-1, 1)
+        out = measure(x, cache=cache, generator=torch.Generator().manual_seed(seed + 1))
+        out.update(what=BASELINE, n=n, seed=seed)
+        return out
+
+    return _memo(cache, ("baseline", "gaussian", n, seed), make)
+
+
+def beats_baseline(record: dict[str, Any], baseline: dict[str, Any]) -> bool | None:
+    """Whether a measured record's FID interval lies wholly below the baseline's (None: either lacks one)."""
+    from ..intervals import interval_from
+
+    mine, base = interval_from(record.get("fid_interval")), interval_from(baseline.get("fid_interval"))
+    if mine is None or base is None:
+        return None
+    return mine.high < base.low
