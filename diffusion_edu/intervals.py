@@ -387,17 +387,29 @@ def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a @ b.T) / a.shape[1] + 1) ** 3
 
 
+def _within(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """The mean of k over the pairs of rows i that are not two copies of one row (the U-statistic's i != j)."""
+    keep = i[:, None] != i[None, :]
+    return k[i][:, i][keep].mean()
+
+
 def _mmd2_of_indices(
-    k_gg: torch.Tensor, k_rr: torch.Tensor, k_gr: torch.Tensor, g: torch.Tensor, r: torch.Tensor
+    k_gg: torch.Tensor,
+    k_rr: torch.Tensor,
+    k_gr: torch.Tensor,
+    g: torch.Tensor,
+    r: torch.Tensor | None,
+    rr_fixed: torch.Tensor | None = None,
 ) -> float:
     """:func:`mmd2_unbiased` of the rows g of one set and r of the other, from precomputed kernels, leaving
-    out every pair of copies of the same row (the U-statistic's i != j, applied to the original rows)."""
-
-    def within(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        keep = i[:, None] != i[None, :]
-        return k[i][:, i][keep].mean()
-
-    return float(within(k_gg, g) + within(k_rr, r) - 2 * k_gr[g][:, r].mean())
+    out every pair of copies of the same row (the U-statistic's i != j, applied to the original rows).
+    ``r`` None: the other set as it is, whose within-set term ``rr_fixed`` (``_within(k_rr, all rows)``) the
+    caller computed once; the same numbers as passing every row, without regathering its kernel per draw."""
+    if r is None:
+        if rr_fixed is None:
+            raise ValueError("r=None (the other set unchanged) needs rr_fixed, its within-set term")
+        return float(_within(k_gg, g) + rr_fixed - 2 * k_gr[g].mean())
+    return float(_within(k_gg, g) + _within(k_rr, r) - 2 * k_gr[g][:, r].mean())
 
 
 # (Longer than ~60 lines: one pass per metric over the same bootstrap draws, kept together so that
@@ -455,6 +467,7 @@ def evaluation_intervals(
     real_in_samples = (d_gr <= _knn_radii(torch.cdist(fs, fs), k)[:, None]).any(0).double()[:, None]  # (M, 1)
     k_gg, k_rr, k_gr = _poly_kernel(fs, fs), _poly_kernel(fr, fr), _poly_kernel(fs, fr)
     idx_g, idx_r = torch.arange(fs.shape[0])[:, None], torch.arange(fr.shape[0])[:, None]
+    rr_fixed = None if resample_reference else _within(k_rr, idx_r[:, 0])
 
     def mean(x: torch.Tensor) -> float:
         return float(x.mean())
@@ -462,7 +475,8 @@ def evaluation_intervals(
     stats: dict[str, tuple[Callable[..., float], tuple[torch.Tensor, ...], tuple[bool, ...], Method]] = {
         "fid": (frechet_distance, (fs, fr), rr, "centred"),
         "kid_mean": (
-            lambda g, r: _mmd2_of_indices(k_gg, k_rr, k_gr, g[:, 0], r[:, 0]),
+            # a fixed reference's within-set term is the same in every draw: computed once
+            lambda g, r: _mmd2_of_indices(k_gg, k_rr, k_gr, g[:, 0], r[:, 0] if resample_reference else None, rr_fixed),
             (idx_g, idx_r),
             rr,
             "percentile",

@@ -285,3 +285,19 @@ def test_measure_stores_intervals_and_keeps_the_numbers():
         assert rec["estimate"] == m[k] and rec["level"] == 0.95 and rec["n"] == n and rec["low"] <= rec["high"]
     assert m["pr_k"] == 3 and 0.0 <= m["precision"] <= 1.0
     assert "fid_interval" not in measure(x, y, intervals=False)
+
+
+def test_kid_with_a_fixed_reference_uses_its_within_set_term_once():
+    """The fast path for a reference that is not redrawn (its within-set kernel mean computed once) gives the
+    same number as passing all its rows, for resampled sample indices with duplicates."""
+    from diffusion_edu.intervals import _mmd2_of_indices, _poly_kernel, _within
+
+    g = torch.Generator().manual_seed(3)
+    fs, fr = torch.randn(40, 8, generator=g).double(), torch.randn(60, 8, generator=g).double() + 0.3
+    k_gg, k_rr, k_gr = _poly_kernel(fs, fs), _poly_kernel(fr, fr), _poly_kernel(fs, fr)
+    draw, every = torch.randint(0, 40, (40,), generator=g), torch.arange(60)
+    full = _mmd2_of_indices(k_gg, k_rr, k_gr, draw, every)
+    fast = _mmd2_of_indices(k_gg, k_rr, k_gr, draw, None, _within(k_rr, every))
+    assert fast == pytest.approx(full, rel=1e-12) and full != 0.0
+    with pytest.raises(ValueError, match="rr_fixed"):
+        _mmd2_of_indices(k_gg, k_rr, k_gr, draw, None)
