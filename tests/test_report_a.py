@@ -70,7 +70,15 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     assert set(p["fid"]) == {"eps", "mu"} and p["bound"]["t"] == list(A.KL_TIMESTEPS)
     assert all(len(p["bound"][k]["L"]) == len(A.KL_TIMESTEPS) for k in ("eps", "mu"))
     s = smoke_results["schedules"]["data"]
-    assert set(s["protocols"]) == {"book", "no_clip", "report"} and s["fid"] == s["protocols"]["book"]["fid"]
+    assert set(s["protocols"]) == {"book", "no_clip", "report", "report_full"} and s["fid"] == s["protocols"]["book"]["fid"]
+    full = s["protocols"]["report_full"]
+    assert full["n"] == A.full_samples("smoke") and set(full["fid"]) == set(A.SCHEDULE_RUNS)
+    assert smoke_results["schedules"]["config"]["protocols"]["report_full"]["steps"] == A.BUDGETS["smoke"].full_steps
+    for where in (s, *s["protocols"].values()):  # every ranking carries the baseline it must beat, at its own n
+        assert set(where["fid_baseline"]["beats"]) == set(A.SCHEDULE_RUNS) and "fid_interval" in where["fid_baseline"]
+    assert full["fid_baseline"]["n"] == A.full_samples("smoke") and s["fid_baseline"]["n"] == A.samples_per_setting("smoke")
+    assert set(p["full"]["fid"]) == {"eps", "mu"} and p["full"]["n"] == A.full_samples("smoke")
+    assert set(p["full"]["fid_interval"]) == {"eps", "mu"} and set(p["full"]["fid_baseline"]["beats"]) == {"eps", "mu"}
     for name in A.SCHEDULE_RUNS:
         diag = s["diagnostics"][name]
         assert diag["full"]["unclipped"]["gain"] == pytest.approx(float(make_schedule(name, 400).alphas[400]) ** -0.5)
@@ -80,6 +88,17 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     f = smoke_results["fast_sampling"]["data"]
     assert f["K"] == list(A.BUDGETS["smoke"].fast_k) and set(f["samplers"]) == set(A.FAST_SAMPLERS)
     assert all(len(f["samplers"][k]["fid"]) == len(f["K"]) for k in f["samplers"])
+    for K in f["K"]:  # the ledger judges the sweep from intervals and against the baseline at that K's n
+        at = f["by_K"][str(K)]
+        assert set(at["fid_interval"]) == set(A.FAST_SAMPLERS) and set(at["recall"]) == set(A.FAST_SAMPLERS)
+        assert at["fid_baseline"]["n"] == A.BUDGETS["smoke"].fast_k[K]
+    dd = smoke_results["ddim"]["data"]
+    assert set(dd["settings"]) == set(A.ddim_settings("smoke")) and dd["T"] == 400
+    assert set(dd["steps"]["fid"]) | set(dd["full"]["fid"]) == set(dd["settings"])
+    assert all(k.endswith("_full") for k in dd["full"]["fid"]) and "fid_baseline" in dd["full"]
+    assert dd["start"]["signal_T"] == pytest.approx(float(make_schedule("linear", 400).alpha_bar[-1]) ** 0.5)
+    other = dd["other_network"]  # chapter 5's run is not trained in this throwaway checkout: named, with its command
+    assert other["run"] == A.DDIM_OTHER_NETWORK[1] and other["missing"] == "no checkpoint" and "report_e" in other["command"]
     v = smoke_results["variance"]["data"]
     assert v["full_K"] == max(A.BUDGETS["smoke"].variance_k) and set(v["full"]["fid"]) == {"zero", "beta", "beta_tilde"}
     assert smoke_results["pretrained"]["data"]["bytes"] > 0
@@ -359,3 +378,29 @@ def test_diversity_record_is_zero_for_copies_and_grows_with_spread():
     noise = torch.randn(40, 8, generator=g)
     one, two = (A.diversity_record(base + s * noise, labels, n_boot=20)["diversity"] for s in (1.0, 2.0))
     assert two == pytest.approx(2 * one)
+
+
+def test_matched_start_is_q_of_the_asked_class_and_mean_start_its_average():
+    """start_images("matched") is Ho et al. Eq. 4 at t = T of training digits of the asked classes (in
+    class_labels' order); "mean" replaces every x0 by the mean digit; "noise" leaves x_T to the sampler."""
+    from diffusion_edu import load_embedded_mnist
+
+    sch = make_schedule("linear", 400)
+    ab = sch.alpha_bar[-1]
+    x_T = A.start_images("matched", sch, 30)
+    eps = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(A.SEED + 1))
+    x0 = (x_T - (1 - ab).sqrt() * eps) / ab.sqrt()
+    train = load_embedded_mnist("train")
+    images, labels = train.tensors()
+    # each recovered x0 is a training digit, and of the class the sample is asked for
+    d = torch.cdist(x0.flatten(1), images.flatten(1))
+    nearest = d.argmin(1)
+    assert float(d.min(1).values.max()) < 0.1  # float32 rounding over 1 / sqrt(alpha_bar_T) ~ 7; distinct digits lie > 1 apart
+    assert torch.equal(labels[nearest], A.class_labels(30))
+    mean = A.start_images("mean", sch, 10)
+    eps10 = torch.randn(mean.shape, generator=torch.Generator().manual_seed(A.SEED + 1))
+    expected = ab.sqrt() * images.mean(0) + (1 - ab).sqrt() * eps10
+    assert torch.allclose(mean, expected, atol=1e-5)
+    assert A.start_images("noise", sch, 10) is None
+    with pytest.raises(ValueError, match="start must be"):
+        A.start_images("data", sch, 10)

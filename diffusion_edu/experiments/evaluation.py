@@ -29,6 +29,8 @@ __all__ = [
     "fitted_gaussian",
     "gaussian_baseline",
     "beats_baseline",
+    "with_baseline",
+    "baseline_record",
     "BASELINE",
     "INTERVAL_KEYS",
 ]
@@ -213,3 +215,20 @@ def beats_baseline(record: dict[str, Any], baseline: dict[str, Any]) -> bool | N
     if mine is None or base is None:
         return None
     return mine.high < base.low
+
+
+def with_baseline(data: dict[str, Any], key: str, records: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> None:
+    """Mark each of ``records`` with ``beats_baseline`` (:func:`beats_baseline`) and store the baseline with
+    those flags under ``data[key + "_baseline"]``, beside the ranking at ``data[key]``: the ledger ranks no
+    entries that all fail it (:func:`diffusion_edu.ledger.baseline_key`)."""
+    for r in records.values():
+        r["beats_baseline"] = beats_baseline(r, baseline)
+    data[key + "_baseline"] = {**baseline, "beats": {k: r["beats_baseline"] for k, r in records.items()}}
+
+
+def baseline_record(n: int, cache: Any = None) -> dict[str, Any]:
+    """The yardstick that the chapters' rankings are checked against (:func:`gaussian_baseline` at n samples),
+    as results files store it: what it is, its n, FID and FID interval, IS, precision and recall."""
+    b = gaussian_baseline(n, cache)
+    keep = ("what", "n", "fid", "fid_interval", "precision", "recall", "is")
+    return {k: b[k] for k in keep if k in b}

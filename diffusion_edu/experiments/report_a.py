@@ -39,7 +39,16 @@ from .common import (
     save_result,
     training_curve,
 )
-from .evaluation import book_classifier, for_metrics, images_only, measure, metric_columns
+from .evaluation import (
+    INTERVAL_KEYS,
+    baseline_record,
+    book_classifier,
+    for_metrics,
+    images_only,
+    measure,
+    metric_columns,
+    with_baseline,
+)
 from .figures import figures_dir as _figures_dir
 from .figures import save_grid as _save_png
 from .store import Cache, RunStore, record_training
@@ -111,6 +120,10 @@ class ReportABudget(Budget):
     500 samples up to K = 20, fewer at large K (about 210,000 network evaluations for the two parts, some
     10 minutes on 2 idle cores). At K = 400 that is 50 samples: a grid and a rough KID, not enough to
     rank samplers by (the ledger judges the 400-step ranking from the colab tier up).
+
+    full_samples: samples per setting of the comparisons that Report A ran at all T = 400 steps (its own
+    sampler over the four schedules, the eps and mu networks, and DDIM's diagnosis; None = ``samples``);
+    full_steps: the steps of those settings (None = all T; the smoke tier shortens them, never shown).
     """
 
     fast_k: dict[int, int]
@@ -120,6 +133,8 @@ class ReportABudget(Budget):
     draw_batch: int | None = None
     deterministic_k: dict[int, int] = field(default_factory=dict)
     diversity_n_boot: int = 1000
+    full_samples: int | None = None
+    full_steps: int | None = None
 
 
 # draw_batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
@@ -133,6 +148,8 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             draw_batch=100,
             deterministic_k={4: 20, 8: 20},
             diversity_n_boot=50,
+            full_samples=20,
+            full_steps=8,
         ),
         "cpu": ReportABudget(
             fast_k={5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
@@ -141,6 +158,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             samples=500,
             draw_batch=100,
             deterministic_k={20: 200, 400: 50},
+            full_samples=200,
         ),
         "colab": ReportABudget(
             fast_k={5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
@@ -148,6 +166,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             bound_images=1005,
             samples=2000,
             deterministic_k={20: 2000, 400: 1000},
+            full_samples=1000,
         ),
         "gpu": ReportABudget(
             fast_k={k: 10_000 for k in (5, 10, 20, 50, 100, 400)},
@@ -182,13 +201,17 @@ def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
 class Sampler:
     """One way of sampling: ``method`` (ddpm / ddim), ``steps`` (respaced to that many; None = all T),
     ``variance`` of the DDPM step (beta_tilde, beta, or zero: Report A's deterministic choice), DDIM's
-    ``eta`` and ``clip_x0`` (clip the predicted clean image to [-1, 1] before taking the step)."""
+    ``eta``, ``clip_x0`` (clip the predicted clean image to [-1, 1] before taking the step) and ``start``:
+    where x_T comes from (:func:`start_images`): "noise" N(0, I), as every sampler of the book starts;
+    "matched" q(x_T | x_0) of training digits, the distribution the network was trained on at t = T;
+    "mean" N(sqrt(alpha_bar_T) m, (1 - alpha_bar_T) I) with m the training digits' mean image."""
 
     method: Literal["ddpm", "ddim"] = "ddpm"
     steps: int | None = None
     variance: Literal["beta_tilde", "beta", "zero"] = "beta_tilde"
     eta: float = 0.0
     clip_x0: bool = True
+    start: Literal["noise", "matched", "mean"] = "noise"
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`diffusion_edu.samplers.sample`."""
@@ -202,7 +225,8 @@ class Sampler:
     def kind(self) -> str:
         """The sampler without its number of steps, e.g. "DDPM, variance zero, clipped x0"."""
         what = f"DDPM, variance {self.variance}" if self.method == "ddpm" else f"DDIM, eta {self.eta:g}"
-        return f"{what}, {'clipped' if self.clip_x0 else 'unclipped'} x0"
+        start = {"noise": "", "matched": ", x_T from q(x_T | x_0)", "mean": ", x_T around the mean digit"}
+        return f"{what}, {'clipped' if self.clip_x0 else 'unclipped'} x0{start[self.start]}"
 
     def describe(self) -> str:
         """The sampler in words, e.g. "DDPM, variance beta_tilde, clipped x0, 20 steps"."""
@@ -212,6 +236,17 @@ class Sampler:
 def book_sampler(tier: str) -> Sampler:
     """The chapter's protocol: respaced DDPM with beta_tilde and a clipped x0 at the tier's steps."""
     return Sampler("ddpm", EVAL_BUDGETS[tier].steps, "beta_tilde", 0.0, True)
+
+
+def full_sampler(tier: str, base: Sampler) -> Sampler:
+    """``base`` at all T steps (the tier's ``full_steps`` at the smoke tier): how Report A sampled."""
+    return Sampler(base.method, BUDGETS[tier].full_steps, base.variance, base.eta, base.clip_x0, base.start)
+
+
+def full_samples(tier: str) -> int:
+    """Samples per setting at all T steps (:data:`BUDGETS` ``full_samples``), in whole classes."""
+    n = BUDGETS[tier].full_samples
+    return samples_per_setting(tier) if n is None else max(10, n // 10 * 10)
 
 
 def samples_per_setting(tier: str) -> int:
@@ -258,6 +293,7 @@ PART_RUNS: dict[str, tuple[str, ...]] = {
     "conditioning": ("unet", "unet_disc"),
     "fast_sampling": ("unet",),
     "variance": ("unet",),
+    "ddim": ("unet",),
     "pretrained": ("unet",),
 }
 
@@ -334,12 +370,14 @@ def draw(
     def make() -> tuple[torch.Tensor, float]:
         model, schedule, _ = load_run(run, tier, cache)
         g = torch.Generator().manual_seed(SEED)
+        x_T = start_images(sampler.start, schedule, n)
         t0 = time.perf_counter()
         x = sample(
             model,
             schedule,
             n,
             y=class_labels(n),
+            x_T=x_T,
             generator=g,
             batch_size=draw_batch(tier),
             progress=progress,
@@ -348,6 +386,30 @@ def draw(
         return images_only(x).cpu(), time.perf_counter() - t0
 
     return make() if cache is None else cache.get(("samples", run, tier, sampler, n), make)
+
+
+def start_images(start: str, schedule, n: int) -> torch.Tensor | None:
+    """x_T for ``n`` samples (n / 10 per class, interleaved like :func:`class_labels`) from ``start``
+    (:class:`Sampler`): None for "noise" (the sampler draws N(0, I) from its generator); for "matched",
+    q(x_T | x_0) (Ho et al. Eq. 4) of the first n / 10 training digits of each class, so that sample i
+    starts from a digit of the class it is asked for; for "mean", the same marginal's Gaussian with every
+    x_0 replaced by the training digits' mean image. The noise comes from its own seed (:data:`SEED` + 1),
+    not from the sampler's generator, so the sampling noise is the same as from "noise"."""
+    from ..data import load_embedded_mnist
+
+    if start == "noise":
+        return None
+    if start not in ("matched", "mean"):
+        raise ValueError(f"start must be 'noise', 'matched' or 'mean', got {start!r}")
+    x0, y = load_embedded_mnist("train").tensors()
+    per_class = n // 10
+    idx = torch.stack([(y == c).nonzero().flatten()[:per_class] for c in range(10)], 1).flatten()  # 0..9, 0..9
+    if len(idx) != n:
+        raise ValueError(f"the training digits hold fewer than n / 10 = {per_class} digits of some class")
+    x0 = x0[idx] if start == "matched" else x0.mean(0, keepdim=True).expand(n, -1, -1, -1)
+    ab = schedule.alpha_bar.to("cpu")[-1]
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(SEED + 1))
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
 def figures_dir(tier: str) -> Path:
@@ -433,6 +495,7 @@ def _denoisers(tier: str, progress: bool, cache: Cache) -> Path:
         **metric_columns(recs, COLUMNS),
         "params": {r: rec["training"]["params"] for r, rec in recs.items()},
     }
+    with_baseline(data, "fid", recs, baseline_record(n, cache))
     return _save(
         "denoisers", data, {"sampler": asdict(sampler), "n": n, "runs": _run_configs(recs, tier, cache)}, tier, t0
     )
@@ -506,18 +569,33 @@ def _parameterization(tier: str, progress: bool, cache: Cache) -> Path:
         )
         for name, run in runs.items()
     }
-    data = {
+    full, n_full = full_sampler(tier, sampler), full_samples(tier)
+    full_recs = {
+        name: evaluate_setting(run, tier, full, n_full, f"parameterization_{name}_full", progress, cache)
+        for name, run in runs.items()
+    }
+    data: dict[str, Any] = {
         "sampler": sampler.describe(),
         "n": n,
         "runs": runs,
         "settings": recs,
         **metric_columns(recs, COLUMNS),
+        "full": {"sampler": full.describe(), "n": n_full, "settings": full_recs, **metric_columns(full_recs, COLUMNS)},
         "bound": {"t": list(KL_TIMESTEPS), "images": k, **{name: tm for name, tm in terms.items()}},
     }
+    with_baseline(data, "fid", recs, baseline_record(n, cache))
+    with_baseline(data["full"], "fid", full_recs, baseline_record(n_full, cache))
     return _save(
         "parameterization",
         data,
-        {"sampler": asdict(sampler), "n": n, "bound_images": k, "runs": _run_configs(runs.values(), tier, cache)},
+        {
+            "sampler": asdict(sampler),
+            "n": n,
+            "full_sampler": asdict(full),
+            "full_n": n_full,
+            "bound_images": k,
+            "runs": _run_configs(runs.values(), tier, cache),
+        },
         tier,
         t0,
     )
@@ -578,13 +656,21 @@ def _schedule_diagnostics(tier: str, steps: int | None, n: int, cache: Cache) ->
 
 def schedule_protocols(tier: str) -> dict[str, Sampler]:
     """The samplers of the part ``schedules``: the book's, the book's without clipping, and Report A's
-    (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps."""
+    (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps; then
+    Report A's as Report A ran it, at all T steps ("report_full", :func:`full_samples` samples)."""
     book = book_sampler(tier)
+    report = Sampler("ddpm", book.steps, "zero", 0.0, False)
     return {
         "book": book,
         "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
-        "report": Sampler("ddpm", book.steps, "zero", 0.0, False),
+        "report": report,
+        "report_full": full_sampler(tier, report),
     }
+
+
+def protocol_samples(tier: str, protocol: str) -> int:
+    """Samples per schedule under ``protocol``: the tier's full_samples at all T steps, else samples."""
+    return full_samples(tier) if protocol == "report_full" else samples_per_setting(tier)
 
 
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
@@ -594,8 +680,9 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
     protocols = schedule_protocols(tier)
     settings: dict[str, dict] = {}
     for pname, sampler in protocols.items():
+        m = protocol_samples(tier, pname)
         settings[pname] = {
-            name: evaluate_setting(run, tier, sampler, n, f"schedules_{pname}_{name}", progress, cache)
+            name: evaluate_setting(run, tier, sampler, m, f"schedules_{pname}_{name}", progress, cache)
             for name, run in SCHEDULE_RUNS.items()
         }
     cols = {
@@ -604,19 +691,25 @@ def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
         )
         for p, recs in settings.items()
     }
-    data = {
+    data: dict[str, Any] = {
         "n": n,
-        "protocols": {p: {"sampler": s.describe(), **cols[p]} for p, s in protocols.items()},
+        "protocols": {
+            p: {"sampler": s.describe(), "n": protocol_samples(tier, p), **cols[p]} for p, s in protocols.items()
+        },
         **cols["book"],
         "settings": settings,
         "diagnostics": _schedule_diagnostics(tier, book.steps, n, cache),
     }
+    with_baseline(data, "fid", settings["book"], baseline_record(n, cache))
+    for p in protocols:
+        with_baseline(data["protocols"][p], "fid", settings[p], baseline_record(protocol_samples(tier, p), cache))
     return _save(
         "schedules",
         data,
         {
             "protocols": {p: asdict(s) for p, s in protocols.items()},
             "n": n,
+            "n_per_protocol": {p: protocol_samples(tier, p) for p in protocols},
             "runs": _run_configs(SCHEDULE_RUNS.values(), tier, cache),
         },
         tier,
@@ -706,6 +799,7 @@ def _sweep(
     """Every sampler at every K (with n = ks[K] samples): per-sampler lists over K, and the records."""
     keys = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy", "seconds_per_1000")
     by_sampler: dict[str, dict] = {name: {k: [] for k in keys} for name in samplers}
+    with_intervals = (*keys, "precision", "recall", *(f"{k}_interval" for k in INTERVAL_KEYS))
     settings: dict[str, dict] = {name: {} for name in samplers}
     for K, n in ks.items():
         for name, base in samplers.items():
@@ -714,7 +808,14 @@ def _sweep(
             settings[name][str(K)] = rec
             for k in keys:
                 by_sampler[name][k].append(rec[k])
-    at_k = {str(K): {k: {name: settings[name][str(K)][k] for name in samplers} for k in keys} for K in ks}
+    at_k = {
+        str(K): {
+            k: {name: settings[name][str(K)].get(k) for name in samplers}
+            for k in with_intervals
+            if any(k in settings[name][str(K)] for name in samplers)
+        }
+        for K in ks
+    }
     return {"K": list(ks), "n": list(ks.values()), "samplers": by_sampler, "by_K": at_k, "settings": settings}
 
 
@@ -726,6 +827,9 @@ def _fast_sampling(tier: str, progress: bool, cache: Cache) -> Path:
         "describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
         **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache),
     }
+    for K, m in ks.items():
+        at = {name: data["settings"][name][str(K)] for name in FAST_SAMPLERS}
+        with_baseline(data["by_K"][str(K)], "fid", at, baseline_record(m, cache))
     return _save(
         "fast_sampling",
         data,
@@ -767,6 +871,126 @@ def _variance(tier: str, progress: bool, cache: Cache) -> Path:
     )
 
 
+# The part ``ddim``: why DDIM with eta = 0 scores worse than respaced DDPM on these networks.
+DDIM_OTHER_NETWORK = ("report_e", "T1000_linear")  # chapter 5's network: T = 1000, 17,000 steps at the cpu tier
+
+
+def ddim_settings(tier: str) -> dict[str, tuple[Sampler, int]]:
+    """The settings of the part ``ddim`` on the reference U-Net: {name: (sampler, n)}. At the book's
+    steps: DDIM with eta in {0, 0.5, 1}, each with the clipped x0 and without; respaced DDPM (the book's
+    sampler); DDIM and DDPM from a start matched to q(x_T | x_0), and DDIM from the mean digit's marginal.
+    At all T steps (:func:`full_samples` samples): DDIM from N(0, I), DDIM from the matched start, DDPM."""
+    book, n, n_full = book_sampler(tier), samples_per_setting(tier), full_samples(tier)
+    K = book.steps
+    out: dict[str, tuple[Sampler, int]] = {}
+    for eta in (0.0, 0.5, 1.0):
+        for clip in (True, False):
+            out[f"ddim_eta{eta:g}_{'clip' if clip else 'noclip'}"] = (Sampler("ddim", K, eta=eta, clip_x0=clip), n)
+    out["ddpm"] = (book, n)
+    out["ddim_matched"] = (Sampler("ddim", K, start="matched"), n)
+    out["ddim_mean"] = (Sampler("ddim", K, start="mean"), n)
+    out["ddpm_matched"] = (Sampler("ddpm", K, "beta_tilde", start="matched"), n)
+    out["ddim_full"] = (full_sampler(tier, Sampler("ddim")), n_full)
+    out["ddim_matched_full"] = (full_sampler(tier, Sampler("ddim", start="matched")), n_full)
+    out["ddpm_full"] = (full_sampler(tier, book), n_full)
+    return out
+
+
+def _other_network_ddim(tier: str, progress: bool, cache: Cache) -> dict[str, Any]:
+    """DDIM (eta 0) against respaced DDPM at the book's steps on chapter 5's network
+    (:data:`DDIM_OTHER_NETWORK`, label-conditional, w = 0), when that chapter's run is finished at ``tier``;
+    otherwise the record says which run is missing and the command that trains it."""
+    from importlib import import_module
+
+    from ..samplers import sample
+
+    chapter, run = DDIM_OTHER_NETWORK
+    other = import_module(f"{__package__}.{chapter}").store(tier)
+    status = other.status(run)
+    if status is not None:
+        return {"chapter": chapter, "run": run, "missing": status, "command": other.train_command()}
+    model, schedule, cfg = other.load(run, cache)
+    book, n = book_sampler(tier), samples_per_setting(tier)
+    recs = {}
+    for name, sampler in {"ddpm": book, "ddim": Sampler("ddim", book.steps)}.items():
+        t0 = time.perf_counter()
+        x = sample(
+            model,
+            schedule,
+            n,
+            y=class_labels(n),
+            generator=torch.Generator().manual_seed(SEED),
+            batch_size=draw_batch(tier),
+            progress=progress,
+            **sampler.kwargs(),
+        )
+        seconds = time.perf_counter() - t0
+        images, stats = for_metrics(images_only(x).cpu())
+        recs[name] = {
+            "sampler": asdict(sampler),
+            "n": n,
+            **measure(images, class_labels(n), cache=cache, generator=torch.Generator().manual_seed(SEED)),
+            **stats,
+            "sample_seconds": round(seconds, 2),
+        }
+    ab_T = float(schedule.alpha_bar[-1])
+    out = {
+        "chapter": chapter,
+        "run": run,
+        "T": schedule.T,
+        "schedule": cfg.schedule,
+        "signal_T": ab_T**0.5,
+        "settings": recs,
+        **metric_columns(recs, ("fid", "conditional_accuracy")),
+        "config": cfg.to_dict(),
+    }
+    with_baseline(out, "fid", recs, baseline_record(n, cache))
+    return out
+
+
+def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
+    """DDIM's diagnosis on the reference U-Net (:func:`ddim_settings`) and on chapter 5's network."""
+    from ..data import load_embedded_mnist
+
+    t0 = time.perf_counter()
+    settings = {
+        name: evaluate_setting("unet", tier, s, m, f"ddim_{name}", progress, cache)
+        for name, (s, m) in ddim_settings(tier).items()
+    }
+    _, schedule, _ = load_run("unet", tier, cache)
+    ab_T = float(schedule.alpha_bar.to("cpu")[-1])
+    mean_digit = load_embedded_mnist("train").tensors()[0].mean(0)
+    groups = {
+        "steps": [k for k in settings if not k.endswith("_full")],
+        "full": [k for k in settings if k.endswith("_full")],
+    }
+    data: dict[str, Any] = {
+        "K": book_sampler(tier).steps,
+        "full_K": full_sampler(tier, Sampler()).steps or schedule.T,
+        "T": schedule.T,
+        "describe": {name: s.describe() for name, (s, _) in ddim_settings(tier).items()},
+        "n": {name: m for name, (_, m) in ddim_settings(tier).items()},
+        "settings": settings,
+        **{g: metric_columns({k: settings[k] for k in names}, COLUMNS) for g, names in groups.items()},
+        "start": {
+            "signal_T": ab_T**0.5,
+            "mean_offset_rms": float((ab_T**0.5 * mean_digit).square().mean().sqrt()),
+            "mean_digit_rms": float(mean_digit.square().mean().sqrt()),
+        },
+        "other_network": _other_network_ddim(tier, progress, cache),
+    }
+    for g, names in groups.items():
+        n_g = settings[names[0]]["n"]
+        with_baseline(data[g], "fid", {k: settings[k] for k in names}, baseline_record(n_g, cache))
+    cfg = {
+        "settings": {name: {**asdict(s), "n": m} for name, (s, m) in ddim_settings(tier).items()},
+        "start_seed": SEED + 1,
+        "run": _run_configs(["unet"], tier, cache),
+        "other_network": list(DDIM_OTHER_NETWORK),
+    }
+    return _save("ddim", data, cfg, tier, t0)
+
+
 def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
     from ..pretrained import PRETRAINED_DIR, export_pretrained
@@ -798,7 +1022,13 @@ def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
     per process (:func:`draw`) however many parts use it."""
     book, n = book_sampler(tier), samples_per_setting(tier)
     draws = {(run, book, n) for run in ("unet", "autoencoder", "vae", "unet_mu", "unet_disc")}
-    draws |= {(run, s, n) for s in schedule_protocols(tier).values() for run in SCHEDULE_RUNS.values()}
+    draws |= {
+        (run, s, protocol_samples(tier, p))
+        for p, s in schedule_protocols(tier).items()
+        for run in SCHEDULE_RUNS.values()
+    }
+    draws |= {(run, full_sampler(tier, book), full_samples(tier)) for run in ("unet", "unet_mu")}
+    draws |= {("unet", s, m) for s, m in ddim_settings(tier).values()}
     for samplers, ks in ((FAST_SAMPLERS, BUDGETS[tier].fast_k), (VARIANCE_SAMPLERS, BUDGETS[tier].variance_k)):
         draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
     return draws
@@ -854,6 +1084,7 @@ PARTS: dict[str, Part] = chapter_parts(
     _evaluation("conditioning", "conditional accuracy with and without the discriminator term", _conditioning),
     _evaluation("fast_sampling", "DDIM vs respaced DDPM at K = 5..400 steps: quality and time", _fast_sampling),
     _evaluation("variance", "reverse variance 0 vs beta vs beta_tilde", _variance),
+    _evaluation("ddim", "why DDIM (eta 0) trails respaced DDPM: eta, clipping, the start of the chain", _ddim),
     _evaluation("pretrained", "ship the reference U-Net with the package", _pretrained),
 )
 

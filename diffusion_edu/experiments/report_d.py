@@ -55,7 +55,15 @@ from .common import (
     load_result,
     save_result,
 )
-from .evaluation import beats_baseline, book_classifier, gaussian_baseline, heldout_reference, images_only, measure
+from .evaluation import (
+    baseline_record,
+    beats_baseline,
+    book_classifier,
+    heldout_reference,
+    images_only,
+    measure,
+    with_baseline,
+)
 from .figures import figure_path, relative, save_grid
 from .store import Cache, RunStore, load_snapshot, record_training, ship_pretrained
 from .training_runs import RunSpec
@@ -432,25 +440,6 @@ def _eval(tier: str):
     return replace(ev, n=b.eval_n) if b.eval_n is not None else ev
 
 
-def _baseline(n: int, cache: Cache) -> dict[str, Any]:
-    """The yardstick every ranking of the chapter is checked against (:func:`.evaluation.gaussian_baseline`
-    at n samples): what it is, its n, FID and FID interval, and its precision and recall."""
-    b = gaussian_baseline(n, cache)
-    keep = ("what", "n", "fid", "fid_interval", "precision", "recall", "is")
-    return {k: b[k] for k in keep if k in b}
-
-
-def _with_baseline(
-    data: dict[str, Any], key: str, records: dict[str, dict[str, Any]], baseline: dict[str, Any]
-) -> None:
-    """Mark each of ``records`` with ``beats_baseline`` (its FID interval wholly below the baseline's) and store
-    the baseline with those flags under ``data[key + "_baseline"]``: the ledger ranks no entries that all
-    fail it (:mod:`diffusion_edu.ledger`)."""
-    for r in records.values():
-        r["beats_baseline"] = beats_baseline(r, baseline)
-    data[key + "_baseline"] = {**baseline, "beats": {k: r["beats_baseline"] for k, r in records.items()}}
-
-
 def _cold_prior(process: RowColumnAveraging, run: str, tier: str):
     """The Gaussian mixture of fully degraded training digits (how Bansal et al. generate new images)."""
     train = load_embedded_mnist("train").tensors()[0]
@@ -559,8 +548,8 @@ def _curves(tier: str, progress: bool, cache: Cache) -> Path:
         data["final_fid"][run], data["final_is"][run] = final["fid"], final["is"]
         if "fid_interval" in final:
             data.setdefault("final_fid_interval", {})[run] = final["fid_interval"]
-    data["baseline"] = _baseline(ev.n, cache)
-    _with_baseline(data, "final_fid", data["final"], data["baseline"])
+    data["baseline"] = baseline_record(ev.n, cache)
+    with_baseline(data, "final_fid", data["final"], data["baseline"])
     cfg_out = {
         "curve_n": b.curve_n,
         "final_n": ev.n,
@@ -755,7 +744,7 @@ def _cold_generation(model, D: RowColumnAveraging, run: str, tier: str, cache: C
     out["generation_fid"] = {f"alg{a}": out["generation"][f"alg{a}"]["fid"] for a in (1, 2)}
     if "fid_interval" in out["generation"]["alg1"]:
         out["generation_fid_interval"] = {f"alg{a}": out["generation"][f"alg{a}"]["fid_interval"] for a in (1, 2)}
-    _with_baseline(out, "generation_fid", out["generation"], _baseline(n_gen, cache))
+    with_baseline(out, "generation_fid", out["generation"], baseline_record(n_gen, cache))
     out["generate_figure"] = _figure(
         f"cold_generate_{run}", torch.cat([x_T[:10], gen[1][:10], gen[2][:10]]), tier, nrow=10
     )
@@ -819,8 +808,8 @@ def _cold(tier: str, progress: bool, cache: Cache) -> Path:
     data["fid_alg2"] = {run: data["runs"][run]["generation"]["alg2"]["fid"] for run in COLD_RUNS}
     if all("fid_interval" in data["runs"][run]["generation"]["alg2"] for run in COLD_RUNS):
         data["fid_alg2_interval"] = {run: data["runs"][run]["generation"]["alg2"]["fid_interval"] for run in COLD_RUNS}
-    data["baseline"] = _baseline(b.cold_n or ev.n, cache)
-    _with_baseline(
+    data["baseline"] = baseline_record(b.cold_n or ev.n, cache)
+    with_baseline(
         data, "fid_alg2", {run: data["runs"][run]["generation"]["alg2"] for run in COLD_RUNS}, data["baseline"]
     )
     cfg_out = {
@@ -957,12 +946,12 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
             "cold_diffusion": rows["cold_columns_random_alg2"]["fid"],
         },
     }
-    baseline = data["baseline"] = _baseline(ev.n, cache)
+    baseline = data["baseline"] = baseline_record(ev.n, cache)
     for row in rows.values():  # every row carries its flag, not only the pair stored below
         row["beats_baseline"] = beats_baseline(row, baseline)
     pair = {"gaussian_ddpm": rows[best_ddpm], "cold_diffusion": rows["cold_columns_random_alg2"]}
     data["fid_ddpm_vs_cold_interval"] = {k: r.get("fid_interval") for k, r in pair.items()}
-    _with_baseline(data, "fid_ddpm_vs_cold", pair, baseline)
+    with_baseline(data, "fid_ddpm_vs_cold", pair, baseline)
     cfg_out = {
         "n": ev.n,
         "reference": "mnist-embedded/heldout",
