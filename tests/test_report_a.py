@@ -70,7 +70,7 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     assert set(p["fid"]) == {"eps", "mu"} and p["bound"]["t"] == list(A.KL_TIMESTEPS)
     assert all(len(p["bound"][k]["L"]) == len(A.KL_TIMESTEPS) for k in ("eps", "mu"))
     s = smoke_results["schedules"]["data"]
-    assert set(s["protocols"]) == {"book", "no_clip", "report", "report_full"} and s["fid"] == s["protocols"]["book"]["fid"]
+    assert set(s["protocols"]) == {"book", "no_clip", "report", "book_full", "report_full"} and s["fid"] == s["protocols"]["book"]["fid"]
     full = s["protocols"]["report_full"]
     assert full["n"] == A.full_samples("smoke") and set(full["fid"]) == set(A.SCHEDULE_RUNS)
     assert smoke_results["schedules"]["config"]["protocols"]["report_full"]["steps"] == A.BUDGETS["smoke"].full_steps

@@ -123,7 +123,8 @@ class ReportABudget(Budget):
 
     full_samples: samples per setting of the comparisons that Report A ran at all T = 400 steps (its own
     sampler over the four schedules, the eps and mu networks, and DDIM's diagnosis; None = ``samples``);
-    full_steps: the steps of those settings (None = all T; the smoke tier shortens them, never shown).
+    full_steps: the steps of those settings (None = all T; the smoke tier shortens them, never shown);
+    ddim_samples: samples per setting of the part ``ddim`` at the book's steps (None = ``samples``).
     """
 
     fast_k: dict[int, int]
@@ -135,6 +136,7 @@ class ReportABudget(Budget):
     diversity_n_boot: int = 1000
     full_samples: int | None = None
     full_steps: int | None = None
+    ddim_samples: int | None = None
 
 
 # draw_batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
@@ -150,6 +152,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             diversity_n_boot=50,
             full_samples=20,
             full_steps=8,
+            ddim_samples=20,
         ),
         "cpu": ReportABudget(
             fast_k={5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
@@ -656,21 +659,23 @@ def _schedule_diagnostics(tier: str, steps: int | None, n: int, cache: Cache) ->
 
 def schedule_protocols(tier: str) -> dict[str, Sampler]:
     """The samplers of the part ``schedules``: the book's, the book's without clipping, and Report A's
-    (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps; then
-    Report A's as Report A ran it, at all T steps ("report_full", :func:`full_samples` samples)."""
+    (variance 0, the unclipped mean of Ho et al. Eq. 11), all at the book's number of steps; then the
+    book's and Report A's at all T steps, as Report A sampled ("book_full", "report_full", with
+    :func:`full_samples` samples): there the two differ in the sampler only."""
     book = book_sampler(tier)
     report = Sampler("ddpm", book.steps, "zero", 0.0, False)
     return {
         "book": book,
         "no_clip": Sampler("ddpm", book.steps, "beta_tilde", 0.0, False),
         "report": report,
+        "book_full": full_sampler(tier, book),
         "report_full": full_sampler(tier, report),
     }
 
 
 def protocol_samples(tier: str, protocol: str) -> int:
     """Samples per schedule under ``protocol``: the tier's full_samples at all T steps, else samples."""
-    return full_samples(tier) if protocol == "report_full" else samples_per_setting(tier)
+    return full_samples(tier) if protocol.endswith("_full") else samples_per_setting(tier)
 
 
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
@@ -816,6 +821,10 @@ def _sweep(
         }
         for K in ks
     }
+    for K, n in ks.items():  # each K's ranking beside the baseline at its number of samples
+        with_baseline(
+            at_k[str(K)], "fid", {name: settings[name][str(K)] for name in samplers}, baseline_record(n, cache)
+        )
     return {"K": list(ks), "n": list(ks.values()), "samplers": by_sampler, "by_K": at_k, "settings": settings}
 
 
@@ -827,9 +836,7 @@ def _fast_sampling(tier: str, progress: bool, cache: Cache) -> Path:
         "describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
         **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache),
     }
-    for K, m in ks.items():
-        at = {name: data["settings"][name][str(K)] for name in FAST_SAMPLERS}
-        with_baseline(data["by_K"][str(K)], "fid", at, baseline_record(m, cache))
+
     return _save(
         "fast_sampling",
         data,
@@ -875,12 +882,18 @@ def _variance(tier: str, progress: bool, cache: Cache) -> Path:
 DDIM_OTHER_NETWORK = ("report_e", "T1000_linear")  # chapter 5's network: T = 1000, 17,000 steps at the cpu tier
 
 
+def ddim_samples(tier: str) -> int:
+    """Samples per setting of the part ``ddim`` at the book's steps (:data:`BUDGETS` ``ddim_samples``)."""
+    n = BUDGETS[tier].ddim_samples
+    return samples_per_setting(tier) if n is None else max(10, n // 10 * 10)
+
+
 def ddim_settings(tier: str) -> dict[str, tuple[Sampler, int]]:
     """The settings of the part ``ddim`` on the reference U-Net: {name: (sampler, n)}. At the book's
     steps: DDIM with eta in {0, 0.5, 1}, each with the clipped x0 and without; respaced DDPM (the book's
     sampler); DDIM and DDPM from a start matched to q(x_T | x_0), and DDIM from the mean digit's marginal.
     At all T steps (:func:`full_samples` samples): DDIM from N(0, I), DDIM from the matched start, DDPM."""
-    book, n, n_full = book_sampler(tier), samples_per_setting(tier), full_samples(tier)
+    book, n, n_full = book_sampler(tier), ddim_samples(tier), full_samples(tier)
     K = book.steps
     out: dict[str, tuple[Sampler, int]] = {}
     for eta in (0.0, 0.5, 1.0):
@@ -910,7 +923,7 @@ def _other_network_ddim(tier: str, progress: bool, cache: Cache) -> dict[str, An
     if status is not None:
         return {"chapter": chapter, "run": run, "missing": status, "command": other.train_command()}
     model, schedule, cfg = other.load(run, cache)
-    book, n = book_sampler(tier), samples_per_setting(tier)
+    book, n = book_sampler(tier), ddim_samples(tier)
     recs = {}
     for name, sampler in {"ddpm": book, "ddim": Sampler("ddim", book.steps)}.items():
         t0 = time.perf_counter()
