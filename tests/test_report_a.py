@@ -70,13 +70,18 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     assert set(p["fid"]) == {"eps", "mu"} and p["bound"]["t"] == list(A.KL_TIMESTEPS)
     assert all(len(p["bound"][k]["L"]) == len(A.KL_TIMESTEPS) for k in ("eps", "mu"))
     s = smoke_results["schedules"]["data"]
-    assert set(s["protocols"]) == {"book", "no_clip", "report", "book_full", "report_full"} and s["fid"] == s["protocols"]["book"]["fid"]
+    assert (
+        set(s["protocols"]) == {"book", "no_clip", "report", "book_full", "report_full"}
+        and s["fid"] == s["protocols"]["book"]["fid"]
+    )
     full = s["protocols"]["report_full"]
-    assert full["n"] == A.full_samples("smoke") and set(full["fid"]) == set(A.SCHEDULE_RUNS)
+    assert full["n"] == A.protocol_samples("smoke", "report_full") and set(full["fid"]) == set(A.SCHEDULE_RUNS)
     assert smoke_results["schedules"]["config"]["protocols"]["report_full"]["steps"] == A.BUDGETS["smoke"].full_steps
     for where in (s, *s["protocols"].values()):  # every ranking carries the baseline it must beat, at its own n
         assert set(where["fid_baseline"]["beats"]) == set(A.SCHEDULE_RUNS) and "fid_interval" in where["fid_baseline"]
-    assert full["fid_baseline"]["n"] == A.full_samples("smoke") and s["fid_baseline"]["n"] == A.samples_per_setting("smoke")
+    assert full["fid_baseline"]["n"] == A.protocol_samples("smoke", "report_full") and s["fid_baseline"][
+        "n"
+    ] == A.samples_per_setting("smoke")
     assert set(p["full"]["fid"]) == {"eps", "mu"} and p["full"]["n"] == A.full_samples("smoke")
     assert set(p["full"]["fid_interval"]) == {"eps", "mu"} and set(p["full"]["fid_baseline"]["beats"]) == {"eps", "mu"}
     for name in A.SCHEDULE_RUNS:
@@ -98,7 +103,11 @@ def test_results_hold_what_the_notebook_reads(smoke_results):
     assert all(k.endswith("_full") for k in dd["full"]["fid"]) and "fid_baseline" in dd["full"]
     assert dd["start"]["signal_T"] == pytest.approx(float(make_schedule("linear", 400).alpha_bar[-1]) ** 0.5)
     other = dd["other_network"]  # chapter 5's run is not trained in this throwaway checkout: named, with its command
-    assert other["run"] == A.DDIM_OTHER_NETWORK[1] and other["missing"] == "no checkpoint" and "report_e" in other["command"]
+    assert (
+        other["run"] == A.DDIM_OTHER_NETWORK[1]
+        and other["missing"] == "no checkpoint"
+        and "report_e" in other["command"]
+    )
     v = smoke_results["variance"]["data"]
     assert v["full_K"] == max(A.BUDGETS["smoke"].variance_k) and set(v["full"]["fid"]) == {"zero", "beta", "beta_tilde"}
     assert smoke_results["pretrained"]["data"]["bytes"] > 0
@@ -395,7 +404,9 @@ def test_matched_start_is_q_of_the_asked_class_and_mean_start_its_average():
     # each recovered x0 is a training digit, and of the class the sample is asked for
     d = torch.cdist(x0.flatten(1), images.flatten(1))
     nearest = d.argmin(1)
-    assert float(d.min(1).values.max()) < 0.1  # float32 rounding over 1 / sqrt(alpha_bar_T) ~ 7; distinct digits lie > 1 apart
+    assert (
+        float(d.min(1).values.max()) < 0.1
+    )  # float32 rounding over 1 / sqrt(alpha_bar_T) ~ 7; distinct digits lie > 1 apart
     assert torch.equal(labels[nearest], A.class_labels(30))
     mean = A.start_images("mean", sch, 10)
     eps10 = torch.randn(mean.shape, generator=torch.Generator().manual_seed(A.SEED + 1))

@@ -124,7 +124,9 @@ class ReportABudget(Budget):
     full_samples: samples per setting of the comparisons that Report A ran at all T = 400 steps (its own
     sampler over the four schedules, the eps and mu networks, and DDIM's diagnosis; None = ``samples``);
     full_steps: the steps of those settings (None = all T; the smoke tier shortens them, never shown);
-    ddim_samples: samples per setting of the part ``ddim`` at the book's steps (None = ``samples``).
+    ddim_samples: samples per setting of the part ``ddim`` at the book's steps (None = ``samples``);
+    schedule_full_samples: samples per schedule at all T steps in the part ``schedules`` (None =
+    ``full_samples``; eight settings of 400 steps each: the cpu tier halves them to fit).
     """
 
     fast_k: dict[int, int]
@@ -137,6 +139,7 @@ class ReportABudget(Budget):
     full_samples: int | None = None
     full_steps: int | None = None
     ddim_samples: int | None = None
+    schedule_full_samples: int | None = None
 
 
 # draw_batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
@@ -162,6 +165,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             draw_batch=100,
             deterministic_k={20: 200, 400: 50},
             full_samples=200,
+            schedule_full_samples=100,
         ),
         "colab": ReportABudget(
             fast_k={5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
@@ -674,8 +678,12 @@ def schedule_protocols(tier: str) -> dict[str, Sampler]:
 
 
 def protocol_samples(tier: str, protocol: str) -> int:
-    """Samples per schedule under ``protocol``: the tier's full_samples at all T steps, else samples."""
-    return full_samples(tier) if protocol.endswith("_full") else samples_per_setting(tier)
+    """Samples per schedule under ``protocol``: at all T steps the tier's schedule_full_samples (else its
+    full_samples), else :func:`samples_per_setting`."""
+    if not protocol.endswith("_full"):
+        return samples_per_setting(tier)
+    n = BUDGETS[tier].schedule_full_samples
+    return full_samples(tier) if n is None else max(10, n // 10 * 10)
 
 
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
