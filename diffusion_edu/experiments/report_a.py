@@ -900,8 +900,9 @@ def ddim_settings(tier: str) -> dict[str, tuple[Sampler, int]]:
     """The settings of the part ``ddim`` on the reference U-Net: {name: (sampler, n)}. At the book's
     steps: DDIM with eta in {0, 0.5, 1}, each with the clipped x0 and without; respaced DDPM (the book's
     sampler); DDIM and DDPM from a start matched to q(x_T | x_0), and DDIM from the mean digit's marginal.
-    At all T steps (:func:`full_samples` samples): DDIM from N(0, I), DDIM from the matched start, DDPM."""
-    book, n, n_full = book_sampler(tier), ddim_samples(tier), full_samples(tier)
+    At all T steps (as many samples as the schedules' 400-step protocols, :func:`protocol_samples`, so that
+    its DDPM setting is the linear schedule's "book_full" draw): DDIM from N(0, I), from the matched start, DDPM."""
+    book, n, n_full = book_sampler(tier), ddim_samples(tier), protocol_samples(tier, "report_full")
     K = book.steps
     out: dict[str, tuple[Sampler, int]] = {}
     for eta in (0.0, 0.5, 1.0):
