@@ -153,9 +153,9 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             draw_batch=100,
             deterministic_k={4: 20, 8: 20},
             diversity_n_boot=50,
-            full_samples=20,
+            full_samples=10,
             full_steps=8,
-            ddim_samples=20,
+            ddim_samples=10,
         ),
         "cpu": ReportABudget(
             fast_k={5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
