@@ -250,16 +250,21 @@ def full_sampler(tier: str, base: Sampler) -> Sampler:
     return Sampler(base.method, BUDGETS[tier].full_steps, base.variance, base.eta, base.clip_x0, base.start)
 
 
+def _whole_classes(n: int) -> int:
+    """n rounded down to whole classes (a multiple of 10, at least one sample per class)."""
+    return max(10, n // 10 * 10)
+
+
 def full_samples(tier: str) -> int:
     """Samples per setting at all T steps (:data:`BUDGETS` ``full_samples``), in whole classes."""
     n = BUDGETS[tier].full_samples
-    return samples_per_setting(tier) if n is None else max(10, n // 10 * 10)
+    return samples_per_setting(tier) if n is None else _whole_classes(n)
 
 
 def samples_per_setting(tier: str) -> int:
     """The tier's sample count (:data:`BUDGETS`, else :data:`EVAL_BUDGETS`) rounded down to whole classes."""
     n = BUDGETS[tier].samples
-    return max(10, (EVAL_BUDGETS[tier].n if n is None else n) // 10 * 10)
+    return _whole_classes(EVAL_BUDGETS[tier].n if n is None else n)
 
 
 def class_labels(n: int) -> torch.Tensor:
@@ -372,27 +377,35 @@ def draw(
     """n samples (n / 10 per class) of ``run`` with ``sampler`` and :data:`SEED`, unclamped, and the wall
     seconds they took when first drawn (a later call with the same arguments and ``cache`` returns the
     same tensor)."""
-    from ..samplers import sample
 
     def make() -> tuple[torch.Tensor, float]:
         model, schedule, _ = load_run(run, tier, cache)
-        g = torch.Generator().manual_seed(SEED)
-        x_T = start_images(sampler.start, schedule, n)
-        t0 = time.perf_counter()
-        x = sample(
-            model,
-            schedule,
-            n,
-            y=class_labels(n),
-            x_T=x_T,
-            generator=g,
-            batch_size=draw_batch(tier),
-            progress=progress,
-            **sampler.kwargs(),
-        )
-        return images_only(x).cpu(), time.perf_counter() - t0
+        return draw_with(model, schedule, tier, sampler, n, progress)
 
     return make() if cache is None else cache.get(("samples", run, tier, sampler, n), make)
+
+
+def draw_with(
+    model, schedule, tier: str, sampler: Sampler, n: int, progress: bool = False
+) -> tuple[torch.Tensor, float]:
+    """What :func:`draw` does for any network: n samples (n / 10 per class) with ``sampler`` from
+    :data:`SEED` and its ``start``, unclamped, and the wall seconds they took."""
+    from ..samplers import sample
+
+    x_T = start_images(sampler.start, schedule, n)
+    t0 = time.perf_counter()
+    x = sample(
+        model,
+        schedule,
+        n,
+        y=class_labels(n),
+        x_T=x_T,
+        generator=torch.Generator().manual_seed(SEED),
+        batch_size=draw_batch(tier),
+        progress=progress,
+        **sampler.kwargs(),
+    )
+    return images_only(x).cpu(), time.perf_counter() - t0
 
 
 def start_images(start: str, schedule, n: int) -> torch.Tensor | None:
@@ -429,6 +442,21 @@ def save_grid(images: torch.Tensor, path: Path, rows: int = GRID_ROWS) -> None:
     _save_png(images[: 10 * rows], path, nrow=10, grey=True)
 
 
+def measured_record(x: torch.Tensor, seconds: float, sampler: Sampler, n: int, cache: Cache | None) -> dict[str, Any]:
+    """The record of one drawn setting: its sampler, n, the evaluation kit with intervals
+    (:func:`~.evaluation.measure`), what :func:`~.evaluation.for_metrics` repaired, and the sampling time."""
+    images, stats = for_metrics(x)
+    metrics = measure(images, class_labels(n), cache=cache, generator=torch.Generator().manual_seed(SEED))
+    return {
+        "sampler": asdict(sampler),
+        "n": n,
+        **metrics,
+        **stats,
+        "sample_seconds": round(seconds, 2),
+        "seconds_per_1000": round(1000 * seconds / n, 2),
+    }
+
+
 def evaluate_setting(
     run: str,
     tier: str,
@@ -440,19 +468,9 @@ def evaluate_setting(
 ) -> dict[str, Any]:
     """Draw, measure and (optionally) save a grid: FID, KID, IS, conditional accuracy, sampling time."""
     x, seconds = draw(run, tier, sampler, n, progress, cache)
-    images, stats = for_metrics(x)
-    metrics = measure(images, class_labels(n), cache=cache, generator=torch.Generator().manual_seed(SEED))
-    rec = {
-        "run": run,
-        "sampler": asdict(sampler),
-        "n": n,
-        **metrics,
-        **stats,
-        "sample_seconds": round(seconds, 2),
-        "seconds_per_1000": round(1000 * seconds / n, 2),
-    }
+    rec = {"run": run, **measured_record(x, seconds, sampler, n, cache)}
     if figure is not None:
-        save_grid(images, figures_dir(tier) / f"{figure}.png")
+        save_grid(for_metrics(x)[0], figures_dir(tier) / f"{figure}.png")
         rec["figure"] = f"figures/{figure}.png"
     return rec
 
@@ -683,7 +701,7 @@ def protocol_samples(tier: str, protocol: str) -> int:
     if not protocol.endswith("_full"):
         return samples_per_setting(tier)
     n = BUDGETS[tier].schedule_full_samples
-    return full_samples(tier) if n is None else max(10, n // 10 * 10)
+    return full_samples(tier) if n is None else _whole_classes(n)
 
 
 def _schedules(tier: str, progress: bool, cache: Cache) -> Path:
@@ -844,7 +862,6 @@ def _fast_sampling(tier: str, progress: bool, cache: Cache) -> Path:
         "describe": {name: s.kind() for name, s in FAST_SAMPLERS.items()},
         **_sweep(tier, FAST_SAMPLERS, ks, "fast", progress, cache),
     }
-
     return _save(
         "fast_sampling",
         data,
@@ -893,7 +910,7 @@ DDIM_OTHER_NETWORK = ("report_e", "T1000_linear")  # chapter 5's network: T = 10
 def ddim_samples(tier: str) -> int:
     """Samples per setting of the part ``ddim`` at the book's steps (:data:`BUDGETS` ``ddim_samples``)."""
     n = BUDGETS[tier].ddim_samples
-    return samples_per_setting(tier) if n is None else max(10, n // 10 * 10)
+    return samples_per_setting(tier) if n is None else _whole_classes(n)
 
 
 def ddim_settings(tier: str) -> dict[str, tuple[Sampler, int]]:
@@ -924,8 +941,6 @@ def _other_network_ddim(tier: str, progress: bool, cache: Cache) -> dict[str, An
     otherwise the record says which run is missing and the command that trains it."""
     from importlib import import_module
 
-    from ..samplers import sample
-
     chapter, run = DDIM_OTHER_NETWORK
     other = import_module(f"{__package__}.{chapter}").store(tier)
     status = other.status(run)
@@ -933,28 +948,10 @@ def _other_network_ddim(tier: str, progress: bool, cache: Cache) -> dict[str, An
         return {"chapter": chapter, "run": run, "missing": status, "command": other.train_command()}
     model, schedule, cfg = other.load(run, cache)
     book, n = book_sampler(tier), ddim_samples(tier)
-    recs = {}
-    for name, sampler in {"ddpm": book, "ddim": Sampler("ddim", book.steps)}.items():
-        t0 = time.perf_counter()
-        x = sample(
-            model,
-            schedule,
-            n,
-            y=class_labels(n),
-            generator=torch.Generator().manual_seed(SEED),
-            batch_size=draw_batch(tier),
-            progress=progress,
-            **sampler.kwargs(),
-        )
-        seconds = time.perf_counter() - t0
-        images, stats = for_metrics(images_only(x).cpu())
-        recs[name] = {
-            "sampler": asdict(sampler),
-            "n": n,
-            **measure(images, class_labels(n), cache=cache, generator=torch.Generator().manual_seed(SEED)),
-            **stats,
-            "sample_seconds": round(seconds, 2),
-        }
+    recs = {
+        name: measured_record(*draw_with(model, schedule, tier, sampler, n, progress), sampler, n, cache)
+        for name, sampler in {"ddpm": book, "ddim": Sampler("ddim", book.steps)}.items()
+    }
     ab_T = float(schedule.alpha_bar[-1])
     out = {
         "chapter": chapter,
@@ -975,9 +972,9 @@ def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
     from ..data import load_embedded_mnist
 
     t0 = time.perf_counter()
+    planned = ddim_settings(tier)
     settings = {
-        name: evaluate_setting("unet", tier, s, m, f"ddim_{name}", progress, cache)
-        for name, (s, m) in ddim_settings(tier).items()
+        name: evaluate_setting("unet", tier, s, m, f"ddim_{name}", progress, cache) for name, (s, m) in planned.items()
     }
     _, schedule, _ = load_run("unet", tier, cache)
     ab_T = float(schedule.alpha_bar.to("cpu")[-1])
@@ -990,14 +987,13 @@ def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
         "K": book_sampler(tier).steps,
         "full_K": full_sampler(tier, Sampler()).steps or schedule.T,
         "T": schedule.T,
-        "describe": {name: s.describe() for name, (s, _) in ddim_settings(tier).items()},
-        "n": {name: m for name, (_, m) in ddim_settings(tier).items()},
+        "describe": {name: s.describe() for name, (s, _) in planned.items()},
+        "n": {name: m for name, (_, m) in planned.items()},
         "settings": settings,
         **{g: metric_columns({k: settings[k] for k in names}, COLUMNS) for g, names in groups.items()},
         "start": {
             "signal_T": ab_T**0.5,
             "mean_offset_rms": float((ab_T**0.5 * mean_digit).square().mean().sqrt()),
-            "mean_digit_rms": float(mean_digit.square().mean().sqrt()),
         },
         "other_network": _other_network_ddim(tier, progress, cache),
     }
@@ -1005,7 +1001,7 @@ def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
         n_g = settings[names[0]]["n"]
         with_baseline(data[g], "fid", {k: settings[k] for k in names}, baseline_record(n_g, cache))
     cfg = {
-        "settings": {name: {**asdict(s), "n": m} for name, (s, m) in ddim_settings(tier).items()},
+        "settings": {name: {**asdict(s), "n": m} for name, (s, m) in planned.items()},
         "start_seed": SEED + 1,
         "run": _run_configs(["unet"], tier, cache),
         "other_network": list(DDIM_OTHER_NETWORK),
