@@ -33,6 +33,7 @@ from diffusion_edu.losses import discriminator_term
 from diffusion_edu.seeding import derived_seed
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _torchrun import run_torchrun  # noqa: E402
 from test_training import TinyNet, _NaNAfter, _weights, tiny_config, tiny_net  # noqa: E402
 
 # Every random stream of the loop but dropout (flips, label drops, t, eps, the data order), warm-up,
@@ -332,21 +333,7 @@ def test_the_discriminator_term_of_slices_averages_to_the_global_batch_term():
 
 def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "diffusion_edu",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    return run_torchrun(args, tmp_path, env)
 
 
 # The preset's own network (Report E's small U-Net) made tiny: no dropout, so one process = two.
@@ -390,6 +377,23 @@ def test_torchrun_runs_the_train_command_on_two_processes(tmp_path, capsys):
     one, two = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("one", "two"))
     assert _max_diff(one["model"], two["model"]) < ATOL and two["world_size"] == 2
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)
+
+
+def test_a_torchrun_launch_past_its_time_limit_fails_with_the_reason_and_leaves_no_process(tmp_path):
+    """The launcher the torchrun tests share: a launch that is still running at its limit fails the test
+    (it does not hang CI), and every process it started, workers included, is gone afterwards."""
+    tag = f"late-{os.getpid()}-{tmp_path.name}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with pytest.raises(pytest.fail.Exception, match="torchrun did not finish in 1 s"):
+        run_torchrun(["train", *TINY_CLI, "--steps", "100000", "--out", tag], tmp_path, env, timeout=1)
+    alive = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and tag in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                alive.append(proc.name)
+        except OSError:
+            continue
+    assert alive == []
 
 
 def test_torchrun_with_a_global_batch_it_cannot_split_exits_with_the_reason(tmp_path):

@@ -214,14 +214,12 @@ def test_training_part_under_torchrun_on_two_processes(tmp_path):
     results file, grids and snapshot, the checkpoint records both processes; a part that samples refuses
     to run under torchrun and says what to do instead."""
     import os
-    import socket as sock
-    import subprocess
     import sys
     from pathlib import Path
 
-    with sock.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _torchrun import run_torchrun
+
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -230,27 +228,8 @@ def test_training_part_under_torchrun_on_two_processes(tmp_path):
     }
 
     def torchrun(*parts):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(port),
-            "-m",
-            "diffusion_edu",
-            "experiment",
-            "report_c",
-            "--tier",
-            "smoke",
-            "--no-progress",
-            "--only",
-            *parts,
-        ]
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        args = ["experiment", "report_c", "--tier", "smoke", "--no-progress", "--only", *parts]
+        return run_torchrun(args, tmp_path, env)
 
     proc = torchrun("training")
     assert proc.returncode == 0, proc.stderr[-3000:]
