@@ -31,6 +31,7 @@ __all__ = [
     "cosine_betas",
     "sigmoid_betas",
     "make_schedule",
+    "rescale_zero_terminal_snr",
     "schedule_from_betas",
     "respace",
     "spaced_steps",
@@ -118,6 +119,47 @@ def sigmoid_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02, scal
     b0, b1 = _endpoints(T, beta_start, beta_end, scale_to_T)
     x = torch.linspace(-6.0, 6.0, T, dtype=torch.float64)
     return b0 + (b1 - b0) * torch.sigmoid(x)
+
+
+# alpha_bar_T after the zero-terminal-SNR rescale: 2^-24 instead of exactly 0, so that beta_T stays below 1
+# and every quantity of the schedule (and x0 recovered from a v-prediction) stays finite. The signal left in
+# x_T is then sqrt(2^-24) ~ 2.4e-4 of the digit, against 13% for the linear schedule at T = 400.
+ZERO_SNR_ALPHA_BAR_T = 2.0**-24
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor, alpha_bar_T: float = ZERO_SNR_ALPHA_BAR_T) -> torch.Tensor:
+    """Lin et al. (2024) Algorithm 1: the betas rescaled so that x_T holds (almost) no signal.
+
+    With a = sqrt(alpha_bar) of the given betas, the rescaled schedule is the affine map
+    a'_t = (a_t - a_T) * a_1 / (a_1 - a_T): a'_1 = a_1 (the first step is unchanged) and a'_T = 0 (zero
+    terminal SNR), so that q(x_T | x_0) = N(0, I) exactly, the distribution every sampler starts from.
+    Then beta'_t = 1 - alpha_bar'_t / alpha_bar'_{t-1}. Exactly zero would make beta_T = 1 and x_0 from eps
+    undefined at t = T, so alpha_bar'_T is set to ``alpha_bar_T`` (2^-24) instead, a signal of 2.4e-4 (or
+    to the schedule's own alpha_bar_T where that is lower already, as for the cosine schedule's 1.5e-8).
+    A network for such a schedule should predict v (or x0): eps carries no information about x_0 at
+    t = T (Lin et al. Sec. 3.2).
+
+    betas: (T,) in (0, 1), T >= 2. Returns (T,) float64.
+    """
+    betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+    if betas.numel() < 2:
+        raise ValueError("the zero-terminal-SNR rescale needs T >= 2 steps (it keeps step 1 and zeroes step T)")
+    if (betas <= 0).any() or (betas >= 1).any():
+        raise ValueError("every beta must lie in the open interval (0, 1)")
+    if not 0.0 < alpha_bar_T < 1e-3:
+        raise ValueError(f"alpha_bar_T must lie in (0, 1e-3): a (nearly) zero terminal SNR; got {alpha_bar_T}")
+    a = torch.cumprod(1.0 - betas, dim=0).sqrt()  # sqrt(alpha_bar_t), t = 1..T
+    floor = min(alpha_bar_T, a[-1].item() ** 2)  # a schedule that already ends lower (cosine) keeps its end
+    a = (a - a[-1]) * a[0] / (a[0] - a[-1])
+    alpha_bar = a**2
+    alpha_bar[-1] = floor
+    if alpha_bar[-1] >= alpha_bar[-2]:
+        raise ValueError(
+            f"alpha_bar_T={floor} is not below alpha_bar_(T-1)={alpha_bar[-2].item():.3g} after the rescale: "
+            "use more steps T or a smaller alpha_bar_T"
+        )
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    return 1.0 - alpha_bar / prev
 
 
 SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
@@ -289,11 +331,19 @@ def make_schedule(name: str, T: int, **kwargs) -> NoiseSchedule:
     """The named schedule with T steps, e.g. ``make_schedule("cosine", 1000)``.
 
     Names: ``linear``, ``quadratic``, ``cosine``, ``sigmoid``. Extra keyword arguments go to the
-    beta function (``beta_start``, ``beta_end``, ``scale_to_T`` or, for cosine, ``s``).
+    beta function (``beta_start``, ``beta_end``, ``scale_to_T`` or, for cosine, ``s``), except
+    ``zero_terminal_snr=True``, which rescales the betas with :func:`rescale_zero_terminal_snr` (Lin et
+    al. 2024; the schedule's name gets "+zsnr").
     """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; valid names are {sorted(SCHEDULES)}")
-    return schedule_from_betas(SCHEDULES[name](T, **kwargs), name=name)
+    zero_snr = kwargs.pop("zero_terminal_snr", False)
+    if not isinstance(zero_snr, bool):
+        raise TypeError(f"zero_terminal_snr must be True or False, got {zero_snr!r}")
+    betas = SCHEDULES[name](T, **kwargs)
+    if zero_snr:
+        return schedule_from_betas(rescale_zero_terminal_snr(betas), name=f"{name}+zsnr")
+    return schedule_from_betas(betas, name=name)
 
 
 def spaced_steps(T: int, K: int) -> list[int]:

@@ -37,7 +37,7 @@ def smoke_results(tmp_path_factory):
         for name, part in A.PARTS.items():
             part.run("smoke", False, cache)
             if name == "training":
-                for run in A.RUNS:
+                for run in A.runs_at("smoke"):
                     A.load_run(run, "smoke", cache)[0].register_forward_hook(
                         lambda m, args, out: images.append(len(args[0]))
                     )
@@ -267,6 +267,74 @@ def test_results_files_are_json_with_the_envelope(smoke_results):
         rec = smoke_results[part]
         assert {"config", "hardware", "wall_time_s"} <= set(rec) and rec["config"]["seed"] == A.SEED
         json.dumps(rec, allow_nan=False)  # plain JSON, no NaN
+
+
+def test_zero_snr_part_compares_the_samplers_on_two_schedule_ends(smoke_results):
+    """The part ``zero_snr``: DDIM and the DDPM step on the v-prediction U-Net, on the linear schedule (13% of
+    the digit left at T = 400) and rescaled to zero terminal SNR (none left), each at the book's steps and at
+    all T, with the baseline beside each pair; the runs differ in the schedule only."""
+    rec = smoke_results["zero_snr"]
+    d = rec["data"]
+    assert list(d["networks"]) == list(A.ZERO_SNR_RUNS) == ["unet_v", "unet_v_zsnr"]
+    lin, zs = d["networks"]["unet_v"], d["networks"]["unet_v_zsnr"]
+    assert lin["parameterization"] == zs["parameterization"] == "v"
+    assert lin["schedule"] == "linear" and zs["schedule"] == "linear+zsnr"
+    assert lin["signal_T"] == pytest.approx(make_schedule("linear", 400).alpha_bar[-1].item() ** 0.5)
+    assert zs["signal_T"] < 1e-3 < 0.1 < lin["signal_T"]
+    for net in (lin, zs):
+        assert set(net["steps"]["fid"]) == {"ddim", "ddpm"} and set(net["full"]["fid"]) == {"ddim_full", "ddpm_full"}
+        assert all(net["steps"]["fid_interval"][k] for k in ("ddim", "ddpm"))
+        assert (
+            net["steps"]["fid_baseline"]["n"] == d["n"]["ddim"]
+            and net["full"]["fid_baseline"]["n"] == d["n"]["ddim_full"]
+        )
+        assert (
+            net["settings"]["ddim"]["sampler"]["method"] == "ddim"
+            and net["settings"]["ddpm"]["sampler"]["method"] == "ddpm"
+        )
+        assert net["final_loss"] > 0
+    runs = rec["config"]["runs"]
+    differ = {k for k in runs["unet_v"] if runs["unet_v"][k] != runs["unet_v_zsnr"][k]}
+    assert differ == {"schedule_kwargs"} and runs["unet_v_zsnr"]["schedule_kwargs"] == {"zero_terminal_snr": True}
+
+
+def test_seeds_part_judges_both_rankings_over_training_seeds(smoke_results):
+    """The part ``seeds``: each network of the denoisers' and the schedules' rankings on each training seed of
+    the tier, seed 0 being the very draw of the parts ``denoisers`` and ``schedules``; with two seeds or more,
+    each entry's mean over seeds with its t interval, and the baseline beside it."""
+    from diffusion_edu.intervals import interval_from, seed_spread
+
+    d = smoke_results["seeds"]["data"]
+    seeds = list(A.training_seeds("smoke"))
+    assert d["training_seeds"] == seeds and len(seeds) == A.BUDGETS["smoke"].training_seeds >= 2
+    den, sch = d["rankings"]["denoisers"], d["rankings"]["schedules"]
+    assert den["runs"]["vae"] == ["vae", "vae_seed1"] and sch["runs"]["cosine"] == ["unet_cosine", "unet_cosine_seed1"]
+    for name in ("unet", "autoencoder", "vae"):
+        assert den["per_seed"]["0"]["fid"][name] == smoke_results["denoisers"]["data"]["fid"][name]
+    for name in A.SCHEDULE_RUNS:
+        assert sch["per_seed"]["0"]["fid"][name] == smoke_results["schedules"]["data"]["fid"][name]
+    for rec in (den, sch):
+        spread = rec["seeds"]
+        for name, values in spread["fid_per_seed"].items():
+            assert values == [rec["per_seed"][str(s)]["fid"][name] for s in seeds]
+            iv = interval_from(spread["fid_interval"][name])
+            assert iv.estimate == pytest.approx(seed_spread(values).estimate) and iv.low <= iv.estimate <= iv.high
+        assert set(spread["fid_baseline"]["beats"]) == set(spread["fid"])
+    assert den["per_seed"]["1"]["fid"]["unet"] != den["per_seed"]["0"]["fid"]["unet"]  # another network
+
+
+def test_seed_runs_are_trained_at_the_tiers_that_measure_them():
+    """The colab tier trains one seed (its half hour), the cpu and gpu tiers three; a seed run differs from its
+    base run in the seed only, and names outside the table are refused."""
+    assert A.training_seeds("colab") == (0,) and A.training_seeds("cpu") == A.training_seeds("gpu") == (0, 1, 2)
+    assert not any("_seed" in r for r in A.runs_at("colab")) and set(A.runs_at("cpu")) == set(A.RUNS)
+    assert A.part_runs("seeds", "colab") == tuple(A.SEED_BASES) and len(A.part_runs("seeds", "cpu")) == 18
+    a, b = A.config("unet_cosine", "cpu").to_dict(), A.config("unet_cosine_seed2", "cpu").to_dict()
+    assert {k for k in a if a[k] != b[k]} == {"seed"} and b["seed"] == 2
+    with pytest.raises(ValueError, match="base must be one of"):
+        A.seed_run("unet_mu", 1)
+    with pytest.raises(ValueError, match="seed must be one of"):
+        A.seed_run("unet", 3)
 
 
 def test_part_runs_cover_every_evaluation_part_and_run():

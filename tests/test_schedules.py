@@ -179,3 +179,56 @@ def test_respaced_schedule_keeps_the_original_steps_betas():
     assert torch.equal(r.to("cpu").model_betas, r.model_betas)
     with pytest.raises(ValueError, match="model_betas"):
         schedule_from_betas([0.1, 0.2], model_betas=[0.1])
+
+
+# ---- zero terminal SNR (Lin et al. 2024, Algorithm 1) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["linear", "quadratic", "cosine", "sigmoid"])
+def test_zero_terminal_snr_keeps_the_first_step_and_leaves_no_signal_at_T(name):
+    from diffusion_edu.schedules import ZERO_SNR_ALPHA_BAR_T
+
+    base, zs = make_schedule(name, 400), make_schedule(name, 400, zero_terminal_snr=True)
+    assert zs.name == f"{name}+zsnr" and zs.T == 400
+    assert zs.alpha_bar[1].item() == pytest.approx(base.alpha_bar[1].item(), rel=1e-12)  # a'_1 = a_1
+    end = min(ZERO_SNR_ALPHA_BAR_T, base.alpha_bar[-1].item())  # cosine already ends at 1.5e-8
+    assert zs.alpha_bar[-1].item() == pytest.approx(end, rel=1e-9)  # SNR(T) <= 6e-8
+    if name != "cosine":
+        assert base.alpha_bar[-1].item() > 1e3 * zs.alpha_bar[-1].item()
+    assert (zs.alpha_bar[1:] < zs.alpha_bar[:-1]).all()  # still a diffusion: the signal only decays
+    for f in ("betas", "alpha_bar", "beta_tilde", "posterior_mean_coef_x0", "posterior_mean_coef_xt"):
+        assert torch.isfinite(getattr(zs, f)).all(), f
+
+
+def test_zero_terminal_snr_is_an_affine_map_of_sqrt_alpha_bar():
+    """Between the ends, sqrt(alpha_bar') = (a - a_T) a_1 / (a_1 - a_T) with a = sqrt(alpha_bar): computed
+    here from the unscaled schedule independently of the package's code path."""
+    base, zs = make_schedule("linear", 400), make_schedule("linear", 400, zero_terminal_snr=True)
+    a = base.alpha_bar[1:].sqrt()
+    expected = (a - a[-1]) * a[0] / (a[0] - a[-1])
+    got = zs.alpha_bar[1:].sqrt()
+    assert torch.allclose(got[:-1], expected[:-1], rtol=1e-10, atol=1e-12)
+    assert expected[-1].item() == 0.0 and got[-1].item() > 0.0  # the floor replaces the exact zero
+
+
+def test_zero_terminal_snr_start_matches_the_sampler_start():
+    """What the rescale is for: q(x_T | x_0) of real-looking data is N(0, I) to within the floor, so that a
+    sampler's x_T ~ N(0, I) is the distribution the network saw at t = T (the linear schedule's is not)."""
+    x0 = torch.ones(4096) * 0.8  # a bright pixel
+    for zero_snr, expect_close in ((True, True), (False, False)):
+        s = make_schedule("linear", 400, zero_terminal_snr=zero_snr)
+        mean_T = s.alpha_bar[-1].sqrt() * x0
+        assert (mean_T.abs().max().item() < 1e-3) is expect_close
+
+
+def test_zero_terminal_snr_rejects_bad_input():
+    from diffusion_edu.schedules import rescale_zero_terminal_snr
+
+    with pytest.raises(ValueError, match="T >= 2"):
+        rescale_zero_terminal_snr(torch.tensor([0.1]))
+    with pytest.raises(ValueError, match="open interval"):
+        rescale_zero_terminal_snr(torch.tensor([0.1, 1.0]))
+    with pytest.raises(ValueError, match="alpha_bar_T"):
+        rescale_zero_terminal_snr(linear_betas(10), alpha_bar_T=0.5)
+    with pytest.raises(TypeError, match="zero_terminal_snr"):
+        make_schedule("linear", 10, zero_terminal_snr="yes")

@@ -239,7 +239,10 @@ def ensure_needs(part: Part, tier: str, progress: bool = True) -> None:
             mod.PARTS[name].run(tier, progress)
             continue
         runs = store(tier)
-        missing = runs.missing(list(part.runs) or None)
+        wanted = [r for r in part.runs if r in runs.runs]  # a chapter may train some runs at some tiers only
+        if part.runs and not wanted:
+            continue
+        missing = runs.missing(wanted or None)
         if not missing:
             continue
         if tier not in ("smoke", "colab"):

@@ -23,6 +23,8 @@ __all__ = [
     "reference_features",
     "measure",
     "metric_columns",
+    "seed_columns",
+    "SEED_METRICS",
     "for_metrics",
     "images_only",
     "real_data_floor",
@@ -122,6 +124,30 @@ def metric_columns(records: dict[str, dict], keys: Iterable[str] | None = None) 
     keys = [*keys, *(k for k in ("precision", "recall") if any(k in r for r in records.values()))]
     keys += [f"{k}_interval" for k in keys if any(f"{k}_interval" in r for r in records.values())]
     return {k: {name: rec.get(k) for name, rec in records.items()} for k in keys}
+
+
+# the metrics whose spread over training seeds the chapters judge rankings by (seed_columns)
+SEED_METRICS = ("fid", "is", "conditional_accuracy")
+
+
+def seed_columns(
+    per_seed: dict[int, dict[str, dict[str, Any]]], keys: Iterable[str], metrics: Iterable[str] = SEED_METRICS
+) -> dict[str, Any]:
+    """{training seed: {setting: measured record}} (two seeds or more) -> the layout of a results file's
+    ``seeds``: for each metric, ``<metric>`` {setting: mean over the seeds}, ``<metric>_interval`` {setting:
+    Student's t interval over the seeds (:func:`~diffusion_edu.intervals.seed_spread`)} and
+    ``<metric>_per_seed`` {setting: [the value of each seed]}, plus ``training_seeds``."""
+    from ..intervals import seed_spread
+
+    seeds, keys = sorted(per_seed), list(keys)
+    out: dict[str, Any] = {"training_seeds": seeds}
+    for metric in metrics:
+        values = {k: [float(per_seed[s][k][metric]) for s in seeds] for k in keys}
+        spreads = {k: seed_spread(v) for k, v in values.items()}
+        out[metric] = {k: iv.estimate for k, iv in spreads.items()}
+        out[f"{metric}_interval"] = {k: iv.to_dict() for k, iv in spreads.items()}
+        out[f"{metric}_per_seed"] = values
+    return out
 
 
 def for_metrics(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -47,6 +47,7 @@ from .evaluation import (
     images_only,
     measure,
     metric_columns,
+    seed_columns,
     with_baseline,
 )
 from .figures import figures_dir as _figures_dir
@@ -66,7 +67,35 @@ RUNS: dict[str, RunSpec] = {
     "unet_cosine": ("a_unet", {**_MIDDLE, "schedule": "cosine"}),
     "unet_sigmoid": ("a_unet", {**_MIDDLE, "schedule": "sigmoid"}),
     "unet_disc": ("a_unet_disc", _MIDDLE),  # + gamma * discriminator term (Eqs. 8-9)
+    # DDIM's start (part ``zero_snr``): the reference U-Net trained to predict v (Salimans & Ho 2022), on the
+    # linear schedule and on the same schedule rescaled to zero terminal SNR (Lin et al. 2024), where x_T
+    # keeps no digit and N(0, I) is the distribution the network saw at t = T
+    "unet_v": ("a_unet", {**_MIDDLE, "parameterization": "v"}),
+    "unet_v_zsnr": ("a_unet", {**_MIDDLE, "parameterization": "v", "schedule_kwargs": {"zero_terminal_snr": True}}),
 }
+# The networks that the chapter's two rankings rest on (the denoisers, the four schedules), again from other
+# training seeds (initialisation, data order, noise), so that each ranking is judged over training seeds as
+# well as over samples (part ``seeds``): a tier trains the first BUDGETS[tier].training_seeds of them.
+SEED_BASES = ("unet", "autoencoder", "vae", "unet_quadratic", "unet_cosine", "unet_sigmoid")
+TRAINING_SEEDS = (0, 1, 2)
+
+
+def seed_run(base: str, seed: int) -> str:
+    """The run of ``base`` (one of :data:`SEED_BASES`) from training seed ``seed``: seed 0 is ``base`` itself."""
+    if base not in SEED_BASES:
+        raise ValueError(f"base must be one of {SEED_BASES}, got {base!r}")
+    if seed not in TRAINING_SEEDS:
+        raise ValueError(f"seed must be one of {TRAINING_SEEDS}, got {seed!r}")
+    return base if seed == 0 else f"{base}_seed{seed}"
+
+
+RUNS.update(
+    {
+        seed_run(base, seed): (RUNS[base][0], {**RUNS[base][1], "seed": seed})
+        for seed in TRAINING_SEEDS[1:]
+        for base in SEED_BASES
+    }
+)
 
 # cpu tier: 1,500 steps of 64 (about 8 minutes for the U-Net on one core, ~200 img/s; the eight runs
 # share one session's 2-core machine with Report D's, so each gets less than quick_mnist's ~10 minutes).
@@ -140,6 +169,7 @@ class ReportABudget(Budget):
     full_steps: int | None = None
     ddim_samples: int | None = None
     schedule_full_samples: int | None = None
+    training_seeds: int = 1
 
 
 # draw_batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
@@ -156,6 +186,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             full_samples=10,
             full_steps=8,
             ddim_samples=10,
+            training_seeds=2,
         ),
         "cpu": ReportABudget(
             fast_k={5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
@@ -166,6 +197,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             deterministic_k={20: 200, 400: 50},
             full_samples=200,
             schedule_full_samples=100,
+            training_seeds=3,
         ),
         "colab": ReportABudget(
             fast_k={5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
@@ -180,19 +212,31 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             variance_k={20: 10_000, 400: 10_000},
             bound_images=1005,
             deterministic_k={20: 10_000, 400: 10_000},
+            training_seeds=3,
         ),
     },
 )
 
 
+def training_seeds(tier: str) -> tuple[int, ...]:
+    """The training seeds of :data:`SEED_BASES` that ``tier`` trains and the part ``seeds`` measures."""
+    return TRAINING_SEEDS[: BUDGETS[tier].training_seeds]
+
+
+def runs_at(tier: str) -> dict[str, RunSpec]:
+    """The runs the chapter trains at ``tier``: every run but the seed runs of seeds the tier does not train."""
+    extra = {seed_run(b, s) for b in SEED_BASES for s in TRAINING_SEEDS[1:] if s not in training_seeds(tier)}
+    return {name: spec for name, spec in RUNS.items() if name not in extra}
+
+
 def store(tier: str) -> RunStore:
-    """The chapter's runs at ``tier``."""
-    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier)
+    """The chapter's runs at ``tier`` (:func:`runs_at`)."""
+    return RunStore(CHAPTER, runs_at(tier), TIER_OVERRIDES, tier)
 
 
 def config(run: str, tier: str):
-    """The TrainConfig of one of :data:`RUNS` at ``tier``."""
-    return store(tier).config(run)
+    """The TrainConfig of one of :data:`RUNS` at ``tier`` (also of a seed run that the tier does not train)."""
+    return RunStore(CHAPTER, RUNS, TIER_OVERRIDES, tier).config(run)
 
 
 def _train(tier: str, progress: bool, cache: Cache | None = None) -> Path:
@@ -306,6 +350,8 @@ PART_RUNS: dict[str, tuple[str, ...]] = {
     "fast_sampling": ("unet",),
     "variance": ("unet",),
     "ddim": ("unet",),
+    "zero_snr": ("unet_v", "unet_v_zsnr"),
+    "seeds": tuple(seed_run(b, s) for s in TRAINING_SEEDS for b in SEED_BASES),  # those of the tier's seeds
     "pretrained": ("unet",),
 }
 
@@ -315,7 +361,13 @@ def missing_runs(part: str, tier: str) -> dict[str, str]:
     "step s of S"} (empty when the part can run)."""
     if part not in PART_RUNS:
         raise ValueError(f"part must be one of {list(PART_RUNS)}, got {part!r}")
-    return store(tier).missing(PART_RUNS[part])
+    return store(tier).missing(part_runs(part, tier))
+
+
+def part_runs(part: str, tier: str) -> tuple[str, ...]:
+    """The runs that ``part`` loads at ``tier``: :data:`PART_RUNS` less the seed runs the tier does not train."""
+    at = runs_at(tier)
+    return tuple(r for r in PART_RUNS[part] if r in at)
 
 
 def training_summary(tier: str) -> dict[str, Any]:
@@ -328,13 +380,9 @@ def training_summary(tier: str) -> dict[str, Any]:
 
     if have_result(CHAPTER, "training", tier):
         return {**load_result(CHAPTER, "training", tier), "missing": {}, "source": "training.json"}
-    missing = {
-        run: why
-        for part in ("denoisers", "schedules", "conditioning", "parameterization")
-        for run, why in missing_runs(part, tier).items()
-    }
+    missing = store(tier).missing()
     summary, configs = {}, {}
-    for run in RUNS:
+    for run in runs_at(tier):
         if run in missing:
             continue
         model, _, cfg = load_run(run, tier)
@@ -1009,6 +1057,118 @@ def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
     return _save("ddim", data, cfg, tier, t0)
 
 
+# The part ``zero_snr``: the start of the chain fixed by the schedule instead of by a matched x_T.
+ZERO_SNR_RUNS = ("unet_v", "unet_v_zsnr")  # v-prediction on the linear schedule; the same, rescaled (Lin et al.)
+
+
+def zero_snr_settings(tier: str) -> dict[str, tuple[Sampler, int]]:
+    """The settings of the part ``zero_snr`` on each of :data:`ZERO_SNR_RUNS`: DDIM (eta 0) and the DDPM step
+    at the book's steps (:func:`ddim_samples` samples) and at all T steps (as many as the ``ddim`` part's
+    400-step settings), every one from N(0, I) and the same seeds as the ``ddim`` part."""
+    book, n, n_full = book_sampler(tier), ddim_samples(tier), protocol_samples(tier, "report_full")
+    return {
+        "ddim": (Sampler("ddim", book.steps), n),
+        "ddpm": (book, n),
+        "ddim_full": (full_sampler(tier, Sampler("ddim")), n_full),
+        "ddpm_full": (full_sampler(tier, book), n_full),
+    }
+
+
+def _zero_snr(tier: str, progress: bool, cache: Cache) -> Path:
+    """DDIM against the DDPM step on two v-prediction U-Nets that differ in the schedule's end only: the
+    linear schedule (13% of the digit left in x_T at T = 400) and the same schedule rescaled to zero
+    terminal SNR (Lin et al. 2024), where q(x_T | x_0) is the N(0, I) that sampling starts from."""
+    t0 = time.perf_counter()
+    planned = zero_snr_settings(tier)
+    networks: dict[str, Any] = {}
+    for run in ZERO_SNR_RUNS:
+        _, schedule, cfg = load_run(run, tier, cache)
+        settings = {
+            name: evaluate_setting(run, tier, s, m, f"zero_snr_{run}_{name}", progress, cache)
+            for name, (s, m) in planned.items()
+        }
+        summary = store(tier).summary(run)
+        curve = summary["curve"]
+        groups = {"steps": ["ddim", "ddpm"], "full": ["ddim_full", "ddpm_full"]}
+        rec: dict[str, Any] = {
+            "schedule": schedule.name,
+            "parameterization": cfg.parameterization,
+            "signal_T": float(schedule.alpha_bar.to("cpu")[-1]) ** 0.5,
+            "final_loss": summary["final_loss"],
+            "train_wall_time_s": curve["elapsed_s"][-1] if curve.get("elapsed_s") else None,
+            "settings": settings,
+            **{g: metric_columns({k: settings[k] for k in names}, COLUMNS) for g, names in groups.items()},
+        }
+        for g, names in groups.items():
+            with_baseline(
+                rec[g], "fid", {k: settings[k] for k in names}, baseline_record(settings[names[0]]["n"], cache)
+            )
+        networks[run] = rec
+    data: dict[str, Any] = {
+        "K": book_sampler(tier).steps,
+        "full_K": full_sampler(tier, Sampler()).steps or config("unet_v", tier).T,
+        "T": config("unet_v", tier).T,
+        "describe": {name: s.describe() for name, (s, _) in planned.items()},
+        "n": {name: m for name, (_, m) in planned.items()},
+        "networks": networks,
+    }
+    cfg_out = {
+        "settings": {name: {**asdict(s), "n": m} for name, (s, m) in planned.items()},
+        "runs": _run_configs(ZERO_SNR_RUNS, tier, cache),
+    }
+    return _save("zero_snr", data, cfg_out, tier, t0)
+
+
+# The part ``seeds``: the denoisers' and the schedules' rankings over training seeds.
+SEED_RANKINGS: dict[str, dict[str, str]] = {
+    "denoisers": {"unet": "unet", "autoencoder": "autoencoder", "vae": "vae"},  # entry -> base run
+    "schedules": dict(SCHEDULE_RUNS),
+}
+
+
+def _seeds(tier: str, progress: bool, cache: Cache) -> Path:
+    """The two rankings the chapter's conclusions rest on, the denoisers and the four schedules (the book's
+    sampler), measured on each training seed of the tier (:func:`training_seeds`): the same sampler, n and
+    sampling seed as the parts ``denoisers`` and ``schedules`` (so seed 0 is their draw), and with two seeds
+    or more each entry's mean over the seeds with Student's t interval (``seeds``)."""
+    t0 = time.perf_counter()
+    sampler, n = book_sampler(tier), samples_per_setting(tier)
+    seeds = training_seeds(tier)
+    data: dict[str, Any] = {"sampler": sampler.describe(), "n": n, "training_seeds": list(seeds), "rankings": {}}
+    baseline = baseline_record(n, cache)
+    for ranking, entries in SEED_RANKINGS.items():
+        per_seed: dict[int, dict[str, dict[str, Any]]] = {}
+        for seed in seeds:
+            per_seed[seed] = {
+                name: evaluate_setting(seed_run(base, seed), tier, sampler, n, None, progress, cache)
+                for name, base in entries.items()
+            }
+        rec: dict[str, Any] = {
+            "runs": {name: [seed_run(base, s) for s in seeds] for name, base in entries.items()},
+            "final_loss": {
+                name: [store(tier).summary(seed_run(base, s))["final_loss"] for s in seeds]
+                for name, base in entries.items()
+            },
+            "per_seed": {str(s): metric_columns(recs, COLUMNS) for s, recs in per_seed.items()},
+        }
+        if len(seeds) >= 2:  # an interval over training seeds needs at least two of them
+            rec["seeds"] = seed_columns(per_seed, list(entries))
+            means = {k: {"fid_interval": iv} for k, iv in rec["seeds"]["fid_interval"].items()}
+            with_baseline(rec["seeds"], "fid", means, baseline)
+        data["rankings"][ranking] = rec
+    cfg = {
+        "sampler": asdict(sampler),
+        "n": n,
+        "training_seeds": list(seeds),
+        "seeds": "each network sampled with the same sampling seed on each training seed's run; the seed interval "
+        "is Student's t over the training seeds (diffusion_edu.intervals.seed_spread)",
+        "runs": _run_configs(
+            sorted({seed_run(b, s) for e in SEED_RANKINGS.values() for b in e.values() for s in seeds}), tier, cache
+        ),
+    }
+    return _save("seeds", data, cfg, tier, t0)
+
+
 def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
     from ..pretrained import PRETRAINED_DIR, export_pretrained
@@ -1047,6 +1207,10 @@ def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
     }
     draws |= {(run, full_sampler(tier, book), full_samples(tier)) for run in ("unet", "unet_mu")}
     draws |= {("unet", s, m) for s, m in ddim_settings(tier).values()}
+    draws |= {(run, s, m) for s, m in zero_snr_settings(tier).values() for run in ZERO_SNR_RUNS}
+    draws |= {
+        (seed_run(b, s), book, n) for e in SEED_RANKINGS.values() for b in e.values() for s in training_seeds(tier)
+    }
     for samplers, ks in ((FAST_SAMPLERS, BUDGETS[tier].fast_k), (VARIANCE_SAMPLERS, BUDGETS[tier].variance_k)):
         draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
     return draws
@@ -1103,6 +1267,10 @@ PARTS: dict[str, Part] = chapter_parts(
     _evaluation("fast_sampling", "DDIM vs respaced DDPM at K = 5..400 steps: quality and time", _fast_sampling),
     _evaluation("variance", "reverse variance 0 vs beta vs beta_tilde", _variance),
     _evaluation("ddim", "why DDIM (eta 0) trails respaced DDPM: eta, clipping, the start of the chain", _ddim),
+    _evaluation(
+        "zero_snr", "DDIM vs DDPM on v-prediction networks, linear and rescaled to zero terminal SNR", _zero_snr
+    ),
+    _evaluation("seeds", "the denoisers' and the schedules' rankings over the tier's training seeds", _seeds),
     _evaluation("pretrained", "ship the reference U-Net with the package", _pretrained),
 )
 

@@ -34,10 +34,10 @@ from typing import Any
 import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
-from ..intervals import seed_spread
 from .budgets import BudgetTable
 from .common import EVAL_BUDGETS, EvalBudget, Part, chapter_parts, save_result, tier_results_dir
-from .evaluation import images_only, measure, metric_columns, real_data_floor
+from .evaluation import SEED_METRICS, images_only, measure, metric_columns, real_data_floor
+from .evaluation import seed_columns as evaluation_seed_columns
 from .figures import class_grid as _class_grid
 from .figures import save_grid
 from .store import Cache, RunStore, record_training, ship_pretrained
@@ -380,23 +380,11 @@ def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
     return save_result(CHAPTER, "guidance", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
-SEED_METRICS = ("fid", "is", "conditional_accuracy")
-
-
 def seed_columns(per_seed: dict[int, dict[str, dict[str, Any]]], keys: list[str]) -> dict[str, Any]:
-    """{training seed: {setting: metrics}} -> the layout of the guidance file's ``seeds``: for each metric
-    of :data:`SEED_METRICS`, ``<metric>`` {setting: mean over seeds}, ``<metric>_interval`` {setting: t
-    interval over seeds} and ``<metric>_per_seed`` {setting: [value of each seed]}, plus
-    ``training_seeds``."""
-    seeds = sorted(per_seed)
-    out: dict[str, Any] = {"training_seeds": seeds, "runs": [SEED_RUNS[s] for s in seeds]}
-    for metric in SEED_METRICS:
-        values = {k: [float(per_seed[s][k][metric]) for s in seeds] for k in keys}
-        spreads = {k: seed_spread(v) for k, v in values.items()}
-        out[metric] = {k: iv.estimate for k, iv in spreads.items()}
-        out[f"{metric}_interval"] = {k: iv.to_dict() for k, iv in spreads.items()}
-        out[f"{metric}_per_seed"] = values
-    return out
+    """{training seed: {setting: metrics}} -> the layout of the guidance file's ``seeds``
+    (:func:`~.evaluation.seed_columns` over :data:`SEED_METRICS`), plus the ``runs`` of the seeds."""
+    out = evaluation_seed_columns(per_seed, keys, SEED_METRICS)
+    return {"training_seeds": out.pop("training_seeds"), "runs": [SEED_RUNS[s] for s in sorted(per_seed)], **out}
 
 
 def steps_key(steps: int | None) -> str:
