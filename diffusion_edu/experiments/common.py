@@ -239,7 +239,8 @@ def ensure_needs(part: Part, tier: str, progress: bool = True) -> None:
             mod.PARTS[name].run(tier, progress)
             continue
         runs = store(tier)
-        wanted = [r for r in part.runs if r in runs.runs]  # a chapter may train some runs at some tiers only
+        held = getattr(runs, "runs", None)  # a chapter may train some runs at some tiers only (its runs_at)
+        wanted = [r for r in part.runs if held is None or r in held]
         if part.runs and not wanted:
             continue
         missing = runs.missing(wanted or None)

@@ -1234,7 +1234,7 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
     ev = planned_evaluations(tier)
     unet = config("unet", tier)
     sampling.append((unet, b, -(-(ev["bound"] + ev["first_step"]) // b)))
-    return {"train": {run: config(run, tier) for run in RUNS}, "sampling": sampling}
+    return {"train": {run: config(run, tier) for run in runs_at(tier)}, "sampling": sampling}
 
 
 def planned_evaluations(tier: str) -> dict[str, int]:
