@@ -214,6 +214,8 @@ NOT_MEASURED_DIVERSITY = NotComparable(
 
 # A table, one report fact per line: the formatter leaves it as written.
 # fmt: off
+_ONE_SEED_A = "this tier trains one training seed of each network (report_a.BUDGETS[tier].training_seeds)"
+
 ENTRIES: list[Entry] = [
     # Report A: MNIST, T=400, U-Net predicting eps (chapter 3, diffusion_edu.experiments.report_a).
     Entry("A", "FID ranking of the four schedules (best first), T=400, the book's sampler on its respaced steps", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "fid", SameOrder()),
@@ -225,6 +227,8 @@ ENTRIES: list[Entry] = [
     Entry("A", "FID ranking of the four schedules (best first), T=400, Report A's sampler (variance 0, unclipped mean) on the book's respaced steps, not the report's protocol", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "protocols.report.fid", SameOrder()),
     Entry("A", "FID ranking of the four schedules (best first), T=400, Report A's sampler (variance 0, unclipped mean) at all 400 steps, as the report sampled", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/schedules.json", "protocols.report_full.fid", SameOrder()),
     Entry("A", "FID ranking of the denoisers (best first)", "unet < vae < autoencoder", "Sec. 3.1", "report_a/denoisers.json", "fid", SameOrder()),
+    Entry("A", "FID ranking of the denoisers (best first), mean over 3 training seeds (t interval)", "unet < vae < autoencoder", "Sec. 3.1", "report_a/seeds.json", ("rankings", "denoisers", "seeds", "fid"), SameOrder(), absent=_ONE_SEED_A),
+    Entry("A", "FID ranking of the four schedules (best first), T=400, the book's sampler on its respaced steps, mean over 3 training seeds (t interval)", "linear < quadratic < sigmoid < cosine", "Sec. 3.2", "report_a/seeds.json", ("rankings", "schedules", "seeds", "fid"), SameOrder(), absent=_ONE_SEED_A),
     Entry("A", "FID ranking, eps vs posterior-mean prediction (best first), the book's respaced steps", "eps < mu", "Sec. 3", "report_a/parameterization.json", "fid", SameOrder()),
     Entry("A", "FID ranking, eps vs posterior-mean prediction (best first), all 400 steps", "eps < mu", "Sec. 3", "report_a/parameterization.json", "full.fid", SameOrder()),
     Entry("A", "conditional accuracy, one-hot label, no discriminator term", "not measured", "Sec. 3.3", "report_a/conditioning.json", "conditional_accuracy.unet", NOT_MEASURED_A, fmt=".3f"),

@@ -4,6 +4,7 @@ chapter whose store records what it is asked to train, so nothing trains here.""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import types
 
@@ -142,3 +143,25 @@ def test_no_module_level_caches_in_the_experiments():
         mod = importlib.import_module(f"diffusion_edu.experiments.{name}")
         for attr in ("_MODELS", "_SAMPLES", "_REFERENCE"):
             assert not hasattr(mod, attr), (name, attr)
+
+
+def test_record_training_merges_runs_recorded_by_an_earlier_call(tmp_path, monkeypatch):
+    """``record_training(..., merge=True)`` adds the runs it trains to the existing training.json and keeps the
+    entries of the store's other runs as they were (their folders may be gone); without merge it rewrites."""
+    from diffusion_edu.experiments.common import load_result
+    from diffusion_edu.experiments.store import record_training
+
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    tiny = {"model_kwargs": {"ch": 4, "time_dim": 8}, "subset": 32, "batch_size": 8}
+    store = RunStore("report_e", {"a": ("quick_mnist", tiny), "b": ("quick_mnist", {**tiny, "seed": 1})}, {}, "smoke")
+    record_training(store, progress=False, only=["a"])
+    first = load_result("report_e", "training", "smoke")
+    assert list(first["data"]) == ["a"] and "recorded" not in first["config"]
+    shutil.rmtree(store.folder("a"))  # the earlier run's folder is gone; its entry stays
+    record_training(store, progress=False, only=["b"], merge=True)
+    merged = load_result("report_e", "training", "smoke")
+    assert list(merged["data"]) == ["a", "b"] and merged["data"]["a"] == first["data"]["a"]
+    assert merged["config"]["runs"]["a"] == first["config"]["runs"]["a"] and merged["config"]["runs"]["b"]["seed"] == 1
+    assert set(merged["config"]["recorded"]) == {"a", "b"}
+    record_training(store, progress=False, only=["b"])
+    assert list(load_result("report_e", "training", "smoke")["data"]) == ["b"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .common import final_loss, runs_root, save_result, training_curve
+from .common import final_loss, have_result, load_result, runs_root, save_result, training_curve
 from .training_runs import RunSpec, make_config, snapshot_callback
 
 __all__ = ["Cache", "RunStore", "load_snapshot", "record_training", "ship_pretrained"]
@@ -169,16 +169,32 @@ class RunStore:
 
 
 def record_training(
-    store: RunStore, progress: bool = True, snapshots: bool = False, only: list[str] | None = None
+    store: RunStore,
+    progress: bool = True,
+    snapshots: bool = False,
+    only: list[str] | None = None,
+    merge: bool = False,
 ) -> Path:
     """The training part of a chapter: train (or resume, or load when finished) every run of ``store``
     (or ``only`` some), then write ``results/<chapter>/training.json`` with each run's config, parameter
-    count, steps, wall time, throughput and loss curve."""
+    count, steps, wall time, throughput and loss curve.
+
+    ``merge``: keep the entries that the existing ``training.json`` holds for the store's other runs (runs
+    recorded by an earlier call, whose folders need not be on this machine any more); ``config["recorded"]``
+    then names the date each entry was written."""
     from ..models import count_parameters
 
     t0 = time.perf_counter()
     summary: dict[str, Any] = {}
     configs: dict[str, Any] = {}
+    recorded: dict[str, str] = {}
+    if merge and have_result(store.chapter, "training", store.tier):
+        old = load_result(store.chapter, "training", store.tier)
+        kept = [r for r in store.runs if r in old["data"] and r not in (only or list(store.runs))]
+        when = old["config"].get("recorded", {})
+        for r in kept:
+            summary[r], configs[r] = old["data"][r], old["config"]["runs"][r]
+            recorded[r] = when.get(r, old.get("created", ""))
     for name, result in store.train(only, progress=progress, snapshots=snapshots).items():
         cfg = store.config(name)
         curve = training_curve(store.folder(name))
@@ -195,7 +211,13 @@ def record_training(
             "curve": {k: curve[k] for k in ("step", "epoch", "loss", "elapsed_s")},
         }
         configs[name] = cfg.to_dict()
-    return save_result(store.chapter, "training", summary, {"runs": configs}, store.tier, time.perf_counter() - t0)
+        recorded[name] = time.strftime("%Y-%m-%d")
+    order = [r for r in store.runs if r in summary]  # the store's order, whichever call recorded a run
+    summary, configs = {r: summary[r] for r in order}, {r: configs[r] for r in order}
+    cfg_out: dict[str, Any] = {"runs": configs}
+    if merge:
+        cfg_out["recorded"] = {r: recorded[r] for r in order}
+    return save_result(store.chapter, "training", summary, cfg_out, store.tier, time.perf_counter() - t0)
 
 
 def ship_pretrained(store: RunStore, run: str, cache: Cache | None = None, **source: Any) -> tuple[dict[str, Any], Any]:
