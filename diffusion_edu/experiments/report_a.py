@@ -5,7 +5,9 @@
 Report A trains at T=400 with eps-prediction and compares denoisers (U-Net, autoencoder, VAE-style),
 eps vs mean prediction, four noise schedules, a one-hot label with and without a discriminator term,
 fast sampling (DDIM vs sub-sampled steps) and the reverse variance. Every network takes the label
-one-hot in its middle, as the report describes; samples are drawn 100 per class.
+one-hot in its middle, as the report describes; samples are drawn 100 per class. Beyond the report: two
+v-prediction U-Nets, on the linear schedule and rescaled to zero terminal SNR (part ``zero_snr``, DDIM's
+start), and the denoisers and schedules again from training seeds 1 and 2 (part ``seeds``).
 
 Every evaluation part loads the networks that the ``training`` part trained (it never trains), draws
 ``n`` samples per setting (the same seed, so the same x_T, in every setting), measures them against the
@@ -1223,7 +1225,7 @@ def draw_batch(tier: str) -> int:
 
 
 def colab_plan(tier: str = "colab") -> dict[str, Any]:
-    """What the chapter runs at ``tier``, for :func:`~.colab.chapter_estimate`: the eight training configs
+    """What the chapter runs at ``tier``, for :func:`~.colab.chapter_estimate`: the tier's training configs
     and the sampling calls (config, batch, calls) of every planned draw (guided draws run both halves in
     one forward), plus the bound terms and first-step diagnostics as single batches."""
     b = draw_batch(tier)
@@ -1259,7 +1261,11 @@ def _evaluation(name: str, description: str, fn) -> Part:
 
 PARTS: dict[str, Part] = chapter_parts(
     CHAPTER,
-    Part("training", "train the eight Report A networks (T=400) and record their curves", _train),
+    Part(
+        "training",
+        "train the Report A networks (T=400): the report's eight, two v-prediction runs, the tier's training seeds",
+        _train,
+    ),
     _evaluation("denoisers", "U-Net vs autoencoder vs VAE at the same budget", _denoisers),
     _evaluation("parameterization", "eps vs posterior-mean prediction; the bound per t", _parameterization),
     _evaluation("schedules", "four schedules under one protocol, and under Report A's sampler", _schedules),
