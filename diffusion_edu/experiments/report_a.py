@@ -157,7 +157,9 @@ class ReportABudget(Budget):
     full_steps: the steps of those settings (None = all T; the smoke tier shortens them, never shown);
     ddim_samples: samples per setting of the part ``ddim`` at the book's steps (None = ``samples``);
     schedule_full_samples: samples per schedule at all T steps in the part ``schedules`` (None =
-    ``full_samples``; eight settings of 400 steps each: the cpu tier halves them to fit).
+    ``full_samples``; eight settings of 400 steps each: the cpu tier halves them to fit);
+    training_seeds: how many training seeds of :data:`SEED_BASES` the tier trains and the part ``seeds``
+    measures (1 = none beyond the runs themselves: the colab tier, whose half hour has no room for twelve more).
     """
 
     fast_k: dict[int, int]
