@@ -1019,6 +1019,21 @@ def _other_network_ddim(tier: str, progress: bool, cache: Cache) -> dict[str, An
     return out
 
 
+def _by_steps(settings: dict[str, dict[str, Any]], cache: Cache) -> dict[str, dict[str, Any]]:
+    """Measured settings split into the book's steps ("steps") and all T steps ("full": names ending in
+    "_full"), each group as metric columns with the pixel-Gaussian baseline at its own n beside it."""
+    groups = {
+        "steps": [k for k in settings if not k.endswith("_full")],
+        "full": [k for k in settings if k.endswith("_full")],
+    }
+    out = {}
+    for g, names in groups.items():
+        recs = {k: settings[k] for k in names}
+        out[g] = metric_columns(recs, COLUMNS)
+        with_baseline(out[g], "fid", recs, baseline_record(recs[names[0]]["n"], cache))
+    return out
+
+
 def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
     """DDIM's diagnosis on the reference U-Net (:func:`ddim_settings`) and on chapter 5's network."""
     from ..data import load_embedded_mnist
@@ -1031,10 +1046,6 @@ def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
     _, schedule, _ = load_run("unet", tier, cache)
     ab_T = float(schedule.alpha_bar.to("cpu")[-1])
     mean_digit = load_embedded_mnist("train").tensors()[0].mean(0)
-    groups = {
-        "steps": [k for k in settings if not k.endswith("_full")],
-        "full": [k for k in settings if k.endswith("_full")],
-    }
     data: dict[str, Any] = {
         "K": book_sampler(tier).steps,
         "full_K": full_sampler(tier, Sampler()).steps or schedule.T,
@@ -1042,16 +1053,13 @@ def _ddim(tier: str, progress: bool, cache: Cache) -> Path:
         "describe": {name: s.describe() for name, (s, _) in planned.items()},
         "n": {name: m for name, (_, m) in planned.items()},
         "settings": settings,
-        **{g: metric_columns({k: settings[k] for k in names}, COLUMNS) for g, names in groups.items()},
+        **_by_steps(settings, cache),
         "start": {
             "signal_T": ab_T**0.5,
             "mean_offset_rms": float((ab_T**0.5 * mean_digit).square().mean().sqrt()),
         },
         "other_network": _other_network_ddim(tier, progress, cache),
     }
-    for g, names in groups.items():
-        n_g = settings[names[0]]["n"]
-        with_baseline(data[g], "fid", {k: settings[k] for k in names}, baseline_record(n_g, cache))
     cfg = {
         "settings": {name: {**asdict(s), "n": m} for name, (s, m) in planned.items()},
         "start_seed": SEED + 1,
@@ -1093,21 +1101,15 @@ def _zero_snr(tier: str, progress: bool, cache: Cache) -> Path:
         }
         summary = store(tier).summary(run)
         curve = summary["curve"]
-        groups = {"steps": ["ddim", "ddpm"], "full": ["ddim_full", "ddpm_full"]}
-        rec: dict[str, Any] = {
+        networks[run] = {
             "schedule": schedule.name,
             "parameterization": cfg.parameterization,
             "signal_T": float(schedule.alpha_bar.to("cpu")[-1]) ** 0.5,
             "final_loss": summary["final_loss"],
             "train_wall_time_s": curve["elapsed_s"][-1] if curve.get("elapsed_s") else None,
             "settings": settings,
-            **{g: metric_columns({k: settings[k] for k in names}, COLUMNS) for g, names in groups.items()},
+            **_by_steps(settings, cache),
         }
-        for g, names in groups.items():
-            with_baseline(
-                rec[g], "fid", {k: settings[k] for k in names}, baseline_record(settings[names[0]]["n"], cache)
-            )
-        networks[run] = rec
     data: dict[str, Any] = {
         "K": book_sampler(tier).steps,
         "full_K": full_sampler(tier, Sampler()).steps or config("unet_v", tier).T,
@@ -1137,7 +1139,7 @@ def _seeds(tier: str, progress: bool, cache: Cache) -> Path:
     or more each entry's mean over the seeds with Student's t interval (``seeds``)."""
     t0 = time.perf_counter()
     sampler, n = book_sampler(tier), samples_per_setting(tier)
-    seeds = training_seeds(tier)
+    seeds, runs = training_seeds(tier), store(tier)
     data: dict[str, Any] = {"sampler": sampler.describe(), "n": n, "training_seeds": list(seeds), "rankings": {}}
     baseline = baseline_record(n, cache)
     for ranking, entries in SEED_RANKINGS.items():
@@ -1150,8 +1152,7 @@ def _seeds(tier: str, progress: bool, cache: Cache) -> Path:
         rec: dict[str, Any] = {
             "runs": {name: [seed_run(base, s) for s in seeds] for name, base in entries.items()},
             "final_loss": {
-                name: [store(tier).summary(seed_run(base, s))["final_loss"] for s in seeds]
-                for name, base in entries.items()
+                name: [runs.summary(seed_run(base, s))["final_loss"] for s in seeds] for name, base in entries.items()
             },
             "per_seed": {str(s): metric_columns(recs, COLUMNS) for s, recs in per_seed.items()},
         }
@@ -1166,9 +1167,7 @@ def _seeds(tier: str, progress: bool, cache: Cache) -> Path:
         "training_seeds": list(seeds),
         "seeds": "each network sampled with the same sampling seed on each training seed's run; the seed interval "
         "is Student's t over the training seeds (diffusion_edu.intervals.seed_spread)",
-        "runs": _run_configs(
-            sorted({seed_run(b, s) for e in SEED_RANKINGS.values() for b in e.values() for s in seeds}), tier, cache
-        ),
+        "runs": _run_configs(part_runs("seeds", tier), tier, cache),
     }
     return _save("seeds", data, cfg, tier, t0)
 

@@ -383,8 +383,7 @@ def _guidance(tier: str, progress: bool, cache: Cache) -> Path:
 def seed_columns(per_seed: dict[int, dict[str, dict[str, Any]]], keys: list[str]) -> dict[str, Any]:
     """{training seed: {setting: metrics}} -> the layout of the guidance file's ``seeds``
     (:func:`~.evaluation.seed_columns` over :data:`SEED_METRICS`), plus the ``runs`` of the seeds."""
-    out = evaluation_seed_columns(per_seed, keys, SEED_METRICS)
-    return {"training_seeds": out.pop("training_seeds"), "runs": [SEED_RUNS[s] for s in sorted(per_seed)], **out}
+    return {**evaluation_seed_columns(per_seed, keys, SEED_METRICS), "runs": [SEED_RUNS[s] for s in sorted(per_seed)]}
 
 
 def steps_key(steps: int | None) -> str:
