@@ -21,7 +21,7 @@ from diffusion_edu.ledger import ENTRIES, ledger_rows
 from diffusion_edu.pretrained import PRETRAINED_DIR
 from diffusion_edu.results import read_results
 
-PARTS = ("schedules", "steps", "guidance", "repeatability", "pretrained")
+PARTS = ("schedules", "steps", "guidance", "schedule_seeds", "repeatability", "pretrained")
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,100 @@ def test_guidance_is_measured_on_every_training_seed(smoke):
             assert iv == seed_spread(values) and seeds[metric][k] == pytest.approx(statistics.fmean(values))
     # other seeds draw other networks: their FIDs differ from seed 0's
     assert any(v[1] != v[0] for v in seeds["fid_per_seed"].values())
+
+
+def test_schedule_seeds_holds_every_network_on_every_training_seed(smoke):
+    """Table 2 over training seeds: every network's value on each seed, their mean and t interval; seed 0 is
+    the schedules part's row and the guidance network's seeds are the guidance part's w = 0.2 values."""
+    from diffusion_edu.intervals import interval_from, seed_spread
+
+    data = smoke[1]["schedule_seeds"]["data"]
+    runs, seeds = list(report_e.SWEEP_RUNS), [0, 1, 2]
+    assert data["runs"] == runs and data["training_seeds"] == seeds
+    assert data["seed_runs"]["T4000_cosine"] == ["T4000_cosine", "T4000_cosine_seed1", "T4000_cosine_seed2"]
+    guidance, schedules = smoke[1]["guidance"]["data"]["seeds"], smoke[1]["schedules"]["data"]
+    for metric in report_e.SEED_METRICS:
+        for run in runs:
+            values = data["seeds"][f"{metric}_per_seed"][run]
+            assert values == [data["per_seed"][str(s)][metric][run] for s in seeds]
+            assert values[0] == schedules[metric][run]
+            assert interval_from(data["seeds"][f"{metric}_interval"][run]) == seed_spread(values)
+        assert data["seeds"][f"{metric}_per_seed"]["T1000_linear"] == guidance[f"{metric}_per_seed"]["0.2"]
+    measured = {f"{r}_seed{s}" for r in runs[1:] for s in (1, 2)}
+    assert set(data["measured"]) == measured == set(data["figures"])
+    assert data["sources"]["T1000_linear"] == {"0": "schedules.json", "1": "guidance.json", "2": "guidance.json"}
+    assert data["sources"]["T1000_cosine"] == {"0": "schedules.json", "1": "measured", "2": "measured"}
+    assert set(data["seeds"]["fid_baseline"]["beats"]) == set(runs)
+    # other seeds draw other networks
+    assert all(len(set(data["seeds"]["fid_per_seed"][r])) == 3 for r in runs)
+
+
+def test_schedule_seeds_reused_draws_are_what_a_fresh_draw_measures(smoke):
+    """The values read from the schedules and guidance files are the very draws of those networks: drawn
+    again from the networks (a fresh cache), they measure the same."""
+    from diffusion_edu.experiments.store import Cache
+
+    data = smoke[1]["schedule_seeds"]["data"]
+    cache = Cache()
+    for run, seed in (("T4000_cosine", 0), ("T1000_linear", 2)):
+        name = report_e.seed_run(run, seed)
+        images, labels, _ = report_e.drawn_samples(name, report_e.SWEEP_W, report_e.SEED, "smoke", cache)
+        fresh = report_e._metrics(images, labels, report_e.SEED, "smoke", cache)
+        for metric in report_e.SEED_METRICS:
+            assert fresh[metric] == pytest.approx(data["per_seed"][str(seed)][metric][run], rel=1e-6), (name, metric)
+
+
+def test_schedule_seeds_refuses_reuse_of_a_missing_or_stale_record(smoke, tmp_path, monkeypatch):
+    """At the cpu tier a record that is missing, or was made with other settings or networks, is never reused:
+    the error names the part, the reason and the command that re-makes it."""
+    from diffusion_edu.experiments.store import Cache
+
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path))
+    with pytest.raises(RuntimeError, match="'schedules', which has not run at this tier.*--only schedules"):
+        report_e._recorded("schedules", "cpu", False, Cache())
+    (tmp_path / "report_e").mkdir()
+    for part, change, reason in (
+        ("schedules", {"w": 0.5}, "was sampled with other settings"),
+        ("schedules", {"runs": {}}, "was measured on networks of other configs"),
+        ("guidance", {"seed_runs": {"0": "T1000_linear"}}, "lacks a training seed"),
+    ):
+        rec = json.loads(json.dumps(smoke[1][part]))
+        rec.update(tier="cpu", config={**_as_cpu(rec["config"], part), **change})
+        (tmp_path / "report_e" / f"{part}.json").write_text(json.dumps(rec))
+        with pytest.raises(RuntimeError, match=f"{reason}.*--tier cpu --only {part}"):
+            report_e._recorded(part, "cpu", False, Cache())
+    # the same records with the cpu tier's own configs are reused as they are
+    for part in ("schedules", "guidance"):
+        rec = json.loads(json.dumps(smoke[1][part]))
+        rec.update(tier="cpu", config=_as_cpu(rec["config"], part))
+        (tmp_path / "report_e" / f"{part}.json").write_text(json.dumps(rec))
+        assert report_e._recorded(part, "cpu", False, Cache())["data"] == rec["data"]
+
+
+def _as_cpu(cfg: dict, part: str) -> dict:
+    """A smoke record's config restated with the cpu tier's networks and sampler (what a cpu record holds)."""
+    cpu = json.loads(json.dumps(report_e._sampler_config("cpu")))
+    if part == "schedules":
+        runs = {r: json.loads(json.dumps(report_e.config(r, "cpu").to_dict())) for r in report_e.SWEEP_RUNS}
+        return {**cfg, "sampler": cpu, "runs": runs}
+    train = json.loads(json.dumps(report_e.config("T1000_linear", "cpu").to_dict()))
+    seeds = {str(k): v for k, v in report_e.seed_runs("cpu").items()}
+    return {**cfg, "sampler": cpu, "train_config": train, "seed_runs": seeds}
+
+
+def test_seed_runs_differ_from_their_network_in_the_seed_only():
+    """Every sweep network from seeds 1 and 2 (the cpu tier trains all twelve, colab the four of seed 0)."""
+    for run in report_e.SWEEP_RUNS:
+        base = report_e.config(run, "cpu").to_dict()
+        for seed in (1, 2):
+            other = report_e.config(report_e.seed_run(run, seed), "cpu").to_dict()
+            assert {k for k in base if base[k] != other[k]} == {"seed"} and other["seed"] == seed
+    assert len(report_e.runs_at("cpu")) == 12 and list(report_e.runs_at("colab")) == list(report_e.SWEEP_RUNS)
+    assert report_e.seed_run("T1000_linear", 0) == "T1000_linear"
+    with pytest.raises(ValueError, match="run must be one of"):
+        report_e.seed_run("T2000_linear", 1)
+    with pytest.raises(ValueError, match="seed must be one of"):
+        report_e.seed_run("T1000_linear", 3)
 
 
 def test_steps_part_samples_every_network_at_each_step_count(smoke):

@@ -4,14 +4,17 @@ Report E trains a two-level U-Net with time and label in every block, L1 loss, b
 dropout for classifier-free guidance, and sweeps T in {1000, 4000} x {linear, cosine} and the
 guidance weight w. The chapter's parts, in order:
 
-- ``training``: the four networks (T x schedule), each with label dropout, and the T=1000 linear
-  network from two more training seeds;
+- ``training``: the four networks (T x schedule), each with label dropout, each from the tier's
+  training seeds (``BUDGETS[tier].training_seeds``: three at the cpu tier);
 - ``schedules``: the T x schedule sweep at the report's w = 0.2 (Report E Table 2);
 - ``steps``: the same sweep at each sampler step count of the tier's ``step_counts`` (the report
   sampled all T steps; the cpu tier affords 20 and 100): how much the step count moves Table 2;
 - ``guidance``: w in {0, 0.2, 0.5} (Table 3) and beyond (1, 2, 4) on the T=1000 linear network, for
   each of the tier's training seeds of it (``BUDGETS[tier].training_seeds``; with two or more, the
   ranking of w is judged over seeds as well as samples);
+- ``schedule_seeds``: Table 2 on every training seed of every network, each network's mean with its
+  t interval over the seeds (the seed-0 draws are the ``schedules`` part's, the guidance network's are
+  the ``guidance`` part's at w = 0.2, reused from their results files);
 - ``repeatability``: FID over five sampling seeds (Table 1), next to FID's sample-size bias;
 - ``pretrained``: the T=1000 linear network shipped as ``load_pretrained("report_e")``.
 
@@ -35,8 +38,25 @@ import torch
 
 from ..generate import class_labels  # noqa: F401  (the chapter's label sequence; re-exported)
 from .budgets import BudgetTable
-from .common import EVAL_BUDGETS, EvalBudget, Part, chapter_parts, save_result, tier_results_dir
-from .evaluation import SEED_METRICS, images_only, measure, metric_columns, real_data_floor
+from .common import (
+    EVAL_BUDGETS,
+    EvalBudget,
+    Part,
+    chapter_parts,
+    have_result,
+    load_result,
+    save_result,
+    tier_results_dir,
+)
+from .evaluation import (
+    SEED_METRICS,
+    baseline_record,
+    images_only,
+    measure,
+    metric_columns,
+    real_data_floor,
+    with_baseline,
+)
 from .evaluation import seed_columns as evaluation_seed_columns
 from .figures import class_grid as _class_grid
 from .figures import save_grid
@@ -50,7 +70,8 @@ CHAPTER = "report_e"
 class ReportEBudget(EvalBudget):
     """The kernel's sampling budget (:data:`~.common.EVAL_BUDGETS`: ``n``, ``steps``, ``batch_size``), the
     sampler step counts of the ``steps`` part (None = all T steps, the report's protocol) and how many
-    training seeds of the guidance network the ``guidance`` part measures (:data:`SEED_RUNS`)."""
+    training seeds of every sweep network the tier trains and the parts ``guidance`` and ``schedule_seeds``
+    measure (:func:`training_seeds`)."""
 
     step_counts: tuple[int | None, ...] = ()
     training_seeds: int = 1
@@ -58,10 +79,11 @@ class ReportEBudget(EvalBudget):
 
 # (step counts, training seeds) per tier: what each tier affords for four networks of 1,000 (cpu) or
 # 10,000 (colab, gpu) guided samples (at the cpu tier 100 steps cost 5x the parts' 20). The colab tier
-# keeps one training seed: two more networks and their guidance curves would take its chapter past the
-# half hour of a free T4 (tests/test_colab_tier.py). The cpu tier measures all three: the two more networks
-# train in about 50 minutes each here (one thread, two runs at a time) and their twelve guidance settings
-# add about 2.5 minutes each (results/report_e/guidance.json records the part's wall time).
+# keeps one training seed: eight more networks and their guidance curves would take its chapter past the
+# half hour of a free T4 (tests/test_colab_tier.py). The cpu tier measures all three: each more network
+# trains in 30-40 minutes here (one thread, two runs at a time: results/report_e/training.json), the twelve
+# more guidance settings add about 2.5 minutes each and the six more Table 2 draws about as much
+# (results/report_e/guidance.json and schedule_seeds.json record the parts' wall times).
 _EXTRA: dict[str, tuple[tuple[int | None, ...], int]] = {
     "smoke": ((2, 4), 3),
     "cpu": ((20, 100), 3),
@@ -82,25 +104,49 @@ SWEEP_RUNS: dict[str, RunSpec] = {
     "T1000_cosine": ("e_unet_cosine_T1000", {}),
     "T4000_cosine": ("e_unet_cosine_T4000", {}),
 }
-# the network of Tables 1 and 3 again from other training seeds (initialisation, data order, noise), so
-# that the guidance ranking is judged over training seeds as well as over samples: training seed -> run
-# (a tier trains the first BUDGETS[tier].training_seeds of them: seed_runs)
-SEED_RUNS: dict[int, str] = {0: "T1000_linear", 1: "T1000_linear_seed1", 2: "T1000_linear_seed2"}
+# every sweep network again from other training seeds (initialisation, data order, noise), so that Table 2's
+# ranking and the guidance ranking are judged over training seeds as well as over samples. A seed run differs
+# from its sweep network in ``seed`` only; a tier trains the first BUDGETS[tier].training_seeds of them.
+TRAINING_SEEDS = (0, 1, 2)
+
+
+def seed_run(run: str, seed: int) -> str:
+    """The sweep network ``run`` (one of :data:`SWEEP_RUNS`) from training seed ``seed``: seed 0 is ``run``."""
+    if run not in SWEEP_RUNS:
+        raise ValueError(f"run must be one of {tuple(SWEEP_RUNS)}, got {run!r}")
+    if seed not in TRAINING_SEEDS:
+        raise ValueError(f"seed must be one of {TRAINING_SEEDS}, got {seed!r}")
+    return run if seed == 0 else f"{run}_seed{seed}"
+
+
 RUNS: dict[str, RunSpec] = {
     **SWEEP_RUNS,
-    **{run: ("e_unet", {"seed": seed}) for seed, run in SEED_RUNS.items() if run not in SWEEP_RUNS},
+    **{
+        seed_run(run, seed): (SWEEP_RUNS[run][0], {**SWEEP_RUNS[run][1], "seed": seed})
+        for seed in TRAINING_SEEDS[1:]
+        for run in SWEEP_RUNS
+    },
 }
 
 
-def seed_runs(tier: str) -> dict[int, str]:
-    """The training seeds (seed -> run) of the guidance network that ``tier`` trains and measures."""
-    return dict(list(SEED_RUNS.items())[: BUDGETS[tier].training_seeds])
+def training_seeds(tier: str) -> tuple[int, ...]:
+    """The training seeds that ``tier`` trains of every sweep network and measures."""
+    return TRAINING_SEEDS[: BUDGETS[tier].training_seeds]
+
+
+def seed_runs(tier: str, run: str = "T1000_linear") -> dict[int, str]:
+    """The training seeds (seed -> run) of sweep network ``run`` (the guidance network by default) at ``tier``."""
+    return {seed: seed_run(run, seed) for seed in training_seeds(tier)}
+
+
+# the guidance network's seed runs at the tier with the most (the guidance file's config names them)
+SEED_RUNS: dict[int, str] = {seed: seed_run("T1000_linear", seed) for seed in TRAINING_SEEDS}
 
 
 def runs_at(tier: str) -> dict[str, RunSpec]:
-    """The runs the chapter trains at ``tier``: the four sweep networks and :func:`seed_runs`."""
-    seeded = set(seed_runs(tier).values())
-    return {name: spec for name, spec in RUNS.items() if name in SWEEP_RUNS or name in seeded}
+    """The runs the chapter trains at ``tier``: the four sweep networks, each from :func:`training_seeds`."""
+    seeded = {seed_run(run, seed) for run in SWEEP_RUNS for seed in training_seeds(tier)}
+    return {name: spec for name, spec in RUNS.items() if name in seeded}
 
 
 # cpu tier: 17,000 steps of 32 (results/report_e/training.json records the minutes and images/s of each run).
@@ -423,6 +469,120 @@ def _steps(tier: str, progress: bool, cache: Cache) -> Path:
     return save_result(CHAPTER, "steps", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
+def _plain(obj: Any) -> Any:
+    """``obj`` as a results file stores it (tuples as lists): what a recorded config compares against."""
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
+def _schedules_problem(cfg: dict[str, Any], tier: str) -> str | None:
+    """Why the ``schedules`` record with config ``cfg`` does not hold the seed-0 draws that the part
+    ``schedule_seeds`` wants (None: it does)."""
+    if cfg.get("w") != SWEEP_W or cfg.get("seed") != SEED or cfg.get("sampler") != _plain(_sampler_config(tier)):
+        return "was sampled with other settings than this part's"
+    runs = {r: _plain(config(r, tier).to_dict()) for r in SWEEP_RUNS}
+    return None if cfg.get("runs") == runs else "was measured on networks of other configs"
+
+
+def _guidance_problem(cfg: dict[str, Any], tier: str) -> str | None:
+    """Why the ``guidance`` record with config ``cfg`` does not hold the draws of the guidance network's
+    training seeds at w = 0.2 that the part ``schedule_seeds`` wants (None: it does)."""
+    if cfg.get("seed") != SEED or cfg.get("sampler") != _plain(_sampler_config(tier)):
+        return "was sampled with other settings than this part's"
+    if cfg.get("train_config") != _plain(config(GUIDANCE_RUN, tier).to_dict()):
+        return "was measured on a network of another config"
+    held = {int(k): v for k, v in cfg.get("seed_runs", {}).items()}
+    return None if held == seed_runs(tier) else "lacks a training seed of this tier"
+
+
+_PROBLEMS = {"schedules": _schedules_problem, "guidance": _guidance_problem}
+
+
+def _recorded(part: str, tier: str, progress: bool, cache: Cache) -> dict[str, Any]:
+    """The results record of ``part`` (``schedules`` or ``guidance``), whose draws the part ``schedule_seeds``
+    reuses, once its config shows that it holds the very draws wanted (:data:`_PROBLEMS`). A missing or
+    stale record is re-made at the smoke and colab tiers and refused with the command at the cpu and gpu tiers."""
+    problem = _PROBLEMS[part]
+    rec = load_result(CHAPTER, part, tier) if have_result(CHAPTER, part, tier) else None
+    why = "has not run at this tier" if rec is None else problem(rec["config"], tier)
+    if why and tier in ("smoke", "colab"):
+        PARTS[part].run(tier, progress, cache)
+        rec = load_result(CHAPTER, part, tier)
+        why = problem(rec["config"], tier)
+    if why:
+        raise RuntimeError(
+            f"report_e part 'schedule_seeds' reuses the draws of part {part!r}, which {why}. Run it first: "
+            f"python -m diffusion_edu experiment report_e --tier {tier} --only {part}"
+        )
+    return rec
+
+
+def _schedule_seeds(tier: str, progress: bool, cache: Cache) -> Path:
+    """Report E Table 2 over training seeds: every sweep network at w = 0.2 from each training seed of the tier
+    (:func:`training_seeds`), with the ``schedules`` part's sampler, n and sampling seed, and with two seeds or
+    more each network's mean over the seeds with Student's t interval (``seeds``).
+
+    A draw that another part has measured is read from its results file, not drawn again (the same network
+    config, sampler, n, w and sampling seed give the same samples: ``test_report_e`` checks it): seed 0 of every
+    network is the ``schedules`` part's draw, the guidance network's other seeds are the ``guidance`` part's
+    draws at w = 0.2. The other networks' seeds 1 and 2 are drawn here. ``sources`` says where each value
+    comes from."""
+    t0 = time.perf_counter()
+    seeds = training_seeds(tier)
+    sched = _recorded("schedules", tier, progress, cache)["data"]
+    guid = _recorded("guidance", tier, progress, cache)["data"] if len(seeds) > 1 else None
+    per_seed: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in seeds}
+    sources: dict[str, dict[str, str]] = {run: {} for run in SWEEP_RUNS}
+    measured: dict[str, dict[str, Any]] = {}
+    secs_by_run: dict[str, float] = {}
+    figures: dict[str, str] = {}
+    for run in SWEEP_RUNS:
+        for s in seeds:
+            name = seed_run(run, s)
+            if s == 0:
+                per_seed[s][run] = {m: sched[m][run] for m in SEED_METRICS}
+                sources[run][str(s)] = "schedules.json"
+            elif run == GUIDANCE_RUN:
+                block = guid["seeds"]
+                i = block["training_seeds"].index(s)
+                per_seed[s][run] = {m: block[f"{m}_per_seed"][w_key(SWEEP_W)][i] for m in SEED_METRICS}
+                sources[run][str(s)] = "guidance.json"
+            else:
+                images, labels, secs = drawn_samples(name, SWEEP_W, SEED, tier, cache, progress)
+                per_seed[s][run] = measured[name] = _metrics(images, labels, SEED, tier, cache)
+                secs_by_run[name] = round(secs, 2)
+                figures[name] = _save_grid(images, labels, f"schedule_seeds_{name}", tier)
+                sources[run][str(s)] = "measured"
+    data: dict[str, Any] = {
+        "w": SWEEP_W,
+        "runs": list(SWEEP_RUNS),
+        "training_seeds": list(seeds),
+        "seed_runs": {run: [seed_run(run, s) for s in seeds] for run in SWEEP_RUNS},
+        "per_seed": {str(s): {m: {r: per_seed[s][r][m] for r in SWEEP_RUNS} for m in SEED_METRICS} for s in seeds},
+        "sources": sources,
+        "measured": measured,
+        "sample_wall_time_s": secs_by_run,
+        "figures": figures,
+    }
+    if len(seeds) >= 2:  # an interval over training seeds needs at least two of them
+        data["seeds"] = evaluation_seed_columns(per_seed, list(SWEEP_RUNS), SEED_METRICS)
+        means = {k: {"fid_interval": iv} for k, iv in data["seeds"]["fid_interval"].items()}
+        with_baseline(data["seeds"], "fid", means, baseline_record(BUDGETS[tier].n, cache))
+    cfg_all = {
+        "w": SWEEP_W,
+        "seed": SEED,
+        "training_seeds": list(seeds),
+        "sampler": _sampler_config(tier),
+        "seeds": "each network sampled with the same sampling seed on each training seed's run; seed 0 is the "
+        "schedules part's draw, the T=1000 linear network's other seeds the guidance part's at w = 0.2 (same "
+        "config, sampler and seed, checked); the seed interval is Student's t over the training seeds "
+        "(diffusion_edu.intervals.seed_spread)",
+        "runs": {seed_run(r, s): config(seed_run(r, s), tier).to_dict() for r in SWEEP_RUNS for s in seeds},
+    }
+    return save_result(CHAPTER, "schedule_seeds", data, cfg_all, tier, time.perf_counter() - t0)
+
+
 def _repeatability(tier: str, progress: bool, cache: Cache) -> Path:
     """Report E Table 1: FID of the T=1000 linear network at w = 0.2 over five sampling seeds, plus the FID
     of the pooled samples at growing sample counts (what the spread over seeds cannot show: the bias)."""
@@ -471,7 +631,7 @@ PARTS: dict[str, Part] = chapter_parts(
     CHAPTER,
     Part(
         "training",
-        "train the four Report E U-Nets (T x schedule) with label dropout, and T=1000 linear from 2 more seeds",
+        "train the four Report E U-Nets (T x schedule) with label dropout, each from the tier's training seeds",
         _train,
     ),
     Part(
@@ -493,6 +653,14 @@ PARTS: dict[str, Part] = chapter_parts(
         "FID, IS, accuracy against w in 0..4, T=1000 linear, each training seed of the tier (Table 3)",
         _guidance,
         ["training"],
+        tuple(SEED_RUNS.values()),
+    ),
+    Part(
+        "schedule_seeds",
+        "Table 2 over the tier's training seeds of every network: mean and t interval over seeds",
+        _schedule_seeds,
+        ["training"],
+        tuple(seed_run(r, s) for s in TRAINING_SEEDS[1:] for r in SWEEP_RUNS if r != GUIDANCE_RUN),
     ),
     Part(
         "repeatability",
