@@ -125,6 +125,9 @@ def test_ledger_rows_for_report_a_find_their_numbers(smoke_results, tmp_path):
     for e in rows:
         part = e.results.split("/")[1].removesuffix(".json")
         assert e.results.startswith("report_a/") and part in A.PARTS
+        if part == "t_range" and int(e.key[1]) not in A.t_values("smoke"):  # a T the smoke tier does not train
+            assert e.absent and e.key[1] not in smoke_results[part]["data"]["by_T"]
+            continue
         _lookup(smoke_results[part]["data"], e.key)
 
 
@@ -327,7 +330,8 @@ def test_seed_runs_are_trained_at_the_tiers_that_measure_them():
     """The colab tier trains one seed (its half hour), the cpu and gpu tiers three; a seed run differs from its
     base run in the seed only, and names outside the table are refused."""
     assert A.training_seeds("colab") == (0,) and A.training_seeds("cpu") == A.training_seeds("gpu") == (0, 1, 2)
-    assert not any("_seed" in r for r in A.runs_at("colab")) and set(A.runs_at("cpu")) == set(A.RUNS)
+    assert not any("_seed" in r for r in A.runs_at("colab"))
+    assert set(A.runs_at("cpu")) == set(A.RUNS) - {A.t_run(s, 1000) for s in A.SCHEDULE_RUNS}
     assert A.part_runs("seeds", "colab") == tuple(A.SEED_BASES) and len(A.part_runs("seeds", "cpu")) == 18
     a, b = A.config("unet_cosine", "cpu").to_dict(), A.config("unet_cosine_seed2", "cpu").to_dict()
     assert {k for k in a if a[k] != b[k]} == {"seed"} and b["seed"] == 2
@@ -335,6 +339,44 @@ def test_seed_runs_are_trained_at_the_tiers_that_measure_them():
         A.seed_run("unet_mu", 1)
     with pytest.raises(ValueError, match="seed must be one of"):
         A.seed_run("unet", 3)
+
+
+def test_t_range_part_ranks_the_schedules_at_each_trained_t(smoke_results):
+    """The part ``t_range``: the four schedules at T = 400 (the very draw of the part ``schedules``) and at each
+    T of the tier's ``t_range``, each with FID intervals, the baseline and what x_T keeps of the digit."""
+    d = smoke_results["t_range"]["data"]
+    assert d["T"] == A.t_values("smoke") == [200, 400]
+    assert d["by_T"]["400"]["fid"] == {s: smoke_results["schedules"]["data"]["fid"][s] for s in A.SCHEDULE_RUNS}
+    for T in d["T"]:
+        block = d["by_T"][str(T)]
+        assert block["runs"] == {s: A.t_run(s, T) for s in A.SCHEDULE_RUNS}
+        assert set(block["fid_interval"]) == set(A.SCHEDULE_RUNS) and set(block["fid_baseline"]["beats"]) == set(
+            A.SCHEDULE_RUNS
+        )
+        for s, run in block["runs"].items():
+            cfg = A.config(run, "smoke")
+            assert block["alpha_bar_T"][s] == pytest.approx(float(make_schedule(cfg.schedule, T).alpha_bar[-1]))
+    # T moves how much of the digit the linear schedule's x_T keeps: 0.132 of its power at T = 200, 0.017 at 400
+    assert d["by_T"]["200"]["alpha_bar_T"]["linear"] > 5 * d["by_T"]["400"]["alpha_bar_T"]["linear"]
+    assert {e.key for e in ENTRIES if e.results == "report_a/t_range.json"} == {
+        ("by_T", str(T), "fid") for T in A.T_RANGE
+    }
+
+
+def test_t_runs_differ_from_their_schedule_run_in_t_only():
+    """The cpu tier trains the schedules at T = 200 and 2000, the gpu tier at all three, colab at none."""
+    for sched, base in A.SCHEDULE_RUNS.items():
+        a = A.config(base, "cpu").to_dict()
+        for T in A.T_RANGE:
+            b = A.config(A.t_run(sched, T), "cpu").to_dict()
+            assert {k for k in a if a[k] != b[k]} == {"T"} and b["T"] == T
+    assert A.t_run("linear", 400) == "unet" and A.t_run("cosine", 2000) == "unet_cosine_T2000"
+    assert A.t_values("cpu") == [200, 400, 2000] and A.t_values("gpu") == [200, 400, 1000, 2000]
+    assert A.t_values("colab") == [400] and A.part_runs("t_range", "colab") == tuple(A.SCHEDULE_RUNS.values())
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        A.t_run("exponential", 200)
+    with pytest.raises(ValueError, match="T must be 400 or one of"):
+        A.t_run("linear", 300)
 
 
 def test_part_runs_cover_every_evaluation_part_and_run():
@@ -368,7 +410,7 @@ def test_unfinished_runs_are_refused_and_named(smoke_results, tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="unfinished"):
         A.load_run("vae", "cpu")
     summary = A.training_summary("cpu")
-    assert list(summary["data"]) == ["unet"] and set(summary["missing"]) == set(A.RUNS) - {"unet"}
+    assert list(summary["data"]) == ["unet"] and set(summary["missing"]) == set(A.runs_at("cpu")) - {"unet"}
     assert summary["data"]["unet"]["steps"] == steps and summary["tier"] == "cpu"
     assert summary["data"]["unet"]["curve"]["loss"] == A.training_curve(src)["loss"]
 

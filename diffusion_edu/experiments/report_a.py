@@ -131,6 +131,32 @@ SEED = 0  # x_T and every sampling step's noise; also the metrics' random subset
 GRID_ROWS = 6  # sample grids: the first GRID_ROWS samples of each class, one column per class
 COLUMNS = ("fid", "kid_mean", "kid_std", "is", "conditional_accuracy")  # the metric columns of a comparison
 SCHEDULE_RUNS = {"linear": "unet", "quadratic": "unet_quadratic", "cosine": "unet_cosine", "sigmoid": "unet_sigmoid"}
+# Report A says its schedule results hold "for T between 200 and 2000" (Sec. 3.2) and shows T = 400 only. The
+# four schedule networks again at other T, each differing from its T = 400 run in T only (part ``t_range``);
+# a tier trains the T of its BUDGETS[tier].t_range.
+T_REPORT = 400
+T_RANGE = (200, 1000, 2000)
+
+
+def t_run(schedule: str, T: int) -> str:
+    """The network of ``schedule`` (a key of :data:`SCHEDULE_RUNS`) trained with ``T`` steps: T = 400 is the
+    schedule's own run, the others those of :data:`T_RANGE`."""
+    if schedule not in SCHEDULE_RUNS:
+        raise ValueError(f"schedule must be one of {tuple(SCHEDULE_RUNS)}, got {schedule!r}")
+    if T == T_REPORT:
+        return SCHEDULE_RUNS[schedule]
+    if T not in T_RANGE:
+        raise ValueError(f"T must be {T_REPORT} or one of {T_RANGE}, got {T!r}")
+    return f"{SCHEDULE_RUNS[schedule]}_T{T}"
+
+
+RUNS.update(
+    {
+        t_run(sched, T): (RUNS[base][0], {**RUNS[base][1], "T": T})
+        for T in T_RANGE
+        for sched, base in SCHEDULE_RUNS.items()
+    }
+)
 KL_TIMESTEPS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 400)  # parameterization: the bound's terms at these t
 
 
@@ -159,7 +185,9 @@ class ReportABudget(Budget):
     schedule_full_samples: samples per schedule at all T steps in the part ``schedules`` (None =
     ``full_samples``; eight settings of 400 steps each: the cpu tier halves them to fit);
     training_seeds: how many training seeds of :data:`SEED_BASES` the tier trains and the part ``seeds``
-    measures (1 = none beyond the runs themselves: the colab tier, whose half hour has no room for twelve more).
+    measures (1 = none beyond the runs themselves: the colab tier, whose half hour has no room for twelve more);
+    t_range: the T of :data:`T_RANGE` at which the tier trains the four schedule networks and the part
+    ``t_range`` ranks them (with T = 400 itself; empty: the part ranks T = 400 alone).
     """
 
     fast_k: dict[int, int]
@@ -174,6 +202,7 @@ class ReportABudget(Budget):
     ddim_samples: int | None = None
     schedule_full_samples: int | None = None
     training_seeds: int = 1
+    t_range: tuple[int, ...] = ()
 
 
 # draw_batch: 100 on the CPU (the cpu tier's results were drawn so), the tier's batch on a GPU
@@ -191,6 +220,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             full_steps=8,
             ddim_samples=10,
             training_seeds=2,
+            t_range=(200,),
         ),
         "cpu": ReportABudget(
             fast_k={5: 500, 10: 500, 20: 500, 50: 250, 100: 100, 400: 50},
@@ -202,6 +232,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             full_samples=200,
             schedule_full_samples=100,
             training_seeds=3,
+            t_range=(200, 2000),
         ),
         "colab": ReportABudget(
             fast_k={5: 2000, 10: 2000, 20: 2000, 50: 2000, 100: 1000, 400: 1000},
@@ -217,6 +248,7 @@ BUDGETS: BudgetTable[ReportABudget] = BudgetTable(
             bound_images=1005,
             deterministic_k={20: 10_000, 400: 10_000},
             training_seeds=3,
+            t_range=T_RANGE,
         ),
     },
 )
@@ -228,8 +260,10 @@ def training_seeds(tier: str) -> tuple[int, ...]:
 
 
 def runs_at(tier: str) -> dict[str, RunSpec]:
-    """The runs the chapter trains at ``tier``: every run but the seed runs of seeds the tier does not train."""
+    """The runs the chapter trains at ``tier``: every run but the seed runs of seeds, and the schedule runs of
+    T, that the tier does not train."""
     extra = {seed_run(b, s) for b in SEED_BASES for s in TRAINING_SEEDS[1:] if s not in training_seeds(tier)}
+    extra |= {t_run(sched, T) for sched in SCHEDULE_RUNS for T in T_RANGE if T not in BUDGETS[tier].t_range}
     return {name: spec for name, spec in RUNS.items() if name not in extra}
 
 
@@ -356,6 +390,7 @@ PART_RUNS: dict[str, tuple[str, ...]] = {
     "ddim": ("unet",),
     "zero_snr": ("unet_v", "unet_v_zsnr"),
     "seeds": tuple(seed_run(b, s) for s in TRAINING_SEEDS for b in SEED_BASES),  # those of the tier's seeds
+    "t_range": tuple(t_run(sched, T) for T in sorted((T_REPORT, *T_RANGE)) for sched in SCHEDULE_RUNS),
     "pretrained": ("unet",),
 }
 
@@ -1172,6 +1207,45 @@ def _seeds(tier: str, progress: bool, cache: Cache) -> Path:
     return _save("seeds", data, cfg, tier, t0)
 
 
+def t_values(tier: str) -> list[int]:
+    """The T at which the part ``t_range`` ranks the four schedules at ``tier``: 400 and the tier's ``t_range``."""
+    return sorted((T_REPORT, *BUDGETS[tier].t_range))
+
+
+def _t_range(tier: str, progress: bool, cache: Cache) -> Path:
+    """Report A's "for T between 200 and 2000": the four schedules at each T of :func:`t_values`, each network
+    trained like its T = 400 run but for T, sampled with the book's sampler (the same n and sampling seed as the
+    part ``schedules``, so T = 400 is that part's draw), each T's FIDs with their bootstrap intervals and the
+    baseline. Every schedule keeps its definition in terms of T (linear: beta from 1e-4 to 0.02 over T steps),
+    so T also moves how much of the digit x_T keeps: ``alpha_bar_T`` records it."""
+    t0 = time.perf_counter()
+    sampler, n = book_sampler(tier), samples_per_setting(tier)
+    baseline = baseline_record(n, cache)
+    data: dict[str, Any] = {"sampler": sampler.describe(), "n": n, "T": t_values(tier), "by_T": {}}
+    for T in t_values(tier):
+        recs = {
+            sched: evaluate_setting(t_run(sched, T), tier, sampler, n, f"t_range_T{T}_{sched}", progress, cache)
+            for sched in SCHEDULE_RUNS
+        }
+        block: dict[str, Any] = {
+            "runs": {sched: t_run(sched, T) for sched in SCHEDULE_RUNS},
+            **metric_columns(recs, COLUMNS),
+        }
+        block["figures"] = {sched: r["figure"] for sched, r in recs.items()}
+        block["alpha_bar_T"] = {
+            sched: float(load_run(t_run(sched, T), tier, cache)[1].alpha_bar[-1]) for sched in SCHEDULE_RUNS
+        }
+        with_baseline(block, "fid", recs, baseline)
+        data["by_T"][str(T)] = block
+    cfg = {
+        "sampler": asdict(sampler),
+        "n": n,
+        "T": t_values(tier),
+        "runs": _run_configs(part_runs("t_range", tier), tier, cache),
+    }
+    return _save("t_range", data, cfg, tier, t0)
+
+
 def _pretrained(tier: str, progress: bool, cache: Cache) -> Path:
     """Ship the reference U-Net (linear, eps) with the package: ``load_pretrained("report_a")``."""
     from ..pretrained import PRETRAINED_DIR, export_pretrained
@@ -1214,6 +1288,7 @@ def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
     draws |= {
         (seed_run(b, s), book, n) for e in SEED_RANKINGS.values() for b in e.values() for s in training_seeds(tier)
     }
+    draws |= {(run, book, n) for run in part_runs("t_range", tier)}
     for samplers, ks in ((FAST_SAMPLERS, BUDGETS[tier].fast_k), (VARIANCE_SAMPLERS, BUDGETS[tier].variance_k)):
         draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
     return draws
@@ -1264,7 +1339,8 @@ PARTS: dict[str, Part] = chapter_parts(
     CHAPTER,
     Part(
         "training",
-        "train the Report A networks (T=400): the report's eight, two v-prediction runs, the tier's training seeds",
+        "train the Report A networks (T=400): the report's eight, two v-prediction runs, the tier's training seeds "
+        "and the schedules at the tier's other T",
         _train,
     ),
     _evaluation("denoisers", "U-Net vs autoencoder vs VAE at the same budget", _denoisers),
@@ -1278,6 +1354,7 @@ PARTS: dict[str, Part] = chapter_parts(
         "zero_snr", "DDIM vs DDPM on v-prediction networks, linear and rescaled to zero terminal SNR", _zero_snr
     ),
     _evaluation("seeds", "the denoisers' and the schedules' rankings over the tier's training seeds", _seeds),
+    _evaluation("t_range", "the four schedules' ranking at T = 400 and the tier's other T (200 to 2000)", _t_range),
     _evaluation("pretrained", "ship the reference U-Net with the package", _pretrained),
 )
 
