@@ -81,9 +81,9 @@ class ReportEBudget(EvalBudget):
 # 10,000 (colab, gpu) guided samples (at the cpu tier 100 steps cost 5x the parts' 20). The colab tier
 # keeps one training seed: eight more networks and their guidance curves would take its chapter past the
 # half hour of a free T4 (tests/test_colab_tier.py). The cpu tier measures all three: each more network
-# trains in 30-40 minutes here (one thread, two runs at a time: results/report_e/training.json), the twelve
-# more guidance settings add about 2.5 minutes each and the six more Table 2 draws about as much
-# (results/report_e/guidance.json and schedule_seeds.json record the parts' wall times).
+# trains in 18-50 minutes here, with the machine's load (one thread, two runs at a time: the minutes are in
+# results/report_e/training.json), the twelve more guidance settings add about 2.5 minutes each and the six
+# more Table 2 draws about 8 minutes in all (guidance.json and schedule_seeds.json record the parts' wall times).
 _EXTRA: dict[str, tuple[tuple[int | None, ...], int]] = {
     "smoke": ((2, 4), 3),
     "cpu": ((20, 100), 3),
