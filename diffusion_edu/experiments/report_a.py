@@ -55,7 +55,7 @@ from .evaluation import (
 from .figures import figures_dir as _figures_dir
 from .figures import save_grid as _save_png
 from .store import Cache, RunStore, record_training
-from .training_runs import RunSpec
+from .training_runs import TRAINING_SEEDS, RunSpec, seed_run_name, seed_runs_of
 
 CHAPTER = "report_a"
 
@@ -79,25 +79,14 @@ RUNS: dict[str, RunSpec] = {
 # training seeds (initialisation, data order, noise), so that each ranking is judged over training seeds as
 # well as over samples (part ``seeds``): a tier trains the first BUDGETS[tier].training_seeds of them.
 SEED_BASES = ("unet", "autoencoder", "vae", "unet_quadratic", "unet_cosine", "unet_sigmoid")
-TRAINING_SEEDS = (0, 1, 2)
 
 
 def seed_run(base: str, seed: int) -> str:
     """The run of ``base`` (one of :data:`SEED_BASES`) from training seed ``seed``: seed 0 is ``base`` itself."""
-    if base not in SEED_BASES:
-        raise ValueError(f"base must be one of {SEED_BASES}, got {base!r}")
-    if seed not in TRAINING_SEEDS:
-        raise ValueError(f"seed must be one of {TRAINING_SEEDS}, got {seed!r}")
-    return base if seed == 0 else f"{base}_seed{seed}"
+    return seed_run_name(base, seed, SEED_BASES)
 
 
-RUNS.update(
-    {
-        seed_run(base, seed): (RUNS[base][0], {**RUNS[base][1], "seed": seed})
-        for seed in TRAINING_SEEDS[1:]
-        for base in SEED_BASES
-    }
-)
+RUNS.update(seed_runs_of(RUNS, SEED_BASES))
 
 # cpu tier: 1,500 steps of 64 (about 8 minutes for the U-Net on one core, ~200 img/s; the eight runs
 # share one session's 2-core machine with Report D's, so each gets less than quick_mnist's ~10 minutes).

@@ -61,7 +61,7 @@ from .evaluation import seed_columns as evaluation_seed_columns
 from .figures import class_grid as _class_grid
 from .figures import save_grid
 from .store import Cache, RunStore, record_training, ship_pretrained
-from .training_runs import RunSpec
+from .training_runs import TRAINING_SEEDS, RunSpec, seed_run_name, seed_runs_of
 
 CHAPTER = "report_e"
 
@@ -107,26 +107,14 @@ SWEEP_RUNS: dict[str, RunSpec] = {
 # every sweep network again from other training seeds (initialisation, data order, noise), so that Table 2's
 # ranking and the guidance ranking are judged over training seeds as well as over samples. A seed run differs
 # from its sweep network in ``seed`` only; a tier trains the first BUDGETS[tier].training_seeds of them.
-TRAINING_SEEDS = (0, 1, 2)
 
 
 def seed_run(run: str, seed: int) -> str:
     """The sweep network ``run`` (one of :data:`SWEEP_RUNS`) from training seed ``seed``: seed 0 is ``run``."""
-    if run not in SWEEP_RUNS:
-        raise ValueError(f"run must be one of {tuple(SWEEP_RUNS)}, got {run!r}")
-    if seed not in TRAINING_SEEDS:
-        raise ValueError(f"seed must be one of {TRAINING_SEEDS}, got {seed!r}")
-    return run if seed == 0 else f"{run}_seed{seed}"
+    return seed_run_name(run, seed, SWEEP_RUNS, "run")
 
 
-RUNS: dict[str, RunSpec] = {
-    **SWEEP_RUNS,
-    **{
-        seed_run(run, seed): (SWEEP_RUNS[run][0], {**SWEEP_RUNS[run][1], "seed": seed})
-        for seed in TRAINING_SEEDS[1:]
-        for run in SWEEP_RUNS
-    },
-}
+RUNS: dict[str, RunSpec] = {**SWEEP_RUNS, **seed_runs_of(SWEEP_RUNS, SWEEP_RUNS)}
 
 
 def training_seeds(tier: str) -> tuple[int, ...]:

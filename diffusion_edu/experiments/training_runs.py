@@ -17,7 +17,7 @@ The smoke tier trains a few steps on 256 digits: it checks that the code runs, n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,44 @@ import torch
 from ..presets import TrainConfig, training_preset
 from ..seeding import derived_seed  # noqa: F401  (re-exported for chapter modules)
 
-__all__ = ["RunSpec", "make_config", "snapshot_callback", "train_runs"]
+__all__ = [
+    "RunSpec",
+    "TRAINING_SEEDS",
+    "make_config",
+    "seed_run_name",
+    "seed_runs_of",
+    "snapshot_callback",
+    "train_runs",
+]
 
 # (preset name, overrides applied at every tier); the overrides may hold "tier_overrides": {tier: {...}},
 # applied after the chapter's tier overrides for that one run (never at the smoke tier).
 RunSpec = tuple[str, dict[str, Any]]
+
+# The training seeds over which the chapters judge the rankings their conclusions rest on: seed 0 is a run
+# itself, seeds 1 and 2 the same run trained again with only ``seed`` changed (initialisation, data order, noise).
+TRAINING_SEEDS = (0, 1, 2)
+
+
+def seed_run_name(base: str, seed: int, bases: Iterable[str], what: str = "base") -> str:
+    """The run of ``base`` (one of ``bases``) from training seed ``seed``: seed 0 is ``base`` itself, seed s
+    ``<base>_seed<s>``. ``what`` names ``base`` in the error for a name outside ``bases``."""
+    bases = tuple(bases)
+    if base not in bases:
+        raise ValueError(f"{what} must be one of {bases}, got {base!r}")
+    if seed not in TRAINING_SEEDS:
+        raise ValueError(f"seed must be one of {TRAINING_SEEDS}, got {seed!r}")
+    return base if seed == 0 else f"{base}_seed{seed}"
+
+
+def seed_runs_of(runs: Mapping[str, RunSpec], bases: Iterable[str]) -> dict[str, RunSpec]:
+    """The seed runs of each of ``bases`` (runs of ``runs``) for seeds 1, 2, ...: the base's spec with ``seed``
+    set, named by :func:`seed_run_name`, seed by seed."""
+    bases = tuple(bases)
+    return {
+        seed_run_name(b, s, bases): (runs[b][0], {**runs[b][1], "seed": s}) for s in TRAINING_SEEDS[1:] for b in bases
+    }
+
 
 SMOKE = dict(
     dataset="mnist-embedded",
