@@ -498,7 +498,7 @@ def _recorded(part: str, tier: str, progress: bool, cache: Cache) -> dict[str, A
         PARTS[part].run(tier, progress, cache)
         rec = load_result(CHAPTER, part, tier)
         why = problem(rec["config"], tier)
-    if why:
+    if why or rec is None:
         raise RuntimeError(
             f"report_e part 'schedule_seeds' reuses the draws of part {part!r}, which {why}. Run it first: "
             f"python -m diffusion_edu experiment report_e --tier {tier} --only {part}"
@@ -519,7 +519,7 @@ def _schedule_seeds(tier: str, progress: bool, cache: Cache) -> Path:
     t0 = time.perf_counter()
     seeds = training_seeds(tier)
     sched = _recorded("schedules", tier, progress, cache)["data"]
-    guid = _recorded("guidance", tier, progress, cache)["data"] if len(seeds) > 1 else None
+    guid = _recorded("guidance", tier, progress, cache)["data"] if len(seeds) > 1 else {}
     per_seed: dict[int, dict[str, dict[str, Any]]] = {s: {} for s in seeds}
     sources: dict[str, dict[str, str]] = {run: {} for run in SWEEP_RUNS}
     measured: dict[str, dict[str, Any]] = {}
