@@ -1274,10 +1274,7 @@ def planned_draws(tier: str) -> set[tuple[str, Sampler, int]]:
     draws |= {(run, full_sampler(tier, book), full_samples(tier)) for run in ("unet", "unet_mu")}
     draws |= {("unet", s, m) for s, m in ddim_settings(tier).values()}
     draws |= {(run, s, m) for s, m in zero_snr_settings(tier).values() for run in ZERO_SNR_RUNS}
-    draws |= {
-        (seed_run(b, s), book, n) for e in SEED_RANKINGS.values() for b in e.values() for s in training_seeds(tier)
-    }
-    draws |= {(run, book, n) for run in part_runs("t_range", tier)}
+    draws |= {(run, book, n) for part in ("seeds", "t_range") for run in part_runs(part, tier)}
     for samplers, ks in ((FAST_SAMPLERS, BUDGETS[tier].fast_k), (VARIANCE_SAMPLERS, BUDGETS[tier].variance_k)):
         draws |= {("unet", at_steps(base, K), m) for K, m in ks.items() for base in samplers.values()}
     return draws

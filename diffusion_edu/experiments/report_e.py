@@ -457,28 +457,31 @@ def _steps(tier: str, progress: bool, cache: Cache) -> Path:
     return save_result(CHAPTER, "steps", data, cfg_all, tier, time.perf_counter() - t_start)
 
 
-def _plain(obj: Any) -> Any:
-    """``obj`` as a results file stores it (tuples as lists): what a recorded config compares against."""
-    import json
-
-    return json.loads(json.dumps(obj))
+def _sampling_problem(cfg: dict[str, Any], tier: str) -> str | None:
+    """Why a record with config ``cfg`` was not sampled as the part ``schedule_seeds`` samples (None: it was).
+    Configs compare as stored: ``_sampler_config`` and ``TrainConfig.to_dict`` hold plain JSON values."""
+    if cfg.get("seed") != SEED or cfg.get("sampler") != _sampler_config(tier):
+        return "was sampled with other settings than this part's"
+    return None
 
 
 def _schedules_problem(cfg: dict[str, Any], tier: str) -> str | None:
     """Why the ``schedules`` record with config ``cfg`` does not hold the seed-0 draws that the part
     ``schedule_seeds`` wants (None: it does)."""
-    if cfg.get("w") != SWEEP_W or cfg.get("seed") != SEED or cfg.get("sampler") != _plain(_sampler_config(tier)):
+    if cfg.get("w") != SWEEP_W:
         return "was sampled with other settings than this part's"
-    runs = {r: _plain(config(r, tier).to_dict()) for r in SWEEP_RUNS}
+    if why := _sampling_problem(cfg, tier):
+        return why
+    runs = {r: config(r, tier).to_dict() for r in SWEEP_RUNS}
     return None if cfg.get("runs") == runs else "was measured on networks of other configs"
 
 
 def _guidance_problem(cfg: dict[str, Any], tier: str) -> str | None:
     """Why the ``guidance`` record with config ``cfg`` does not hold the draws of the guidance network's
     training seeds at w = 0.2 that the part ``schedule_seeds`` wants (None: it does)."""
-    if cfg.get("seed") != SEED or cfg.get("sampler") != _plain(_sampler_config(tier)):
-        return "was sampled with other settings than this part's"
-    if cfg.get("train_config") != _plain(config(GUIDANCE_RUN, tier).to_dict()):
+    if why := _sampling_problem(cfg, tier):
+        return why
+    if cfg.get("train_config") != config(GUIDANCE_RUN, tier).to_dict():
         return "was measured on a network of another config"
     held = {int(k): v for k, v in cfg.get("seed_runs", {}).items()}
     return None if held == seed_runs(tier) else "lacks a training seed of this tier"
