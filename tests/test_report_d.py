@@ -198,6 +198,39 @@ def test_a_part_needs_only_its_own_runs_finished(smoke, tmp_path, monkeypatch):
         report_d.PARTS["curves"].run("cpu", False)
 
 
+def test_short_tiers_change_only_the_named_training_settings_of_the_ddpms():
+    """Below the gpu tier the two DDPMs keep the report's network, T, loss, optimiser and batch (the gpu tier's
+    config, which is the report's) and change only the data, the length, the learning-rate schedule and the
+    sampler the `sample` command recommends; the cold restorers keep the report's constant rate."""
+    from diffusion_edu.generate import check_sample_defaults
+
+    named = {
+        "dataset",
+        "steps",
+        "callback_every",
+        "checkpoint_every",
+        "log_every",
+        "lr",
+        "warmup_steps",
+        "lr_schedule",
+        "sample_defaults",
+    }
+    for run in ("cnn", "cnn_selu"):
+        report = report_d.config(run, "gpu").to_dict()
+        assert report["lr_schedule"] == "constant" and report["ema_decay"] is None
+        for tier in ("cpu", "colab"):
+            here = report_d.config(run, tier).to_dict()
+            changed = {k for k in report if report[k] != here[k]}
+            assert changed <= named, (run, tier, changed - named)
+            assert here["lr_schedule"] == "cosine" and here["lr"] > report["lr"] and here["ema_decay"] is None
+            check_sample_defaults(here["sample_defaults"])
+    cpu = report_d.config("cnn", "cpu")
+    assert cpu.steps == report_d.DDPM_CPU_EPOCHS * (len(load_embedded_mnist("train")) // cpu.batch_size)
+    for run in report_d.COLD_RUNS:
+        cfg = report_d.config(run, "cpu")
+        assert cfg.lr_schedule == "constant" and cfg.lr == report_d.config(run, "gpu").lr
+
+
 def test_report_epochs_scale_the_reports_epochs():
     """The report shows epochs 1, 20, 40, 60 and 100 of 100; a 25-epoch run shows 1, 5, 10, 15, 25."""
     assert report_d.report_epochs(100) == [1, 20, 40, 60, 100]
