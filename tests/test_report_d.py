@@ -66,11 +66,11 @@ def test_ledger_keys_exist_in_the_results(smoke):
 
 def test_trained_epochs_count_full_passes_from_the_record(smoke):
     """The page's epoch count comes from training.json: steps over batches per epoch (smoke: 6 steps of 16 of
-    256 digits = 0.375 epochs; the cpu tier's config: 1,050 steps of 70 batches = 15 epochs)."""
+    256 digits = 0.375 epochs; the cpu tier's config: 4,200 steps of 70 batches = DDPM_CPU_EPOCHS = 60)."""
     assert report_d.trained_epochs(smoke["training"], "cnn") == 0.375
     cpu = report_d.config("cnn", "cpu")
     record = {"config": {"runs": {"cnn": cpu.to_dict()}}, "data": {"cnn": {"steps": cpu.steps}}}
-    assert report_d.trained_epochs(record, "cnn") == report_d.run_epochs("cnn", "cpu") == 15
+    assert report_d.trained_epochs(record, "cnn") == report_d.run_epochs("cnn", "cpu") == report_d.DDPM_CPU_EPOCHS == 60
 
 
 def test_curves_hold_one_point_per_snapshot_and_the_final_numbers(smoke):

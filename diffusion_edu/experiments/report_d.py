@@ -86,11 +86,11 @@ __all__ = [
 
 CHAPTER = "report_d"
 
-# cpu tier: the cold-diffusion restorers train for COLD_CPU_EPOCHS epochs, the two DDPMs for 15 (the
+# cpu tier: the cold-diffusion restorers train for COLD_CPU_EPOCHS epochs, the two DDPMs for DDPM_CPU_EPOCHS (the
 # eight runs share one session's 2-core machine with Report A's eight; see TIER_OVERRIDES).
 COLD_CPU_EPOCHS = 8
 COLD_COLAB_EPOCHS = 20  # colab tier (a free T4): the restorers' epochs; the DDPMs train COLAB_EPOCHS
-COLAB_EPOCHS = 40
+COLAB_EPOCHS = 64  # more than the cpu tier's DDPM_CPU_EPOCHS, within the half hour (colab.describe)
 _COLD_CPU = {
     "tier_overrides": {
         "cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)},
@@ -129,9 +129,9 @@ CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID 
 COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
 PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples from at once
 
-# One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: 15 epochs (1,050 steps, about
-# 6 minutes for the CNN on 2 idle cores, ~370 img/s) for the DDPMs, COLD_CPU_EPOCHS for the restorers;
-# a snapshot every epoch.
+# One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: DDPM_CPU_EPOCHS for the DDPMs
+# (4,200 steps, about 57 minutes per DDPM on one thread at ~160 img/s, the two side by side on 2 cores;
+# results/report_d/training.json), COLD_CPU_EPOCHS for the restorers; a snapshot every epoch.
 # colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_d")): the same
 # digits, COLAB_EPOCHS epochs for the DDPMs and COLD_COLAB_EPOCHS for the restorers, a snapshot every epoch.
 EPOCH_STEPS = {"cpu": 8995 // 128, "colab": 8995 // 128, "gpu": 60_000 // 128}
