@@ -88,13 +88,16 @@ CHAPTER = "report_d"
 
 # cpu tier: the cold-diffusion restorers train for COLD_CPU_EPOCHS epochs, the two DDPMs for DDPM_CPU_EPOCHS (the
 # eight runs share one session's 2-core machine with Report A's eight; see TIER_OVERRIDES).
+# One epoch of the 8,995 embedded digits is 70 batches of 128 (MNIST's 60,000: 468, the gpu tier).
+EPOCH_STEPS = {"cpu": 8995 // 128, "colab": 8995 // 128, "gpu": 60_000 // 128}
+DDPM_CPU_EPOCHS = 60  # the two Gaussian DDPMs at the cpu tier (see _DDPM_SHORT below)
 COLD_CPU_EPOCHS = 8
 COLD_COLAB_EPOCHS = 20  # colab tier (a free T4): the restorers' epochs; the DDPMs train COLAB_EPOCHS
 COLAB_EPOCHS = 64  # more than the cpu tier's DDPM_CPU_EPOCHS, within the half hour (colab.describe)
 _COLD_CPU = {
     "tier_overrides": {
-        "cpu": {"steps": COLD_CPU_EPOCHS * (8995 // 128)},
-        "colab": {"steps": COLD_COLAB_EPOCHS * (8995 // 128)},
+        "cpu": {"steps": COLD_CPU_EPOCHS * EPOCH_STEPS["cpu"]},
+        "colab": {"steps": COLD_COLAB_EPOCHS * EPOCH_STEPS["colab"]},
     }
 }
 # The two Gaussian DDPMs at the cpu and colab tiers, which train a fraction of the report's 100 epochs (and
@@ -102,17 +105,16 @@ _COLD_CPU = {
 # formless blobs after 1,050 steps (FID 452.5 in the first re-run, worse than a Gaussian fitted to the
 # pixels); a warm-up to 1e-3 and a cosine decay over the same 15 epochs still drew scribbles (FID 282.7, not
 # below the pixel-Gaussian baseline). So at these tiers both DDPMs warm up to 2e-3 over 200 steps and decay
-# to 0 on a cosine, and at the cpu tier they train DDPM_CPU_EPOCHS epochs. No EMA: in a trial run with
+# to 0 on a cosine, and they train DDPM_CPU_EPOCHS / COLAB_EPOCHS epochs (TIER_OVERRIDES). No EMA: in a trial run with
 # decay 0.999 the average still held 0.999^1400 = 25% of the random initial weights at step 1,400, and its
 # samples scored FID 478 against 207 for the trained weights of the same checkpoint (250 samples, 20
 # respaced steps), so an EMA would only blur the per-epoch curves. The report's architecture, T, loss and batch
 # size are kept; the gpu tier keeps its rates and 100 epochs.
-DDPM_CPU_EPOCHS = 60
 # sample_defaults: what `python -m diffusion_edu sample` draws from the shipped network by default. 100
 # respaced steps, not the command's 20: at step 1,400 of the trial run they scored FID 166 against 207 (250
 # samples); the report's own sampler takes all 1,000 (`--steps 0`).
 _DDPM_SHORT = dict(lr=2e-3, warmup_steps=200, lr_schedule="cosine", sample_defaults={"method": "ddpm", "steps": 100})
-_DDPM_CPU = {"tier_overrides": {"cpu": {**_DDPM_SHORT, "steps": DDPM_CPU_EPOCHS * (8995 // 128)}, "colab": _DDPM_SHORT}}
+_DDPM_CPU = {"tier_overrides": {"cpu": _DDPM_SHORT, "colab": _DDPM_SHORT}}
 RUNS: dict[str, RunSpec] = {
     "cnn": ("d_cnn", {**_DDPM_CPU}),
     "cnn_selu": ("d_cnn_selu", {**_DDPM_CPU}),
@@ -129,16 +131,15 @@ CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID 
 COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
 PRETRAINED_RUN = "cnn"  # the report's own setting: the network a reader samples from at once
 
-# One epoch of the 8,995 embedded digits is 70 batches of 128. cpu tier: DDPM_CPU_EPOCHS for the DDPMs
+# cpu tier: DDPM_CPU_EPOCHS for the DDPMs
 # (4,200 steps, about 57 minutes per DDPM on one thread at ~160 img/s, the two side by side on 2 cores;
 # results/report_d/training.json), COLD_CPU_EPOCHS for the restorers; a snapshot every epoch.
 # colab tier (a free T4, about 30 minutes for the chapter: colab.chapter_estimate("report_d")): the same
 # digits, COLAB_EPOCHS epochs for the DDPMs and COLD_COLAB_EPOCHS for the restorers, a snapshot every epoch.
-EPOCH_STEPS = {"cpu": 8995 // 128, "colab": 8995 // 128, "gpu": 60_000 // 128}
 TIER_OVERRIDES = {
     "cpu": dict(
         dataset="mnist-embedded",
-        steps=15 * EPOCH_STEPS["cpu"],
+        steps=DDPM_CPU_EPOCHS * EPOCH_STEPS["cpu"],  # the DDPMs; the restorers set their own (_COLD_CPU)
         callback_every=EPOCH_STEPS["cpu"],
         checkpoint_every=EPOCH_STEPS["cpu"] * 5,
         log_every=EPOCH_STEPS["cpu"] // 2,
