@@ -141,6 +141,53 @@ def save_grid(loaded, draw: dict, args, tier: str) -> str | None:
     return str(path.relative_to(results_dir()))
 
 
+def run_peers(args, minutes: float, n: int, sample_steps: int, package: dict) -> dict:
+    """Each peer named by ``--peers`` (none named: every one) trained for the same ``minutes``, sampled on
+    ``sample_steps`` steps of its own scheduler, measured, with a grid and the side-by-side verdicts
+    (:func:`benchmarks.peers.ten_minutes.side_by_side`) against the package's ``package`` record."""
+    from peers.ten_minutes import PEER_RECIPES, run_peer, side_by_side
+
+    from diffusion_edu.results import results_dir
+    from diffusion_edu.viz import save_image_grid
+
+    names = args.peers or list(PEER_RECIPES)
+    unknown = [p for p in names if p not in PEER_RECIPES]
+    if unknown:
+        raise SystemExit(f"--peers: unknown peer(s) {unknown}; choose from {list(PEER_RECIPES)}")
+    out = {}
+    for name in names:
+        print(f"peer {name}: training for {minutes:g} min", flush=True)
+        rec = run_peer(
+            name,
+            minutes,
+            n,
+            sample_steps=sample_steps,
+            seed=args.seed,
+            subset=256 if current_tier_is_smoke() else None,
+            progress=False,
+        )
+        images = rec.pop("images")
+        if not current_tier_is_smoke():
+            path = results_dir() / "benchmarks" / "figures" / f"ten_minutes_{args.label}_peer_{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image_grid(images[:100], path, nrow=10)
+            rec["grid"] = str(path.relative_to(results_dir()))
+        rec["package_vs_peer"] = side_by_side(package, {**rec["metrics"], "sample_seconds": rec["sample_seconds"]})
+        print(
+            f"peer {name}: {rec['steps']} steps, FID {rec['metrics']['fid']:.1f}, "
+            f"accuracy {rec['metrics'].get('conditional_accuracy')}, {rec['package_vs_peer']}",
+            flush=True,
+        )
+        out[name] = rec
+    return out
+
+
+def current_tier_is_smoke() -> bool:
+    from diffusion_edu.results import current_tier
+
+    return current_tier() == "smoke"
+
+
 def reused_run(run_dir: Path, config):
     """The finished run in ``run_dir`` when it trained this recipe (``sample_defaults`` may differ)."""
     from types import SimpleNamespace
@@ -190,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="results file (default results/benchmarks/ten_minutes_<device>.json)")
     p.add_argument("--snapshots", type=int, default=0, help="keep the EMA weights every K steps and measure each")
     p.add_argument("--reuse", action="store_true", help="sample an existing run of this recipe again, no training")
+    p.add_argument(
+        "--peers",
+        nargs="*",
+        default=None,
+        metavar="PEER",
+        help="then train each peer (diffusers, lucidrains; none named: both) for the same minutes, side by side "
+        "(needs `make bench-peers`; run with benchmarks/.venv/bin/python)",
+    )
     args = p.parse_args(argv)
     tier = current_tier()
     torch.set_num_threads(args.threads)
@@ -239,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
     }
+    if args.peers is not None:
+        entry["peers"] = run_peers(args, minutes, n, draw["steps"] or 10, {**metrics, "sample_seconds": sample_seconds})
     print(
         json.dumps(
             {k: entry[k] for k in ("label", "steps", "train_wall_time_s", "sample_seconds")}

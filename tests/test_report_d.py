@@ -146,7 +146,7 @@ def test_pretrained_export_is_the_trained_cnn_and_never_touches_the_shipped_file
 
     assert {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.glob("*.pt")} == smoke["shipped_before"]
     data = smoke["pretrained"]["data"]
-    assert data["source"]["run"] == report_d.PRETRAINED_RUN == "cnn" and data["source"]["tier"] == "smoke"
+    assert data["source"]["run"] == report_d.pretrained_run("smoke") == "cnn" and data["source"]["tier"] == "smoke"
     path = runs_root("smoke") / "pretrained" / "report_d.pt"
     assert path.is_file() and data["bytes"] == path.stat().st_size
     shipped_net, schedule, cfg = load_model(path, ema=False, device="cpu")
@@ -160,6 +160,36 @@ def test_pretrained_export_is_the_trained_cnn_and_never_touches_the_shipped_file
         assert torch.equal(a, b), k
     out = sample(shipped_net, schedule, 2, steps=3, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
+
+
+def test_pretrained_part_measures_what_the_sample_command_draws(smoke):
+    """The evaluation of the shipped network: samples drawn with the run's sample_defaults (what `sample` uses),
+    metrics with intervals next to the baseline and real digits, and the FID trend over the snapshots."""
+    from diffusion_edu.generate import sampler_defaults
+
+    ev = smoke["pretrained"]["data"]["evaluation"]
+    cfg = report_d.config("cnn", "smoke")
+    assert ev["run"] == "cnn" and ev["shipped"]["settings"] == sampler_defaults(cfg)
+    assert ev["shipped"]["n_samples"] == ev["real_digits"]["n_samples"] == ev["n"] == report_d.BUDGETS["smoke"].eval_n
+    for rec in (ev["shipped"], ev["real_digits"]):
+        assert "fid_interval" in rec and "precision_interval" in rec
+    assert ev["real_digits"]["fid"] < ev["shipped"]["fid"]  # a smoke network draws noise
+    assert isinstance(ev["shipped"]["beats_baseline"], bool)
+    epochs = ev["trend"]["epoch"]
+    last = report_d._snapshots("cnn", "smoke")[-1][0]
+    assert epochs == sorted(epochs) and epochs[-1] == last and len(epochs) == len(ev["trend"]["fid"])
+
+
+def test_the_longer_gelu_run_is_the_cpu_tiers_shipped_network_and_differs_from_cnn_only_in_length():
+    assert "cnn_long" in report_d.runs_at("cpu")
+    for tier in ("smoke", "colab", "gpu"):
+        assert "cnn_long" not in report_d.runs_at(tier) and report_d.pretrained_run(tier) == "cnn"
+    assert report_d.pretrained_run("cpu") == "cnn_long"
+    a, b = report_d.config("cnn", "cpu").to_dict(), report_d.config("cnn_long", "cpu").to_dict()
+    assert {k for k in a if a[k] != b[k]} == {"steps"}
+    assert b["steps"] == report_d.LONG_CPU_EPOCHS * report_d.EPOCH_STEPS["cpu"] > a["steps"]
+    # the shipped cpu network trains longer than the colab tier's cnn
+    assert report_d.LONG_CPU_EPOCHS > report_d.COLAB_EPOCHS
 
 
 def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):

@@ -7,4 +7,6 @@ installed into ``benchmarks/.venv`` by ``make bench-peers``) and imported only w
 - :mod:`.flops`: FLOPs counted with ``torch.utils.flop_counter.FlopCounterMode``; timing windows;
 - :mod:`.training`: the same training step in each library;
 - :mod:`.sampling`: DDIM-50 with one network driven by each library's loop.
+- :mod:`.ten_minutes`: each peer trained for the ten-minute budget with its documented loop, sampled with its
+  own scheduler, scored by the book's kit (``bench_ten_minutes.py --peers``).
 """
