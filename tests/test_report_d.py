@@ -392,3 +392,23 @@ def test_generate_clamps_and_uses_the_right_sampler():
     x_T = D.degrade(load_embedded_mnist("heldout").batch(range(3))[0], D.T)
     out = report_d.generate(_RandomRestorer(), D, 3, generator=g, x_T=x_T, algorithm=2)
     assert torch.allclose(out, cold_sample(_RandomRestorer(), D, x_T, algorithm=2).clamp(-1, 1))
+
+
+def test_the_colab_tier_keeps_the_shipped_network_trained_longer(tmp_path, monkeypatch):
+    """At the colab tier the pretrained part measures the colab run but does not replace the package's network
+    (the cpu tier's cnn_long trained more steps); the cpu and gpu tiers ship theirs."""
+    from diffusion_edu.experiments.store import Cache
+
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    asked = {}
+
+    def fake_ship(store, run, cache=None, keep_shipped=False, **source):
+        asked[store.tier] = (run, keep_shipped)
+        return {"source": {"run": run}}, report_d.config(run, store.tier)
+
+    monkeypatch.setattr(report_d, "ship_pretrained", fake_ship)
+    monkeypatch.setattr(report_d, "_shipped_evaluation", lambda run, tier, progress, cache: {"run": run})
+    for tier in ("colab", "cpu", "gpu"):
+        report_d._pretrained(tier, False, Cache())
+    assert asked == {"colab": ("cnn", True), "cpu": ("cnn_long", False), "gpu": ("cnn", False)}
+    assert report_d.config("cnn", "colab").steps < report_d.config("cnn_long", "cpu").steps

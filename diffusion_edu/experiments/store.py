@@ -220,9 +220,12 @@ def record_training(
     return save_result(store.chapter, "training", summary, cfg_out, store.tier, time.perf_counter() - t0)
 
 
-def ship_pretrained(store: RunStore, run: str, cache: Cache | None = None, **source: Any) -> tuple[dict[str, Any], Any]:
-    """Ship ``run``'s finished network with the package as ``load_pretrained(<chapter>)`` (the smoke tier
-    writes a throwaway copy under ``runs/smoke/pretrained``). Returns the record a chapter's
+def ship_pretrained(
+    store: RunStore, run: str, cache: Cache | None = None, keep_shipped: bool = False, **source: Any
+) -> tuple[dict[str, Any], Any]:
+    """Ship ``run``'s finished network with the package as ``load_pretrained(<chapter>)`` (the smoke tier,
+    and any tier with ``keep_shipped``, writes a copy under ``runs/<tier>/pretrained`` instead and leaves the
+    shipped network as it is). Returns the record a chapter's
     ``pretrained`` part writes (name, file, bytes, params, source: where the weights come from, plus
     ``source``'s items; load: the call that loads them) and the run's config."""
     from ..models import count_parameters
@@ -237,7 +240,7 @@ def ship_pretrained(store: RunStore, run: str, cache: Cache | None = None, **sou
         "dataset": cfg.dataset,
         **source,
     }
-    folder = runs_root("smoke") / "pretrained" if store.tier == "smoke" else None
+    folder = runs_root(store.tier) / "pretrained" if store.tier == "smoke" or keep_shipped else None
     path = export_pretrained(store.checkpoint(run), store.chapter, source=where, folder=folder)
     data = {
         "name": store.chapter,
@@ -246,5 +249,6 @@ def ship_pretrained(store: RunStore, run: str, cache: Cache | None = None, **sou
         "params": count_parameters(model),
         "source": where,
         "load": f'diffusion_edu.pretrained.load_pretrained("{store.chapter}")',
+        "shipped": folder is None,  # False: a copy under runs/, the package's network unchanged
     }
     return data, cfg
