@@ -23,7 +23,9 @@ One factor at a time around a *base* recipe (``quick_mnist`` with the book's cpu
   (classifier-feature FID, conditional accuracy, precision, recall, each with its 95% bootstrap
   interval over the samples). Training runs single-threaded (``--threads``) so that two screening
   workers can share the 2-core machine; the step counts, not the wall time, make the comparison fair.
-  One training seed per variant: the intervals cover the sampling noise, not the seed-to-seed spread.
+  One training seed per variant by default: the intervals cover the sampling noise, not the seed-to-seed
+  spread; ``--train-seed S`` trains the same variants again from seed S (stored under ``screen_seeds``),
+  and :func:`diffusion_edu.experiments.ten_minutes.seed_verdicts` keeps a verdict only where every seed agrees.
 - ``samplers``: for one checkpoint, FID and accuracy against the number of sampler steps for each
   method (DDPM, DDIM, DPM-Solver++(2M), Heun) and guidance weight, with the seconds that ``--n``
   samples take: the data behind the ``sample`` defaults that the recipe stores with its run.
@@ -218,9 +220,12 @@ def _config(args) -> dict:
 
 def cmd_screen(args) -> int:
     from diffusion_edu.experiments.common import measure
+    from diffusion_edu.experiments.ten_minutes import seed_key
     from diffusion_edu.generate import generate
     from diffusion_edu.training import load_model, train
 
+    if args.train_seed < 0:
+        raise ValueError(f"--train-seed must be >= 0, got {args.train_seed}")
     torch.set_num_threads(args.threads)
     speed = read(args.out).get("speed", {})
     for label in args.labels:
@@ -231,8 +236,11 @@ def cmd_screen(args) -> int:
             raise ValueError(f"variant {label!r} changes the step cost: run the 'speed' stage first")
         ratio = speed[label]["steps_ratio"] if spec["costs"] else 1.0
         steps = max(1, round(args.steps * ratio))
-        cfg = config_for(spec["sets"], [f"steps={steps}", "sample_every=0", f"checkpoint_every={steps}"])
-        run = Path(args.runs) / "screen" / label
+        seed = args.train_seed  # 0: the screen's own entry; s >= 1: the same variant from training seed s
+        cfg = config_for(
+            spec["sets"], [f"steps={steps}", "sample_every=0", f"checkpoint_every={steps}", f"seed={seed}"]
+        )
+        run = Path(args.runs) / "screen" / (label if seed == 0 else f"{label}_seed{seed}")
         t0 = time.perf_counter()
         result = train(cfg, run, overwrite=True, progress=False)
         loaded = load_model(result.checkpoint, device="cpu")
@@ -245,10 +253,12 @@ def cmd_screen(args) -> int:
             "steps_ratio": ratio,
             "train_wall_time_s": result.wall_time_s,
             "config": result.config.to_dict(),
+            "train_seed": seed,
             "metrics": metrics,
             "load_average": os.getloadavg(),
         }
-        merge(args.out, "screen", label, entry, _config(args), time.perf_counter() - t0, "cpu")
+        section, key = ("screen", label) if seed == 0 else ("screen_seeds", seed_key(label, seed))
+        merge(args.out, section, key, entry, _config(args), time.perf_counter() - t0, "cpu")
         print(
             json.dumps(
                 {
@@ -321,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("labels", nargs="+")
     s.add_argument("--steps", type=int, default=7775, help="base's training steps (the others: x their speed ratio)")
     s.add_argument("--n", type=int, default=1000)
+    s.add_argument(
+        "--train-seed",
+        type=int,
+        default=0,
+        help="training seed (0: the screen itself; s >= 1: stored under screen_seeds as LABEL/seed<s>)",
+    )
     s = sub.add_parser("samplers")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--label", default="recipe")

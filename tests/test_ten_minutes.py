@@ -149,3 +149,25 @@ def test_recipe_benchmark_screens_a_variant_into_its_results_file(tmp_path, monk
         bench.main([*common, "screen", "l3"])
     with pytest.raises(ValueError, match="run the 'speed' stage first"):
         bench.main([*common, "screen", "ch_24"])
+
+
+def test_seed_verdicts_keep_a_difference_only_where_every_training_seed_shows_it():
+    from diffusion_edu.experiments.ten_minutes import seed_key, seed_verdicts
+
+    seeds = {
+        seed_key("base", 1): _entry(BASE, 31, 28, 34),
+        seed_key("l2", 1): _entry([*BASE, "loss=l2"], 21, 19, 23),  # better again: kept across seeds
+        seed_key("base", 2): _entry(BASE, 29, 26, 32),
+        seed_key("l2", 2): _entry([*BASE, "loss=l2"], 19, 17, 21),
+        seed_key("lr_5e-4", 1): _entry([*BASE, "lr=0.0005"], 30, 27, 33),  # worse on seed 0 only
+        seed_key("ema_0.999", 2): _entry([*BASE, "ema_decay=0.999"], 23, 21, 25),  # seed 2 of the parent exists
+        seed_key("ema_0.98", 3): _entry([*BASE, "ema_decay=0.98"], 20, 18, 22),  # no seed 3 of the base: unused
+    }
+    v = seed_verdicts(SCREEN, seeds)
+    assert v["l2"]["verdict"] == "better" and v["l2"]["seeds"] == [0, 1, 2]
+    assert v["lr_5e-4"]["verdict"] == "inconclusive" and v["lr_5e-4"]["per_seed"] == {0: "worse", 1: "inconclusive"}
+    assert v["ema_0.999"]["verdict"] == "better" and v["ema_0.999"]["seeds"] == [0, 2]
+    assert v["ema_0.98"]["verdict"] == "one seed" and v["ema_0.98"]["seeds"] == [0]
+    assert v["lr_2e-3"]["verdict"] == "one seed"
+    with pytest.raises(ValueError, match="seed 0 is the screen's own entry"):
+        seed_key("l2", 0)

@@ -9,6 +9,8 @@ shows the same decision the scripts made:
 - :func:`factor_verdicts`: each variant against its parent (the variant it changes one thing of; the
   base for most), on FID and conditional accuracy, from the intervals alone ("better" only when an
   interval separates in the variant's favour and none against it);
+- :func:`seed_verdicts`: the same verdict on every training seed that a variant and its parent were both
+  trained from, and "better" or "worse" across seeds only when every seed agrees;
 - :func:`recipe_sets`: the base plus every variant judged better than a kept parent, one value per
   field (where two variants set the same field, the one with the lower interval's upper end);
 - :func:`recommend_sampler`: among the sampler settings whose ``n`` samples took at most the time
@@ -30,6 +32,8 @@ __all__ = [
     "load_benchmark",
     "parent_of",
     "factor_verdicts",
+    "seed_key",
+    "seed_verdicts",
     "recipe_sets",
     "recommend_sampler",
     "screen_rows",
@@ -81,29 +85,71 @@ def factor_verdicts(screen: Mapping[str, Mapping[str, Any]], base: str = "base")
         if label == base or label.startswith("_"):
             continue
         parent = parent_of(screen, label, base)
-        iv, ref = _fid(entry), _fid(screen[parent])
-        acc, acc_ref = _accuracy(entry), _accuracy(screen[parent])
-        votes = [{"lower": 1, "higher": -1, "overlap": 0}[compare(iv, ref)]]  # lower FID is better
-        if acc is not None and acc_ref is not None:
-            votes.append({"higher": 1, "lower": -1, "overlap": 0}[compare(acc, acc_ref)])  # higher accuracy is
-        verdict = (
-            "mixed"
-            if 1 in votes and -1 in votes
-            else "better"
-            if 1 in votes
-            else "worse"
-            if -1 in votes
-            else "inconclusive"
-        )
-        out[label] = {
-            "verdict": verdict,
-            "parent": parent,
-            "fid": iv,
-            "parent_fid": ref,
-            "accuracy": acc,
-            "parent_accuracy": acc_ref,
-            "sets": list(entry.get("sets", [])),
-        }
+        out[label] = {**_pair_verdict(entry, screen[parent]), "parent": parent, "sets": list(entry.get("sets", []))}
+    return out
+
+
+def _pair_verdict(entry: Mapping[str, Any], ref_entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry against another (:func:`factor_verdicts`' rule): its verdict and the four intervals."""
+    iv, ref = _fid(entry), _fid(ref_entry)
+    acc, acc_ref = _accuracy(entry), _accuracy(ref_entry)
+    votes = [{"lower": 1, "higher": -1, "overlap": 0}[compare(iv, ref)]]  # lower FID is better
+    if acc is not None and acc_ref is not None:
+        votes.append({"higher": 1, "lower": -1, "overlap": 0}[compare(acc, acc_ref)])  # higher accuracy is
+    verdict = (
+        "mixed"
+        if 1 in votes and -1 in votes
+        else "better"
+        if 1 in votes
+        else "worse"
+        if -1 in votes
+        else "inconclusive"
+    )
+    return {"verdict": verdict, "fid": iv, "parent_fid": ref, "accuracy": acc, "parent_accuracy": acc_ref}
+
+
+def seed_key(label: str, seed: int) -> str:
+    """The key of ``label`` trained from training seed ``seed`` >= 1 in the results file's ``screen_seeds``
+    section (``bench_recipe.py screen LABEL --train-seed SEED``); seed 0 is the ``screen`` entry itself."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
+        raise ValueError(f"seed must be an int >= 1 (seed 0 is the screen's own entry), got {seed!r}")
+    return f"{label}/seed{seed}"
+
+
+def seed_verdicts(
+    screen: Mapping[str, Mapping[str, Any]],
+    screen_seeds: Mapping[str, Mapping[str, Any]],
+    base: str = "base",
+) -> dict[str, dict[str, Any]]:
+    """Each screened variant against its parent on every training seed both were trained from (seed 0: the
+    ``screen`` entries; seed s: their :func:`seed_key` entries in ``screen_seeds``), one
+    :func:`factor_verdicts` verdict per seed. Across the seeds: "better" or "worse" when every seed gives
+    that verdict and there are at least two seeds; "one seed" with one; else "inconclusive": a difference
+    that one seed shows and another does not is within the seed-to-seed spread, not a property of the change.
+
+    Returns {label: {"verdict", "parent", "seeds": [...], "per_seed": {seed: verdict}}} for every label but
+    the base."""
+    one = factor_verdicts(screen, base)
+    out: dict[str, dict[str, Any]] = {}
+    for label, v in one.items():
+        parent = v["parent"]
+        per_seed = {0: v["verdict"]}
+        for key in screen_seeds:
+            name, _, tail = key.rpartition("/seed")
+            if name != label or not tail.isdigit():
+                continue
+            s = int(tail)
+            ref = screen_seeds.get(seed_key(parent, s))
+            if ref is not None:
+                per_seed[s] = _pair_verdict(screen_seeds[key], ref)["verdict"]
+        kinds = set(per_seed.values())
+        if len(per_seed) < 2:
+            verdict = "one seed"
+        elif len(kinds) == 1 and kinds <= {"better", "worse"}:
+            verdict = kinds.pop()
+        else:
+            verdict = "inconclusive"
+        out[label] = {"verdict": verdict, "parent": parent, "seeds": sorted(per_seed), "per_seed": per_seed}
     return out
 
 
