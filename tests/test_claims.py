@@ -1,7 +1,8 @@
 """What the README and the book's introduction promise about the cpu tier holds for the results files.
 
-Both say each cpu-tier training run takes "from a few minutes to under an hour on 2 CPU cores": every
-training run recorded in a cpu-tier ``results/*/training.json`` must fit, or the text must change.
+Both say each cpu-tier training run takes "from a few minutes to under an hour on 2 CPU cores", "but for the
+network chapter 4 ships, which trains for under two hours" (Report D's cpu-only runs): every training run recorded
+in a cpu-tier ``results/*/training.json`` must fit, or the text must change.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLAIM = "from a few minutes to under an hour on 2 CPU cores"
+CLAIM = "from a few minutes to under an hour on 2 CPU cores, but for the network chapter 4 ships, which trains for under two hours"
 
 
 def _train_times(x, out):
@@ -27,14 +28,20 @@ def _train_times(x, out):
 
 
 def test_every_cpu_training_run_is_under_an_hour():
+    from diffusion_edu.experiments import report_d
+
     files = sorted((ROOT / "results").glob("*/training.json"))
-    times = {}
+    times, shipped = {}, []
     for path in files:
         record = json.loads(path.read_text())
         if record["tier"] == "cpu":
-            times[path.parent.name] = _train_times(record["data"], [])
+            data = dict(record["data"])
+            if path.parent.name == "report_d":  # the exception the text names
+                shipped = [data.pop(run)["train_wall_time_s"] for run in report_d.CPU_ONLY_RUNS]
+            times[path.parent.name] = _train_times(data, [])
     assert times and all(times.values()), times  # the files name their runs' wall times
     assert all(60 <= t < 3600 for ts in times.values() for t in ts), times
+    assert shipped and all(t < 7200 for t in shipped), shipped
 
 
 def test_the_readme_and_the_intro_state_the_claim():
