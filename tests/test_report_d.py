@@ -347,6 +347,25 @@ def test_fitted_gaussian_has_the_images_mean_and_covariance():
     assert evaluation.beats_baseline({"fid": 1.0}, base_rec) is None
 
 
+def test_reads_as_digits_claims_digits_only_when_the_whole_interval_is_under_the_line():
+    """The digits verdict of chapter 4 comes from the FID interval against DIGITS_WITHIN times the floor: a
+    point estimate under the line with an interval across it is "undecided", not "digits"."""
+    from _records import interval
+
+    floor = 4.0  # the line is at 80
+    verdict = evaluation.reads_as_digits
+    assert verdict({"fid_interval": interval(70.0, 60.0, 80.0, n=500)}, floor) == "digits"
+    assert verdict({"fid_interval": interval(78.0, 70.0, 86.0, n=500)}, floor) == "undecided"
+    assert verdict({"fid_interval": interval(90.0, 80.5, 99.0, n=500)}, floor) == "strokes"
+    assert verdict({"fid_interval": interval(90.0, 80.5, 99.0, n=500)}, floor, within=30) == "digits"
+    assert verdict({"fid": 70.0}, floor) is None
+    for bad in (0.0, -1.0, float("nan"), None):
+        with pytest.raises(ValueError, match="floor_fid"):
+            verdict({"fid_interval": interval(70.0, 60.0, 80.0)}, bad)
+    with pytest.raises(ValueError, match="within"):
+        verdict({"fid_interval": interval(70.0, 60.0, 80.0)}, floor, within=0)
+
+
 class _RandomRestorer(torch.nn.Module):
     """A restorer that is wrong in an arbitrary, input-dependent way (a random convolution)."""
 

@@ -1,6 +1,7 @@
 """The ten-minute recipe's decision rules (diffusion_edu.experiments.ten_minutes) on known cases."""
 
 import pytest
+from _records import interval as _iv
 
 from diffusion_edu.experiments.ten_minutes import (
     factor_verdicts,
@@ -11,18 +12,6 @@ from diffusion_edu.experiments.ten_minutes import (
 )
 
 BASE = ["warmup_steps=200", "lr_schedule=cosine"]
-
-
-def _iv(est, lo, hi):
-    return {
-        "estimate": est,
-        "low": lo,
-        "high": hi,
-        "level": 0.95,
-        "method": "bootstrap-centred",
-        "n_boot": 100,
-        "n": 1000,
-    }
 
 
 def _entry(sets, fid, lo, hi, **extra):

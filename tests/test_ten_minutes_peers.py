@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _records import interval as _iv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/ is a folder of scripts, not an installed package
@@ -32,18 +33,6 @@ def test_budget_steps_fill_the_rest_of_the_budget_at_the_probe_rate():
     for bad in ((0, 1.0, 1.0, 0.0), (30, 0.0, 1.0, 0.0), (30, 1.0, 0.0, 0.0)):
         with pytest.raises(ValueError):
             tm.budget_steps(*bad)
-
-
-def _iv(est, lo, hi):
-    return {
-        "estimate": est,
-        "low": lo,
-        "high": hi,
-        "level": 0.95,
-        "method": "bootstrap-centred",
-        "n_boot": 100,
-        "n": 1000,
-    }
 
 
 def _rec(fid, fid_lo, fid_hi, acc, acc_lo, acc_hi, seconds):

@@ -31,6 +31,8 @@ __all__ = [
     "fitted_gaussian",
     "gaussian_baseline",
     "beats_baseline",
+    "DIGITS_WITHIN",
+    "reads_as_digits",
     "with_baseline",
     "baseline_record",
     "BASELINE",
@@ -241,6 +243,33 @@ def beats_baseline(record: dict[str, Any], baseline: dict[str, Any]) -> bool | N
     if mine is None or base is None:
         return None
     return mine.high < base.low
+
+
+# A grid whose FID is more than this many times the n-matched real-digit floor (floors.json) shows strokes
+# rather than digits: a threshold set by eye on the book's grids (chapter 4), which are shown beside every verdict.
+DIGITS_WITHIN = 20.0
+
+
+def reads_as_digits(record: dict[str, Any], floor_fid: float, within: float = DIGITS_WITHIN) -> str | None:
+    """Whether a measured record's samples read as digits, judged from its FID interval against ``within``
+    times the real-digit floor ``floor_fid`` at the same n: "digits" when the whole interval lies at or below
+    it, "strokes" when the whole interval lies above it, "undecided" when the interval straddles it (the
+    book then does not say the network draws digits). None when the record holds no FID interval."""
+    from ..intervals import interval_from
+
+    if not (isinstance(floor_fid, (int, float)) and floor_fid > 0):
+        raise ValueError(f"floor_fid must be a positive FID (the real-digit floor at the same n), got {floor_fid!r}")
+    if not within > 0:
+        raise ValueError(f"within must be > 0, got {within!r}")
+    one = interval_from(record.get("fid_interval"))
+    if one is None:
+        return None
+    line = within * floor_fid
+    if one.high <= line:
+        return "digits"
+    if one.low > line:
+        return "strokes"
+    return "undecided"
 
 
 def with_baseline(data: dict[str, Any], key: str, records: dict[str, dict[str, Any]], baseline: dict[str, Any]) -> None:

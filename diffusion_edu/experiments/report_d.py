@@ -1035,10 +1035,7 @@ def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> di
         sample_wall_s=round(seconds, 2),
         figure=_figure(f"shipped_{run}", images[:64], tier, nrow=16),
     )
-    real = load_embedded_mnist("train")
-    idx = torch.randperm(len(real), generator=_seeded("shipped", "floor"))[: ev.n]
-    real_x = real.batch(idx)[0]
-    floor = _metrics(real_x, cache, "shipped", "floor")
+    floor = _real_floor(tier, cache)  # the comparison part's floor: the same n real digits, measured once
     baseline = baseline_record(ev.n, cache)
     shipped["beats_baseline"] = beats_baseline(shipped, baseline)
     return {
