@@ -141,10 +141,11 @@ def save_grid(loaded, draw: dict, args, tier: str) -> str | None:
     return str(path.relative_to(results_dir()))
 
 
-def run_peers(args, minutes: float, n: int, sample_steps: int, package: dict) -> dict:
+def run_peers(args, tier: str, minutes: float, n: int, sample_steps: int, package: dict) -> dict:
     """Each peer named by ``--peers`` (none named: every one) trained for the same ``minutes``, sampled on
     ``sample_steps`` steps of its own scheduler, measured, with a grid and the side-by-side verdicts
-    (:func:`benchmarks.peers.ten_minutes.side_by_side`) against the package's ``package`` record."""
+    (:func:`benchmarks.peers.ten_minutes.side_by_side`) against the package's ``package`` record. At the smoke
+    ``tier`` the peers train on 256 digits and write no grid."""
     from peers.ten_minutes import PEER_RECIPES, run_peer, side_by_side
 
     from diffusion_edu.results import results_dir
@@ -163,11 +164,11 @@ def run_peers(args, minutes: float, n: int, sample_steps: int, package: dict) ->
             n,
             sample_steps=sample_steps,
             seed=args.seed,
-            subset=256 if current_tier_is_smoke() else None,
+            subset=256 if tier == "smoke" else None,
             progress=False,
         )
         images = rec.pop("images")
-        if not current_tier_is_smoke():
+        if tier != "smoke":
             path = results_dir() / "benchmarks" / "figures" / f"ten_minutes_{args.label}_peer_{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_image_grid(images[:100], path, nrow=10)
@@ -180,12 +181,6 @@ def run_peers(args, minutes: float, n: int, sample_steps: int, package: dict) ->
         )
         out[name] = rec
     return out
-
-
-def current_tier_is_smoke() -> bool:
-    from diffusion_edu.results import current_tier
-
-    return current_tier() == "smoke"
 
 
 def reused_run(run_dir: Path, config):
@@ -219,6 +214,7 @@ def reused_run(run_dir: Path, config):
 def main(argv: list[str] | None = None) -> int:
     from diffusion_edu.commands.train import _apply_sets
     from diffusion_edu.experiments.common import measure, training_curve
+    from diffusion_edu.experiments.evaluation import baseline_record, beats_baseline
     from diffusion_edu.generate import generate, sampler_defaults
     from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
     from diffusion_edu.results import current_tier, results_dir, write_results
@@ -295,7 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": os.getloadavg(),
     }
     if args.peers is not None:
-        entry["peers"] = run_peers(args, minutes, n, draw["steps"] or 10, {**metrics, "sample_seconds": sample_seconds})
+        # the yardstick every library is held to: a Gaussian fitted to the training digits' pixels, same n
+        entry["baseline"] = baseline_record(n)
+        entry["beats_baseline"] = beats_baseline(metrics, entry["baseline"])
+        entry["peers"] = run_peers(
+            args, tier, minutes, n, draw["steps"] or 10, {**metrics, "sample_seconds": sample_seconds}
+        )
+        for rec in entry["peers"].values():
+            rec["beats_baseline"] = beats_baseline(rec["metrics"], entry["baseline"])
     print(
         json.dumps(
             {k: entry[k] for k in ("label", "steps", "train_wall_time_s", "sample_seconds")}
