@@ -175,6 +175,10 @@ def test_pretrained_part_measures_what_the_sample_command_draws(smoke):
         assert "fid_interval" in rec and "precision_interval" in rec
     assert ev["real_digits"]["fid"] < ev["shipped"]["fid"]  # a smoke network draws noise
     assert isinstance(ev["shipped"]["beats_baseline"], bool)
+    # the report's sampler beside it: all T steps, the same seed, the same n, measured the same way
+    every = ev["all_steps"]
+    assert every["steps"] == cfg.T != ev["shipped"]["settings"]["steps"] and every["seed"] == ev["shipped"]["seed"]
+    assert every["n_samples"] == ev["n"] and "fid_interval" in every
     epochs = ev["trend"]["epoch"]
     last = report_d._snapshots("cnn", "smoke")[-1][0]
     assert epochs == sorted(epochs) and epochs[-1] == last and len(epochs) == len(ev["trend"]["fid"])

@@ -142,6 +142,9 @@ CURVE_RUNS = ("cnn", "cnn_selu", "cold_columns_random")  # the report plots FID 
 COMPARISON_RUNS = ("cnn", "cnn_selu", "cold_columns_random")
 # the package ships "cnn_long" at the cpu tier (pretrained_run), the report's own setting trained longest
 SHIPPED_RUNS = ("cnn_long", "cnn")
+# the tiers whose pretrained part also samples the shipped network with all T steps (the report's sampler); the
+# colab tier leaves it out to stay within its half hour on a T4 (colab.describe)
+ALL_STEPS_TIERS = ("smoke", "cpu", "gpu")
 TREND_EVERY = 10  # epochs between the shipped run's snapshots that the pretrained part's FID trend measures
 
 # cpu tier: DDPM_CPU_EPOCHS for the DDPMs
@@ -306,6 +309,8 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
     trend = len([e for e in range(1, round(run_epochs(shipped, tier)) + 1) if e % TREND_EVERY == 0]) + 1
     sampling.append((cfgs[shipped], bs, trend * calls(shipped, b.curve_n, ev.steps)))
     sampling.append((cfgs[shipped], bs, calls(shipped, ev.n, cfgs[shipped].sample_defaults.get("steps", ev.steps))))
+    if tier in ALL_STEPS_TIERS:  # and with all T steps (the report's sampler)
+        sampling.append((cfgs[shipped], bs, calls(shipped, ev.n, None)))
     return {"train": cfgs, "sampling": sampling}
 
 
@@ -1010,7 +1015,8 @@ def _comparison(tier: str, progress: bool, cache: Cache) -> Path:
 def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> dict[str, Any]:
     """Does the shipped network draw digits? Its samples as ``python -m diffusion_edu sample`` draws them (the
     run's ``sample_defaults``), measured with intervals (FID, precision, recall, ...) against the baseline and
-    n real training digits, with a grid; and its FID every :data:`TREND_EVERY` epochs on the curves part's
+    n real training digits, with a grid; the same measurement with all T steps of the chain (the report's
+    sampler; ``all_steps``), from the same seed; and its FID every :data:`TREND_EVERY` epochs on the curves part's
     protocol (``curve_n`` samples, the tier's respaced steps, the same noise every epoch). (The classifier's
     confidence is no test of readability: it gives uniform noise and blank images its top class with
     probability >= 0.9.)"""
@@ -1035,6 +1041,15 @@ def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> di
         sample_wall_s=round(seconds, 2),
         figure=_figure(f"shipped_{run}", images[:64], tier, nrow=16),
     )
+    # the report's own sampler, all T steps, from the same seed: does the sampler or the network limit it?
+    all_steps = None
+    if tier in ALL_STEPS_TIERS:
+        t1 = time.perf_counter()
+        every, _ = book_generate(
+            (model, process, cfg), ev.n, **{**settings, "steps": None}, seed=seed, batch_size=ev.batch_size
+        )
+        all_steps = _metrics(every.clamp(-1, 1), cache, "shipped", run, "all_steps")
+        all_steps.update(steps=process.T, seed=seed, sample_wall_s=round(time.perf_counter() - t1, 2))
     floor = _real_floor(tier, cache)  # the comparison part's floor: the same n real digits, measured once
     baseline = baseline_record(ev.n, cache)
     shipped["beats_baseline"] = beats_baseline(shipped, baseline)
@@ -1042,6 +1057,7 @@ def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> di
         "run": run,
         "n": ev.n,
         "shipped": shipped,
+        "all_steps": all_steps,
         "real_digits": floor,
         "baseline": baseline,
         "trend": trend,
