@@ -11,6 +11,7 @@ A results file is JSON with a fixed envelope::
       "created": "2026-11-23T10:00:00+00:00",
       "package_version": "0.1.0",
       "git_commit": "abc123..." | null,
+      "git_dirty": false | true | null,       # the code (package, benchmarks, tools) differed from that commit
       "data": {...}                           # the numbers
     }
 
@@ -109,6 +110,32 @@ def _git_commit() -> str | None:
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+CODE_PATHS = ("diffusion_edu", "benchmarks", "tools")  # what writes results: a change here is a change of code
+
+
+def _git_dirty(cwd: str | os.PathLike | None = None) -> bool | None:
+    """Whether the tracked code (:data:`CODE_PATHS`) of the checkout at ``cwd`` (default: the package's)
+    differs from its ``HEAD``: a results file then came from code that its ``git_commit`` does not hold.
+    None outside a git checkout (an installed wheel) or without git."""
+    where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=5, cwd=where
+        )
+        if top.returncode != 0 or not top.stdout.strip():
+            return None
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=top.stdout.strip(),
+        )
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -253,6 +280,7 @@ def write_results(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
         "data": _jsonable(data),
     }
     path = Path(path)

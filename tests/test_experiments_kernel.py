@@ -165,3 +165,36 @@ def test_record_training_merges_runs_recorded_by_an_earlier_call(tmp_path, monke
     assert set(merged["config"]["recorded"]) == {"a", "b"}
     record_training(store, progress=False, only=["b"])
     assert list(load_result("report_e", "training", "smoke")["data"]) == ["b"]
+
+
+def test_results_files_say_whether_the_code_differed_from_the_recorded_commit(tmp_path, monkeypatch):
+    """git_dirty: False on a clean checkout, True once tracked code under CODE_PATHS changes (a change
+    elsewhere, or an untracked file, is not a change of the code), None outside a git checkout."""
+    import subprocess
+
+    from diffusion_edu import results
+
+    repo = tmp_path / "repo"
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above the checkout
+    assert results._git_dirty(outside) is None
+    (repo / "diffusion_edu").mkdir(parents=True)
+    (repo / "diffusion_edu" / "m.py").write_text("x = 1\n")
+    (repo / "notes.md").write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    assert results._git_dirty(repo) is False
+    (repo / "notes.md").write_text("b\n")  # not code
+    (repo / "benchmarks").mkdir()
+    (repo / "benchmarks" / "new.py").write_text("y = 2\n")  # untracked
+    assert results._git_dirty(repo) is False
+    (repo / "diffusion_edu" / "m.py").write_text("x = 2\n")
+    assert results._git_dirty(repo) is True
+    rec = results.read_results(results.write_results(repo / "r.json", "t/x", {}, {}, "smoke", 0.0))
+    assert "git_dirty" in rec
