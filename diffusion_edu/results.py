@@ -100,44 +100,35 @@ def hardware_info(device: str | torch.device | None = None) -> dict[str, Any]:
     return info
 
 
-def _git_commit() -> str | None:
+def _git(*args: str, cwd: str | os.PathLike | None = None) -> str | None:
+    """``git args`` run in ``cwd`` (default: the package's folder): its stripped output, or None when git is
+    missing, fails, or ``cwd`` is no checkout (an installed wheel)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *args],
             capture_output=True,
             text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+            cwd=Path(cwd) if cwd is not None else Path(__file__).resolve().parent,
         )
-        return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit() -> str | None:
+    return _git("rev-parse", "HEAD") or None
 
 
 CODE_PATHS = ("diffusion_edu", "benchmarks", "tools")  # what writes results: a change here is a change of code
 
 
 def _git_dirty(cwd: str | os.PathLike | None = None) -> bool | None:
-    """Whether the tracked code (:data:`CODE_PATHS`) of the checkout at ``cwd`` (default: the package's)
-    differs from its ``HEAD``: a results file then came from code that its ``git_commit`` does not hold.
-    None outside a git checkout (an installed wheel) or without git."""
-    where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
-    try:
-        top = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=5, cwd=where
-        )
-        if top.returncode != 0 or not top.stdout.strip():
-            return None
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=top.stdout.strip(),
-        )
-        return bool(out.stdout.strip()) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """Whether the tracked code (:data:`CODE_PATHS`, from the checkout's top) of the checkout at ``cwd``
+    (default: the package's) differs from its ``HEAD``: a results file then came from code that its
+    ``git_commit`` does not hold. None outside a git checkout (an installed wheel) or without git."""
+    out = _git("status", "--porcelain", "--untracked-files=no", "--", *(f":/{p}" for p in CODE_PATHS), cwd=cwd)
+    return None if out is None else bool(out)
 
 
 PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"  # the wheel's copy of the book's results/

@@ -1029,27 +1029,27 @@ def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> di
     trend["sampler"] = _sampler(process, ev.steps)
     trend["n_samples"] = _budget(tier).curve_n
     settings = sampler_defaults(cfg)
-    t1 = time.perf_counter()
     seed = int(_seeded("shipped", run).initial_seed() % 2**31)
-    images, _ = book_generate((model, process, cfg), ev.n, **settings, seed=seed, batch_size=ev.batch_size)
-    seconds = time.perf_counter() - t1
-    images = images.clamp(-1, 1)
-    shipped = _metrics(images, cache, "shipped", run)
-    shipped.update(
-        settings=settings,
-        seed=seed,
-        sample_wall_s=round(seconds, 2),
-        figure=_figure(f"shipped_{run}", images[:64], tier, nrow=16),
-    )
+
+    def drawn(steps: int | None, *keys: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        # n samples with the run's settings on ``steps`` steps, all from ``seed``, timed and measured
+        t1 = time.perf_counter()
+        images, _ = book_generate(
+            (model, process, cfg), ev.n, **{**settings, "steps": steps}, seed=seed, batch_size=ev.batch_size
+        )
+        seconds = round(time.perf_counter() - t1, 2)
+        images = images.clamp(-1, 1)
+        record = _metrics(images, cache, "shipped", run, *keys)
+        record.update(seed=seed, sample_wall_s=seconds)
+        return images, record
+
+    images, shipped = drawn(settings["steps"])
+    shipped.update(settings=settings, figure=_figure(f"shipped_{run}", images[:64], tier, nrow=16))
     # the report's own sampler, all T steps, from the same seed: does the sampler or the network limit it?
     all_steps = None
     if tier in ALL_STEPS_TIERS:
-        t1 = time.perf_counter()
-        every, _ = book_generate(
-            (model, process, cfg), ev.n, **{**settings, "steps": None}, seed=seed, batch_size=ev.batch_size
-        )
-        all_steps = _metrics(every.clamp(-1, 1), cache, "shipped", run, "all_steps")
-        all_steps.update(steps=process.T, seed=seed, sample_wall_s=round(time.perf_counter() - t1, 2))
+        all_steps = drawn(None, "all_steps")[1]
+        all_steps["steps"] = process.T
     floor = _real_floor(tier, cache)  # the comparison part's floor: the same n real digits, measured once
     baseline = baseline_record(ev.n, cache)
     shipped["beats_baseline"] = beats_baseline(shipped, baseline)
