@@ -93,6 +93,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ch_12": {"sets": [*BASE, "model_kwargs.ch=12"], "costs": True, "what": "width 12-24-48"},
     "time_dim_16": {"sets": [*BASE, "model_kwargs.time_dim=16"], "costs": True, "what": "time features 16"},
 }
+#: the recipe the first screen kept (L2 with Min-SNR-5 on the base), and one change of it a variant: each is
+#: judged against "l2_min_snr", its parent (:func:`diffusion_edu.experiments.ten_minutes.parent_of`)
+RECIPE = [*BASE, "loss=l2", "loss_weighting=min_snr"]
+VARIANTS |= {
+    "recipe_lr_2e-3": {"sets": [*RECIPE, "lr=0.002"], "costs": False, "what": "the recipe at learning rate 2e-3"},
+    "recipe_ema_0.999": {"sets": [*RECIPE, "ema_decay=0.999"], "costs": False, "what": "the recipe with EMA 0.999"},
+    "recipe_v": {
+        "sets": [*RECIPE, "parameterization=v"],
+        "costs": False,
+        "what": "the recipe with v-prediction (Min-SNR-5 on the v error)",
+    },
+}
 
 #: settings that change only the speed (the same arithmetic): measured by ``speed`` alone.
 SPEED_ONLY: dict[str, dict[str, Any]] = {

@@ -184,16 +184,42 @@ def test_pretrained_part_measures_what_the_sample_command_draws(smoke):
     assert epochs == sorted(epochs) and epochs[-1] == last and len(epochs) == len(ev["trend"]["fid"])
 
 
-def test_the_longer_gelu_run_is_the_cpu_tiers_shipped_network_and_differs_from_cnn_only_in_length():
-    assert "cnn_long" in report_d.runs_at("cpu")
+def test_the_longer_gelu_runs_differ_from_cnn_only_in_length():
     for tier in ("smoke", "colab", "gpu"):
-        assert "cnn_long" not in report_d.runs_at(tier) and report_d.pretrained_run(tier) == "cnn"
-    assert report_d.pretrained_run("cpu") == "cnn_long"
-    a, b = report_d.config("cnn", "cpu").to_dict(), report_d.config("cnn_long", "cpu").to_dict()
-    assert {k for k in a if a[k] != b[k]} == {"steps"}
-    assert b["steps"] == report_d.LONG_CPU_EPOCHS * report_d.EPOCH_STEPS["cpu"] > a["steps"]
+        assert not set(report_d.CPU_ONLY_RUNS) & set(report_d.runs_at(tier)) and report_d.pretrained_run(tier) == "cnn"
+    a = report_d.config("cnn", "cpu").to_dict()
+    for run in ("cnn_long", "cnn_report"):
+        assert run in report_d.runs_at("cpu")
+        b = report_d.config(run, "cpu").to_dict()
+        assert {k for k in a if a[k] != b[k]} == {"steps"}, run
+    assert (
+        report_d.config("cnn_long", "cpu").steps == report_d.LONG_CPU_EPOCHS * report_d.EPOCH_STEPS["cpu"] > a["steps"]
+    )
+    # the report-scale run takes the report's own steps (100 epochs of 60,000 digits at batch 128), the gpu tier's
+    assert report_d.config("cnn_report", "cpu").steps == report_d.REPORT_STEPS == report_d.config("cnn", "gpu").steps
+    assert report_d.REPORT_STEPS == 100 * (60_000 // 128)
     # the shipped cpu network trains longer than the colab tier's cnn
     assert report_d.LONG_CPU_EPOCHS > report_d.COLAB_EPOCHS
+
+
+def test_the_cpu_tier_ships_its_longest_finished_gelu_run(tmp_path, monkeypatch):
+    """cnn_report once finished, cnn_long until then (an unfinished checkpoint does not count), else cnn."""
+    monkeypatch.setenv("DIFFUSION_EDU_RESULTS", str(tmp_path / "results"))
+    assert report_d.pretrained_run("cpu") == "cnn"
+    _stop_at("cnn_long", report_d.config("cnn_long", "cpu").steps)
+    _stop_at("cnn_report", report_d.REPORT_STEPS - 1)
+    assert report_d.pretrained_run("cpu") == "cnn_long"
+    _stop_at("cnn_report", report_d.REPORT_STEPS)
+    assert report_d.pretrained_run("cpu") == "cnn_report"
+
+
+def _stop_at(run: str, step: int) -> None:
+    """A cpu-tier checkpoint of ``run`` at ``step`` (what :meth:`RunStore.status` reads), no weights."""
+    from diffusion_edu.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+
+    runs = report_d.store("cpu")
+    runs.folder(run).mkdir(parents=True, exist_ok=True)
+    save_checkpoint(runs.checkpoint(run), {"format": CHECKPOINT_FORMAT, "step": step})
 
 
 def test_real_tiers_never_train_as_a_side_effect(tmp_path, monkeypatch):
@@ -431,6 +457,7 @@ def test_the_colab_tier_keeps_the_shipped_network_trained_longer(tmp_path, monke
 
     monkeypatch.setattr(report_d, "ship_pretrained", fake_ship)
     monkeypatch.setattr(report_d, "_shipped_evaluation", lambda run, tier, progress, cache: {"run": run})
+    _stop_at("cnn_long", report_d.config("cnn_long", "cpu").steps)  # the cpu tier ships its longest finished run
     for tier in ("colab", "cpu", "gpu"):
         report_d._pretrained(tier, False, Cache())
     assert asked == {"colab": ("cnn", True), "cpu": ("cnn_long", False), "gpu": ("cnn", False)}

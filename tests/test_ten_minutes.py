@@ -3,6 +3,7 @@
 import pytest
 from _records import interval as _iv
 
+from diffusion_edu.experiments import ten_minutes as tm
 from diffusion_edu.experiments.ten_minutes import (
     factor_verdicts,
     parent_of,
@@ -160,3 +161,21 @@ def test_seed_verdicts_keep_a_difference_only_where_every_training_seed_shows_it
     assert v["lr_2e-3"]["verdict"] == "one seed"
     with pytest.raises(ValueError, match="seed 0 is the screen's own entry"):
         seed_key("l2", 0)
+
+
+def test_the_chapters_cpu_tiers_train_with_the_recipes_schedule_except_the_cold_restorers():
+    """Chapter 5b's table of the cpu tiers' settings: the recipe first, the own-data page trains the recipe
+    itself, every report chapter's Gaussian runs use its warm-up and cosine decay, and only Report D's
+    cold-diffusion restorers keep the report's constant rate."""
+    from diffusion_edu.experiments import report_d
+    from diffusion_edu.presets import training_preset
+
+    rows = tm.cpu_tier_settings()
+    recipe = training_preset("quick_mnist")
+    assert rows[0]["chapter"] == "recipe" and rows[0]["settings"] == {f: getattr(recipe, f) for f in tm.RECIPE_FIELDS}
+    assert [r["differs"] for r in rows if r["chapter"] == "own_data"] == [[]]
+    for r in rows[1:]:
+        if {"warmup_steps", "lr_schedule"} & set(r["differs"]):
+            assert r["chapter"] == "report_d" and set(r["runs"]) == set(report_d.COLD_RUNS), r
+    named = [run for r in rows if r["chapter"] == "report_d" for run in r["runs"]]
+    assert sorted(named) == sorted(report_d.runs_at("cpu"))  # every run in exactly one row

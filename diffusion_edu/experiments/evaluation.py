@@ -78,20 +78,23 @@ def measure(
     intervals: bool = True,
     level: float = 0.95,
     cache: Any = None,
+    reference: Any = None,
     **kwargs,
 ) -> dict[str, Any]:
-    """The evaluation kit on samples vs the held-out digits: classifier-feature FID, KID, IS, precision
+    """The evaluation kit on samples vs the held-out digits (or ``reference``: a
+    :func:`~diffusion_edu.metrics.reference_stats`, or images or a dataset for it to pass through the
+    ``classifier`` in ``kwargs``, for other data): classifier-feature FID, KID, IS, precision
     and recall (k = 3), and the conditional accuracy when ``labels`` are given, as plain floats; with
     ``intervals`` also each metric's ``level`` percentile-bootstrap interval over the samples
     (``fid_interval``, ...: {estimate, low, high, level, method, n_boot, n};
     :func:`diffusion_edu.intervals.evaluation_intervals`), so every results file keeps its noise.
     ``kwargs`` go to :func:`diffusion_edu.metrics.evaluate` (``classifier``, ``generator``, ...)."""
     from ..intervals import evaluation_intervals
-    from ..metrics import classifier_outputs, evaluate, precision_recall_from_features
+    from ..metrics import classifier_outputs, evaluate, precision_recall_from_features, reference_stats
 
     x, y = images.float().cpu(), None if labels is None else labels.cpu()
     clf = kwargs.pop("classifier", None)
-    ref = reference_features(clf, cache)
+    ref = reference_stats(reference, clf) if reference is not None else reference_features(clf, cache)
     out = evaluate(x, ref, labels=y, **kwargs)
     f, logits = classifier_outputs(x, ref.classifier)
     out.update(precision_recall_from_features(f, ref.features), pr_k=3)

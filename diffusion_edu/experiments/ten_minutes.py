@@ -14,7 +14,8 @@ shows the same decision the scripts made:
 - :func:`recipe_sets`: the base plus every variant judged better than a kept parent, one value per
   field (where two variants set the same field, the one with the lower interval's upper end);
 - :func:`recommend_sampler`: among the sampler settings whose ``n`` samples took at most the time
-  target, the one with the lowest FID, and which others its interval does not separate from.
+  target, the one with the lowest FID, and which others its interval does not separate from;
+- :func:`cpu_tier_settings`: what each chapter's cpu tier trains with, against the recipe (``quick_mnist``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "recipe_sets",
     "recommend_sampler",
     "screen_rows",
+    "RECIPE_FIELDS",
+    "cpu_tier_settings",
 ]
 
 RECIPE_FILE = "recipe_cpu"
@@ -231,4 +234,44 @@ def screen_rows(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> 
                 "verdict": "base" if label == base else verdicts[label]["verdict"],
             }
         )
+    return rows
+
+
+#: the training settings of the recipe that the chapters' cpu tiers are compared on (:func:`cpu_tier_settings`)
+RECIPE_FIELDS = ("lr", "warmup_steps", "lr_schedule", "ema_decay", "loss", "loss_weighting")
+
+
+def cpu_tier_settings() -> list[dict[str, Any]]:
+    """The training settings (:data:`RECIPE_FIELDS`) of every chapter's cpu-tier runs, one row per chapter
+    and distinct setting, next to the recipe's (the ``quick_mnist`` preset, first row).
+
+    Returns [{"chapter", "runs": [names], "settings": {field: value}, "differs": [fields that differ from
+    the recipe's]}]; the chapters are those that train at the cpu tier (reports A, D and E, and own data)."""
+    from ..presets import training_preset
+    from . import own_data, report_a, report_d, report_e
+
+    def pick(cfg) -> dict[str, Any]:
+        return {f: getattr(cfg, f) for f in RECIPE_FIELDS}
+
+    recipe = pick(training_preset("quick_mnist"))
+    rows: list[dict[str, Any]] = [{"chapter": "recipe", "runs": ["quick_mnist"], "settings": recipe, "differs": []}]
+    runs = {
+        mod.CHAPTER: {run: pick(mod.config(run, "cpu")) for run in mod.runs_at("cpu")}
+        for mod in (report_a, report_d, report_e)
+    }
+    runs[own_data.CHAPTER] = {own_data.RUN: pick(own_data.config("cpu"))}
+    for chapter, by_run in runs.items():
+        groups: dict[tuple, list[str]] = {}
+        for run, settings in by_run.items():
+            groups.setdefault(tuple(settings.items()), []).append(run)
+        for key, names in groups.items():
+            settings = dict(key)
+            rows.append(
+                {
+                    "chapter": chapter,
+                    "runs": names,
+                    "settings": settings,
+                    "differs": [f for f in RECIPE_FIELDS if settings[f] != recipe[f]],
+                }
+            )
     return rows
