@@ -287,6 +287,26 @@ def test_measure_stores_intervals_and_keeps_the_numbers():
     assert "fid_interval" not in measure(x, y, intervals=False)
 
 
+def test_measure_against_another_reference_scores_against_it():
+    """``reference=`` swaps the held-out digits for another set (the own-data page's test images): the same set
+    passed as the default gives the same numbers, and a different reference changes them."""
+    from diffusion_edu.data import load_embedded_mnist
+    from diffusion_edu.experiments.common import heldout_reference, measure
+    from diffusion_edu.experiments.evaluation import book_classifier
+    from diffusion_edu.metrics import reference_stats
+
+    train = load_embedded_mnist("train")
+    x, y = train.batch(torch.arange(60))
+    def kw():  # a fresh generator per call: KID and IS draw their subsets from it
+        return dict(intervals=False, generator=torch.Generator().manual_seed(0))
+
+    default = measure(x, y, **kw())
+    same = measure(x, y, reference=reference_stats(heldout_reference(), book_classifier()), **kw())
+    assert all(same[k] == v for k, v in default.items())
+    other = measure(x, y, reference=train.batch(torch.arange(60, 300))[0], classifier=book_classifier(), **kw())
+    assert other["n_reference"] == 240 and other["fid"] != default["fid"]
+
+
 def test_kid_with_a_fixed_reference_uses_its_within_set_term_once():
     """The fast path for a reference that is not redrawn (its within-set kernel mean computed once) gives the
     same number as passing all its rows, for resampled sample indices with duplicates."""

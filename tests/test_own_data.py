@@ -358,3 +358,20 @@ def test_cli_bad_data_exits_2_and_writes_nothing(tmp_path, capsys):
     assert code == 2 and "holds no image files" in capsys.readouterr().err and not out.exists()
     code = main(["train", "--preset", "quick_mnist", "--set", "dataset=array-file", "--out", str(out), "--no-progress"])
     assert code == 2 and "set data_path" in capsys.readouterr().err
+
+
+def test_the_own_data_page_trains_and_samples_the_recipe():
+    """The page's run is quick_mnist as it stands (objective, rate schedule, EMA) on Fashion-MNIST, and it
+    samples with the sampler the recipe stores with the run, the smoke tier with fewer steps."""
+    from diffusion_edu.experiments import own_data
+    from diffusion_edu.generate import sampler_defaults
+    from diffusion_edu.presets import training_preset
+
+    recipe, cfg = training_preset("quick_mnist"), own_data.config("cpu")
+    for field in ("loss", "loss_weighting", "lr", "warmup_steps", "lr_schedule", "ema_decay", "model", "T"):
+        assert getattr(cfg, field) == getattr(recipe, field), field
+    assert cfg.dataset == "fashion-mnist" and cfg.steps == own_data.BUDGETS["cpu"].steps
+    assert own_data.sampler_settings("cpu") == sampler_defaults(recipe) and recipe.sample_defaults
+    smoke = own_data.sampler_settings("smoke")
+    assert smoke == {**sampler_defaults(recipe), "steps": own_data.BUDGETS["smoke"].sample_steps}
+    assert own_data.describe_sampler({"method": "ddpm", "steps": 10, "w": 0.0}) == "DDPM, 10 respaced steps, w = 0"
