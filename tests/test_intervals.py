@@ -297,6 +297,7 @@ def test_measure_against_another_reference_scores_against_it():
 
     train = load_embedded_mnist("train")
     x, y = train.batch(torch.arange(60))
+
     def kw():  # a fresh generator per call: KID and IS draw their subsets from it
         return dict(intervals=False, generator=torch.Generator().manual_seed(0))
 

@@ -198,6 +198,13 @@ def test_the_longer_gelu_runs_differ_from_cnn_only_in_length():
     # the report-scale run takes the report's own steps (100 epochs of 60,000 digits at batch 128), the gpu tier's
     assert report_d.config("cnn_report", "cpu").steps == report_d.REPORT_STEPS == report_d.config("cnn", "gpu").steps
     assert report_d.REPORT_STEPS == 100 * (60_000 // 128)
+    # the FID trend keeps its 10-epoch spacing for cnn_long and spaces the report-scale run's 668 epochs wider
+    assert report_d.trend_every("cnn_long", "cpu") == report_d.TREND_EVERY
+    long_every = report_d.trend_every("cnn_report", "cpu")
+    assert (
+        long_every > report_d.TREND_EVERY
+        and report_d.run_epochs("cnn_report", "cpu") / long_every <= report_d.TREND_POINTS
+    )
     # the shipped cpu network trains longer than the colab tier's cnn
     assert report_d.LONG_CPU_EPOCHS > report_d.COLAB_EPOCHS
 

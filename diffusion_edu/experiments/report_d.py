@@ -155,6 +155,7 @@ SHIPPED_RUNS = ("cnn_report", "cnn_long", "cnn")
 # colab tier leaves it out to stay within its half hour on a T4 (colab.describe)
 ALL_STEPS_TIERS = ("smoke", "cpu", "gpu")
 TREND_EVERY = 10  # epochs between the shipped run's snapshots that the pretrained part's FID trend measures
+TREND_POINTS = 20  # at most this many trend points (plus the last epoch): a longer run spaces them further apart
 
 # cpu tier: DDPM_CPU_EPOCHS for the DDPMs
 # (4,200 steps, about 57 minutes per DDPM on one thread at ~160 img/s, the two side by side on 2 cores;
@@ -279,6 +280,12 @@ def pretrained_run(tier: str) -> str:
     return next((run for run in held[:-1] if runs.finished(run)), held[-1])
 
 
+def trend_every(run: str, tier: str) -> int:
+    """Epochs between the points of the pretrained part's FID trend for ``run``: :data:`TREND_EVERY`, or wider
+    where the run is longer than :data:`TREND_POINTS` such steps (the report-scale run's 668 epochs)."""
+    return max(TREND_EVERY, math.ceil(run_epochs(run, tier) / TREND_POINTS))
+
+
 def store(tier: str) -> RunStore:
     """The chapter's runs at ``tier`` (:func:`runs_at`)."""
     return RunStore(CHAPTER, runs_at(tier), TIER_OVERRIDES, tier)
@@ -317,7 +324,8 @@ def colab_plan(tier: str = "colab") -> dict[str, Any]:
     sampling.append((cfgs["cnn_selu"], bs, 2 * calls("cnn_selu", ev.n, b.selu_steps)))
     sampling.append((cfgs["cold_columns_random"], bs, calls("cold_columns_random", ev.n, None)))
     shipped = pretrained_run(tier)  # the pretrained part: its FID trend and its samples as `sample` draws them
-    trend = len([e for e in range(1, round(run_epochs(shipped, tier)) + 1) if e % TREND_EVERY == 0]) + 1
+    every = trend_every(shipped, tier)
+    trend = len([e for e in range(1, round(run_epochs(shipped, tier)) + 1) if e % every == 0]) + 1
     sampling.append((cfgs[shipped], bs, trend * calls(shipped, b.curve_n, ev.steps)))
     sampling.append((cfgs[shipped], bs, calls(shipped, ev.n, cfgs[shipped].sample_defaults.get("steps", ev.steps))))
     if tier in ALL_STEPS_TIERS:  # and with all T steps (the report's sampler)
@@ -1027,7 +1035,7 @@ def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> di
     """Does the shipped network draw digits? Its samples as ``python -m diffusion_edu sample`` draws them (the
     run's ``sample_defaults``), measured with intervals (FID, precision, recall, ...) against the baseline and
     n real training digits, with a grid; the same measurement with all T steps of the chain (the report's
-    sampler; ``all_steps``), from the same seed; and its FID every :data:`TREND_EVERY` epochs on the curves part's
+    sampler; ``all_steps``), from the same seed; and its FID every :func:`trend_every` epochs on the curves part's
     protocol (``curve_n`` samples, the tier's respaced steps, the same noise every epoch). (The classifier's
     confidence is no test of readability: it gives uniform noise and blank images its top class with
     probability >= 0.9.)"""
@@ -1036,7 +1044,8 @@ def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> di
 
     ev = _eval(tier)
     model, process, cfg = load_run(run, tier)
-    trend = _epoch_curve(run, model, process, None, tier, progress, cache, every=TREND_EVERY)
+    every = trend_every(run, tier)
+    trend = _epoch_curve(run, model, process, None, tier, progress, cache, every=every)
     trend["sampler"] = _sampler(process, ev.steps)
     trend["n_samples"] = _budget(tier).curve_n
     settings = sampler_defaults(cfg)
@@ -1072,7 +1081,7 @@ def _shipped_evaluation(run: str, tier: str, progress: bool, cache: Cache) -> di
         "real_digits": floor,
         "baseline": baseline,
         "trend": trend,
-        "trend_every": TREND_EVERY,
+        "trend_every": every,
     }
 
 
