@@ -179,3 +179,19 @@ def test_the_chapters_cpu_tiers_train_with_the_recipes_schedule_except_the_cold_
             assert r["chapter"] == "report_d" and set(r["runs"]) == set(report_d.COLD_RUNS), r
     named = [run for r in rows if r["chapter"] == "report_d" for run in r["runs"]]
     assert sorted(named) == sorted(report_d.runs_at("cpu"))  # every run in exactly one row
+
+
+def test_unshipped_sets_names_what_the_screen_keeps_beyond_the_preset():
+    """The preset ships L2 with Min-SNR on the base: a screen that keeps exactly that leaves nothing unshipped;
+    one that also keeps a child of it (v-prediction) names that change."""
+    kept = [*BASE, "loss=l2", "loss_weighting=min_snr"]
+    screen = {
+        "base": _entry(BASE, 60.0, 55.0, 65.0),
+        "l2": _entry([*BASE, "loss=l2"], 20.0, 18.0, 24.0),
+        "l2_min_snr": _entry(kept, 15.0, 13.5, 17.9),
+    }
+    assert tm.unshipped_sets(screen) == []
+    screen["recipe_v"] = _entry([*kept, "parameterization=v"], 11.0, 9.0, 13.2)
+    assert tm.unshipped_sets(screen) == ["parameterization=v"]
+    screen["recipe_v"] = _entry([*kept, "parameterization=v"], 14.0, 12.0, 16.0)  # overlaps its parent: not kept
+    assert tm.unshipped_sets(screen) == []
