@@ -73,7 +73,8 @@ def test_train_runs_offline_then_resumes(tmp_path, fake_models, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 3 and summary["checkpoint"] == str(out / "checkpoint.pt")
     # built twice: once on the meta device (does it fit the data?), once to train
-    assert fake_models == [("small_unet_mnist", {"num_classes": 10, "hidden": 4, "parameterization": "eps"})] * 2
+    # the network is told the preset's prediction target (quick_mnist predicts v)
+    assert fake_models == [("small_unet_mnist", {"num_classes": 10, "hidden": 4, "parameterization": "v"})] * 2
     assert {p.name for p in out.iterdir()} >= {"config.json", "log.jsonl", "checkpoint.pt"}
     assert main([*args, "--steps", "5", "--set", "model_kwargs.hidden=4"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 5

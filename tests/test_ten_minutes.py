@@ -109,6 +109,27 @@ def test_sampler_choice_is_the_lowest_fid_within_the_time_target():
     assert r["not_separated"] == ["c"] and r["within_time"] == ["b", "c", "d"]
     with pytest.raises(ValueError, match="within 1 s .*fastest: 4.0 s"):
         recommend_sampler(sweep, max_seconds=1.0)
+    sweep["b"] = _s("dpm_solver_2m", 10, 0.0, 9.5, 14, 12, 16)  # within 10 s, not within 10 s less a tenth
+    assert recommend_sampler(sweep, max_seconds=10.0)["label"] == "b"
+    r = recommend_sampler(sweep, max_seconds=10.0, margin=0.1)
+    assert r["label"] == "d" and r["max_seconds"] == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="margin"):
+        recommend_sampler(sweep, max_seconds=10.0, margin=1.0)
+
+
+def test_the_preset_ships_the_sampler_the_committed_sweep_recommends():
+    """quick_mnist's sample_defaults are the recommendation for the recipe's network in the committed
+    results (the sweep of the screened variant that is the recipe), with the book's time margin."""
+    from diffusion_edu.presets import training_preset
+
+    rec = tm.load_benchmark(tm.RECIPE_FILE)
+    assert rec is not None, "results/benchmarks/recipe_cpu.json is part of the book"
+    screen, seeds = rec["data"]["screen"], rec["data"].get("screen_seeds", {})
+    label = tm.recipe_label(screen, screen_seeds=seeds)
+    assert label is not None and not tm.unshipped_sets(screen, screen_seeds=seeds)
+    choice = recommend_sampler(tm.sweep_of(rec["data"]["samplers"], label), 10.0, margin=tm.TIME_MARGIN)
+    shipped = training_preset("quick_mnist").sample_defaults
+    assert {k: shipped.get(k) for k in ("method", "steps", "w")} == choice["settings"]
 
 
 def test_screen_rows_put_the_base_first_with_verdicts():
@@ -182,16 +203,52 @@ def test_the_chapters_cpu_tiers_train_with_the_recipes_schedule_except_the_cold_
 
 
 def test_unshipped_sets_names_what_the_screen_keeps_beyond_the_preset():
-    """The preset ships L2 with Min-SNR on the base: a screen that keeps exactly that leaves nothing unshipped;
-    one that also keeps a child of it (v-prediction) names that change."""
+    """The preset ships v-prediction with L2 and Min-SNR on the base: a screen that keeps exactly that leaves
+    nothing unshipped; one that also keeps a child of it (a higher learning rate) names that change, and
+    only while no second seed contradicts it."""
     kept = [*BASE, "loss=l2", "loss_weighting=min_snr"]
     screen = {
         "base": _entry(BASE, 60.0, 55.0, 65.0),
         "l2": _entry([*BASE, "loss=l2"], 20.0, 18.0, 24.0),
         "l2_min_snr": _entry(kept, 15.0, 13.5, 17.9),
+        "recipe_v": _entry([*kept, "parameterization=v"], 11.0, 9.0, 13.2),
     }
     assert tm.unshipped_sets(screen) == []
-    screen["recipe_v"] = _entry([*kept, "parameterization=v"], 11.0, 9.0, 13.2)
-    assert tm.unshipped_sets(screen) == ["parameterization=v"]
-    screen["recipe_v"] = _entry([*kept, "parameterization=v"], 14.0, 12.0, 16.0)  # overlaps its parent: not kept
+    screen["recipe_v_lr"] = _entry([*kept, "parameterization=v", "lr=0.002"], 7.0, 6.0, 8.5)
+    assert tm.unshipped_sets(screen) == ["lr=0.002"]
+    seeds = {
+        "recipe_v/seed1": _entry([*kept, "parameterization=v"], 10.0, 8.0, 12.0),
+        "recipe_v_lr/seed1": _entry([*kept, "parameterization=v", "lr=0.002"], 10.5, 8.5, 12.5),  # not separated
+    }
+    assert tm.unshipped_sets(screen, screen_seeds=seeds) == []
+    screen["recipe_v_lr"] = _entry([*kept, "parameterization=v", "lr=0.002"], 12.0, 10.0, 14.0)  # overlaps: not kept
     assert tm.unshipped_sets(screen) == []
+
+
+def test_a_second_seed_that_disagrees_drops_a_change_from_the_recipe():
+    """recipe_sets keeps a one-seed "better"; once the variant and its parent are trained from a second seed,
+    the change stays only if that seed also finds it better."""
+    screen = {"base": _entry(BASE, 30, 27, 33), "l2": _entry([*BASE, "loss=l2"], 20, 18, 22)}
+    assert recipe_sets(screen) == [*BASE, "loss=l2"]
+    agree = {"base/seed1": _entry(BASE, 31, 28, 34), "l2/seed1": _entry([*BASE, "loss=l2"], 21, 19, 23)}
+    assert recipe_sets(screen, screen_seeds=agree) == [*BASE, "loss=l2"]
+    disagree = {"base/seed1": _entry(BASE, 31, 28, 34), "l2/seed1": _entry([*BASE, "loss=l2"], 29, 26, 32)}
+    assert recipe_sets(screen, screen_seeds=disagree) == BASE
+    assert recipe_sets(screen, screen_seeds={"l2/seed1": disagree["l2/seed1"]}) == [*BASE, "loss=l2"]  # no parent seed
+
+
+def test_recipe_label_and_its_sampler_sweep():
+    screen = {
+        "base": _entry(BASE, 30, 27, 33),
+        "l2": _entry([*BASE, "loss=l2"], 20, 18, 22),
+        "lr_5e-4": _entry([*BASE, "lr=0.0005"], 40, 36, 44),
+    }
+    assert tm.recipe_label(screen) == "l2"
+    screen["l2"] = _entry([*BASE, "loss=l2"], 29, 26, 32)  # no longer better: the base is the recipe
+    assert tm.recipe_label(screen) == "base"
+    screen["l2"] = _entry([*BASE, "loss=l2"], 20, 18, 22)
+    screen["ema"] = _entry([*BASE, "ema_decay=0.999"], 22, 20, 24)  # better too: no variant holds both changes
+    assert tm.recipe_sets(screen) == [*BASE, "ema_decay=0.999", "loss=l2"] and tm.recipe_label(screen) is None
+    sweep = {"l2/ddpm/w0/steps10": {"a": 1}, "l2_min_snr/ddpm/w0/steps10": {"a": 2}, "l2/heun/w0/steps5": {"a": 3}}
+    assert tm.sweep_of(sweep, "l2") == {"l2/ddpm/w0/steps10": {"a": 1}, "l2/heun/w0/steps5": {"a": 3}}
+    assert tm.sweep_of(sweep, "l2_min") == {}

@@ -11,10 +11,13 @@ shows the same decision the scripts made:
   interval separates in the variant's favour and none against it);
 - :func:`seed_verdicts`: the same verdict on every training seed that a variant and its parent were both
   trained from, and "better" or "worse" across seeds only when every seed agrees;
-- :func:`recipe_sets`: the base plus every variant judged better than a kept parent, one value per
-  field (where two variants set the same field, the one with the lower interval's upper end);
+- :func:`recipe_sets`: the base plus every variant judged better than a kept parent (on every training
+  seed it was trained from), one value per field (where two variants set the same field, the one with the
+  lower interval's upper end); :func:`recipe_label`: the screened variant that is that recipe, and
+  :func:`sweep_of`: the sampler sweep's entries for one variant's network;
 - :func:`recommend_sampler`: among the sampler settings whose ``n`` samples took at most the time
-  target, the one with the lowest FID, and which others its interval does not separate from;
+  target (less a margin, :data:`TIME_MARGIN`), the one with the lowest FID, and which others its
+  interval does not separate from;
 - :func:`cpu_tier_settings`: what each chapter's cpu tier trains with, against the recipe (``quick_mnist``);
 - :func:`unshipped_sets`: what the screen's recipe sets that the ``quick_mnist`` preset does not (yet) ship.
 """
@@ -37,6 +40,9 @@ __all__ = [
     "seed_key",
     "seed_verdicts",
     "recipe_sets",
+    "recipe_label",
+    "sweep_of",
+    "TIME_MARGIN",
     "recommend_sampler",
     "screen_rows",
     "RECIPE_FIELDS",
@@ -166,15 +172,28 @@ def _field(assignment: str) -> str:
     return assignment.partition("=")[0]
 
 
-def recipe_sets(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> list[str]:
+def recipe_sets(
+    screen: Mapping[str, Mapping[str, Any]],
+    base: str = "base",
+    screen_seeds: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
     """The recipe the screen supports: ``base``'s ``--set`` overrides plus the changes of every variant
-    judged "better" than its parent, where the parent is itself kept (the base always is). Where two kept
+    judged "better" than its parent, where the parent is itself kept (the base always is). A variant that
+    was also trained from further seeds (``screen_seeds``, :func:`seed_verdicts`) is kept only when every
+    seed finds it better: one seed's verdict stands only until a second seed is measured. Where two kept
     variants set the same field differently, the one whose FID interval ends lower wins."""
     verdicts = factor_verdicts(screen, base)
+    across = seed_verdicts(screen, screen_seeds, base) if screen_seeds else {}
+
+    def better(label: str) -> bool:
+        if verdicts[label]["verdict"] != "better":
+            return False
+        a = across.get(label)
+        return a is None or len(a["seeds"]) < 2 or a["verdict"] == "better"
+
     kept = {base}
     for label in sorted(verdicts, key=lambda k: len(verdicts[k]["sets"])):  # parents before children
-        v = verdicts[label]
-        if v["verdict"] == "better" and v["parent"] in kept:
+        if better(label) and verdicts[label]["parent"] in kept:
             kept.add(label)
     chosen: dict[str, tuple[float, str]] = {}  # field -> (upper end, assignment)
     base_sets = list(screen[base].get("sets", []))
@@ -190,18 +209,48 @@ def recipe_sets(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> 
     return out + [chosen[f][1] for f in sorted(chosen)]
 
 
-def recommend_sampler(samplers: Mapping[str, Mapping[str, Any]], max_seconds: float) -> dict[str, Any]:
-    """The sampler setting to recommend: lowest FID among those whose samples took at most ``max_seconds``.
+def recipe_label(
+    screen: Mapping[str, Mapping[str, Any]],
+    base: str = "base",
+    screen_seeds: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str | None:
+    """The screened variant that is the recipe itself (its ``--set`` overrides are exactly
+    :func:`recipe_sets`'), whose sampler sweep the chapter shows; None when no screened variant is."""
+    want = set(recipe_sets(screen, base, screen_seeds))
+    hits = [k for k, e in screen.items() if not k.startswith("_") and set(e.get("sets", [])) == want]
+    return hits[0] if hits else None
+
+
+def sweep_of(samplers: Mapping[str, Mapping[str, Any]], label: str) -> dict[str, Any]:
+    """The entries of a sampler sweep (``bench_recipe.py samplers --label LABEL``: keys
+    ``LABEL/method/wW/stepsS``) that were measured on ``label``'s network."""
+    return {k: v for k, v in samplers.items() if k.split("/", 1)[0] == label}
+
+
+#: the share of the time target that a recommended sampler may not use: one draw's time on the shared 2-core
+#: machine moves by several percent between runs, so a setting that just meets the target in the sweep can
+#: miss it in the ten-minute run that measures the preset
+TIME_MARGIN = 0.1
+
+
+def recommend_sampler(
+    samplers: Mapping[str, Mapping[str, Any]], max_seconds: float, margin: float = 0.0
+) -> dict[str, Any]:
+    """The sampler setting to recommend: lowest FID among those whose samples took at most
+    ``(1 - margin) * max_seconds`` (the book uses :data:`TIME_MARGIN`).
 
     ``samplers``: {label: {method, steps, w, sample_seconds, metrics}} (``bench_recipe.py samplers``).
     Returns {"label", "settings": {method, steps, w}, "fid": Interval, "within_time": [...],
-    "not_separated": [labels within time whose FID interval overlaps the choice's]}; a ValueError when no
-    setting meets the time."""
-    within = {k: v for k, v in samplers.items() if v["sample_seconds"] <= max_seconds}
+    "not_separated": [labels within time whose FID interval overlaps the choice's], "max_seconds": the
+    limit applied}; a ValueError when no setting meets it."""
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), got {margin!r}")
+    limit = (1.0 - margin) * max_seconds
+    within = {k: v for k, v in samplers.items() if v["sample_seconds"] <= limit}
     if not within:
         fastest = min(samplers.values(), key=lambda v: v["sample_seconds"]) if samplers else None
         raise ValueError(
-            f"no sampler setting drew its samples within {max_seconds:g} s"
+            f"no sampler setting drew its samples within {limit:g} s"
             + (f" (fastest: {fastest['sample_seconds']:.1f} s)" if fastest else "")
         )
     best = min(within, key=lambda k: _fid(within[k]).estimate)
@@ -214,6 +263,7 @@ def recommend_sampler(samplers: Mapping[str, Mapping[str, Any]], max_seconds: fl
         "fid": fid,
         "within_time": sorted(within),
         "not_separated": sorted(tied),
+        "max_seconds": limit,
     }
 
 
@@ -279,11 +329,15 @@ def cpu_tier_settings() -> list[dict[str, Any]]:
     return rows
 
 
-def unshipped_sets(screen: Mapping[str, Mapping[str, Any]], base: str = "base") -> list[str]:
+def unshipped_sets(
+    screen: Mapping[str, Mapping[str, Any]],
+    base: str = "base",
+    screen_seeds: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
     """The ``--set`` assignments of :func:`recipe_sets` that the ``quick_mnist`` preset as it stands does not
     hold (a variant the screen has kept since the preset last changed): empty when the preset is the recipe."""
     from ..commands.train import _apply_sets
     from ..presets import training_preset
 
     preset = training_preset("quick_mnist").to_dict()
-    return [a for a in recipe_sets(screen, base) if _apply_sets(preset, [a]) != preset]
+    return [a for a in recipe_sets(screen, base, screen_seeds) if _apply_sets(preset, [a]) != preset]
