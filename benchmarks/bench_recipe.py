@@ -105,6 +105,24 @@ VARIANTS |= {
         "what": "the recipe with v-prediction (Min-SNR-5 on the v error)",
     },
 }
+#: the recipe once v-prediction was kept (two training seeds), and width changes of it: each trains for the
+#: same CPU time as the others, its steps scaled by the per-step cost that ``speed`` measured for the same
+#: width on the base ("speed_as": the loss and the target do not change what a step costs)
+RECIPE_V = [*RECIPE, "parameterization=v"]
+VARIANTS |= {
+    "recipe_v_ch_12": {
+        "sets": [*RECIPE_V, "model_kwargs.ch=12"],
+        "costs": True,
+        "speed_as": "ch_12",
+        "what": "the recipe (v) at width 12-24-48, same CPU time",
+    },
+    "recipe_v_ch_24": {
+        "sets": [*RECIPE_V, "model_kwargs.ch=24"],
+        "costs": True,
+        "speed_as": "ch_24",
+        "what": "the recipe (v) at width 24-48-96, same CPU time",
+    },
+}
 
 #: settings that change only the speed (the same arithmetic): measured by ``speed`` alone.
 SPEED_ONLY: dict[str, dict[str, Any]] = {
@@ -164,7 +182,8 @@ def cmd_speed(args) -> int:
     from diffusion_edu.experiments.common import training_curve
     from diffusion_edu.training import train
 
-    probes = {"base": {"sets": BASE}} | {k: v for k, v in VARIANTS.items() if v["costs"]} | SPEED_ONLY
+    probes = {"base": {"sets": BASE}} | {k: v for k, v in VARIANTS.items() if v["costs"] and "speed_as" not in v}
+    probes |= SPEED_ONLY
     if args.labels:
         unknown = set(args.labels) - set(probes)
         if unknown:
@@ -244,9 +263,10 @@ def cmd_screen(args) -> int:
         if label not in VARIANTS:
             raise ValueError(f"unknown variant {label!r}; known: {sorted(VARIANTS)}")
         spec = VARIANTS[label]
-        if spec["costs"] and label not in speed:
-            raise ValueError(f"variant {label!r} changes the step cost: run the 'speed' stage first")
-        ratio = speed[label]["steps_ratio"] if spec["costs"] else 1.0
+        probe = spec.get("speed_as", label)  # the speed entry that prices this variant's step
+        if spec["costs"] and probe not in speed:
+            raise ValueError(f"variant {label!r} changes the step cost: run the 'speed' stage first ({probe!r})")
+        ratio = speed[probe]["steps_ratio"] if spec["costs"] else 1.0
         steps = max(1, round(args.steps * ratio))
         seed = args.train_seed  # 0: the screen's own entry; s >= 1: the same variant from training seed s
         cfg = config_for(

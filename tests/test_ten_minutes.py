@@ -160,6 +160,14 @@ def test_recipe_benchmark_screens_a_variant_into_its_results_file(tmp_path, monk
         bench.main([*common, "screen", "l3"])
     with pytest.raises(ValueError, match="run the 'speed' stage first"):
         bench.main([*common, "screen", "ch_24"])
+    # a width change of the recipe is priced by the base's probe of the same width: its steps scale by that ratio
+    with pytest.raises(ValueError, match="'ch_12'"):
+        bench.main([*common, "screen", "recipe_v_ch_12"])
+    bench.merge(out, "speed", "ch_12", {"steps_ratio": 2.0}, {}, 0.0, "cpu")
+    assert bench.main([*common, "screen", "recipe_v_ch_12", "--steps", "2", "--n", "20"]) == 0
+    entry = json.loads(out.read_text())["data"]["screen"]["recipe_v_ch_12"]
+    assert entry["steps"] == 4 and entry["steps_ratio"] == 2.0
+    assert (entry["config"]["parameterization"], entry["config"]["model_kwargs"]["ch"]) == ("v", 12)
 
 
 def test_seed_verdicts_keep_a_difference_only_where_every_training_seed_shows_it():
