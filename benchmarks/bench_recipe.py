@@ -105,7 +105,7 @@ VARIANTS |= {
         "what": "the recipe with v-prediction (Min-SNR-5 on the v error)",
     },
 }
-#: the recipe once v-prediction was kept (two training seeds), and width changes of it: each trains for the
+#: the recipe once v-prediction was kept (two training seeds), and width and batch changes of it: each trains for the
 #: same CPU time as the others, its steps scaled by the per-step cost that ``speed`` measured for the same
 #: width on the base ("speed_as": the loss and the target do not change what a step costs)
 RECIPE_V = [*RECIPE, "parameterization=v"]
@@ -121,6 +121,18 @@ VARIANTS |= {
         "costs": True,
         "speed_as": "ch_24",
         "what": "the recipe (v) at width 24-48-96, same CPU time",
+    },
+    "recipe_v_batch_64": {
+        "sets": [*RECIPE_V, "batch_size=64"],
+        "costs": True,
+        "speed_as": "batch_64",
+        "what": "the recipe (v) at batch 64, same CPU time",
+    },
+    "recipe_v_batch_16": {
+        "sets": [*RECIPE_V, "batch_size=16"],
+        "costs": True,
+        "speed_as": "batch_16",
+        "what": "the recipe (v) at batch 16, same CPU time",
     },
 }
 
