@@ -152,11 +152,10 @@ SAMPLER_GRID: dict[str, dict[str, Any]] = {
 
 
 def config_for(sets: list[str], extra: list[str] = ()):
-    from diffusion_edu.commands.train import _apply_sets
-    from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
+    from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig, apply_sets
 
     start = TRAINING_PRESETS["quick_mnist"].config.to_dict()
-    return TrainConfig.from_dict(_apply_sets(start, [*SHIPPED, *sets, *extra]))
+    return TrainConfig.from_dict(apply_sets(start, [*SHIPPED, *sets, *extra]))
 
 
 @contextlib.contextmanager

@@ -212,11 +212,10 @@ def reused_run(run_dir: Path, config):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffusion_edu.commands.train import _apply_sets
     from diffusion_edu.experiments.common import measure, training_curve
     from diffusion_edu.experiments.evaluation import baseline_record, beats_baseline
     from diffusion_edu.generate import generate, sampler_defaults
-    from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig
+    from diffusion_edu.presets import TRAINING_PRESETS, TrainConfig, apply_sets
     from diffusion_edu.results import current_tier, results_dir, write_results
     from diffusion_edu.training import load_model, train
 
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = args.minutes if args.minutes is not None else (0.1 if tier == "smoke" else 10.0)
     n = args.n or (64 if tier == "smoke" else 1000)
     sets = [*args.set, f"minutes={minutes}", f"device={args.device}"] + (["subset=256"] if tier == "smoke" else [])
-    config = TrainConfig.from_dict(_apply_sets(TRAINING_PRESETS[args.preset].config.to_dict(), sets))
+    config = TrainConfig.from_dict(apply_sets(TRAINING_PRESETS[args.preset].config.to_dict(), sets))
     load_before = os.getloadavg()
     run_dir = Path(args.runs) / f"{args.preset}-{args.label}"
     t_start = time.perf_counter()

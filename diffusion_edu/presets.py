@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["TrainConfig", "TrainingPreset", "TRAINING_PRESETS", "training_preset"]
+__all__ = ["TrainConfig", "TrainingPreset", "TRAINING_PRESETS", "training_preset", "apply_sets"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "process": ("gaussian", "cold"),
@@ -364,3 +364,25 @@ def training_preset(name: str, **overrides: Any) -> TrainConfig:
             "(python -m diffusion_edu presets lists them)"
         )
     return TRAINING_PRESETS[name].config.replace(**overrides)  # always a fresh copy
+
+
+def apply_sets(config: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides (the ``train`` command's ``--set``) to a config dict. VALUE is read as JSON when it parses (1e-3, true,
+    null, {"dropout": 0.1}) and as a plain string otherwise; ``model_kwargs.dropout=0.1`` sets one entry."""
+    config = dict(config)
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        top, dot, sub = key.partition(".")
+        if dot:
+            if not isinstance(config.get(top), dict):
+                raise ValueError(f"--set {key}: {top!r} is not a dict field of TrainConfig")
+            config[top] = {**config[top], sub: value}
+        else:
+            config[key] = value
+    return config

@@ -8,33 +8,10 @@ command line imports this module.
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from ..presets import TRAINING_PRESETS, TrainConfig
+from ..presets import TRAINING_PRESETS, TrainConfig, apply_sets
 
 __all__ = ["add_cli"]
-
-
-def _apply_sets(config: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply ``KEY=VALUE`` overrides to a config dict. VALUE is read as JSON when it parses (1e-3, true,
-    null, {"dropout": 0.1}) and as a plain string otherwise; ``model_kwargs.dropout=0.1`` sets one entry."""
-    config = dict(config)
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        top, dot, sub = key.partition(".")
-        if dot:
-            if not isinstance(config.get(top), dict):
-                raise ValueError(f"--set {key}: {top!r} is not a dict field of TrainConfig")
-            config[top] = {**config[top], sub: value}
-        else:
-            config[key] = value
-    return config
 
 
 def _cmd_presets(args) -> int:
@@ -62,7 +39,7 @@ def _cmd_train(args) -> int:
         + ([f"minutes={args.minutes}"] if args.minutes is not None else [])
         + ([f"device={args.device}"] if args.device else [])
     )
-    config = TrainConfig.from_dict(_apply_sets(TRAINING_PRESETS[args.preset].config.to_dict(), sets))
+    config = TrainConfig.from_dict(apply_sets(TRAINING_PRESETS[args.preset].config.to_dict(), sets))
     out = args.out or f"runs/{args.preset}"
     check_output_folder(out, "--out")
     if "RANK" not in os.environ:

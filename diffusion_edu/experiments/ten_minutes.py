@@ -336,8 +336,7 @@ def unshipped_sets(
 ) -> list[str]:
     """The ``--set`` assignments of :func:`recipe_sets` that the ``quick_mnist`` preset as it stands does not
     hold (a variant the screen has kept since the preset last changed): empty when the preset is the recipe."""
-    from ..commands.train import _apply_sets
-    from ..presets import training_preset
+    from ..presets import apply_sets, training_preset
 
     preset = training_preset("quick_mnist").to_dict()
-    return [a for a in recipe_sets(screen, base, screen_seeds) if _apply_sets(preset, [a]) != preset]
+    return [a for a in recipe_sets(screen, base, screen_seeds) if apply_sets(preset, [a]) != preset]
