@@ -92,6 +92,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ch_24": {"sets": [*BASE, "model_kwargs.ch=24"], "costs": True, "what": "width 24-48-96"},
     "ch_12": {"sets": [*BASE, "model_kwargs.ch=12"], "costs": True, "what": "width 12-24-48"},
     "time_dim_16": {"sets": [*BASE, "model_kwargs.time_dim=16"], "costs": True, "what": "time features 16"},
+    "depth_1": {"sets": [*BASE, "model_kwargs.depth=1"], "costs": True, "what": "one down-sampling level (14x14)"},
 }
 #: the recipe the first screen kept (L2 with Min-SNR-5 on the base), and one change of it a variant: each is
 #: judged against "l2_min_snr", its parent (:func:`diffusion_edu.experiments.ten_minutes.parent_of`)
@@ -105,7 +106,7 @@ VARIANTS |= {
         "what": "the recipe with v-prediction (Min-SNR-5 on the v error)",
     },
 }
-#: the recipe once v-prediction was kept (two training seeds), and width and batch changes of it: each trains for the
+#: the recipe once v-prediction was kept (two training seeds), and width, depth, batch and EMA changes of it: each trains for the
 #: same CPU time as the others, its steps scaled by the per-step cost that ``speed`` measured for the same
 #: width on the base ("speed_as": the loss and the target do not change what a step costs)
 RECIPE_V = [*RECIPE, "parameterization=v"]
@@ -127,6 +128,17 @@ VARIANTS |= {
         "costs": True,
         "speed_as": "batch_64",
         "what": "the recipe (v) at batch 64, same CPU time",
+    },
+    "recipe_v_depth_1": {
+        "sets": [*RECIPE_V, "model_kwargs.depth=1"],
+        "costs": True,
+        "speed_as": "depth_1",
+        "what": "the recipe (v) with one down-sampling level, same CPU time",
+    },
+    "recipe_v_no_ema": {
+        "sets": [*RECIPE_V, "ema_decay=null"],
+        "costs": False,
+        "what": "the recipe (v) sampled from its raw weights (no EMA)",
     },
     "recipe_v_batch_16": {
         "sets": [*RECIPE_V, "batch_size=16"],
