@@ -227,10 +227,18 @@ def cmd_speed(args) -> int:
             rates[label] += got
             print(f"round {r + 1} {label:<14} img/s {got}", flush=True)
     base = sorted(rates["base"])[len(rates["base"]) // 2]
+    probe = {"rounds": args.rounds, "probe_steps": args.probe_steps, "threads": args.threads}
+    probe["load_average"] = os.getloadavg()
+    # a probe of some variants only keeps its own base measurement in each entry: the file's "base" and
+    # "_probe" stay those of the full probe, which the other variants' ratios were measured against
+    partial = bool(args.labels)
+    entries: dict[str, dict[str, Any]] = {}
     for label, spec in probes.items():
+        if partial and label == "base":
+            continue
         med = sorted(rates[label])[len(rates[label]) // 2]
         bs = config_for(spec["sets"]).batch_size
-        entry = {
+        entries[label] = {
             "what": spec.get("what", "base recipe"),
             "sets": spec["sets"],
             "threads": spec.get("threads", args.threads),
@@ -238,22 +246,13 @@ def cmd_speed(args) -> int:
             "img_per_s_all": rates[label],
             "img_per_s_ratio": med / base,
             "steps_ratio": (med / bs) / (base / config_for(BASE).batch_size),
+            **({"base_img_per_s_median": base, "probe": probe} if partial else {}),
         }
-        merge(args.out, "speed", label, entry, _config(args), 0.0, "cpu")
-    merge(
-        args.out,
-        "speed",
-        "_probe",
-        {
-            "rounds": args.rounds,
-            "probe_steps": args.probe_steps,
-            "threads": args.threads,
-            "load_average": os.getloadavg(),
-        },
-        _config(args),
-        time.perf_counter() - t0,
-        "cpu",
-    )
+    if not partial:
+        entries["_probe"] = probe
+    wall = time.perf_counter() - t0
+    for k, (label, entry) in enumerate(entries.items()):  # the measurement's time counted once, with the last
+        merge(args.out, "speed", label, entry, _config(args), wall if k == len(entries) - 1 else 0.0, "cpu")
     return 0
 
 

@@ -168,6 +168,14 @@ def test_recipe_benchmark_screens_a_variant_into_its_results_file(tmp_path, monk
     entry = json.loads(out.read_text())["data"]["screen"]["recipe_v_ch_12"]
     assert entry["steps"] == 4 and entry["steps_ratio"] == 2.0
     assert (entry["config"]["parameterization"], entry["config"]["model_kwargs"]["ch"]) == ("v", 12)
+    # a speed probe of one variant keeps its base measurement in its own entry, not as the file's base
+    bench.merge(out, "speed", "base", {"img_per_s_median": 1.0, "steps_ratio": 1.0}, {}, 0.0, "cpu")
+    assert bench.main([*common, "speed", "time_dim_16", "--rounds", "1", "--probe-steps", "6"]) == 0
+    speed = json.loads(out.read_text())["data"]["speed"]
+    assert speed["base"] == {"img_per_s_median": 1.0, "steps_ratio": 1.0} and "_probe" not in speed
+    probe = speed["time_dim_16"]
+    assert probe["steps_ratio"] == pytest.approx(probe["img_per_s_median"] / probe["base_img_per_s_median"])
+    assert probe["probe"]["rounds"] == 1
 
 
 def test_seed_verdicts_keep_a_difference_only_where_every_training_seed_shows_it():
