@@ -106,46 +106,30 @@ VARIANTS |= {
         "what": "the recipe with v-prediction (Min-SNR-5 on the v error)",
     },
 }
-#: the recipe once v-prediction was kept (two training seeds), and width, depth, batch and EMA changes of it: each trains for the
-#: same CPU time as the others, its steps scaled by the per-step cost that ``speed`` measured for the same
-#: width on the base ("speed_as": the loss and the target do not change what a step costs)
+#: the recipe once v-prediction was kept (two training seeds), and one change of it per variant
 RECIPE_V = [*RECIPE, "parameterization=v"]
+
+
+def change_of_recipe_v(change: str, what: str) -> dict[str, Any]:
+    """A variant that makes one change to the v recipe. Where the same change of the base is a variant that
+    costs per step, this one costs alike and is priced by that variant's speed probe ("speed_as": the loss and
+    the target do not change what a step costs), so it trains for the same CPU time as the others."""
+    priced = [k for k, v in VARIANTS.items() if v["sets"] == [*BASE, change] and v["costs"]]
+    return {
+        "sets": [*RECIPE_V, change],
+        "costs": bool(priced),
+        **({"speed_as": priced[0]} if priced else {}),
+        "what": f"the recipe (v) {what}",
+    }
+
+
 VARIANTS |= {
-    "recipe_v_ch_12": {
-        "sets": [*RECIPE_V, "model_kwargs.ch=12"],
-        "costs": True,
-        "speed_as": "ch_12",
-        "what": "the recipe (v) at width 12-24-48, same CPU time",
-    },
-    "recipe_v_ch_24": {
-        "sets": [*RECIPE_V, "model_kwargs.ch=24"],
-        "costs": True,
-        "speed_as": "ch_24",
-        "what": "the recipe (v) at width 24-48-96, same CPU time",
-    },
-    "recipe_v_batch_64": {
-        "sets": [*RECIPE_V, "batch_size=64"],
-        "costs": True,
-        "speed_as": "batch_64",
-        "what": "the recipe (v) at batch 64, same CPU time",
-    },
-    "recipe_v_depth_1": {
-        "sets": [*RECIPE_V, "model_kwargs.depth=1"],
-        "costs": True,
-        "speed_as": "depth_1",
-        "what": "the recipe (v) with one down-sampling level, same CPU time",
-    },
-    "recipe_v_no_ema": {
-        "sets": [*RECIPE_V, "ema_decay=null"],
-        "costs": False,
-        "what": "the recipe (v) sampled from its raw weights (no EMA)",
-    },
-    "recipe_v_batch_16": {
-        "sets": [*RECIPE_V, "batch_size=16"],
-        "costs": True,
-        "speed_as": "batch_16",
-        "what": "the recipe (v) at batch 16, same CPU time",
-    },
+    "recipe_v_ch_12": change_of_recipe_v("model_kwargs.ch=12", "at width 12-24-48, same CPU time"),
+    "recipe_v_ch_24": change_of_recipe_v("model_kwargs.ch=24", "at width 24-48-96, same CPU time"),
+    "recipe_v_batch_64": change_of_recipe_v("batch_size=64", "at batch 64, same CPU time"),
+    "recipe_v_depth_1": change_of_recipe_v("model_kwargs.depth=1", "with one down-sampling level, same CPU time"),
+    "recipe_v_no_ema": change_of_recipe_v("ema_decay=null", "sampled from its raw weights (no EMA)"),
+    "recipe_v_batch_16": change_of_recipe_v("batch_size=16", "at batch 16, same CPU time"),
 }
 
 #: settings that change only the speed (the same arithmetic): measured by ``speed`` alone.
@@ -227,8 +211,12 @@ def cmd_speed(args) -> int:
             rates[label] += got
             print(f"round {r + 1} {label:<14} img/s {got}", flush=True)
     base = sorted(rates["base"])[len(rates["base"]) // 2]
-    probe = {"rounds": args.rounds, "probe_steps": args.probe_steps, "threads": args.threads}
-    probe["load_average"] = os.getloadavg()
+    probe = {
+        "rounds": args.rounds,
+        "probe_steps": args.probe_steps,
+        "threads": args.threads,
+        "load_average": os.getloadavg(),
+    }
     # a probe of some variants only keeps its own base measurement in each entry: the file's "base" and
     # "_probe" stay those of the full probe, which the other variants' ratios were measured against
     partial = bool(args.labels)

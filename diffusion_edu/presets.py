@@ -367,8 +367,9 @@ def training_preset(name: str, **overrides: Any) -> TrainConfig:
 
 
 def apply_sets(config: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply ``KEY=VALUE`` overrides (the ``train`` command's ``--set``) to a config dict. VALUE is read as JSON when it parses (1e-3, true,
-    null, {"dropout": 0.1}) and as a plain string otherwise; ``model_kwargs.dropout=0.1`` sets one entry."""
+    """Apply ``KEY=VALUE`` overrides (the ``train`` command's ``--set``) to a config dict. VALUE is read as
+    JSON when it parses (1e-3, true, null, {"dropout": 0.1}) and as a plain string otherwise;
+    ``model_kwargs.dropout=0.1`` sets one entry."""
     config = dict(config)
     for item in assignments:
         key, sep, raw = item.partition("=")
