@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_recipe.py speed                 # per-step cost of each variant
     PYTHONPATH=. python benchmarks/bench_recipe.py screen base l2 x0     # train + measure these variants
     PYTHONPATH=. python benchmarks/bench_recipe.py samplers --checkpoint runs/.../checkpoint.pt
+    PYTHONPATH=. python benchmarks/bench_recipe.py chunks --checkpoint runs/.../checkpoint.pt   # images per call
 
 One factor at a time around a *base* recipe (``quick_mnist`` with the book's cpu-tier optimisation:
 200 warm-up steps and a cosine decay of the learning rate), each variant changes one thing
@@ -26,6 +27,9 @@ One factor at a time around a *base* recipe (``quick_mnist`` with the book's cpu
   One training seed per variant by default: the intervals cover the sampling noise, not the seed-to-seed
   spread; ``--train-seed S`` trains the same variants again from seed S (stored under ``screen_seeds``),
   and :func:`diffusion_edu.experiments.ten_minutes.seed_verdicts` keeps a verdict only where every seed agrees.
+- ``chunks``: for one checkpoint, the seconds that ``--n`` samples take when the sampler runs ``--sizes``
+  images at a time (``generate(batch_size=...)``), guided and unguided, interleaved over ``--rounds``: the
+  data behind :data:`diffusion_edu.generate.CPU_CHUNK`, the chunk the package samples in on a CPU.
 - ``samplers``: for one checkpoint, FID and accuracy against the number of sampler steps for each
   method (DDPM, DDIM, DPM-Solver++(2M), Heun) and guidance weight, with the seconds that ``--n``
   samples take: the data behind the ``sample`` defaults that the recipe stores with its run.
@@ -356,6 +360,50 @@ def cmd_samplers(args) -> int:
     return 0
 
 
+def cmd_chunks(args) -> int:
+    """Sampling time against the chunk size (images per network call; guidance doubles it), side by side."""
+    from diffusion_edu.generate import generate
+    from diffusion_edu.training import load_model
+
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.checkpoint, device="cpu")
+    generate(loaded, 10, seed=args.seed)  # warm-up
+    times: dict[str, list[float]] = {}
+    t_all = time.perf_counter()
+    for r in range(args.rounds):  # interleaved: a change in the machine's load hits every size alike
+        for w in args.w_list:
+            for size in args.sizes:
+                t0 = time.perf_counter()
+                generate(loaded, args.n, method=args.method, steps=args.steps, w=w, seed=args.seed, batch_size=size)
+                seconds = time.perf_counter() - t0
+                times.setdefault(f"w{w:g}/chunk{size}", []).append(seconds)
+                print(f"round {r + 1} w={w:g} chunk {size:>5}: {seconds:5.2f} s", flush=True)
+    ref = max(args.sizes)
+    entries = {}
+    for key, ts in times.items():
+        w_key = key.split("/")[0]
+        med = sorted(ts)[len(ts) // 2]
+        ref_ts = times[f"{w_key}/chunk{ref}"]
+        entries[key] = {
+            "seconds_median": med,
+            "seconds_all": ts,
+            "speedup_vs_largest": sorted(ref_ts)[len(ref_ts) // 2] / med,
+        }
+    entry = {
+        "checkpoint": str(args.checkpoint),
+        "method": args.method,
+        "steps": args.steps,
+        "n": args.n,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "sizes": args.sizes,
+        "times": entries,
+        "load_average": os.getloadavg(),
+    }
+    merge(args.out, "chunks", args.label, entry, _config(args), time.perf_counter() - t_all, "cpu")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from diffusion_edu.results import results_dir
 
@@ -386,10 +434,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--steps-list", type=lambda v: [int(x) for x in v.split(",")], default=None)
     s.add_argument("--w-list", type=lambda v: [float(x) for x in v.split(",")], default=None)
     s.add_argument("--n", type=int, default=1000)
+    s = sub.add_parser("chunks")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--label", default="recipe")
+    s.add_argument("--method", default="dpm_solver_2m")
+    s.add_argument("--steps", type=int, default=7)
+    s.add_argument("--w-list", type=lambda v: [float(x) for x in v.split(",")], default=[0.0, 1.0])
+    s.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[25, 50, 100, 200, 500, 1000])
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--n", type=int, default=1000)
     args = p.parse_args(argv)
     args.out = args.out or results_dir() / "benchmarks" / "recipe_cpu.json"
     args.threads = args.threads or (2 if args.stage == "speed" else 1)
-    return {"speed": cmd_speed, "screen": cmd_screen, "samplers": cmd_samplers}[args.stage](args)
+    stages = {"speed": cmd_speed, "screen": cmd_screen, "samplers": cmd_samplers, "chunks": cmd_chunks}
+    return stages[args.stage](args)
 
 
 if __name__ == "__main__":

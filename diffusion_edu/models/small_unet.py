@@ -6,11 +6,15 @@ Ronneberger et al.'s U-Net has four levels; Report E keeps two for 28x28 MNIST d
        maxpool 2x2                                                  ^ transposed conv 2x2 (2 ch -> ch)
     block(ch -> 2 ch)      14x14 -------------- concat -> block(4 ch -> 2 ch)
        maxpool 2x2                                  ^ transposed conv 2x2 (4 ch -> 2 ch)
-    bottleneck block(2 ch -> 4 ch)  7x7
+    bottleneck block(2 ch -> 4 ch)  7x7  [+ self-attention over the 49 positions, with attention=True]
 
 Each block is two 3x3 convolutions (padding 1), each followed by ReLU; the report integrates "the time
 embedding and conditional labels into each block": here the first convolution of every block gets a
 per-channel bias from ``emb = TimeMLP(sinusoidal(t)) + LabelEmbedding(y)``.
+
+Report E's network has no attention. ``attention=True`` adds one self-attention block after the
+bottleneck (Ho et al.'s at 16x16 on CIFAR-10; here at the 7x7 level, where 49 positions make it cheap):
+an option the ten-minute recipe screens (chapter 5b), off by default so Report E's network is unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 from ..forward import Parameterization
 from .base import Denoiser, check_positive_int
 from .embeddings import LabelEmbedding, TimeEmbedding
+from .unet_blocks import AttentionBlock
 
 __all__ = ["SmallUNet"]
 
@@ -55,6 +60,8 @@ class SmallUNet(Denoiser):
         depth: number of down-sampling steps (Report E: 2; Ronneberger et al.: 4).
         time_dim: size of the sinusoidal time features; the time MLP outputs ``4 * time_dim``.
         num_classes: None, or K classes with the null label at index K (Report E: 10).
+        attention: add a self-attention block (one head, zero-initialised output projection) after the
+            bottleneck; False (Report E) leaves the network and its checkpoints as they were.
     """
 
     def __init__(
@@ -66,8 +73,11 @@ class SmallUNet(Denoiser):
         time_dim: int = 32,
         num_classes: int | None = None,
         parameterization: Parameterization = "eps",
+        attention: bool = False,
     ) -> None:
         super().__init__(in_channels, image_size, num_classes, parameterization)
+        if not isinstance(attention, bool):
+            raise TypeError(f"attention must be True or False, got {attention!r}")
         ch = check_positive_int(ch, "ch")
         depth = check_positive_int(depth, "depth")
         time_dim = check_positive_int(time_dim, "time_dim", minimum=2)
@@ -84,6 +94,9 @@ class SmallUNet(Denoiser):
             DoubleConv(c_in, c_out, emb_dim) for c_in, c_out in zip([in_channels, *chans[:-2]], chans[:-1])
         )
         self.bottleneck = DoubleConv(chans[-2], chans[-1], emb_dim)
+        # GroupNorm needs a divisor of the bottleneck's channels: 32 groups where they allow, else fewer
+        groups = next(g for g in (32, 16, 8, 4, 2, 1) if chans[-1] % g == 0)
+        self.attention = AttentionBlock(chans[-1], norm_groups=groups) if attention else None
         self.upconv = nn.ModuleList(
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
         )
@@ -100,6 +113,8 @@ class SmallUNet(Denoiser):
             skips.append(h)
             h = F.max_pool2d(h, 2)  # (B, C, H/2, W/2)
         h = self.bottleneck(h, emb)
+        if self.attention is not None:
+            h = self.attention(h)  # (B, 4 ch, 7, 7) -> same, every position attends to all 49
         for upconv, block in zip(self.upconv, self.up):
             h = block(torch.cat([skips.pop(), upconv(h)], dim=1), emb)  # concat: (B, 2C, H, W)
         return self.conv_out(h)
