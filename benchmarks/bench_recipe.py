@@ -97,6 +97,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ch_12": {"sets": [*BASE, "model_kwargs.ch=12"], "costs": True, "what": "width 12-24-48"},
     "time_dim_16": {"sets": [*BASE, "model_kwargs.time_dim=16"], "costs": True, "what": "time features 16"},
     "depth_1": {"sets": [*BASE, "model_kwargs.depth=1"], "costs": True, "what": "one down-sampling level (14x14)"},
+    "attn_7": {
+        "sets": [*BASE, "model_kwargs.attention=true"],
+        "costs": True,
+        "what": "self-attention at the 7x7 bottleneck",
+    },
 }
 #: the recipe the first screen kept (L2 with Min-SNR-5 on the base), and one change of it a variant: each is
 #: judged against "l2_min_snr", its parent (:func:`diffusion_edu.experiments.ten_minutes.parent_of`)
@@ -134,6 +139,10 @@ VARIANTS |= {
     "recipe_v_depth_1": change_of_recipe_v("model_kwargs.depth=1", "with one down-sampling level, same CPU time"),
     "recipe_v_no_ema": change_of_recipe_v("ema_decay=null", "sampled from its raw weights (no EMA)"),
     "recipe_v_batch_16": change_of_recipe_v("batch_size=16", "at batch 16, same CPU time"),
+    "recipe_v_attn_7": change_of_recipe_v("model_kwargs.attention=true", "with attention at 7x7, same CPU time"),
+    "recipe_v_x0": change_of_recipe_v("parameterization=x0", "predicting x0 instead of v (Min-SNR-5 on the x0 error)"),
+    "recipe_v_no_warmup": change_of_recipe_v("warmup_steps=0", "without the 200 warm-up steps (cosine decay kept)"),
+    "recipe_v_constant_lr": change_of_recipe_v("lr_schedule=constant", "with a constant learning rate after warm-up"),
 }
 
 #: settings that change only the speed (the same arithmetic): measured by ``speed`` alone.

@@ -9,7 +9,8 @@ import torch
 from diffusion_edu import TrainConfig, sample
 from diffusion_edu.checkpoint import load_model
 from diffusion_edu.cli import main
-from diffusion_edu.generate import default_labels, generate
+from diffusion_edu.generate import CPU_IMAGES_PER_CALL, OTHER_DEVICE_CHUNK, default_chunk, default_labels, generate
+from diffusion_edu.results import results_dir
 from diffusion_edu.training import train
 
 TINY = dict(
@@ -84,6 +85,41 @@ def test_cold_networks_generate_from_the_fitted_prior(cold_run):
     assert labels is None and images.shape == (5, 1, 28, 28)
     assert torch.isfinite(images).all() and images.abs().max() <= 1
     assert not torch.equal(images[0], images[1])  # drawn from a distribution, not one fixed x_T
+
+
+def test_generate_samples_in_the_devices_default_chunks(gaussian_run, monkeypatch):
+    """On a CPU generate runs CPU_IMAGES_PER_CALL network inputs per call: half as many images when guidance
+    evaluates each twice; an explicit batch_size wins, and a bad one is refused by the sampler."""
+    import diffusion_edu.samplers as samplers
+
+    seen = []
+    real = samplers.sample
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(samplers, "sample", spy)
+    loaded = load_model(gaussian_run, ema=False, device="cpu")
+    generate(loaded, 3, steps=2, w=1.0)
+    generate(loaded, 3, steps=2, w=0.0)
+    generate(loaded, 3, steps=2, w=1.0, batch_size=2)
+    assert seen == [CPU_IMAGES_PER_CALL // 2, CPU_IMAGES_PER_CALL, 2]
+    assert default_chunk("meta", 1.0) == default_chunk("cuda", 0.0) == OTHER_DEVICE_CHUNK
+    with pytest.raises(ValueError, match="batch_size"):
+        generate(loaded, 3, steps=2, batch_size=0)
+
+
+def test_the_cpu_chunk_is_the_fastest_measured():
+    """CPU_IMAGES_PER_CALL is what ``bench_recipe.py chunks`` measured: guided and unguided, the default
+    chunk samples within 5% of the fastest chunk size tried, and faster than the old default of 500."""
+    path = results_dir() / "benchmarks" / "recipe_cpu.json"
+    chunks = json.loads(path.read_text())["data"]["chunks"]["recipe_v"]["times"]
+    for w, chunk in (("w0", CPU_IMAGES_PER_CALL), ("w1", CPU_IMAGES_PER_CALL // 2)):
+        times = {int(k.split("chunk")[1]): v["seconds_median"] for k, v in chunks.items() if k.startswith(w + "/")}
+        assert chunk in times, (w, sorted(times))
+        assert times[chunk] <= 1.05 * min(times.values()), (w, times)
+        assert times[chunk] < times[500], (w, times)
 
 
 def test_sample_command_writes_a_grid_and_a_summary(gaussian_run, tmp_path, capsys):

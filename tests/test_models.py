@@ -70,6 +70,10 @@ TINY = {
         ),
     ),
     "small_unet": ("small_unet", dict(in_channels=1, image_size=8, ch=4, depth=2, time_dim=8, num_classes=3)),
+    "small_unet_attn": (
+        "small_unet",
+        dict(in_channels=1, image_size=8, ch=4, depth=2, time_dim=8, num_classes=3, attention=True),
+    ),
     "cnn": ("cnn", dict(in_channels=1, image_size=8, hidden=(4, 8, 4), kernel_size=3, time_dim=8)),
     "cnn_selu": ("cnn", dict(in_channels=3, image_size=8, hidden=(4, 8), kernel_size=7, act="selu", num_classes=3)),
     "autoencoder": (
@@ -257,6 +261,41 @@ def test_channels_last_gives_the_same_output(key):
     torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last), t), ref, rtol=1e-4, atol=1e-5)
 
 
+def test_small_unet_attention_starts_as_the_network_without_it():
+    """The attention block's output projection starts at zero (Ho et al.), so a fresh SmallUNet with
+    attention computes what the same weights compute without it; once the projection is trained the
+    block changes the output, and the network without attention has none of its parameters (Report E's
+    checkpoints load unchanged)."""
+    with_attn = with_random_weights(tiny("small_unet_attn"))
+    plain = tiny("small_unet")
+    assert not any(k.startswith("attention.") for k in plain.state_dict())
+    plain.load_state_dict({k: v for k, v in with_attn.state_dict().items() if not k.startswith("attention.")})
+    with torch.no_grad():
+        with_attn.attention.proj.weight.zero_()
+        with_attn.attention.proj.bias.zero_()
+    x, t = batch(plain)
+    y = torch.tensor([0, 1, 2])
+    torch.testing.assert_close(with_attn(x, t, y), plain(x, t, y))
+    with torch.no_grad():
+        with_attn.attention.proj.weight.normal_(0.0, 0.3)
+    assert (with_attn(x, t, y) - plain(x, t, y)).abs().max() > 1e-3
+
+
+def test_small_unet_attention_mixes_positions_of_the_bottleneck():
+    """Without attention a change to one corner pixel of a 64x64 image cannot reach the opposite corner
+    of the output (the receptive field of two levels of 3x3 convolutions is smaller than the image);
+    self-attention over the bottleneck's positions lets every position see every other."""
+    kw = dict(in_channels=1, image_size=64, ch=4, depth=2, time_dim=8, num_classes=3)
+    for attention, reaches in ((False, False), (True, True)):
+        model = with_random_weights(build_model("small_unet", **kw, attention=attention)).eval()
+        x, t = batch(model, B=1)
+        y = torch.tensor([1])
+        x2 = x.clone()
+        x2[..., 0, 0] += 5.0
+        far = (model(x2, t, y) - model(x, t, y))[..., -1, -1].abs().item()
+        assert (far > 1e-6) is reaches, (attention, far)
+
+
 def test_sinusoidal_embedding_formula():
     """Vaswani et al.'s encoding as Ho et al. code it: sin(t f_i) then cos(t f_i), f_i = 10000^(-i/(half-1));
     distinct time steps must get distinct embeddings (else the network cannot tell noise levels apart)."""
@@ -304,6 +343,7 @@ CONSTRUCTION_ERRORS = [
     ("cnn", dict(hidden="16"), TypeError, r"hidden must be a list or tuple"),
     ("cnn", dict(in_channels=0), ValueError, r"in_channels must be at least 1"),
     ("small_unet", dict(depth=0), ValueError, r"depth must be at least 1"),
+    ("small_unet", dict(attention="yes"), TypeError, r"attention must be True or False, got 'yes'"),
     ("vae", dict(latent_dim=0), ValueError, r"latent_dim must be at least 1"),
 ]
 
