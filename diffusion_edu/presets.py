@@ -292,7 +292,7 @@ _PRESET_LIST: list[TrainingPreset] = [
                        T=1000, parameterization="v", loss="l2", loss_weighting="min_snr", p_uncond=0.1, lr=1e-3,
                        warmup_steps=200, lr_schedule="cosine", batch_size=32, steps=3000, ema_decay=0.995,
                        log_every=50, checkpoint_every=500, sample_every=1000,
-                       sample_defaults={"method": "dpm_solver_2m", "steps": 7, "w": 1.0})),
+                       sample_defaults={"method": "dpm_solver_2m", "steps": 9, "w": 0.7})),
     TrainingPreset("a_unet", "Report A: conditional U-Net, eps-prediction, linear betas, T=400 (optimizer, batch and "
            "steps not reported: Ho et al.'s Adam 2e-4, batch 128, 20k steps; no EMA).",
            TrainConfig(dataset="mnist", model="unet_mnist", model_kwargs={"num_classes": 10}, schedule="linear",

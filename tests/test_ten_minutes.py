@@ -117,9 +117,32 @@ def test_sampler_choice_is_the_lowest_fid_within_the_time_target():
         recommend_sampler(sweep, max_seconds=10.0, margin=1.0)
 
 
+def test_sampler_choice_meets_the_accuracy_target_on_its_interval():
+    """With min_accuracy, a setting with a lower FID whose accuracy interval starts below the target is
+    passed over; a setting without an accuracy interval cannot show that it meets it."""
+
+    def acc(entry, est, lo, hi):
+        entry["metrics"]["conditional_accuracy_interval"] = _iv(est, lo, hi)
+        return entry
+
+    sweep = {
+        "weak_guidance": acc(_s("dpm_solver_2m", 7, 0.5, 8.0, 6.0, 5.0, 7.5), 0.980, 0.971, 0.988),
+        "guided": acc(_s("dpm_solver_2m", 7, 1.0, 8.0, 7.0, 6.0, 8.5), 0.995, 0.990, 0.999),
+        "unscored": _s("ddpm", 10, 0.0, 5.0, 5.0, 4.0, 6.0),
+    }
+    assert recommend_sampler(sweep, 10.0)["label"] == "unscored"
+    r = recommend_sampler(sweep, 10.0, min_accuracy=tm.ACCURACY_TARGET)
+    assert r["label"] == "guided" and r["min_accuracy"] == 0.98 and r["not_separated"] == []
+    with pytest.raises(ValueError, match="no sampler setting within 10 s reached a conditional accuracy of 99.5%"):
+        recommend_sampler(sweep, 10.0, min_accuracy=0.995)
+    with pytest.raises(ValueError, match="min_accuracy must be a share"):
+        recommend_sampler(sweep, 10.0, min_accuracy=98)
+
+
 def test_the_preset_ships_the_sampler_the_committed_sweep_recommends():
     """quick_mnist's sample_defaults are the recommendation for the recipe's network in the committed
-    results (the sweep of the screened variant that is the recipe), with the book's time margin."""
+    results (the sweep of the screened variant that is the recipe), with the book's time margin and
+    accuracy target."""
     from diffusion_edu.presets import training_preset
 
     rec = tm.load_benchmark(tm.RECIPE_FILE)
@@ -127,7 +150,9 @@ def test_the_preset_ships_the_sampler_the_committed_sweep_recommends():
     screen, seeds = rec["data"]["screen"], rec["data"].get("screen_seeds", {})
     label = tm.recipe_label(screen, screen_seeds=seeds)
     assert label is not None and not tm.unshipped_sets(screen, screen_seeds=seeds)
-    choice = recommend_sampler(tm.sweep_of(rec["data"]["samplers"], label), 10.0, margin=tm.TIME_MARGIN)
+    choice = recommend_sampler(
+        tm.sweep_of(rec["data"]["samplers"], label), 10.0, margin=tm.TIME_MARGIN, min_accuracy=tm.ACCURACY_TARGET
+    )
     shipped = training_preset("quick_mnist").sample_defaults
     assert {k: shipped.get(k) for k in ("method", "steps", "w")} == choice["settings"]
 

@@ -268,7 +268,7 @@ def recommend_sampler(
         within = {k: v for k, v in timely.items() if (a := _accuracy(v)) is not None and a.low >= min_accuracy}
         if not within:
             raise ValueError(
-                f"no sampler setting within {limit:g} s reached a conditional accuracy of {min_accuracy:.0%} on "
+                f"no sampler setting within {limit:g} s reached a conditional accuracy of {100 * min_accuracy:g}% on "
                 f"its interval's lower end ({len(timely)} within time)"
             )
     best = min(within, key=lambda k: _fid(within[k]).estimate)
