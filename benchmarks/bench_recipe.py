@@ -44,6 +44,7 @@ import contextlib
 import fcntl
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -390,13 +391,11 @@ def cmd_chunks(args) -> int:
     ref = max(args.sizes)
     entries = {}
     for key, ts in times.items():
-        w_key = key.split("/")[0]
-        med = sorted(ts)[len(ts) // 2]
-        ref_ts = times[f"{w_key}/chunk{ref}"]
+        largest = times[f"{key.split('/')[0]}/chunk{ref}"]
         entries[key] = {
-            "seconds_median": med,
+            "seconds_median": statistics.median(ts),
             "seconds_all": ts,
-            "speedup_vs_largest": sorted(ref_ts)[len(ref_ts) // 2] / med,
+            "speedup_vs_largest": statistics.median(largest) / statistics.median(ts),
         }
     entry = {
         "checkpoint": str(args.checkpoint),

@@ -9,6 +9,7 @@ import torch
 from diffusion_edu import TrainConfig, sample
 from diffusion_edu.checkpoint import load_model
 from diffusion_edu.cli import main
+from diffusion_edu.experiments.ten_minutes import chunk_times
 from diffusion_edu.generate import CPU_IMAGES_PER_CALL, OTHER_DEVICE_CHUNK, default_chunk, default_labels, generate
 from diffusion_edu.results import results_dir
 from diffusion_edu.training import train
@@ -114,9 +115,9 @@ def test_the_cpu_chunk_is_the_fastest_measured():
     """CPU_IMAGES_PER_CALL is what ``bench_recipe.py chunks`` measured: guided and unguided, the default
     chunk samples within 5% of the fastest chunk size tried, and faster than the old default of 500."""
     path = results_dir() / "benchmarks" / "recipe_cpu.json"
-    chunks = json.loads(path.read_text())["data"]["chunks"]["recipe_v"]["times"]
-    for w, chunk in (("w0", CPU_IMAGES_PER_CALL), ("w1", CPU_IMAGES_PER_CALL // 2)):
-        times = {int(k.split("chunk")[1]): v["seconds_median"] for k, v in chunks.items() if k.startswith(w + "/")}
+    measured = chunk_times(json.loads(path.read_text())["data"]["chunks"]["recipe_v"])
+    for w, chunk in ((0.0, CPU_IMAGES_PER_CALL), (1.0, CPU_IMAGES_PER_CALL // 2)):
+        times = measured[w]
         assert chunk in times, (w, sorted(times))
         assert times[chunk] <= 1.05 * min(times.values()), (w, times)
         assert times[chunk] < times[500], (w, times)

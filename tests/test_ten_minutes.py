@@ -117,6 +117,20 @@ def test_sampler_choice_is_the_lowest_fid_within_the_time_target():
         recommend_sampler(sweep, max_seconds=10.0, margin=1.0)
 
 
+def test_chunk_times_reads_a_chunks_entry_by_weight_and_size():
+    entry = {
+        "times": {
+            "w1/chunk500": {"seconds_median": 9.9},
+            "w0/chunk100": {"seconds_median": 2.5},
+            "w1/chunk100": {"seconds_median": 4.9},
+            "w0.5/chunk25": {"seconds_median": 3.0},
+        }
+    }
+    got = tm.chunk_times(entry)
+    assert got == {1.0: {100: 4.9, 500: 9.9}, 0.0: {100: 2.5}, 0.5: {25: 3.0}}
+    assert list(got[1.0]) == [100, 500]
+
+
 def test_sampler_choice_meets_the_accuracy_target_on_its_interval():
     """With min_accuracy, a setting with a lower FID whose accuracy interval starts below the target is
     passed over; a setting without an accuracy interval cannot show that it meets it."""

@@ -43,6 +43,7 @@ __all__ = [
     "recipe_sets",
     "recipe_label",
     "sweep_of",
+    "chunk_times",
     "TIME_MARGIN",
     "recommend_sampler",
     "screen_rows",
@@ -226,6 +227,16 @@ def sweep_of(samplers: Mapping[str, Mapping[str, Any]], label: str) -> dict[str,
     """The entries of a sampler sweep (``bench_recipe.py samplers --label LABEL``: keys
     ``LABEL/method/wW/stepsS``) that were measured on ``label``'s network."""
     return {k: v for k, v in samplers.items() if k.split("/", 1)[0] == label}
+
+
+def chunk_times(entry: Mapping[str, Any]) -> dict[float, dict[int, float]]:
+    """The median seconds of one ``bench_recipe.py chunks`` entry (keys ``wW/chunkS`` under ``times``) as
+    {guidance weight: {images per chunk: seconds}}, chunk sizes in increasing order."""
+    out: dict[float, dict[int, float]] = {}
+    for key, v in entry["times"].items():
+        w, _, size = key.partition("/chunk")
+        out.setdefault(float(w.removeprefix("w")), {})[int(size)] = v["seconds_median"]
+    return {w: dict(sorted(sizes.items())) for w, sizes in out.items()}
 
 
 #: the share of the time target that a recommended sampler may not use: one draw's time on the shared 2-core
